@@ -1,0 +1,65 @@
+"""One settings object for every process.
+
+Values come from the environment, then `.env` (read by pydantic-settings through
+python-dotenv), then the defaults below; command-line flags override them by being
+passed to `Settings(...)` directly. Variable names are the field names upper-cased.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    chat_host: str = "127.0.0.1"
+    chat_port: int = 5000
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_token: SecretStr | None = None
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+
+    mongo_url: str = "mongodb://localhost:27017"
+    mongo_db: str = "chatnet"
+
+    data_dir: Path = Path("data")
+    log_dir: Path = Path("logs")
+
+    thermometer_name: str = "thermometer1"
+    thermometer_interval: float = 100.0
+
+    bot_name: str = "openai"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+
+    @field_validator("api_token", "openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """Headers a client of the message API sends (the bearer token, when set)."""
+        if self.api_token is None:
+            return {}
+        return {"Authorization": f"Bearer {self.api_token.get_secret_value()}"}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, built once (FastAPI uses this as a dependency)."""
+    return Settings()

@@ -1,0 +1,34 @@
+"""Exceptions of chatnet.
+
+    ChatError
+    ├── ProtocolError        the peer sent something we can't accept (its fault;
+    │   │                    the connection stays, the peer gets an error reply)
+    │   ├── LineTooLong
+    │   ├── BadEncoding
+    │   └── BadFrame         malformed JSON, unknown type, invalid field
+    └── StoreUnavailable     the message API could not confirm a write or read
+"""
+
+
+class ChatError(Exception):
+    """Base of every chatnet error."""
+
+
+class ProtocolError(ChatError):
+    """A peer sent a line we can't accept. The message is safe to show to it."""
+
+
+class LineTooLong(ProtocolError):
+    pass
+
+
+class BadEncoding(ProtocolError):
+    pass
+
+
+class BadFrame(ProtocolError):
+    pass
+
+
+class StoreUnavailable(ChatError):
+    """The message API could not be reached or refused the request."""

@@ -1,0 +1,222 @@
+"""What the integration tests share: the network as real processes, and clients that
+talk to it the way users do (raw TCP text lines, JSON frames)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatnet.peer import Peer
+from chatnet.process import Child, free_port, http_ok, port_open, script
+from chatnet.protocol import Message
+
+HOST = "127.0.0.1"
+TIMEOUT = 10.0
+
+
+@dataclass
+class Network:
+    """chatnet's processes for one test, on free loopback ports, over one database."""
+
+    store_url: str
+    tmp: Path
+    db: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:12]}")
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    api_port: int = field(default_factory=free_port)
+    chat_port: int = field(default_factory=free_port)
+    web_port: int = field(default_factory=free_port)
+    children: dict[str, Child] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CHAT_HOST": HOST, "CHAT_PORT": str(self.chat_port),
+            "API_HOST": HOST, "API_PORT": str(self.api_port), "API_TOKEN": self.token,
+            "WEB_HOST": HOST, "WEB_PORT": str(self.web_port),
+            "MONGO_URL": self.store_url, "MONGO_DB": self.db,
+            "DATA_DIR": str(self.tmp / "data"), "LOG_DIR": str(self.tmp / "logs"),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }  # fmt: skip
+
+    def start(self, name: str, argv: list[str], ready: Callable[[], bool], timeout: float = 30.0, **env: str) -> Child:
+        child = Child(name, argv, ready, env={**self.env(), **env}, log_path=self.tmp / "logs" / f"{name}.log")
+        self.children[name] = child
+        child.start(timeout)
+        return child
+
+    def start_api(self, **env: str) -> Child:
+        return self.start("api", script("message_api.py"), http_ok(f"{self.api_url}/health"), **env)
+
+    def start_server(self, **env: str) -> Child:
+        return self.start("server", script("async_server.py"), port_open(HOST, self.chat_port), **env)
+
+    def start_web(self, **env: str) -> Child:
+        return self.start("web", script("websocket_adapter.py"), port_open(HOST, self.web_port), **env)
+
+    def stop(self, name: str) -> None:
+        child = self.children.pop(name, None)
+        if child is not None:
+            child.stop()
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.children)):
+            self.stop(name)
+
+    def log(self, name: str) -> str:
+        path = self.tmp / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # --- clients -------------------------------------------------------------------
+
+    async def text_client(self, user: str | None = None) -> TextClient:
+        client = await TextClient.connect(HOST, self.chat_port)
+        if user is not None:
+            await client.login(user)
+        return client
+
+    async def json_client(self, user: str, features: tuple[str, ...] = ()) -> JsonClient:
+        peer = await Peer.connect(HOST, self.chat_port, user, features=features)
+        return JsonClient(peer)
+
+
+class TextClient:
+    """A person at `nc`: sends lines, reads lines."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.seen: list[str] = []
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> TextClient:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        return cls(reader, writer)
+
+    async def send(self, line: str | bytes) -> None:
+        data = line if isinstance(line, bytes) else line.encode()
+        self.writer.write(data if data.endswith(b"\n") else data + b"\n")
+        await self.writer.drain()
+
+    async def line(self, timeout: float = TIMEOUT) -> str:
+        """The next line, without its newline; fails the test on timeout or close."""
+        try:
+            raw = await asyncio.wait_for(self.reader.readline(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no line within {timeout} s; seen so far: {self.seen[-10:]}") from None
+        if not raw:
+            raise AssertionError(f"connection closed; seen so far: {self.seen[-10:]}")
+        text = raw.decode().rstrip("\n")
+        self.seen.append(text)
+        return text
+
+    async def expect(self, wanted: str | Callable[[str], bool], timeout: float = TIMEOUT) -> str:
+        """Read lines until one contains `wanted` (or satisfies it); return that line."""
+        match = wanted if callable(wanted) else (lambda line: wanted in line)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"never saw {wanted!r}; seen: {self.seen[-15:]}")
+            line = await self.line(remaining)
+            if match(line):
+                return line
+
+    async def quiet(self, seconds: float = 0.5) -> list[str]:
+        """Every line that arrives until the connection has been silent for `seconds`."""
+        lines = []
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.reader.readline(), seconds)
+            except TimeoutError:
+                return lines
+            if not raw:
+                return lines
+            lines.append(raw.decode().rstrip("\n"))
+            self.seen.append(lines[-1])
+
+    async def login(self, user: str) -> str:
+        """Answer the prompt; return the welcome line."""
+        assert await self.line() == "Enter username:"
+        await self.send(user)
+        return await self.expect(lambda line: line.startswith("Welcome"))
+
+    async def closed(self, timeout: float = TIMEOUT) -> bool:
+        """True once the server has closed the connection (reads what is left)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.reader.read(65536):
+                    pass
+            return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+class JsonClient:
+    """A program in JSON mode: a Peer plus waiting for a frame that matches."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.seen: list[Message] = []
+
+    async def send(self, destination: str, message: str, **metadata: Any) -> None:
+        await self.peer.send(destination, message, metadata or None)
+
+    async def send_raw(self, frame: dict[str, Any] | str) -> None:
+        line = frame if isinstance(frame, str) else json.dumps(frame)
+        self.peer.writer.write(line.encode() + b"\n")
+        await self.peer.writer.drain()
+
+    async def command(self, text: str) -> None:
+        await self.peer.command(text)
+
+    async def expect(self, match: Callable[[Message], bool], timeout: float = TIMEOUT) -> Message:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await self.peer.recv()
+                    if message is None:
+                        raise AssertionError(f"connection closed; seen: {self.seen[-10:]}")
+                    self.seen.append(message)
+                    if match(message):
+                        return message
+        except TimeoutError:
+            raise AssertionError(f"no matching frame within {timeout} s; seen: {self.seen[-10:]}") from None
+
+    async def quiet(self, seconds: float = 0.5) -> list[Message]:
+        messages = []
+        while True:
+            try:
+                message = await asyncio.wait_for(self.peer.recv(), seconds)
+            except TimeoutError:
+                return messages
+            if message is None:
+                return messages
+            messages.append(message)
+            self.seen.append(message)
+
+    async def close(self) -> None:
+        await self.peer.close()
