@@ -144,6 +144,7 @@ class Chat:
     destination: str
     message: str
     metadata: dict[str, Any] | None = None
+    type: str = MessageType.CHAT  # or SUBSCRIPTION: a service's broadcast, routed alike
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +234,7 @@ def parse_json_frame(line: str) -> ClientEvent:
     kind = frame.get("type")
     if kind == "login":
         return _parse_login(frame)
-    if kind == MessageType.CHAT:
+    if kind in (MessageType.CHAT, MessageType.SUBSCRIPTION):
         destination, message, metadata = frame.get("destination"), frame.get("message"), frame.get("metadata")
         if not isinstance(destination, str) or not destination:
             raise BadFrame("A chat frame needs a 'destination'.")
@@ -241,13 +242,13 @@ def parse_json_frame(line: str) -> ClientEvent:
             raise BadFrame("A chat frame needs a 'message' string.")
         if metadata is not None and not isinstance(metadata, dict):
             raise BadFrame("'metadata' must be an object.")
-        return Chat(check_name(destination, "destination"), check_message(message), metadata or None)
+        return Chat(check_name(destination, "destination"), check_message(message), metadata or None, kind)
     if kind == MessageType.COMMAND:
         message = frame.get("message")
         if not isinstance(message, str) or not message.strip():
             raise BadFrame("A command frame needs a 'message' such as '!who'.")
         return _parse_command(message.strip())
-    raise BadFrame(f"Unknown frame type {_quote(str(kind))}; expected 'chat' or 'command'.")
+    raise BadFrame(f"Unknown frame type {_quote(str(kind))}; expected 'chat', 'subscription' or 'command'.")
 
 
 def _parse_login(frame: dict[str, Any]) -> Login:
