@@ -36,6 +36,9 @@ class Peer:
         self.writer = writer
         self.user = user
         self.welcome: Message | None = None
+        # Frames that arrived before the welcome (a message sent to us the moment we
+        # came online); recv() returns them first.
+        self._early: list[Message] = []
 
     @classmethod
     async def connect(
@@ -64,12 +67,17 @@ class Peer:
         if password is not None:
             frame["password"] = password
         await self.send_frame(frame)
-        reply = await self.recv()
-        if reply is None:
-            raise LoginRefused("The server closed the connection during login.")
-        if reply.type == MessageType.ERROR:
-            raise LoginRefused(reply.message)
-        self.welcome = reply
+        while True:
+            reply = await self._read()
+            if reply is None:
+                raise LoginRefused("The server closed the connection during login.")
+            event = reply.metadata.get("event")
+            if reply.type == MessageType.ERROR and event in ("login_failed", "bad_input"):
+                raise LoginRefused(reply.message)
+            if event == "welcome":
+                self.welcome = reply
+                return
+            self._early.append(reply)
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         self.writer.write(json.dumps(frame, ensure_ascii=False).encode() + b"\n")
@@ -87,6 +95,11 @@ class Peer:
 
     async def recv(self) -> Message | None:
         """The next frame from the server, or None once it has closed."""
+        if self._early:
+            return self._early.pop(0)
+        return await self._read()
+
+    async def _read(self) -> Message | None:
         line = await self.reader.readline()
         return parse_message(line) if line else None
 
