@@ -1,0 +1,30 @@
+"""Terminal client of chatnet: `python async_client.py [--user NAME] [--host H] [--port P]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from chatnet.client import main as run
+from chatnet.config import Settings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Chat on a chatnet server from this terminal.")
+    parser.add_argument("--user", help="log in with this name (asked for otherwise)")
+    parser.add_argument("--host", help="chat server host (default: CHAT_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="chat server port (default: CHAT_PORT or 5000)")
+    args = parser.parse_args()
+    overrides = {"chat_host": args.host, "chat_port": args.port}
+    settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(settings, args.user)
+    except KeyboardInterrupt:  # Ctrl-C between two prompts
+        print("Goodbye.")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
