@@ -16,11 +16,10 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
 
@@ -132,29 +131,29 @@ class Message(BaseModel):
 # --- what a client can say -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Login:
+# Client events are NamedTuples: immutable like frozen dataclasses, and several times
+# cheaper to build, which matters on the routing path (one per line).
+
+
+class Login(NamedTuple):
     user: str
     features: frozenset[str] = frozenset()
     password: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Chat:
+class Chat(NamedTuple):
     destination: str
     message: str
     metadata: dict[str, Any] | None = None
     type: str = MessageType.CHAT  # or SUBSCRIPTION: a service's broadcast, routed alike
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     name: str  # without the "!": "check", "who", "help"
     args: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Quit:
+class Quit(NamedTuple):
     pass
 
 
@@ -209,18 +208,21 @@ def _parse_command(text: str) -> Command | Quit:
 
 def parse_text_line(line: str) -> Chat | Command | Quit:
     """A text-mode line after login: `name: message`, `!command` or `exit`."""
+    destination, colon, message = line.partition(":")
+    if colon and not destination.lstrip().startswith("!"):
+        # The common case first: a message to someone.
+        if NAME_RE.fullmatch(destination) is None:
+            destination = destination.strip()
+            if not destination:
+                raise ProtocolError("No destination: write 'name: message'.")
+            check_name(destination, "destination")
+        return Chat(destination, check_message(message.strip()))
     text = line.strip()
     if not text:
         raise ProtocolError("Empty line: write 'name: message', or !help.")
     if text.startswith("!") or text.lower() in QUIT_WORDS:
         return _parse_command(text)
-    destination, colon, message = text.partition(":")
-    if not colon:
-        raise ProtocolError("Write 'name: message' to send a message, or !help for the commands.")
-    destination = destination.strip()
-    if not destination:
-        raise ProtocolError("No destination: write 'name: message'.")
-    return Chat(check_name(destination, "destination"), check_message(message.strip()))
+    raise ProtocolError("Write 'name: message' to send a message, or !help for the commands.")
 
 
 def parse_json_frame(line: str) -> ClientEvent:
@@ -270,7 +272,6 @@ def is_json_login(line: str) -> bool:
 # --- bytes in ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class LineBuffer:
     """Splits a byte stream into lines, bounded by `limit` bytes per line.
 
@@ -279,44 +280,44 @@ class LineBuffer:
     dropped as they arrive, so a peer can't make us buffer more than `limit`.
     """
 
-    limit: int = MAX_LINE_BYTES
-    _buffer: bytearray = field(default_factory=bytearray)
-    _discarding: bool = False
+    __slots__ = ("limit", "_rest", "_discarding")
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self.limit = limit
+        self._rest = b""
+        self._discarding = False
 
     def feed(self, data: bytes) -> list[bytes | LineTooLong]:
-        out: list[bytes | LineTooLong] = []
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
+        if self._discarding:
+            end = data.find(b"\n")
             if end < 0:
-                break
-            if self._discarding:
-                self._discarding = False
-            elif len(self._buffer) + end - start > self.limit:
-                out.append(LineTooLong(f"Line too long (the limit is {self.limit} bytes); it was ignored."))
-            elif self._buffer:
-                self._buffer += data[start:end]
-                out.append(_strip_cr(bytes(self._buffer)))
-            else:
-                out.append(_strip_cr(data[start:end]))
-            self._buffer.clear()
-            start = end + 1
-        if not self._discarding and start < len(data):
-            self._buffer += data[start:]
-            if len(self._buffer) > self.limit:
-                self._buffer.clear()
-                self._discarding = True
-                out.append(LineTooLong(f"Line too long (the limit is {self.limit} bytes); it was ignored."))
-        return out
+                return []
+            self._discarding = False
+            data = data[end + 1 :]
+        if self._rest:
+            data = self._rest + data  # at most `limit` bytes carried over
+        lines: list[Any] = data.split(b"\n")  # splitting in C beats a loop per line
+        rest = lines.pop()
+        limit = self.limit
+        if lines and max(map(len, lines)) > limit:
+            lines = [line if len(line) <= limit else self._too_long() for line in lines]
+        if b"\r" in data:
+            lines = [line[:-1] if type(line) is bytes and line.endswith(b"\r") else line for line in lines]
+        if len(rest) > limit:
+            self._rest = b""
+            self._discarding = True
+            lines.append(self._too_long())
+        else:
+            self._rest = rest
+        return lines
+
+    def _too_long(self) -> LineTooLong:
+        return LineTooLong(f"Line too long (the limit is {self.limit} bytes); it was ignored.")
 
     @property
     def pending(self) -> int:
         """Bytes of an unfinished line held right now."""
-        return len(self._buffer)
-
-
-def _strip_cr(line: bytes) -> bytes:
-    return line[:-1] if line.endswith(b"\r") else line
+        return len(self._rest)
 
 
 def decode_line(raw: bytes) -> str:

@@ -62,6 +62,8 @@ LOGIN_TIMEOUT: Final = 120.0
 # without bound, nor stall anyone).
 WRITE_HIGH_WATER: Final = 1 << 20
 WRITE_LOW_WATER: Final = 1 << 18
+# Past this, even server notices can't be queued: the peer is dropped as too slow.
+WRITE_HARD_LIMIT: Final = 16 << 20
 # Stored mail is handed over in pages: written, drained, acknowledged, next page.
 MAIL_PAGE: Final = 1000
 MAIL_BATCH: Final = 1000
@@ -180,6 +182,10 @@ class Session(asyncio.Protocol):
     def write(self, text: str) -> None:
         """Queue text; everything queued in one loop pass goes out in one write."""
         if self.state is State.CLOSED:
+            return
+        if self.paused and self.transport is not None and self.transport.get_write_buffer_size() > WRITE_HARD_LIMIT:
+            logger.warning("%s is not reading; disconnecting", self.name or self.peer)
+            self.transport.abort()
             return
         self._out.append(text)
         if not self._flush_scheduled:
