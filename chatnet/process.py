@@ -104,6 +104,9 @@ class Child:
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
+    # In its own session, a terminal's Ctrl-C reaches only the parent, which then
+    # stops its children in order (the launcher does).
+    new_session: bool = False
 
     @property
     def running(self) -> bool:
@@ -125,6 +128,7 @@ class Child:
             stdout=self._log if self._log else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            start_new_session=self.new_session,
         )
         deadline = time.monotonic() + timeout
         while not self.ready():
