@@ -42,6 +42,26 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
 
+    # Thermometer: a random walk of `thermometer_step` °C at most per reading, inside
+    # [min, max]; offline subscribers keep the newest `keep` readings for `ttl` seconds.
+    thermometer_min: float = -10.0
+    thermometer_max: float = 35.0
+    thermometer_step: float = 0.3
+    thermometer_keep: int = 20
+    thermometer_ttl: int = 86400
+
+    # OpenAI bot: per-user thread bounds, extra personalities ({"name": "system prompt"},
+    # JSON), allow-list (comma-separated names; empty = everyone), per-user messages a
+    # minute, seconds per model call, SDK retries.
+    bot_max_messages: int = 20
+    bot_max_characters: int = 8000
+    bot_max_days: float = 7.0
+    bot_personalities: dict[str, str] = {}
+    bot_allow: str = ""
+    bot_rate_limit: int = 20
+    bot_timeout: float = 30.0
+    bot_retries: int = 1
+
     @field_validator("api_token", "openai_api_key", "openai_base_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

@@ -1,0 +1,431 @@
+"""The bot-peer base: a named JSON-mode client that answers `<bot>: <command> <args>`.
+
+    class EchoBot(Bot):
+        @command("echo <text>")
+        async def echo(self, req: Request) -> str:
+            "Say <text> back."
+            return req.args or "Echo what?"
+
+    asyncio.run(serve(EchoBot(Settings(), name="echo")))
+
+`Bot.run` connects and logs in, reconnects with capped, jittered exponential backoff
+when the server goes away or refuses the login, and dispatches every chat message
+addressed to the bot: the first word picks a `@command` handler, whatever it returns
+goes back to the sender. Users are served concurrently, each user's messages in order.
+A handler's exception is logged once and becomes a polite reply; the bot keeps going.
+
+What the bot sends goes through `outbox` (a bounded queue drained by the connection's
+writer), so handlers never block on the socket and tests can read replies straight
+from it after `await bot.handle(message)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from chatnet.config import Settings
+from chatnet.errors import ChatError
+from chatnet.peer import LoginRefused, Peer
+from chatnet.protocol import MAX_MESSAGE_CHARS, SERVER_NAME, Message, MessageType
+
+logger = logging.getLogger("chatnet.bot")
+
+# Backoff between connection attempts: 0.5 s, 1 s, 2 s ... capped, each times a random
+# factor in [0.5, 1] so bots restarted together don't hammer the server in step.
+BACKOFF_START: Final = 0.5
+BACKOFF_CAP: Final = 15.0
+# Frames waiting for the server; beyond this the oldest are dropped (a long outage
+# must not grow memory without bound).
+OUTBOX_LIMIT: Final = 1000
+# Requests one user may have queued before the bot says it is busy.
+USER_QUEUE_LIMIT: Final = 20
+
+Handler = Callable[["Bot", "Request"], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One chat message addressed to the bot, split into its command word and the rest."""
+
+    sender: str
+    command: str  # first word, lower-cased ("" for an empty message)
+    args: str  # the rest, stripped
+    message: Message
+
+    @property
+    def text(self) -> str:
+        return self.message.message.strip()
+
+    @property
+    def features(self) -> frozenset[str]:
+        """What the sender's client announced at login (e.g. "stream")."""
+        raw = self.message.metadata.get("sender_features") or ()
+        return frozenset(f for f in raw if isinstance(f, str))
+
+    @classmethod
+    def parse(cls, message: Message) -> Request:
+        text = message.message.strip()
+        word, _, rest = text.partition(" ")
+        return cls(message.sender or "", word.lower(), rest.strip(), message)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    name: str
+    usage: str
+    summary: str
+    takes_args: bool
+    handler: Handler
+
+
+def command(usage: str | None = None, *, name: str | None = None, args: bool | None = None) -> Callable[[Handler], Handler]:
+    """Mark a method as a command. The docstring's first line is its help text.
+
+    `usage` is shown in help (default: the name). `args=False` means the command takes
+    none, so "help me with this" goes to `default` instead (default: whether the usage
+    mentions an argument)."""
+
+    def mark(func: Handler) -> Handler:
+        word = name or func.__name__.removeprefix("cmd_")
+        shown = usage or word
+        takes = args if args is not None else (" " in shown)
+        summary = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else ""
+        func.__chatnet_command__ = CommandInfo(word, shown, summary, takes, func)  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+class RateLimiter:
+    """At most `limit` events per `window` seconds for each key (a sliding window)."""
+
+    def __init__(self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._events: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+
+def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """Pieces of at most `limit` characters, cut at a paragraph, line or word break
+    when there is one in the second half of a piece."""
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
+        if cut < limit // 2:
+            cut = limit
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+class Bot:
+    """Base of every bot peer. Subclasses add `@command` methods and may override
+    `default` (text that is no command), `on_connected` and `on_notice`."""
+
+    description: str = ""  # first line of help; default: the class docstring's first line
+    features: tuple[str, ...] = ()
+    commands: dict[str, CommandInfo] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.commands = _collect_commands(cls)
+
+    def __init__(self, settings: Settings, name: str, *, allow: Iterable[str] | None = None, rate_limit: RateLimiter | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.allow = frozenset(allow) if allow else None
+        self.rate_limit = rate_limit
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.connected = asyncio.Event()
+        self.peer: Peer | None = None
+        self._queues: dict[str, asyncio.Queue[Message]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self.log = logging.getLogger(f"chatnet.bot.{type(self).__name__.lower()}")
+
+    # --- what subclasses override ------------------------------------------------------
+
+    async def default(self, req: Request) -> str | None:
+        """A message whose first word is no command."""
+        if not req.command:
+            return "Say something: try 'help'."
+        return f"Unknown command '{req.command}'. Try 'help'."
+
+    async def on_connected(self) -> None:
+        """Called after every (re)login."""
+
+    async def on_notice(self, message: Message) -> None:
+        """A server notification (presence, saved, ...); ignored unless overridden."""
+
+    async def background(self) -> None:
+        """Work that runs for the bot's whole life, connected or not (e.g. a ticker)."""
+
+    # --- the built-in help -------------------------------------------------------------
+
+    @command("help", args=False)
+    async def cmd_help(self, req: Request) -> str:
+        """Show the commands."""
+        return self.help_text()
+
+    def help_text(self) -> str:
+        doc = (type(self).__doc__ or "").strip()
+        intro = self.description or (doc.splitlines()[0] if doc else "")
+        width = max(len(info.usage) for info in self.commands.values())
+        lines = [f"{self.name}: {intro}" if intro else f"{self.name} commands:"]
+        lines += [f"  {info.usage:<{width}}  {info.summary}" for info in self.commands.values()]
+        lines.append(f"Write '{self.name}: <command>', e.g. '{self.name}: help'.")
+        return "\n".join(lines)
+
+    # --- sending -----------------------------------------------------------------------
+
+    def send(self, destination: str, text: str, metadata: dict[str, Any] | None = None, type: str = MessageType.CHAT) -> None:
+        """Queue one frame for the server. Every frame says it comes from a bot, so
+        other bots never answer it (no bot-to-bot loops)."""
+        frame = {"type": type, "destination": destination, "message": text, "metadata": {**(metadata or {}), "bot": self.name}}
+        if self.outbox.qsize() >= OUTBOX_LIMIT:
+            dropped = self.outbox.get_nowait()
+            self.log.warning("outbox full; dropped a frame to %s", dropped.get("destination"))
+        self.outbox.put_nowait(frame)
+
+    def reply(self, req: Request, text: str, metadata: dict[str, Any] | None = None) -> None:
+        """Answer the sender, split into several messages when it is long."""
+        for piece in split_text(text):
+            self.send(req.sender, piece, {"reply_to": req.message.id, **(metadata or {})})
+
+    # --- receiving ---------------------------------------------------------------------
+
+    async def receive(self, message: Message) -> None:
+        """One frame from the server: chat goes to the sender's queue, the rest is
+        either a notice or ignored."""
+        if message.type in (MessageType.NOTIFICATION, MessageType.ERROR):
+            await self.on_notice(message)
+            return
+        if not self._wants(message):
+            return
+        sender = message.sender or ""
+        if self.allow is not None and sender not in self.allow:
+            self.reply(Request.parse(message), f"Sorry, {self.name} only talks to its allowed users.")
+            return
+        if self.rate_limit is not None and not self.rate_limit.allow(sender):
+            self.reply(Request.parse(message), "Slow down, please: too many messages in a minute. Try again shortly.")
+            return
+        self._enqueue(sender, message)
+
+    def _wants(self, message: Message) -> bool:
+        # Only chat from a person: never our own frames, the server's, another bot's
+        # replies or stream chunks, or subscription broadcasts.
+        return (
+            message.type == MessageType.CHAT
+            and message.sender not in (None, self.name, SERVER_NAME)
+            and not message.metadata.get("bot")
+            and "stream" not in message.metadata
+        )
+
+    def _enqueue(self, sender: str, message: Message) -> None:
+        queue = self._queues.get(sender)
+        if queue is None:
+            queue = self._queues[sender] = asyncio.Queue()
+            task = asyncio.create_task(self._serve_user(sender, queue), name=f"bot-user-{sender}")
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+        if queue.qsize() >= USER_QUEUE_LIMIT:
+            self.reply(Request.parse(message), "I'm still working on your earlier messages; please wait a moment.")
+            return
+        queue.put_nowait(message)
+
+    async def _serve_user(self, sender: str, queue: asyncio.Queue[Message]) -> None:
+        # One task per user with work queued: their messages in order, users concurrently.
+        # It ends when the queue is empty (no await between the check and the removal).
+        while True:
+            try:
+                message = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                del self._queues[sender]
+                return
+            await self.handle(message)
+
+    async def handle(self, message: Message) -> None:
+        """Dispatch one message and send the handler's answer back to the sender."""
+        req = Request.parse(message)
+        info = self.commands.get(req.command)
+        if info is not None and (info.takes_args or not req.args):
+            call: Callable[[], Awaitable[str | None]] = lambda: info.handler(self, req)  # noqa: E731
+            what = req.command
+        else:
+            call, what = (lambda: self.default(req)), "message"
+        try:
+            answer = await call()
+        except Exception:
+            self.log.exception("%s failed on %s from %s", what, req.command or "(empty)", req.sender)
+            answer = f"Sorry, something went wrong with that {what}. Please try again later."
+        if answer:
+            self.reply(req, answer)
+
+    async def drain(self) -> None:
+        """Wait until every queued user message has been handled (tests, shutdown)."""
+        while self._workers:
+            await asyncio.gather(*list(self._workers), return_exceptions=True)
+
+    # --- the connection ----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Stay connected until `stop` is set: log in, serve, reconnect with backoff."""
+        stop = stop or asyncio.Event()
+        background = asyncio.create_task(self.background(), name=f"{self.name}-background")
+        attempt = 0
+        try:
+            while not stop.is_set():
+                try:
+                    peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, self.name, features=self.features)
+                except (OSError, TimeoutError, LoginRefused, ChatError) as exc:
+                    attempt += 1
+                    delay = backoff(attempt)
+                    self.log.warning("cannot log in as %s (%s); retrying in %.1f s", self.name, exc or type(exc).__name__, delay)
+                    await _sleep_unless(stop, delay)
+                    continue
+                attempt = 0
+                await self._session(peer, stop)
+        finally:
+            background.cancel()
+            for task in list(self._workers):
+                task.cancel()
+            await asyncio.gather(background, *self._workers, return_exceptions=True)
+
+    async def _session(self, peer: Peer, stop: asyncio.Event) -> None:
+        self.peer = peer
+        self.connected.set()
+        self.log.info("online as %s on %s:%s", self.name, self.settings.chat_host, self.settings.chat_port)
+        writer = asyncio.create_task(self._write(peer), name=f"{self.name}-writer")
+        reader = asyncio.create_task(self._read(peer), name=f"{self.name}-reader")
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await self.on_connected()
+            await asyncio.wait({writer, reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except Exception:
+            self.log.exception("on_connected failed")
+        finally:
+            self.connected.clear()
+            self.peer = None
+            for task in (writer, reader, stopper):
+                task.cancel()
+            await asyncio.gather(writer, reader, stopper, return_exceptions=True)
+            await peer.close()
+        if not stop.is_set():
+            self.log.warning("lost the connection to the chat server; reconnecting")
+
+    async def _read(self, peer: Peer) -> None:
+        try:
+            async for message in peer:
+                self.log.debug("< %s %s: %s", message.type, message.sender, message.message[:80])
+                await self.receive(message)
+        except (OSError, ChatError) as exc:
+            self.log.warning("read failed: %s", exc)
+
+    async def _write(self, peer: Peer) -> None:
+        while True:
+            frame = await self.outbox.get()
+            try:
+                await peer.send_frame(frame)
+            except (OSError, RuntimeError) as exc:
+                # The server went away: keep the frame for the next connection.
+                requeue = [frame]
+                while not self.outbox.empty():
+                    requeue.append(self.outbox.get_nowait())
+                for item in requeue:
+                    self.outbox.put_nowait(item)
+                self.log.warning("write failed: %s", exc)
+                return
+
+
+def _collect_commands(cls: type) -> dict[str, CommandInfo]:
+    """The class's `@command` methods (a subclass's override wins), in definition order."""
+    found: dict[str, CommandInfo] = {}
+    for klass in reversed(cls.__mro__):
+        for value in vars(klass).values():
+            info = getattr(value, "__chatnet_command__", None)
+            if info is not None:
+                found[info.name] = info
+    return found
+
+
+Bot.commands = _collect_commands(Bot)
+
+
+def backoff(attempt: int, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> float:
+    """Seconds to wait before connection attempt `attempt` (1, 2, ...): exponential,
+    capped, with jitter."""
+    return min(cap, start * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def serve(bot: Bot) -> None:
+    """Run `bot` until SIGINT or SIGTERM: what a bot's entry script calls."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await bot.run(stop)
+    logger.info("%s stopped", bot.name)
+
+
+# --- in-memory stores: for bots that need no persistence, and for unit tests --------------
+
+
+@dataclass
+class MemoryStore:
+    """Subscriptions and per-peer state in memory, with the ApiClient's method names."""
+
+    subs: dict[str, set[str]] = field(default_factory=dict)
+    state: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    async def subscribers(self, service: str) -> list[str]:
+        return sorted(self.subs.get(service, set()))
+
+    async def subscribe(self, service: str, user: str) -> bool:
+        users = self.subs.setdefault(service, set())
+        created = user not in users
+        users.add(user)
+        return created
+
+    async def unsubscribe(self, service: str, user: str) -> bool:
+        users = self.subs.get(service, set())
+        removed = user in users
+        users.discard(user)
+        return removed
+
+    async def get_state(self, owner: str, key: str) -> Any:
+        return self.state.get((owner, key))
+
+    async def put_state(self, owner: str, key: str, value: Any) -> None:
+        self.state[(owner, key)] = value
+
+    async def delete_state(self, owner: str, key: str) -> None:
+        self.state.pop((owner, key), None)
