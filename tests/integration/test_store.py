@@ -1,0 +1,147 @@
+"""The storage layer against whatever MongoDB `store_url` names (the embedded server by
+default; CHATNET_TEST_MONGO_URL for another one)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from chatnet.protocol import Message, MessageType, format_datetime, parse_timestamp, utcnow
+from chatnet.store import Store
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = Store.open(store_url, f"s{uuid.uuid4().hex[:12]}")
+    await store.ensure_indexes()
+    yield store
+    await store.client.drop_database(store.db.name)
+    store.close()
+
+
+def mail(sender: str, destination: str, text: str, seconds: float = 0, **fields: object) -> Message:
+    """A message `seconds` after a fixed base time, so order is deterministic."""
+    base = utcnow().replace(microsecond=0) - timedelta(hours=1)
+    return Message(sender=sender, destination=destination, message=text, timestamp=base + timedelta(seconds=seconds), **fields)
+
+
+async def test_pending_is_oldest_first_and_limited(store: Store) -> None:
+    """Pending mail comes back oldest first, at most `limit` of it, in the Message shape."""
+    messages = [mail("alice", "bob", f"m{i}", seconds=10 - i) for i in range(5)]
+    await store.store_mail(messages)
+    page = await store.pending("bob", limit=3)
+    assert [m["message"] for m in page] == ["m4", "m3", "m2"]
+    assert page[0] == messages[4].model_dump(mode="json")
+    assert await store.pending_count("bob") == 5
+    assert await store.pending("alice") == []
+
+
+async def test_ack_marks_delivered_and_only_own_mail(store: Store) -> None:
+    """Acknowledged mail is no longer pending; ids of someone else's mail are ignored."""
+    to_bob = [mail("alice", "bob", f"m{i}", seconds=i) for i in range(3)]
+    to_carol = mail("alice", "carol", "for carol")
+    await store.store_mail([*to_bob, to_carol])
+    assert await store.ack("bob", [to_bob[0].id, to_bob[1].id, to_carol.id]) == 2
+    assert [m["message"] for m in await store.pending("bob")] == ["m2"]
+    assert [m["message"] for m in await store.pending("carol")] == ["for carol"]
+    assert await store.ack("bob", [to_bob[0].id]) == 0
+
+
+async def test_reinsert_is_idempotent(store: Store) -> None:
+    """Storing the same messages twice (a retried request) keeps one copy of each."""
+    messages = [mail("alice", "bob", f"m{i}", seconds=i) for i in range(3)]
+    assert await store.store_mail(messages) == [m.id for m in messages]
+    assert await store.store_mail([messages[1], mail("alice", "bob", "new", seconds=9)])
+    assert [m["message"] for m in await store.pending("bob")] == ["m0", "m1", "m2", "new"]
+
+
+async def test_history_pages_newest_first_both_directions(store: Store) -> None:
+    """History holds both directions, pending and delivered, newest first, in pages."""
+    live = [mail("alice", "bob", f"live{i}", seconds=i) if i % 2 else mail("bob", "alice", f"live{i}", seconds=i) for i in range(5)]
+    await store.archive(live)
+    await store.store_mail([mail("alice", "bob", "offline", seconds=10)])
+    await store.archive([mail("alice", "carol", "elsewhere", seconds=11)])
+
+    first, cursor = await store.history("bob", "alice", limit=4)
+    assert [m["message"] for m in first] == ["offline", "live4", "live3", "live2"]
+    assert cursor == first[-1]["timestamp"]
+    second, cursor = await store.history("alice", "bob", limit=4, before=parse_timestamp(cursor))
+    assert [m["message"] for m in second] == ["live1", "live0"]
+    assert cursor is None
+
+
+async def test_clear_history_keeps_pending_mail(store: Store) -> None:
+    """Clearing a user's history removes delivered messages only; pending mail stays."""
+    await store.archive([mail("alice", "bob", "old chat"), mail("bob", "alice", "reply", seconds=1)])
+    await store.archive([mail("bob", "carol", "not alice's", seconds=2)])
+    await store.store_mail([mail("alice", "dave", "for dave", seconds=3), mail("erin", "alice", "for alice", seconds=4)])
+    assert await store.clear_history("alice") == 2
+    assert await store.history("alice", "bob") == ([], None)
+    assert [m["message"] for m in await store.pending("dave")] == ["for dave"]
+    assert [m["message"] for m in await store.pending("alice")] == ["for alice"]
+    assert [m["message"] for m in (await store.history("bob", "carol"))[0]] == ["not alice's"]
+
+
+async def test_keep_latest_caps_pending_per_sender(store: Store) -> None:
+    """keep_latest=N leaves only the newest N pending messages of that sender and type."""
+    readings = [mail("thermo", "bob", f"{20 + i} C", seconds=i, type=MessageType.SUBSCRIPTION) for i in range(6)]
+    await store.store_mail([mail("alice", "bob", "a chat", seconds=0)])
+    await store.store_mail(readings[:4], keep_latest=3)
+    await store.store_mail(readings[4:], keep_latest=3)
+    assert [m["message"] for m in await store.pending("bob")] == ["a chat", "23 C", "24 C", "25 C"]
+
+
+async def test_expired_mail_is_never_returned(store: Store) -> None:
+    """Mail past its ttl is not in pending mail, counts or history."""
+    await store.store_mail([mail("thermo", "bob", "short-lived")], ttl_seconds=1)
+    await store.store_mail([mail("thermo", "bob", "lasting", seconds=1)], ttl_seconds=3600)
+    assert len(await store.pending("bob")) == 2
+    await asyncio.sleep(1.2)
+    assert [m["message"] for m in await store.pending("bob")] == ["lasting"]
+    assert [m["message"] for m in (await store.history("bob", "thermo"))[0]] == ["lasting"]
+    await store.store_mail([mail("thermo", "carol", "gone")], ttl_seconds=1)
+    await asyncio.sleep(1.2)
+    assert await store.sweep_expired() == 1
+    assert await store.pending_count() == 1
+
+
+async def test_subscriptions_add_remove_list_idempotent(store: Store) -> None:
+    """Subscribing twice keeps one entry; removing works once; lists are per service."""
+    assert await store.subscribe("thermo", "bob") is True
+    assert await store.subscribe("thermo", "bob") is False
+    assert await store.subscribe("thermo", "alice") is True
+    assert await store.subscribe("other", "carol") is True
+    assert await store.subscribers("thermo") == ["alice", "bob"]
+    assert await store.unsubscribe("thermo", "bob") is True
+    assert await store.unsubscribe("thermo", "bob") is False
+    assert await store.subscribers("thermo") == ["alice"]
+    assert await store.subscribers("nobody") == []
+
+
+async def test_state_get_put_delete(store: Store) -> None:
+    """Bot state keeps any JSON value exactly, per owner and key, until deleted."""
+    value = {"thread": [{"role": "user", "content": "hi"}], "stream": True, "n": 1.5, "none": None}
+    assert await store.get_state("openai", "bob") is None
+    await store.put_state("openai", "bob", value)
+    await store.put_state("openai", "carol", [1, 2])
+    assert await store.get_state("openai", "bob") == value
+    await store.put_state("openai", "bob", {"stream": False})
+    assert await store.get_state("openai", "bob") == {"stream": False}
+    assert await store.delete_state("openai", "bob") is True
+    assert await store.delete_state("openai", "bob") is False
+    assert await store.get_state("openai", "bob") is None
+    assert await store.get_state("openai", "carol") == [1, 2]
+
+
+async def test_timestamps_keep_milliseconds(store: Store) -> None:
+    """A stored timestamp reads back to the millisecond, in the protocol's format."""
+    message = mail("alice", "bob", "precise")
+    message = message.model_copy(update={"timestamp": message.timestamp.replace(microsecond=123000)})
+    await store.store_mail([message])
+    (stored,) = await store.pending("bob")
+    assert stored["timestamp"] == format_datetime(message.timestamp)
+    assert stored["timestamp"].endswith(".123Z")
