@@ -25,7 +25,7 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # The SDK's HTTP client logs every request at INFO; that is noise here.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     asyncio.run(run_assistant(Settings(**overrides)))
 
 

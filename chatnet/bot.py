@@ -90,8 +90,8 @@ def command(usage: str | None = None, *, name: str | None = None, args: bool | N
     """Mark a method as a command. The docstring's first line is its help text.
 
     `usage` is shown in help (default: the name). `args=False` means the command takes
-    none, so "help me with this" goes to `default` instead (default: whether the usage
-    mentions an argument)."""
+    none, so in a bot with its own `default` "help me with this" goes there instead
+    (default: whether the usage mentions an argument)."""
 
     def mark(func: Handler) -> Handler:
         word = name or func.__name__.removeprefix("cmd_")
@@ -270,7 +270,9 @@ class Bot:
         """Dispatch one message and send the handler's answer back to the sender."""
         req = Request.parse(message)
         info = self.commands.get(req.command)
-        if info is not None and (info.takes_args or not req.args):
+        # An argless command given arguments ("help me write a poem") is free text when
+        # the bot has its own default handler; otherwise the extra words are ignored.
+        if info is not None and (info.takes_args or not req.args or type(self).default is Bot.default):
             call: Callable[[], Awaitable[str | None]] = lambda: info.handler(self, req)  # noqa: E731
             what = req.command
         else:

@@ -1,0 +1,203 @@
+"""The bot-peer base: parsing, dispatch, replies, limits — driven without a network."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from chatnet.bot import BACKOFF_CAP, Bot, RateLimiter, Request, backoff, command, split_text
+from chatnet.config import Settings
+from chatnet.protocol import MAX_MESSAGE_CHARS, Message, MessageType
+
+
+class EchoBot(Bot):
+    """Repeats what you say."""
+
+    @command("echo <text>")
+    async def echo(self, req: Request) -> str:
+        """Say <text> back."""
+        return req.args or "Echo what?"
+
+    @command("boom", args=False)
+    async def boom(self, req: Request) -> str:
+        """Fail on purpose."""
+        raise RuntimeError("kaboom")
+
+    @command("slow <seconds> <word>")
+    async def slow(self, req: Request) -> str:
+        """Answer after a pause."""
+        seconds, _, word = req.args.partition(" ")
+        await asyncio.sleep(float(seconds))
+        return word
+
+
+def chat(text: str, sender: str = "alice", **metadata: Any) -> Message:
+    return Message(sender=sender, destination="echo", message=text, metadata=metadata)
+
+
+def sent(bot: Bot) -> list[dict[str, Any]]:
+    frames = []
+    while not bot.outbox.empty():
+        frames.append(bot.outbox.get_nowait())
+    return frames
+
+
+async def ask(bot: Bot, text: str, sender: str = "alice") -> list[str]:
+    await bot.receive(chat(text, sender))
+    await bot.drain()
+    return [frame["message"] for frame in sent(bot)]
+
+
+@pytest.fixture
+def bot() -> EchoBot:
+    return EchoBot(Settings(), name="echo")
+
+
+async def test_command_reply_goes_to_the_sender(bot: EchoBot) -> None:
+    """A command's answer is sent back to whoever asked, marked as a bot reply to that message."""
+    message = chat("echo hello world", "bob")
+    await bot.receive(message)
+    await bot.drain()
+    [frame] = sent(bot)
+    assert frame["destination"] == "bob" and frame["message"] == "hello world" and frame["type"] == "chat"
+    assert frame["metadata"] == {"reply_to": message.id, "bot": "echo"}
+
+
+async def test_command_word_is_case_insensitive(bot: EchoBot) -> None:
+    """`ECHO hi` works like `echo hi`."""
+    assert await ask(bot, "ECHO hi") == ["hi"]
+
+
+async def test_help_is_built_from_the_handlers(bot: EchoBot) -> None:
+    """help lists every command with its usage and docstring."""
+    [text] = await ask(bot, "help")
+    assert "Repeats what you say." in text
+    for line in ("echo <text>", "Say <text> back.", "boom", "Fail on purpose.", "help", "Show the commands."):
+        assert line in text
+
+
+async def test_unknown_command_gets_a_polite_hint(bot: EchoBot) -> None:
+    """An unknown first word is answered with a pointer to help."""
+    assert await ask(bot, "dance now") == ["Unknown command 'dance'. Try 'help'."]
+
+
+async def test_argless_command_ignores_extra_words(bot: EchoBot) -> None:
+    """In a bot without its own default handler, `help please` is still help."""
+    [text] = await ask(bot, "help please")
+    assert "Say <text> back." in text
+
+
+async def test_argless_command_with_arguments_goes_to_own_default() -> None:
+    """In a bot with its own default handler, `help me write` is free text, not the command."""
+
+    class Chatty(EchoBot):
+        async def default(self, req: Request) -> str:
+            return f"chat: {req.text}"
+
+    bot = Chatty(Settings(), name="chatty")
+    assert await ask(bot, "help me write") == ["chat: help me write"]
+    assert "Show the commands." in (await ask(bot, "help"))[0]
+
+
+async def test_handler_exception_becomes_polite_reply_and_bot_goes_on(bot: EchoBot) -> None:
+    """A failing handler yields an apology; the next message is served normally."""
+    [apology] = await ask(bot, "boom")
+    assert apology.startswith("Sorry, something went wrong")
+    assert "kaboom" not in apology
+    assert await ask(bot, "echo still here") == ["still here"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message(sender="echo", destination="echo", message="echo loop"),
+        Message(sender="server", destination="echo", message="echo x", type=MessageType.NOTIFICATION),
+        Message(sender="server", destination="echo", message="echo x", type=MessageType.ERROR),
+        Message(sender="thermo", destination="echo", message="echo 21.0", type=MessageType.SUBSCRIPTION),
+        Message(sender="otherbot", destination="echo", message="echo hi", metadata={"bot": "otherbot"}),
+        Message(sender="otherbot", destination="echo", message="echo hi", metadata={"stream": {"id": "s", "seq": 0, "done": False}}),
+    ],
+    ids=["itself", "notification", "error", "subscription", "another-bot", "stream-chunk"],
+)
+async def test_frames_that_are_not_a_persons_chat_are_ignored(bot: EchoBot, message: Message) -> None:
+    """Own frames, server notices, broadcasts and other bots' replies never get an answer."""
+    await bot.receive(message)
+    await bot.drain()
+    assert sent(bot) == []
+
+
+async def test_long_reply_is_split_into_messages(bot: EchoBot) -> None:
+    """A reply over the message limit arrives as several messages, none over the limit."""
+    text = " ".join(["word"] * 900)  # 4499 characters
+    bot.reply(Request.parse(chat("x")), text)
+    pieces = [frame["message"] for frame in sent(bot)]
+    assert len(pieces) == 3
+    assert all(len(piece) <= MAX_MESSAGE_CHARS for piece in pieces)
+    assert " ".join(pieces) == text
+
+
+async def test_users_are_served_concurrently_each_in_order(bot: EchoBot) -> None:
+    """A slow request of one user doesn't hold up another; one user's answers keep their order."""
+    await bot.receive(chat("slow 0.3 first", "alice"))
+    await bot.receive(chat("slow 0 second", "alice"))
+    await bot.receive(chat("slow 0 quick", "bob"))
+    await bot.drain()
+    order = [(frame["destination"], frame["message"]) for frame in sent(bot)]
+    assert order == [("bob", "quick"), ("alice", "first"), ("alice", "second")]
+
+
+async def test_allow_list_refuses_others_politely() -> None:
+    """With an allow-list, other users get a refusal and their command is not run."""
+    bot = EchoBot(Settings(), name="echo", allow=["alice"])
+    assert await ask(bot, "echo hi", "alice") == ["hi"]
+    [refusal] = await ask(bot, "echo hi", "mallory")
+    assert "only talks to its allowed users" in refusal
+
+
+async def test_rate_limit_says_slow_down() -> None:
+    """Past the per-user limit the bot answers 'slow down' instead; other users are unaffected."""
+    bot = EchoBot(Settings(), name="echo", rate_limit=RateLimiter(3, 60.0))
+    answers = [await ask(bot, f"echo {i}") for i in range(4)]
+    assert answers[:3] == [["0"], ["1"], ["2"]]
+    assert answers[3][0].startswith("Slow down")
+    assert await ask(bot, "echo mine", "bob") == ["mine"]
+
+
+def test_rate_limiter_window_slides() -> None:
+    """Events older than the window stop counting."""
+    now = [0.0]
+    limiter = RateLimiter(2, 10.0, clock=lambda: now[0])
+    assert limiter.allow("a") and limiter.allow("a") and not limiter.allow("a")
+    now[0] = 10.5
+    assert limiter.allow("a")
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    """Waits double per attempt up to the cap, each scaled by a random factor in [0.5, 1]."""
+    for attempt in range(1, 20):
+        top = min(BACKOFF_CAP, 0.5 * 2 ** (attempt - 1))
+        assert all(top * 0.5 <= backoff(attempt) <= top for _ in range(20))
+    assert len({backoff(10) for _ in range(20)}) > 1
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, ["short"]),
+        ("", 10, [""]),
+        ("aaaa bbbb cccc", 10, ["aaaa bbbb", "cccc"]),
+        ("line one\nline two", 12, ["line one", "line two"]),
+        ("x" * 25, 10, ["x" * 10, "x" * 10, "x" * 5]),
+    ],
+)
+def test_split_text(text: str, limit: int, expected: list[str]) -> None:
+    """Long text is cut at line or word breaks when possible, hard otherwise."""
+    assert split_text(text, limit) == expected
+
+
+def test_request_reads_sender_features() -> None:
+    """The server-provided sender_features become the request's features."""
+    req = Request.parse(chat("  Echo   a b  ", sender_features=["stream"]))
+    assert (req.command, req.args, req.features) == ("echo", "a b", frozenset({"stream"}))
