@@ -6,13 +6,21 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test unit bench install clean
+.PHONY: run client test unit bench install clean
 
+# The launcher prints where to connect (browser, terminal client, API docs).
 run: $(STAMP)
 	$(PY) launcher.py $(ARGS)
 
+client: $(STAMP)
+	$(PY) async_client.py $(ARGS)
+
+# pytest exits 5 when it collected no tests: a suite that ran nothing is a failure,
+# never a pass, and every other exit code is passed through unchanged.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS); code=$$?; \
+	if [ $$code -eq 5 ]; then echo "make test: no tests were collected; that is a failure." >&2; exit 1; fi; \
+	exit $$code
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
