@@ -31,6 +31,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from chatnet.assistant import PERSONALITIES
 from chatnet.config import Settings
 from chatnet.errors import BadFrame, ProtocolError
 from chatnet.peer import LoginRefused, Peer
@@ -291,8 +292,14 @@ async def history(request: web.Request) -> web.Response:
 async def page_config(request: web.Request) -> web.Response:
     """What the page needs to know about the network (never a secret)."""
     settings = request.app[SETTINGS]
+    personalities = sorted({*PERSONALITIES, *(name.lower() for name in settings.bot_personalities)})
     return web.json_response(
-        {"thermometer": settings.thermometer_name, "bot": settings.bot_name, "max_message_chars": MAX_MESSAGE_CHARS}
+        {
+            "thermometer": settings.thermometer_name,
+            "bot": settings.bot_name,
+            "personalities": personalities,
+            "max_message_chars": MAX_MESSAGE_CHARS,
+        }
     )
 
 

@@ -560,6 +560,10 @@ async function loadConfig() {
   } catch {
     // the defaults above still work
   }
+  if (Array.isArray(state.config.personalities) && state.config.personalities.length) {
+    const select = $("personality-name");
+    select.replaceChildren(...state.config.personalities.map((name) => new Option(name, name)));
+  }
   $("thermo-name").textContent = state.config.thermometer;
   $("bot-name").textContent = state.config.bot;
 }

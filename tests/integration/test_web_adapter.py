@@ -1,0 +1,284 @@
+"""The web adapter as the page meets it: an aiohttp WebSocket client against the real
+processes (embedded store, message API, chat server, adapter), with terminal users on
+raw TCP beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support import HOST, TIMEOUT, Network
+
+Frame = dict[str, Any]
+
+
+class WebUser:
+    """What the page does: one WebSocket, JSON frames both ways."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.http = http
+        self.ws = ws
+        self.seen: list[Frame] = []
+        self.session: str | None = None
+
+    async def send(self, frame: Frame | str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        else:
+            await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def chat(self, destination: str, message: str) -> None:
+        await self.send({"type": "chat", "destination": destination, "message": message})
+
+    async def expect(self, match: Callable[[Frame], bool], timeout: float = TIMEOUT) -> Frame:
+        """Read frames until one matches; fail on timeout or a closed socket."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    msg = await self.ws.receive()
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        raise AssertionError(f"socket ended ({msg.type}); seen: {self.seen[-10:]}")
+                    frame = json.loads(msg.data)
+                    self.seen.append(frame)
+                    if frame.get("metadata", {}).get("event") == "session":
+                        self.session = frame["metadata"]["token"]
+                    if match(frame):
+                        return frame
+        except TimeoutError:
+            raise AssertionError(f"no matching frame within {timeout} s; seen: {self.seen[-10:]}") from None
+
+    async def closed(self, timeout: float = TIMEOUT) -> int | None:
+        """Wait for the adapter to close the socket; return the close code."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.ws.receive()
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    return self.ws.close_code
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self.seen.append(json.loads(msg.data))
+
+    async def history(self, peer: str, token: str | None = "mine", **params: str) -> tuple[int, Frame]:
+        headers = {} if token is None else {"X-Chatnet-Session": self.session if token == "mine" else token}
+        async with self.http.get(f"/api/history/{peer}", headers=headers, params=params) as response:
+            return response.status, await response.json()
+
+
+def event(name: str) -> Callable[[Frame], bool]:
+    return lambda frame: frame.get("metadata", {}).get("event") == name
+
+
+def chat_from(sender: str, text: str | None = None) -> Callable[[Frame], bool]:
+    return lambda f: f.get("type") == "chat" and f.get("sender") == sender and (text is None or f.get("message") == text)
+
+
+@pytest.fixture
+async def http(network: Network) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(f"http://{HOST}:{network.web_port}") as session:
+        yield session
+
+
+@pytest.fixture
+def web(chat: Network) -> Network:
+    """Message API, chat server and web adapter, running."""
+    chat.start_web()
+    return chat
+
+
+async def open_socket(http: aiohttp.ClientSession) -> WebUser:
+    return WebUser(http, await http.ws_connect("/ws"))
+
+
+async def web_login(http: aiohttp.ClientSession, user: str) -> tuple[WebUser, Frame]:
+    """Open a socket and log in as the page does; return it and the welcome frame."""
+    page = await open_socket(http)
+    await page.send({"type": "login", "user": user})
+    welcome = await page.expect(event("welcome"))
+    await page.expect(event("session"))
+    return page, welcome
+
+
+async def test_page_and_config_are_served_without_the_token(web: Network, http: aiohttp.ClientSession) -> None:
+    """The page, its script and /config.json are served; none of them reveals API_TOKEN."""
+    async with http.get("/") as response:
+        assert response.status == 200
+        html = await response.text()
+    assert "<title>chatnet</title>" in html and "/static/app.js" in html
+    for path in ("/static/app.js", "/static/markdown.js", "/static/style.css"):
+        async with http.get(path) as response:
+            assert response.status == 200, path
+            assert web.token not in await response.text()
+    async with http.get("/config.json") as response:
+        config = await response.json()
+    assert config["thermometer"] == "thermometer1" and config["bot"] == "openai"
+    assert web.token not in json.dumps(config) and web.token not in html
+
+
+async def test_web_user_and_terminal_user_chat_both_ways(web: Network, http: aiohttp.ClientSession) -> None:
+    """A web user sees who is online at login and chats both ways with a TCP text user."""
+    bob = await web.text_client("bob")
+    alice, welcome = await web_login(http, "alice")
+    assert welcome["type"] == "notification" and "alice" in welcome["message"]
+    assert set(welcome["metadata"]["online"]) >= {"alice", "bob"}
+
+    await alice.chat("bob", "hi bob, from the browser")
+    line = await bob.expect("hi bob, from the browser")
+    assert "[alice]" in line
+
+    await bob.send("alice: hello alice, from the terminal")
+    frame = await alice.expect(chat_from("bob"))
+    assert frame["message"] == "hello alice, from the terminal"
+    assert frame["destination"] == "alice" and frame["timestamp"].endswith("Z")
+
+
+async def test_web_user_announces_streaming_and_sees_presence(web: Network, http: aiohttp.ClientSession) -> None:
+    """Bots learn the web user wants streaming; the page hears who comes and goes."""
+    alice, _ = await web_login(http, "alice")
+    bot = await web.json_client("helper")
+    joined = await alice.expect(event("presence"))
+    assert joined["metadata"] == {"event": "presence", "presence": "online", "user": "helper"}
+
+    await alice.chat("helper", "write me a poem")
+    incoming = await bot.expect(lambda m: m.type == "chat" and m.sender == "alice")
+    assert incoming.metadata.get("sender_features") == ["stream"]
+
+    await bot.close()
+    left = await alice.expect(event("presence"))
+    assert left["metadata"]["presence"] == "offline" and left["metadata"]["user"] == "helper"
+
+
+async def test_closing_the_socket_logs_the_user_out(web: Network, http: aiohttp.ClientSession) -> None:
+    """When the page goes away its user goes offline for everyone else."""
+    watcher = await web.json_client("watcher")
+    alice, _ = await web_login(http, "alice")
+    await watcher.expect(lambda m: m.metadata.get("presence") == "online" and m.metadata.get("user") == "alice")
+    await alice.ws.close()
+    gone = await watcher.expect(lambda m: m.metadata.get("event") == "presence" and m.metadata.get("user") == "alice")
+    assert gone.metadata["presence"] == "offline"
+
+    bob = await web.text_client("bob")
+    await bob.send("!who")
+    who = await bob.expect(lambda line: line.startswith("Online"))
+    assert "alice" not in who
+    # The name is free again: the same person can come back from a new page.
+    again, welcome = await web_login(http, "alice")
+    assert welcome["metadata"]["user"] == "alice"
+
+
+async def test_bad_frames_get_an_error_and_the_socket_stays(web: Network, http: aiohttp.ClientSession) -> None:
+    """Malformed, wrongly shaped, binary and oversized frames are refused one by one."""
+    page = await open_socket(http)
+    await page.chat("bob", "too early")
+    early = await page.expect(lambda f: f["type"] == "error")
+    assert early["metadata"]["event"] == "not_sent" and "log in" in early["message"].lower()
+
+    await page.send({"type": "login", "user": "not a name!"})
+    assert "Invalid username" in (await page.expect(event("bad_input")))["message"]
+
+    bob = await web.text_client("bob")
+    await page.send({"type": "login", "user": "alice"})
+    await page.expect(event("welcome"))
+    bad: list[tuple[Frame | str | bytes, str]] = [
+        ("this is not json", "Malformed JSON"),
+        ("[1, 2, 3]", "JSON object"),
+        ({"type": "chat", "message": "no destination"}, "destination"),
+        ({"type": "chat", "destination": "bob", "message": "x" * 2500}, "too long"),
+        ({"type": "teleport"}, "Unknown frame type"),
+        ({"type": "login", "user": "mallory"}, "Already logged in as alice"),
+        (b"\x00\x01binary", "not binary"),
+        (json.dumps({"type": "chat", "destination": "bob", "message": "y" * 9000}), "Frame too big"),
+    ]
+    for frame, reason in bad:
+        await page.send(frame)
+        error = await page.expect(lambda f: f["type"] == "error")
+        assert error["metadata"]["event"] == "bad_input", frame
+        assert reason.lower() in error["message"].lower(), (reason, error["message"])
+
+    await page.chat("bob", "still here")
+    assert "[alice] still here" in await bob.expect("still here")
+    assert not any(line.endswith("x" * 20) or "mallory" in line for line in bob.seen)
+
+
+async def test_chat_server_restart_is_reported_and_recovered(web: Network, http: aiohttp.ClientSession) -> None:
+    """Stopping the chat server is reported to the page; once it is back the adapter
+    logs the user in again on the same socket and chat works."""
+    alice, _ = await web_login(http, "alice")
+    web.stop("server")
+    trouble = await alice.expect(event("status"))
+    assert trouble["type"] == "error" and trouble["metadata"]["state"] in ("lost", "unavailable")
+    unavailable = await alice.expect(lambda f: f.get("metadata", {}).get("state") == "unavailable")
+    assert "retrying" in unavailable["message"].lower()
+
+    web.start_server()
+    welcome = await alice.expect(event("welcome"), timeout=30)
+    assert welcome["metadata"]["user"] == "alice"
+    bob = await web.text_client("bob")
+    await alice.chat("bob", "back again")
+    assert "[alice] back again" in await bob.expect("back again")
+
+
+async def test_chat_server_down_at_login_is_retried(network: Network, http: aiohttp.ClientSession) -> None:
+    """A page that logs in while the chat server is down is told so, and gets in once it is up."""
+    network.start_api()
+    network.start_web()
+    page = await open_socket(http)
+    await page.send({"type": "login", "user": "alice"})
+    status = await page.expect(event("status"))
+    assert status["metadata"]["state"] == "unavailable" and "unavailable" in status["message"]
+    network.start_server()
+    welcome = await page.expect(event("welcome"), timeout=30)
+    assert welcome["metadata"]["user"] == "alice"
+
+
+async def test_history_is_read_for_the_logged_in_user_only(web: Network, http: aiohttp.ClientSession) -> None:
+    """/api/history/{peer} returns the socket user's conversation; without a login it refuses."""
+    status, body = await WebUser(http, None).history("bob", token=None)  # type: ignore[arg-type]
+    assert status == 401 and "log in" in body["error"].lower()
+
+    bob = await web.text_client("bob")
+    alice, _ = await web_login(http, "alice")
+    await alice.chat("bob", "first from alice")
+    await bob.expect("first from alice")
+    await bob.send("alice: reply from bob")
+    await alice.expect(chat_from("bob", "reply from bob"))
+    carol = await web.text_client("carol")
+    await carol.send("bob: not for alice's eyes")
+    await bob.expect("not for alice's eyes")
+
+    async with asyncio.timeout(TIMEOUT):  # the server archives in batches, off the routing path
+        while True:
+            status, body = await alice.history("bob")
+            assert status == 200, body
+            if len(body["messages"]) >= 2:
+                break
+            await asyncio.sleep(0.2)
+    texts = [m["message"] for m in body["messages"]]
+    assert texts == ["reply from bob", "first from alice"]  # newest first
+    assert all({m["sender"], m["destination"]} == {"alice", "bob"} for m in body["messages"])
+
+    status, _ = await alice.history("bob", token="guessed-token")
+    assert status == 401
+    status, body = await alice.history("not a name")
+    assert status == 422
+    token = alice.session
+    await alice.ws.close()
+    await asyncio.sleep(0.3)
+    status, _ = await alice.history("bob", token=token)
+    assert status == 401
+
+
+async def test_stopping_the_adapter_closes_pages_and_logs_users_out(web: Network, http: aiohttp.ClientSession) -> None:
+    """SIGTERM to the adapter closes each page's socket (going away) and its chat connection."""
+    watcher = await web.json_client("watcher")
+    alice, _ = await web_login(http, "alice")
+    await watcher.expect(lambda m: m.metadata.get("presence") == "online" and m.metadata.get("user") == "alice")
+    closing = asyncio.create_task(alice.closed())
+    await asyncio.to_thread(web.stop, "web")
+    assert await closing == aiohttp.WSCloseCode.GOING_AWAY
+    gone = await watcher.expect(lambda m: m.metadata.get("event") == "presence" and m.metadata.get("user") == "alice")
+    assert gone.metadata["presence"] == "offline"
+    assert "shutting down" in web.log("web")
