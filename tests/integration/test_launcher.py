@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from chatnet.config import Settings
+from chatnet.launcher import child_env, redact_url
 from chatnet.process import ROOT, free_port, script
 from tests.support import HOST, TextClient
 
@@ -160,3 +162,29 @@ async def test_crashed_chat_server_is_restarted(start_launcher, launcher_env: di
     await dave.expect("dave")
     await dave.close()
     assert await launcher.interrupt() == 0
+
+
+def test_children_read_back_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The environment the launcher hands its children rebuilds exactly its settings, secrets and nested values included."""
+    settings = Settings(
+        _env_file=None, api_token="s3cret", chat_port=5123, data_dir=tmp_path / "data",
+        openai_base_url="http://127.0.0.1:9/v1", bot_personalities={"pirate": "Talk like a pirate."},
+    )  # fmt: skip
+    for key in list(os.environ):
+        if key.lower() in Settings.model_fields:
+            monkeypatch.delenv(key)
+    for key, value in child_env(settings).items():
+        monkeypatch.setenv(key, value)
+    assert Settings(_env_file=None) == settings
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mongodb://localhost:27017", "mongodb://localhost:27017"),
+        ("mongodb+srv://user:pa55@cluster0.example.net/db", "mongodb+srv://user:***@cluster0.example.net/db"),
+    ],
+)
+def test_banner_hides_a_mongo_password(url: str, shown: str) -> None:
+    """A MongoDB URL is shown on the console without its password."""
+    assert redact_url(url) == shown
