@@ -6,7 +6,8 @@
     │   ├── LineTooLong
     │   ├── BadEncoding
     │   └── BadFrame         malformed JSON, unknown type, invalid field
-    └── StoreUnavailable     the message API could not confirm a write or read
+    ├── StoreUnavailable     the message API could not confirm a write or read
+    └── ApiRejected          the message API refused a request (4xx: the caller's fault)
 """
 
 
@@ -32,3 +33,12 @@ class BadFrame(ProtocolError):
 
 class StoreUnavailable(ChatError):
     """The message API could not be reached or refused the request."""
+
+
+class ApiRejected(ChatError):
+    """The message API refused the request (a 4xx answer); the text says why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"message API refused the request ({status}): {detail}")
+        self.status = status
+        self.detail = detail

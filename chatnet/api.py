@@ -1,0 +1,348 @@
+"""The message API: offline mail, history, subscriptions and bot state over HTTP.
+
+`create_app(settings)` builds the FastAPI app; `message_api.py` runs it with uvicorn.
+Every route but `/health` needs `Authorization: Bearer <API_TOKEN>` when a token is set.
+While the database is unreachable the API stays up: `/health/detailed` says
+"degraded" and routes that need the database answer 503 until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
+
+from chatnet.config import Settings, get_settings
+from chatnet.protocol import Message, Name, parse_timestamp
+from chatnet.store import Store
+
+logger = logging.getLogger("chatnet.api")
+
+MAX_BATCH: Final = 1000
+MAX_ACK_IDS: Final = 10_000
+MAX_PAGE: Final = 1000
+MAX_TTL_SECONDS: Final = 366 * 86400
+MAX_KEEP_LATEST: Final = 10_000
+# Bot state is a bounded conversation thread or similar; this only stops abuse.
+MAX_STATE_BYTES: Final = 1 << 20
+PING_TIMEOUT: Final = 1.5
+SWEEP_SECONDS: Final = 60.0
+
+NAME_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,32}$"
+PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="1-32 letters, digits, '_', '.' or '-'")]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+# --- request and response models -------------------------------------------------------
+
+
+class StoredMessage(Message):
+    """A message to store: it must say who sent it and to whom."""
+
+    sender: Name
+    destination: Name
+
+
+class MailIn(BaseModel):
+    messages: list[StoredMessage] = Field(min_length=1, max_length=MAX_BATCH)
+    ttl_seconds: int | None = Field(None, ge=1, le=MAX_TTL_SECONDS, description="expire the mail after this many seconds")
+    keep_latest: int | None = Field(
+        None, ge=1, le=MAX_KEEP_LATEST, description="keep only the newest N pending per (destination, sender, type)"
+    )
+
+
+class MailStored(BaseModel):
+    stored: int
+    ids: list[str]
+
+
+class MailPage(BaseModel):
+    user: str
+    messages: list[Message]
+    total: int
+
+
+class AckIn(BaseModel):
+    ids: list[MessageId] = Field(min_length=1, max_length=MAX_ACK_IDS)
+
+
+class Acknowledged(BaseModel):
+    acknowledged: int
+
+
+class HistoryIn(BaseModel):
+    messages: list[StoredMessage] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Archived(BaseModel):
+    stored: int
+
+
+class HistoryPage(BaseModel):
+    messages: list[Message]
+    next_before: str | None
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class Subscribers(BaseModel):
+    service: str
+    users: list[str]
+
+
+class Subscribed(BaseModel):
+    subscribed: bool = True
+    created: bool
+
+
+class Removed(BaseModel):
+    removed: bool
+
+
+class StateIn(BaseModel):
+    value: Any
+
+    @field_validator("value")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if len(json.dumps(value)) > MAX_STATE_BYTES:
+            raise ValueError(f"value too large (the limit is {MAX_STATE_BYTES} bytes of JSON)")
+        return value
+
+
+class StateOut(BaseModel):
+    value: Any
+
+
+class StateDeleted(BaseModel):
+    deleted: bool
+
+
+class DatabaseHealth(BaseModel):
+    ok: bool
+    latency_ms: float
+    error: str | None
+
+
+class Counts(BaseModel):
+    pending: int | None
+    messages: int | None
+    subscriptions: int | None
+
+
+class DetailedHealth(BaseModel):
+    status: str
+    database: DatabaseHealth
+    counts: Counts
+    uptime_seconds: float
+
+
+# --- dependencies ----------------------------------------------------------------------------
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """401 unless the request carries the configured bearer token (when one is set)."""
+    if settings.api_token is None:
+        return
+    expected = settings.api_token.get_secret_value().encode()
+    given = credentials.credentials.encode() if credentials is not None else b""
+    if not hmac.compare_digest(given, expected):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+async def get_store(request: Request) -> Store:
+    """The store, with its indexes made (retried here if the database was down at start)."""
+    store: Store = request.app.state.store
+    await store.ensure_indexes()
+    return store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+
+async def _sweep(store: Store) -> None:
+    """Delete expired mail now and then (the embedded store may not honour the TTL index)."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            removed = await store.sweep_expired()
+            if removed:
+                logger.info("removed %d expired messages", removed)
+        except PyMongoError as exc:
+            logger.warning("expiry sweep failed: %s", exc)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = app.dependency_overrides.get(get_settings, get_settings)()
+    store = Store.open(settings.mongo_url, settings.mongo_db)
+    app.state.store = store
+    app.state.started = time.monotonic()
+    try:
+        await store.ensure_indexes()
+        logger.info("database %s ready", settings.mongo_db)
+    except PyMongoError as exc:
+        logger.warning("database not reachable at start (%s); indexes will be made when it is", exc)
+    sweeper = asyncio.create_task(_sweep(store))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await sweeper
+        store.close()
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": f"database unavailable: {type(exc).__name__}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="chatnet message API",
+        summary="Offline mail, history, subscriptions and bot state for the chat network.",
+        lifespan=lifespan,
+    )
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    app.add_exception_handler(ConnectionFailure, database_unavailable)
+    app.add_exception_handler(ExecutionTimeout, database_unavailable)
+    app.get("/health", tags=["health"])(health)
+    app.include_router(_routes(), dependencies=[Depends(require_token)])
+    return app
+
+
+async def health() -> dict[str, str]:
+    """Liveness: the API answers. No database call."""
+    return {"status": "ok"}
+
+
+def _routes() -> APIRouter:
+    router = APIRouter()
+    router.get("/health/detailed", response_model=DetailedHealth, tags=["health"])(health_detailed)
+    router.post("/mail", status_code=201, response_model=MailStored, tags=["mail"])(store_mail)
+    router.get("/mail/{user}", response_model=MailPage, tags=["mail"])(pending_mail)
+    router.post("/mail/{user}/ack", response_model=Acknowledged, tags=["mail"])(ack_mail)
+    router.post("/history", status_code=201, response_model=Archived, tags=["history"])(archive)
+    router.get("/history/{user}/{peer}", response_model=HistoryPage, tags=["history"])(history)
+    router.delete("/history/{user}", response_model=Deleted, tags=["history"])(clear_history)
+    router.get("/subscriptions/{service}", response_model=Subscribers, tags=["subscriptions"])(subscribers)
+    router.put("/subscriptions/{service}/{user}", response_model=Subscribed, tags=["subscriptions"])(subscribe)
+    router.delete("/subscriptions/{service}/{user}", response_model=Removed, tags=["subscriptions"])(unsubscribe)
+    router.get("/state/{owner}/{key}", response_model=StateOut, tags=["state"])(get_state)
+    router.put("/state/{owner}/{key}", response_model=StateOut, tags=["state"])(put_state)
+    router.delete("/state/{owner}/{key}", response_model=StateDeleted, tags=["state"])(delete_state)
+    return router
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+
+async def health_detailed(request: Request) -> DetailedHealth:
+    """Database ping with latency, counts, uptime; "degraded" while the database is down."""
+    store: Store = request.app.state.store
+    started = time.perf_counter()
+    error: str | None = None
+    counts = Counts(pending=None, messages=None, subscriptions=None)
+    try:
+        await asyncio.wait_for(store.ping(), PING_TIMEOUT)
+        await store.sweep_expired()
+        counts = Counts(**await asyncio.wait_for(store.counts(), PING_TIMEOUT * 2))
+    except (PyMongoError, TimeoutError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:300] or "timeout"
+    latency = (time.perf_counter() - started) * 1000
+    return DetailedHealth(
+        status="ok" if error is None else "degraded",
+        database=DatabaseHealth(ok=error is None, latency_ms=round(latency, 2), error=error),
+        counts=counts,
+        uptime_seconds=round(time.monotonic() - request.app.state.started, 3),
+    )
+
+
+async def store_mail(body: MailIn, store: StoreDep) -> MailStored:
+    """Store offline mail as pending. Idempotent by message id."""
+    ids = await store.store_mail(body.messages, body.ttl_seconds, body.keep_latest)
+    return MailStored(stored=len(ids), ids=ids)
+
+
+async def pending_mail(user: PathName, store: StoreDep, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> JSONResponse:
+    """The user's pending mail, oldest first, and how much is pending in all."""
+    messages = await store.pending(user, limit)
+    # Counting is the slow part on some stores: skip it when the page holds everything.
+    total = len(messages) if len(messages) < limit else await store.pending_count(user)
+    return JSONResponse({"user": user, "messages": messages, "total": total})
+
+
+async def ack_mail(user: PathName, body: AckIn, store: StoreDep) -> Acknowledged:
+    """Mark the user's pending mail with these ids delivered."""
+    return Acknowledged(acknowledged=await store.ack(user, body.ids))
+
+
+async def archive(body: HistoryIn, store: StoreDep) -> Archived:
+    """Archive delivered live chat for the history view. Idempotent by message id."""
+    return Archived(stored=await store.archive(body.messages))
+
+
+async def history(
+    user: PathName,
+    peer: PathName,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    before: Annotated[datetime | None, Query(description="ISO timestamp: only older messages")] = None,
+) -> JSONResponse:
+    """Messages between two users in either direction, newest first, paged by `before`."""
+    messages, next_before = await store.history(user, peer, limit, parse_timestamp(before) if before else None)
+    return JSONResponse({"messages": messages, "next_before": next_before})
+
+
+async def clear_history(user: PathName, store: StoreDep) -> Deleted:
+    """Delete the delivered messages the user sent or received (pending mail stays)."""
+    return Deleted(deleted=await store.clear_history(user))
+
+
+async def subscribers(service: PathName, store: StoreDep) -> Subscribers:
+    return Subscribers(service=service, users=await store.subscribers(service))
+
+
+async def subscribe(service: PathName, user: PathName, store: StoreDep) -> Subscribed:
+    return Subscribed(created=await store.subscribe(service, user))
+
+
+async def unsubscribe(service: PathName, user: PathName, store: StoreDep) -> Removed:
+    return Removed(removed=await store.unsubscribe(service, user))
+
+
+async def get_state(owner: PathName, key: PathName, store: StoreDep) -> StateOut:
+    return StateOut(value=await store.get_state(owner, key))
+
+
+async def put_state(owner: PathName, key: PathName, body: StateIn, store: StoreDep) -> StateOut:
+    await store.put_state(owner, key, body.value)
+    return StateOut(value=body.value)
+
+
+async def delete_state(owner: PathName, key: PathName, store: StoreDep) -> StateDeleted:
+    return StateDeleted(deleted=await store.delete_state(owner, key))
