@@ -1,0 +1,321 @@
+"""The openai bot's logic: threads, personalities, commands, streaming, errors —
+with the model injected (a small scripted model) and state in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, PERSONALITIES, Assistant, Bounds, Turn, UserState, parse_translate, trim
+from chatnet.bot import MemoryStore
+from chatnet.config import Settings
+from chatnet.protocol import MAX_MESSAGE_CHARS, Message
+
+DAY = 86400.0
+
+
+class ScriptedModel:
+    """Answers "echo: <last user message>" (or `answer`), records what it was sent,
+    and can fail or stall on request."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[dict[str, str]]] = []
+        self.answer: str | None = None
+        self.fail = False
+        self.stall = 0.0
+        self.deltas: list[str] | None = None
+
+    def _text(self, messages: list[dict[str, str]]) -> str:
+        if self.answer is not None:
+            return self.answer
+        return "echo: " + [m["content"] for m in messages if m["role"] == "user"][-1]
+
+    async def complete(self, messages: list[dict[str, str]]) -> str:
+        self.calls.append(messages)
+        await asyncio.sleep(self.stall)
+        if self.fail:
+            raise ConnectionError("provider down")
+        return self._text(messages)
+
+    async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        self.calls.append(messages)
+        for delta in self.deltas or re.findall(r"\S+\s*", self._text(messages)):
+            await asyncio.sleep(self.stall)
+            if self.fail:
+                raise ConnectionError("provider down")
+            yield delta
+
+
+def make(model: ScriptedModel, store: MemoryStore | None = None, **overrides: Any) -> Assistant:
+    return Assistant(Settings(bot_name="openai", **overrides), model, store or MemoryStore())
+
+
+def sent(bot: Assistant) -> list[dict[str, Any]]:
+    frames = []
+    while not bot.outbox.empty():
+        frames.append(bot.outbox.get_nowait())
+    return frames
+
+
+async def say(bot: Assistant, text: str, sender: str = "alice", features: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    metadata = {"sender_features": list(features)} if features else {}
+    await bot.receive(Message(sender=sender, destination=bot.name, message=text, metadata=metadata))
+    await bot.drain()
+    return sent(bot)
+
+
+async def answer(bot: Assistant, text: str, sender: str = "alice") -> str:
+    [frame] = await say(bot, text, sender)
+    assert frame["destination"] == sender
+    return frame["message"]
+
+
+@pytest.fixture
+def model() -> ScriptedModel:
+    return ScriptedModel()
+
+
+# --- thread bounds ---------------------------------------------------------------------
+
+
+def turns(*contents: str, at: float = 1000.0) -> list[Turn]:
+    return [Turn("user" if i % 2 == 0 else "assistant", c, at) for i, c in enumerate(contents)]
+
+
+def test_trim_keeps_the_newest_messages() -> None:
+    """Past the message count the oldest turns go (and the thread starts with a question)."""
+    kept = trim(turns("q1", "a1", "q2", "a2", "q3"), Bounds(max_messages=4), now=1000)
+    assert [t.content for t in kept] == ["q2", "a2", "q3"]
+
+
+def test_trim_bounds_characters() -> None:
+    """The thread's total characters stay within the bound; a lone huge turn keeps its end."""
+    kept = trim(turns("a" * 50, "b" * 50, "c" * 50), Bounds(max_chars=120), now=1000)
+    assert [t.content[0] for t in kept] == ["c"]
+    [huge] = trim(turns("x" * 90 + "END"), Bounds(max_chars=10), now=1000)
+    assert huge.content == "x" * 7 + "END"
+
+
+def test_trim_drops_old_turns() -> None:
+    """Turns older than the age bound are forgotten."""
+    old = [Turn("user", "ancient", 0.0), Turn("assistant", "reply", 0.0)]
+    kept = trim(old + [Turn("user", "fresh", 8 * DAY)], Bounds(max_age=7 * DAY), now=8 * DAY)
+    assert [t.content for t in kept] == ["fresh"]
+
+
+def test_user_state_round_trips_through_json() -> None:
+    """A user's state survives being stored as JSON; junk reads as a fresh state."""
+    state = UserState("angry", "I am a cook", turns("hi", "hello"))
+    assert UserState.from_json(state.to_json(), "happy") == state
+    assert UserState.from_json("garbage", "happy") == UserState("happy")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [("French: good morning", ("French", "good morning")), ("French good morning", None), (": hi", None), ("German:", None)],
+)
+def test_parse_translate(args: str, expected: tuple[str, str] | None) -> None:
+    """translate wants `<language>: <text>`."""
+    assert parse_translate(args) == expected
+
+
+# --- chat and commands ------------------------------------------------------------------
+
+
+async def test_chat_turn_gets_the_models_answer_with_the_thread(model: ScriptedModel) -> None:
+    """Free text goes to the model with the system prompt and the thread so far."""
+    bot = make(model)
+    assert await answer(bot, "hello") == "echo: hello"
+    assert await answer(bot, "how are you") == "echo: how are you"
+    sent_to_model = model.calls[-1]
+    assert sent_to_model[0]["role"] == "system" and PERSONALITIES["happy"] in sent_to_model[0]["content"]
+    assert [m["content"] for m in sent_to_model[1:]] == ["hello", "echo: hello", "how are you"]
+
+
+async def test_personality_changes_the_system_prompt(model: ScriptedModel) -> None:
+    """personality angry puts the angry prompt in front of the next turn."""
+    bot = make(model)
+    assert await answer(bot, "personality angry") == "Personality set to angry."
+    await answer(bot, "hi")
+    assert PERSONALITIES["angry"] in model.calls[-1][0]["content"]
+    assert "No personality 'bored'" in await answer(bot, "personality bored")
+    assert "Personality: angry. Choices: happy, angry, spanish" in await answer(bot, "personality")
+
+
+async def test_personalities_from_config_and_rotate(model: ScriptedModel) -> None:
+    """Configured personalities join the built-in ones; rotate cycles through all."""
+    bot = make(model, bot_personalities={"Pirate": "Talk like a pirate."})
+    seen = [await answer(bot, "rotate") for _ in range(4)]
+    assert seen == [f"Personality set to {name}." for name in ("angry", "spanish", "pirate", "happy")]
+    await answer(bot, "personality pirate")
+    await answer(bot, "ahoy")
+    assert "Talk like a pirate." in model.calls[-1][0]["content"]
+
+
+async def test_clear_empties_the_thread(model: ScriptedModel) -> None:
+    """After clear the model sees only the new message."""
+    bot = make(model)
+    await answer(bot, "one")
+    assert await answer(bot, "clear") == "Thread cleared (2 messages forgotten)."
+    await answer(bot, "two")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["two"]
+
+
+async def test_context_is_set_shown_and_cleared(model: ScriptedModel) -> None:
+    """context <text> adds a note to the system prompt until context clear."""
+    bot = make(model)
+    assert await answer(bot, "context I am a vegetarian cook") == "Context set."
+    assert await answer(bot, "context") == "Context: I am a vegetarian cook"
+    await answer(bot, "dinner?")
+    assert "I am a vegetarian cook" in model.calls[-1][0]["content"]
+    assert await answer(bot, "context clear") == "Context cleared."
+    await answer(bot, "dinner?")
+    assert "vegetarian" not in model.calls[-1][0]["content"]
+
+
+async def test_threads_of_two_users_stay_apart(model: ScriptedModel) -> None:
+    """Each user's thread holds only their own conversation."""
+    bot = make(model)
+    await answer(bot, "I am alice", "alice")
+    await answer(bot, "I am bob", "bob")
+    await answer(bot, "who am I?", "alice")
+    contents = " ".join(m["content"] for m in model.calls[-1])
+    assert "I am alice" in contents and "bob" not in contents
+
+
+async def test_thread_bounds_hold(model: ScriptedModel) -> None:
+    """The model never gets more than BOT_MAX_MESSAGES thread messages; the oldest go first."""
+    bot = make(model, bot_max_messages=4)
+    for i in range(6):
+        await answer(bot, f"message {i}")
+    thread = model.calls[-1][1:]
+    assert len(thread) <= 4
+    assert thread[-1]["content"] == "message 5" and all("message 0" not in m["content"] for m in thread)
+
+
+async def test_thread_survives_a_restart(model: ScriptedModel) -> None:
+    """A new bot over the same state store continues each user's thread and personality."""
+    store = MemoryStore()
+    await answer(make(model, store), "personality spanish")
+    await answer(make(model, store), "remember me")
+    await answer(make(model, store), "still there?")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["remember me", "echo: remember me", "still there?"]
+    assert PERSONALITIES["spanish"] in model.calls[-1][0]["content"]
+
+
+async def test_summarize_analyze_translate(model: ScriptedModel) -> None:
+    """The helper commands call the model with their own instructions and don't grow the thread."""
+    bot = make(model)
+    assert "Nothing to summarize" in await answer(bot, "summarize")
+    await answer(bot, "we talked about cats")
+    await answer(bot, "summarize")
+    assert "Summarize our conversation" in model.calls[-1][-1]["content"]
+    assert "we talked about cats" in model.calls[-1][1]["content"]
+    assert await answer(bot, "analyze I love this!") == "echo: I love this!"
+    assert "sentiment" in model.calls[-1][0]["content"]
+    assert await answer(bot, "translate French: good night") == "echo: good night"
+    assert "into French" in model.calls[-1][0]["content"]
+    assert (await answer(bot, "translate good night")).startswith("Usage: translate")
+    await answer(bot, "next")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["we talked about cats", "echo: we talked about cats", "next"]
+
+
+async def test_help_lists_the_commands_and_chat(model: ScriptedModel) -> None:
+    """help describes the bot and every command; `help me write` is a chat turn instead."""
+    bot = make(model)
+    text = await answer(bot, "help")
+    for word in ("personality <name>", "rotate", "clear", "context", "summarize", "analyze <text>", "translate <language>: <text>"):
+        assert word in text
+    assert await answer(bot, "help me write a poem") == "echo: help me write a poem"
+
+
+# --- failures and limits ----------------------------------------------------------------
+
+
+async def test_model_error_gets_an_apology_and_the_thread_is_unchanged(model: ScriptedModel) -> None:
+    """A failing model yields a plain apology; the failed turn is not kept; the next works."""
+    bot = make(model)
+    model.fail = True
+    assert await answer(bot, "hello") == APOLOGY
+    model.fail = False
+    await answer(bot, "again")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["again"]
+
+
+async def test_model_timeout_gets_an_apology(model: ScriptedModel) -> None:
+    """A model slower than BOT_TIMEOUT yields the timeout apology."""
+    bot = make(model, bot_timeout=0.05)
+    model.stall = 5
+    assert await answer(bot, "hello") == APOLOGY_TIMEOUT
+
+
+async def test_rate_limit_and_allow_list(model: ScriptedModel) -> None:
+    """Over BOT_RATE_LIMIT a user is asked to slow down; users not in BOT_ALLOW are refused."""
+    bot = make(model, bot_rate_limit=2, bot_allow="alice, bob")
+    assert await answer(bot, "1") == "echo: 1"
+    assert await answer(bot, "2") == "echo: 2"
+    assert (await answer(bot, "3")).startswith("Slow down")
+    assert "only talks to its allowed users" in await answer(bot, "hi", "eve")
+    assert await answer(bot, "hi", "bob") == "echo: hi"
+
+
+async def test_long_answer_is_split(model: ScriptedModel) -> None:
+    """An answer longer than a message arrives as several messages."""
+    bot = make(model)
+    model.answer = "word " * 1000
+    frames = await say(bot, "talk a lot")
+    assert len(frames) == 3 and all(len(f["message"]) <= MAX_MESSAGE_CHARS for f in frames)
+
+
+# --- streaming --------------------------------------------------------------------------
+
+
+async def test_streaming_sends_coalesced_chunks_then_the_whole_text(model: ScriptedModel) -> None:
+    """For a `stream` client: chunk frames in order, then one final frame with the full answer."""
+    bot = make(model)
+    model.answer = " ".join(f"w{i}" for i in range(60))
+    frames = await say(bot, "stream please", features=("stream",))
+    chunks, final = frames[:-1], frames[-1]
+    sid = final["metadata"]["stream"]["id"]
+    assert final["metadata"]["stream"] == {"id": sid, "done": True} and final["message"] == model.answer
+    assert len(chunks) >= 2
+    assert len(chunks) < 60  # coalesced, not one frame per delta
+    assert [c["metadata"]["stream"] for c in chunks] == [{"id": sid, "seq": i, "done": False} for i in range(len(chunks))]
+    assert "".join(c["message"] for c in chunks) == model.answer
+
+
+async def test_long_stream_is_split_into_streams_within_the_limit(model: ScriptedModel) -> None:
+    """A streamed answer over the message limit ends as several final frames, each within it."""
+    bot = make(model)
+    model.deltas = ["abcd " * 10] * 120  # 6000 characters
+    frames = await say(bot, "long", features=("stream",))
+    finals = [f for f in frames if f["metadata"]["stream"]["done"]]
+    assert len(finals) >= 3 and all(len(f["message"]) <= MAX_MESSAGE_CHARS for f in finals)
+    assert len({f["metadata"]["stream"]["id"] for f in finals}) == len(finals)
+    assert "".join(f["message"] for f in finals).replace(" ", "") == ("abcd" * 1200)
+
+
+async def test_stream_failing_midway_ends_with_an_apology(model: ScriptedModel) -> None:
+    """If the model breaks off mid-stream, the final frame says so and the bot stays up."""
+    bot = make(model, bot_timeout=0.2)
+
+    async def broken(messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        yield "partial answer " * 5
+        raise ConnectionError("cut")
+
+    model.stream = broken  # type: ignore[method-assign]
+    frames = await say(bot, "go", features=("stream",))
+    assert frames[-1]["metadata"]["stream"]["done"] and frames[-1]["message"].endswith(f"({APOLOGY})")
+    assert frames[-1]["message"].startswith("partial answer")
+
+
+async def test_stream_failing_at_once_gets_a_plain_apology(model: ScriptedModel) -> None:
+    """If nothing was streamed yet, a failure is a plain apology message."""
+    bot = make(model)
+    model.fail = True
+    [frame] = await say(bot, "go", features=("stream",))
+    assert frame["message"] == APOLOGY and "stream" not in frame["metadata"]
