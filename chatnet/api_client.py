@@ -1,0 +1,168 @@
+"""The client of the message API that every other process uses.
+
+    async with ApiClient.from_settings(settings) as api:
+        await api.store_mail([message])
+        messages, total = await api.pending("bob", limit=100)
+        await api.ack("bob", [m.id for m in messages])
+
+One aiohttp session per client, reused for every request. The API being unreachable,
+slow or failing (5xx) raises `StoreUnavailable`; a refused request (4xx: the caller's
+fault) raises `ApiRejected` with the API's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from chatnet.config import Settings
+from chatnet.errors import ApiRejected, StoreUnavailable
+from chatnet.protocol import Message, format_datetime
+
+MessageLike = Message | Mapping[str, Any]
+
+
+def _message_json(message: MessageLike) -> Any:
+    return message.model_dump(mode="json") if isinstance(message, Message) else message
+
+
+def _detail(body: str) -> str:
+    """The API's reason for a refusal, short enough for a log line."""
+    try:
+        detail = json.loads(body).get("detail", body)
+    except (ValueError, AttributeError):
+        detail = body
+    if isinstance(detail, list):  # validation errors: "field: reason; ..."
+        detail = "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in detail if isinstance(e, dict))
+    return str(detail)[:500]
+
+
+class ApiClient:
+    def __init__(self, base_url: str | Settings, token: str | None = None, timeout: float = 5.0) -> None:
+        if isinstance(base_url, Settings):
+            settings = base_url
+            base_url = settings.api_url
+            token = token or (settings.api_token.get_secret_value() if settings.api_token else None)
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout: float = 5.0) -> ApiClient:
+        return cls(settings, timeout=timeout)
+
+    async def __aenter__(self) -> ApiClient:
+        self._open()
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self.headers, timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        session = self._open()
+        data = None if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            async with session.request(method, self.base_url + path, data=data, params=params, headers=headers) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip()) from None
+        if status >= 500:
+            raise StoreUnavailable(f"message API answered {status}: {_detail(text)}")
+        if status >= 400:
+            raise ApiRejected(status, _detail(text))
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise StoreUnavailable(f"message API answered {status} with a body that is not JSON") from None
+
+    # --- health ----------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        return await self._request("GET", "/health")
+
+    async def health_detailed(self) -> dict[str, Any]:
+        return await self._request("GET", "/health/detailed")
+
+    # --- mail --------------------------------------------------------------------------
+
+    async def store_mail(
+        self, messages: Iterable[MessageLike], ttl_seconds: int | None = None, keep_latest: int | None = None
+    ) -> list[str]:
+        """Store offline mail (at most 1000 per call); returns the stored ids."""
+        body = {"messages": [_message_json(m) for m in messages], "ttl_seconds": ttl_seconds, "keep_latest": keep_latest}
+        return (await self._request("POST", "/mail", body))["ids"]
+
+    async def pending(self, user: str, limit: int = 100) -> tuple[list[Message], int]:
+        """The user's pending mail, oldest first, and how much is pending in all."""
+        page = await self._request("GET", f"/mail/{quote(user, safe='')}", params={"limit": limit})
+        return [Message.model_validate(m) for m in page["messages"]], page["total"]
+
+    async def ack(self, user: str, ids: list[str]) -> int:
+        """Mark mail delivered; returns how many were pending."""
+        return (await self._request("POST", f"/mail/{quote(user, safe='')}/ack", {"ids": list(ids)}))["acknowledged"]
+
+    # --- history -------------------------------------------------------------------------
+
+    async def archive(self, messages: Iterable[MessageLike]) -> int:
+        """Archive delivered live chat (at most 1000 per call)."""
+        return (await self._request("POST", "/history", {"messages": [_message_json(m) for m in messages]}))["stored"]
+
+    async def history(
+        self, user: str, peer: str, limit: int = 50, before: str | datetime | None = None
+    ) -> tuple[list[Message], str | None]:
+        """Messages between two users, newest first, and the `before` of the next page."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = format_datetime(before) if isinstance(before, datetime) else before
+        page = await self._request("GET", f"/history/{quote(user, safe='')}/{quote(peer, safe='')}", params=params)
+        return [Message.model_validate(m) for m in page["messages"]], page["next_before"]
+
+    async def clear_history(self, user: str) -> int:
+        return (await self._request("DELETE", f"/history/{quote(user, safe='')}"))["deleted"]
+
+    # --- subscriptions -----------------------------------------------------------------------
+
+    async def subscribers(self, service: str) -> list[str]:
+        return (await self._request("GET", f"/subscriptions/{quote(service, safe='')}"))["users"]
+
+    async def subscribe(self, service: str, user: str) -> bool:
+        """True when the subscription is new."""
+        return (await self._request("PUT", f"/subscriptions/{quote(service, safe='')}/{quote(user, safe='')}"))["created"]
+
+    async def unsubscribe(self, service: str, user: str) -> bool:
+        """True when there was a subscription to remove."""
+        return (await self._request("DELETE", f"/subscriptions/{quote(service, safe='')}/{quote(user, safe='')}"))["removed"]
+
+    # --- bot state ---------------------------------------------------------------------------
+
+    def _state_path(self, owner: str, key: str) -> str:
+        return f"/state/{quote(owner, safe='')}/{quote(key, safe='')}"
+
+    async def get_state(self, owner: str, key: str) -> Any:
+        return (await self._request("GET", self._state_path(owner, key)))["value"]
+
+    async def put_state(self, owner: str, key: str, value: Any) -> None:
+        await self._request("PUT", self._state_path(owner, key), {"value": value})
+
+    async def delete_state(self, owner: str, key: str) -> bool:
+        return (await self._request("DELETE", self._state_path(owner, key)))["deleted"]
