@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol
 
 from chatnet.bot import Bot, RateLimiter, Request, command, split_text
 from chatnet.config import Settings
-from chatnet.errors import StoreUnavailable
+from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.protocol import MAX_MESSAGE_CHARS, new_id
 
 PERSONALITIES: Final[dict[str, str]] = {
@@ -185,7 +185,7 @@ class Assistant(Bot):
         if state is None:
             try:
                 value = await self.store.get_state(self.name, user)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, ApiRejected) as exc:
                 self.log.warning("cannot read %s's thread: %s", user, exc)
                 return UserState(self.default_personality)  # not cached: read again next time
             state = UserState.from_json(value, self.default_personality)
@@ -201,7 +201,7 @@ class Assistant(Bot):
         state.turns = trim(state.turns, self.bounds, self.clock())
         try:
             await self.store.put_state(self.name, user, state.to_json())
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, ApiRejected) as exc:
             self.log.warning("cannot save %s's thread: %s", user, exc)
 
     def system_prompt(self, state: UserState) -> str:

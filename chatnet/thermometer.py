@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from chatnet.bot import Bot, Request, command
 from chatnet.config import Settings
-from chatnet.errors import StoreUnavailable
+from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.protocol import MessageType, format_datetime, utcnow
 
 UNIT = "°C"
@@ -115,7 +115,7 @@ class Thermometer(Bot):
         it can't be reached — the ticker tries again."""
         try:
             found = await self.store.subscribers(self.name)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, ApiRejected) as exc:
             self.log.warning("cannot read subscriptions: %s", exc)
             return False
         users = found.get("users", []) if isinstance(found, dict) else found
@@ -134,7 +134,7 @@ class Thermometer(Bot):
         """Get a reading every interval (kept as mail while you are offline)."""
         try:
             await self.store.subscribe(self.name, req.sender)
-        except StoreUnavailable:
+        except (StoreUnavailable, ApiRejected):
             return "Sorry, I could not save your subscription right now. Please try again later."
         already = req.sender in self.subscribed
         self.subscribed.add(req.sender)
@@ -147,7 +147,7 @@ class Thermometer(Bot):
         """Stop the readings."""
         try:
             result = await self.store.unsubscribe(self.name, req.sender)
-        except StoreUnavailable:
+        except (StoreUnavailable, ApiRejected):
             return "Sorry, I could not cancel your subscription right now. Please try again later."
         removed = _flag(result, "removed", req.sender in self.subscribed)
         self.subscribed.discard(req.sender)

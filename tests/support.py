@@ -67,6 +67,13 @@ class Network:
     def start_web(self, **env: str) -> Child:
         return self.start("web", script("websocket_adapter.py"), port_open(HOST, self.web_port), **env)
 
+    def start_bot(self, name: str, script_name: str, **env: str) -> Child:
+        """Start a bot script; ready once `name` is online on the chat server (as the
+        launcher sees it). The child is registered under `name`."""
+        from chatnet.launcher import peer_online
+
+        return self.start(name, script(script_name), peer_online(HOST, self.chat_port, name), **env)
+
     def stop(self, name: str) -> None:
         child = self.children.pop(name, None)
         if child is not None:

@@ -1,0 +1,128 @@
+"""The thermometer bot on a real network: subscriptions, readings, commands, restarts."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from chatnet.protocol import Message, MessageType
+from tests.support import JsonClient, Network
+
+NAME = "thermo"
+INTERVAL = 0.3
+
+
+def is_reading(message: Message) -> bool:
+    return message.type == MessageType.SUBSCRIPTION and message.sender == NAME
+
+
+def reply_from_bot(message: Message) -> bool:
+    return message.type == MessageType.CHAT and message.sender == NAME
+
+
+def start_thermometer(net: Network, interval: float = INTERVAL, **env: str) -> None:
+    net.start_bot(NAME, "thermometer.py", THERMOMETER_NAME=NAME, THERMOMETER_INTERVAL=str(interval),
+                  THERMOMETER_MIN="15", THERMOMETER_MAX="25", **env)  # fmt: skip
+
+
+async def ask(client: JsonClient, text: str) -> str:
+    await client.send(NAME, text)
+    return (await client.expect(reply_from_bot)).message
+
+
+async def readings(client: JsonClient, count: int) -> list[Message]:
+    return [await client.expect(is_reading) for _ in range(count)]
+
+
+@pytest.fixture
+def thermo(chat: Network) -> Network:
+    start_thermometer(chat)
+    return chat
+
+
+async def test_subscribe_brings_readings_at_the_interval(thermo: Network) -> None:
+    """After subscribe, readings arrive as subscription frames with value and unit, one per interval."""
+    alice = await thermo.json_client("alice")
+    assert (await ask(alice, "subscribe")).startswith(f"Subscribed to {NAME}")
+    got = await readings(alice, 6)
+    for reading in got:
+        meta = reading.metadata
+        assert reading.message == f"{meta['value']:.1f} °C"
+        assert meta["unit"] == "°C" and meta["sensor"] == NAME and 15 <= meta["value"] <= 25
+    values = [r.metadata["value"] for r in got]
+    assert all(abs(b - a) <= 0.4 for a, b in zip(values, values[1:]))  # a walk, not noise
+    gaps = [(b.timestamp - a.timestamp).total_seconds() for a, b in zip(got, got[1:])]
+    assert INTERVAL / 2 <= statistics.mean(gaps) <= INTERVAL * 3
+    await alice.close()
+
+
+async def test_text_client_subscribes_and_reads_lines(thermo: Network) -> None:
+    """A netcat-style user types `thermo: subscribe` and sees readings as chat lines."""
+    bob = await thermo.text_client("bob")
+    await bob.send(f"{NAME}: subscribe")
+    await bob.expect(f"[{NAME}] Subscribed to {NAME}")
+    line = await bob.expect(lambda text: f"[{NAME}]" in text and text.endswith("°C"))
+    assert float(line.rsplit(" ", 2)[-2]) >= 15
+    await bob.close()
+
+
+async def test_unsubscribe_stops_readings(thermo: Network) -> None:
+    """Once unsubscribe is answered, no further reading arrives."""
+    alice = await thermo.json_client("alice")
+    await ask(alice, "subscribe")
+    await readings(alice, 2)
+    assert (await ask(alice, "unsubscribe")).startswith("Unsubscribed")
+    later = await alice.quiet(INTERVAL * 4)
+    assert [m for m in later if is_reading(m)] == []
+    await alice.close()
+
+
+async def test_range_status_reboot_and_help_answer(thermo: Network) -> None:
+    """range, status, reboot and help each get a plain answer."""
+    alice = await thermo.json_client("alice")
+    await ask(alice, "subscribe")
+    await readings(alice, 2)
+    rng = await ask(alice, "range")
+    assert rng.startswith("Range 15.0 °C to 25.0 °C. Since boot (") and "min " in rng and "max " in rng
+    status = await ask(alice, "status")
+    assert f"Interval {INTERVAL:g} s, 1 subscriber(s) (you are subscribed), last reading " in status
+    reboot = await ask(alice, "reboot")
+    assert reboot.startswith("Rebooted the sensor: starting at ") and "1 subscriber(s)" in reboot
+    assert (await ask(alice, "help")).count("\n") >= 6
+    assert await ask(alice, "dance") == "Unknown command 'dance'. Try 'help'."
+    await readings(alice, 1)  # still broadcasting after the reboot
+    await alice.close()
+
+
+async def test_subscriptions_survive_a_bot_restart(thermo: Network) -> None:
+    """A restarted thermometer keeps sending to the users who subscribed before."""
+    alice = await thermo.json_client("alice")
+    await ask(alice, "subscribe")
+    await readings(alice, 1)
+    thermo.stop(NAME)
+    await alice.quiet(INTERVAL * 2)
+    start_thermometer(thermo)
+    await alice.expect(lambda m: m.metadata.get("event") == "presence" and m.metadata.get("presence") == "online" and m.metadata.get("user") == NAME)
+    await readings(alice, 2)
+    assert "you are subscribed" in await ask(alice, "status")
+    await alice.close()
+
+
+async def test_offline_subscriber_gets_capped_stored_readings(chat: Network) -> None:
+    """A subscriber who is away finds at most THERMOMETER_KEEP readings waiting, as stored mail."""
+    start_thermometer(chat, interval=0.1, THERMOMETER_KEEP="3")
+    watcher = await chat.json_client("watcher")
+    await ask(watcher, "subscribe")
+    dora = await chat.text_client("dora")
+    await dora.send(f"{NAME}: subscribe")
+    await dora.expect(f"[{NAME}] Subscribed")
+    await dora.close()
+    await readings(watcher, 12)  # plenty of readings went out while dora was away
+    dora = await chat.text_client()
+    welcome = await dora.login("dora")
+    stored = [line for line in await dora.quiet(1.0) if line.startswith("[Stored]") and f"[{NAME}]" in line]
+    assert 1 <= len(stored) <= 3, (welcome, stored)
+    assert all(line.endswith("°C'") for line in stored)
+    await dora.close()
+    await watcher.close()
