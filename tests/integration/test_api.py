@@ -1,0 +1,252 @@
+"""The message API as a real process, over HTTP: auth, validation, mail, history,
+subscriptions, state, health, and a database that goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from chatnet.api_client import ApiClient
+from chatnet.errors import ApiRejected, StoreUnavailable
+from chatnet.process import Child, embedded_store_argv, free_port, port_open
+from chatnet.protocol import MAX_MESSAGE_CHARS, Message, utcnow
+from tests.support import Network
+
+
+@pytest.fixture
+def api_net(network: Network) -> Network:
+    network.start_api()
+    return network
+
+
+@pytest.fixture
+async def http(api_net: Network) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(api_net.api_url, timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+@pytest.fixture
+async def api(api_net: Network) -> AsyncIterator[ApiClient]:
+    async with ApiClient(api_net.api_url, api_net.token) as client:
+        yield client
+
+
+def chat(sender: str, destination: str, text: str, seconds_ago: float = 0) -> dict[str, Any]:
+    timestamp = utcnow() - timedelta(seconds=seconds_ago)
+    return Message(sender=sender, destination=destination, message=text, timestamp=timestamp).model_dump(mode="json")
+
+
+async def call(http: aiohttp.ClientSession, method: str, path: str, headers: dict[str, str], **kw: Any) -> tuple[int, Any]:
+    async with http.request(method, path, headers=headers, **kw) as response:
+        return response.status, await response.json(content_type=None)
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+async def test_health_is_open(http: aiohttp.ClientSession) -> None:
+    """/health answers without a token."""
+    assert await call(http, "GET", "/health", {}) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("path", ["/mail/bob", "/health/detailed", "/subscriptions/thermo", "/history/a/b", "/state/o/k"])
+async def test_routes_need_the_token(http: aiohttp.ClientSession, api_net: Network, path: str) -> None:
+    """Without the bearer token, or with a wrong one, a route answers 401; with it, 200."""
+    assert (await call(http, "GET", path, {}))[0] == 401
+    assert (await call(http, "GET", path, {"Authorization": "Bearer wrong"}))[0] == 401
+    assert (await call(http, "GET", path, {"Authorization": api_net.token}))[0] == 401
+    assert (await call(http, "GET", path, api_net.auth))[0] == 200
+
+
+async def test_docs_are_served(http: aiohttp.ClientSession) -> None:
+    """The OpenAPI description lists the routes."""
+    status, schema = await call(http, "GET", "/openapi.json", {})
+    assert status == 200
+    assert {"/mail", "/mail/{user}", "/mail/{user}/ack", "/history/{user}/{peer}"} <= set(schema["paths"])
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+BAD_BODIES = [
+    ("POST", "/mail", {}, "messages"),
+    ("POST", "/mail", {"messages": []}, "at least 1"),
+    ("POST", "/mail", {"messages": [{"destination": "bob", "message": "hi"}]}, "sender"),
+    ("POST", "/mail", {"messages": [chat("alice", "bob", "hi") | {"message": "x" * (MAX_MESSAGE_CHARS + 1)}]}, "at most 2000"),
+    ("POST", "/mail", {"messages": [chat("alice", "bob", "hi") | {"destination": "no spaces"}]}, "pattern"),
+    ("POST", "/mail", {"messages": [chat("alice", "bob", "hi") | {"type": "shout"}]}, "chat"),
+    ("POST", "/mail", {"messages": [chat("alice", "bob", "hi")], "ttl_seconds": 0}, "greater than or equal to 1"),
+    ("POST", "/mail", {"messages": [chat("alice", "bob", "hi")] * 1001}, "at most 1000"),
+    ("POST", "/mail/bob/ack", {"ids": []}, "at least 1"),
+    ("POST", "/mail/bob/ack", {"ids": [f"id{i}" for i in range(10_001)]}, "at most 10000"),
+    ("POST", "/history", {"messages": "nope"}, "list"),
+    ("PUT", "/state/openai/bob", {}, "value"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "reason"), BAD_BODIES)
+async def test_bad_bodies_get_422_with_a_reason(
+    http: aiohttp.ClientSession, api_net: Network, method: str, path: str, body: Any, reason: str
+) -> None:
+    """An invalid body is refused with 422 and a detail saying what is wrong."""
+    status, answer = await call(http, method, path, api_net.auth, json=body)
+    assert status == 422
+    assert reason in str(answer["detail"])
+
+
+async def test_non_json_body_gets_422(http: aiohttp.ClientSession, api_net: Network) -> None:
+    """A body that is not JSON is refused with 422 saying so."""
+    headers = api_net.auth | {"Content-Type": "application/json"}
+    status, answer = await call(http, "POST", "/mail", headers, data=b"{not json")
+    assert status == 422
+    assert "JSON" in str(answer["detail"])
+
+
+@pytest.mark.parametrize(
+    "path", ["/mail/bad%20name", "/mail/" + "x" * 33, "/history/alice/b%21b", "/subscriptions/th%3Aermo", "/state/o/%C3%A9"]
+)
+async def test_bad_names_in_paths_get_422(http: aiohttp.ClientSession, api_net: Network, path: str) -> None:
+    """A name in a path that breaks the name rule is refused with 422."""
+    status, answer = await call(http, "GET", path, api_net.auth)
+    assert status == 422
+    assert "pattern" in str(answer["detail"])
+
+
+async def test_bad_limit_gets_422(http: aiohttp.ClientSession, api_net: Network) -> None:
+    """A page size outside 1..1000 is refused."""
+    assert (await call(http, "GET", "/mail/bob?limit=0", api_net.auth))[0] == 422
+    assert (await call(http, "GET", "/mail/bob?limit=1001", api_net.auth))[0] == 422
+
+
+# --- behaviour through the ApiClient ----------------------------------------------------------------
+
+
+async def test_mail_round_trip(api: ApiClient) -> None:
+    """Stored mail is pending oldest first, is gone once acknowledged, and a retry never duplicates."""
+    first, second = chat("alice", "bob", "first", seconds_ago=1), chat("carol", "bob", "second")
+    assert await api.store_mail([first, Message.model_validate(second)]) == [first["id"], second["id"]]
+    assert await api.store_mail([first]) == [first["id"]]
+    messages, total = await api.pending("bob")
+    assert [m.message for m in messages] == ["first", "second"]
+    assert total == 2
+    assert messages[0] == Message.model_validate(first)
+    page, total = await api.pending("bob", limit=1)
+    assert ([m.message for m in page], total) == (["first"], 2)
+    assert await api.ack("bob", [first["id"]]) == 1
+    assert await api.ack("bob", [first["id"], second["id"]]) == 1
+    assert await api.pending("bob") == ([], 0)
+
+
+async def test_keep_latest_and_ttl_through_the_api(api: ApiClient) -> None:
+    """keep_latest caps a sender's pending mail; ttl_seconds makes it expire."""
+    for degrees in range(5):
+        await api.store_mail([chat("thermo", "bob", f"{degrees} C", seconds_ago=5 - degrees)], keep_latest=2)
+    await api.store_mail([chat("thermo", "carol", "soon gone")], ttl_seconds=1)
+    messages, _ = await api.pending("bob")
+    assert [m.message for m in messages] == ["3 C", "4 C"]
+    await asyncio.sleep(1.2)
+    assert await api.pending("carol") == ([], 0)
+
+
+async def test_history_and_clear(api: ApiClient) -> None:
+    """History shows both directions newest first in pages; clearing keeps pending mail."""
+    await api.archive([chat("alice", "bob", "one", seconds_ago=2), chat("bob", "alice", "two", seconds_ago=1)])
+    await api.store_mail([chat("alice", "bob", "three")])
+    messages, next_before = await api.history("alice", "bob", limit=2)
+    assert [m.message for m in messages] == ["three", "two"]
+    older, last = await api.history("bob", "alice", limit=2, before=next_before)
+    assert ([m.message for m in older], last) == (["one"], None)
+    assert await api.clear_history("alice") == 2
+    messages, _ = await api.history("alice", "bob")
+    assert [m.message for m in messages] == ["three"]
+
+
+async def test_subscriptions(api: ApiClient) -> None:
+    """Subscribing is idempotent, lists are per service, removal works once."""
+    assert await api.subscribe("thermo", "bob") is True
+    assert await api.subscribe("thermo", "bob") is False
+    assert await api.subscribe("thermo", "alice") is True
+    assert await api.subscribers("thermo") == ["alice", "bob"]
+    assert await api.unsubscribe("thermo", "bob") is True
+    assert await api.unsubscribe("thermo", "bob") is False
+    assert await api.subscribers("thermo") == ["alice"]
+
+
+async def test_state(api: ApiClient) -> None:
+    """Bot state reads back exactly as written until deleted."""
+    value = {"thread": [{"role": "user", "content": "hi"}], "stream": True}
+    assert await api.get_state("openai", "bob") is None
+    await api.put_state("openai", "bob", value)
+    assert await api.get_state("openai", "bob") == value
+    assert await api.delete_state("openai", "bob") is True
+    assert await api.get_state("openai", "bob") is None
+
+
+async def test_detailed_health_counts(api: ApiClient) -> None:
+    """/health/detailed reports a working database and the counts of what is stored."""
+    await api.store_mail([chat("alice", "bob", "a"), chat("alice", "carol", "b")])
+    await api.archive([chat("alice", "dave", "c")])
+    await api.subscribe("thermo", "bob")
+    health = await api.health_detailed()
+    assert health["status"] == "ok"
+    assert health["database"]["ok"] is True and health["database"]["error"] is None
+    assert health["counts"] == {"pending": 2, "messages": 3, "subscriptions": 1}
+    assert health["uptime_seconds"] > 0
+
+
+async def test_client_errors(api_net: Network) -> None:
+    """The client raises ApiRejected on a refusal and StoreUnavailable when nobody answers."""
+    async with ApiClient(api_net.api_url, "wrong") as api:
+        with pytest.raises(ApiRejected) as refused:
+            await api.pending("bob")
+        assert refused.value.status == 401
+    async with ApiClient(api_net.api_url, api_net.token) as api:
+        with pytest.raises(ApiRejected, match="pattern"):
+            await api.pending("not a name")
+    async with ApiClient(f"http://127.0.0.1:{free_port()}", api_net.token, timeout=2) as api:
+        with pytest.raises(StoreUnavailable):
+            await api.store_mail([chat("alice", "bob", "lost?")])
+
+
+# --- the database goes away ---------------------------------------------------------------------------
+
+
+async def test_database_down_gives_503_and_recovers(network: Network, tmp_path: Path) -> None:
+    """While the database is unreachable the API answers 503 and reports "degraded";
+    once it is back, requests work again and nothing stored is lost."""
+    port = free_port()
+    store = Child("own-store", embedded_store_argv(port, tmp_path / "own"), port_open("127.0.0.1", port))
+    store.start()
+    try:
+        network.start_api(MONGO_URL=f"mongodb://127.0.0.1:{port}")
+        async with ApiClient(network.api_url, network.token, timeout=10) as api:
+            kept = chat("alice", "bob", "kept")
+            await api.store_mail([kept])
+            store.stop()
+
+            with pytest.raises(StoreUnavailable, match="503"):
+                await api.pending("bob")
+            with pytest.raises(StoreUnavailable, match="503"):
+                await api.store_mail([chat("alice", "bob", "not now")])
+            health = await api.health_detailed()
+            assert health["status"] == "degraded"
+            assert health["database"]["ok"] is False and health["database"]["error"]
+            assert await api.health() == {"status": "ok"}
+
+            store.start()
+            messages: list[Message] = []
+            for _ in range(50):  # the client library notices the database within seconds
+                try:
+                    messages, _ = await api.pending("bob")
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(0.2)
+            assert [m.message for m in messages] == ["kept"]
+            assert (await api.health_detailed())["status"] == "ok"
+    finally:
+        store.stop()
