@@ -1,0 +1,128 @@
+"""Command line: which workloads, which servers, what sizes; then run them side by side."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import report, workloads
+from bench.servers import Chatnet, Ngircd, Server, ensure_ngircd, raise_open_files
+from bench.workloads import Sizes
+
+logger = logging.getLogger("chatnet.bench")
+
+WORKLOADS = ("throughput", "latency", "idle", "mail")
+QUICK = Sizes(throughput_clients=(100, 1000), warmup=1.0, duration=3.0, grace=3.0, latency_clients=1000,
+              idle_clients=2000, mail_messages=1000)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}")
+    parser.add_argument("--servers", default="chatnet,ngircd", help="comma list of chatnet, ngircd")
+    parser.add_argument("--quick", action="store_true", help="short windows and smaller sizes (a minute, not ten)")
+    parser.add_argument("--workers", type=int, help="generator processes (default 2)")
+    parser.add_argument("--clients", help="throughput sizes, comma list (default 100,1000)")
+    parser.add_argument("--window", type=int, help="in-flight messages per sender (default 16)")
+    parser.add_argument("--warmup", type=float, help="seconds of load before each window (default 2)")
+    parser.add_argument("--duration", type=float, help="measurement window in seconds (default 10)")
+    parser.add_argument("--rate", type=float, help="offered load of the latency run, msg/s (default 5000)")
+    parser.add_argument("--idle-clients", type=int, help="idle scale size (default 10000)")
+    parser.add_argument("--mail", type=int, help="offline messages (default 10000)")
+    parser.add_argument("--mongo-url", help="use this MongoDB instead of the embedded store")
+    parser.add_argument("--profile", type=Path, help="py-spy the chatnet server during throughput; write here")
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install ngircd")
+    parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<date>.json)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    base = QUICK if args.quick else Sizes()
+    overrides: dict[str, Any] = {
+        "workers": args.workers, "window": args.window, "warmup": args.warmup, "duration": args.duration,
+        "latency_rate": args.rate, "idle_clients": args.idle_clients, "mail_messages": args.mail,
+        "throughput_clients": tuple(int(n) for n in args.clients.split(",")) if args.clients else None,
+    }  # fmt: skip
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(only) - set(WORKLOADS) | set(names) - {"chatnet", "ngircd"}
+    if unknown:
+        raise SystemExit(f"unknown workload or server: {', '.join(sorted(unknown))}")
+    sizes = sizes_from(args)
+    raise_open_files(max(sizes.idle_clients, max(sizes.throughput_clients)) * 2 + 1000)
+    results = report.new_results(dataclasses.asdict(sizes))
+    with tempfile.TemporaryDirectory(prefix="chatnet-bench-") as tmp:
+        servers = build_servers(names, Path(tmp), args)
+        for server in servers:
+            run_server(server, only, sizes, results, args.profile)
+    print()
+    print(report.header(results))
+    print(report.table(results))
+    print(f"\nJSON: {report.write_json(results, args.out)}")
+
+
+def build_servers(names: list[str], tmp: Path, args: argparse.Namespace) -> list[Server]:
+    servers: list[Server] = []
+    for name in names:
+        if name == "ngircd":
+            servers.append(Ngircd(tmp / "ngircd", binary=ensure_ngircd(install=not args.no_install)))
+        else:
+            servers.append(Chatnet(tmp / "chatnet", mongo_url=args.mongo_url))
+    return servers
+
+
+def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str, Any], profile: Path | None) -> None:
+    """Every chosen workload against one server; the other is not running meanwhile."""
+    logger.info("starting %s", server.name)
+    server.start()
+    results["versions"][server.name] = server.version()
+    mine = results[server.name]
+    try:
+        steps: dict[str, Callable[[], Any]] = {
+            "throughput": lambda: _profiled(server, profile, lambda: workloads.throughput(server, sizes)),
+            "latency": lambda: workloads.latency(server, sizes),
+            "idle": lambda: workloads.idle(server, sizes),
+        }
+        if isinstance(server, Chatnet):
+            steps["mail"] = lambda: workloads.offline_mail(server, sizes)
+        for name in only:
+            if name in steps:
+                logger.info("%s: %s", server.name, name)
+                mine[name] = steps[name]()
+    finally:
+        server.stop()
+
+
+def _profiled(server: Server, profile: Path | None, run: Callable[[], Any]) -> Any:
+    """Run `run` under py-spy attached to the chatnet server, when asked."""
+    if profile is None or not isinstance(server, Chatnet):
+        return run()
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    argv = [_py_spy(), "record", "--pid", str(server.pid), "--output", str(profile), "--format", "raw", "--nonblocking"]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        return run()
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes what it has and exits
+        spy.wait(30)
+
+
+def _py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"

@@ -1,0 +1,205 @@
+"""The workloads: each starts worker processes against one server, runs a measurement
+window, and returns plain numbers (a dict per run, JSON-ready)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing as mp
+import statistics
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.loadgen import Schedule, worker_main
+from bench.servers import HOST, Chatnet, Server, cpu_seconds
+
+logger = logging.getLogger("chatnet.bench")
+
+_run_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size and duration, so `--quick` and the smoke test can shrink them."""
+
+    workers: int = 2
+    throughput_clients: tuple[int, ...] = (100, 1000)
+    window: int = 16
+    warmup: float = 2.0
+    duration: float = 10.0
+    grace: float = 5.0
+    latency_clients: int = 1000
+    latency_rate: float = 5000.0
+    idle_clients: int = 10_000
+    mail_messages: int = 10_000
+    mail_senders: int = 10
+    mail_window: int = 50
+    connect_concurrency: int = 32  # logins in progress per worker
+
+
+def pair_names(count: int, tag: str) -> list[tuple[str, str]]:
+    """`count` clients as count/2 pairs; names unique per run so no login collides."""
+    return [(f"{tag}a{i}", f"{tag}b{i}") for i in range(count // 2)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Workers:
+    """The generator's processes for one run, each with a slice of the pairs."""
+
+    def __init__(self, server: Server, pairs: list[tuple[str, str]], count: int) -> None:
+        count = max(1, min(count, len(pairs)))
+        context = mp.get_context("fork")
+        self.pipes: list[Connection] = []
+        self.procs: list[mp.process.BaseProcess] = []
+        for index in range(count):
+            mine, theirs = context.Pipe()
+            args = (theirs, server.protocol, HOST, server.port, pairs[index::count])
+            proc = context.Process(target=worker_main, args=args, daemon=True, name=f"bench-worker-{index}")
+            proc.start()
+            self.pipes.append(mine)
+            self.procs.append(proc)
+
+    def ask(self, command: str, argument: Any, timeout: float) -> list[Any]:
+        for pipe in self.pipes:
+            pipe.send((command, argument))
+        answers = []
+        for pipe, proc in zip(self.pipes, self.procs):
+            if not pipe.poll(timeout):
+                raise RuntimeError(f"{proc.name} did not answer {command!r} within {timeout:.0f} s")
+            answers.append(pipe.recv()[1])
+        return answers
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(proc.pid) for proc in self.procs if proc.pid)
+
+    def close(self) -> None:
+        try:
+            self.ask("stop", None, 10)
+        except (RuntimeError, OSError, EOFError):
+            pass
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def _sleep_until(when: float) -> None:
+    delay = when - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float = 0.0) -> dict[str, Any]:
+    """Log `clients` in, then warm up and measure one window of `mode` traffic."""
+    pairs = pair_names(clients, f"r{next(_run_ids)}")
+    workers = Workers(server, pairs, sizes.workers)
+    try:
+        started = time.monotonic()
+        ready = workers.ask("connect", sizes.connect_concurrency, 300)
+        login_s = time.monotonic() - started
+        failed = sum(r["failed"] for r in ready)
+        if failed:
+            raise RuntimeError(f"{server.name}: {failed} clients could not log in: {[e for r in ready for e in r['errors']][:5]}")
+        rss_logged_in = server.rss()
+        duration = sizes.duration if mode != "idle" else 1.0
+        start = time.monotonic() + 0.3
+        window_start = start + (sizes.warmup if mode != "idle" else 0.0)
+        window_end = window_start + duration
+        per_worker_rate = rate / len(workers.procs)
+        schedule = Schedule(start, window_start, window_end, sizes.grace, mode, sizes.window, per_worker_rate)
+        for pipe in workers.pipes:
+            pipe.send(("go", schedule))
+        _sleep_until(window_start)
+        cpu0, gen0, all0 = server.cpu(), workers.cpu(), _cpu_all(server)
+        _sleep_until(window_end)
+        cpu1, gen1, all1 = server.cpu(), workers.cpu(), _cpu_all(server)
+        rss = server.rss()
+        results = []
+        for pipe, proc in zip(workers.pipes, workers.procs):
+            if not pipe.poll(sizes.grace + 60):
+                raise RuntimeError(f"{proc.name} did not finish")
+            results.append(pipe.recv()[1])
+    finally:
+        workers.close()
+    return _summarise(server, mode, clients, results, duration, cpu1 - cpu0, gen1 - gen0, login_s, rss,
+                      rss_logged_in, {k: all1[k] - all0.get(k, 0.0) for k in all1}, rate)  # fmt: skip
+
+
+def _cpu_all(server: Server) -> dict[str, float]:
+    return server.cpu_all() if isinstance(server, Chatnet) else {server.name: server.cpu()}
+
+
+def _summarise(server: Server, mode: str, clients: int, results: list[dict[str, Any]], duration: float,
+               server_cpu: float, generator_cpu: float, login_s: float, rss: float, rss_logged_in: float,
+               cpu_by_process: dict[str, float], rate: float) -> dict[str, Any]:  # fmt: skip
+    sent = sum(r["sent"] for r in results)
+    received = sum(r["received"] for r in results)
+    delivered = sum(r["delivered_in_window"] for r in results)
+    latencies = [x for r in results for x in r["latencies_us"]]
+    summary = {
+        "server": server.name, "mode": mode, "clients": clients, "window_s": duration,
+        "sent": sent, "received": received, "lost": sent - received,
+        "out_of_order": sum(r["out_of_order"] for r in results),
+        "disconnected": sum(r["disconnected"] for r in results),
+        "delivered_in_window": delivered,
+        "delivered_per_s": delivered / duration,
+        "server_cpu_s": server_cpu,
+        "server_cpu_share": server_cpu / duration,
+        "delivered_per_cpu_s": delivered / server_cpu if server_cpu > 0 else None,
+        "generator_cpu_s": generator_cpu,
+        "generator_cpu_share": generator_cpu / duration,
+        "cpu_by_process_s": cpu_by_process,
+        "login_all_s": login_s,
+        "rss_mb": rss, "rss_logged_in_mb": rss_logged_in,
+        "offered_per_s": rate or None,
+        "latency_samples": len(latencies),
+        "latency_p50_ms": percentile(latencies, 0.50) / 1000 if latencies else None,
+        "latency_p99_ms": percentile(latencies, 0.99) / 1000 if latencies else None,
+        "latency_max_ms": max(latencies) / 1000 if latencies else None,
+        "latency_mean_ms": statistics.fmean(latencies) / 1000 if latencies else None,
+    }  # fmt: skip
+    logger.info("%s %s N=%d: %s", server.name, mode, clients, _brief(summary))
+    return summary
+
+
+def _brief(s: dict[str, Any]) -> str:
+    cpu = s["delivered_per_cpu_s"]
+    p99 = s["latency_p99_ms"]
+    return (f"{s['delivered_per_s']:.0f} msg/s, {cpu or 0:.0f} msg/cpu-s, lost {s['lost']}, "
+            f"server cpu {s['server_cpu_share']:.0%}, generator cpu {s['generator_cpu_share']:.0%}, "
+            f"p99 {p99 if p99 is not None else float('nan'):.3f} ms, rss {s['rss_mb']:.1f} MB, login {s['login_all_s']:.2f} s")  # fmt: skip
+
+
+def throughput(server: Server, sizes: Sizes) -> list[dict[str, Any]]:
+    return [run_load(server, "throughput", n, sizes) for n in sizes.throughput_clients]
+
+
+def latency(server: Server, sizes: Sizes) -> dict[str, Any]:
+    return run_load(server, "latency", sizes.latency_clients, sizes, rate=sizes.latency_rate)
+
+
+def idle(server: Server, sizes: Sizes) -> dict[str, Any]:
+    return run_load(server, "idle", sizes.idle_clients, sizes)
+
+
+# --- offline mail (chatnet only) -----------------------------------------------------
+
+
+def offline_mail(server: Chatnet, sizes: Sizes) -> dict[str, Any]:
+    """Store `mail_messages` for one offline user, then log that user in."""
+    from bench.mail import run_mail  # the aiohttp client is only needed here
+
+    result = asyncio.run(run_mail(server, sizes.mail_messages, sizes.mail_senders, sizes.mail_window, f"m{next(_run_ids)}"))
+    logger.info("chatnet offline mail: %s", result)
+    return result
+
