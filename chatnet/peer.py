@@ -30,6 +30,11 @@ class LoginRefused(ChatError):
     """The server refused the login (name taken or invalid); the text says why."""
 
 
+class LoginInterrupted(LoginRefused):
+    """The connection closed before the server answered the login: not a refusal, so
+    worth retrying (a LoginRefused, for callers that don't tell them apart)."""
+
+
 class Peer:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str) -> None:
         self.reader = reader
@@ -70,7 +75,7 @@ class Peer:
         while True:
             reply = await self._read()
             if reply is None:
-                raise LoginRefused("The server closed the connection during login.")
+                raise LoginInterrupted("The server closed the connection during login.")
             event = reply.metadata.get("event")
             if reply.type == MessageType.ERROR and event in ("login_failed", "bad_input"):
                 raise LoginRefused(reply.message)

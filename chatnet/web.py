@@ -34,7 +34,7 @@ from aiohttp import WSMsgType, web
 from chatnet.assistant import PERSONALITIES
 from chatnet.config import Settings
 from chatnet.errors import BadFrame, ProtocolError
-from chatnet.peer import LoginRefused, Peer
+from chatnet.peer import LoginInterrupted, LoginRefused, Peer
 from chatnet.process import ROOT
 from chatnet.protocol import (
     MAX_LINE_BYTES,
@@ -184,6 +184,13 @@ class Bridge:
         while not self.ws.closed:
             try:
                 peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, user, features=features)
+            except LoginInterrupted as exc:
+                logger.info("chat server dropped the login of %s: %s", user, exc)
+                text = f"Chat server unavailable, retrying in {delay:g} s."
+                await self._send(notice("status", text, error=True, state="unavailable", retry_in=delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                continue
             except LoginRefused as exc:
                 self.user = None
                 await self._send(notice("login_failed", str(exc), error=True))
