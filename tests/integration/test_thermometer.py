@@ -119,10 +119,15 @@ async def test_offline_subscriber_gets_capped_stored_readings(chat: Network) -> 
     await dora.expect(f"[{NAME}] Subscribed")
     await dora.close()
     await readings(watcher, 12)  # plenty of readings went out while dora was away
+    chat.stop(NAME)  # no reading in flight while dora logs in
+    await watcher.expect(lambda m: m.metadata.get("presence") == "offline" and m.metadata.get("user") == NAME)
+    await watcher.quiet(0.3)
     dora = await chat.text_client()
     welcome = await dora.login("dora")
-    stored = [line for line in await dora.quiet(1.0) if line.startswith("[Stored]") and f"[{NAME}]" in line]
-    assert 1 <= len(stored) <= 3, (welcome, stored)
+    lines = await dora.quiet(1.0)
+    stored = [line for line in lines if line.startswith("[Stored]") and f"[{NAME}]" in line]
+    assert 1 <= len(stored) <= 3, (welcome, lines)
+    assert welcome.startswith(f"Welcome, dora! {len(stored)} stored message")
     assert all(line.endswith("°C'") for line in stored)
     await dora.close()
     await watcher.close()
