@@ -125,8 +125,7 @@ class Session(asyncio.Protocol):
     # --- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's isn't an asyncio.Transport subclass
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -501,7 +500,7 @@ class ChatServer:
         self.users[name] = session
         logger.info("%s logged in from %s (%s mode)", name, session.peer, mode.value)
         self._announce(name, "online")
-        if json_mode:
+        if mode is State.JSON:
             self.json_users[name] = session
         self.spawn(self.hand_over_mail(session, announce=True))
 

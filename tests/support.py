@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,8 +110,16 @@ class TextClient:
         self.seen: list[str] = []
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> TextClient:
-        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+    async def connect(cls, host: str, port: int, receive_buffer: int | None = None) -> TextClient:
+        """`receive_buffer` shrinks the socket's SO_RCVBUF (to play a slow reader)."""
+        if receive_buffer is None:
+            reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+            return cls(reader, writer)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
         return cls(reader, writer)
 
     async def send(self, line: str | bytes) -> None:
