@@ -208,7 +208,7 @@ async def test_chat_server_restart_is_reported_and_recovered(web: Network, http:
     logs the user in again on the same socket and chat works."""
     alice, _ = await web_login(http, "alice")
     web.stop("server")
-    trouble = await alice.expect(event("status"))
+    trouble = await alice.expect(lambda f: event("status")(f) and f["metadata"]["state"] != "connected")
     assert trouble["type"] == "error" and trouble["metadata"]["state"] in ("lost", "unavailable")
     unavailable = await alice.expect(lambda f: f.get("metadata", {}).get("state") == "unavailable")
     assert "retrying" in unavailable["message"].lower()
