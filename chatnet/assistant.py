@@ -156,7 +156,6 @@ class Assistant(Bot):
     """An AI assistant: write anything to chat, or use a command."""
 
     description = "an AI assistant. Write anything to chat with it; your conversation is kept in a thread of your own."
-    features = ("stream",)
 
     def __init__(
         self,

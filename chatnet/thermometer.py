@@ -21,6 +21,8 @@ from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.protocol import MessageType, format_datetime, utcnow
 
 UNIT = "°C"
+# Readings faster than this would only flood subscribers (tests use 0.1 s).
+MIN_INTERVAL = 0.05
 
 
 class Subscriptions(Protocol):
@@ -102,7 +104,9 @@ class Thermometer(Bot):
     def __init__(self, settings: Settings, subscriptions: Subscriptions, *, name: str | None = None, rng: random.Random | None = None) -> None:
         super().__init__(settings, name or settings.thermometer_name)
         self.store = subscriptions
-        self.interval = settings.thermometer_interval
+        self.interval = max(settings.thermometer_interval, MIN_INTERVAL)
+        if self.interval != settings.thermometer_interval:
+            self.log.warning("interval %s s is too short; using %s s", settings.thermometer_interval, MIN_INTERVAL)
         self.sensor = Sensor(settings.thermometer_min, settings.thermometer_max, settings.thermometer_step, rng or random.Random())
         self.subscribed: set[str] = set()
         self.loaded = False  # the subscriber list has been read from the store
