@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Protocol
 
+import openai
+
 from chatnet.bot import Bot, RateLimiter, Request, command, split_text
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
@@ -61,11 +63,9 @@ class OpenAIModel:
     """ChatModel over the `openai` SDK, for OpenAI or any compatible server."""
 
     def __init__(self, settings: Settings) -> None:
-        from openai import AsyncOpenAI
-
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"  # local servers need none
         self.model = settings.openai_model
-        self.client = AsyncOpenAI(
+        self.client = openai.AsyncOpenAI(
             api_key=key, base_url=settings.openai_base_url, timeout=settings.bot_timeout, max_retries=settings.bot_retries
         )
 
@@ -245,10 +245,10 @@ class Assistant(Bot):
         return answer
 
     def _apologize(self, exc: BaseException) -> str:
-        if isinstance(exc, TimeoutError) or type(exc).__name__ == "APITimeoutError":
+        if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
             self.log.warning("model call timed out after %s s", self.timeout)
             return APOLOGY_TIMEOUT
-        if type(exc).__module__.startswith("openai"):
+        if isinstance(exc, openai.OpenAIError):  # the provider's trouble: no traceback needed
             self.log.warning("model call failed: %s", exc)
         else:
             self.log.exception("model call failed")
