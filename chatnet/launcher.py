@@ -45,6 +45,8 @@ STABLE_AFTER = 60.0
 # gets longer: everything it holds must reach its file.
 STOP_PATIENCE = 10.0
 STORE_PATIENCE = 15.0
+# After a second Ctrl-C: a moment to flush, then killed.
+HURRY_PATIENCE = 1.0
 # A bot probe logs in, so it is not repeated at the 50 ms pace of port probes.
 PEER_PROBE_INTERVAL = 0.5
 
@@ -206,7 +208,7 @@ class Launcher:
             logger.info("Stopping chatnet (Ctrl-C again to hurry) …")
         else:
             self.hurry = True
-            logger.info("Hurrying: children that don't stop at once are killed; the store still closes cleanly.")
+            logger.info("Hurrying: children get %.0f s, then are killed; the store still closes cleanly.", HURRY_PATIENCE)
 
     def _check_stop(self) -> None:
         if self.stopping:
@@ -313,13 +315,17 @@ class Launcher:
         process = child.process
         if process is None:
             return None
-        is_store = child.name == "store"
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + (STORE_PATIENCE if is_store else STOP_PATIENCE)
-            while process.poll() is None and time.monotonic() < deadline and (is_store or not self.hurry):
+            since = time.monotonic()
+            while process.poll() is None and time.monotonic() - since < self._patience(child):
                 time.sleep(0.05)
         return child.stop(timeout=0)  # kills what is still there, closes the log
+
+    def _patience(self, child: Child) -> float:
+        if child.name == "store":
+            return STORE_PATIENCE
+        return HURRY_PATIENCE if self.hurry else STOP_PATIENCE
 
     # --- what people read ----------------------------------------------------------
 

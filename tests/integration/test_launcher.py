@@ -51,9 +51,11 @@ class LauncherProcess:
         """Child name → pid, as the banner lists them."""
         return {name: int(pid) for name, pid in re.findall(r"^\s+(\w+)\s+pid (\d+)", "\n".join(self.seen), re.M)}
 
-    async def interrupt(self, timeout: float = 60.0) -> int:
-        """Ctrl-C; the launcher's exit code once it has stopped everything."""
-        self.process.send_signal(signal.SIGINT)
+    async def interrupt(self, times: int = 1, timeout: float = 60.0) -> int:
+        """Ctrl-C (pressed `times` times); the launcher's exit code once it has stopped everything."""
+        for _ in range(times):
+            self.process.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.2)
         out, _ = await asyncio.wait_for(self.process.communicate(), timeout)
         self.seen.extend(out.decode().splitlines())
         return self.process.returncode or 0
@@ -148,7 +150,7 @@ async def test_network_chats_keeps_mail_across_a_stop_and_start(start_launcher, 
 
 
 async def test_crashed_chat_server_is_restarted(start_launcher, launcher_env: dict[str, str]) -> None:
-    """Killing the chat server makes the launcher say so and start it again; users can log in after."""
+    """Killing the chat server makes the launcher say so and start it again; users can log in after; two Ctrl-Cs leave nothing running."""
     chat_port = int(launcher_env["CHAT_PORT"])
     launcher = await start_launcher()
     await launcher.banner()
@@ -156,12 +158,16 @@ async def test_crashed_chat_server_is_restarted(start_launcher, launcher_env: di
     os.kill(old_pid, signal.SIGKILL)
     await launcher.expect("chat server exited with code -9; restarting in 1 s", timeout=15)
     restarted = await launcher.expect("chat server restarted (pid", timeout=45)
-    assert str(old_pid) not in restarted
+    new_pid = int(re.findall(r"pid (\d+)", restarted)[0])
+    assert new_pid != old_pid
     dave = await login(chat_port, "dave")
     await dave.send("!who")
     await dave.expect("dave")
     await dave.close()
-    assert await launcher.interrupt() == 0
+    pids = {**launcher.pids(), "server": new_pid}
+    assert await launcher.interrupt(times=2) == 0
+    for name, pid in pids.items():
+        assert await gone(pid), f"{name} (pid {pid}) still running after two Ctrl-Cs"
 
 
 def test_children_read_back_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
