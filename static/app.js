@@ -563,6 +563,7 @@ async function loadConfig() {
   if (Array.isArray(state.config.personalities) && state.config.personalities.length) {
     const select = $("personality-name");
     select.replaceChildren(...state.config.personalities.map((name) => new Option(name, name)));
+    if (state.config.personalities.includes("happy")) select.value = "happy";
   }
   $("thermo-name").textContent = state.config.thermometer;
   $("bot-name").textContent = state.config.bot;

@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from chatnet.process import ROOT, script
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, echo_reply
 from tests.support import HOST, Network
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,6 +22,14 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 XSS = "<img src=x onerror=alert(1)>"
+ADVICE = "Mild and dry: the `thermometer1` readings hover around **8 °C**, so a hike works — just bring a *warm layer*."
+PLAN = (
+    "Sure! Here's a quick plan for **Saturday**:\n\n"
+    "1. Meet at the trailhead at 9:00\n"
+    "2. Take the lake loop (about *two hours*)\n"
+    "3. Lunch at the hut, back by 14:00\n\n"
+    "Have fun, and tell Bob I said hi."
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -190,8 +198,10 @@ async def test_online_list_updates_when_people_leave(browser: Browser, web: Netw
     for name in ("bob", "dave"):
         await expect(alice.peer(name)).to_have_class(re.compile(r"\bonline\b"))
 
+    await alice.open("bob")  # a conversation keeps bob listed once he is offline
     await bob.page.locator("#logout").click()
     await expect(alice.peer("bob")).not_to_have_class(re.compile(r"\bonline\b"))
+    await expect(alice.page.locator("#pane-presence")).to_contain_text("offline")
     await dave.send("exit")
     await expect(alice.peer("dave")).to_have_count(0)  # never talked to: gone from the list
     await expect(alice.page.locator("#online-count")).to_have_text("(0 online)")
@@ -261,13 +271,7 @@ async def test_phone_sized_screen(browser: Browser, web: Network) -> None:
 async def test_readme_screenshot(browser: Browser, web: Network) -> None:
     """A realistic conversation on screen, saved as docs/screenshot.png for the README."""
     with FakeOpenAI() as fake:
-        fake.reply = lambda body: (
-            "Sure! Here's a quick plan for **Saturday**:\n\n"
-            "1. Check the forecast with `thermometer1`\n"
-            "2. Pack *light* layers\n"
-            "3. Leave by 9:00\n\n"
-            "Have fun, and tell Bob I said hi."
-        )
+        fake.reply = lambda body: PLAN if "plan" in echo_reply(body).lower() else ADVICE
         start_assistant(web, fake)
         web.start("thermometer", script("thermometer.py"), lambda: True, THERMOMETER_INTERVAL="1")
         bob = await web.text_client("bob")
@@ -284,7 +288,9 @@ async def test_readme_screenshot(browser: Browser, web: Network) -> None:
         await alice.say("Yes! I'll ask the assistant for a plan.")
         await bob.expect("assistant")
         await alice.open("openai")
-        await alice.say("Plan a short Saturday hike for Bob and me")
+        await alice.say("Is it warm enough for a hike this weekend?")
+        await expect(alice.pane("openai").locator(".msg.theirs")).to_have_count(1)
+        await alice.say("Great, plan a short Saturday hike for Bob and me")
         await expect(alice.pane("openai").locator(".msg.theirs li")).to_have_count(3)
         await carol.send("alice: Can I join you two?")
         await bob.send("alice: Great, see you at 9")
