@@ -20,6 +20,7 @@ import re
 import secrets
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -343,7 +344,7 @@ class Launcher:
             "",
             "chatnet is running.",
             f"  Browser:           {web}",
-            f"  Terminal client:   python async_client.py{host_flag}{port_flag}   or   nc {s.chat_host} {s.chat_port}",
+            f"  Terminal client:   {_python()} async_client.py{host_flag}{port_flag}   or   nc {s.chat_host} {s.chat_port}",
             f"  Message API docs:  {s.api_url}/docs",
             f"  API token:         {token}",
             f"  Store:             {store}",
@@ -359,6 +360,15 @@ class Launcher:
 
     def _started(self, name: str) -> bool:
         return any(entry.child.name == name for entry in self.running)
+
+
+def _python() -> str:
+    """How to name this interpreter to someone in the repository: the venv's when it is
+    one (a bare `python` may lack the dependencies)."""
+    try:
+        return str(Path(sys.executable).relative_to(ROOT))
+    except ValueError:
+        return "python"
 
 
 def run(settings: Settings, skip: set[str]) -> int:
