@@ -52,7 +52,8 @@ function openConversation(name) {
   $("pane-title").textContent = isPeer ? name : "Lobby";
   $("text").disabled = !isPeer;
   $("send").disabled = !isPeer;
-  $("text").placeholder = isPeer ? `Message ${name} — Enter to send, Shift+Enter for a new line` : "Pick someone to chat with";
+  $("text").placeholder = isPeer ? `Message ${name}` : "Pick someone to chat with";
+  $("text").title = isPeer ? "Enter sends, Shift+Enter starts a new line" : "";
   updatePresence();
   renderPeople();
   document.body.classList.remove("drawer-open");
@@ -221,6 +222,9 @@ function renderPeople() {
   });
   const list = $("people");
   list.replaceChildren(lobbyItem(), ...sorted.map(personItem));
+  // On a phone the list hides behind the menu button: it shows the unread total.
+  const unread = [...state.conversations.values()].reduce((sum, conv) => sum + conv.unread, 0);
+  $("menu").dataset.unread = unread ? String(unread) : "";
   $("online-count").textContent = `(${[...state.online].filter((n) => n !== state.me).length} online)`;
 }
 
