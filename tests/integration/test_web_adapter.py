@@ -256,8 +256,10 @@ async def test_history_is_read_for_the_logged_in_user_only(web: Network, http: a
             if len(body["messages"]) >= 2:
                 break
             await asyncio.sleep(0.2)
-    texts = [m["message"] for m in body["messages"]]
-    assert texts == ["reply from bob", "first from alice"]  # newest first
+    messages = body["messages"]
+    assert sorted(m["message"] for m in messages) == ["first from alice", "reply from bob"], messages
+    stamps = [m["timestamp"] for m in messages]
+    assert stamps == sorted(stamps, reverse=True), messages  # newest first
     assert all({m["sender"], m["destination"]} == {"alice", "bob"} for m in body["messages"])
 
     status, _ = await alice.history("bob", token="guessed-token")
