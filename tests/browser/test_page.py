@@ -5,6 +5,7 @@ bots where a test needs them."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -268,8 +269,9 @@ async def test_phone_sized_screen(browser: Browser, web: Network) -> None:
     assert width <= 390
 
 
-async def test_readme_screenshot(browser: Browser, web: Network) -> None:
-    """A realistic conversation on screen, saved as docs/screenshot.png for the README."""
+async def test_readme_screenshot(browser: Browser, web: Network, tmp_path: Path) -> None:
+    """A realistic conversation on screen; with CHATNET_UPDATE_SCREENSHOT=1 it is saved
+    as docs/screenshot.png for the README (otherwise under the test's tmp dir)."""
     with FakeOpenAI() as fake:
         fake.reply = lambda body: PLAN if "plan" in echo_reply(body).lower() else ADVICE
         start_assistant(web, fake)
@@ -297,6 +299,7 @@ async def test_readme_screenshot(browser: Browser, web: Network) -> None:
         await expect(alice.peer("carol").locator(".unread")).to_have_text("1")
         await expect(alice.peer("bob").locator(".unread")).to_have_text("1")
         await expect(alice.page.locator("#thermo-latest")).to_contain_text("°C")
-        path = ROOT / "docs" / "screenshot.png"
+        update = os.environ.get("CHATNET_UPDATE_SCREENSHOT") == "1"
+        path = ROOT / "docs" / "screenshot.png" if update else tmp_path / "screenshot.png"
         await alice.page.screenshot(path=str(path))
         assert path.stat().st_size > 10_000
