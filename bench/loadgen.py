@@ -280,6 +280,8 @@ class Load:
                 return client
             except (TimeoutError, ConnectionError):
                 client.close()
+                if client.logged_in.done() and not client.logged_in.cancelled():
+                    client.logged_in.exception()  # seen: no "never retrieved" warning
                 if attempt == attempts - 1:
                     raise
                 self.retries += 1
