@@ -98,6 +98,11 @@ def to_json(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# Ties within a millisecond fall back to the id, which the chat server makes in
+# sending order, so a conversation reads back in the order it was written.
+OLDEST_FIRST = [("timestamp", ASCENDING), ("_id", ASCENDING)]
+NEWEST_FIRST = [("timestamp", DESCENDING), ("_id", DESCENDING)]
+
 class Store:
     """Offline mail, history, subscriptions and bot state over one MongoDB database."""
 
@@ -166,7 +171,7 @@ class Store:
 
     async def _keep_latest(self, destination: str, sender: str, kind: str, keep: int) -> None:
         query = {"destination": destination, "sender": sender, "type": kind, "status": PENDING}
-        cursor = self.messages.find(query, {"_id": 1}).sort("timestamp", DESCENDING).skip(keep)
+        cursor = self.messages.find(query, {"_id": 1}).sort(NEWEST_FIRST).skip(keep)
         old = [doc["_id"] for doc in await cursor.to_list(None)]
         if old:
             await self.messages.delete_many({"_id": {"$in": old}, "status": PENDING})
@@ -187,7 +192,7 @@ class Store:
         """The user's pending mail, oldest first, as Message-shaped dicts."""
         await self._drop_expired({"destination": user})
         cursor = self.messages.find({"destination": user, "status": PENDING}, MESSAGE_FIELDS)
-        docs = await cursor.sort("timestamp", ASCENDING).limit(limit).to_list(None)
+        docs = await cursor.sort(OLDEST_FIRST).limit(limit).to_list(None)
         return [to_json(doc) for doc in docs]
 
     async def _count(self, query: dict[str, Any]) -> int:
@@ -220,7 +225,7 @@ class Store:
         query: dict[str, Any] = {"pair": pair}
         if before is not None:
             query["timestamp"] = {"$lt": before}
-        cursor = self.messages.find(query, MESSAGE_FIELDS).sort("timestamp", DESCENDING).limit(limit)
+        cursor = self.messages.find(query, MESSAGE_FIELDS).sort(NEWEST_FIRST).limit(limit)
         docs = await cursor.to_list(None)
         next_before = format_datetime(docs[-1]["timestamp"]) if len(docs) == limit else None
         return [to_json(doc) for doc in docs], next_before
