@@ -16,6 +16,7 @@ Delivery, in order of preference:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -46,6 +47,7 @@ from chatnet.protocol import (
     new_id,
     parse_json_frame,
     parse_text_line,
+    short_timestamp,
     text_chat_line,
     text_stored_line,
 )
@@ -70,10 +72,11 @@ MAIL_BATCH: Final = 1000
 # How long the server keeps trying to store a message before telling the sender it
 # was NOT saved.
 MAIL_RETRY_DELAYS: Final = (0.2, 0.5, 1.0)
-ARCHIVE_BATCH: Final = 1000
+# Small batches: building and encoding one must not hold up the routing loop for long.
+ARCHIVE_BATCH: Final = 200
 # History is best effort: when the store can't keep up, the oldest unarchived entries
-# are dropped (counted and logged). Mail is never dropped.
-ARCHIVE_BACKLOG: Final = 100_000
+# are dropped. Mail is never dropped.
+ARCHIVE_BACKLOG: Final = 50_000
 SHUTDOWN_GRACE: Final = 5.0
 
 
@@ -117,9 +120,11 @@ class Session(asyncio.Protocol):
         self.diverted = False  # something went to mail while paused: hand it over later
         self._out: list[str] = []
         self._flush_scheduled = False
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self.mail_lock = asyncio.Lock()
+        # Created only while someone waits for the transport to resume: most sessions
+        # never need one, and ten thousand idle sessions should cost little memory.
+        self._resumed: asyncio.Future[None] | None = None
+        self.mail_busy = False  # a hand-over of stored mail is running
+        self.mail_again: bool | None = None  # look once more when done (True: someone asked, answer even if empty)
         self._login_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------
@@ -156,21 +161,20 @@ class Session(asyncio.Protocol):
         if self._login_timer:
             self._login_timer.cancel()
         self._out.clear()
-        self._drained.set()
+        self._wake()
         self.server.sessions.discard(self)
         if previous in (State.TEXT, State.JSON):
             self.server.logout(self)
 
     def pause_writing(self) -> None:
         self.paused = True
-        self._drained.clear()
 
     def resume_writing(self) -> None:
         self.paused = False
-        self._drained.set()
+        self._wake()
         if self.diverted and self.state is not State.CLOSED:
             self.diverted = False
-            self.server.spawn(self.server.hand_over_mail(self, announce=False))
+            self.server.spawn(self.server.hand_over_mail(self, quiet=True))
 
     # --- output ------------------------------------------------------------------
 
@@ -202,13 +206,18 @@ class Session(asyncio.Protocol):
         """Wait until what was written so far has left our buffers for the socket."""
         self.flush()
         while self.transport is not None and not self.transport.is_closing() and self.transport.get_write_buffer_size():
-            self._drained.clear()
-            if not self.paused:
+            if self.paused:
+                self._resumed = asyncio.get_running_loop().create_future()
+                await self._resumed
+            else:
                 # Below the high-water mark asyncio does not tell us when the buffer
                 # empties; poll briefly (this only runs while handing over mail).
                 await asyncio.sleep(0.005)
-            else:
-                await self._drained.wait()
+
+    def _wake(self) -> None:
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+        self._resumed = None
 
     def notice(self, text: str, event: str, **metadata: Any) -> None:
         """Something the server says: a plain line in text mode, a frame in JSON mode."""
@@ -257,6 +266,7 @@ class MailWriter:
     """
 
     api: ApiClient
+    priority: Priority
     queue: deque[tuple[tuple[int | None, int | None], Outcome]] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     saved: int = 0
@@ -290,7 +300,8 @@ class MailWriter:
         docs = [outcome.doc for outcome in batch]
         for delay in (*MAIL_RETRY_DELAYS, None):
             try:
-                await self.api.store_mail(docs, ttl_seconds=ttl_seconds, keep_latest=keep_latest)
+                with self.priority:
+                    await self.api.store_mail(docs, ttl_seconds=ttl_seconds, keep_latest=keep_latest)
             except StoreUnavailable as exc:
                 if delay is None:
                     logger.warning("could not store %d message(s): %s", len(batch), exc)
@@ -332,20 +343,44 @@ def _tell_not_saved(outcome: Outcome) -> None:
     )
 
 
+class Priority:
+    """Mail and logins go before history: while a mail request is in flight, the
+    archiver waits, so a busy store answers the people who are waiting first."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def __enter__(self) -> None:
+        self.active += 1
+        self.idle.clear()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.active -= 1
+        if not self.active:
+            self.idle.set()
+
+
+# What the routing path keeps of a delivered message for history: a plain tuple
+# (sender, destination, message, timestamp, type, metadata). The id and the document
+# are made later, by the archiver, so a message costs one append here.
+ArchiveEntry = tuple[str, str, str, str, str, dict[str, Any] | None]
+
+
 @dataclass
 class Archiver:
     """Copies delivered live messages to the history store, in batches, off the
     routing path. Bounded: under sustained overload the oldest entries are dropped."""
 
     api: ApiClient
-    backlog: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=ARCHIVE_BACKLOG))
+    priority: Priority
+    backlog: deque[ArchiveEntry] = field(default_factory=lambda: deque(maxlen=ARCHIVE_BACKLOG))
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    dropped: int = 0
+    retry: list[dict[str, Any]] = field(default_factory=list)  # a batch the API didn't take yet
 
-    def add(self, doc: dict[str, Any]) -> None:
-        if len(self.backlog) == ARCHIVE_BACKLOG:
-            self.dropped += 1
-        self.backlog.append(doc)
+    def add(self, entry: ArchiveEntry) -> None:
+        self.backlog.append(entry)
         if not self.wakeup.is_set():
             self.wakeup.set()
 
@@ -353,20 +388,23 @@ class Archiver:
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
-            await self.drain()
+            await self.drain(wait_for_mail=True)
 
-    async def drain(self) -> None:
-        while self.backlog:
-            batch = [self.backlog.popleft() for _ in range(min(ARCHIVE_BATCH, len(self.backlog)))]
+    async def drain(self, wait_for_mail: bool = False) -> None:
+        while self.retry or self.backlog:
+            if wait_for_mail:
+                await self.priority.idle.wait()
+            batch = self.retry or [_doc(new_id(), *self.backlog.popleft()) for _ in range(min(ARCHIVE_BATCH, len(self.backlog)))]
             try:
                 await self.api.archive(batch)
             except ChatError as exc:
-                # Put it back and wait a moment; if the backlog overflows meanwhile the
-                # deque drops the oldest entries.
+                # Keep the batch (same ids: the retry can't duplicate) and pause; if the
+                # backlog overflows meanwhile the deque drops its oldest entries.
                 logger.warning("history archive paused: %s", exc)
-                self.backlog.extendleft(reversed(batch))
+                self.retry = batch
                 await asyncio.sleep(1.0)
                 return
+            self.retry = []
 
 
 class ChatServer:
@@ -378,12 +416,14 @@ class ChatServer:
         self.users: dict[str, Session] = {}
         self.json_users: dict[str, Session] = {}  # they get presence notifications
         self.sessions: set[Session] = set()
-        self.mail = MailWriter(api)
-        self.archiver = Archiver(api)
+        self.priority = Priority()
+        self.mail = MailWriter(api, self.priority)
+        self.archiver = Archiver(api, self.priority)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Server | None = None
         self._clock_ms = -1
         self._clock_text = ""
+        self._clock_short = ""  # the same to the second, as people read it
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
@@ -449,6 +489,7 @@ class ChatServer:
         if ms != self._clock_ms:
             self._clock_ms = ms
             self._clock_text = format_timestamp(ms / 1000)
+            self._clock_short = short_timestamp(self._clock_text)
         return self._clock_text
 
     # --- lines in ----------------------------------------------------------------
@@ -527,22 +568,21 @@ class ChatServer:
         stream = metadata.get("stream") if metadata else None
         partial = isinstance(stream, dict) and not stream.get("done", True)
         target = self.users.get(destination)
-        msg_id = new_id()
         now = self.now()
         if target is not None and not target.paused:
             if target.state is State.JSON:
                 out = metadata
                 if sender.features:
                     out = {**(metadata or {}), "sender_features": sorted(sender.features)}
-                target.write(json_line(msg_id, sender.name, destination, chat.message, now, chat.type, out))
+                target.write(json_line(new_id(), sender.name, destination, chat.message, now, chat.type, out))
             elif not partial:
-                target.write(text_chat_line(now, sender.name, chat.message))
+                target.write(text_chat_line(self._clock_short, sender.name, chat.message))
             if not partial:
-                self.archiver.add(_doc(msg_id, sender.name, destination, chat.message, now, chat.type, metadata))
+                self.archiver.add((sender.name, destination, chat.message, now, chat.type, metadata))
             return
         if partial:
             return  # chunks of a streamed reply are for live readers only; the final frame follows
-        doc = _doc(msg_id, sender.name, destination, chat.message, now, chat.type, metadata)
+        doc = _doc(new_id(), sender.name, destination, chat.message, now, chat.type, metadata)
         ttl_seconds, keep_latest = _mail_options(metadata)
         if target is not None:
             target.diverted = True
@@ -550,39 +590,55 @@ class ChatServer:
 
     # --- stored mail ---------------------------------------------------------------
 
-    async def hand_over_mail(self, session: Session, announce: bool) -> None:
+    async def hand_over_mail(self, session: Session, announce: bool = False, quiet: bool = False) -> None:
         """Write pending mail oldest first, page by page; acknowledge each page only
-        once it has left for the socket. A drop midway leaves the rest pending."""
-        async with session.mail_lock:
-            first = True
-            delivered = 0
-            while session.state is not State.CLOSED:
-                try:
+        once it has left for the socket. A drop midway leaves the rest pending.
+        `announce`: the welcome line; `quiet`: say nothing when there is nothing."""
+        if session.mail_busy:
+            # The running hand-over looks once more at its end (and answers if asked).
+            session.mail_again = bool(session.mail_again) or not quiet
+            return
+        session.mail_busy = True
+        try:
+            await self._hand_over(session, announce, quiet)
+            while session.mail_again is not None and session.state is not State.CLOSED:
+                asked, session.mail_again = session.mail_again, None
+                await self._hand_over(session, announce=False, quiet=not asked)
+        finally:
+            session.mail_busy = False
+
+    async def _hand_over(self, session: Session, announce: bool, quiet: bool = False) -> None:
+        first = True
+        delivered = 0
+        while session.state is not State.CLOSED:
+            try:
+                with self.priority:
                     messages, total = await self.api.pending(session.name, MAIL_PAGE)
-                except ChatError as exc:
-                    logger.warning("pending mail for %s unavailable: %s", session.name, exc)
-                    self._say_mail_unavailable(session, announce and first)
-                    return
-                if first:
-                    self._say_mail_count(session, total, announce)
-                    first = False
-                if not messages:
-                    break
-                for message in messages:
-                    self._write_stored(session, message)
-                await session.drained()
-                if session.state is State.CLOSED:
-                    return
-                try:
+            except ChatError as exc:
+                logger.warning("pending mail for %s unavailable: %s", session.name, exc)
+                self._say_mail_unavailable(session, announce and first)
+                return
+            if first and not (quiet and total == 0):
+                self._say_mail_count(session, total, announce)
+            first = False
+            if not messages:
+                break
+            for message in messages:
+                self._write_stored(session, message)
+            await session.drained()
+            if session.state is State.CLOSED:
+                return
+            try:
+                with self.priority:
                     await self.api.ack(session.name, [m.id for m in messages])
-                except ChatError as exc:
-                    logger.warning("could not acknowledge mail of %s: %s", session.name, exc)
-                    return  # it stays pending: the worst case is a repeat, never a loss
-                delivered += len(messages)
-                if len(messages) >= total:
-                    break
-            if delivered:
-                logger.info("handed %d stored message(s) to %s", delivered, session.name)
+            except ChatError as exc:
+                logger.warning("could not acknowledge mail of %s: %s", session.name, exc)
+                return  # it stays pending: the worst case is a repeat, never a loss
+            delivered += len(messages)
+            if len(messages) >= total:
+                break
+        if delivered:
+            logger.info("handed %d stored message(s) to %s", delivered, session.name)
 
     def _say_mail_count(self, session: Session, total: int, announce: bool) -> None:
         if announce:
@@ -612,7 +668,7 @@ class ChatServer:
     # --- commands ----------------------------------------------------------------
 
     def _cmd_check(self, session: Session, args: str) -> None:
-        self.spawn(self.hand_over_mail(session, announce=False))
+        self.spawn(self.hand_over_mail(session))
 
     def _cmd_who(self, session: Session, args: str) -> None:
         users = sorted(self.users)
@@ -651,6 +707,9 @@ async def serve(settings: Settings) -> None:
     async with ApiClient.from_settings(settings) as api:
         server = ChatServer(settings, api)
         await server.start()
+        # Everything made so far lives as long as the process: keep it out of the
+        # garbage collector's full passes, which would otherwise pause routing.
+        gc.freeze()
         await stop.wait()
         logger.info("shutting down")
         await server.stop()
