@@ -13,8 +13,9 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -26,19 +27,30 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from chatnet.config import Settings, get_settings
 from chatnet.protocol import Message, Name, parse_timestamp
-from chatnet.store import Store
+from chatnet.store import Store, to_json
 
 logger = logging.getLogger("chatnet.api")
 
 MAX_BATCH: Final = 1000
 MAX_ACK_IDS: Final = 10_000
 MAX_PAGE: Final = 1000
+# The chat server takes a user's mail in big pages: fewer round trips at login.
+MAX_MAIL_PAGE: Final = 10_000
 MAX_TTL_SECONDS: Final = 366 * 86400
 MAX_KEEP_LATEST: Final = 10_000
 # Bot state is a bounded conversation thread or similar; this only stops abuse.
 MAX_STATE_BYTES: Final = 1 << 20
 PING_TIMEOUT: Final = 1.5
 SWEEP_SECONDS: Final = 60.0
+# How long shutdown waits for acknowledged mail still being copied to the history.
+ARCHIVE_DRAIN_SECONDS: Final = 30.0
+ARCHIVE_ATTEMPTS: Final = 3
+# The copy goes in slices this big, between a user's mail requests: the embedded store
+# serves one request at a time, so one long insert would hold up their next page.
+ARCHIVE_SLICE: Final = 250
+# Mail documents served and not yet acknowledged, kept so an ack needn't read them
+# again (the oldest are forgotten first; a forgotten one is simply read).
+MAX_SERVED: Final = 20_000
 
 NAME_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,32}$"
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="1-32 letters, digits, '_', '.' or '-'")]
@@ -179,6 +191,92 @@ async def get_store(request: Request) -> Store:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
+# --- the history copy of acknowledged mail ---------------------------------------------------------
+
+
+class ServedMail:
+    """The mail documents lately served by GET /mail, by id, until acknowledged."""
+
+    def __init__(self, capacity: int = MAX_SERVED) -> None:
+        self.capacity = capacity
+        self.docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def remember(self, docs: list[dict[str, Any]]) -> None:
+        for doc in docs:
+            self.docs[doc["_id"]] = doc
+            self.docs.move_to_end(doc["_id"])
+        while len(self.docs) > self.capacity:
+            self.docs.popitem(last=False)
+
+    def take(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {i: doc for i in ids if (doc := self.docs.pop(i, None)) is not None}
+
+
+class HistoryCopier:
+    """Copies acknowledged mail into the history after the ack has been answered.
+
+    Why not on the request: the embedded store inserts one document at a time
+    (~0.2 ms each), so copying a 5,000-message page would keep a user who is logging in
+    waiting a second or more, while the delete that makes the ack true takes a few
+    milliseconds. The copies run one at a time, a slice whenever no mail request is
+    under way (`foreground`), are tracked, and are awaited at shutdown; a copy that
+    still fails after a few attempts is logged with the ids it lost.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.turn = asyncio.Lock()
+        self.requests = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @contextmanager
+    def foreground(self) -> Iterator[None]:
+        """Around a mail request: the copy waits until none is under way."""
+        self.requests += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.requests -= 1
+            if not self.requests:
+                self.idle.set()
+
+    def submit(self, docs: list[dict[str, Any]]) -> None:
+        task = asyncio.create_task(self._copy(docs))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _copy(self, docs: list[dict[str, Any]]) -> None:
+        async with self.turn:
+            for start in range(0, len(docs), ARCHIVE_SLICE):
+                await self.idle.wait()
+                await self._copy_slice(docs[start : start + ARCHIVE_SLICE])
+
+    async def _copy_slice(self, docs: list[dict[str, Any]]) -> None:
+        for attempt in range(1, ARCHIVE_ATTEMPTS + 1):
+            try:
+                await self.store.archive_delivered(docs)
+                return
+            except PyMongoError as exc:
+                if attempt == ARCHIVE_ATTEMPTS:
+                    ids = ", ".join(doc["_id"] for doc in docs[:20])
+                    logger.error("acknowledged mail not copied to the history (%d: %s ...): %s", len(docs), ids, exc)
+                    return
+                logger.warning("copying acknowledged mail to the history failed (%s); retrying", exc)
+                await asyncio.sleep(attempt)
+
+    async def drain(self, timeout: float = ARCHIVE_DRAIN_SECONDS) -> None:
+        """Wait for the copies under way (shutdown)."""
+        if not self.tasks:
+            return
+        _, unfinished = await asyncio.wait(set(self.tasks), timeout=timeout)
+        for task in unfinished:
+            logger.error("shutdown: a copy of acknowledged mail to the history did not finish")
+            task.cancel()
+
+
 # --- the app -------------------------------------------------------------------------------------
 
 
@@ -199,6 +297,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.dependency_overrides.get(get_settings, get_settings)()
     store = Store.open(settings.mongo_url, settings.mongo_db)
     app.state.store = store
+    app.state.copier = copier = HistoryCopier(store)
+    app.state.served = ServedMail()
     app.state.started = time.monotonic()
     try:
         await store.ensure_indexes()
@@ -212,6 +312,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with suppress(asyncio.CancelledError):
             await sweeper
+        await copier.drain()
         store.close()
 
 
@@ -288,17 +389,28 @@ async def store_mail(body: MailIn, store: StoreDep) -> MailStored:
     return MailStored(stored=len(ids), ids=ids)
 
 
-async def pending_mail(user: PathName, store: StoreDep, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> JSONResponse:
+async def pending_mail(
+    user: PathName, store: StoreDep, request: Request, limit: Annotated[int, Query(ge=1, le=MAX_MAIL_PAGE)] = 100
+) -> JSONResponse:
     """The user's pending mail, oldest first, and how much is pending in all."""
-    messages = await store.pending(user, limit)
-    # Counting is the slow part on some stores: skip it when the page holds everything.
-    total = len(messages) if len(messages) < limit else await store.pending_count(user)
-    return JSONResponse({"user": user, "messages": messages, "total": total})
+    with request.app.state.copier.foreground():
+        docs = await store.pending_documents(user, limit)
+        # No need to count when the page holds everything (the mailbox keeps counting cheap).
+        total = len(docs) if len(docs) < limit else await store.pending_count(user)
+    request.app.state.served.remember(docs)
+    return JSONResponse({"user": user, "messages": [to_json(doc) for doc in docs], "total": total})
 
 
-async def ack_mail(user: PathName, body: AckIn, store: StoreDep) -> Acknowledged:
-    """Mark the user's pending mail with these ids delivered."""
-    return Acknowledged(acknowledged=await store.ack(user, body.ids))
+async def ack_mail(user: PathName, body: AckIn, store: StoreDep, request: Request) -> Acknowledged:
+    """Remove the user's mail with these ids from the mailbox; it moves to the history.
+
+    The answer comes once the mail is out of the mailbox; the copy to the history
+    follows in the background (see `HistoryCopier`)."""
+    with request.app.state.copier.foreground():
+        removed, docs = await store.take_mail(user, body.ids, request.app.state.served.take(body.ids))
+    if docs:
+        request.app.state.copier.submit(docs)
+    return Acknowledged(acknowledged=removed)
 
 
 async def archive(body: HistoryIn, store: StoreDep) -> Archived:
@@ -313,7 +425,8 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: Annotated[datetime | None, Query(description="ISO timestamp: only older messages")] = None,
 ) -> JSONResponse:
-    """Messages between two users in either direction, newest first, paged by `before`."""
+    """Messages between two users in either direction, delivered or still pending,
+    newest first, paged by `before`."""
     messages, next_before = await store.history(user, peer, limit, parse_timestamp(before) if before else None)
     return JSONResponse({"messages": messages, "next_before": next_before})
 

@@ -113,12 +113,13 @@ class ApiClient:
         return (await self._request("POST", "/mail", body))["ids"]
 
     async def pending(self, user: str, limit: int = 100) -> tuple[list[Message], int]:
-        """The user's pending mail, oldest first, and how much is pending in all."""
+        """The user's pending mail, oldest first (at most `limit`, up to 10,000), and how
+        much is pending in all."""
         page = await self._request("GET", f"/mail/{quote(user, safe='')}", params={"limit": limit})
         return [Message.model_validate(m) for m in page["messages"]], page["total"]
 
     async def ack(self, user: str, ids: list[str]) -> int:
-        """Mark mail delivered; returns how many were pending."""
+        """Acknowledge mail: it leaves the mailbox for the history; returns how many were pending."""
         return (await self._request("POST", f"/mail/{quote(user, safe='')}/ack", {"ids": list(ids)}))["acknowledged"]
 
     # --- history -------------------------------------------------------------------------

@@ -118,9 +118,11 @@ async def test_bad_names_in_paths_get_422(http: aiohttp.ClientSession, api_net: 
 
 
 async def test_bad_limit_gets_422(http: aiohttp.ClientSession, api_net: Network) -> None:
-    """A page size outside 1..1000 is refused."""
+    """A page of mail holds 1..10000, a page of history 1..1000; other sizes are refused."""
     assert (await call(http, "GET", "/mail/bob?limit=0", api_net.auth))[0] == 422
-    assert (await call(http, "GET", "/mail/bob?limit=1001", api_net.auth))[0] == 422
+    assert (await call(http, "GET", "/mail/bob?limit=10000", api_net.auth))[0] == 200
+    assert (await call(http, "GET", "/mail/bob?limit=10001", api_net.auth))[0] == 422
+    assert (await call(http, "GET", "/history/alice/bob?limit=1001", api_net.auth))[0] == 422
 
 
 # --- behaviour through the ApiClient ----------------------------------------------------------------
@@ -142,15 +144,96 @@ async def test_mail_round_trip(api: ApiClient) -> None:
     assert await api.pending("bob") == ([], 0)
 
 
+async def history_texts(api: ApiClient, user: str, peer: str) -> list[str]:
+    messages, _ = await api.history(user, peer)
+    return [m.message for m in messages]
+
+
+async def eventually_in_history(api: ApiClient, user: str, peer: str, wanted: list[str]) -> None:
+    """History reads `wanted` within a few seconds (acknowledged mail is copied there
+    after the ack has been answered)."""
+    texts: list[str] = []
+    for _ in range(50):
+        texts = await history_texts(api, user, peer)
+        if texts == wanted:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"history of {user} and {peer} is {texts}, not {wanted}")
+
+
+async def test_acknowledged_mail_moves_to_history(api: ApiClient) -> None:
+    """Acknowledged mail is no longer pending, only the user's own is taken, and it
+    shows in the history, delivered, in the order it was sent."""
+    mine = [chat("alice", "bob", f"m{i}", seconds_ago=3 - i) for i in range(3)]
+    carols = chat("alice", "carol", "for carol")
+    await api.store_mail([*mine, carols])
+    assert await api.ack("bob", [mine[0]["id"], mine[1]["id"], carols["id"]]) == 2
+    messages, total = await api.pending("bob")
+    assert ([m.message for m in messages], total) == (["m2"], 1)
+    assert [m.message for m in (await api.pending("carol"))[0]] == ["for carol"]
+    await eventually_in_history(api, "bob", "alice", ["m2", "m1", "m0"])
+    assert await api.clear_history("bob") == 2  # m0 and m1 were delivered; m2 is still pending
+    assert await history_texts(api, "bob", "alice") == ["m2"]
+    assert await history_texts(api, "alice", "carol") == ["for carol"]
+
+
+async def test_big_pages_of_mail(api: ApiClient) -> None:
+    """A user's mail comes in pages of thousands, oldest first with ties in sending
+    order, each page acknowledged at once, until none is left; all of it then reads back
+    in the history."""
+    base = utcnow() - timedelta(minutes=5)
+    sent = [
+        Message(sender=f"s{i % 7}", destination="bob", message=f"n{i}", timestamp=base + timedelta(milliseconds=i // 3))
+        for i in range(2500)
+    ]
+    for start in range(0, len(sent), 1000):
+        await api.store_mail(sent[start : start + 1000])
+    received: list[str] = []
+    totals = []
+    while True:
+        page, total = await api.pending("bob", limit=1200)
+        totals.append(total)
+        if not page:
+            break
+        received += [m.id for m in page]
+        assert await api.ack("bob", [m.id for m in page]) == len(page)
+    assert received == [m.id for m in sent]
+    assert totals == [2500, 1300, 100, 0]
+    counts: dict[str, int] = {}
+    for _ in range(100):  # the copy to the history follows the acks
+        counts = (await api.health_detailed())["counts"]
+        if counts["messages"] == 2500:
+            break
+        await asyncio.sleep(0.1)
+    assert counts == {"pending": 0, "messages": 2500, "subscriptions": 0}
+    newest, _ = await api.history("bob", "s0", limit=2)
+    assert [m.id for m in newest] == [m.id for m in sent if m.sender == "s0"][-1:-3:-1]
+
+
+async def test_retried_mail_is_stored_once(api: ApiClient) -> None:
+    """A POST /mail sent again (a retry) stores nothing twice, even mixed with new mail."""
+    first = [chat("alice", "bob", f"m{i}", seconds_ago=3 - i) for i in range(2)]
+    assert await api.store_mail(first) == [m["id"] for m in first]
+    again = [*first, chat("alice", "bob", "new")]
+    assert await api.store_mail(again) == [m["id"] for m in again]
+    messages, total = await api.pending("bob")
+    assert ([m.message for m in messages], total) == (["m0", "m1", "new"], 3)
+    assert await history_texts(api, "alice", "bob") == ["new", "m1", "m0"]
+
+
 async def test_keep_latest_and_ttl_through_the_api(api: ApiClient) -> None:
     """keep_latest caps a sender's pending mail; ttl_seconds makes it expire."""
     for degrees in range(5):
         await api.store_mail([chat("thermo", "bob", f"{degrees} C", seconds_ago=5 - degrees)], keep_latest=2)
     await api.store_mail([chat("thermo", "carol", "soon gone")], ttl_seconds=1)
+    await api.store_mail([chat("thermo", "carol", "lasting")], ttl_seconds=600)
     messages, _ = await api.pending("bob")
     assert [m.message for m in messages] == ["3 C", "4 C"]
+    assert await history_texts(api, "bob", "thermo") == ["4 C", "3 C"]
     await asyncio.sleep(1.2)
-    assert await api.pending("carol") == ([], 0)
+    messages, total = await api.pending("carol")
+    assert ([m.message for m in messages], total) == (["lasting"], 1)
+    assert await history_texts(api, "carol", "thermo") == ["lasting"]
 
 
 async def test_history_and_clear(api: ApiClient) -> None:

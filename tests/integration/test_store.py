@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from chatnet.protocol import Message, MessageType, format_datetime, parse_timestamp, utcnow
-from chatnet.store import Store
+from chatnet.store import Store, to_document
 
 
 @pytest.fixture
@@ -40,8 +40,9 @@ async def test_pending_is_oldest_first_and_limited(store: Store) -> None:
     assert await store.pending("alice") == []
 
 
-async def test_ack_marks_delivered_and_only_own_mail(store: Store) -> None:
-    """Acknowledged mail is no longer pending; ids of someone else's mail are ignored."""
+async def test_ack_moves_own_mail_to_history(store: Store) -> None:
+    """Acknowledged mail is no longer pending and reads back from the history as
+    delivered; ids of someone else's mail are ignored."""
     to_bob = [mail("alice", "bob", f"m{i}", seconds=i) for i in range(3)]
     to_carol = mail("alice", "carol", "for carol")
     await store.store_mail([*to_bob, to_carol])
@@ -49,6 +50,28 @@ async def test_ack_marks_delivered_and_only_own_mail(store: Store) -> None:
     assert [m["message"] for m in await store.pending("bob")] == ["m2"]
     assert [m["message"] for m in await store.pending("carol")] == ["for carol"]
     assert await store.ack("bob", [to_bob[0].id]) == 0
+    assert await store.pending_count() == 2
+    assert await store.messages.count_documents({"status": "delivered"}) == 2
+    assert [m["message"] for m in (await store.history("bob", "alice"))[0]] == ["m2", "m1", "m0"]
+    assert await store.clear_history("bob") == 2
+    assert [m["message"] for m in (await store.history("bob", "alice"))[0]] == ["m2"]
+
+
+async def test_take_mail_uses_documents_already_read(store: Store) -> None:
+    """Taking mail removes it in one go whether its documents were read before or not,
+    and hands back each document as it was stored, for the history."""
+    to_bob = [mail("alice", "bob", f"m{i}", seconds=i, metadata={"n": i}) for i in range(4)]
+    await store.store_mail(to_bob, ttl_seconds=600)
+    read = {doc["_id"]: doc for doc in await store.pending_documents("bob", limit=2)}
+    removed, docs = await store.take_mail("bob", [m.id for m in to_bob[:3]], read)
+    assert removed == 3
+    assert sorted(doc["message"] for doc in docs) == ["m0", "m1", "m2"]
+    assert {doc["_id"]: doc["metadata"] for doc in docs} == {m.id: m.metadata for m in to_bob[:3]}
+    assert await store.take_mail("carol", [to_bob[3].id]) == (0, [])
+    await store.archive_delivered(docs)
+    history, _ = await store.history("alice", "bob")
+    assert [m["message"] for m in history] == ["m3", "m2", "m1", "m0"]
+    assert history[-1] == to_bob[0].model_dump(mode="json")
 
 
 async def test_reinsert_is_idempotent(store: Store) -> None:
@@ -145,3 +168,27 @@ async def test_timestamps_keep_milliseconds(store: Store) -> None:
     (stored,) = await store.pending("bob")
     assert stored["timestamp"] == format_datetime(message.timestamp)
     assert stored["timestamp"].endswith(".123Z")
+
+
+async def test_pending_mail_of_the_old_layout_moves_to_the_mailbox(store_url: str) -> None:
+    """Mail a database holds pending in `messages` (where it was kept before the
+    mailbox) is pending mail once the store opens it; its history stays history."""
+    name = f"s{uuid.uuid4().hex[:12]}"
+    old = Store.open(store_url, name)
+    try:
+        waiting, seen = mail("alice", "bob", "waiting", seconds=1), mail("bob", "alice", "seen")
+        await old.messages.insert_many([
+            {**to_document(waiting), "status": "pending"},
+            {**to_document(seen), "status": "delivered", "delivered_at": utcnow()},
+        ])  # fmt: skip
+        await old.messages.create_index([("destination", 1), ("status", 1), ("timestamp", 1)], name="pending")
+        store = Store.open(store_url, name)
+        await store.ensure_indexes()
+        assert await store.pending("bob") == [waiting.model_dump(mode="json")]
+        assert [m["message"] for m in (await store.history("alice", "bob"))[0]] == ["waiting", "seen"]
+        assert await store.messages.count_documents({}) == 1
+        assert "pending" not in await store.messages.index_information()
+        store.close()
+    finally:
+        await old.client.drop_database(name)
+        old.close()
