@@ -47,7 +47,11 @@ ARCHIVE_DRAIN_SECONDS: Final = 30.0
 ARCHIVE_ATTEMPTS: Final = 3
 # The copy goes in slices this big, between a user's mail requests: the embedded store
 # serves one request at a time, so one long insert would hold up their next page.
-ARCHIVE_SLICE: Final = 250
+ARCHIVE_SLICE: Final = 200
+# ... and only after the mail requests have paused this long, so the pages of one login
+# follow each other without a slice in between; never deferred longer than the most.
+ARCHIVE_PAUSE_SECONDS: Final = 0.05
+ARCHIVE_MAX_DEFER_SECONDS: Final = 2.0
 # Mail documents served and not yet acknowledged, kept so an ack needn't read them
 # again (the oldest are forgotten first; a forgotten one is simply read).
 MAX_SERVED: Final = 20_000
@@ -218,8 +222,8 @@ class HistoryCopier:
     Why not on the request: the embedded store inserts one document at a time
     (~0.2 ms each), so copying a 5,000-message page would keep a user who is logging in
     waiting a second or more, while the delete that makes the ack true takes a few
-    milliseconds. The copies run one at a time, a slice whenever no mail request is
-    under way (`foreground`), are tracked, and are awaited at shutdown; a copy that
+    milliseconds. The copies run one at a time, a slice whenever the mail requests
+    (`foreground`) pause, are tracked, and are awaited at shutdown; a copy that
     still fails after a few attempts is logged with the ids it lost.
     """
 
@@ -230,6 +234,7 @@ class HistoryCopier:
         self.requests = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self.last_request = 0.0
 
     @contextmanager
     def foreground(self) -> Iterator[None]:
@@ -240,8 +245,19 @@ class HistoryCopier:
             yield
         finally:
             self.requests -= 1
+            self.last_request = time.monotonic()
             if not self.requests:
                 self.idle.set()
+
+    async def _pause(self) -> None:
+        """Until the mail requests have paused (or waiting has gone on long enough)."""
+        deadline = time.monotonic() + ARCHIVE_MAX_DEFER_SECONDS
+        while (now := time.monotonic()) < deadline:
+            if self.idle.is_set() and now - self.last_request >= ARCHIVE_PAUSE_SECONDS:
+                return
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), deadline - now)
+            await asyncio.sleep(max(0.0, self.last_request + ARCHIVE_PAUSE_SECONDS - time.monotonic()))
 
     def submit(self, docs: list[dict[str, Any]]) -> None:
         task = asyncio.create_task(self._copy(docs))
@@ -251,7 +267,7 @@ class HistoryCopier:
     async def _copy(self, docs: list[dict[str, Any]]) -> None:
         async with self.turn:
             for start in range(0, len(docs), ARCHIVE_SLICE):
-                await self.idle.wait()
+                await self._pause()
                 await self._copy_slice(docs[start : start + ARCHIVE_SLICE])
 
     async def _copy_slice(self, docs: list[dict[str, Any]]) -> None:
