@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.errors import ChatError, LineTooLong, ProtocolError, StoreUnavailable
+from chatnet.errors import ChatError, ProtocolError, StoreUnavailable
 from chatnet.protocol import (
     COMMANDS,
     SERVER_NAME,
@@ -139,15 +139,16 @@ class Session(asyncio.Protocol):
         self.write(PROMPT)
 
     def data_received(self, data: bytes) -> None:
+        server = self.server
+        server.tick()  # one clock reading for every line of this chunk
         for item in self.buffer.feed(data):
             if self.state is State.CLOSED:
                 return
-            if isinstance(item, LineTooLong):
-                self.reject(item)
+            if type(item) is not bytes:
+                self.reject(item)  # a LineTooLong in place of the line
                 continue
             try:
-                line = decode_line(item)
-                self.server.handle_line(self, line)
+                server.handle_line(self, decode_line(item))
             except ProtocolError as exc:
                 self.reject(exc)
             else:
@@ -379,15 +380,19 @@ class Archiver:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     retry: list[dict[str, Any]] = field(default_factory=list)  # a batch the API didn't take yet
 
+    asleep: bool = False  # True while run() waits for work: add() must wake it
+
     def add(self, entry: ArchiveEntry) -> None:
         self.backlog.append(entry)
-        if not self.wakeup.is_set():
+        if self.asleep:
+            self.asleep = False
             self.wakeup.set()
 
     async def run(self) -> None:
         while True:
-            await self.wakeup.wait()
             self.wakeup.clear()
+            self.asleep = True
+            await self.wakeup.wait()
             await self.drain(wait_for_mail=True)
 
     async def drain(self, wait_for_mail: bool = False) -> None:
@@ -483,13 +488,18 @@ class ChatServer:
         if not task.cancelled() and task.exception() is not None:
             logger.error("background task failed", exc_info=task.exception())
 
-    def now(self) -> str:
-        """The current timestamp, formatted once per millisecond at most."""
+    def tick(self) -> None:
+        """Read the clock; its text is formatted once per millisecond at most. Called
+        once per chunk read, so a burst of lines shares one reading."""
         ms = int(time.time() * 1000)
         if ms != self._clock_ms:
             self._clock_ms = ms
             self._clock_text = format_timestamp(ms / 1000)
             self._clock_short = short_timestamp(self._clock_text)
+
+    def now(self) -> str:
+        """The current timestamp (UTC ISO 8601, milliseconds)."""
+        self.tick()
         return self._clock_text
 
     # --- lines in ----------------------------------------------------------------
@@ -563,26 +573,30 @@ class ChatServer:
     # --- routing (the hot path) --------------------------------------------------
 
     def route(self, sender: Session, chat: Chat) -> None:
-        destination = chat.destination
-        metadata = chat.metadata
-        stream = metadata.get("stream") if metadata else None
-        partial = isinstance(stream, dict) and not stream.get("done", True)
+        """Deliver now if the destination is online and keeping up, else store.
+        Runs inside data_received, after tick(): the clock fields are current."""
+        destination, message, metadata, kind = chat
+        now = self._clock_text
         target = self.users.get(destination)
-        now = self.now()
+        partial = False
+        if metadata is not None:
+            stream = metadata.get("stream")
+            partial = isinstance(stream, dict) and not stream.get("done", True)
         if target is not None and not target.paused:
-            if target.state is State.JSON:
+            if target.state is State.TEXT:
+                if not partial:
+                    target.write(text_chat_line(self._clock_short, sender.name, message))
+            else:
                 out = metadata
                 if sender.features:
                     out = {**(metadata or {}), "sender_features": sorted(sender.features)}
-                target.write(json_line(new_id(), sender.name, destination, chat.message, now, chat.type, out))
-            elif not partial:
-                target.write(text_chat_line(self._clock_short, sender.name, chat.message))
+                target.write(json_line(new_id(), sender.name, destination, message, now, kind, out))
             if not partial:
-                self.archiver.add((sender.name, destination, chat.message, now, chat.type, metadata))
+                self.archiver.add((sender.name, destination, message, now, kind, metadata))
             return
         if partial:
             return  # chunks of a streamed reply are for live readers only; the final frame follows
-        doc = _doc(new_id(), sender.name, destination, chat.message, now, chat.type, metadata)
+        doc = _doc(new_id(), sender.name, destination, message, now, kind, metadata)
         ttl_seconds, keep_latest = _mail_options(metadata)
         if target is not None:
             target.diverted = True
