@@ -210,6 +210,27 @@ async def test_big_pages_of_mail(api: ApiClient) -> None:
     assert [m.id for m in newest] == [m.id for m in sent if m.sender == "s0"][-1:-3:-1]
 
 
+async def test_shutdown_finishes_the_history_copy(api_net: Network) -> None:
+    """Mail acknowledged just before the API stops still reaches the history: the API
+    finishes copying it before it exits."""
+    base = utcnow() - timedelta(minutes=1)
+    sent = [
+        Message(sender="alice", destination="bob", message=f"n{i}", timestamp=base + timedelta(milliseconds=i))
+        for i in range(1500)
+    ]
+    async with ApiClient(api_net.api_url, api_net.token, timeout=30) as api:
+        for start in range(0, len(sent), 1000):
+            await api.store_mail(sent[start : start + 1000])
+        page, _ = await api.pending("bob", limit=len(sent))
+        assert await api.ack("bob", [m.id for m in page]) == len(sent)
+    api_net.stop("api")
+    api_net.start_api()
+    async with ApiClient(api_net.api_url, api_net.token, timeout=30) as api:
+        assert (await api.health_detailed())["counts"] == {"pending": 0, "messages": len(sent), "subscriptions": 0}
+        history, _ = await api.history("bob", "alice", limit=1000)
+        assert [m.id for m in history] == [m.id for m in reversed(sent)][:1000]
+
+
 async def test_retried_mail_is_stored_once(api: ApiClient) -> None:
     """A POST /mail sent again (a retry) stores nothing twice, even mixed with new mail."""
     first = [chat("alice", "bob", f"m{i}", seconds_ago=3 - i) for i in range(2)]
