@@ -210,13 +210,16 @@ def parse_text_line(line: str) -> Chat | Command | Quit:
     """A text-mode line after login: `name: message`, `!command` or `exit`."""
     destination, colon, message = line.partition(":")
     if colon and not destination.lstrip().startswith("!"):
-        # The common case first: a message to someone.
+        # The common case first, kept lean: it runs once per routed message.
         if NAME_RE.fullmatch(destination) is None:
             destination = destination.strip()
             if not destination:
                 raise ProtocolError("No destination: write 'name: message'.")
             check_name(destination, "destination")
-        return Chat(destination, check_message(message.strip()))
+        message = message.strip()
+        if not message or len(message) > MAX_MESSAGE_CHARS:
+            check_message(message)  # raises with the reason
+        return Chat._make((destination, message, None, MessageType.CHAT))
     text = line.strip()
     if not text:
         raise ProtocolError("Empty line: write 'name: message', or !help.")
@@ -330,19 +333,20 @@ def decode_line(raw: bytes) -> str:
 # --- text out ------------------------------------------------------------------------
 
 
-def text_chat_line(timestamp: str, sender: str, message: str) -> str:
-    """A live message as a person reads it: `[2026-11-21T10:00:05Z][alice] hi`."""
-    return f"[{short_timestamp(timestamp)}][{sender}] {message}\n"
+def text_chat_line(shown: str, sender: str, message: str) -> str:
+    """A live message as a person reads it: `[2026-11-21T10:00:05Z][alice] hi`.
+    `shown` is the timestamp as people read it (`short_timestamp`)."""
+    return f"[{shown}][{sender}] {message}\n"
 
 
-def text_stored_line(timestamp: str, sender: str, message: str) -> str:
+def text_stored_line(shown: str, sender: str, message: str) -> str:
     """Stored mail as a person reads it: `[Stored] [<ts>][<sender>] '<message>'`."""
-    return f"[Stored] [{short_timestamp(timestamp)}][{sender}] '{message}'\n"
+    return f"[Stored] [{shown}][{sender}] '{message}'\n"
 
 
 def format_text(msg: Message) -> str:
     """A Message as one text-mode line (with its newline)."""
-    timestamp = format_datetime(msg.timestamp)
+    timestamp = short_timestamp(format_datetime(msg.timestamp))
     if msg.type in (MessageType.CHAT, MessageType.SUBSCRIPTION) and msg.sender:
         if msg.metadata.get("stored"):
             return text_stored_line(timestamp, msg.sender, msg.message)

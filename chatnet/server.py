@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.errors import ChatError, ProtocolError, StoreUnavailable
+from chatnet.errors import BadEncoding, ChatError, ProtocolError, StoreUnavailable
 from chatnet.protocol import (
     COMMANDS,
     SERVER_NAME,
@@ -38,7 +38,6 @@ from chatnet.protocol import (
     Quit,
     LineBuffer,
     check_name,
-    decode_line,
     format_datetime,
     format_timestamp,
     help_lines,
@@ -67,7 +66,7 @@ WRITE_LOW_WATER: Final = 1 << 18
 # Past this, even server notices can't be queued: the peer is dropped as too slow.
 WRITE_HARD_LIMIT: Final = 16 << 20
 # Stored mail is handed over in pages: written, drained, acknowledged, next page.
-MAIL_PAGE: Final = 1000
+MAIL_PAGE: Final = 5000
 MAIL_BATCH: Final = 1000
 # How long the server keeps trying to store a message before telling the sender it
 # was NOT saved.
@@ -110,6 +109,9 @@ class Session(asyncio.Protocol):
     def __init__(self, server: ChatServer) -> None:
         self.server = server
         self.state = State.LOGIN
+        # What a line means depends on the state: the login line, a text line or a
+        # JSON frame. The server swaps the handler at login, so lines need no state test.
+        self.on_line: Callable[[Session, str], None] = server.read_login
         self.name = ""
         self.features: frozenset[str] = frozenset()
         self.transport: asyncio.Transport | None = None
@@ -148,7 +150,9 @@ class Session(asyncio.Protocol):
                 self.reject(item)  # a LineTooLong in place of the line
                 continue
             try:
-                server.handle_line(self, decode_line(item))
+                self.on_line(self, item.decode())
+            except UnicodeDecodeError:
+                self.reject(BadEncoding("Invalid UTF-8 in that line; it was ignored."))
             except ProtocolError as exc:
                 self.reject(exc)
             else:
@@ -382,11 +386,11 @@ class Archiver:
 
     asleep: bool = False  # True while run() waits for work: add() must wake it
 
-    def add(self, entry: ArchiveEntry) -> None:
-        self.backlog.append(entry)
-        if self.asleep:
-            self.asleep = False
-            self.wakeup.set()
+    # The routing path appends to `backlog` itself and calls wake() when `asleep`.
+
+    def wake(self) -> None:
+        self.asleep = False
+        self.wakeup.set()
 
     async def run(self) -> None:
         while True:
@@ -424,6 +428,7 @@ class ChatServer:
         self.priority = Priority()
         self.mail = MailWriter(api, self.priority)
         self.archiver = Archiver(api, self.priority)
+        self._archive = self.archiver.backlog.append  # the routing path's one step for history
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Server | None = None
         self._clock_ms = -1
@@ -504,19 +509,22 @@ class ChatServer:
 
     # --- lines in ----------------------------------------------------------------
 
-    def handle_line(self, session: Session, line: str) -> None:
-        state = session.state
-        if state is State.TEXT:
-            event = parse_text_line(line)
-        elif state is State.JSON:
-            event = parse_json_frame(line)
-        else:
-            self._login_line(session, line)
-            return
-
+    def read_text(self, session: Session, line: str) -> None:
+        event = parse_text_line(line)
         if type(event) is Chat:
             self.route(session, event)
-        elif type(event) is Command:
+        else:
+            self._act(session, event)
+
+    def read_json(self, session: Session, line: str) -> None:
+        event = parse_json_frame(line)
+        if type(event) is Chat:
+            self.route(session, event)
+        else:
+            self._act(session, event)
+
+    def _act(self, session: Session, event: Command | Quit | Login) -> None:
+        if type(event) is Command:
             self._commands[event.name](session, event.args)
         elif type(event) is Quit:
             session.close(f"Goodbye, {session.name}!")
@@ -525,7 +533,7 @@ class ChatServer:
 
     # --- login / logout ----------------------------------------------------------
 
-    def _login_line(self, session: Session, line: str) -> None:
+    def read_login(self, session: Session, line: str) -> None:
         """The first line picks the mode: a JSON login frame, or a username."""
         json_mode = is_json_login(line)
         try:
@@ -548,6 +556,7 @@ class ChatServer:
         if session._login_timer:
             session._login_timer.cancel()
         session.name, session.state, session.features = name, mode, features
+        session.on_line = self.read_json if mode is State.JSON else self.read_text
         self.users[name] = session
         logger.info("%s logged in from %s (%s mode)", name, session.peer, mode.value)
         self._announce(name, "online")
@@ -592,7 +601,9 @@ class ChatServer:
                     out = {**(metadata or {}), "sender_features": sorted(sender.features)}
                 target.write(json_line(new_id(), sender.name, destination, message, now, kind, out))
             if not partial:
-                self.archiver.add((sender.name, destination, message, now, kind, metadata))
+                self._archive((sender.name, destination, message, now, kind, metadata))
+                if self.archiver.asleep:
+                    self.archiver.wake()
             return
         if partial:
             return  # chunks of a streamed reply are for live readers only; the final frame follows
@@ -677,7 +688,7 @@ class ChatServer:
             metadata = {**message.metadata, "stored": True}
             session.write(json_line(message.id, message.sender, message.destination, message.message, timestamp, message.type, metadata))
         else:
-            session.write(text_stored_line(timestamp, message.sender or SERVER_NAME, message.message))
+            session.write(text_stored_line(short_timestamp(timestamp), message.sender or SERVER_NAME, message.message))
 
     # --- commands ----------------------------------------------------------------
 
