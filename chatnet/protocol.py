@@ -18,7 +18,7 @@ import re
 import time
 from datetime import datetime, timezone
 from enum import StrEnum
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Any, Final, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
@@ -148,6 +148,11 @@ class Chat(NamedTuple):
     type: str = MessageType.CHAT  # or SUBSCRIPTION: a service's broadcast, routed alike
 
 
+# Chat(...) goes through a Python-level __new__; the routing path builds one per line,
+# so it calls tuple.__new__ directly (same object, a third of the cost).
+_new_chat = partial(tuple.__new__, Chat)
+
+
 class Command(NamedTuple):
     name: str  # without the "!": "check", "who", "help"
     args: str = ""
@@ -219,7 +224,7 @@ def parse_text_line(line: str) -> Chat | Command | Quit:
         message = message.strip()
         if not message or len(message) > MAX_MESSAGE_CHARS:
             check_message(message)  # raises with the reason
-        return Chat._make((destination, message, None, MessageType.CHAT))
+        return _new_chat((destination, message, None, MessageType.CHAT))
     text = line.strip()
     if not text:
         raise ProtocolError("Empty line: write 'name: message', or !help.")
