@@ -45,8 +45,9 @@ SWEEP_SECONDS: Final = 60.0
 # How long shutdown waits for acknowledged mail still being copied to the history.
 ARCHIVE_DRAIN_SECONDS: Final = 30.0
 ARCHIVE_ATTEMPTS: Final = 3
-# The copy goes in slices this big, between a user's mail requests: the embedded store
-# serves one request at a time, so one long insert would hold up their next page.
+# The copy goes in slices this big, one history bucket each, between a user's mail
+# requests: the embedded store serves one request at a time, so one long insert would
+# hold up their next page.
 ARCHIVE_SLICE: Final = 200
 # ... and only after the mail requests have paused this long, so the pages of one login
 # follow each other without a slice in between; never deferred longer than the most.
@@ -219,12 +220,12 @@ class ServedMail:
 class HistoryCopier:
     """Copies acknowledged mail into the history after the ack has been answered.
 
-    Why not on the request: the embedded store inserts one document at a time
-    (~0.2 ms each), so copying a 5,000-message page would keep a user who is logging in
-    waiting a second or more, while the delete that makes the ack true takes a few
-    milliseconds. The copies run one at a time, a slice whenever the mail requests
-    (`foreground`) pause, are tracked, and are awaited at shutdown; a copy that
-    still fails after a few attempts is logged with the ids it lost.
+    Why not on the request: the delete that makes the ack true takes a few
+    milliseconds, and a user who is logging in should not wait for more. Each slice is
+    one history bucket (one insert, whatever its size); the copies run one at a time, a
+    slice whenever the mail requests (`foreground`) pause, are tracked, and are awaited
+    at shutdown; a copy that still fails after a few attempts is logged with the ids it
+    lost.
     """
 
     def __init__(self, store: Store) -> None:

@@ -5,13 +5,19 @@ Collections (in `Settings.mongo_db`):
     mailbox        offline mail not yet handed over, and nothing else: it stays small,
                    so fetching and counting a user's mail costs the same however long
                    the history grows. Acknowledged mail is removed in one delete.
-    messages       the history: delivered messages (status "delivered", `delivered_at`),
-                   archived live chat and acknowledged mail alike.
+    history        delivered messages (archived live chat and acknowledged mail) in
+                   buckets: one document per archived batch, holding the messages in
+                   their JSON shape with what finds them (see `bucket`). One insert
+                   stores a whole batch: the embedded store's cost is per document.
     subscriptions  one document per (service, user).
     state          one JSON value per (owner, key), for bots.
+    messages       the layouts before: per-message history and pending mail. Moved to
+                   `history` and `mailbox` when the store opens it, then dropped.
 
-In both message collections `_id` is the message id, so a retried write never
-duplicates. Statuses are strings and delivery is a timestamp, never a boolean flag: the
+A mail document's `_id` is the message id, so a retried write never duplicates. A
+bucket's `_id` is made from the ids it holds, so a retried batch is not stored twice;
+a message caught in two different buckets is shown once (history is read by message
+id). Statuses are strings and delivery is a timestamp, never a boolean flag: the
 embedded store (nx-27017) reads a boolean written with `$set` back as 1.
 
 Expired mail is never returned: reads leave out what has expired, whether or not the
@@ -21,6 +27,8 @@ the embedded store purges on reads), and `sweep_expired` deletes it.
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -36,7 +44,6 @@ from chatnet.protocol import Message, format_datetime, parse_timestamp, utcnow
 logger = logging.getLogger("chatnet.store")
 
 PENDING: Final = "pending"
-DELIVERED: Final = "delivered"
 DUPLICATE_KEY: Final = 11000
 
 # Short, so a route answers 503 quickly while the database is away; the heartbeat
@@ -44,13 +51,13 @@ DUPLICATE_KEY: Final = 11000
 SERVER_SELECTION_MS: Final = 2000
 HEARTBEAT_MS: Final = 1000
 
-# What a reader of history needs; status and pair stay in the store. Mail is read
-# whole: its documents are small, and a projection costs the embedded store more than
-# it saves.
-MESSAGE_FIELDS: Final = {"sender": 1, "destination": 1, "message": 1, "timestamp": 1, "type": 1, "metadata": 1}
-
-# Indexes of the old layout, where pending mail lived in `messages` too.
-OLD_MESSAGE_INDEXES: Final = ("pending", "keep_latest", "ttl")
+# The most messages in one bucket (an API batch holds at most 1000): a bucket is read
+# whole, so a bigger one would make a short page of history cost more.
+MAX_BUCKET: Final = 1000
+# Buckets fetched per round trip while a page of history is gathered.
+BUCKETS_PER_READ: Final = 16
+# Old per-message history moves into buckets this big at start-up.
+MIGRATION_BUCKET: Final = 1000
 
 MessageLike = Message | Mapping[str, Any]
 
@@ -91,11 +98,71 @@ def to_document(message: MessageLike, expires_at: datetime | None = None) -> dic
     return doc
 
 
-def delivered(doc: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """A mail document as a history document: keyed by the pair, delivered now, never
-    expiring."""
-    kept = {key: value for key, value in doc.items() if key not in ("expires_at", "status")}
-    return {**kept, "pair": pair_key(doc["sender"], doc["destination"]), "status": DELIVERED, "delivered_at": now}
+def entry(message: MessageLike) -> dict[str, Any]:
+    """A message as a bucket holds it: its JSON shape, the timestamp as protocol text
+    (fixed width, so text order is time order), no empty metadata."""
+    if isinstance(message, Message):
+        doc = {
+            "id": message.id,
+            "sender": message.sender,
+            "destination": message.destination,
+            "message": message.message,
+            "timestamp": format_datetime(message.timestamp),
+            "type": message.type.value,
+        }
+        metadata = message.metadata
+    else:
+        doc = {
+            "id": message.get("id", message.get("_id")),
+            "sender": message["sender"],
+            "destination": message["destination"],
+            "message": message.get("message", ""),
+            "timestamp": text_time(message["timestamp"]),
+            "type": str(message.get("type", "chat")),
+        }
+        metadata = message.get("metadata")
+    if metadata:
+        doc["metadata"] = metadata
+    return doc
+
+
+def text_time(value: str | datetime) -> str:
+    """A timestamp (text or datetime, as stored or sent) in the protocol's format."""
+    return stamp(value) if isinstance(value, datetime) else format_datetime(parse_timestamp(value))
+
+
+def bucket_id(ids: Iterable[str]) -> str:
+    """The same id for the same messages: a retried batch finds its bucket stored."""
+    return hashlib.blake2b("\n".join(ids).encode(), digest_size=16).hexdigest()
+
+
+def bucket(entries: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """One history document for a batch of entries: their time span, the conversations
+    (`pairs`) and people (`users`) in it, for the indexes that find it."""
+    stamps = [e["timestamp"] for e in entries]
+    return {
+        "_id": bucket_id(e["id"] for e in entries),
+        "first": parse_timestamp(min(stamps)),
+        "last": parse_timestamp(max(stamps)),
+        "count": len(entries),
+        "pairs": sorted({pair_key(e["sender"], e["destination"]) for e in entries}),
+        "users": sorted({e["sender"] for e in entries} | {e["destination"] for e in entries}),
+        "archived_at": now,
+        "messages": entries,
+    }
+
+
+def from_entry(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A bucket's entry as the Message JSON shape."""
+    return {**doc, "metadata": doc.get("metadata") or {}}
+
+
+def after_ms(value: datetime) -> str:
+    """`value` as protocol text, rounded up to the millisecond: stored times have
+    milliseconds, so `text < after_ms(value)` is exactly "earlier than value"."""
+    if value.microsecond % 1000:
+        value += timedelta(microseconds=1000 - value.microsecond % 1000)
+    return format_datetime(value)
 
 
 def as_mail(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,14 +197,47 @@ def live(docs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc.get("expires_at") is None or doc["expires_at"] > now]
 
 
-def newest_first(doc: Mapping[str, Any]) -> tuple[datetime, str]:
-    return doc["timestamp"], doc["_id"]
+def newest_first(doc: Mapping[str, Any]) -> tuple[str, str]:
+    return doc["timestamp"], doc["id"]
 
 
 # Ties within a millisecond fall back to the id, which the chat server makes in
 # sending order, so a conversation reads back in the order it was written.
 OLDEST_FIRST = [("timestamp", ASCENDING), ("_id", ASCENDING)]
 NEWEST_FIRST = [("timestamp", DESCENDING), ("_id", DESCENDING)]
+
+
+class Page:
+    """A page of history being gathered: the newest `limit` distinct messages older
+    than `before` (protocol text), kept as a min-heap of (timestamp, id) so the page's
+    oldest is at hand."""
+
+    def __init__(self, limit: int, before: str | None) -> None:
+        self.limit = limit
+        self.before = before
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.heap: list[tuple[str, str]] = []
+
+    def add(self, messages: Iterable[dict[str, Any]]) -> None:
+        for message in messages:
+            key = (message["timestamp"], message["id"])
+            if message["id"] in self.messages or (self.before is not None and key[0] >= self.before):
+                continue
+            if len(self.heap) < self.limit:
+                heapq.heappush(self.heap, key)
+            elif key > self.heap[0]:
+                del self.messages[heapq.heapreplace(self.heap, key)[1]]
+            else:
+                continue
+            self.messages[message["id"]] = message
+
+    def complete_before(self, latest: str) -> bool:
+        """Full, and nothing at or before `latest` could enter it any more."""
+        return len(self.heap) == self.limit and self.heap[0][0] > latest
+
+    def result(self) -> tuple[list[dict[str, Any]], str | None]:
+        docs = sorted(self.messages.values(), key=newest_first, reverse=True)
+        return docs, docs[-1]["timestamp"] if len(docs) == self.limit else None
 
 
 class Store:
@@ -147,7 +247,8 @@ class Store:
         self.client = client
         self.db: AsyncIOMotorDatabase = client[db_name]
         self.mailbox: AsyncIOMotorCollection = self.db["mailbox"]
-        self.messages: AsyncIOMotorCollection = self.db["messages"]
+        self.history_buckets: AsyncIOMotorCollection = self.db["history"]
+        self.messages: AsyncIOMotorCollection = self.db["messages"]  # the old layouts
         self.subscriptions: AsyncIOMotorCollection = self.db["subscriptions"]
         self.state: AsyncIOMotorCollection = self.db["state"]
         self.indexes_ready = False
@@ -161,10 +262,11 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         """One index per query (creating an existing index is a no-op), once the
-        pending mail of the old layout has moved to the mailbox."""
+        pending mail and history of the old layouts have moved."""
         if self.indexes_ready:
             return
         await self._move_old_pending_mail()
+        await self._move_old_history()
         box = self.mailbox
         # `_id` would finish the sort order, but the embedded store can't have `_id` in a
         # compound index (every insert then fails); ties sort within one user's mail.
@@ -176,10 +278,13 @@ class Store:
         )
         # Real MongoDB removes expired mail by itself; reads filter it out everywhere.
         await box.create_index("expires_at", name="ttl", expireAfterSeconds=0)
-        m = self.messages
-        await m.create_index([("pair", ASCENDING), ("timestamp", DESCENDING)], name="history")
-        await m.create_index([("sender", ASCENDING), ("status", ASCENDING)], name="by_sender")
-        await m.create_index([("destination", ASCENDING), ("status", ASCENDING)], name="by_destination")
+        # Multikey: a bucket is indexed under each pair and each user it holds. `users`
+        # is indexed with `last` after it because the embedded store answers a plain
+        # `{"users": name}` from a single-field index on the array as a whole, and so
+        # finds nothing; behind a compound index the match is by element, as in MongoDB.
+        h = self.history_buckets
+        await h.create_index([("pairs", ASCENDING), ("last", DESCENDING)], name="pair_last")
+        await h.create_index([("users", ASCENDING), ("last", DESCENDING)], name="user_last")
         await self.subscriptions.create_index([("service", ASCENDING), ("user", ASCENDING)], name="service_user", unique=True)
         await self.state.create_index([("owner", ASCENDING), ("key", ASCENDING)], name="owner_key", unique=True)
         self.indexes_ready = True
@@ -192,13 +297,24 @@ class Store:
             await self._insert(self.mailbox, [as_mail(doc) for doc in old])
             await self.messages.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}, "status": PENDING})
             logger.info("moved %d pending messages to the mailbox", len(old))
-        existing = await self.messages.index_information()
-        for name in OLD_MESSAGE_INDEXES:
-            if name in existing:
-                try:
-                    await self.messages.drop_index(name)
-                except OperationFailure as exc:
-                    logger.warning("could not drop the old index messages.%s: %s", name, exc)
+
+    async def _move_old_history(self) -> None:
+        """History stored one message per document in `messages` (the old layout) moves
+        into buckets, oldest first, a bucket at a time (a bucket's id comes from its
+        messages, so a move cut short and run again stores nothing twice); then the
+        emptied collection and its indexes go. Nothing to do on a new database."""
+        moved = 0
+        while old := await self.messages.find({}).sort(OLDEST_FIRST).limit(MIGRATION_BUCKET).to_list(None):
+            await self._insert(self.history_buckets, [bucket([entry(doc) for doc in old], utcnow())])
+            await self.messages.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}})
+            moved += len(old)
+        if moved:
+            logger.info("moved %d messages of history into buckets", moved)
+        if "messages" in await self.db.list_collection_names():
+            try:
+                await self.messages.drop()
+            except OperationFailure as exc:
+                logger.warning("could not drop the emptied collection messages: %s", exc)
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -238,16 +354,20 @@ class Store:
             await self.mailbox.delete_many({"_id": {"$in": old}})
 
     async def archive(self, messages: Iterable[MessageLike]) -> int:
-        """Store delivered live chat for the history view; returns how many were given."""
-        now = utcnow()
-        docs = [delivered(to_document(m), now) for m in messages]
-        await self._insert(self.messages, docs)
-        return len(docs)
+        """Store delivered live chat for the history view, a bucket per batch (of at
+        most MAX_BUCKET); returns how many were given."""
+        entries = [entry(m) for m in messages]
+        await self._store_buckets(entries)
+        return len(entries)
 
     async def archive_delivered(self, docs: list[dict[str, Any]]) -> None:
         """Copy acknowledged mail (mail documents as read) into the history."""
+        await self._store_buckets([entry(doc) for doc in docs])
+
+    async def _store_buckets(self, entries: list[dict[str, Any]]) -> None:
         now = utcnow()
-        await self._insert(self.messages, [delivered(doc, now) for doc in docs])
+        buckets = [bucket(entries[i : i + MAX_BUCKET], now) for i in range(0, len(entries), MAX_BUCKET)]
+        await self._insert(self.history_buckets, buckets)
 
     # --- offline mail ---------------------------------------------------------------------
 
@@ -302,36 +422,74 @@ class Store:
         self, user: str, peer: str, limit: int = 50, before: datetime | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Messages between two users, delivered or still pending, newest first, and the
-        `before` of the next page."""
-        older: dict[str, Any] = {} if before is None else {"timestamp": {"$lt": before}}
-        query = {"pair": pair_key(user, peer), **older}
-        docs = await self.messages.find(query, MESSAGE_FIELDS).sort(NEWEST_FIRST).limit(limit).to_list(None)
+        `before` of the next page. Gathered by message id, so one caught twice (mail
+        acknowledged while read, a batch archived again in other company) shows once."""
+        page = Page(limit, None if before is None else after_ms(before))
         for sender, destination in {(user, peer), (peer, user)}:
-            query = {"destination": destination, "sender": sender, **older}
-            docs += live(await self.mailbox.find(query).sort(NEWEST_FIRST).limit(limit).to_list(None), utcnow())
-        # By id, so a message caught in both (acknowledged while read) shows once.
-        merged = {doc["_id"]: doc for doc in docs}
-        docs = sorted(merged.values(), key=newest_first, reverse=True)[:limit]
-        next_before = format_datetime(docs[-1]["timestamp"]) if len(docs) == limit else None
-        return [to_json(doc) for doc in docs], next_before
+            query = {"destination": destination, "sender": sender}
+            if before is not None:
+                query["timestamp"] = {"$lt": before}
+            mail = await self.mailbox.find(query).sort(NEWEST_FIRST).limit(limit).to_list(None)
+            page.add(to_json(doc) for doc in live(mail, utcnow()))
+        await self._gather_history(page, pair_key(user, peer), before)
+        return page.result()
+
+    async def _gather_history(self, page: Page, pair: str, before: datetime | None) -> None:
+        """Read the pair's buckets, latest first, until no bucket left can hold a
+        message newer than the page's oldest (buckets may overlap in time: a copy of
+        acknowledged mail holds older messages than the chat archived before it)."""
+        query: dict[str, Any] = {"pairs": pair}
+        if before is not None:
+            query["first"] = {"$lt": before}
+        cursor = self.history_buckets.find(query).sort("last", DESCENDING).batch_size(BUCKETS_PER_READ)
+        try:
+            async for doc in cursor:
+                if page.complete_before(stamp(doc["last"])):
+                    break
+                page.add(from_entry(e) for e in doc["messages"] if pair_key(e["sender"], e["destination"]) == pair)
+        finally:
+            await cursor.close()
 
     async def clear_history(self, user: str) -> int:
-        """Delete the delivered messages the user sent or received; pending mail stays."""
-        sent = await self.messages.delete_many({"sender": user, "status": DELIVERED})
-        received = await self.messages.delete_many({"destination": user, "status": DELIVERED})
-        return sent.deleted_count + received.deleted_count
+        """Delete the delivered messages the user sent or received, from every bucket
+        that holds some (read, rewrite what is left, delete what is emptied: clearing is
+        rare); pending mail stays. Returns how many messages went (each id once)."""
+        removed: set[str] = set()
+        emptied: list[str] = []
+        # Ids first, then one bucket at a time: no cursor open while buckets change.
+        found = await self.history_buckets.find({"users": user}, {"_id": 1}).to_list(None)
+        for bucket_ref in found:
+            doc = await self.history_buckets.find_one({"_id": bucket_ref["_id"]})
+            if doc is None:
+                continue
+            kept = [e for e in doc["messages"] if user not in (e["sender"], e["destination"])]
+            removed.update(e["id"] for e in doc["messages"] if user in (e["sender"], e["destination"]))
+            if not kept:
+                emptied.append(doc["_id"])
+            elif len(kept) < len(doc["messages"]):
+                rest = {k: v for k, v in bucket(kept, doc["archived_at"]).items() if k != "_id"}
+                await self.history_buckets.replace_one({"_id": doc["_id"]}, rest)
+        if emptied:
+            await self.history_buckets.delete_many({"_id": {"$in": emptied}})
+        return len(removed)
 
     async def sweep_expired(self) -> int:
         """Delete all expired mail (the TTL index does this on a real MongoDB)."""
         result = await self.mailbox.delete_many({"expires_at": {"$lte": utcnow()}})
         return result.deleted_count
 
+    async def history_count(self) -> int:
+        """How many messages the history buckets hold (a sum of their counts)."""
+        pipeline = [{"$group": {"_id": None, "n": {"$sum": "$count"}}}]
+        result = await self.history_buckets.aggregate(pipeline).to_list(None)
+        return int(result[0]["n"]) if result else 0
+
     async def counts(self) -> dict[str, int]:
         """Pending mail, every stored message (history and pending), subscriptions."""
         pending = await self.pending_count()
         return {
             "pending": pending,
-            "messages": await self.messages.estimated_document_count() + pending,
+            "messages": await self.history_count() + pending,
             "subscriptions": await self.subscriptions.estimated_document_count(),
         }
 

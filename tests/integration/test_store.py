@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from chatnet.protocol import Message, MessageType, format_datetime, parse_timestamp, utcnow
-from chatnet.store import Store, delivered, to_document
+from chatnet.store import Store, to_document
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ async def test_ack_moves_own_mail_to_history(store: Store) -> None:
     assert [m["message"] for m in await store.pending("carol")] == ["for carol"]
     assert await store.ack("bob", [to_bob[0].id]) == 0
     assert await store.pending_count() == 2
-    assert await store.messages.count_documents({"status": "delivered"}) == 2
+    assert await store.history_count() == 2
+    assert await store.history_buckets.count_documents({}) == 1  # one bucket per copy
     assert [m["message"] for m in (await store.history("bob", "alice"))[0]] == ["m2", "m1", "m0"]
     assert await store.clear_history("bob") == 2
     assert [m["message"] for m in (await store.history("bob", "alice"))[0]] == ["m2"]
@@ -172,25 +173,120 @@ async def test_timestamps_keep_milliseconds(store: Store) -> None:
     assert stored["timestamp"].endswith(".123Z")
 
 
-async def test_pending_mail_of_the_old_layout_moves_to_the_mailbox(store_url: str) -> None:
-    """Mail a database holds pending in `messages` (where it was kept before the
-    mailbox) is pending mail once the store opens it; its history stays history."""
+def old_layout(message: Message, status: str) -> dict[str, object]:
+    """A message as the layouts before the mailbox and the buckets kept it in `messages`."""
+    pair = "|".join(sorted((message.sender or "", message.destination or "")))
+    doc = {**to_document(message), "metadata": message.metadata, "pair": pair, "status": status}
+    return doc if status == "pending" else {**doc, "delivered_at": utcnow()}
+
+
+async def test_the_old_layouts_move_to_the_mailbox_and_buckets(store_url: str) -> None:
+    """A database kept in the old layouts (pending mail and one document per history
+    message, all in `messages`) reads the same once the store opens it: the mail is
+    pending in the mailbox, the history sits in buckets, and `messages` is gone."""
     name = f"s{uuid.uuid4().hex[:12]}"
     old = Store.open(store_url, name)
     try:
-        waiting, seen = mail("alice", "bob", "waiting", seconds=1), mail("bob", "alice", "seen")
-        await old.messages.insert_many([
-            {**to_document(waiting), "metadata": {}, "pair": "alice|bob", "status": "pending"},
-            delivered(to_document(seen), utcnow()),
-        ])  # fmt: skip
+        waiting = mail("alice", "bob", "waiting", seconds=5000)
+        seen = [mail("bob", "alice", f"seen{i}", seconds=i, metadata={"n": i}) for i in range(2500)]
+        other = mail("carol", "dave", "theirs", seconds=3)
+        await old.messages.insert_many([old_layout(waiting, "pending"), *(old_layout(m, "delivered") for m in [*seen, other])])
         await old.messages.create_index([("destination", 1), ("status", 1), ("timestamp", 1)], name="pending")
+        await old.messages.create_index([("pair", 1), ("timestamp", -1)], name="history")
         store = Store.open(store_url, name)
         await store.ensure_indexes()
         assert await store.pending("bob") == [waiting.model_dump(mode="json")]
-        assert [m["message"] for m in (await store.history("alice", "bob"))[0]] == ["waiting", "seen"]
-        assert await store.messages.count_documents({}) == 1
-        assert "pending" not in await store.messages.index_information()
+        page, _ = await store.history("alice", "bob", limit=3)
+        assert [m["message"] for m in page] == ["waiting", "seen2499", "seen2498"]
+        assert page[1] == seen[-1].model_dump(mode="json")
+        assert [m["message"] for m in (await store.history("dave", "carol"))[0]] == ["theirs"]
+        assert await store.history_count() == 2501
+        assert await store.history_buckets.count_documents({}) == 3  # buckets of at most 1000
+        assert "messages" not in await store.db.list_collection_names()
         store.close()
     finally:
         await old.client.drop_database(name)
         old.close()
+
+
+# --- history in buckets ------------------------------------------------------------------------
+
+
+async def test_one_bucket_per_archived_batch(store: Store) -> None:
+    """An archived batch is one history document, whatever its size, holding every
+    message of the batch with the pairs and users it concerns."""
+    batch = [mail(f"u{i % 5}", f"v{i % 3}", f"m{i}", seconds=i) for i in range(200)]
+    assert await store.archive(batch) == 200
+    (doc,) = await store.history_buckets.find({}).to_list(None)
+    assert doc["count"] == 200 and [e["id"] for e in doc["messages"]] == [m.id for m in batch]
+    assert len(doc["pairs"]) == 15 and doc["users"] == sorted({*(f"u{i}" for i in range(5)), *(f"v{i}" for i in range(3))})
+    assert (doc["first"], doc["last"]) == (batch[0].timestamp, batch[-1].timestamp)
+
+
+async def test_history_pages_across_buckets_shared_with_other_pairs(store: Store) -> None:
+    """A conversation spread over many buckets, each shared with other conversations,
+    reads back page by page, newest first, every message once, none of the others'."""
+    ours: list[Message] = []
+    for b in range(12):
+        batch = [mail("carol", "dave", f"noise{b}.{i}", seconds=b * 10 + i) for i in range(6)]
+        pair = [
+            mail(*(("alice", "bob") if i % 2 else ("bob", "alice")), f"p{b}.{i}", seconds=b * 10 + i + 0.5) for i in range(3)
+        ]
+        ours += pair
+        await store.archive(batch + pair)
+    newest_first = [m.message for m in reversed(ours)]
+    read: list[str] = []
+    before = None
+    for _ in range(10):
+        page, cursor = await store.history("alice", "bob", limit=7, before=before)
+        read += [m["message"] for m in page]
+        if cursor is None:
+            break
+        before = parse_timestamp(cursor)
+    assert read == newest_first
+    assert [m["message"] for m in (await store.history("bob", "alice", limit=1000))[0]] == newest_first
+
+
+async def test_history_merges_buckets_that_overlap_in_time(store: Store) -> None:
+    """Acknowledged mail copied after later chat was archived (a bucket of older
+    messages stored last) still reads back in time order, across pages."""
+    await store.archive([mail("alice", "bob", f"live{i}", seconds=100 + i) for i in range(5)])
+    offline = [mail("alice", "bob", f"mail{i}", seconds=i * 30) for i in range(5)]  # 0..120 s, around the chat
+    await store.store_mail(offline)
+    await store.ack("bob", [m.id for m in offline])
+    await store.archive([mail("bob", "alice", "latest", seconds=200)])
+    first, cursor = await store.history("alice", "bob", limit=4)
+    assert [m["message"] for m in first] == ["latest", "mail4", "live4", "live3"]
+    rest, end = await store.history("alice", "bob", limit=10, before=parse_timestamp(cursor))
+    assert ([m["message"] for m in rest], end) == (["live2", "live1", "live0", "mail3", "mail2", "mail1", "mail0"], None)
+
+
+async def test_retried_archive_shows_each_message_once(store: Store) -> None:
+    """A batch archived again (a retry), or again in other company, never shows a
+    message twice in the history, on a page or across pages."""
+    batch = [mail("alice", "bob", f"m{i}", seconds=i) for i in range(6)]
+    await store.archive(batch)
+    await store.archive(batch)
+    assert await store.history_buckets.count_documents({}) == 1
+    await store.archive([*batch[3:], mail("bob", "alice", "new", seconds=9)])
+    assert [m["message"] for m in (await store.history("alice", "bob"))[0]] == ["new", "m5", "m4", "m3", "m2", "m1", "m0"]
+    page, cursor = await store.history("alice", "bob", limit=3)
+    rest, _ = await store.history("alice", "bob", limit=10, before=parse_timestamp(cursor))
+    assert [m["message"] for m in page + rest] == ["new", "m5", "m4", "m3", "m2", "m1", "m0"]
+
+
+async def test_clear_history_takes_only_the_users_messages_from_shared_buckets(store: Store) -> None:
+    """Clearing a user's history removes their messages from every bucket, leaves the
+    others' conversations in those buckets, and removes buckets left empty."""
+    await store.archive([mail("alice", "bob", "ab", seconds=1), mail("carol", "dave", "cd", seconds=2), mail("dave", "alice", "da", seconds=3)])  # fmt: skip
+    await store.archive([mail("bob", "alice", "ba", seconds=4)])
+    await store.archive([mail("carol", "bob", "cb", seconds=5)])
+    assert await store.clear_history("alice") == 3
+    assert await store.history("alice", "bob") == ([], None)
+    assert await store.history("dave", "alice") == ([], None)
+    assert [m["message"] for m in (await store.history("dave", "carol"))[0]] == ["cd"]
+    assert [m["message"] for m in (await store.history("bob", "carol"))[0]] == ["cb"]
+    assert await store.history_buckets.count_documents({}) == 2
+    assert await store.history_buckets.count_documents({"users": "alice"}) == 0
+    assert await store.history_count() == 2
+    assert await store.clear_history("alice") == 0
