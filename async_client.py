@@ -7,17 +7,16 @@ import logging
 import sys
 
 from chatnet.client import main as run
-from chatnet.config import Settings
+from chatnet.cli import settings_from
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Chat on a chatnet server from this terminal.")
     parser.add_argument("--user", help="log in with this name (asked for otherwise)")
-    parser.add_argument("--host", help="chat server host (default: CHAT_HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="chat server port (default: CHAT_PORT or 5000)")
+    parser.add_argument("--host", dest="chat_host", help="chat server host (default: CHAT_HOST or 127.0.0.1)")
+    parser.add_argument("--port", dest="chat_port", type=int, help="chat server port (default: CHAT_PORT or 5000)")
     args = parser.parse_args()
-    overrides = {"chat_host": args.host, "chat_port": args.port}
-    settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    settings = settings_from(args, "user")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(settings, args.user)

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 
-from chatnet.config import Settings
+from chatnet.cli import add_debug_flag, run, settings_from, setup_logging
 from chatnet.server import serve
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the chatnet chat server.")
-    parser.add_argument("--host", help="address to listen on (CHAT_HOST)")
-    parser.add_argument("--port", type=int, help="port to listen on (CHAT_PORT)")
-    parser.add_argument("--debug", action="store_true", help="log every line in and out")
+    parser.add_argument("--host", dest="chat_host", help="address to listen on (CHAT_HOST)")
+    parser.add_argument("--port", dest="chat_port", type=int, help="port to listen on (CHAT_PORT)")
+    add_debug_flag(parser)
     args = parser.parse_args()
-    overrides = {"chat_host": args.host, "chat_port": args.port}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        import uvloop  # the faster loop where the platform has it
-    except ImportError:
-        asyncio.run(serve(settings))
-    else:
-        uvloop.run(serve(settings))
+    setup_logging(args.debug)
+    run(serve(settings_from(args, "debug")))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from chatnet.config import Settings
+from chatnet.cli import LOG_FORMAT, settings_from
 from chatnet.launcher import optional_children, run
 
 
@@ -14,18 +14,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Start chatnet: store, message API, chat server, web adapter, bots.")
     for spec in optional_children():
         parser.add_argument(f"--no-{spec.name}", action="append_const", const=spec.name, dest="skip", help=f"don't start the {spec.title}")
-    parser.add_argument("--chat-port", type=int, help="chat server port (CHAT_PORT)")
-    parser.add_argument("--api-port", type=int, help="message API port (API_PORT)")
-    parser.add_argument("--web-port", type=int, help="web page port (WEB_PORT)")
-    parser.add_argument("--mongo-url", help="MongoDB to use (MONGO_URL); the embedded store starts when nothing answers there")
+    parser.add_argument("--chat-port", dest="chat_port", type=int, help="chat server port (CHAT_PORT)")
+    parser.add_argument("--api-port", dest="api_port", type=int, help="message API port (API_PORT)")
+    parser.add_argument("--web-port", dest="web_port", type=int, help="web page port (WEB_PORT)")
+    parser.add_argument("--mongo-url", dest="mongo_url", help="MongoDB to use (MONGO_URL); the embedded store starts when nothing answers there")
     args = parser.parse_args()
-    overrides = {"chat_port": args.chat_port, "api_port": args.api_port, "web_port": args.web_port, "mongo_url": args.mongo_url}
-    settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    settings = settings_from(args, "skip")
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     logfile = logging.FileHandler(settings.log_dir / "launcher.log")
-    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logfile.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=[console, logfile])
     return run(settings, set(args.skip or ()))
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 
-from chatnet.config import Settings
+from chatnet.cli import add_chat_server_flags, add_debug_flag, run, settings_from, setup_logging
 from chatnet.thermometer import run_thermometer
 
 
@@ -14,16 +12,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the thermometer bot (a subscription service).")
     parser.add_argument("--name", dest="thermometer_name", help="its name on the network (THERMOMETER_NAME)")
     parser.add_argument("--interval", dest="thermometer_interval", type=float, help="seconds between readings (THERMOMETER_INTERVAL)")
-    parser.add_argument("--chat-host", help="chat server address (CHAT_HOST)")
-    parser.add_argument("--chat-port", type=int, help="chat server port (CHAT_PORT)")
-    parser.add_argument("--debug", action="store_true", help="log every frame")
+    add_chat_server_flags(parser)
+    add_debug_flag(parser)
     args = parser.parse_args()
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "debug"}
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(run_thermometer(Settings(**overrides)))
+    setup_logging(args.debug)
+    run(run_thermometer(settings_from(args, "debug")))
 
 
 if __name__ == "__main__":

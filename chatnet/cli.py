@@ -1,0 +1,45 @@
+"""What every entry script shares: settings from its flags, logging, the event loop.
+
+A flag's `dest` is the name of the setting it overrides (`--port` → `chat_port`), so
+`settings_from(args)` is all a script needs to merge flags over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from chatnet.config import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def settings_from(args: argparse.Namespace, *not_settings: str) -> Settings:
+    """Settings from the environment and `.env`, with every flag that was given on top."""
+    return Settings(**{key: value for key, value in vars(args).items() if value is not None and key not in not_settings})
+
+
+def add_chat_server_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a client of the chat server connects (bots, the web adapter)."""
+    parser.add_argument("--chat-host", dest="chat_host", help="chat server address (CHAT_HOST)")
+    parser.add_argument("--chat-port", dest="chat_port", type=int, help="chat server port (CHAT_PORT)")
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=None, help="log every line in and out")
+
+
+def setup_logging(debug: bool | None = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
+
+
+def run(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run `main` on uvloop where the platform has it, else on the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
