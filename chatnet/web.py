@@ -184,24 +184,17 @@ class Bridge:
         while not self.ws.closed:
             try:
                 peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, user, features=features)
-            except LoginInterrupted as exc:
-                logger.info("chat server dropped the login of %s: %s", user, exc)
-                text = f"Chat server unavailable, retrying in {delay:g} s."
-                await self._send(notice("status", text, error=True, state="unavailable", retry_in=delay))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_SECONDS)
-                continue
-            except LoginRefused as exc:
-                self.user = None
-                await self._send(notice("login_failed", str(exc), error=True))
-                return
-            except (OSError, TimeoutError) as exc:
+            except (LoginInterrupted, OSError, TimeoutError) as exc:  # down or restarting: retry
                 logger.info("chat server unavailable for %s: %s", user, exc)
                 text = f"Chat server unavailable, retrying in {delay:g} s."
                 await self._send(notice("status", text, error=True, state="unavailable", retry_in=delay))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
+            except LoginRefused as exc:  # the name itself was refused: back to the login form
+                self.user = None
+                await self._send(notice("login_failed", str(exc), error=True))
+                return
             delay = FIRST_RETRY_SECONDS
             await self._relay(peer)
             if not self.ws.closed:
