@@ -32,7 +32,7 @@ import heapq
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
@@ -142,8 +142,8 @@ def bucket(entries: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     stamps = [e["timestamp"] for e in entries]
     return {
         "_id": bucket_id(e["id"] for e in entries),
-        "first": parse_timestamp(min(stamps)),
-        "last": parse_timestamp(max(stamps)),
+        "first": epoch_ms(parse_timestamp(min(stamps))),
+        "last": epoch_ms(parse_timestamp(max(stamps))),
         "count": len(entries),
         "pairs": sorted({pair_key(e["sender"], e["destination"]) for e in entries}),
         "users": sorted({e["sender"] for e in entries} | {e["destination"] for e in entries}),
@@ -157,12 +157,29 @@ def from_entry(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {**doc, "metadata": doc.get("metadata") or {}}
 
 
-def after_ms(value: datetime) -> str:
-    """`value` as protocol text, rounded up to the millisecond: stored times have
-    milliseconds, so `text < after_ms(value)` is exactly "earlier than value"."""
-    if value.microsecond % 1000:
-        value += timedelta(microseconds=1000 - value.microsecond % 1000)
-    return format_datetime(value)
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MILLISECOND: Final = timedelta(milliseconds=1)
+
+
+def epoch_ms(value: datetime) -> int:
+    """Milliseconds since the epoch (exact, no float), rounded up: stored times have
+    milliseconds, so `epoch_ms(t) < epoch_ms(before)` is exactly "t earlier than before".
+
+    A bucket's span is kept in these: the embedded store compares datetimes (and
+    date-like text) through SQLite's datetime(), to the second, so a page boundary
+    inside a second would lose messages; whole numbers compare exactly everywhere."""
+    return -((EPOCH - value) // MILLISECOND)
+
+
+def ms_text(value: int) -> str:
+    """Milliseconds since the epoch as protocol text."""
+    return stamp(EPOCH + value * MILLISECOND)
+
+
+def up_to_second(value: datetime) -> datetime:
+    """`value` rounded up to the whole second: a bound that the embedded store's
+    second-precision comparison applies exactly (see `epoch_ms`)."""
+    return value if not value.microsecond else value.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def as_mail(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -424,15 +441,29 @@ class Store:
         """Messages between two users, delivered or still pending, newest first, and the
         `before` of the next page. Gathered by message id, so one caught twice (mail
         acknowledged while read, a batch archived again in other company) shows once."""
-        page = Page(limit, None if before is None else after_ms(before))
+        page = Page(limit, None if before is None else ms_text(epoch_ms(before)))
         for sender, destination in {(user, peer), (peer, user)}:
-            query = {"destination": destination, "sender": sender}
-            if before is not None:
-                query["timestamp"] = {"$lt": before}
-            mail = await self.mailbox.find(query).sort(NEWEST_FIRST).limit(limit).to_list(None)
-            page.add(to_json(doc) for doc in live(mail, utcnow()))
+            page.add(to_json(doc) for doc in await self._mail_between(sender, destination, limit, before))
         await self._gather_history(page, pair_key(user, peer), before)
         return page.result()
+
+    async def _mail_between(
+        self, sender: str, destination: str, limit: int, before: datetime | None
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` live mail documents from sender to destination older than
+        `before`. The store is asked for those before the next whole second (exact on
+        any store, see `up_to_second`) and the rest of that second is dropped here,
+        asking for more while dropping left the page short."""
+        query: dict[str, Any] = {"destination": destination, "sender": sender}
+        if before is not None:
+            query["timestamp"] = {"$lt": up_to_second(before)}
+        wanted = limit
+        while True:
+            docs = await self.mailbox.find(query).sort(NEWEST_FIRST).limit(wanted).to_list(None)
+            kept = [doc for doc in docs if before is None or doc["timestamp"] < before]
+            if len(kept) >= limit or len(docs) < wanted:
+                return live(kept, utcnow())
+            wanted += len(docs) - len(kept)
 
     async def _gather_history(self, page: Page, pair: str, before: datetime | None) -> None:
         """Read the pair's buckets, latest first, until no bucket left can hold a
@@ -440,11 +471,11 @@ class Store:
         acknowledged mail holds older messages than the chat archived before it)."""
         query: dict[str, Any] = {"pairs": pair}
         if before is not None:
-            query["first"] = {"$lt": before}
+            query["first"] = {"$lt": epoch_ms(before)}
         cursor = self.history_buckets.find(query).sort("last", DESCENDING).batch_size(BUCKETS_PER_READ)
         try:
             async for doc in cursor:
-                if page.complete_before(stamp(doc["last"])):
+                if page.complete_before(ms_text(doc["last"])):
                     break
                 page.add(from_entry(e) for e in doc["messages"] if pair_key(e["sender"], e["destination"]) == pair)
         finally:

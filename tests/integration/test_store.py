@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from chatnet.protocol import Message, MessageType, format_datetime, parse_timestamp, utcnow
-from chatnet.store import Store, to_document
+from chatnet.store import Store, epoch_ms, to_document
 
 
 @pytest.fixture
@@ -220,7 +220,7 @@ async def test_one_bucket_per_archived_batch(store: Store) -> None:
     (doc,) = await store.history_buckets.find({}).to_list(None)
     assert doc["count"] == 200 and [e["id"] for e in doc["messages"]] == [m.id for m in batch]
     assert len(doc["pairs"]) == 15 and doc["users"] == sorted({*(f"u{i}" for i in range(5)), *(f"v{i}" for i in range(3))})
-    assert (doc["first"], doc["last"]) == (batch[0].timestamp, batch[-1].timestamp)
+    assert (doc["first"], doc["last"]) == (epoch_ms(batch[0].timestamp), epoch_ms(batch[-1].timestamp))
 
 
 async def test_history_pages_across_buckets_shared_with_other_pairs(store: Store) -> None:
@@ -290,3 +290,23 @@ async def test_clear_history_takes_only_the_users_messages_from_shared_buckets(s
     assert await store.history_buckets.count_documents({"users": "alice"}) == 0
     assert await store.history_count() == 2
     assert await store.clear_history("alice") == 0
+
+
+async def test_history_pages_within_one_second(store: Store) -> None:
+    """Pages that end inside a second (many messages a second, archived and pending)
+    neither lose nor repeat a message."""
+    archived = [mail("alice", "bob", f"a{i}", seconds=i / 100) for i in range(0, 40, 2)]
+    pending = [mail("bob", "alice", f"p{i}", seconds=i / 100) for i in range(1, 40, 2)]
+    await store.archive(archived[:10])
+    await store.archive(archived[10:])
+    await store.store_mail(pending)
+    wanted = [m.message for m in sorted([*archived, *pending], key=lambda m: m.timestamp, reverse=True)]
+    read: list[str] = []
+    before = None
+    for _ in range(20):
+        page, cursor = await store.history("alice", "bob", limit=3, before=before)
+        read += [m["message"] for m in page]
+        if cursor is None:
+            break
+        before = parse_timestamp(cursor)
+    assert read == wanted
