@@ -270,6 +270,36 @@ async def test_history_and_clear(api: ApiClient) -> None:
     assert [m.message for m in messages] == ["three"]
 
 
+async def test_retried_archive_and_paging_across_batches(api: ApiClient) -> None:
+    """A POST /history sent again (a retry) shows nothing twice; a conversation archived
+    in many batches among others' pages back whole, newest first, even where pages end
+    inside a second; clearing takes only that user's messages out of shared batches."""
+    base = utcnow() - timedelta(minutes=1)
+    ours: list[Message] = []
+    for b in range(8):
+        stamp = base + timedelta(milliseconds=b * 100)
+        pair = [
+            Message(sender="alice", destination="bob", message=f"p{b}.{i}", timestamp=stamp + timedelta(milliseconds=i))
+            for i in range(3)
+        ]
+        noise = [Message(sender="carol", destination="dave", message=f"n{b}.{i}", timestamp=stamp) for i in range(5)]
+        ours += pair
+        assert await api.archive([*noise, *pair]) == 8
+        assert await api.archive([*noise, *pair]) == 8  # the retry
+    read: list[str] = []
+    before = None
+    for _ in range(20):
+        page, before = await api.history("bob", "alice", limit=5, before=before)
+        read += [m.id for m in page]
+        if before is None:
+            break
+    assert read == [m.id for m in reversed(ours)]
+    assert (await api.health_detailed())["counts"]["messages"] == 64
+    assert await api.clear_history("bob") == 24
+    assert await history_texts(api, "alice", "bob") == []
+    assert len((await api.history("dave", "carol", limit=100))[0]) == 40
+
+
 async def test_subscriptions(api: ApiClient) -> None:
     """Subscribing is idempotent, lists are per service, removal works once."""
     assert await api.subscribe("thermo", "bob") is True
