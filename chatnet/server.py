@@ -106,6 +106,12 @@ class Outcome:
 class Session(asyncio.Protocol):
     """One connection. Only moves data; the ChatServer decides what it means."""
 
+    # No per-instance dict: ten thousand idle sessions should cost little memory.
+    __slots__ = (
+        "server", "state", "on_line", "name", "features", "transport", "peer", "buffer", "bogus",
+        "paused", "diverted", "_out", "_flush_scheduled", "_resumed", "mail_busy", "mail_again", "_login_timer",
+    )  # fmt: skip
+
     def __init__(self, server: ChatServer) -> None:
         self.server = server
         self.state = State.LOGIN
