@@ -54,8 +54,13 @@ HEARTBEAT_MS: Final = 1000
 # The most messages in one bucket (an API batch holds at most 1000): a bucket is read
 # whole, so a bigger one would make a short page of history cost more.
 MAX_BUCKET: Final = 1000
-# Buckets fetched per round trip while a page of history is gathered.
-BUCKETS_PER_READ: Final = 16
+# Buckets fetched in the first round trip while a page of history is gathered, and at
+# most in any later one (which asks for as many as the pair's share of the buckets read
+# so far says are missing). Rounds with a limit rather than one open cursor: the
+# embedded store reads every match of a query without a limit before it answers, and
+# a bucket costs it milliseconds to read.
+FIRST_BUCKETS: Final = 4
+MOST_BUCKETS: Final = 64
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
 
@@ -472,14 +477,26 @@ class Store:
         query: dict[str, Any] = {"pairs": pair}
         if before is not None:
             query["first"] = {"$lt": epoch_ms(before)}
-        cursor = self.history_buckets.find(query).sort("last", DESCENDING).batch_size(BUCKETS_PER_READ)
-        try:
-            async for doc in cursor:
+        wanted, read, found = FIRST_BUCKETS, 0, 0
+        oldest, tied = None, []  # the buckets read that end at `oldest`, the latest end left
+        while True:
+            docs = await self.history_buckets.find(query).sort("last", DESCENDING).limit(wanted).to_list(None)
+            for doc in docs:
                 if page.complete_before(ms_text(doc["last"])):
-                    break
-                page.add(from_entry(e) for e in doc["messages"] if pair_key(e["sender"], e["destination"]) == pair)
-        finally:
-            await cursor.close()
+                    return
+                entries = [e for e in doc["messages"] if pair_key(e["sender"], e["destination"]) == pair]
+                page.add(from_entry(e) for e in entries)
+                read, found = read + 1, found + len(entries)
+                if doc["last"] != oldest:
+                    oldest, tied = doc["last"], []
+                tied.append(doc["_id"])
+            if len(docs) < wanted:
+                return
+            # The next round: buckets that end no later, but not those read already.
+            query["last"] = {"$lte": oldest}
+            query["_id"] = {"$nin": tied}
+            missing = page.limit - len(page.messages)
+            wanted = max(FIRST_BUCKETS, min(MOST_BUCKETS, -(-missing * read // max(found, 1)) + 1))
 
     async def clear_history(self, user: str) -> int:
         """Delete the delivered messages the user sent or received, from every bucket

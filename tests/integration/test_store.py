@@ -310,3 +310,15 @@ async def test_history_pages_within_one_second(store: Store) -> None:
             break
         before = parse_timestamp(cursor)
     assert read == wanted
+
+
+async def test_history_reads_many_buckets_that_end_together(store: Store) -> None:
+    """A page gathered from more buckets than one read fetches, many of them ending at
+    the same moment, holds every message of the pair once."""
+    ours = [mail("alice", "bob", f"a{b}", seconds=b) for b in range(15)]
+    for b, message in enumerate(ours):
+        await store.archive([message, mail("carol", "dave", f"n{b}", seconds=100)])
+    page, cursor = await store.history("alice", "bob", limit=12)
+    assert [m["message"] for m in page] == [f"a{b}" for b in range(14, 2, -1)]
+    rest, end = await store.history("alice", "bob", limit=12, before=parse_timestamp(cursor))
+    assert ([m["message"] for m in rest], end) == (["a2", "a1", "a0"], None)
