@@ -76,9 +76,12 @@ class ApiClient:
             await self._session.close()
             self._session = None
 
-    async def _request(self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+    async def _request(
+        self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None, encoded: str | None = None
+    ) -> Any:
+        """`encoded`: a body the caller already turned into JSON (see `archive_encoded`)."""
         session = self._open()
-        data = None if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        data = encoded if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         headers = {"Content-Type": "application/json"} if data is not None else None
         try:
             async with session.request(method, self.base_url + path, data=data, params=params, headers=headers) as response:
@@ -127,6 +130,11 @@ class ApiClient:
     async def archive(self, messages: Iterable[MessageLike]) -> int:
         """Archive delivered live chat (at most 1000 per call)."""
         return (await self._request("POST", "/history", {"messages": [_message_json(m) for m in messages]}))["stored"]
+
+    async def archive_encoded(self, messages_json: str) -> int:
+        """The same, for a caller that encoded the messages itself: `messages_json` is a
+        JSON array of messages. The chat server builds it in slices between routing work."""
+        return (await self._request("POST", "/history", encoded=f'{{"messages":{messages_json}}}'))["stored"]
 
     async def history(
         self, user: str, peer: str, limit: int = 50, before: str | datetime | None = None

@@ -392,3 +392,21 @@ async def test_a_reader_that_stops_reading_stalls_nobody_and_loses_nothing(chat:
         elif line.startswith("No stored messages"):
             asked = False
     assert len(seen) == total, f"missing {total - len(seen)} messages"
+
+
+async def test_history_keeps_the_ids_recipients_saw(chat: Network) -> None:
+    """A delivered message is archived under the id its recipient got, so a client can
+    drop the copy it sees again in history."""
+    from chatnet.api_client import ApiClient
+
+    bob = await chat.json_client("bob")
+    alice = await chat.text_client("alice")
+    await alice.send("bob: remember me")
+    live = await bob.expect(lambda m: m.type == MessageType.CHAT)
+    async with ApiClient(chat.api_url, chat.token) as api:
+        for _ in range(100):
+            messages, _ = await api.history("alice", "bob")
+            if messages:
+                break
+            await asyncio.sleep(0.1)
+    assert [(m.id, m.message) for m in messages] == [(live.id, "remember me")]
