@@ -66,8 +66,10 @@ WRITE_HIGH_WATER: Final = 1 << 20
 WRITE_LOW_WATER: Final = 1 << 18
 # Past this, even server notices can't be queued: the peer is dropped as too slow.
 WRITE_HARD_LIMIT: Final = 16 << 20
-# Stored mail is handed over in pages: written, drained, acknowledged, next page.
-MAIL_PAGE: Final = 5000
+# Stored mail is handed over in pages: written, drained, acknowledged, next page. The
+# API's largest page: each page costs a fetch and an acknowledgement, and a login with
+# thousands waiting should take one of each.
+MAIL_PAGE: Final = 10_000
 MAIL_BATCH: Final = 1000
 # How long the server keeps trying to store a message before telling the sender it
 # was NOT saved.
