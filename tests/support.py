@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import uuid
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chatnet.peer import Peer
-from chatnet.process import Child, free_port, http_ok, port_open, script
+from chatnet.process import ROOT, Child, free_port, http_ok, port_open, script
 from chatnet.protocol import Message
 
 HOST = "127.0.0.1"
@@ -236,3 +237,56 @@ class JsonClient:
 
     async def close(self) -> None:
         await self.peer.close()
+
+
+class ConsoleProcess:
+    """A program run over pipes (the terminal client, the launcher): what it prints,
+    stdout and stderr as one stream, read line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process, timeout: float = TIMEOUT) -> None:
+        self.process = process
+        self.timeout = timeout
+        self.seen: list[str] = []
+
+    @classmethod
+    async def start(cls, argv: list[str], env: dict[str, str] | None = None, timeout: float = TIMEOUT) -> ConsoleProcess:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=ROOT,
+            env=env if env is not None else {**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        return cls(process, timeout)
+
+    async def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def expect(self, wanted: str, timeout: float | None = None) -> str:
+        """Read output lines until one contains `wanted`; return it."""
+        assert self.process.stdout is not None
+        try:
+            async with asyncio.timeout(timeout or self.timeout):
+                while True:
+                    raw = await self.process.stdout.readline()
+                    if not raw:
+                        raise AssertionError(f"process ended before {wanted!r}; output:\n" + "\n".join(self.seen[-30:]))
+                    self.seen.append(raw.decode().rstrip("\n"))
+                    if wanted in self.seen[-1]:
+                        return self.seen[-1]
+        except TimeoutError:
+            raise AssertionError(f"never saw {wanted!r}; output:\n" + "\n".join(self.seen[-30:])) from None
+
+    async def finish(self, timeout: float | None = None) -> tuple[int, str]:
+        """Wait for the exit; the exit code and everything printed."""
+        out, _ = await asyncio.wait_for(self.process.communicate(), timeout or self.timeout)
+        self.seen.extend(out.decode().splitlines())
+        return self.process.returncode or 0, "\n".join(self.seen)
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+

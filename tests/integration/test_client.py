@@ -2,72 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 
 import pytest
 
-from chatnet.process import ROOT, free_port, script
-from tests.support import HOST, TIMEOUT, Network
+from chatnet.process import free_port, script
+from tests.support import HOST, ConsoleProcess, Network
 
 
-class ClientProcess:
-    """The terminal client run over pipes; stdout and stderr read as one stream."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.seen: list[str] = []
+class ClientProcess(ConsoleProcess):
+    """The terminal client run over pipes, as a person at a terminal uses it."""
 
     @classmethod
-    async def start(cls, port: int, *args: str) -> ClientProcess:
-        process = await asyncio.create_subprocess_exec(
-            *script("async_client.py", "--host", HOST, "--port", str(port), *args),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        return cls(process)
-
-    async def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def expect(self, wanted: str, timeout: float = TIMEOUT) -> str:
-        """Read output lines until one contains `wanted`."""
-        assert self.process.stdout is not None
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    raw = await self.process.stdout.readline()
-                    if not raw:
-                        raise AssertionError(f"client ended before {wanted!r}; output: {self.seen[-15:]}")
-                    self.seen.append(raw.decode().rstrip("\n"))
-                    if wanted in self.seen[-1]:
-                        return self.seen[-1]
-        except TimeoutError:
-            raise AssertionError(f"never saw {wanted!r}; output: {self.seen[-15:]}") from None
-
-    async def finish(self, timeout: float = TIMEOUT) -> tuple[int, str]:
-        """Wait for the client to exit; its exit code and everything it printed."""
-        out, _ = await asyncio.wait_for(self.process.communicate(), timeout)
-        self.seen.extend(out.decode().splitlines())
-        return self.process.returncode or 0, "\n".join(self.seen)
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
+    async def start_client(cls, port: int, *args: str) -> ConsoleProcess:
+        return await cls.start(script("async_client.py", "--host", HOST, "--port", str(port), *args))
 
 
 @pytest.fixture
 async def clients():
     """Starts clients for a test and makes sure none outlives it."""
-    started: list[ClientProcess] = []
+    started: list[ConsoleProcess] = []
 
-    async def start(port: int, *args: str) -> ClientProcess:
-        started.append(await ClientProcess.start(port, *args))
+    async def start(port: int, *args: str) -> ConsoleProcess:
+        started.append(await ClientProcess.start_client(port, *args))
         return started[-1]
 
     yield start

@@ -15,32 +15,14 @@ import pytest
 
 from chatnet.config import Settings
 from chatnet.launcher import child_env, redact_url
-from chatnet.process import ROOT, free_port, script
-from tests.support import HOST, TextClient
+from chatnet.process import free_port, script
+from tests.support import HOST, ConsoleProcess, TextClient
 
 START_TIMEOUT = 90.0  # store, API and server one after another
 
 
-class LauncherProcess:
+class LauncherProcess(ConsoleProcess):
     """The launcher over a pipe: its console read line by line."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.seen: list[str] = []
-
-    async def expect(self, wanted: str, timeout: float = START_TIMEOUT) -> str:
-        assert self.process.stdout is not None
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    raw = await self.process.stdout.readline()
-                    if not raw:
-                        raise AssertionError(f"launcher ended before {wanted!r}; output:\n" + "\n".join(self.seen))
-                    self.seen.append(raw.decode().rstrip("\n"))
-                    if wanted in self.seen[-1]:
-                        return self.seen[-1]
-        except TimeoutError:
-            raise AssertionError(f"never saw {wanted!r}; output:\n" + "\n".join(self.seen)) from None
 
     async def banner(self) -> str:
         """Everything up to the end of the banner."""
@@ -81,15 +63,12 @@ async def start_launcher(launcher_env: dict[str, str]) -> AsyncIterator[Callable
     started: list[LauncherProcess] = []
 
     async def start() -> LauncherProcess:
-        process = await asyncio.create_subprocess_exec(
-            *script("launcher.py", "--no-web", "--no-thermometer", "--no-openai"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=ROOT,
-            env=launcher_env,
+        launcher = await LauncherProcess.start(
+            script("launcher.py", "--no-web", "--no-thermometer", "--no-openai"), launcher_env, timeout=START_TIMEOUT
         )
-        started.append(LauncherProcess(process))
-        return started[-1]
+        assert isinstance(launcher, LauncherProcess)
+        started.append(launcher)
+        return launcher
 
     yield start
     for launcher in started:
