@@ -308,7 +308,11 @@ class Launcher:
         self.stopping = True
         for entry in reversed(self.running):
             code = self._stop(entry.child)
-            if code is not None:
+            if code in (0, -signal.SIGTERM):
+                # Ending on the SIGTERM we sent is a clean stop too: uvicorn shuts down
+                # gracefully and then re-raises the signal it caught.
+                logger.info("Stopped %s", entry.spec_title)
+            elif code is not None:
                 logger.info("Stopped %s (exit code %s)", entry.spec_title, code)
         logger.info("chatnet stopped.")
 
