@@ -35,6 +35,10 @@ NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 SERVER_NAME: Final = "server"
 
 NAME_RULE: Final = "1-32 letters, digits, '_', '.' or '-'"
+# Metadata only the server writes (what the sender announced at login; mail handed
+# over from the store): a client that sends them has them dropped, so nobody can fake
+# another peer's features or a stored message.
+SERVER_METADATA: Final = frozenset({"sender_features", "stored"})
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")]
 
@@ -78,10 +82,6 @@ def format_datetime(value: datetime) -> str:
     """The same format from an aware datetime (exact: no float in between)."""
     value = value.astimezone(timezone.utc)
     return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
-
-
-def now_timestamp() -> str:
-    return format_timestamp(time.time())
 
 
 def short_timestamp(timestamp: str) -> str:
@@ -252,6 +252,8 @@ def parse_json_frame(line: str) -> ClientEvent:
             raise BadFrame("A chat frame needs a 'message' string.")
         if metadata is not None and not isinstance(metadata, dict):
             raise BadFrame("'metadata' must be an object.")
+        if metadata and not SERVER_METADATA.isdisjoint(metadata):
+            metadata = {key: value for key, value in metadata.items() if key not in SERVER_METADATA}
         return Chat(check_name(destination, "destination"), check_message(message), metadata or None, kind)
     if kind == MessageType.COMMAND:
         message = frame.get("message")

@@ -96,10 +96,14 @@ async def test_json_mode_sets_sender_id_and_time(chat: Network) -> None:
     """A JSON client can't speak as someone else or back-date a message."""
     bob = await chat.json_client("bob")
     mallory = await chat.json_client("mallory")
-    await mallory.send_raw({"type": "chat", "destination": "bob", "message": "trust me", "sender": "alice", "id": "forged", "timestamp": "2000-01-01T00:00:00Z"})
+    await mallory.send_raw({
+        "type": "chat", "destination": "bob", "message": "trust me", "sender": "alice", "id": "forged",
+        "timestamp": "2000-01-01T00:00:00Z", "metadata": {"stored": True, "sender_features": ["stream"], "mood": "calm"},
+    })  # fmt: skip
     got = await bob.expect(lambda m: m.type == MessageType.CHAT)
     assert got.sender == "mallory"
     assert got.id != "forged"
+    assert got.metadata == {"mood": "calm"}  # no fake stored mail, no borrowed features
     assert abs(got.timestamp - datetime.now(timezone.utc)) < timedelta(minutes=1)
     assert got.message == "trust me"
 

@@ -135,6 +135,12 @@ def test_chat_frame_ignores_fields_a_client_may_not_set() -> None:
     assert parse_json_frame(json.dumps(frame)) == Chat("bob", "hi", {"k": 1})
 
 
+def test_chat_frame_drops_metadata_only_the_server_writes() -> None:
+    """A client can't claim another's features or pass its message off as stored mail."""
+    frame = {"type": "chat", "destination": "bob", "message": "hi", "metadata": {"stored": True, "sender_features": ["stream"], "note": 1}}
+    assert parse_json_frame(json.dumps(frame)) == Chat("bob", "hi", {"note": 1})
+
+
 def test_subscription_frame_keeps_its_type() -> None:
     """A service's broadcast is routed like chat but stays a subscription."""
     event = parse_json_frame('{"type": "subscription", "destination": "al", "message": "21.5 C"}')
