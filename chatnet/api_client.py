@@ -45,11 +45,7 @@ def _detail(body: str) -> str:
 
 
 class ApiClient:
-    def __init__(self, base_url: str | Settings, token: str | None = None, timeout: float = 5.0) -> None:
-        if isinstance(base_url, Settings):
-            settings = base_url
-            base_url = settings.api_url
-            token = token or (settings.api_token.get_secret_value() if settings.api_token else None)
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -57,7 +53,9 @@ class ApiClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout: float = 5.0) -> ApiClient:
-        return cls(settings, timeout=timeout)
+        """The API at API_HOST:API_PORT, with API_TOKEN when one is set."""
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        return cls(settings.api_url, token, timeout)
 
     async def __aenter__(self) -> ApiClient:
         self._open()

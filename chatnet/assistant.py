@@ -430,7 +430,7 @@ async def run_assistant(settings: Settings) -> None:
 
     model = OpenAIModel(settings)
     try:
-        async with ApiClient(settings) as api:
+        async with ApiClient.from_settings(settings) as api:
             await serve(Assistant(settings, model, api))
     finally:
         await model.close()

@@ -71,13 +71,6 @@ class Settings(BaseSettings):
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
 
-    @property
-    def api_headers(self) -> dict[str, str]:
-        """Headers a client of the message API sends (the bearer token, when set)."""
-        if self.api_token is None:
-            return {}
-        return {"Authorization": f"Bearer {self.api_token.get_secret_value()}"}
-
 
 @lru_cache
 def get_settings() -> Settings:

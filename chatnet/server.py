@@ -38,6 +38,7 @@ from chatnet.protocol import (
     MessageType,
     Quit,
     LineBuffer,
+    Message,
     check_name,
     format_datetime,
     format_timestamp,
@@ -129,7 +130,7 @@ class Session(asyncio.Protocol):
         # JSON frame. The server swaps the handler at login, so lines need no state test.
         self.on_line: Callable[[Session, str], None] = server.read_login
         self.name = ""
-        self.features: frozenset[str] = frozenset()
+        self.features: tuple[str, ...] = ()  # as announced at login, sorted: sent along as they are
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.buffer = LineBuffer()
@@ -199,10 +200,6 @@ class Session(asyncio.Protocol):
 
     # --- output ------------------------------------------------------------------
 
-    @property
-    def is_json(self) -> bool:
-        return self.state is State.JSON
-
     def write(self, text: str) -> None:
         """Queue text; everything queued in one loop pass goes out in one write."""
         if self.state is State.CLOSED:
@@ -243,20 +240,24 @@ class Session(asyncio.Protocol):
     def notice(self, text: str, event: str, **metadata: Any) -> None:
         """Something the server says: a plain line in text mode, a frame in JSON mode."""
         if self.state is State.JSON:
-            self.write(json_line(new_id(), SERVER_NAME, self.name, text, self.server.now(), MessageType.NOTIFICATION, {"event": event, **metadata}))
+            self._server_frame(MessageType.NOTIFICATION, text, event, metadata)
         else:
             self.write(text + "\n")
 
     def error(self, text: str, event: str = "bad_input", **metadata: Any) -> None:
         if self.state is State.JSON:
-            self.write(json_line(new_id(), SERVER_NAME, self.name or None, text, self.server.now(), MessageType.ERROR, {"event": event, **metadata}))
+            self._server_frame(MessageType.ERROR, text, event, metadata)
         else:
             self.write(f"Error: {text}\n")
+
+    def _server_frame(self, kind: MessageType, text: str, event: str, metadata: dict[str, Any]) -> None:
+        """A frame from the server itself: `metadata.event` says what it is."""
+        self.write(json_line(new_id(), SERVER_NAME, self.name or None, text, self.server.now(), kind, {"event": event, **metadata}))
 
     def reject(self, exc: ChatError) -> None:
         """A bad line: tell the peer, keep the session — unless it only sends garbage."""
         if isinstance(exc, LoginFailed) and exc.json_mode:
-            self.write(json_line(new_id(), SERVER_NAME, None, str(exc), self.server.now(), MessageType.ERROR, {"event": "login_failed"}))
+            self._server_frame(MessageType.ERROR, str(exc), "login_failed", {})
         elif isinstance(exc, LoginFailed):
             self.write(f"{exc}\n{PROMPT}")
         else:
@@ -301,11 +302,10 @@ class MailWriter:
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
-            while self.queue:
-                await self._store(self._next_batch())
+            await self.drain()
 
     async def drain(self) -> None:
-        """Store everything still queued (shutdown)."""
+        """Store everything queued (also at shutdown)."""
         while self.queue:
             await self._store(self._next_batch())
 
@@ -326,22 +326,21 @@ class MailWriter:
             except StoreUnavailable as exc:
                 if delay is None:
                     logger.warning("could not store %d message(s): %s", len(batch), exc)
-                    self.failed += len(batch)
-                    for outcome in batch:
-                        _tell_not_saved(outcome)
-                    return
+                    return self._give_up(batch)
                 await asyncio.sleep(delay)
             except ChatError as exc:  # the API refused the batch: our bug, say so loudly
                 logger.error("message API refused %d message(s): %s", len(batch), exc)
-                self.failed += len(batch)
-                for outcome in batch:
-                    _tell_not_saved(outcome)
-                return
+                return self._give_up(batch)
             else:
                 self.saved += len(batch)
                 for outcome in batch:
                     _tell_saved(outcome)
                 return
+
+    def _give_up(self, batch: list[Outcome]) -> None:
+        self.failed += len(batch)
+        for outcome in batch:
+            _tell_not_saved(outcome)
 
 
 def _tell_saved(outcome: Outcome) -> None:
@@ -401,10 +400,9 @@ class Archiver:
     backlog: deque[ArchiveEntry] = field(default_factory=lambda: deque(maxlen=ARCHIVE_BACKLOG))
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     retry: str = ""  # an encoded batch the API didn't take yet
-
-    asleep: bool = False  # True while run() waits for work: add() must wake it
-
-    # The routing path appends to `backlog` itself and calls wake() when `asleep`.
+    # True while run() waits for work. The routing path appends to `backlog` itself
+    # (one C call) and calls wake() only when this is set.
+    asleep: bool = False
 
     def wake(self) -> None:
         self.asleep = False
@@ -591,7 +589,7 @@ class ChatServer:
             raise ProtocolError(f"The name '{name}' is already online; choose another.")
         if session._login_timer:
             session._login_timer.cancel()
-        session.name, session.state, session.features = name, mode, features
+        session.name, session.state, session.features = name, mode, tuple(sorted(features))
         session.on_line = self.read_json if mode is State.JSON else self.read_text
         self.users[name] = session
         logger.info("%s logged in from %s (%s mode)", name, session.peer, mode.value)
@@ -608,12 +606,9 @@ class ChatServer:
             self._announce(session.name, "offline")
 
     def _announce(self, name: str, presence: str) -> None:
-        if not self.json_users:
-            return
-        now = self.now()
         for other in self.json_users.values():
             if other.name != name:
-                other.write(json_line(new_id(), SERVER_NAME, other.name, f"{name} is {presence}", now, MessageType.NOTIFICATION, {"event": "presence", "presence": presence, "user": name}))
+                other.notice(f"{name} is {presence}", "presence", presence=presence, user=name)
 
     # --- routing (the hot path) --------------------------------------------------
 
@@ -636,7 +631,7 @@ class ChatServer:
                 msg_id = new_id()
                 out = metadata
                 if sender.features:
-                    out = {**(metadata or {}), "sender_features": sorted(sender.features)}
+                    out = {**(metadata or {}), "sender_features": sender.features}
                 target.write(json_line(msg_id, sender.name, destination, message, now, kind, out))
             if not partial:
                 self._archive((msg_id, sender.name, destination, message, now, kind, metadata))
@@ -720,7 +715,7 @@ class ChatServer:
         else:
             session.error(text, "check")
 
-    def _write_stored(self, session: Session, message: Any) -> None:
+    def _write_stored(self, session: Session, message: Message) -> None:
         timestamp = format_datetime(message.timestamp)
         if session.state is State.JSON:
             metadata = {**message.metadata, "stored": True}

@@ -217,5 +217,5 @@ async def run_thermometer(settings: Settings) -> None:
     from chatnet.api_client import ApiClient
     from chatnet.bot import serve
 
-    async with ApiClient(settings) as api:
+    async with ApiClient.from_settings(settings) as api:
         await serve(Thermometer(settings, api))

@@ -33,7 +33,8 @@ from aiohttp import WSMsgType, web
 
 from chatnet.assistant import PERSONALITIES
 from chatnet.config import Settings
-from chatnet.errors import BadFrame, ProtocolError
+from chatnet.api_client import ApiClient
+from chatnet.errors import ApiRejected, BadFrame, ProtocolError, StoreUnavailable
 from chatnet.peer import LoginInterrupted, LoginRefused, Peer
 from chatnet.process import ROOT
 from chatnet.protocol import (
@@ -68,7 +69,7 @@ HISTORY_LIMIT_MAX: Final = 200
 SETTINGS: Final = web.AppKey("settings", Settings)
 BRIDGES: Final = web.AppKey("bridges", dict)  # session token -> Bridge
 SOCKETS: Final = web.AppKey("sockets", set)  # every open WebSocket, logged in or not
-HTTP: Final = web.AppKey("http", aiohttp.ClientSession)
+API: Final = web.AppKey("api", ApiClient)  # holds API_TOKEN; the page never sees it
 
 
 def notice(event: str, text: str, *, error: bool = False, **details: Any) -> str:
@@ -271,22 +272,14 @@ async def history(request: web.Request) -> web.Response:
         return web.json_response({"error": str(exc)}, status=422)
     if not 1 <= limit <= HISTORY_LIMIT_MAX:
         return web.json_response({"error": f"limit must be 1..{HISTORY_LIMIT_MAX}."}, status=422)
-    params = {"limit": str(limit)}
-    if before := request.query.get("before"):
-        params["before"] = before
-    settings = request.app[SETTINGS]
-    url = f"{settings.api_url}/history/{bridge.user}/{peer}"
     try:
-        async with request.app[HTTP].get(url, params=params, headers=settings.api_headers) as response:
-            body = await response.json(content_type=None)
-            status = response.status
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        messages, next_before = await request.app[API].history(bridge.user, peer, limit, request.query.get("before"))
+    except ApiRejected as exc:  # e.g. a malformed `before`: the page's mistake, say which
+        return web.json_response({"error": exc.detail}, status=exc.status)
+    except StoreUnavailable as exc:
         logger.warning("history for %s unavailable: %s", bridge.user, exc)
         return web.json_response({"error": "History is unavailable right now."}, status=503)
-    if status != 200:
-        logger.warning("message API answered %d for history: %s", status, body)
-        return web.json_response({"error": "History is unavailable right now."}, status=502 if status >= 500 else status)
-    return web.json_response({"messages": body.get("messages", []), "next_before": body.get("next_before")})
+    return web.json_response({"messages": [m.model_dump(mode="json") for m in messages], "next_before": next_before})
 
 
 async def page_config(request: web.Request) -> web.Response:
@@ -307,9 +300,9 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-async def _http_client(app: web.Application):  # type: ignore[no-untyped-def]
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        app[HTTP] = session
+async def _api_client(app: web.Application):  # type: ignore[no-untyped-def]
+    async with ApiClient.from_settings(app[SETTINGS], timeout=10.0) as api:
+        app[API] = api
         yield
 
 
@@ -324,7 +317,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[BRIDGES] = {}
     app[SOCKETS] = set()
-    app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_api_client)
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
