@@ -26,18 +26,12 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from chatnet.config import Settings, get_settings
-from chatnet.protocol import Message, Name, parse_timestamp
-from chatnet.store import Store, to_json
+from chatnet.limits import HISTORY_PAGE, MAIL_PAGE, MAX_ACK_IDS, MAX_BATCH, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, NAME_PATTERN, NAME_RULE
+from chatnet.protocol import Message, Name, from_mail_document, parse_timestamp
+from chatnet.store import Store
 
 logger = logging.getLogger("chatnet.api")
 
-MAX_BATCH: Final = 1000
-MAX_ACK_IDS: Final = 10_000
-MAX_PAGE: Final = 1000
-# The chat server takes a user's mail in big pages: fewer round trips at login.
-MAX_MAIL_PAGE: Final = 10_000
-MAX_TTL_SECONDS: Final = 366 * 86400
-MAX_KEEP_LATEST: Final = 10_000
 # Bot state is a bounded conversation thread or similar; this only stops abuse.
 MAX_STATE_BYTES: Final = 1 << 20
 PING_TIMEOUT: Final = 1.5
@@ -57,8 +51,7 @@ ARCHIVE_MAX_DEFER_SECONDS: Final = 2.0
 # again (the oldest are forgotten first; a forgotten one is simply read).
 MAX_SERVED: Final = 20_000
 
-NAME_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,32}$"
-PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="1-32 letters, digits, '_', '.' or '-'")]
+PathName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE)]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
@@ -74,7 +67,7 @@ class StoredMessage(Message):
 
 class MailIn(BaseModel):
     messages: list[StoredMessage] = Field(min_length=1, max_length=MAX_BATCH)
-    ttl_seconds: int | None = Field(None, ge=1, le=MAX_TTL_SECONDS, description="expire the mail after this many seconds")
+    ttl_seconds: int | None = Field(None, ge=1, le=MAX_MAIL_TTL_SECONDS, description="expire the mail after this many seconds")
     keep_latest: int | None = Field(
         None, ge=1, le=MAX_KEEP_LATEST, description="keep only the newest N pending per (destination, sender, type)"
     )
@@ -407,7 +400,7 @@ async def store_mail(body: MailIn, store: StoreDep) -> MailStored:
 
 
 async def pending_mail(
-    user: PathName, store: StoreDep, request: Request, limit: Annotated[int, Query(ge=1, le=MAX_MAIL_PAGE)] = 100
+    user: PathName, store: StoreDep, request: Request, limit: Annotated[int, Query(ge=1, le=MAIL_PAGE)] = 100
 ) -> JSONResponse:
     """The user's pending mail, oldest first, and how much is pending in all."""
     with request.app.state.copier.foreground():
@@ -415,7 +408,7 @@ async def pending_mail(
         # No need to count when the page holds everything (the mailbox keeps counting cheap).
         total = len(docs) if len(docs) < limit else await store.pending_count(user)
     request.app.state.served.remember(docs)
-    return JSONResponse({"user": user, "messages": [to_json(doc) for doc in docs], "total": total})
+    return JSONResponse({"user": user, "messages": [from_mail_document(doc) for doc in docs], "total": total})
 
 
 async def ack_mail(user: PathName, body: AckIn, store: StoreDep, request: Request) -> Acknowledged:
@@ -439,7 +432,7 @@ async def history(
     user: PathName,
     peer: PathName,
     store: StoreDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE)] = 50,
     before: Annotated[datetime | None, Query(description="ISO timestamp: only older messages")] = None,
 ) -> JSONResponse:
     """Messages between two users in either direction, delivered or still pending,

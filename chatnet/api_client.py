@@ -24,13 +24,7 @@ import aiohttp
 
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
-from chatnet.protocol import Message, format_datetime
-
-MessageLike = Message | Mapping[str, Any]
-
-
-def _message_json(message: MessageLike) -> Any:
-    return message.model_dump(mode="json") if isinstance(message, Message) else message
+from chatnet.protocol import Message, MessageLike, dumps, format_datetime, message_json
 
 
 def _detail(body: str) -> str:
@@ -79,7 +73,7 @@ class ApiClient:
     ) -> Any:
         """`encoded`: a body the caller already turned into JSON (see `archive_encoded`)."""
         session = self._open()
-        data = encoded if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        data = encoded if body is None else dumps(body)
         headers = {"Content-Type": "application/json"} if data is not None else None
         try:
             async with session.request(method, self.base_url + path, data=data, params=params, headers=headers) as response:
@@ -110,7 +104,7 @@ class ApiClient:
         self, messages: Iterable[MessageLike], ttl_seconds: int | None = None, keep_latest: int | None = None
     ) -> list[str]:
         """Store offline mail (at most 1000 per call); returns the stored ids."""
-        body = {"messages": [_message_json(m) for m in messages], "ttl_seconds": ttl_seconds, "keep_latest": keep_latest}
+        body = {"messages": [message_json(m) for m in messages], "ttl_seconds": ttl_seconds, "keep_latest": keep_latest}
         return (await self._request("POST", "/mail", body))["ids"]
 
     async def pending(self, user: str, limit: int = 100) -> tuple[list[Message], int]:
@@ -127,7 +121,7 @@ class ApiClient:
 
     async def archive(self, messages: Iterable[MessageLike]) -> int:
         """Archive delivered live chat (at most 1000 per call)."""
-        return (await self._request("POST", "/history", {"messages": [_message_json(m) for m in messages]}))["stored"]
+        return (await self._request("POST", "/history", {"messages": [message_json(m) for m in messages]}))["stored"]
 
     async def archive_encoded(self, messages_json: str) -> int:
         """The same, for a caller that encoded the messages itself: `messages_json` is a

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from chatnet.config import Settings
-from chatnet.errors import ChatError
-from chatnet.peer import LoginRefused, Peer
+from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
+from chatnet.peer import Peer
 from chatnet.protocol import MAX_MESSAGE_CHARS, SERVER_NAME, Message, MessageType
 
 logger = logging.getLogger("chatnet.bot")
@@ -301,7 +301,7 @@ class Bot:
             while not stop.is_set():
                 try:
                     peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, self.name, features=self.features)
-                except (OSError, TimeoutError, LoginRefused, ChatError) as exc:
+                except (OSError, TimeoutError, LoginRefused, LoginInterrupted, ChatError) as exc:
                     attempt += 1
                     delay = backoff(attempt)
                     self.log.warning("cannot log in as %s (%s); retrying in %.1f s", self.name, exc or type(exc).__name__, delay)

@@ -1,13 +1,21 @@
-"""Exceptions of chatnet.
+"""Exceptions of chatnet: one tree, so a caller catches by whose fault it was.
 
     ChatError
-    ├── ProtocolError        the peer sent something we can't accept (its fault;
-    │   │                    the connection stays, the peer gets an error reply)
+    ├── ProtocolError        a peer sent something we can't accept (its fault: the
+    │   │                    connection stays and the peer is told why)
     │   ├── LineTooLong
     │   ├── BadEncoding
-    │   └── BadFrame         malformed JSON, unknown type, invalid field
+    │   ├── BadFrame         malformed JSON, unknown type, invalid field
+    │   └── LoginFailed      a login attempt the server refused; the peer may try again
+    ├── LoginRefused         (client side) the server refused our login: permanent,
+    │                        retrying the same login gets the same answer
+    ├── LoginInterrupted     (client side) the connection closed before the server
+    │                        answered the login: worth retrying
     ├── StoreUnavailable     the message API could not confirm a write or read
-    └── ApiRejected          the message API refused a request (4xx: the caller's fault)
+    ├── ApiRejected          the message API refused a request (4xx: the caller's fault)
+    └── ChildFailed          a child process exited or was not ready in time
+
+Our own bugs are none of these: they propagate to the boundary that logs them.
 """
 
 
@@ -31,8 +39,20 @@ class BadFrame(ProtocolError):
     pass
 
 
+class LoginFailed(ProtocolError):
+    """A refused login; the peer is told why and may try again."""
+
+
+class LoginRefused(ChatError):
+    """The server refused our login (name taken or invalid); the text says why."""
+
+
+class LoginInterrupted(ChatError):
+    """The connection closed before the server answered our login: not a refusal."""
+
+
 class StoreUnavailable(ChatError):
-    """The message API could not be reached or refused the request."""
+    """The message API could not be reached or failed (5xx)."""
 
 
 class ApiRejected(ChatError):
@@ -42,3 +62,7 @@ class ApiRejected(ChatError):
         super().__init__(f"message API refused the request ({status}): {detail}")
         self.status = status
         self.detail = detail
+
+
+class ChildFailed(ChatError):
+    """A child exited or did not become ready in time; the text ends with its log."""

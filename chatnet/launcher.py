@@ -32,7 +32,8 @@ from pydantic import SecretStr
 from pydantic_core import to_jsonable_python
 
 from chatnet.config import Settings
-from chatnet.process import ROOT, Child, ChildFailed, Probe, embedded_store_argv, free_port, http_ok, mongo_reachable, port_open, script
+from chatnet.errors import ChildFailed
+from chatnet.process import ROOT, Child, Probe, embedded_store_argv, free_port, http_ok, mongo_reachable, port_open, script
 
 logger = logging.getLogger("chatnet.launcher")
 

@@ -18,21 +18,12 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from chatnet.errors import ChatError
+from chatnet.errors import LoginInterrupted, LoginRefused
 from chatnet.protocol import Message, MessageType, parse_message
 
 # Frames from the server can be longer than a client's line limit (stored mail
 # with metadata, a bot's long reply); this only bounds memory.
 READ_LIMIT = 1 << 20
-
-
-class LoginRefused(ChatError):
-    """The server refused the login (name taken or invalid); the text says why."""
-
-
-class LoginInterrupted(LoginRefused):
-    """The connection closed before the server answered the login: not a refusal, so
-    worth retrying (a LoginRefused, for callers that don't tell them apart)."""
 
 
 class Peer:
@@ -56,7 +47,7 @@ class Peer:
         password: str | None = None,
         timeout: float = 10.0,
     ) -> Peer:
-        """Open a connection and log in; raises LoginRefused or OSError."""
+        """Open a connection and log in; raises LoginRefused, LoginInterrupted or OSError."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=READ_LIMIT), timeout)
         peer = cls(reader, writer, user)
         try:

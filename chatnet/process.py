@@ -19,15 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from chatnet.errors import ChatError
+from chatnet.errors import ChildFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 
 Probe = Callable[[], bool]
-
-
-class ChildFailed(ChatError):
-    """A child exited or did not become ready in time; the text ends with its log."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

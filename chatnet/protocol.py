@@ -1,12 +1,17 @@
-"""The wire protocol: bytes meet text here and nowhere else.
+"""What every process shares about messages: the model, its vocabulary, its shapes.
 
-Pure functions and small types, no I/O. A connection handler feeds raw bytes to a
-`LineBuffer`, decodes each line, parses it with `parse_text_line` or
-`parse_json_frame`, and writes what `format_text` / `format_json` return.
+Pure: no I/O. The wire formats themselves (text lines, JSON frames) are the dialects'
+(`chatnet.dialects`); this module owns what they have in common:
 
-Text mode (people, netcat):  `bob: hi`, `!check`, `!who`, `!help`, `exit`.
-JSON mode (programs): one `Message`-shaped object per line; the first is
-`{"type": "login", "user": "alice", "features": ["stream"]}`.
+- the `Message` model, names, ids and timestamps;
+- `MessageType` and `Event` (every `metadata.event` value), one enum each;
+- what a client can say (`Login`, `Chat`, `Command`, `Quit`) and what the server
+  delivers (`Delivery`);
+- one encoder per shape a message takes between the socket and the store:
+  `message_dict` (the JSON shape the API and clients see), `json_line` (that shape as a
+  JSON-mode line), `mail_document` / `from_mail_document` (pending mail in MongoDB) and
+  `history_entry` / `from_history_entry` (a message inside a history bucket);
+- `LineBuffer`, where bytes from a socket become lines.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import StrEnum
 from functools import lru_cache, partial
@@ -23,28 +29,18 @@ from typing import Annotated, Any, Final, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
 
-from chatnet.errors import BadEncoding, BadFrame, LineTooLong, ProtocolError
+from chatnet.errors import BadFrame, LineTooLong, ProtocolError
+from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS, NAME_PATTERN, NAME_RULE
 
-# A line longer than this is read away and answered with an error, never buffered whole.
-MAX_LINE_BYTES: Final = 8192
-# Long enough for a paragraph, short enough that a JSON frame of it fits in one line.
-MAX_MESSAGE_CHARS: Final = 2000
-MAX_NAME_CHARS: Final = 32
-NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+NAME_RE: Final = re.compile(NAME_PATTERN.strip("^$"))
 # Sender of what the server itself says; nobody can log in under this name.
 SERVER_NAME: Final = "server"
-
-NAME_RULE: Final = "1-32 letters, digits, '_', '.' or '-'"
 # Metadata only the server writes (what the sender announced at login; mail handed
 # over from the store): a client that sends them has them dropped, so nobody can fake
 # another peer's features or a stored message.
 SERVER_METADATA: Final = frozenset({"sender_features", "stored"})
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")]
-
-
-def is_valid_name(name: str) -> bool:
-    return NAME_RE.fullmatch(name) is not None
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 class MessageType(StrEnum):
@@ -53,6 +49,50 @@ class MessageType(StrEnum):
     NOTIFICATION = "notification"
     SUBSCRIPTION = "subscription"
     ERROR = "error"
+
+
+class Event(StrEnum):
+    """What a notice is: its `metadata.event`. The page gets this list from /config.json."""
+
+    # from the chat server
+    WELCOME = "welcome"  # login accepted: user, pending (None: the store is unavailable), online
+    PRESENCE = "presence"  # someone came online or left: user, presence
+    SAVED = "saved"  # offline mail stored: destination, id
+    NOT_SAVED = "not_saved"  # offline mail could not be stored: destination, id
+    WHO = "who"  # answer to !who: users
+    HELP = "help"  # answer to !help
+    CHECK = "check"  # answer to !check: pending
+    GOODBYE = "goodbye"  # the server closes this connection
+    SHUTDOWN = "shutdown"  # the server is stopping
+    LOGIN_FAILED = "login_failed"  # a refused login; the text says why
+    BAD_INPUT = "bad_input"  # a line or frame was refused; the text says why
+    # from the web adapter
+    STATUS = "status"  # the adapter's chat-server connection: state, retry_in
+    SESSION = "session"  # the page's session token after a login: token
+    NOT_SENT = "not_sent"  # a frame from the page could not reach the chat server
+
+
+def is_valid_name(name: str) -> bool:
+    return NAME_RE.fullmatch(name) is not None
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not is_valid_name(name):
+        raise ProtocolError(f"Invalid {what} {quote(name)}: use {NAME_RULE}.")
+    return name
+
+
+def check_message(text: str) -> str:
+    if not text:
+        raise ProtocolError("Empty message: write 'name: message'.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ProtocolError(f"Message too long ({len(text)} characters; the limit is {MAX_MESSAGE_CHARS}).")
+    return text
+
+
+def quote(value: str, limit: int = 40) -> str:
+    """A peer's value, shortened, for an error message."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 # --- ids and time ------------------------------------------------------------------
@@ -73,15 +113,17 @@ def _second_prefix(second: int) -> str:
 
 
 def format_timestamp(epoch: float) -> str:
-    """UTC ISO 8601 with milliseconds: `2026-11-21T10:00:05.123Z`."""
+    """UTC ISO 8601 with milliseconds, `2026-11-21T10:00:05.123Z`, from epoch seconds."""
     second, millis = divmod(int(epoch * 1000), 1000)
     return f"{_second_prefix(second)}.{millis:03d}Z"
 
 
 def format_datetime(value: datetime) -> str:
-    """The same format from an aware datetime (exact: no float in between)."""
-    value = value.astimezone(timezone.utc)
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+    """The same format from a datetime (naive ones are UTC), exact: no float in
+    between. A page of mail formats thousands, so UTC ones take the short way."""
+    if value.utcoffset():
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def short_timestamp(timestamp: str) -> str:
@@ -100,6 +142,24 @@ def parse_timestamp(value: str | datetime) -> datetime:
 
 def utcnow() -> datetime:
     return parse_timestamp(datetime.now(timezone.utc))
+
+
+class Clock:
+    """The routing path's clock: read once per chunk of input (`tick`), so a burst of
+    lines shares one reading, and formatted once per millisecond at most."""
+
+    __slots__ = ("_ms", "text")
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self.text = ""  # the last reading, UTC ISO 8601 with milliseconds
+
+    def tick(self) -> str:
+        ms = int(time.time() * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            self.text = format_timestamp(ms / 1000)
+        return self.text
 
 
 # --- the Message model ---------------------------------------------------------------
@@ -128,11 +188,18 @@ class Message(BaseModel):
         return format_datetime(value)
 
 
-# --- what a client can say -----------------------------------------------------------
+def parse_message(line: str | bytes) -> Message:
+    """A server frame (JSON mode) as a Message; for clients, bots and the adapter."""
+    try:
+        return Message.model_validate_json(line)
+    except ValueError as exc:
+        raise BadFrame(f"Malformed frame from the server: {exc}") from None
 
 
-# Client events are NamedTuples: immutable like frozen dataclasses, and several times
-# cheaper to build, which matters on the routing path (one per line).
+# --- what a client can say, what the server delivers ---------------------------------
+
+# Events are NamedTuples: immutable like frozen dataclasses, and several times cheaper
+# to build, which matters on the routing path (one per line).
 
 
 class Login(NamedTuple):
@@ -148,11 +215,6 @@ class Chat(NamedTuple):
     type: str = MessageType.CHAT  # or SUBSCRIPTION: a service's broadcast, routed alike
 
 
-# Chat(...) goes through a Python-level __new__; the routing path builds one per line,
-# so it calls tuple.__new__ directly (same object, a third of the cost).
-_new_chat = partial(tuple.__new__, Chat)
-
-
 class Command(NamedTuple):
     name: str  # without the "!": "check", "who", "help"
     args: str = ""
@@ -163,6 +225,19 @@ class Quit(NamedTuple):
 
 
 ClientEvent = Login | Chat | Command | Quit
+
+
+# A live message as the router hands it to a session, and as it is archived: a plain
+# tuple (the routing path builds one per message; a literal is the cheapest thing to build)
+#     (id, sender, destination, message, timestamp, type, metadata, sender_features)
+# `id` is None when the recipient is shown none (a text line): the archiver makes one
+# then. `sender_features` is what the sender announced at login, for JSON readers.
+Delivery = tuple[str | None, str, str, str, str, str, dict[str, Any] | None, tuple[str, ...]]
+
+# Chat(...) goes through a Python-level __new__; the routing path builds one per line,
+# so it calls tuple.__new__ directly (same object, a third of the cost).
+new_chat = partial(tuple.__new__, Chat)
+
 
 COMMANDS: Final[dict[str, str]] = {
     "check": "show stored messages you have not seen yet",
@@ -181,102 +256,154 @@ def help_lines() -> list[str]:
     ]
 
 
-def check_name(name: str, what: str = "name") -> str:
-    if not is_valid_name(name):
-        raise ProtocolError(f"Invalid {what} {_quote(name)}: use {NAME_RULE}.")
-    return name
-
-
-def check_message(text: str) -> str:
-    if not text:
-        raise ProtocolError("Empty message: write 'name: message'.")
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise ProtocolError(f"Message too long ({len(text)} characters; the limit is {MAX_MESSAGE_CHARS}).")
-    return text
-
-
-def _quote(value: str, limit: int = 40) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "…")
-
-
-def _parse_command(text: str) -> Command | Quit:
+def parse_command(text: str) -> Command | Quit:
+    """`!who`, `!check`, `!help`, or a quit word (`exit`)."""
     if text.lower() in QUIT_WORDS:
         return Quit()
     if not text.startswith("!"):
-        raise ProtocolError(f"Unknown command {_quote(text)}; try !help.")
+        raise ProtocolError(f"Unknown command {quote(text)}; try !help.")
     name, _, args = text[1:].partition(" ")
     name = name.lower()
     if name not in COMMANDS:
-        raise ProtocolError(f"Unknown command {_quote(text)}; try !help.")
+        raise ProtocolError(f"Unknown command {quote(text)}; try !help.")
     return Command(name, args.strip())
 
 
-def parse_text_line(line: str) -> Chat | Command | Quit:
-    """A text-mode line after login: `name: message`, `!command` or `exit`."""
-    destination, colon, message = line.partition(":")
-    if colon and not destination.lstrip().startswith("!"):
-        # The common case first, kept lean: it runs once per routed message.
-        if NAME_RE.fullmatch(destination) is None:
-            destination = destination.strip()
-            if not destination:
-                raise ProtocolError("No destination: write 'name: message'.")
-            check_name(destination, "destination")
-        message = message.strip()
-        if not message or len(message) > MAX_MESSAGE_CHARS:
-            check_message(message)  # raises with the reason
-        return _new_chat((destination, message, None, MessageType.CHAT))
-    text = line.strip()
-    if not text:
-        raise ProtocolError("Empty line: write 'name: message', or !help.")
-    if text.startswith("!") or text.lower() in QUIT_WORDS:
-        return _parse_command(text)
-    raise ProtocolError("Write 'name: message' to send a message, or !help for the commands.")
+def partial_chunk(metadata: dict[str, Any] | None) -> bool:
+    """A chunk of a streamed reply that is not the last (for live readers only)."""
+    if metadata is None:
+        return False
+    stream = metadata.get("stream")
+    return isinstance(stream, dict) and not stream.get("done", True)
 
 
-def parse_json_frame(line: str) -> ClientEvent:
-    """A JSON-mode frame. Fields a client may not set (id, sender, timestamp) are ignored."""
-    try:
-        frame = json.loads(line)
-    except ValueError as exc:
-        raise BadFrame(f"Malformed JSON: {exc.msg} at position {exc.pos}.") from None
-    if not isinstance(frame, dict):
-        raise BadFrame("A frame must be a JSON object.")
-    kind = frame.get("type")
-    if kind == "login":
-        return _parse_login(frame)
-    if kind in (MessageType.CHAT, MessageType.SUBSCRIPTION):
-        destination, message, metadata = frame.get("destination"), frame.get("message"), frame.get("metadata")
-        if not isinstance(destination, str) or not destination:
-            raise BadFrame("A chat frame needs a 'destination'.")
-        if not isinstance(message, str):
-            raise BadFrame("A chat frame needs a 'message' string.")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise BadFrame("'metadata' must be an object.")
-        if metadata and not SERVER_METADATA.isdisjoint(metadata):
-            metadata = {key: value for key, value in metadata.items() if key not in SERVER_METADATA}
-        return Chat(check_name(destination, "destination"), check_message(message), metadata or None, kind)
-    if kind == MessageType.COMMAND:
-        message = frame.get("message")
-        if not isinstance(message, str) or not message.strip():
-            raise BadFrame("A command frame needs a 'message' such as '!who'.")
-        return _parse_command(message.strip())
-    raise BadFrame(f"Unknown frame type {_quote(str(kind))}; expected 'chat', 'subscription' or 'command'.")
+def mail_hints(metadata: dict[str, Any] | None, max_ttl: int, max_keep: int) -> tuple[int | None, int | None]:
+    """The sender's hints for storing its offline mail, `metadata.mail = {ttl_seconds,
+    keep_latest}` (a service capping its readings); out-of-range values are ignored."""
+    hints = metadata.get("mail") if metadata else None
+    if not isinstance(hints, dict):
+        return None, None
+    ttl, keep = hints.get("ttl_seconds"), hints.get("keep_latest")
+    ttl = ttl if type(ttl) is int and 0 < ttl <= max_ttl else None
+    keep = keep if type(keep) is int and 0 < keep <= max_keep else None
+    return ttl, keep
 
 
-def _parse_login(frame: dict[str, Any]) -> Login:
-    user, features, password = frame.get("user"), frame.get("features", []), frame.get("password")
-    if not isinstance(user, str):
-        raise BadFrame("A login frame needs a 'user' string.")
-    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-        raise BadFrame("'features' must be a list of strings.")
-    if password is not None and not isinstance(password, str):
-        raise BadFrame("'password' must be a string.")
-    return Login(check_name(user, "username"), frozenset(features), password)
+# --- one encoder per shape -----------------------------------------------------------
+
+MessageLike = Message | Mapping[str, Any]
 
 
-def is_json_login(line: str) -> bool:
-    """The first line picks the mode: a JSON object means a program is talking."""
-    return line.lstrip().startswith("{")
+def message_dict(
+    id: str,
+    sender: str | None,
+    destination: str | None,
+    message: str,
+    timestamp: str,
+    type: str = MessageType.CHAT,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A message in its JSON shape (what the API takes and serves, what clients read),
+    from its fields, without building a Message (hot path)."""
+    return {
+        "id": id,
+        "sender": sender,
+        "destination": destination,
+        "message": message,
+        "timestamp": timestamp,
+        "type": type,
+        "metadata": metadata or {},
+    }
+
+
+def json_line(
+    id: str,
+    sender: str | None,
+    destination: str | None,
+    message: str,
+    timestamp: str,
+    type: str = MessageType.CHAT,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """`message_dict` as one JSON-mode line (with its newline)."""
+    return dumps(message_dict(id, sender, destination, message, timestamp, type, metadata)) + "\n"
+
+
+def dumps(value: Any) -> str:
+    """JSON as chatnet writes it everywhere: compact, UTF-8 as is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def message_json(message: MessageLike) -> Any:
+    """A Message, or a dict already in its JSON shape, as that shape."""
+    return message.model_dump(mode="json") if isinstance(message, Message) else message
+
+
+def mail_document(message: MessageLike, expires_at: datetime | None = None) -> dict[str, Any]:
+    """A message as a pending-mail document: only what mail needs (the embedded store
+    reads a page of smaller documents markedly faster), the id as `_id`."""
+    data = message.model_dump() if isinstance(message, Message) else message
+    doc = {
+        "_id": data["id"],
+        "sender": data["sender"],
+        "destination": data["destination"],
+        "message": data.get("message", ""),
+        "timestamp": parse_timestamp(data["timestamp"]),
+        "type": str(data.get("type", MessageType.CHAT)),
+    }
+    if data.get("metadata"):
+        doc["metadata"] = data["metadata"]
+    if expires_at is not None:
+        doc["expires_at"] = expires_at
+    return doc
+
+
+def from_mail_document(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A pending-mail document as the JSON shape (plain dict: no model on the hot path)."""
+    return message_dict(
+        doc["_id"],
+        doc.get("sender"),
+        doc.get("destination"),
+        doc.get("message", ""),
+        format_datetime(doc["timestamp"]),
+        doc.get("type", MessageType.CHAT),
+        doc.get("metadata"),
+    )
+
+
+def history_entry(message: MessageLike) -> dict[str, Any]:
+    """A message as a history bucket holds it: its JSON shape, the timestamp as protocol
+    text (fixed width, so text order is time order), no empty metadata. Takes a Message,
+    the JSON shape, or a mail document."""
+    if isinstance(message, Message):
+        doc = {
+            "id": message.id,
+            "sender": message.sender,
+            "destination": message.destination,
+            "message": message.message,
+            "timestamp": format_datetime(message.timestamp),
+            "type": message.type.value,
+        }
+        metadata = message.metadata
+    else:
+        stamp = message["timestamp"]
+        doc = {
+            "id": message.get("id", message.get("_id")),
+            "sender": message["sender"],
+            "destination": message["destination"],
+            "message": message.get("message", ""),
+            "timestamp": format_datetime(stamp if isinstance(stamp, datetime) else parse_timestamp(stamp)),
+            "type": str(message.get("type", MessageType.CHAT)),
+        }
+        metadata = message.get("metadata")
+    if metadata:
+        doc["metadata"] = metadata
+    return doc
+
+
+def from_history_entry(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A bucket's entry as the JSON shape."""
+    return {**doc, "metadata": doc.get("metadata") or {}}
 
 
 # --- bytes in ------------------------------------------------------------------------
@@ -328,72 +455,3 @@ class LineBuffer:
     def pending(self) -> int:
         """Bytes of an unfinished line held right now."""
         return len(self._rest)
-
-
-def decode_line(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadEncoding("Invalid UTF-8 in that line; it was ignored.") from None
-
-
-# --- text out ------------------------------------------------------------------------
-
-
-def text_chat_line(shown: str, sender: str, message: str) -> str:
-    """A live message as a person reads it: `[2026-11-21T10:00:05Z][alice] hi`.
-    `shown` is the timestamp as people read it (`short_timestamp`)."""
-    return f"[{shown}][{sender}] {message}\n"
-
-
-def text_stored_line(shown: str, sender: str, message: str) -> str:
-    """Stored mail as a person reads it: `[Stored] [<ts>][<sender>] '<message>'`."""
-    return f"[Stored] [{shown}][{sender}] '{message}'\n"
-
-
-def format_text(msg: Message) -> str:
-    """A Message as one text-mode line (with its newline)."""
-    timestamp = short_timestamp(format_datetime(msg.timestamp))
-    if msg.type in (MessageType.CHAT, MessageType.SUBSCRIPTION) and msg.sender:
-        if msg.metadata.get("stored"):
-            return text_stored_line(timestamp, msg.sender, msg.message)
-        return text_chat_line(timestamp, msg.sender, msg.message)
-    return f"{msg.message}\n"
-
-
-def json_line(
-    id: str,
-    sender: str | None,
-    destination: str | None,
-    message: str,
-    timestamp: str,
-    type: str = MessageType.CHAT,
-    metadata: dict[str, Any] | None = None,
-) -> str:
-    """A JSON-mode frame from its fields, without building a Message (hot path)."""
-    return json.dumps(
-        {
-            "id": id,
-            "sender": sender,
-            "destination": destination,
-            "message": message,
-            "timestamp": timestamp,
-            "type": type,
-            "metadata": metadata or {},
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ) + "\n"
-
-
-def format_json(msg: Message) -> str:
-    """A Message as one JSON-mode line (with its newline)."""
-    return msg.model_dump_json() + "\n"
-
-
-def parse_message(line: str | bytes) -> Message:
-    """A server frame (JSON mode) as a Message; for clients, bots and the adapter."""
-    try:
-        return Message.model_validate_json(line)
-    except ValueError as exc:
-        raise BadFrame(f"Malformed frame from the server: {exc}") from None

@@ -39,7 +39,16 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, Asyn
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from chatnet.protocol import Message, format_datetime, parse_timestamp, utcnow
+from chatnet.protocol import (
+    MessageLike,
+    format_datetime,
+    from_history_entry,
+    from_mail_document,
+    history_entry,
+    mail_document,
+    parse_timestamp,
+    utcnow,
+)
 
 logger = logging.getLogger("chatnet.store")
 
@@ -64,9 +73,6 @@ MOST_BUCKETS: Final = 64
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
 
-MessageLike = Message | Mapping[str, Any]
-
-
 def connect(url: str, **options: Any) -> AsyncIOMotorClient:
     """A motor client that fails fast while the database is unreachable."""
     return AsyncIOMotorClient(
@@ -82,58 +88,6 @@ def connect(url: str, **options: Any) -> AsyncIOMotorClient:
 def pair_key(a: str, b: str) -> str:
     """The same key for both directions of a conversation ('|' is not a name character)."""
     return f"{a}|{b}" if a <= b else f"{b}|{a}"
-
-
-def to_document(message: MessageLike, expires_at: datetime | None = None) -> dict[str, Any]:
-    """A Message (or a dict in its JSON shape) as a mail document. Only what mail needs:
-    the embedded store reads a page of smaller documents markedly faster."""
-    data = message.model_dump() if isinstance(message, Message) else message
-    doc = {
-        "_id": data["id"],
-        "sender": data["sender"],
-        "destination": data["destination"],
-        "message": data.get("message", ""),
-        "timestamp": parse_timestamp(data["timestamp"]),
-        "type": str(data.get("type", "chat")),
-    }
-    if data.get("metadata"):
-        doc["metadata"] = data["metadata"]
-    if expires_at is not None:
-        doc["expires_at"] = expires_at
-    return doc
-
-
-def entry(message: MessageLike) -> dict[str, Any]:
-    """A message as a bucket holds it: its JSON shape, the timestamp as protocol text
-    (fixed width, so text order is time order), no empty metadata."""
-    if isinstance(message, Message):
-        doc = {
-            "id": message.id,
-            "sender": message.sender,
-            "destination": message.destination,
-            "message": message.message,
-            "timestamp": format_datetime(message.timestamp),
-            "type": message.type.value,
-        }
-        metadata = message.metadata
-    else:
-        doc = {
-            "id": message.get("id", message.get("_id")),
-            "sender": message["sender"],
-            "destination": message["destination"],
-            "message": message.get("message", ""),
-            "timestamp": text_time(message["timestamp"]),
-            "type": str(message.get("type", "chat")),
-        }
-        metadata = message.get("metadata")
-    if metadata:
-        doc["metadata"] = metadata
-    return doc
-
-
-def text_time(value: str | datetime) -> str:
-    """A timestamp (text or datetime, as stored or sent) in the protocol's format."""
-    return stamp(value) if isinstance(value, datetime) else format_datetime(parse_timestamp(value))
 
 
 def bucket_id(ids: Iterable[str]) -> str:
@@ -157,11 +111,6 @@ def bucket(entries: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     }
 
 
-def from_entry(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A bucket's entry as the Message JSON shape."""
-    return {**doc, "metadata": doc.get("metadata") or {}}
-
-
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MILLISECOND: Final = timedelta(milliseconds=1)
 
@@ -178,7 +127,7 @@ def epoch_ms(value: datetime) -> int:
 
 def ms_text(value: int) -> str:
     """Milliseconds since the epoch as protocol text."""
-    return stamp(EPOCH + value * MILLISECOND)
+    return format_datetime(EPOCH + value * MILLISECOND)
 
 
 def up_to_second(value: datetime) -> datetime:
@@ -193,25 +142,6 @@ def as_mail(doc: Mapping[str, Any]) -> dict[str, Any]:
     if doc.get("metadata"):
         mail["metadata"] = doc["metadata"]
     return mail
-
-
-def stamp(value: datetime) -> str:
-    """`format_datetime` for the UTC datetimes the driver reads (`tz_aware`), a few
-    times cheaper: a page of mail formats thousands of them."""
-    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def to_json(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored document as the Message JSON shape (plain dict: no model on the hot path)."""
-    return {
-        "id": doc["_id"],
-        "sender": doc.get("sender"),
-        "destination": doc.get("destination"),
-        "message": doc.get("message", ""),
-        "timestamp": stamp(doc["timestamp"]),
-        "type": doc.get("type", "chat"),
-        "metadata": doc.get("metadata") or {},
-    }
 
 
 def live(docs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -327,7 +257,7 @@ class Store:
         emptied collection and its indexes go. Nothing to do on a new database."""
         moved = 0
         while old := await self.messages.find({}).sort(OLDEST_FIRST).limit(MIGRATION_BUCKET).to_list(None):
-            await self._insert(self.history_buckets, [bucket([entry(doc) for doc in old], utcnow())])
+            await self._insert(self.history_buckets, [bucket([history_entry(doc) for doc in old], utcnow())])
             await self.messages.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}})
             moved += len(old)
         if moved:
@@ -360,7 +290,7 @@ class Store:
     ) -> list[str]:
         """Put offline mail in the mailbox; returns the ids (stored now or before)."""
         expires_at = utcnow() + timedelta(seconds=ttl_seconds) if ttl_seconds else None
-        docs = [to_document(m, expires_at) for m in messages]
+        docs = [mail_document(m, expires_at) for m in messages]
         await self._insert(self.mailbox, docs)
         if keep_latest is not None:
             groups = {(d["destination"], d["sender"], d["type"]) for d in docs}
@@ -378,13 +308,13 @@ class Store:
     async def archive(self, messages: Iterable[MessageLike]) -> int:
         """Store delivered live chat for the history view, a bucket per batch (of at
         most MAX_BUCKET); returns how many were given."""
-        entries = [entry(m) for m in messages]
+        entries = [history_entry(m) for m in messages]
         await self._store_buckets(entries)
         return len(entries)
 
     async def archive_delivered(self, docs: list[dict[str, Any]]) -> None:
         """Copy acknowledged mail (mail documents as read) into the history."""
-        await self._store_buckets([entry(doc) for doc in docs])
+        await self._store_buckets([history_entry(doc) for doc in docs])
 
     async def _store_buckets(self, entries: list[dict[str, Any]]) -> None:
         now = utcnow()
@@ -403,7 +333,7 @@ class Store:
 
     async def pending(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
         """The user's pending mail, oldest first, as Message-shaped dicts."""
-        return [to_json(doc) for doc in await self.pending_documents(user, limit)]
+        return [from_mail_document(doc) for doc in await self.pending_documents(user, limit)]
 
     async def _count(self, collection: AsyncIOMotorCollection, query: dict[str, Any]) -> int:
         # An aggregate $count: count_documents is 50x slower on the embedded store.
@@ -448,7 +378,7 @@ class Store:
         acknowledged while read, a batch archived again in other company) shows once."""
         page = Page(limit, None if before is None else ms_text(epoch_ms(before)))
         for sender, destination in {(user, peer), (peer, user)}:
-            page.add(to_json(doc) for doc in await self._mail_between(sender, destination, limit, before))
+            page.add(from_mail_document(doc) for doc in await self._mail_between(sender, destination, limit, before))
         await self._gather_history(page, pair_key(user, peer), before)
         return page.result()
 
@@ -485,7 +415,7 @@ class Store:
                 if page.complete_before(ms_text(doc["last"])):
                     return
                 entries = [e for e in doc["messages"] if pair_key(e["sender"], e["destination"]) == pair]
-                page.add(from_entry(e) for e in entries)
+                page.add(from_history_entry(e) for e in entries)
                 read, found = read + 1, found + len(entries)
                 if doc["last"] != oldest:
                     oldest, tied = doc["last"], []

@@ -35,7 +35,8 @@ from chatnet.assistant import PERSONALITIES
 from chatnet.config import Settings
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected, BadFrame, ProtocolError, StoreUnavailable
-from chatnet.peer import LoginInterrupted, LoginRefused, Peer
+from chatnet.errors import LoginInterrupted, LoginRefused
+from chatnet.peer import Peer
 from chatnet.process import ROOT
 from chatnet.protocol import (
     MAX_LINE_BYTES,
@@ -47,8 +48,8 @@ from chatnet.protocol import (
     MessageType,
     Quit,
     check_name,
-    parse_json_frame,
 )
+from chatnet.dialects.json import parse_frame as parse_json_frame
 
 logger = logging.getLogger("chatnet.web")
 

@@ -1,0 +1,69 @@
+"""Dialects: the only places that know a wire format.
+
+A dialect is pure (no I/O, no asyncio): it parses a line into an event and renders what
+the server says into a line. A `Session` holds one and never formats a line itself;
+the router never learns which one a session speaks.
+
+    text   people at a terminal or `nc`: `bob: hi`, `!who`          (dialects/text.py)
+    json   programs (web adapter, bots): one Message-shaped object per line  (json.py)
+
+Text and JSON share one port: the prompt is text, and the first line picks the dialect
+(`pick_text_or_json`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+from chatnet.dialects.json import JSON
+from chatnet.dialects.text import TEXT
+from chatnet.protocol import Chat, Command, Delivery, Event, Login, Message, Quit
+
+
+class Dialect(Protocol):
+    name: ClassVar[str]
+    # The reader is shown message ids (so the router makes one per live message) and
+    # is told who comes and goes.
+    shows_ids: ClassVar[bool]
+    wants_presence: ClassVar[bool]
+
+    def greeting(self) -> str:
+        """What a new connection is sent before its first line."""
+        ...
+
+    def parse_login(self, line: str) -> Login:
+        """The login line; raises ProtocolError with the reason."""
+        ...
+
+    def parse(self, line: str) -> Chat | Command | Quit | Login:
+        """A line after login; raises ProtocolError with the reason."""
+        ...
+
+    def delivery(self, message: Delivery) -> str:
+        """A live message for this reader ("" when it is not for this reader: a
+        partial chunk of a streamed reply to a reader that only sees the whole)."""
+        ...
+
+    def stored(self, message: Message) -> str:
+        """A message handed over from the reader's stored mail."""
+        ...
+
+    def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        """Something the server says."""
+        ...
+
+    def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        """A refusal or failure the server reports."""
+        ...
+
+    def login_failed(self, text: str, timestamp: str) -> str:
+        """A refused login, and whatever invites the next attempt."""
+        ...
+
+
+def pick_text_or_json(line: str) -> Dialect:
+    """The first line picks the mode: a JSON object means a program is talking."""
+    return JSON if line.lstrip().startswith("{") else TEXT
+
+
+__all__ = ["JSON", "TEXT", "Dialect", "pick_text_or_json"]

@@ -1,0 +1,140 @@
+"""The JSON dialect: programs (the web adapter, bots, tests).
+
+One `Message`-shaped object per line each way. The first line from the client logs in:
+
+    {"type": "login", "user": "alice", "features": ["stream"]}
+
+then `chat`, `subscription` and `command` frames. The server sets `id`, `sender` and
+`timestamp` itself (whatever the client put there is ignored) and drops metadata only
+it may write (`SERVER_METADATA`). Its notices are `notification` / `error` frames from
+sender `server` whose `metadata.event` says what they are (`Event`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Final
+
+from chatnet.errors import BadFrame
+from chatnet.protocol import (
+    SERVER_METADATA,
+    SERVER_NAME,
+    Chat,
+    ClientEvent,
+    Command,
+    Delivery,
+    Event,
+    Login,
+    Message,
+    MessageType,
+    Quit,
+    check_message,
+    check_name,
+    format_datetime,
+    json_line,
+    new_id,
+    parse_command,
+    quote,
+)
+
+
+def parse_frame(line: str) -> ClientEvent:
+    """A frame from a client. Fields a client may not set (id, sender, timestamp) are ignored."""
+    try:
+        frame = json.loads(line)
+    except ValueError as exc:
+        raise BadFrame(f"Malformed JSON: {exc.msg} at position {exc.pos}.") from None
+    if not isinstance(frame, dict):
+        raise BadFrame("A frame must be a JSON object.")
+    kind = frame.get("type")
+    if kind == "login":
+        return _parse_login(frame)
+    if kind in (MessageType.CHAT, MessageType.SUBSCRIPTION):
+        destination, message, metadata = frame.get("destination"), frame.get("message"), frame.get("metadata")
+        if not isinstance(destination, str) or not destination:
+            raise BadFrame("A chat frame needs a 'destination'.")
+        if not isinstance(message, str):
+            raise BadFrame("A chat frame needs a 'message' string.")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise BadFrame("'metadata' must be an object.")
+        if metadata and not SERVER_METADATA.isdisjoint(metadata):
+            metadata = {key: value for key, value in metadata.items() if key not in SERVER_METADATA}
+        return Chat(check_name(destination, "destination"), check_message(message), metadata or None, kind)
+    if kind == MessageType.COMMAND:
+        message = frame.get("message")
+        if not isinstance(message, str) or not message.strip():
+            raise BadFrame("A command frame needs a 'message' such as '!who'.")
+        return parse_command(message.strip())
+    raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription' or 'command'.")
+
+
+def _parse_login(frame: dict[str, Any]) -> Login:
+    user, features, password = frame.get("user"), frame.get("features", []), frame.get("password")
+    if not isinstance(user, str):
+        raise BadFrame("A login frame needs a 'user' string.")
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise BadFrame("'features' must be a list of strings.")
+    if password is not None and not isinstance(password, str):
+        raise BadFrame("'password' must be a string.")
+    return Login(check_name(user, "username"), frozenset(features), password)
+
+
+def client_frame(event: Chat | Command | Login) -> dict[str, Any]:
+    """The frame a client sends for an event (`parse_frame` is its inverse)."""
+    if isinstance(event, Command):
+        return {"type": MessageType.COMMAND, "message": f"!{event.name} {event.args}".strip()}
+    if isinstance(event, Login):
+        frame: dict[str, Any] = {"type": "login", "user": event.user, "features": sorted(event.features)}
+        if event.password is not None:
+            frame["password"] = event.password
+        return frame
+    frame = {"type": event.type, "destination": event.destination, "message": event.message}
+    if event.metadata:
+        frame["metadata"] = event.metadata
+    return frame
+
+
+def server_frame(kind: MessageType, text: str, event: Event, details: dict[str, Any], recipient: str | None, timestamp: str, sender: str = SERVER_NAME) -> str:
+    """A frame the server (or the adapter, as `sender`) says itself: `metadata.event`
+    says what it is."""
+    return json_line(new_id(), sender, recipient or None, text, timestamp, kind, {"event": event, **details})
+
+
+class JsonDialect:
+    name: ClassVar[str] = "json"
+    shows_ids: ClassVar[bool] = True
+    wants_presence: ClassVar[bool] = True
+
+    def greeting(self) -> str:
+        return ""  # JSON clients connect on the text port and read its prompt
+
+    def parse_login(self, line: str) -> Login:
+        event = parse_frame(line)
+        if not isinstance(event, Login):
+            raise BadFrame('Log in first: {"type": "login", "user": "<name>"}.')
+        return event
+
+    parse = staticmethod(parse_frame)
+
+    def delivery(self, message: Delivery) -> str:
+        id, sender, destination, text, timestamp, kind, metadata, sender_features = message
+        if sender_features:
+            metadata = {**(metadata or {}), "sender_features": sender_features}
+        return json_line(id or new_id(), sender, destination, text, timestamp, kind, metadata)
+
+    def stored(self, message: Message) -> str:
+        metadata = {**message.metadata, "stored": True}
+        timestamp = format_datetime(message.timestamp)
+        return json_line(message.id, message.sender, message.destination, message.message, timestamp, message.type, metadata)
+
+    def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        return server_frame(MessageType.NOTIFICATION, text, event, details, recipient, timestamp)
+
+    def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        return server_frame(MessageType.ERROR, text, event, details, recipient, timestamp)
+
+    def login_failed(self, text: str, timestamp: str) -> str:
+        return server_frame(MessageType.ERROR, text, Event.LOGIN_FAILED, {}, None, timestamp)
+
+
+JSON: Final = JsonDialect()

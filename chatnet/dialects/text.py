@@ -1,0 +1,113 @@
+"""The text dialect: people at a terminal or `nc`.
+
+    S: Enter username:
+    C: alice
+    S: Welcome, alice! 1 stored message.
+    S: [Stored] [2026-11-21T10:00:05Z][joe] 'hello!!'
+    C: bob: hi
+    S: [2026-11-21T10:00:09Z][bob] hello back
+    C: !who
+    S: Online (2): alice, bob
+    C: exit
+    S: Goodbye, alice!
+
+Notices are plain lines, errors start with `Error: `; presence is not shown (text
+users are not flooded with comings and goings) and streamed replies arrive whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+from chatnet.errors import ProtocolError
+from chatnet.limits import MAX_MESSAGE_CHARS
+from chatnet.protocol import (
+    NAME_RE,
+    QUIT_WORDS,
+    SERVER_NAME,
+    Chat,
+    Command,
+    Delivery,
+    Event,
+    Login,
+    Message,
+    MessageType,
+    Quit,
+    check_message,
+    check_name,
+    format_datetime,
+    new_chat,
+    parse_command,
+    partial_chunk,
+    short_timestamp,
+)
+
+PROMPT: Final = "Enter username:\n"
+
+
+def chat_line(shown: str, sender: str, message: str) -> str:
+    """A live message as a person reads it: `[2026-11-21T10:00:05Z][alice] hi`.
+    `shown` is the timestamp as people read it (`short_timestamp`)."""
+    return f"[{shown}][{sender}] {message}\n"
+
+
+def stored_line(shown: str, sender: str, message: str) -> str:
+    """Stored mail as a person reads it: `[Stored] [<ts>][<sender>] '<message>'`."""
+    return f"[Stored] [{shown}][{sender}] '{message}'\n"
+
+
+def parse_line(line: str) -> Chat | Command | Quit:
+    """A line after login: `name: message`, `!command` or `exit`."""
+    destination, colon, message = line.partition(":")
+    if colon and not destination.lstrip().startswith("!"):
+        # The common case first, kept lean: it runs once per routed message.
+        if NAME_RE.fullmatch(destination) is None:
+            destination = destination.strip()
+            if not destination:
+                raise ProtocolError("No destination: write 'name: message'.")
+            check_name(destination, "destination")
+        message = message.strip()
+        if not message or len(message) > MAX_MESSAGE_CHARS:
+            check_message(message)  # raises with the reason
+        return new_chat((destination, message, None, MessageType.CHAT))
+    text = line.strip()
+    if not text:
+        raise ProtocolError("Empty line: write 'name: message', or !help.")
+    if text.startswith("!") or text.lower() in QUIT_WORDS:
+        return parse_command(text)
+    raise ProtocolError("Write 'name: message' to send a message, or !help for the commands.")
+
+
+class TextDialect:
+    name: ClassVar[str] = "text"
+    shows_ids: ClassVar[bool] = False
+    wants_presence: ClassVar[bool] = False
+
+    def greeting(self) -> str:
+        return PROMPT
+
+    def parse_login(self, line: str) -> Login:
+        return Login(check_name(line.strip(), "username"))
+
+    parse = staticmethod(parse_line)
+
+    def delivery(self, message: Delivery) -> str:
+        _, sender, _, text, timestamp, _, metadata, _ = message
+        if metadata is not None and partial_chunk(metadata):
+            return ""  # text readers get a streamed reply whole, from its final frame
+        return f"[{timestamp[:19]}Z][{sender}] {text}\n"  # chat_line, inlined: once per message
+
+    def stored(self, message: Message) -> str:
+        return stored_line(short_timestamp(format_datetime(message.timestamp)), message.sender or SERVER_NAME, message.message)
+
+    def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        return text + "\n"
+
+    def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        return f"Error: {text}\n"
+
+    def login_failed(self, text: str, timestamp: str) -> str:
+        return f"{text}\n{PROMPT}"
+
+
+TEXT: Final = TextDialect()

@@ -1,0 +1,39 @@
+"""Limits that more than one process must agree on, defined once.
+
+The chat server, the message API, the web adapter, the clients and the bots all import
+these; a limit that only one process knows lives beside the code it bounds.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- names and lines -------------------------------------------------------------------
+
+MAX_NAME_CHARS: Final = 32
+# The one name rule (users, bots, services), as a pattern and as people read it.
+NAME_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,32}$"
+NAME_RULE: Final = "1-32 letters, digits, '_', '.' or '-'"
+
+# A line longer than this is read away and answered with an error, never buffered whole.
+MAX_LINE_BYTES: Final = 8192
+# Long enough for a paragraph, short enough that a JSON frame of it fits in one line.
+MAX_MESSAGE_CHARS: Final = 2000
+
+# --- the message API's batches and pages -----------------------------------------------
+
+# Messages in one store or archive request.
+MAX_BATCH: Final = 1000
+# The most pending mail in one page. The chat server takes a user's mail in pages this
+# big: each page costs a fetch and an acknowledgement, and a login with thousands
+# waiting should take one of each.
+MAIL_PAGE: Final = 10_000
+# Ids in one acknowledgement: a whole page.
+MAX_ACK_IDS: Final = MAIL_PAGE
+# The most messages in one page of history.
+HISTORY_PAGE: Final = 1000
+
+# --- what a sender may ask of its offline mail (a service capping its readings) ----------
+
+MAX_MAIL_TTL_SECONDS: Final = 366 * 86400
+MAX_KEEP_LATEST: Final = 10_000

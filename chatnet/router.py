@@ -1,0 +1,276 @@
+"""The router: who is online, what each line they send means, and where it goes.
+
+Mode-agnostic: it speaks to sessions only through `logged_in`, `deliver`,
+`deliver_stored`, `notice` and `error`, whatever dialect each one speaks.
+
+Delivery, in order of preference:
+- destination online and keeping up: delivered to its session at once (no database,
+  no task, no log line on this path); archived for history later, in batches;
+- destination offline, or its output buffer is full: handed to the `MailWriter`,
+  which stores it through the message API and only then has the sender told
+  "Message saved." — or plainly that it was NOT saved when the API stays down.
+
+Stored mail is handed over at login and on `!check`, oldest first, page by page; a
+page is acknowledged to the API only once it has left for the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from chatnet.api_client import ApiClient
+from chatnet.config import Settings
+from chatnet.delivery import Archiver, MailWriter, Outcome, Priority
+from chatnet.directory import Directory, LocalDirectory
+from chatnet.errors import ChatError, ProtocolError
+from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS
+from chatnet.protocol import (
+    COMMANDS,
+    SERVER_NAME,
+    Chat,
+    Clock,
+    Command,
+    Event,
+    Login,
+    MessageType,
+    Quit,
+    help_lines,
+    mail_hints,
+    message_dict,
+    new_id,
+    partial_chunk,
+)
+from chatnet.session import Session
+
+logger = logging.getLogger("chatnet.server")
+
+
+class Router:
+    """Who is online, and what happens to each line they send."""
+
+    def __init__(self, settings: Settings, api: ApiClient, directory: Directory[Session] | None = None) -> None:
+        self.settings = settings
+        self.api = api
+        self.clock = Clock()
+        self.directory: Directory[Session] = directory if directory is not None else LocalDirectory()
+        self._local = self.directory.local  # the routing path's one lookup
+        self.connections: set[Session] = set()  # logged in or not
+        self.priority = Priority()
+        self.mail = MailWriter(api, self.priority, self._mail_stored)
+        self.archiver = Archiver(api, self.priority)
+        self._archive = self.archiver.backlog.append  # the routing path's one step for history
+        # Sessions whose stored mail is being handed over, each with whether to look
+        # once more when done (None: no; False: quietly; True: someone asked).
+        self._handovers: dict[Session, bool | None] = {}
+        # Sessions that had something stored because they were not keeping up: their
+        # mail is handed over as soon as they read again.
+        self._diverted: set[Session] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._commands: dict[str, Callable[[Session, str], None]] = {
+            "check": self._cmd_check,
+            "who": self._cmd_who,
+            "help": self._cmd_help,
+        }
+        assert self._commands.keys() == COMMANDS.keys()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self.spawn(self.mail.run())
+        self.spawn(self.archiver.run())
+
+    async def stop(self, grace: float) -> None:
+        """Say goodbye, store what is queued (for at most `grace` s), close everyone."""
+        for session in list(self.connections):
+            session.notice("Server shutting down. Goodbye.", Event.SHUTDOWN)
+            session.flush()
+        try:
+            async with asyncio.timeout(grace):
+                await self.mail.drain()
+                await self.archiver.drain()
+        except TimeoutError:
+            logger.warning("shutdown: %d message(s) could not be stored in time", len(self.mail.queue))
+        for session in list(self.connections):
+            session.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A tracked background task: kept alive, awaited at shutdown, errors logged."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task failed", exc_info=task.exception())
+
+    # --- what sessions tell us -----------------------------------------------------
+
+    def connected(self, session: Session) -> None:
+        self.connections.add(session)
+
+    def login(self, session: Session, login: Login) -> None:
+        name = login.user
+        if name.lower() == SERVER_NAME:
+            raise ProtocolError(f"The name '{name}' is reserved; choose another.")
+        if not self.directory.claim(name, session):
+            raise ProtocolError(f"The name '{name}' is already online; choose another.")
+        session.logged_in(name, login.features)
+        logger.info("%s logged in from %s (%s mode)", name, session.peer, session.dialect.name)
+        self._announce(name, "online")
+        self.spawn(self.hand_over_mail(session, announce=True))
+
+    def act(self, session: Session, event: Command | Quit | Login) -> None:
+        if type(event) is Command:
+            self._commands[event.name](session, event.args)
+        elif type(event) is Quit:
+            session.close(f"Goodbye, {session.name}!")
+        else:
+            raise ProtocolError("You are already logged in.")
+
+    def writable(self, session: Session) -> None:
+        if session in self._diverted:
+            self._diverted.discard(session)
+            self.spawn(self.hand_over_mail(session, quiet=True))
+
+    def disconnected(self, session: Session, was_logged_in: bool) -> None:
+        self.connections.discard(session)
+        self._diverted.discard(session)
+        if was_logged_in and self.directory.release(session.name, session):
+            logger.info("%s left", session.name)
+            self._announce(session.name, "offline")
+
+    def _announce(self, name: str, presence: str) -> None:
+        for other in self.directory.watchers():
+            if other.name != name:
+                other.notice(f"{name} is {presence}", Event.PRESENCE, presence=presence, user=name)
+
+    # --- routing (the hot path) --------------------------------------------------
+
+    def route(self, sender: Session, chat: Chat) -> None:
+        """Deliver now if the destination is online and keeping up, else store.
+        Runs inside data_received, after the clock's tick: its reading is current."""
+        destination, message, metadata, kind = chat
+        now = self.clock.text
+        target = self._local.get(destination)
+        partial = metadata is not None and partial_chunk(metadata)
+        if target is not None and not target.paused:
+            delivery = (new_id() if target.shows_ids else None, sender.name, destination, message, now, kind, metadata, sender.features)
+            target.deliver(delivery)
+            if not partial:
+                self._archive(delivery)
+                if self.archiver.asleep:
+                    self.archiver.wake()
+            return
+        if partial:
+            return  # chunks of a streamed reply are for live readers only; the final frame follows
+        options = mail_hints(metadata, MAX_MAIL_TTL_SECONDS, MAX_KEEP_LATEST)
+        if metadata and "mail" in metadata:
+            metadata = {k: v for k, v in metadata.items() if k != "mail"}
+        doc = message_dict(new_id(), sender.name, destination, message, now, kind, metadata)
+        if target is not None:
+            self._diverted.add(target)
+        self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
+
+    def _mail_stored(self, batch: list[Outcome], saved: bool) -> None:
+        """The MailWriter's report: tell each sender that is still here."""
+        for outcome in batch:
+            sender, doc = outcome.sender, outcome.doc
+            if sender is None or not sender.is_open:
+                continue
+            destination = doc["destination"]
+            if not saved:
+                text = f"Message to '{destination}' was NOT saved: the message store is unavailable. Please try again later."
+                sender.error(text, Event.NOT_SAVED, destination=destination, id=doc["id"])
+            elif doc["type"] == MessageType.CHAT:
+                how = "is not keeping up" if outcome.busy else "is offline"
+                sender.notice(f"User '{destination}' {how}. Message saved.", Event.SAVED, destination=destination, id=doc["id"])
+
+    # --- stored mail ---------------------------------------------------------------
+
+    async def hand_over_mail(self, session: Session, announce: bool = False, quiet: bool = False) -> None:
+        """Write pending mail oldest first, page by page; acknowledge each page only
+        once it has left for the socket. A drop midway leaves the rest pending.
+        `announce`: the welcome line; `quiet`: say nothing when there is nothing."""
+        if session in self._handovers:
+            # The running hand-over looks once more at its end (and answers if asked).
+            self._handovers[session] = bool(self._handovers[session]) or not quiet
+            return
+        self._handovers[session] = None
+        try:
+            await self._hand_over(session, announce, quiet)
+            while (again := self._handovers[session]) is not None and session.is_open:
+                self._handovers[session] = None
+                await self._hand_over(session, announce=False, quiet=not again)
+        finally:
+            del self._handovers[session]
+
+    async def _hand_over(self, session: Session, announce: bool, quiet: bool = False) -> None:
+        first = True
+        delivered = 0
+        while session.is_open:
+            try:
+                with self.priority:
+                    messages, total = await self.api.pending(session.name, MAIL_PAGE)
+            except ChatError as exc:
+                logger.warning("pending mail for %s unavailable: %s", session.name, exc)
+                self._say_mail_unavailable(session, announce and first)
+                return
+            if first and not (quiet and total == 0):
+                self._say_mail_count(session, total, announce)
+            first = False
+            if not messages:
+                break
+            for message in messages:
+                session.deliver_stored(message)
+            await session.drained()
+            if not session.is_open:
+                return
+            try:
+                with self.priority:
+                    await self.api.ack(session.name, [m.id for m in messages])
+            except ChatError as exc:
+                logger.warning("could not acknowledge mail of %s: %s", session.name, exc)
+                return  # it stays pending: the worst case is a repeat, never a loss
+            delivered += len(messages)
+            if len(messages) >= total:
+                break
+        if delivered:
+            logger.info("handed %d stored message(s) to %s", delivered, session.name)
+
+    def _say_mail_count(self, session: Session, total: int, announce: bool) -> None:
+        counted = f"{total} stored message{'s' if total != 1 else ''}"
+        if announce:
+            text = f"Welcome, {session.name}! {'No stored messages' if total == 0 else counted}."
+            session.notice(text, Event.WELCOME, user=session.name, pending=total, online=self.directory.online())
+        elif total == 0:
+            session.notice("No stored messages.", Event.CHECK, pending=0)
+        else:
+            session.notice(f"{counted}:", Event.CHECK, pending=total)
+
+    def _say_mail_unavailable(self, session: Session, welcome: bool) -> None:
+        text = "Stored messages are unavailable right now (the message store can't be reached); try !check later."
+        if welcome:
+            online = self.directory.online()
+            session.notice(f"Welcome, {session.name}! {text}", Event.WELCOME, user=session.name, pending=None, online=online)
+        else:
+            session.error(text, Event.CHECK)
+
+    # --- commands ----------------------------------------------------------------
+
+    def _cmd_check(self, session: Session, args: str) -> None:
+        self.spawn(self.hand_over_mail(session))
+
+    def _cmd_who(self, session: Session, args: str) -> None:
+        users = self.directory.online()
+        session.notice(f"Online ({len(users)}): {', '.join(users)}", Event.WHO, users=users)
+
+    def _cmd_help(self, session: Session, args: str) -> None:
+        session.notice("\n".join(help_lines()), Event.HELP)

@@ -1,0 +1,282 @@
+"""One connection: bytes in and out, and nothing about what they mean.
+
+A `Session` is an asyncio Protocol. It splits what arrives into lines (`LineBuffer`),
+has its **dialect** parse each one, and hands the event to the router; what the router
+wants said goes through `deliver` / `deliver_stored` / `notice` / `error`, which the
+dialect renders. The session itself never formats a protocol line.
+
+What a line means depends on the session's state, looked up in one table:
+
+    State.LOGIN   -> Session.read_login   (the port's picker may choose the dialect)
+    State.ACTIVE  -> Session.read_line
+    State.CLOSED  -> (nothing is read any more)
+
+Output is queued and flushed once per event-loop pass, so a burst to one peer costs
+one syscall. Past WRITE_HIGH_WATER the session is `paused`: the router stores what it
+would have delivered as mail instead, and hears `writable()` once the peer reads again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+from chatnet.dialects import Dialect
+from chatnet.errors import BadEncoding, ChatError, LoginFailed, ProtocolError
+from chatnet.protocol import Chat, Clock, Command, Delivery, Event, Login, Message, Quit, LineBuffer
+
+logger = logging.getLogger("chatnet.server")
+
+# A client sending nothing but garbage is cut off after this many bad lines in a row.
+BOGUS_BUDGET: Final = 25
+# A connection must log in within this time; an idle socket that never does is dropped.
+LOGIN_TIMEOUT: Final = 120.0
+# Output a session may have queued in its transport before we stop writing to it and
+# divert its messages to offline mail instead (one slow client must not cost memory
+# without bound, nor stall anyone).
+WRITE_HIGH_WATER: Final = 1 << 20
+WRITE_LOW_WATER: Final = 1 << 18
+# Past this, even server notices can't be queued: the peer is dropped as too slow.
+WRITE_HARD_LIMIT: Final = 16 << 20
+# Below the high-water mark asyncio does not say when the buffer empties: `drained`
+# polls this often (it only runs while stored mail is handed over).
+DRAIN_POLL: Final = 0.005
+
+
+class State(StrEnum):  # a str: its hash is C's, and the line table is looked up per line
+    LOGIN = "login"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class Router(Protocol):
+    """What a session tells the router (`chatnet.router.Router`)."""
+
+    clock: Clock
+
+    def connected(self, session: Session) -> None: ...
+    def login(self, session: Session, login: Login) -> None: ...  # raises ProtocolError to refuse
+    def route(self, session: Session, chat: Chat) -> None: ...
+    def act(self, session: Session, event: Command | Quit | Login) -> None: ...
+    def writable(self, session: Session) -> None: ...
+    def disconnected(self, session: Session, was_logged_in: bool) -> None: ...
+
+
+class Session(asyncio.Protocol):
+    """One connection. Only moves data; the router decides what it means."""
+
+    # No per-instance dict: ten thousand idle sessions should cost little memory.
+    __slots__ = (
+        "router", "clock", "dialect", "pick", "state", "name", "features", "transport", "peer", "buffer",
+        "bogus", "paused", "_out", "_flush_scheduled", "_resumed", "_login_timer",
+    )  # fmt: skip
+
+    def __init__(self, router: Router, dialect: Dialect, pick: Callable[[str], Dialect] | None = None) -> None:
+        self.router = router
+        self.clock = router.clock
+        self.dialect = dialect
+        # On a port shared by several dialects, each login line picks the one it is in.
+        self.pick = pick
+        self.state = State.LOGIN
+        self.name = ""
+        self.features: tuple[str, ...] = ()  # as announced at login, sorted: sent along as they are
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.buffer = LineBuffer()
+        self.bogus = 0
+        self.paused = False  # the transport's buffer is over its high-water mark
+        self._out: list[str] = []
+        self._flush_scheduled = False
+        # Created only while someone waits for the transport to resume: most sessions
+        # never need one, and ten thousand idle sessions should cost little memory.
+        self._resumed: asyncio.Future[None] | None = None
+        self._login_timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.name or '-'} {self.peer} {self.dialect.name} {self.state}>"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is not State.CLOSED
+
+    @property
+    def shows_ids(self) -> bool:
+        return self.dialect.shows_ids
+
+    @property
+    def wants_presence(self) -> bool:
+        return self.dialect.wants_presence
+
+    # --- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's isn't an asyncio.Transport subclass
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.router.connected(self)
+        self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timeout)
+        self.write(self.dialect.greeting())
+
+    def data_received(self, data: bytes) -> None:
+        self.clock.tick()  # one clock reading for every line of this chunk
+        debug = logger.isEnabledFor(logging.DEBUG)
+        for item in self.buffer.feed(data):
+            state = self.state
+            if state is State.CLOSED:
+                return
+            if type(item) is not bytes:
+                self.reject(item)  # a LineTooLong in place of the line
+                continue
+            try:
+                line = item.decode()
+                if debug:
+                    logger.debug("%s < %s", self.name or self.peer, line)
+                LINE_HANDLERS[state](self, line)
+            except UnicodeDecodeError:
+                self.reject(BadEncoding("Invalid UTF-8 in that line; it was ignored."))
+            except ProtocolError as exc:
+                self.reject(exc)
+            except Exception:
+                # Our bug, not the peer's: it costs this connection, never anyone else's.
+                logger.exception("%s: handling a line failed; closing the connection", self.name or self.peer)
+                self.close("Internal server error; disconnecting.")
+                return
+            else:
+                self.bogus = 0
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_logged_in = self.state is State.ACTIVE
+        self.state = State.CLOSED
+        if self._login_timer:
+            self._login_timer.cancel()
+        self._out.clear()
+        self._wake()
+        self.router.disconnected(self, was_logged_in)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+        if self.state is not State.CLOSED:
+            self.router.writable(self)
+
+    # --- lines in: one handler per state ---------------------------------------------
+
+    def read_login(self, line: str) -> None:
+        if self.pick is not None:
+            self.dialect = self.pick(line)
+        try:
+            self.router.login(self, self.dialect.parse_login(line))
+        except ProtocolError as exc:
+            raise LoginFailed(str(exc)) from None
+
+    def read_line(self, line: str) -> None:
+        event = self.dialect.parse(line)
+        if type(event) is Chat:
+            self.router.route(self, event)
+        else:
+            self.router.act(self, event)  # type: ignore[arg-type]
+
+    def logged_in(self, name: str, features: frozenset[str]) -> None:
+        """The router accepted the login: lines are messages and commands from now on."""
+        if self._login_timer:
+            self._login_timer.cancel()
+            self._login_timer = None
+        self.name, self.features, self.state = name, tuple(sorted(features)), State.ACTIVE
+
+    # --- what the router says ----------------------------------------------------------
+
+    def deliver(self, message: Delivery) -> None:
+        """A live message (the routing path)."""
+        text = self.dialect.delivery(message)
+        if text:
+            self.write(text)
+
+    def deliver_stored(self, message: Message) -> None:
+        self.write(self.dialect.stored(message))
+
+    def notice(self, text: str, event: Event, **details: Any) -> None:
+        self.write(self.dialect.notice(text, event, details, self.name, self.clock.tick()))
+
+    def error(self, text: str, event: Event = Event.BAD_INPUT, **details: Any) -> None:
+        self.write(self.dialect.error(text, event, details, self.name, self.clock.tick()))
+
+    def reject(self, exc: ChatError) -> None:
+        """A bad line: tell the peer, keep the session — unless it only sends garbage."""
+        if isinstance(exc, LoginFailed):
+            self.write(self.dialect.login_failed(str(exc), self.clock.tick()))
+        else:
+            self.error(str(exc))
+        self.bogus += 1
+        if self.bogus >= BOGUS_BUDGET:
+            self.close("Too many invalid lines; disconnecting.")
+
+    def close(self, goodbye: str | None = None, event: Event = Event.GOODBYE) -> None:
+        if self.state is State.CLOSED or self.transport is None:
+            return
+        if goodbye:
+            self.notice(goodbye, event)
+        self.flush()
+        self.transport.close()
+
+    def _login_timeout(self) -> None:
+        if self.state is State.LOGIN:
+            self.close("No username given in time; disconnecting.")
+
+    # --- bytes out -----------------------------------------------------------------------
+
+    def write(self, text: str) -> None:
+        """Queue text; everything queued in one loop pass goes out in one write."""
+        if self.state is State.CLOSED:
+            return
+        if self.paused and self.transport is not None and self.transport.get_write_buffer_size() > WRITE_HARD_LIMIT:
+            logger.warning("%s is not reading; disconnecting", self.name or self.peer)
+            self.transport.abort()
+            return
+        self._out.append(text)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            if logger.isEnabledFor(logging.DEBUG):
+                who = self.name or self.peer
+                for text in self._out:
+                    for line in text.splitlines():
+                        logger.debug("%s > %s", who, line)
+            data = "".join(self._out).encode()
+            self._out.clear()
+            self.transport.write(data)
+
+    async def drained(self) -> None:
+        """Wait until what was written so far has left our buffers for the socket."""
+        self.flush()
+        while self.transport is not None and not self.transport.is_closing() and self.transport.get_write_buffer_size():
+            if self.paused:
+                self._resumed = asyncio.get_running_loop().create_future()
+                await self._resumed
+            else:
+                await asyncio.sleep(DRAIN_POLL)
+
+    def _wake(self) -> None:
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+        self._resumed = None
+
+
+# Where a line goes, by the session's state (h11's table, in small).
+LINE_HANDLERS: Final[dict[State, Callable[[Session, str], None]]] = {
+    State.LOGIN: Session.read_login,
+    State.ACTIVE: Session.read_line,
+}
