@@ -1,4 +1,4 @@
-"""The pure protocol: line splitting, parsing, formatting, the Message model."""
+"""The shared protocol: line splitting, the Message model, time, ids and the encoders."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from chatnet.errors import BadEncoding, BadFrame, LineTooLong, ProtocolError
+from chatnet.errors import LineTooLong
+from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.protocol import (
-    MAX_MESSAGE_CHARS,
-    Chat,
-    Command,
+    Clock,
+    Event,
     LineBuffer,
-    Login,
     Message,
     MessageType,
-    Quit,
-    decode_line,
     format_datetime,
-    format_json,
-    format_text,
     format_timestamp,
+    from_history_entry,
+    from_mail_document,
+    history_entry,
     json_line,
+    mail_document,
+    mail_hints,
+    message_json,
     new_id,
-    parse_json_frame,
     parse_message,
-    parse_text_line,
+    parse_timestamp,
     short_timestamp,
 )
 
@@ -72,117 +72,14 @@ def test_line_exactly_at_the_limit_is_accepted() -> None:
     assert LineBuffer(limit=8).feed(b"12345678\n") == [b"12345678"]
 
 
-def test_invalid_utf8_is_a_protocol_error() -> None:
-    """Bytes that are not UTF-8 are refused with a clear reason."""
-    with pytest.raises(BadEncoding, match="UTF-8"):
-        decode_line(b"bob: \xff\xfe")
-    assert decode_line("bob: h\u00e9llo".encode()) == "bob: h\u00e9llo"
-
-
-# --- text mode -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("bob: hi", Chat("bob", "hi")),
-        ("  joe:   hello!!  ", Chat("joe", "hello!!")),
-        ("bob: a: b", Chat("bob", "a: b")),
-        ("x.y-z_1: ok", Chat("x.y-z_1", "ok")),
-        ("!check", Command("check")),
-        ("!WHO", Command("who")),
-        ("!help", Command("help")),
-        ("exit", Quit()),
-        ("EXIT", Quit()),
-    ],
-)
-def test_text_lines_parse(line: str, expected: object) -> None:
-    """Valid text-mode lines become typed events."""
-    assert parse_text_line(line) == expected
-
-
-@pytest.mark.parametrize(
-    ("line", "reason"),
-    [
-        ("", "Empty line"),
-        (": hi", "No destination"),
-        ("hello", "name: message"),
-        ("b@d: hi", "Invalid destination"),
-        ("a" * 33 + ": hi", "Invalid destination"),
-        ("bob:", "Empty message"),
-        ("bob: " + "x" * (MAX_MESSAGE_CHARS + 1), "too long"),
-        ("!nope", "Unknown command"),
-    ],
-)
-def test_bad_text_lines_say_what_is_wrong(line: str, reason: str) -> None:
-    """Each mistake gets its own plain explanation."""
-    with pytest.raises(ProtocolError, match=reason):
-        parse_text_line(line)
-
-
-# --- JSON mode -------------------------------------------------------------------------
-
-
-def test_login_frame() -> None:
-    """A login frame carries the user and optional features."""
-    event = parse_json_frame('{"type": "login", "user": "alice", "features": ["stream"]}')
-    assert event == Login("alice", frozenset({"stream"}))
-
-
-def test_chat_frame_ignores_fields_a_client_may_not_set() -> None:
-    """id, sender and timestamp from a client are not part of the parsed event."""
-    frame = {"type": "chat", "destination": "bob", "message": "hi", "sender": "mallory", "id": "x", "timestamp": "2000-01-01T00:00:00Z", "metadata": {"k": 1}}
-    assert parse_json_frame(json.dumps(frame)) == Chat("bob", "hi", {"k": 1})
-
-
-def test_chat_frame_drops_metadata_only_the_server_writes() -> None:
-    """A client can't claim another's features or pass its message off as stored mail."""
-    frame = {"type": "chat", "destination": "bob", "message": "hi", "metadata": {"stored": True, "sender_features": ["stream"], "note": 1}}
-    assert parse_json_frame(json.dumps(frame)) == Chat("bob", "hi", {"note": 1})
-
-
-def test_subscription_frame_keeps_its_type() -> None:
-    """A service's broadcast is routed like chat but stays a subscription."""
-    event = parse_json_frame('{"type": "subscription", "destination": "al", "message": "21.5 C"}')
-    assert isinstance(event, Chat) and event.type == MessageType.SUBSCRIPTION
-
-
-@pytest.mark.parametrize(
-    ("line", "reason"),
-    [
-        ("{not json", "Malformed JSON"),
-        ("[1, 2]", "JSON object"),
-        ('{"type": "dance"}', "Unknown frame type"),
-        ('{"type": "chat", "message": "hi"}', "destination"),
-        ('{"type": "chat", "destination": "bob"}', "message"),
-        ('{"type": "chat", "destination": "b b", "message": "hi"}', "Invalid destination"),
-        ('{"type": "chat", "destination": "bob", "message": "hi", "metadata": [1]}', "metadata"),
-        ('{"type": "command"}', "command"),
-        ('{"type": "login", "user": 5}', "user"),
-        ('{"type": "login", "user": "ok", "features": "stream"}', "features"),
-    ],
-)
-def test_bad_frames_say_what_is_wrong(line: str, reason: str) -> None:
-    """Malformed frames raise BadFrame/ProtocolError with a reason."""
-    with pytest.raises(ProtocolError, match=reason):
-        parse_json_frame(line)
-
-
-def test_command_frame() -> None:
-    """Commands travel as command frames."""
-    assert parse_json_frame('{"type": "command", "message": "!who"}') == Command("who")
-    assert parse_json_frame('{"type": "command", "message": "exit"}') == Quit()
-    with pytest.raises(BadFrame):
-        parse_json_frame('{"type": "command", "message": "  "}')
-
-
 # --- Message model and formatting ---------------------------------------------------------
 
 
 def test_message_round_trips_through_json() -> None:
-    """format_json and parse_message are inverses."""
+    """A Message's JSON shape, written as a line, parses back to the same Message."""
     message = Message(sender="alice", destination="bob", message="h\u00e9 \U0001f600 \"q\"", metadata={"a": [1, 2]})
-    assert parse_message(format_json(message)) == message
+    shape = message_json(message)
+    assert parse_message(json_line(**shape)) == message
 
 
 def test_message_rejects_bad_names_and_long_text() -> None:
@@ -214,15 +111,6 @@ def test_timestamp_formats() -> None:
     assert short_timestamp("2026-11-21T10:00:05.007Z") == "2026-11-21T10:00:05Z"
 
 
-def test_text_formats_keep_the_original_phrases() -> None:
-    """Live and stored lines read exactly as the design names them."""
-    when = datetime(2026, 11, 21, 10, 0, 0, tzinfo=timezone.utc)
-    live = Message(sender="alice", destination="bob", message="hi", timestamp=when)
-    stored = Message(sender="bob", destination="alice", message="hello!!", timestamp=when, metadata={"stored": True})
-    assert format_text(live) == "[2026-11-21T10:00:00Z][alice] hi\n"
-    assert format_text(stored) == "[Stored] [2026-11-21T10:00:00Z][bob] 'hello!!'\n"
-
-
 def test_json_line_matches_the_model() -> None:
     """The hot-path formatter produces what the model would parse back."""
     line = json_line("abc", "alice", "bob", "hi", "2026-11-21T10:00:00.000Z", "chat", None)
@@ -234,3 +122,60 @@ def test_ids_are_unique() -> None:
     """Ids never repeat within a process."""
     ids = {new_id() for _ in range(10_000)}
     assert len(ids) == 10_000
+
+
+def test_datetime_formatter_is_exact_for_every_offset() -> None:
+    """One formatter: naive (UTC), UTC and other offsets all give the same UTC text."""
+    from datetime import timedelta
+
+    naive = datetime(2026, 11, 21, 10, 0, 5, 123999)
+    aware = naive.replace(tzinfo=timezone.utc)
+    shifted = aware.astimezone(timezone(timedelta(hours=-5, minutes=-30)))
+    assert {format_datetime(naive), format_datetime(aware), format_datetime(shifted)} == {"2026-11-21T10:00:05.123Z"}
+    assert format_datetime(parse_timestamp("2026-11-21T10:00:05.123Z")) == "2026-11-21T10:00:05.123Z"
+
+
+def test_clock_reads_once_per_tick() -> None:
+    """The clock's text is the protocol's format and stays put between ticks."""
+    clock = Clock()
+    first = clock.tick()
+    assert parse_timestamp(first) and clock.text is first
+    assert format_timestamp(parse_timestamp(first).timestamp()) == first
+
+
+def test_mail_document_round_trip() -> None:
+    """A message stored as pending mail reads back as the same JSON shape."""
+    message = Message(sender="alice", destination="bob", message="later", metadata={"k": 1})
+    doc = mail_document(message)
+    assert doc["_id"] == message.id and isinstance(doc["timestamp"], datetime)
+    assert from_mail_document(doc) == message_json(message)
+    assert "metadata" not in mail_document(Message(sender="a", destination="b"))  # lean documents
+
+
+def test_history_entry_round_trip() -> None:
+    """A message in a history bucket reads back as its JSON shape, from any of its shapes."""
+    message = Message(sender="alice", destination="bob", message="hi")
+    shape = message_json(message)
+    for source in (message, shape, mail_document(message)):
+        assert from_history_entry(history_entry(source)) == shape
+
+
+@pytest.mark.parametrize(
+    ("hints", "expected"),
+    [
+        (None, (None, None)),
+        ({"mail": {"ttl_seconds": 60, "keep_latest": 5}}, (60, 5)),
+        ({"mail": {"ttl_seconds": 0, "keep_latest": 10**9}}, (None, None)),
+        ({"mail": {"ttl_seconds": True, "keep_latest": "5"}}, (None, None)),
+        ({"mail": "soon"}, (None, None)),
+    ],
+)
+def test_mail_hints_are_bounded(hints: dict | None, expected: tuple) -> None:  # type: ignore[type-arg]
+    """A sender's storing hints count only within the bounds the API accepts."""
+    assert mail_hints(hints, 3600, 100) == expected
+
+
+def test_events_are_one_vocabulary() -> None:
+    """Every notice name is an Event, and each value is written once."""
+    values = [event.value for event in Event]
+    assert len(values) == len(set(values)) and "welcome" in values and "login_failed" in values
