@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run client test unit bench install clean
+.PHONY: run client test unit lint bench install clean
 
 # The launcher prints where to connect (browser, terminal client, API docs).
 run: $(STAMP)
@@ -21,6 +21,11 @@ test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "make test: no tests were collected; that is a failure." >&2; exit 1; fi; \
 	exit $$code
+
+# Style, imports and likely bugs (ruff), then types (mypy, strict on chatnet/).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -375,6 +375,8 @@ def history_entry(message: MessageLike) -> dict[str, Any]:
     """A message as a history bucket holds it: its JSON shape, the timestamp as protocol
     text (fixed width, so text order is time order), no empty metadata. Takes a Message,
     the JSON shape, or a mail document."""
+    doc: dict[str, Any]
+    metadata: dict[str, Any] | None
     if isinstance(message, Message):
         doc = {
             "id": message.id,

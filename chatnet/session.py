@@ -26,8 +26,8 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from chatnet.dialects import Dialect
-from chatnet.errors import BadEncoding, ChatError, LoginFailed, ProtocolError
-from chatnet.protocol import Chat, Clock, Command, Delivery, Event, Login, Message, Quit, LineBuffer
+from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
+from chatnet.protocol import Chat, Clock, Command, Delivery, Event, LineBuffer, Login, Message, Quit
 
 logger = logging.getLogger("chatnet.server")
 
@@ -134,8 +134,8 @@ class Session(asyncio.Protocol):
             state = self.state
             if state is State.CLOSED:
                 return
-            if type(item) is not bytes:
-                self.reject(item)  # a LineTooLong in place of the line
+            if isinstance(item, LineTooLong):
+                self.reject(item)  # in place of the line
                 continue
             try:
                 line = item.decode()

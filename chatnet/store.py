@@ -52,6 +52,8 @@ from chatnet.protocol import (
 
 logger = logging.getLogger("chatnet.store")
 
+Document = dict[str, Any]
+
 PENDING: Final = "pending"
 DUPLICATE_KEY: Final = 11000
 
@@ -73,7 +75,7 @@ MOST_BUCKETS: Final = 64
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
 
-def connect(url: str, **options: Any) -> AsyncIOMotorClient:
+def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
     """A motor client that fails fast while the database is unreachable."""
     return AsyncIOMotorClient(
         url,
@@ -195,14 +197,14 @@ class Page:
 class Store:
     """Offline mail, history, subscriptions and bot state over one MongoDB database."""
 
-    def __init__(self, client: AsyncIOMotorClient, db_name: str) -> None:
+    def __init__(self, client: AsyncIOMotorClient[Document], db_name: str) -> None:
         self.client = client
-        self.db: AsyncIOMotorDatabase = client[db_name]
-        self.mailbox: AsyncIOMotorCollection = self.db["mailbox"]
-        self.history_buckets: AsyncIOMotorCollection = self.db["history"]
-        self.messages: AsyncIOMotorCollection = self.db["messages"]  # the old layouts
-        self.subscriptions: AsyncIOMotorCollection = self.db["subscriptions"]
-        self.state: AsyncIOMotorCollection = self.db["state"]
+        self.db: AsyncIOMotorDatabase[Document] = client[db_name]
+        self.mailbox: AsyncIOMotorCollection[Document] = self.db["mailbox"]
+        self.history_buckets: AsyncIOMotorCollection[Document] = self.db["history"]
+        self.messages: AsyncIOMotorCollection[Document] = self.db["messages"]  # the old layouts
+        self.subscriptions: AsyncIOMotorCollection[Document] = self.db["subscriptions"]
+        self.state: AsyncIOMotorCollection[Document] = self.db["state"]
         self.indexes_ready = False
 
     @classmethod
@@ -274,7 +276,7 @@ class Store:
     # --- writes of messages ------------------------------------------------------------
 
     @staticmethod
-    async def _insert(collection: AsyncIOMotorCollection, docs: list[dict[str, Any]]) -> None:
+    async def _insert(collection: AsyncIOMotorCollection[Document], docs: list[dict[str, Any]]) -> None:
         """Insert, ignoring only ids that are already stored (a retried request)."""
         if not docs:
             return
@@ -335,7 +337,7 @@ class Store:
         """The user's pending mail, oldest first, as Message-shaped dicts."""
         return [from_mail_document(doc) for doc in await self.pending_documents(user, limit)]
 
-    async def _count(self, collection: AsyncIOMotorCollection, query: dict[str, Any]) -> int:
+    async def _count(self, collection: AsyncIOMotorCollection[Document], query: dict[str, Any]) -> int:
         # An aggregate $count: count_documents is 50x slower on the embedded store.
         result = await collection.aggregate([{"$match": query}, {"$count": "n"}]).to_list(None)
         return result[0]["n"] if result else 0
@@ -408,7 +410,8 @@ class Store:
         if before is not None:
             query["first"] = {"$lt": epoch_ms(before)}
         wanted, read, found = FIRST_BUCKETS, 0, 0
-        oldest, tied = None, []  # the buckets read that end at `oldest`, the latest end left
+        oldest: int | None = None
+        tied: list[str] = []  # the buckets read that end at `oldest`, the latest end left
         while True:
             docs = await self.history_buckets.find(query).sort("last", DESCENDING).limit(wanted).to_list(None)
             for doc in docs:

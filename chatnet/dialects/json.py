@@ -27,7 +27,6 @@ from chatnet.protocol import (
     Login,
     Message,
     MessageType,
-    Quit,
     check_message,
     check_name,
     format_datetime,
@@ -42,8 +41,10 @@ def parse_frame(line: str) -> ClientEvent:
     """A frame from a client. Fields a client may not set (id, sender, timestamp) are ignored."""
     try:
         frame = json.loads(line)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise BadFrame(f"Malformed JSON: {exc.msg} at position {exc.pos}.") from None
+    except (ValueError, RecursionError):  # a number of thousands of digits; nesting a thousand deep
+        raise BadFrame("Malformed JSON: a number too long or nesting too deep.") from None
     if not isinstance(frame, dict):
         raise BadFrame("A frame must be a JSON object.")
     kind = frame.get("type")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 import pytest
@@ -15,7 +14,6 @@ from chatnet.protocol import (
     Event,
     LineBuffer,
     Message,
-    MessageType,
     format_datetime,
     format_timestamp,
     from_history_entry,
