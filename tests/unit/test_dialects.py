@@ -99,6 +99,8 @@ def test_subscription_frame_keeps_its_type() -> None:
         ('{"type": "command"}', "command"),
         ('{"type": "login", "user": 5}', "user"),
         ('{"type": "login", "user": "ok", "features": "stream"}', "features"),
+        ('{"type": "chat", "destination": "bob", "message": "hi", "metadata": {"n": ' + "9" * 5000 + "}}", "number too long"),
+        ('{"metadata": ' * 2000 + "1" + "}" * 2000, "nesting too deep"),
     ],
 )
 def test_bad_frames_say_what_is_wrong(line: str, reason: str) -> None:
