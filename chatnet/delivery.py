@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from chatnet.api_client import ApiClient
-from chatnet.errors import ChatError, StoreUnavailable
+from chatnet.errors import ApiRejected, ChatError, StoreUnavailable
 from chatnet.limits import MAX_BATCH
 from chatnet.protocol import Delivery, dumps, message_dict, new_id
 
@@ -94,6 +94,9 @@ class MailWriter:
     report: Report
     queue: deque[tuple[MailOptions, Outcome]] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # One drain at a time: shutdown's drain waits for the batch in flight (its sender is
+    # told either way) instead of racing it out of order.
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     saved: int = 0
     failed: int = 0
 
@@ -109,8 +112,9 @@ class MailWriter:
 
     async def drain(self) -> None:
         """Store everything queued (also at shutdown)."""
-        while self.queue:
-            await self._store(*self._next_batch())
+        async with self.turn:
+            while self.queue:
+                await self._store(*self._next_batch())
 
     def _next_batch(self) -> tuple[MailOptions, list[Outcome]]:
         """The oldest messages that share their storing options, up to a batch."""
@@ -132,8 +136,15 @@ class MailWriter:
                     logger.warning("could not store %d message(s): %s", len(batch), exc)
                     return self._give_up(batch)
                 await asyncio.sleep(delay)
-            except ChatError as exc:  # the API refused the batch: our bug, say so loudly
-                logger.error("message API refused %d message(s): %s", len(batch), exc)
+            except ApiRejected as exc:
+                if len(batch) > 1:
+                    # Something in the batch can't be stored: halve it until the refusal
+                    # is one sender's alone, and everyone else's mail is stored.
+                    middle = len(batch) // 2
+                    await self._store(options, batch[:middle])
+                    await self._store(options, batch[middle:])
+                    return
+                logger.error("message API refused a message from %s: %s", batch[0].doc.get("sender"), exc)
                 return self._give_up(batch)
             else:
                 self.saved += len(batch)
@@ -161,6 +172,7 @@ class Archiver:
     backlog: deque[Delivery] = field(default_factory=lambda: deque(maxlen=ARCHIVE_BACKLOG))
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     retry: str = ""  # an encoded batch the API didn't take yet
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # one drain at a time
     # True while run() waits for work. The routing path appends to `backlog` itself
     # (one C call) and calls wake() only when this is set.
     asleep: bool = False
@@ -171,15 +183,20 @@ class Archiver:
 
     async def run(self) -> None:
         while True:
-            self.wakeup.clear()
-            self.asleep = True
-            await self.wakeup.wait()
+            if not (self.retry or self.backlog):  # after a failed batch: go on without new traffic
+                self.wakeup.clear()
+                self.asleep = True
+                await self.wakeup.wait()
             await self.drain(pace=ARCHIVE_PAUSE)
 
     async def drain(self, pace: float = 0.0) -> None:
         """Send the backlog. In the background (`pace` > 0) a batch gathers for `pace`
         seconds, is built in slices, and waits while mail requests are in flight; at
         shutdown everything goes at once."""
+        async with self.turn:
+            await self._drain(pace)
+
+    async def _drain(self, pace: float) -> None:
         while self.retry or self.backlog:
             if pace:
                 await asyncio.sleep(pace)
@@ -188,6 +205,11 @@ class Archiver:
                 await self.priority.idle.wait()
             try:
                 await self.api.archive_encoded(batch)
+            except ApiRejected as exc:
+                # Never retried, or it would hold up all history after it: dropped, loudly.
+                logger.error("message API refused a history batch; %d message(s) not archived: %s", batch.count('"id":'), exc)
+                self.retry = ""
+                continue
             except ChatError as exc:
                 # Keep the batch (same ids: the retry can't duplicate) and pause; if the
                 # backlog overflows meanwhile the deque drops its oldest entries.

@@ -180,9 +180,12 @@ class Router:
         self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
 
     def _mail_stored(self, batch: list[Outcome], saved: bool) -> None:
-        """The MailWriter's report: tell each sender that is still here."""
+        """The MailWriter's report: tell each sender that is still here; hand mail that
+        was stored for a slow reader over if it has caught up meanwhile."""
         for outcome in batch:
             sender, doc = outcome.sender, outcome.doc
+            if saved and outcome.busy:
+                self._catch_up(doc["destination"])
             if sender is None or not sender.is_open:
                 continue
             destination = doc["destination"]
@@ -192,6 +195,17 @@ class Router:
             elif doc["type"] == MessageType.CHAT:
                 how = "is not keeping up" if outcome.busy else "is offline"
                 sender.notice(f"User '{destination}' {how}. Message saved.", Event.SAVED, destination=destination, id=doc["id"])
+
+    def _catch_up(self, name: str) -> None:
+        """Mail was stored for `name` while it was not keeping up: hand it over now if
+        it reads again (else when it does, through `writable`)."""
+        target = self._local.get(name)
+        if target is None:
+            return
+        if target.paused:
+            self._diverted.add(target)
+        elif target not in self._handovers:
+            self.spawn(self.hand_over_mail(target, quiet=True))
 
     # --- stored mail ---------------------------------------------------------------
 

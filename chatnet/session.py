@@ -9,7 +9,8 @@ What a line means depends on the session's state, looked up in one table:
 
     State.LOGIN   -> Session.read_login   (the port's picker may choose the dialect)
     State.ACTIVE  -> Session.read_line
-    State.CLOSED  -> (nothing is read any more)
+    State.CLOSING -> (nothing more is read: we said goodbye, or gave up on the peer)
+    State.CLOSED  -> (the connection is gone)
 
 Output is queued and flushed once per event-loop pass, so a burst to one peer costs
 one syscall. Past WRITE_HIGH_WATER the session is `paused`: the router stores what it
@@ -53,7 +54,11 @@ _FLUSH_CONTEXT: Final = contextvars.Context()
 class State(StrEnum):  # a str: its hash is C's, and the line table is looked up per line
     LOGIN = "login"
     ACTIVE = "active"
+    CLOSING = "closing"
     CLOSED = "closed"
+
+
+OPEN: Final = frozenset({State.LOGIN, State.ACTIVE})
 
 
 class Router(Protocol):
@@ -109,7 +114,13 @@ class Session(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        return self.state is not State.CLOSED
+        """Still being read and written: not closed, nor closing."""
+        return self.state in OPEN
+
+    @property
+    def who(self) -> str:
+        """The peer as the log names it."""
+        return f"{self.name} ({self.peer})" if self.name else self.peer
 
     @property
     def wants_presence(self) -> bool:
@@ -131,25 +142,25 @@ class Session(asyncio.Protocol):
         debug = self.debug
         handlers = LINE_HANDLERS
         for item in self.buffer.feed(data):
-            state = self.state
-            if state is State.CLOSED:
-                return
+            handler = handlers.get(self.state)
+            if handler is None:
+                return  # closing: the rest of the chunk is not acted on
             if isinstance(item, LineTooLong):
                 self.reject(item)  # in place of the line
                 continue
             try:
                 line = item.decode()
                 if debug:
-                    logger.debug("%s < %s", self.name or self.peer, line)
-                handlers[state](self, line)
+                    logger.debug("%s < %s", self.who, line)
+                handler(self, line)
             except UnicodeDecodeError:
                 self.reject(BadEncoding("Invalid UTF-8 in that line; it was ignored."))
             except ProtocolError as exc:
                 self.reject(exc)
             except Exception:
                 # Our bug, not the peer's: it costs this connection, never anyone else's.
-                logger.exception("%s: handling a line failed; closing the connection", self.name or self.peer)
-                self.close("Internal server error; disconnecting.")
+                logger.exception("%s: handling a line failed; closing the connection", self.who)
+                self.fail()
                 return
             else:
                 self.bogus = 0
@@ -158,7 +169,7 @@ class Session(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_logged_in = self.state is State.ACTIVE
+        was_logged_in = bool(self.name)  # the name is set at login, and only then
         self.state = State.CLOSED
         if self._login_timer:
             self._login_timer.cancel()
@@ -172,7 +183,7 @@ class Session(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.paused = False
         self._wake()
-        if self.state is not State.CLOSED:
+        if self.state in OPEN:
             self.router.writable(self)
 
     # --- lines in: one handler per state ---------------------------------------------
@@ -219,7 +230,7 @@ class Session(asyncio.Protocol):
 
     def reject(self, exc: ChatError) -> None:
         """A bad line: tell the peer, keep the session — unless it only sends garbage."""
-        if isinstance(exc, LoginFailed):
+        if isinstance(exc, LoginFailed) or self.state is State.LOGIN:  # with a new prompt
             self.write(self.dialect.login_failed(str(exc), self.clock.tick()))
         else:
             self.error(str(exc))
@@ -228,12 +239,29 @@ class Session(asyncio.Protocol):
             self.close("Too many invalid lines; disconnecting.")
 
     def close(self, goodbye: str | None = None, event: Event = Event.GOODBYE) -> None:
-        if self.state is State.CLOSED or self.transport is None:
+        """Say `goodbye`, send what is queued, close; nothing more is read or acted on."""
+        if self.state not in OPEN or self.transport is None:
             return
         if goodbye:
             self.notice(goodbye, event)
         self.flush()
+        self.state = State.CLOSING
         self.transport.close()
+
+    def fail(self) -> None:
+        """Close after a fault of ours: say so if we still can, close in any case."""
+        try:
+            self.close("Internal server error; disconnecting.")
+        except Exception:
+            logger.exception("%s: could not say goodbye", self.who)
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent output and all."""
+        if self.state in OPEN:
+            self.state = State.CLOSING
+        if self.transport is not None:
+            self.transport.abort()
 
     def _login_timeout(self) -> None:
         if self.state is State.LOGIN:
@@ -246,8 +274,8 @@ class Session(asyncio.Protocol):
         if self.state is State.CLOSED:
             return
         if self.paused and self.transport is not None and self.transport.get_write_buffer_size() > WRITE_HARD_LIMIT:
-            logger.warning("%s is not reading; disconnecting", self.name or self.peer)
-            self.transport.abort()
+            logger.warning("%s is not reading; disconnecting", self.who)
+            self.abort()
             return
         self._out.append(text)
         if not self._flush_scheduled:
@@ -258,7 +286,7 @@ class Session(asyncio.Protocol):
         self._flush_scheduled = False
         if self._out and self.transport is not None and not self.transport.is_closing():
             if self.debug:
-                who = self.name or self.peer
+                who = self.who
                 for text in self._out:
                     for line in text.splitlines():
                         logger.debug("%s > %s", who, line)

@@ -36,11 +36,15 @@ from chatnet.protocol import (
     quote,
 )
 
+# MongoDB's integers are 64-bit.
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
+
 
 def parse_frame(line: str) -> ClientEvent:
     """A frame from a client. Fields a client may not set (id, sender, timestamp) are ignored."""
     try:
-        frame = json.loads(line)
+        frame = json.loads(line, parse_constant=_no_constant, parse_int=_int64)
     except json.JSONDecodeError as exc:
         raise BadFrame(f"Malformed JSON: {exc.msg} at position {exc.pos}.") from None
     except (ValueError, RecursionError):  # a number of thousands of digits; nesting a thousand deep
@@ -67,6 +71,19 @@ def parse_frame(line: str) -> ClientEvent:
             raise BadFrame("A command frame needs a 'message' such as '!who'.")
         return parse_command(message.strip())
     raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription' or 'command'.")
+
+
+def _no_constant(name: str) -> Any:
+    raise BadFrame(f"Malformed JSON: {name} is not a JSON number.")
+
+
+def _int64(digits: str) -> int:
+    """Integers the store can hold (MongoDB's are 64-bit): a wider one is refused here,
+    to its sender, rather than failing a batch of other people's mail later."""
+    value = int(digits)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise BadFrame(f"Number out of range: {quote(digits, 24)} (integers are 64-bit).")
+    return value
 
 
 def _parse_login(frame: dict[str, Any]) -> Login:

@@ -1,0 +1,468 @@
+"""Small real stand-ins for driving the chat server's core in process, fast.
+
+- `RecordingTransport`: what a `Session` uses of an asyncio transport. It records the
+  bytes written, can be made to look full (pausing the session like asyncio would) and
+  closes the way asyncio does: `connection_lost` comes later, on the loop, and only
+  once the buffer is empty after a graceful `close()`.
+- `Client`: a `Session` connected through one, fed lines, read back as lines or frames.
+- `FakeApi`: the message API in memory (`store_mail`, `pending`, `ack`,
+  `archive_encoded`); it records every request and can be told to fail or to hold
+  requests until released.
+
+No mocking library: these are plain classes with real behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from chatnet.config import Settings
+from chatnet.dialects import TEXT, Dialect, pick_text_or_json
+from chatnet.errors import ApiRejected, StoreUnavailable
+from chatnet.protocol import Message, utcnow
+from chatnet.router import Router
+from chatnet.session import WRITE_HIGH_WATER, Session
+
+DEADLINE = 2.0  # seconds any single wait in these tests may take before it fails
+
+_ports = itertools.count(40_000)
+
+
+def settings() -> Settings:
+    """Defaults only: a developer's .env can't change what the tests see."""
+    return Settings(_env_file=None)
+
+
+async def turns(count: int = 1) -> None:
+    """Let the event loop run `count` passes (call_soon callbacks, ready tasks)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], object], what: str = "the condition", timeout: float = DEADLINE) -> None:
+    """Run the loop until `condition()` is true; fail after `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+# --- the transport ---------------------------------------------------------------------
+
+
+class RecordingTransport:
+    """Just what `Session` uses of `asyncio.Transport`, recording what it is given."""
+
+    def __init__(self, protocol: asyncio.Protocol, peer: tuple[str, int] | None = None) -> None:
+        self.protocol = protocol
+        self.peer = peer if peer is not None else ("127.0.0.1", next(_ports))
+        self.writes: list[bytes] = []  # one entry per write() call
+        self.written_after_close: list[bytes] = []
+        self.buffer_size = 0  # what get_write_buffer_size() reports
+        self.limits: tuple[int | None, int | None] | None = None
+        self.closing = False
+        self.aborted = False
+        self.lost = False  # connection_lost was called
+        self.paused = False  # we told the protocol to pause writing
+        self._lost_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    # --- what asyncio.Transport offers --------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        assert isinstance(data, bytes), f"write() takes bytes, got {type(data).__name__}"
+        (self.written_after_close if self.closing else self.writes).append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        """Graceful: like asyncio, connection_lost follows once the buffer is empty."""
+        if self.closing:
+            return
+        self.closing = True
+        if not self.buffer_size:
+            self._schedule_lost(None)
+
+    def abort(self) -> None:
+        """At once: the buffer is dropped and connection_lost follows on the loop."""
+        self.aborted = True
+        self.closing = True
+        self.buffer_size = 0
+        self._schedule_lost(None)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffer_size
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.limits = (high, low)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    # --- what a test makes happen -------------------------------------------------------
+
+    def fill(self, size: int = WRITE_HIGH_WATER + 1) -> None:
+        """The peer stopped reading: the buffer holds `size` bytes; past the high-water
+        mark the protocol is paused, as asyncio does."""
+        self.buffer_size = size
+        high = self.limits[0] if self.limits and self.limits[0] is not None else WRITE_HIGH_WATER
+        if size > high and not self.paused:
+            self.paused = True
+            self.protocol.pause_writing()
+
+    def drain(self) -> None:
+        """The peer read everything: the buffer is empty; a paused protocol resumes;
+        a close that waited for the buffer completes."""
+        self.buffer_size = 0
+        if self.paused:
+            self.paused = False
+            self.protocol.resume_writing()
+        if self.closing:
+            self._schedule_lost(None)
+
+    def disconnect(self, exc: Exception | None = None) -> None:
+        """The peer went away."""
+        self.closing = True
+        self.buffer_size = 0
+        self._schedule_lost(exc)
+
+    def _schedule_lost(self, exc: Exception | None) -> None:
+        if not self._lost_scheduled:
+            self._lost_scheduled = True
+            self._loop.call_soon(self._call_lost, exc)
+
+    def _call_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.protocol.connection_lost(exc)
+
+    # --- what was written --------------------------------------------------------------
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+
+# --- a connected session -------------------------------------------------------------
+
+
+class Client:
+    """A `Session` on a `RecordingTransport`: feed it lines, read what it was sent."""
+
+    def __init__(
+        self,
+        router: Any,
+        dialect: Dialect = TEXT,
+        pick: Callable[[str], Dialect] | None = pick_text_or_json,
+        peer: tuple[str, int] | None = None,
+    ) -> None:
+        self.session = Session(router, dialect, pick)
+        self.transport = RecordingTransport(self.session, peer)
+        self.session.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed, as uvloop's is
+        self._taken = 0  # lines already returned by take() / expect()
+
+    def __repr__(self) -> str:
+        return f"<Client {self.session!r}>"
+
+    @property
+    def peer(self) -> str:
+        host, port = self.transport.peer
+        return f"{host}:{port}"
+
+    # --- in ----------------------------------------------------------------------------
+
+    def send(self, *lines: str | bytes) -> None:
+        """Everything in one chunk, each with its newline, as one data_received."""
+        self.send_raw(b"".join((line.encode() if isinstance(line, str) else line) + b"\n" for line in lines))
+
+    def send_raw(self, data: bytes) -> None:
+        self.session.data_received(data)
+
+    def send_json(self, *frames: dict[str, Any]) -> None:
+        self.send(*(json.dumps(frame) for frame in frames))
+
+    def chat(self, destination: str, message: str, metadata: dict[str, Any] | None = None) -> None:
+        """A JSON chat frame."""
+        frame: dict[str, Any] = {"type": "chat", "destination": destination, "message": message}
+        if metadata is not None:
+            frame["metadata"] = metadata
+        self.send_json(frame)
+
+    # --- out ---------------------------------------------------------------------------
+
+    def lines(self) -> list[str]:
+        """Every line sent to this connection so far."""
+        return self.transport.data.decode().splitlines()
+
+    def take(self) -> list[str]:
+        """The lines sent since the last take() / expect()."""
+        lines = self.lines()
+        new, self._taken = lines[self._taken :], len(lines)
+        return new
+
+    def frames(self, lines: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The JSON frames among `lines` (default: every line so far)."""
+        return [json.loads(line) for line in (self.lines() if lines is None else lines) if line.startswith("{")]
+
+    def take_frames(self) -> list[dict[str, Any]]:
+        return self.frames(self.take())
+
+    async def expect(self, match: str | Callable[[str], bool], timeout: float = DEADLINE) -> str:
+        """The next unread line equal to `match` (or for which it is true); the lines
+        before it are read past."""
+        test = match if callable(match) else (lambda line: line == match)
+        found: list[str] = []
+
+        def seen() -> bool:
+            lines = self.lines()
+            for index in range(self._taken, len(lines)):
+                if test(lines[index]):
+                    self._taken = index + 1
+                    found.append(lines[index])
+                    return True
+            return False
+
+        try:
+            await until(seen, f"{match!r}", timeout)
+        except AssertionError:
+            raise AssertionError(f"{self!r}: no line {match!r} in time; unread: {self.lines()[self._taken:]}") from None
+        return found[0]
+
+    async def expect_frame(self, match: Callable[[dict[str, Any]], bool], timeout: float = DEADLINE) -> dict[str, Any]:
+        """The next unread JSON frame for which `match` is true."""
+        line = await self.expect(lambda line: line.startswith("{") and match(json.loads(line)), timeout)
+        frame: dict[str, Any] = json.loads(line)
+        return frame
+
+    async def settle(self) -> list[str]:
+        """Let the pending flush run (one loop pass is enough) and take the new lines."""
+        await turns(2)
+        return self.take()
+
+    # --- state -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """connection_lost has reached the session."""
+        return self.transport.lost
+
+    async def wait_closed(self, timeout: float = DEADLINE) -> None:
+        await until(lambda: self.transport.lost, f"{self!r} to close", timeout)
+
+
+async def text_client(router: Any, name: str) -> Client:
+    """A text-mode user, logged in, the welcome read."""
+    client = Client(router)
+    client.send(name)
+    await client.expect(lambda line: line.startswith(f"Welcome, {name}!"))
+    return client
+
+
+async def json_client(router: Any, name: str, features: Iterable[str] = ()) -> Client:
+    """A JSON-mode program, logged in, the welcome frame read."""
+    client = Client(router)
+    client.send_json({"type": "login", "user": name, "features": list(features)})
+    await client.expect_frame(lambda frame: frame["metadata"].get("event") == "welcome")
+    return client
+
+
+@asynccontextmanager
+async def running_router(api: Any, given: Settings | None = None) -> AsyncIterator[Router]:
+    """A started router over `api`; stopped (goodbyes, drains, tasks awaited) after."""
+    router = Router(given or settings(), api)
+    router.start()
+    try:
+        yield router
+    finally:
+        await router.stop(1.0)
+
+
+# --- the message API ------------------------------------------------------------------
+
+
+class Gate:
+    """Holds calls to one API method until let through: `allow(n)` lets the next n
+    through, `open()` all from now on."""
+
+    def __init__(self) -> None:
+        self.arrived = 0  # calls that reached the gate
+        self.waiting = 0  # calls held right now
+        self._permits = 0
+        self._open = False
+        self._changed = asyncio.Event()
+
+    async def passage(self) -> None:
+        self.arrived += 1
+        self.waiting += 1
+        try:
+            while not self._open and self._permits <= 0:
+                self._changed.clear()
+                await self._changed.wait()
+            if not self._open:
+                self._permits -= 1
+        finally:
+            self.waiting -= 1
+
+    def allow(self, count: int = 1) -> None:
+        self._permits += count
+        self._changed.set()
+
+    def open(self) -> None:
+        self._open = True
+        self._changed.set()
+
+
+@dataclass
+class Call:
+    """One request the stand-in received."""
+
+    method: str
+    args: dict[str, Any]
+    outcome: str = "pending"  # then "ok" or the exception's class name
+    started: int = 0  # order of arrival and of completion among all calls
+    finished: int = -1
+
+
+@dataclass
+class _Failure:
+    error: Exception
+    times: int | None  # None: until healed
+
+
+@dataclass
+class FakeApi:
+    """`chatnet.api_client.ApiClient` in memory, for what the router and delivery use."""
+
+    mail: dict[str, list[Message]] = field(default_factory=lambda: defaultdict(list))
+    calls: list[Call] = field(default_factory=list)
+    _failures: dict[str, _Failure] = field(default_factory=dict)
+    _gates: dict[str, Gate] = field(default_factory=dict)
+    _clock: itertools.count[int] = field(default_factory=itertools.count)
+
+    # --- steering ----------------------------------------------------------------------
+
+    def fail(self, method: str, error: Exception | None = None, times: int | None = None) -> None:
+        """Make `method` raise `error` (default StoreUnavailable) `times` times, or until healed."""
+        self._failures[method] = _Failure(error or StoreUnavailable("message API unreachable (test)"), times)
+
+    def heal(self, method: str | None = None) -> None:
+        if method is None:
+            self._failures.clear()
+        else:
+            self._failures.pop(method, None)
+
+    def hold(self, method: str) -> Gate:
+        """Hold calls to `method` at a gate until it lets them through."""
+        gate = self._gates[method] = Gate()
+        return gate
+
+    def put_mail(self, user: str, *texts: str, sender: str = "alice") -> list[Message]:
+        """Mail already in the store before the test (not a request)."""
+        messages = [Message(sender=sender, destination=user, message=text, timestamp=utcnow()) for text in texts]
+        self.mail[user].extend(messages)
+        return messages
+
+    # --- what was asked -----------------------------------------------------------------
+
+    def requests(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    @property
+    def stored(self) -> list[dict[str, Any]]:
+        """Every document a successful store_mail took, in order."""
+        return [doc for call in self.requests("store_mail") if call.outcome == "ok" for doc in call.args["docs"]]
+
+    @property
+    def acked(self) -> list[list[str]]:
+        """The ids of each successful acknowledgement, in order."""
+        return [call.args["ids"] for call in self.requests("ack") if call.outcome == "ok"]
+
+    @property
+    def archived(self) -> list[list[dict[str, Any]]]:
+        """The documents of each successful archive request, in order."""
+        return [call.args["docs"] for call in self.requests("archive_encoded") if call.outcome == "ok"]
+
+    async def _request(self, method: str, **args: Any) -> Call:
+        call = Call(method, args, started=next(self._clock))
+        self.calls.append(call)
+        await asyncio.sleep(0)  # a real request always yields to the loop
+        gate = self._gates.get(method)
+        if gate is not None:
+            await gate.passage()
+        failure = self._failures.get(method)
+        if failure is not None:
+            if failure.times is not None:
+                failure.times -= 1
+                if failure.times <= 0:
+                    del self._failures[method]
+            call.outcome, call.finished = type(failure.error).__name__, next(self._clock)
+            raise failure.error
+        return call
+
+    def _validate(self, call: Call, docs: list[dict[str, Any]]) -> list[Message]:
+        """The request's messages; like the API, one invalid document refuses the whole request."""
+        try:
+            return [Message.model_validate(doc) for doc in docs]
+        except ValidationError as exc:
+            call.outcome, call.finished = "ApiRejected", next(self._clock)
+            raise ApiRejected(422, str(exc).splitlines()[0]) from None
+
+    @staticmethod
+    def _done(call: Call, clock: itertools.count[int]) -> None:
+        call.outcome, call.finished = "ok", next(clock)
+
+    # --- ApiClient ----------------------------------------------------------------------
+
+    async def store_mail(
+        self, messages: Iterable[Any], ttl_seconds: int | None = None, keep_latest: int | None = None
+    ) -> list[str]:
+        docs = [m.model_dump(mode="json") if isinstance(m, Message) else dict(m) for m in messages]
+        call = await self._request("store_mail", docs=docs, ttl_seconds=ttl_seconds, keep_latest=keep_latest)
+        stored = self._validate(call, docs)  # what the API would refuse (422), this refuses
+        for message in stored:
+            assert message.destination is not None
+            box = self.mail[message.destination]
+            box.append(message)
+            if keep_latest is not None:
+                same = [m for m in box if (m.sender, m.type) == (message.sender, message.type)]
+                for old in same[:-keep_latest]:
+                    box.remove(old)
+        self._done(call, self._clock)
+        return [m.id for m in stored]
+
+    async def pending(self, user: str, limit: int = 100) -> tuple[list[Message], int]:
+        call = await self._request("pending", user=user, limit=limit)
+        box = self.mail.get(user, [])
+        page = list(box[:limit])
+        self._done(call, self._clock)
+        return page, len(box)
+
+    async def ack(self, user: str, ids: list[str]) -> int:
+        call = await self._request("ack", user=user, ids=list(ids))
+        box = self.mail.get(user, [])
+        wanted = set(ids)
+        kept = [m for m in box if m.id not in wanted]
+        count = len(box) - len(kept)
+        if user in self.mail:
+            self.mail[user] = kept
+        self._done(call, self._clock)
+        return count
+
+    async def archive_encoded(self, messages_json: str) -> int:
+        docs = json.loads(messages_json)  # must be a JSON array of messages
+        assert isinstance(docs, list), "archive_encoded takes a JSON array"
+        call = await self._request("archive_encoded", docs=docs, text=messages_json)
+        self._validate(call, docs)
+        self._done(call, self._clock)
+        return len(docs)

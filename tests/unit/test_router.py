@@ -1,0 +1,594 @@
+"""The router in process: real sessions on recording transports, the message API in
+memory. What users are sent, and what the API was asked, line by line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from chatnet import delivery
+from chatnet import router as router_module
+from chatnet.errors import ApiRejected
+from chatnet.protocol import help_lines, short_timestamp
+from chatnet.router import Router
+from tests.unit.fakes import Client, FakeApi, json_client, running_router, settings, text_client, turns, until
+
+NOT_SAVED = "Error: Message to 'joe' was NOT saved: the message store is unavailable. Please try again later."
+STORED = re.compile(r"^\[Stored\] \[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\]\[(\S+)\] '(.*)'$")
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries and the archiver's pauses in milliseconds, not seconds."""
+    monkeypatch.setattr(delivery, "MAIL_RETRY_DELAYS", (0.001, 0.002, 0.003))
+    monkeypatch.setattr(delivery, "ARCHIVE_PAUSE", 0.001)
+    monkeypatch.setattr(delivery, "ARCHIVE_RETRY_PAUSE", 0.005)
+
+
+@pytest.fixture
+def api() -> FakeApi:
+    return FakeApi()
+
+
+@pytest.fixture
+async def router(api: FakeApi) -> AsyncIterator[Router]:
+    async with running_router(api) as started:
+        yield started
+
+
+def live(router: Router, sender: str, text: str) -> str:
+    """A live message as a text reader sees it, stamped with the router's last clock reading."""
+    return f"[{short_timestamp(router.clock.text)}][{sender}] {text}"
+
+
+def stored_texts(lines: list[str]) -> list[str]:
+    return [m.group(3) for m in map(STORED.match, lines) if m]
+
+
+def chats(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in frames if f["type"] == "chat"]
+
+
+# --- routing -------------------------------------------------------------------------------
+
+
+async def test_text_to_text_is_one_timestamped_line(router: Router) -> None:
+    """`bob: hi` from alice reaches bob as `[ts][alice] hi`, and alice is sent nothing."""
+    alice = await text_client(router, "alice")
+    bob = await text_client(router, "bob")
+    alice.send("bob: hi")
+    assert await bob.settle() == [live(router, "alice", "hi")]
+    assert alice.take() == []
+
+
+async def test_text_to_json_gets_a_frame_with_server_set_fields(router: Router) -> None:
+    """A text line reaches a JSON reader as a chat frame whose id, sender and timestamp the server set."""
+    alice = await text_client(router, "alice")
+    web = await json_client(router, "web")
+    alice.send("web: hello there")
+    [frame] = chats(web.frames(await web.settle()))
+    assert frame["id"]
+    assert {k: frame[k] for k in ("sender", "destination", "message", "timestamp", "type", "metadata")} == {
+        "sender": "alice", "destination": "web", "message": "hello there",
+        "timestamp": router.clock.text, "type": "chat", "metadata": {},
+    }  # fmt: skip
+
+
+async def test_json_to_text_and_json_cannot_forge_fields(router: Router) -> None:
+    """A JSON client's frame reaches text as `[ts][sender] text`; forged id/sender/timestamp are replaced."""
+    alice = await text_client(router, "alice")
+    web = await json_client(router, "web", features=("stream",))
+    bob = await json_client(router, "bob")
+    web.send_json({"type": "chat", "destination": "alice", "message": "to text", "sender": "mallory"})
+    assert await alice.settle() == [live(router, "web", "to text")]
+    bob.take()
+    web.send_json({
+        "type": "chat", "destination": "bob", "message": "to json", "sender": "mallory", "id": "forged",
+        "timestamp": "2000-01-01T00:00:00.000Z", "metadata": {"stored": True, "mood": "calm"},
+    })  # fmt: skip
+    [frame] = chats(bob.frames(await bob.settle()))
+    assert frame["sender"] == "web" and frame["id"] not in ("", "forged")
+    assert frame["timestamp"] == router.clock.text
+    assert frame["metadata"] == {"mood": "calm", "sender_features": ["stream"]}
+
+
+async def test_a_burst_keeps_its_order(router: Router) -> None:
+    """Many lines in one chunk arrive in the order they were sent."""
+    alice = await text_client(router, "alice")
+    bob = await text_client(router, "bob")
+    alice.send(*(f"bob: {i}" for i in range(50)))
+    assert [line.rsplit(" ", 1)[1] for line in await bob.settle()] == [str(i) for i in range(50)]
+
+
+# --- offline mail -----------------------------------------------------------------------------
+
+
+async def test_offline_mail_is_confirmed_only_after_the_store_took_it(router: Router, api: FakeApi) -> None:
+    """'Message saved.' comes after the API stored the message, never before."""
+    gate = api.hold("store_mail")
+    alice = await text_client(router, "alice")
+    alice.send("joe: hello!!")
+    await until(lambda: gate.waiting == 1, "the store request")
+    await turns(10)
+    assert alice.take() == []
+    assert api.mail["joe"] == []
+    gate.open()
+    assert await alice.expect("User 'joe' is offline. Message saved.")
+    [doc] = api.stored
+    assert (doc["sender"], doc["destination"], doc["message"], doc["type"]) == ("alice", "joe", "hello!!", "chat")
+    assert [m.message for m in api.mail["joe"]] == ["hello!!"]
+
+
+async def test_json_sender_gets_a_saved_frame_with_the_stored_id(router: Router, api: FakeApi) -> None:
+    """A JSON sender's confirmation names the destination and the id the message was stored under."""
+    web = await json_client(router, "web")
+    web.chat("joe", "later")
+    saved = await web.expect_frame(lambda f: f["metadata"].get("event") == "saved")
+    assert saved["type"] == "notification" and saved["sender"] == "server"
+    assert saved["metadata"]["destination"] == "joe"
+    assert saved["metadata"]["id"] == api.mail["joe"][0].id
+
+
+async def test_store_down_means_not_saved_after_the_retries(router: Router, api: FakeApi) -> None:
+    """With the store down the sender is told plainly it was NOT saved, after every retry."""
+    api.fail("store_mail")
+    alice = await text_client(router, "alice")
+    alice.send("joe: are you there?")
+    assert await alice.expect(lambda line: "NOT saved" in line) == NOT_SAVED
+    assert len(api.requests("store_mail")) == len(delivery.MAIL_RETRY_DELAYS) + 1
+    assert api.mail["joe"] == []
+    assert all("saved." not in line for line in alice.lines())
+
+
+async def test_a_store_that_comes_back_within_the_retries_saves(router: Router, api: FakeApi) -> None:
+    """Two failures then success: the sender hears 'saved', once."""
+    api.fail("store_mail", times=2)
+    alice = await text_client(router, "alice")
+    alice.send("joe: third time lucky")
+    assert await alice.expect(lambda line: "saved" in line.lower()) == "User 'joe' is offline. Message saved."
+    assert [c.outcome for c in api.requests("store_mail")] == ["StoreUnavailable", "StoreUnavailable", "ok"]
+    assert len(api.mail["joe"]) == 1
+
+
+async def test_api_refusal_is_not_saved_at_once(router: Router, api: FakeApi) -> None:
+    """A refused request (ApiRejected) is not retried: NOT saved after one attempt."""
+    api.fail("store_mail", ApiRejected(422, "bad document"))
+    alice = await text_client(router, "alice")
+    alice.send("joe: hi")
+    assert await alice.expect(lambda line: "NOT saved" in line) == NOT_SAVED
+    assert len(api.requests("store_mail")) == 1
+
+
+async def test_json_sender_gets_a_not_saved_error_frame(router: Router, api: FakeApi) -> None:
+    """A JSON sender's failure is an error frame with event not_saved."""
+    api.fail("store_mail")
+    web = await json_client(router, "web")
+    web.chat("joe", "hi")
+    error = await web.expect_frame(lambda f: f["type"] == "error")
+    assert error["metadata"]["event"] == "not_saved" and error["metadata"]["destination"] == "joe"
+
+
+async def test_a_sender_gone_before_the_store_answered_is_not_written_to(router: Router, api: FakeApi) -> None:
+    """The confirmation for a sender that left is dropped; the mail is still stored."""
+    gate = api.hold("store_mail")
+    alice = await text_client(router, "alice")
+    alice.send("joe: bye")
+    await until(lambda: gate.waiting == 1, "the store request")
+    alice.transport.disconnect()
+    await alice.wait_closed()
+    gate.open()
+    await until(lambda: api.mail["joe"], "the mail stored")
+    await turns(5)
+    assert alice.transport.written_after_close == []
+    assert all("saved" not in line for line in alice.lines())
+
+
+# --- presence and commands ---------------------------------------------------------------------
+
+
+async def test_presence_goes_to_json_sessions_only(router: Router) -> None:
+    """JSON sessions hear who comes and goes (not about themselves); text sessions never do."""
+    watcher = await json_client(router, "watcher")
+    texter = await text_client(router, "texter")
+    came = await watcher.expect_frame(lambda f: f["metadata"].get("event") == "presence")
+    assert (came["metadata"]["user"], came["metadata"]["presence"], came["message"]) == ("texter", "online", "texter is online")
+    other = await json_client(router, "other")
+    carol = await text_client(router, "carol")
+    carol.transport.disconnect()
+    left = await watcher.expect_frame(lambda f: f["metadata"].get("presence") == "offline")
+    assert left["metadata"]["user"] == "carol"
+    await other.expect_frame(lambda f: f["metadata"].get("presence") == "offline")
+    assert all(f["metadata"].get("user") != "other" for f in other.frames() if f["metadata"].get("event") == "presence")
+    assert await texter.settle() == []
+
+
+async def test_who_lists_everyone_online(router: Router) -> None:
+    """!who answers text with `Online (n): a, b` and JSON with the users in metadata."""
+    bob = await text_client(router, "bob")
+    web = await json_client(router, "alice")
+    bob.send("!who")
+    assert await bob.settle() == ["Online (2): alice, bob"]
+    web.take()
+    web.send_json({"type": "command", "message": "!who"})
+    [who] = web.frames(await web.settle())
+    assert who["metadata"] == {"event": "who", "users": ["alice", "bob"]}
+
+
+async def test_help_lists_the_commands(router: Router) -> None:
+    """!help answers with the help text, one line each."""
+    alice = await text_client(router, "alice")
+    alice.send("!help")
+    assert await alice.settle() == help_lines()
+
+
+async def test_check_with_nothing_stored(router: Router) -> None:
+    """!check with an empty mailbox says so."""
+    alice = await text_client(router, "alice")
+    alice.send("!check")
+    assert await alice.expect("No stored messages.")
+
+
+async def test_check_hands_over_mail_stored_since_login(router: Router, api: FakeApi) -> None:
+    """!check counts and hands over what arrived for you since you logged in."""
+    alice = await text_client(router, "alice")
+    api.put_mail("alice", "one", "two", sender="joe")
+    alice.send("!check")
+    assert await alice.expect("2 stored messages:")
+    await until(lambda: len(api.acked) == 1, "the acknowledgement")
+    assert stored_texts(alice.take()) == ["one", "two"]
+    assert api.mail["alice"] == []
+
+
+async def test_duplicate_and_reserved_names_are_refused_with_the_prompt_again(router: Router) -> None:
+    """A name online already, or 'server' in any case, gets the reason and the prompt; the next name works."""
+    first = await text_client(router, "alice")
+    client = Client(router)
+    assert await client.settle() == ["Enter username:"]
+    client.send("alice")
+    assert await client.settle() == ["The name 'alice' is already online; choose another.", "Enter username:"]
+    client.send("Server")
+    assert await client.settle() == ["The name 'Server' is reserved; choose another.", "Enter username:"]
+    client.send("bob")
+    assert await client.expect("Welcome, bob! No stored messages.")
+    client.send("alice: still you?")
+    assert await first.settle() == [live(router, "bob", "still you?")]
+
+
+async def test_duplicate_json_login_is_an_error_frame(router: Router) -> None:
+    """A JSON login under a taken name is answered with a login_failed error frame."""
+    await text_client(router, "alice")
+    client = Client(router)
+    client.send_json({"type": "login", "user": "alice"})
+    frames = client.frames(await client.settle())
+    assert [(f["type"], f["metadata"]["event"]) for f in frames] == [("error", "login_failed")]
+    assert "already online" in frames[0]["message"]
+
+
+# --- login and hand-over ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("count", "welcome"), [(0, "No stored messages"), (1, "1 stored message"), (3, "3 stored messages")])
+async def test_welcome_counts_stored_mail(router: Router, api: FakeApi, count: int, welcome: str) -> None:
+    """The welcome line says how much mail is waiting, then it follows oldest first."""
+    api.put_mail("joe", *(f"note {i}" for i in range(count)))
+    joe = Client(router)
+    joe.send("joe")
+    assert await joe.expect(lambda line: line.startswith("Welcome")) == f"Welcome, joe! {welcome}."
+    await until(lambda: len(api.acked) == (1 if count else 0) and not api.mail["joe"], "the hand-over")
+    lines = await joe.settle()
+    assert stored_texts(lines) == [f"note {i}" for i in range(count)]
+    assert all(STORED.match(line).group(2) == "alice" for line in lines)  # type: ignore[union-attr]
+
+
+async def test_json_welcome_has_pending_and_online(router: Router, api: FakeApi) -> None:
+    """A JSON welcome carries the user, the pending count and who is online; stored mail is marked stored."""
+    await text_client(router, "alice")
+    [message] = api.put_mail("zed", "later")
+    zed = Client(router)
+    zed.send_json({"type": "login", "user": "zed"})
+    welcome = await zed.expect_frame(lambda f: f["metadata"].get("event") == "welcome")
+    assert welcome["message"] == "Welcome, zed! 1 stored message."
+    assert {k: welcome["metadata"][k] for k in ("user", "pending", "online")} == {"user": "zed", "pending": 1, "online": ["alice", "zed"]}
+    stored = await zed.expect_frame(lambda f: f["type"] == "chat")
+    assert (stored["id"], stored["sender"], stored["message"], stored["metadata"]) == (message.id, "alice", "later", {"stored": True})
+
+
+async def test_welcome_when_the_store_is_down_still_logs_in(router: Router, api: FakeApi) -> None:
+    """Without the store the welcome says stored mail is unavailable; live chat still works."""
+    api.fail("pending")
+    alice = Client(router)
+    alice.send("alice")
+    welcome = await alice.expect(lambda line: line.startswith("Welcome"))
+    assert "unavailable" in welcome
+    bob = await text_client(router, "bob")
+    bob.send("alice: live")
+    assert await alice.expect(live(router, "bob", "live"))
+
+
+async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(
+    router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With pages of 2, five messages come in order and each page is acknowledged after it was written."""
+    monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
+    messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
+    acks = api.hold("ack")
+    joe = Client(router)
+    joe.send("joe")
+    assert await joe.expect(lambda line: line.startswith("Welcome")) == "Welcome, joe! 5 stored messages."
+    for page in ([0, 1], [2, 3], [4]):
+        await until(lambda: acks.waiting == 1, "an acknowledgement")
+        assert stored_texts(joe.lines()) == [f"m{i}" for i in range(page[-1] + 1)]  # this page written, no more
+        acks.allow(1)
+        ids = [messages[i].id for i in page]
+        await until(lambda ids=ids: api.acked and api.acked[-1] == ids, f"page {page} acknowledged")  # type: ignore[misc]
+    assert [call.args["limit"] for call in api.requests("pending")] == [2, 2, 2]
+    assert api.mail["joe"] == []
+    assert sum(1 for line in joe.lines() if line.startswith("Welcome")) == 1
+
+
+async def test_a_close_midway_leaves_the_rest_pending(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session that closes during the hand-over has only what was written acknowledged."""
+    monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
+    messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
+    pages = api.hold("pending")
+    pages.allow(1)
+    joe = Client(router)
+    joe.send("joe")
+    await until(lambda: len(api.acked) == 1 and pages.waiting == 1, "the first page acknowledged")
+    joe.transport.disconnect()
+    await joe.wait_closed()
+    pages.open()
+    await until(lambda: all(c.outcome != "pending" for c in api.calls), "the second page read")
+    await turns(10)
+    assert api.acked == [[messages[0].id, messages[1].id]]
+    assert [m.message for m in api.mail["joe"]] == ["m2", "m3", "m4"]
+    written = joe.transport.data.decode()
+    assert all(m.message in written for m in messages[:2])
+
+
+async def test_a_session_closing_with_a_full_buffer_gets_nothing_acknowledged_unwritten(router: Router, api: FakeApi) -> None:
+    """A hand-over that resumes after its session was told to close (buffer still draining) acknowledges nothing it didn't write."""
+    messages = api.put_mail("joe", "m0", "m1")
+    pages = api.hold("pending")
+    joe = Client(router)
+    joe.send("joe")
+    await until(lambda: pages.waiting == 1, "the mail request")
+    joe.transport.fill(100)  # a few bytes still on their way: asyncio delays connection_lost until they left
+    joe.send("exit")
+    pages.open()
+    await until(lambda: all(c.outcome != "pending" for c in api.calls), "the page read")
+    await turns(20)
+    written = joe.transport.data.decode()
+    acked = {i for ids in api.acked for i in ids}
+    unwritten = [m.message for m in messages if m.id in acked and f"'{m.message}'" not in written]
+    assert unwritten == [], f"acknowledged {unwritten}, never written; the session was sent {written!r}"
+
+
+async def test_check_during_a_running_hand_over_is_answered(router: Router, api: FakeApi) -> None:
+    """!check sent while the login hand-over is still running gets its own answer after it."""
+    api.put_mail("joe", "waiting")
+    pages = api.hold("pending")
+    joe = Client(router)
+    joe.send("joe")
+    await until(lambda: pages.waiting == 1, "the login's mail request")
+    joe.send("!check")
+    pages.open()
+    assert await joe.expect("Welcome, joe! 1 stored message.")
+    assert STORED.match(await joe.expect(lambda line: line.startswith("[Stored]")))
+    assert await joe.expect("No stored messages.")
+    assert len(api.acked) == 1
+
+
+# --- a reader that is not keeping up --------------------------------------------------------
+
+
+async def test_a_paused_target_gets_mail_handed_over_when_it_resumes(router: Router, api: FakeApi) -> None:
+    """Mail to a session whose buffer is full is stored ('not keeping up') and handed over when it reads again."""
+    alice = await text_client(router, "alice")
+    bob = await text_client(router, "bob")
+    bob.transport.fill()
+    alice.send("bob: are you there?")
+    assert await alice.expect(lambda line: "saved" in line) == "User 'bob' is not keeping up. Message saved."
+    assert bob.take() == []
+    assert [m.message for m in api.mail["bob"]] == ["are you there?"]
+    bob.transport.drain()
+    assert await bob.expect("1 stored message:")
+    assert stored_texts([await bob.expect(lambda line: line.startswith("[Stored]"))]) == ["are you there?"]
+    await until(lambda: api.mail["bob"] == [], "the acknowledgement")
+    alice.send("bob: and now live")
+    assert await bob.expect(live(router, "alice", "and now live"))
+
+
+async def test_a_target_resuming_before_its_mail_is_stored_still_gets_it(router: Router, api: FakeApi) -> None:
+    """Mail diverted from a paused reader reaches it even when it resumes while the store is still writing."""
+    gate = api.hold("store_mail")
+    alice = await text_client(router, "alice")
+    bob = await text_client(router, "bob")
+    bob.transport.fill()
+    alice.send("bob: in flight")
+    await until(lambda: gate.waiting == 1, "the store request")
+    bob.transport.drain()
+    def bobs_looks() -> int:
+        return sum(1 for c in api.requests("pending") if c.args["user"] == "bob" and c.outcome == "ok")
+
+    await until(lambda: bobs_looks() == 2, "the resume's look at bob's mail")  # login, resume
+    gate.open()
+    assert await alice.expect("User 'bob' is not keeping up. Message saved.")
+    assert await bob.expect(lambda line: line.startswith("[Stored]"), timeout=0.5)
+
+
+# --- streamed replies ---------------------------------------------------------------------------
+
+
+def chunk(seq: int, done: bool) -> dict[str, Any]:
+    return {"stream": {"id": "s1", "seq": seq, "done": done}}
+
+
+async def test_partial_chunks_reach_json_readers_only(router: Router, api: FakeApi) -> None:
+    """Streamed chunks go to live JSON readers; text readers get only the final frame, whole."""
+    bot = await json_client(router, "bot", features=("stream",))
+    web = await json_client(router, "web")
+    texter = await text_client(router, "texter")
+    web.take()
+    for target in ("web", "texter"):
+        bot.chat(target, "Hel", chunk(0, False))
+        bot.chat(target, "Hello", chunk(1, True))
+    got = chats(web.frames(await web.settle()))
+    assert [(f["message"], f["metadata"]["stream"]["done"]) for f in got] == [("Hel", False), ("Hello", True)]
+    assert await texter.settle() == [live(router, "bot", "Hello")]
+
+
+async def test_partial_chunks_are_never_stored_or_archived(router: Router, api: FakeApi) -> None:
+    """A chunk for an offline reader is dropped silently; chunks delivered live are not archived."""
+    bot = await json_client(router, "bot", features=("stream",))
+    await json_client(router, "web")
+    bot.take()
+    bot.chat("nobody", "Hel", chunk(0, False))
+    bot.chat("web", "Hel", chunk(0, False))
+    bot.chat("web", "Hello", chunk(1, True))
+    await until(lambda: api.archived, "the archive request")
+    await turns(10)
+    assert api.requests("store_mail") == []
+    assert bot.take_frames() == []
+    assert [doc["message"] for batch in api.archived for doc in batch] == ["Hello"]
+
+
+def strict_json(line: str) -> Any:
+    """A line as standards-conforming JSON (what a browser's JSON.parse accepts)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+async def test_non_finite_numbers_are_refused_not_relayed(router: Router, api: FakeApi) -> None:
+    """A frame with NaN or Infinity is refused to its sender; readers only ever get standard JSON."""
+    web = await json_client(router, "web")
+    bob = await json_client(router, "bob")
+    bob.take()
+    web.send('{"type": "chat", "destination": "bob", "message": "hi", "metadata": {"x": NaN, "y": -Infinity}}')
+    for line in await bob.settle():
+        strict_json(line)
+    error = await web.expect_frame(lambda f: f["type"] == "error", timeout=0.5)
+    assert error["metadata"]["event"] == "bad_input"
+
+
+# --- history --------------------------------------------------------------------------------------
+
+
+async def test_delivered_messages_are_archived_in_one_batch_with_the_ids_readers_saw(router: Router, api: FakeApi) -> None:
+    """A burst of live messages is archived in one request, under the ids the JSON reader was shown."""
+    alice = await text_client(router, "alice")
+    web = await json_client(router, "web")
+    web.take()
+    alice.send("web: one", "web: two", "web: three")
+    seen = chats(web.frames(await web.settle()))
+    await until(lambda: api.archived, "the archive request")
+    [batch] = api.archived
+    assert [(d["id"], d["sender"], d["destination"], d["message"], d["timestamp"]) for d in batch] == [
+        (f["id"], "alice", "web", f["message"], f["timestamp"]) for f in seen
+    ]
+    assert [d["message"] for d in batch] == ["one", "two", "three"]
+
+
+async def test_messages_to_text_readers_are_archived_with_fresh_ids(router: Router, api: FakeApi) -> None:
+    """A text reader is shown no id: the archive makes a distinct one per message."""
+    alice = await text_client(router, "alice")
+    await text_client(router, "bob")
+    alice.send("bob: a", "bob: b")
+    await until(lambda: api.archived, "the archive request")
+    ids = [d["id"] for d in api.archived[0]]
+    assert len(set(ids)) == 2 and all(ids)
+
+
+async def test_archive_backlog_is_bounded_and_drops_the_oldest(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When more is delivered than the backlog holds before the archiver runs, the oldest are dropped."""
+    monkeypatch.setattr(delivery, "ARCHIVE_BACKLOG", 3)
+    async with running_router(api) as router:
+        alice = await text_client(router, "alice")
+        bob = await text_client(router, "bob")
+        alice.send(*(f"bob: {i}" for i in range(6)))
+        assert len(await bob.settle()) == 6  # delivery itself loses nothing
+        await until(lambda: api.archived, "the archive request")
+        await turns(10)
+        assert [d["message"] for batch in api.archived for d in batch] == ["3", "4", "5"]
+
+
+async def test_a_failed_archive_batch_is_sent_again_unchanged(router: Router, api: FakeApi) -> None:
+    """The batch the API failed on goes again byte for byte (same ids: no duplicates), then what came after."""
+    api.fail("archive_encoded", times=1)
+    alice = await text_client(router, "alice")
+    await text_client(router, "bob")
+    alice.send("bob: first", "bob: second")
+    await until(lambda: api.requests("archive_encoded"), "the first archive attempt")
+    await until(lambda: router.archiver.asleep, "the archiver's pause after the failure")
+    alice.send("bob: third")  # the next delivery wakes the archiver
+    await until(lambda: sum(len(b) for b in api.archived) == 3, "everything archived")
+    attempts = api.requests("archive_encoded")
+    assert attempts[0].outcome == "StoreUnavailable"
+    assert attempts[1].args["text"] == attempts[0].args["text"]
+    assert [d["message"] for d in attempts[1].args["docs"]] == ["first", "second"]
+    assert [d["message"] for batch in api.archived for d in batch] == ["first", "second", "third"]
+
+
+async def test_a_failed_archive_batch_is_retried_without_new_traffic(router: Router, api: FakeApi) -> None:
+    """After a failed archive request the batch is tried again even if nobody sends anything more."""
+    api.fail("archive_encoded", times=1)
+    alice = await text_client(router, "alice")
+    await text_client(router, "bob")
+    alice.send("bob: last words")
+    await until(lambda: api.archived, "the retry", timeout=0.5)
+
+
+async def test_the_archiver_waits_while_a_mail_request_is_in_flight(router: Router, api: FakeApi) -> None:
+    """Priority: history is sent only once no mail request is running."""
+    gate = api.hold("store_mail")
+    alice = await text_client(router, "alice")
+    await text_client(router, "bob")
+    alice.send("joe: offline", "bob: live")
+    await until(lambda: gate.waiting == 1, "the store request")
+    await until(lambda: not router.archiver.backlog, "the archiver to take its batch")
+    await turns(20)
+    assert api.requests("archive_encoded") == []
+    gate.open()
+    await until(lambda: api.archived, "the archive request")
+    [store] = api.requests("store_mail")
+    [archive] = api.requests("archive_encoded")
+    assert archive.started > store.finished
+
+
+# --- shutdown ---------------------------------------------------------------------------------------
+
+
+async def test_stop_says_goodbye_stores_what_is_queued_and_closes(api: FakeApi) -> None:
+    """Stopping tells everyone, stores queued mail (and confirms it) before closing, and closes every connection."""
+    async with running_router(api) as router:
+        alice = await text_client(router, "alice")
+        web = await json_client(router, "web")
+        alice.send("joe: before the end")  # queued; the mail writer has not run yet
+    await until(lambda: alice.closed and web.closed, "the connections to close")
+    assert alice.take()[:2] == ["Server shutting down. Goodbye.", "User 'joe' is offline. Message saved."]
+    assert any(f["metadata"].get("event") == "shutdown" for f in web.frames())
+    assert [m.message for m in api.mail["joe"]] == ["before the end"]
+
+
+async def test_stop_finishes_the_mail_request_in_flight(api: FakeApi) -> None:
+    """Mail whose store request is running when the server stops is still stored and confirmed within the grace."""
+    gate = api.hold("store_mail")
+    router = Router(settings(), api)  # type: ignore[arg-type]  # the stand-in
+    router.start()
+    alice = await text_client(router, "alice")
+    alice.send("joe: in flight at shutdown")
+    await until(lambda: gate.waiting == 1, "the store request")
+    stopping = asyncio.create_task(router.stop(1.0))
+    await turns(3)
+    gate.open()
+    await stopping
+    assert [m.message for m in api.mail["joe"]] == ["in flight at shutdown"]
+    assert "User 'joe' is offline. Message saved." in alice.lines()
