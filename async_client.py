@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from chatnet.client import main as run
 from chatnet.cli import settings_from
+from chatnet.client import main as run
 
 
 def main() -> int:

@@ -67,7 +67,7 @@ async def run_mail(server: Chatnet, messages: int, senders: int, window: int, ta
     slices = [range(i, messages, senders) for i in range(senders)]
     started = time.monotonic()
     sent = await asyncio.wait_for(
-        asyncio.gather(*(_send_offline(server.port, n, recipient, s, window) for n, s in zip(names, slices))), TIMEOUT
+        asyncio.gather(*(_send_offline(server.port, n, recipient, s, window) for n, s in zip(names, slices, strict=True))), TIMEOUT
     )
     store_s = time.monotonic() - started
     confirmed = sum(r["confirmed"] for r in sent)

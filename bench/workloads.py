@@ -4,6 +4,7 @@ window, and returns plain numbers (a dict per run, JSON-ready)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import multiprocessing as mp
@@ -72,7 +73,7 @@ class Workers:
         for pipe in self.pipes:
             pipe.send((command, argument))
         answers = []
-        for pipe, proc in zip(self.pipes, self.procs):
+        for pipe, proc in zip(self.pipes, self.procs, strict=True):
             if not pipe.poll(timeout):
                 raise RuntimeError(f"{proc.name} did not answer {command!r} within {timeout:.0f} s")
             answers.append(pipe.recv()[1])
@@ -82,10 +83,8 @@ class Workers:
         return sum(cpu_seconds(proc.pid) for proc in self.procs if proc.pid)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, OSError, EOFError):  # a worker already gone
             self.ask("stop", None, 10)
-        except (RuntimeError, OSError, EOFError):
-            pass
         for proc in self.procs:
             proc.join(5)
             if proc.is_alive():
@@ -125,7 +124,7 @@ def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float 
         cpu1, gen1, all1 = server.cpu(), workers.cpu(), _cpu_all(server)
         rss = server.rss()
         results = []
-        for pipe, proc in zip(workers.pipes, workers.procs):
+        for pipe, proc in zip(workers.pipes, workers.procs, strict=True):
             if not pipe.poll(sizes.grace + 60):
                 raise RuntimeError(f"{proc.name} did not finish")
             results.append(pipe.recv()[1])

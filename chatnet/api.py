@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -27,13 +26,16 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from chatnet.config import Settings, get_settings
 from chatnet.limits import HISTORY_PAGE, MAIL_PAGE, MAX_ACK_IDS, MAX_BATCH, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, NAME_PATTERN, NAME_RULE
-from chatnet.protocol import Message, Name, from_mail_document, parse_timestamp
+from chatnet.protocol import Message, Name, dumps, from_mail_document, parse_timestamp
 from chatnet.store import Store
 
 logger = logging.getLogger("chatnet.api")
 
 # Bot state is a bounded conversation thread or similar; this only stops abuse.
 MAX_STATE_BYTES: Final = 1 << 20
+# A page when the caller doesn't say (the bounds are MAIL_PAGE and HISTORY_PAGE).
+MAIL_PAGE_DEFAULT: Final = 100
+HISTORY_PAGE_DEFAULT: Final = 50
 PING_TIMEOUT: Final = 1.5
 SWEEP_SECONDS: Final = 60.0
 # How long shutdown waits for acknowledged mail still being copied to the history.
@@ -129,8 +131,12 @@ class StateIn(BaseModel):
     @field_validator("value")
     @classmethod
     def _bounded(cls, value: Any) -> Any:
-        if len(json.dumps(value)) > MAX_STATE_BYTES:
-            raise ValueError(f"value too large (the limit is {MAX_STATE_BYTES} bytes of JSON)")
+        try:
+            size = len(dumps(value).encode())  # as it is written: compact, UTF-8
+        except UnicodeEncodeError:
+            raise ValueError("value is not valid Unicode (a lone surrogate?)") from None
+        if size > MAX_STATE_BYTES:
+            raise ValueError(f"value too large ({size} bytes of JSON; the limit is {MAX_STATE_BYTES})")
         return value
 
 
@@ -400,7 +406,7 @@ async def store_mail(body: MailIn, store: StoreDep) -> MailStored:
 
 
 async def pending_mail(
-    user: PathName, store: StoreDep, request: Request, limit: Annotated[int, Query(ge=1, le=MAIL_PAGE)] = 100
+    user: PathName, store: StoreDep, request: Request, limit: Annotated[int, Query(ge=1, le=MAIL_PAGE)] = MAIL_PAGE_DEFAULT
 ) -> JSONResponse:
     """The user's pending mail, oldest first, and how much is pending in all."""
     with request.app.state.copier.foreground():
@@ -432,7 +438,7 @@ async def history(
     user: PathName,
     peer: PathName,
     store: StoreDep,
-    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE)] = HISTORY_PAGE_DEFAULT,
     before: Annotated[datetime | None, Query(description="ISO timestamp: only older messages")] = None,
 ) -> JSONResponse:
     """Messages between two users in either direction, delivered or still pending,

@@ -12,7 +12,6 @@ fault) raises `ApiRejected` with the API's reason.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -70,8 +69,9 @@ class ApiClient:
 
     async def _request(
         self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None, encoded: str | None = None
-    ) -> Any:
-        """`encoded`: a body the caller already turned into JSON (see `archive_encoded`)."""
+    ) -> dict[str, Any]:
+        """The API's answer (a JSON object). `encoded`: a body the caller already turned
+        into JSON (see `archive_encoded`)."""
         session = self._open()
         data = encoded if body is None else dumps(body)
         headers = {"Content-Type": "application/json"} if data is not None else None
@@ -79,16 +79,19 @@ class ApiClient:
             async with session.request(method, self.base_url + path, data=data, params=params, headers=headers) as response:
                 text = await response.text()
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip()) from None
         if status >= 500:
             raise StoreUnavailable(f"message API answered {status}: {_detail(text)}")
         if status >= 400:
             raise ApiRejected(status, _detail(text))
         try:
-            return json.loads(text)
+            answer = json.loads(text)
         except ValueError:
-            raise StoreUnavailable(f"message API answered {status} with a body that is not JSON") from None
+            answer = None
+        if not isinstance(answer, dict):
+            raise StoreUnavailable(f"message API answered {status} with a body that is not a JSON object")
+        return answer
 
     # --- health ----------------------------------------------------------------------
 
@@ -103,56 +106,54 @@ class ApiClient:
     async def store_mail(
         self, messages: Iterable[MessageLike], ttl_seconds: int | None = None, keep_latest: int | None = None
     ) -> list[str]:
-        """Store offline mail (at most 1000 per call); returns the stored ids."""
+        """Store offline mail (at most MAX_BATCH per call); returns the stored ids."""
         body = {"messages": [message_json(m) for m in messages], "ttl_seconds": ttl_seconds, "keep_latest": keep_latest}
-        return (await self._request("POST", "/mail", body))["ids"]
+        ids: list[str] = (await self._request("POST", "/mail", body))["ids"]
+        return ids
 
-    async def pending(self, user: str, limit: int = 100) -> tuple[list[Message], int]:
-        """The user's pending mail, oldest first (at most `limit`, up to 10,000), and how
-        much is pending in all."""
-        page = await self._request("GET", f"/mail/{quote(user, safe='')}", params={"limit": limit})
+    async def pending(self, user: str, limit: int | None = None) -> tuple[list[Message], int]:
+        """The user's pending mail, oldest first (at most `limit`, up to MAIL_PAGE; None:
+        the API's default page), and how much is pending in all."""
+        params = {} if limit is None else {"limit": limit}
+        page = await self._request("GET", f"/mail/{quote(user, safe='')}", params=params)
         return [Message.model_validate(m) for m in page["messages"]], page["total"]
 
     async def ack(self, user: str, ids: list[str]) -> int:
         """Acknowledge mail: it leaves the mailbox for the history; returns how many were pending."""
-        return (await self._request("POST", f"/mail/{quote(user, safe='')}/ack", {"ids": list(ids)}))["acknowledged"]
+        return int((await self._request("POST", f"/mail/{quote(user, safe='')}/ack", {"ids": list(ids)}))["acknowledged"])
 
     # --- history -------------------------------------------------------------------------
 
-    async def archive(self, messages: Iterable[MessageLike]) -> int:
-        """Archive delivered live chat (at most 1000 per call)."""
-        return (await self._request("POST", "/history", {"messages": [message_json(m) for m in messages]}))["stored"]
-
     async def archive_encoded(self, messages_json: str) -> int:
-        """The same, for a caller that encoded the messages itself: `messages_json` is a
-        JSON array of messages. The chat server builds it in slices between routing work."""
-        return (await self._request("POST", "/history", encoded=f'{{"messages":{messages_json}}}'))["stored"]
+        """Archive delivered live chat: `messages_json` is a JSON array of at most
+        MAX_BATCH messages, encoded by the caller (the chat server builds it in slices
+        between routing work)."""
+        return int((await self._request("POST", "/history", encoded=f'{{"messages":{messages_json}}}'))["stored"])
 
     async def history(
-        self, user: str, peer: str, limit: int = 50, before: str | datetime | None = None
+        self, user: str, peer: str, limit: int | None = None, before: str | datetime | None = None
     ) -> tuple[list[Message], str | None]:
-        """Messages between two users, newest first, and the `before` of the next page."""
-        params: dict[str, Any] = {"limit": limit}
+        """Messages between two users, newest first (at most `limit`; None: the API's
+        default page), and the `before` of the next page."""
+        params: dict[str, Any] = {} if limit is None else {"limit": limit}
         if before is not None:
             params["before"] = format_datetime(before) if isinstance(before, datetime) else before
         page = await self._request("GET", f"/history/{quote(user, safe='')}/{quote(peer, safe='')}", params=params)
         return [Message.model_validate(m) for m in page["messages"]], page["next_before"]
 
-    async def clear_history(self, user: str) -> int:
-        return (await self._request("DELETE", f"/history/{quote(user, safe='')}"))["deleted"]
-
     # --- subscriptions -----------------------------------------------------------------------
 
     async def subscribers(self, service: str) -> list[str]:
-        return (await self._request("GET", f"/subscriptions/{quote(service, safe='')}"))["users"]
+        users: list[str] = (await self._request("GET", f"/subscriptions/{quote(service, safe='')}"))["users"]
+        return users
 
     async def subscribe(self, service: str, user: str) -> bool:
         """True when the subscription is new."""
-        return (await self._request("PUT", f"/subscriptions/{quote(service, safe='')}/{quote(user, safe='')}"))["created"]
+        return bool((await self._request("PUT", f"/subscriptions/{quote(service, safe='')}/{quote(user, safe='')}"))["created"])
 
     async def unsubscribe(self, service: str, user: str) -> bool:
         """True when there was a subscription to remove."""
-        return (await self._request("DELETE", f"/subscriptions/{quote(service, safe='')}/{quote(user, safe='')}"))["removed"]
+        return bool((await self._request("DELETE", f"/subscriptions/{quote(service, safe='')}/{quote(user, safe='')}"))["removed"])
 
     # --- bot state ---------------------------------------------------------------------------
 
@@ -164,6 +165,3 @@ class ApiClient:
 
     async def put_state(self, owner: str, key: str, value: Any) -> None:
         await self._request("PUT", self._state_path(owner, key), {"value": value})
-
-    async def delete_state(self, owner: str, key: str) -> bool:
-        return (await self._request("DELETE", self._state_path(owner, key)))["deleted"]

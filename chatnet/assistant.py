@@ -17,21 +17,22 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
-from chatnet.bot import Bot, RateLimiter, Request, command, split_text
+from chatnet.api_client import ApiClient
+from chatnet.bot import Bot, RateLimiter, Request, command, serve, split_text
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
-from chatnet.protocol import MAX_MESSAGE_CHARS, new_id
+from chatnet.limits import MAX_MESSAGE_CHARS
+from chatnet.personalities import PERSONALITIES as PERSONALITIES  # re-exported: the bot's own names
+from chatnet.personalities import personalities
+from chatnet.protocol import new_id
 
-PERSONALITIES: Final[dict[str, str]] = {
-    "happy": "You are cheerful and upbeat: warm, encouraging, a little playful.",
-    "angry": "You are grumpy and irritable: you answer correctly, but you complain and grumble while doing it.",
-    "spanish": "You always answer in Spanish, whatever language the user writes in.",
-}
 BASE_PROMPT: Final = "You are {name}, an assistant in a chat network. Keep answers short and clear; Markdown is fine."
 
 # Streaming: send what has accumulated once it is this long or this old, so a fast
@@ -53,10 +54,10 @@ class ChatModel(Protocol):
 
 
 class StateStore(Protocol):
-    """Per-peer JSON state (ApiClient in production, MemoryStore in tests)."""
+    """Per-peer JSON state: the message API's state routes (ApiClient)."""
 
     async def get_state(self, owner: str, key: str) -> Any: ...
-    async def put_state(self, owner: str, key: str, value: Any) -> Any: ...
+    async def put_state(self, owner: str, key: str, value: Any) -> None: ...
 
 
 class OpenAIModel:
@@ -70,17 +71,22 @@ class OpenAIModel:
         )
 
     async def complete(self, messages: list[dict[str, str]]) -> str:
-        response = await self.client.chat.completions.create(model=self.model, messages=messages)  # type: ignore[arg-type]
+        response = await self.client.chat.completions.create(model=self.model, messages=_sdk_messages(messages))
         return response.choices[0].message.content or "" if response.choices else ""
 
     async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
-        chunks = await self.client.chat.completions.create(model=self.model, messages=messages, stream=True)  # type: ignore[arg-type]
+        chunks = await self.client.chat.completions.create(model=self.model, messages=_sdk_messages(messages), stream=True)
         async for chunk in chunks:
             if chunk.choices and chunk.choices[0].delta.content:
                 yield chunk.choices[0].delta.content
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _sdk_messages(messages: list[dict[str, str]]) -> list[ChatCompletionMessageParam]:
+    """Our {"role", "content"} dicts are the SDK's message params (TypedDicts it can't infer)."""
+    return cast("list[ChatCompletionMessageParam]", messages)
 
 
 # --- threads -------------------------------------------------------------------------
@@ -173,7 +179,7 @@ class Assistant(Bot):
         self.clock = clock
         self.timeout = settings.bot_timeout
         self.bounds = Bounds.from_settings(settings)
-        self.personalities = {**PERSONALITIES, **{k.lower(): v for k, v in settings.bot_personalities.items()}}
+        self.personalities = personalities(settings.bot_personalities)
         self.default_personality = next(iter(self.personalities))
         self._states: OrderedDict[str, UserState] = OrderedDict()
 
@@ -417,17 +423,12 @@ class StreamOut:
 async def _aclose(iterator: Any) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
-        try:
+        with suppress(Exception):  # closing a broken stream must not hide the real outcome
             await close()
-        except Exception:  # closing a broken stream must not hide the real outcome
-            pass
 
 
 async def run_assistant(settings: Settings) -> None:
     """The openai bot as a process: the model, the API for threads, until a signal."""
-    from chatnet.api_client import ApiClient
-    from chatnet.bot import serve
-
     model = OpenAIModel(settings)
     try:
         async with ApiClient.from_settings(settings) as api:

@@ -16,7 +16,9 @@ A handler's exception is logged once and becomes a polite reply; the bot keeps g
 
 What the bot sends goes through `outbox` (a bounded queue drained by the connection's
 writer), so handlers never block on the socket and tests can read replies straight
-from it after `await bot.handle(message)`.
+from it after `await bot.handle(message)`. On stop the bot takes no new messages, lets
+the handlers under way finish for a while (`SHUTDOWN_GRACE`) and sends their answers
+before it closes the connection.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 from chatnet.config import Settings
+from chatnet.dialects.json import client_frame
 from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
+from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.peer import Peer
-from chatnet.protocol import MAX_MESSAGE_CHARS, SERVER_NAME, Message, MessageType
+from chatnet.protocol import SERVER_NAME, Chat, Message, MessageType
 
 logger = logging.getLogger("chatnet.bot")
 
@@ -47,8 +52,13 @@ BACKOFF_CAP: Final = 15.0
 OUTBOX_LIMIT: Final = 1000
 # Requests one user may have queued before the bot says it is busy.
 USER_QUEUE_LIMIT: Final = 20
+# How long a stopping bot lets the handlers under way finish; below the launcher's
+# wait before it kills a child (10 s), so their answers still go out.
+SHUTDOWN_GRACE: Final = 5.0
 
 Handler = Callable[["Bot", "Request"], Awaitable[str | None]]
+# A subclass's handler takes the subclass as `self`: the decorator keeps its type.
+AnyHandler = TypeVar("AnyHandler", bound=Callable[..., Awaitable[str | None]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +96,14 @@ class CommandInfo:
     handler: Handler
 
 
-def command(usage: str | None = None, *, name: str | None = None, args: bool | None = None) -> Callable[[Handler], Handler]:
+def command(usage: str | None = None, *, name: str | None = None, args: bool | None = None) -> Callable[[AnyHandler], AnyHandler]:
     """Mark a method as a command. The docstring's first line is its help text.
 
     `usage` is shown in help (default: the name). `args=False` means the command takes
     none, so in a bot with its own `default` "help me with this" goes there instead
     (default: whether the usage mentions an argument)."""
 
-    def mark(func: Handler) -> Handler:
+    def mark(func: AnyHandler) -> AnyHandler:
         word = name or func.__name__.removeprefix("cmd_")
         shown = usage or word
         takes = args if args is not None else (" " in shown)
@@ -143,7 +153,7 @@ def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
 
 class Bot:
     """Base of every bot peer. Subclasses add `@command` methods and may override
-    `default` (text that is no command), `on_connected` and `on_notice`."""
+    `default` (text that is no command), `on_connected` and `background`."""
 
     description: str = ""  # first line of help; default: the class docstring's first line
     features: tuple[str, ...] = ()
@@ -160,7 +170,6 @@ class Bot:
         self.rate_limit = rate_limit
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.connected = asyncio.Event()
-        self.peer: Peer | None = None
         self._queues: dict[str, asyncio.Queue[Message]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self.log = logging.getLogger(f"chatnet.bot.{type(self).__name__.lower()}")
@@ -175,9 +184,6 @@ class Bot:
 
     async def on_connected(self) -> None:
         """Called after every (re)login."""
-
-    async def on_notice(self, message: Message) -> None:
-        """A server notification (presence, saved, ...); ignored unless overridden."""
 
     async def background(self) -> None:
         """Work that runs for the bot's whole life, connected or not (e.g. a ticker)."""
@@ -203,7 +209,7 @@ class Bot:
     def send(self, destination: str, text: str, metadata: dict[str, Any] | None = None, type: str = MessageType.CHAT) -> None:
         """Queue one frame for the server. Every frame says it comes from a bot, so
         other bots never answer it (no bot-to-bot loops)."""
-        frame = {"type": type, "destination": destination, "message": text, "metadata": {**(metadata or {}), "bot": self.name}}
+        frame = client_frame(Chat(destination, text, {**(metadata or {}), "bot": self.name}, type))
         if self.outbox.qsize() >= OUTBOX_LIMIT:
             dropped = self.outbox.get_nowait()
             self.log.warning("outbox full; dropped a frame to %s", dropped.get("destination"))
@@ -217,11 +223,8 @@ class Bot:
     # --- receiving ---------------------------------------------------------------------
 
     async def receive(self, message: Message) -> None:
-        """One frame from the server: chat goes to the sender's queue, the rest is
-        either a notice or ignored."""
-        if message.type in (MessageType.NOTIFICATION, MessageType.ERROR):
-            await self.on_notice(message)
-            return
+        """One frame from the server: a person's chat goes to the sender's queue; the
+        rest (server notices, broadcasts, other bots) is ignored."""
         if not self._wants(message):
             return
         sender = message.sender or ""
@@ -286,7 +289,7 @@ class Bot:
             self.reply(req, answer)
 
     async def drain(self) -> None:
-        """Wait until every queued user message has been handled (tests, shutdown)."""
+        """Wait until every queued user message has been handled (shutdown)."""
         while self._workers:
             await asyncio.gather(*list(self._workers), return_exceptions=True)
 
@@ -316,7 +319,6 @@ class Bot:
             await asyncio.gather(background, *self._workers, return_exceptions=True)
 
     async def _session(self, peer: Peer, stop: asyncio.Event) -> None:
-        self.peer = peer
         self.connected.set()
         self.log.info("online as %s on %s:%s", self.name, self.settings.chat_host, self.settings.chat_port)
         writer = asyncio.create_task(self._write(peer), name=f"{self.name}-writer")
@@ -325,17 +327,35 @@ class Bot:
         try:
             await self.on_connected()
             await asyncio.wait({writer, reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not writer.done():
+                await self._finish(peer, reader, writer)
         except Exception:
             self.log.exception("on_connected failed")
         finally:
             self.connected.clear()
-            self.peer = None
             for task in (writer, reader, stopper):
                 task.cancel()
             await asyncio.gather(writer, reader, stopper, return_exceptions=True)
             await peer.close()
         if not stop.is_set():
             self.log.warning("lost the connection to the chat server; reconnecting")
+
+    async def _finish(self, peer: Peer, reader: asyncio.Task[None], writer: asyncio.Task[None]) -> None:
+        """Stopping: no new messages; the handlers under way finish and what they
+        answered is sent, within SHUTDOWN_GRACE."""
+        reader.cancel()
+        try:
+            async with asyncio.timeout(SHUTDOWN_GRACE):
+                await self.drain()
+                # A frame the writer was sending is in the socket's buffer already.
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+                while not self.outbox.empty():
+                    await peer.send_frame(self.outbox.get_nowait())
+        except TimeoutError:
+            self.log.warning("stopping with requests still being handled")
+        except (OSError, RuntimeError) as exc:
+            self.log.warning("could not send the last answers: %s", exc)
 
     async def _read(self, peer: Peer) -> None:
         try:
@@ -377,15 +397,14 @@ Bot.commands = _collect_commands(Bot)
 
 def backoff(attempt: int, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> float:
     """Seconds to wait before connection attempt `attempt` (1, 2, ...): exponential,
-    capped, with jitter."""
-    return min(cap, start * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    capped, with jitter. The exponent is bounded too: a bot retries for as long as the
+    server is away, and 2.0 ** 1024 is past what a float holds."""
+    return min(cap, start * 2.0 ** min(attempt - 1, 64)) * random.uniform(0.5, 1.0)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 async def serve(bot: Bot) -> None:
@@ -396,38 +415,3 @@ async def serve(bot: Bot) -> None:
         loop.add_signal_handler(sig, stop.set)
     await bot.run(stop)
     logger.info("%s stopped", bot.name)
-
-
-# --- in-memory stores: for bots that need no persistence, and for unit tests --------------
-
-
-@dataclass
-class MemoryStore:
-    """Subscriptions and per-peer state in memory, with the ApiClient's method names."""
-
-    subs: dict[str, set[str]] = field(default_factory=dict)
-    state: dict[tuple[str, str], Any] = field(default_factory=dict)
-
-    async def subscribers(self, service: str) -> list[str]:
-        return sorted(self.subs.get(service, set()))
-
-    async def subscribe(self, service: str, user: str) -> bool:
-        users = self.subs.setdefault(service, set())
-        created = user not in users
-        users.add(user)
-        return created
-
-    async def unsubscribe(self, service: str, user: str) -> bool:
-        users = self.subs.get(service, set())
-        removed = user in users
-        users.discard(user)
-        return removed
-
-    async def get_state(self, owner: str, key: str) -> Any:
-        return self.state.get((owner, key))
-
-    async def put_state(self, owner: str, key: str, value: Any) -> None:
-        self.state[(owner, key)] = value
-
-    async def delete_state(self, owner: str, key: str) -> None:
-        self.state.pop((owner, key), None)

@@ -16,19 +16,22 @@ import os
 import signal
 import sys
 import threading
-from typing import Protocol
+from contextlib import suppress
+from typing import Final, Protocol
 
 from chatnet.config import Settings
+from chatnet.dialects.text import PROMPT
 from chatnet.protocol import QUIT_WORDS
 
 logger = logging.getLogger("chatnet.client")
 
-SERVER_PROMPT = "Enter username:"
+# The server's question for a name (the text dialect's prompt, as a line read back).
+SERVER_PROMPT: Final = PROMPT.rstrip("\n")
 # Server lines can be long (a bot's reply); this only bounds memory.
-READ_LIMIT = 1 << 20
+READ_LIMIT: Final = 1 << 20
 # How long to wait for the server's goodbye after we said `exit`.
-GOODBYE_WAIT = 2.0
-CONNECT_TIMEOUT = 10.0
+GOODBYE_WAIT: Final = 2.0
+CONNECT_TIMEOUT: Final = 10.0
 
 
 class Console(Protocol):
@@ -208,10 +211,8 @@ class ClientSession:
 
     async def _close(self) -> None:
         self.writer.close()
-        try:
+        with suppress(OSError):
             await self.writer.wait_closed()
-        except OSError:
-            pass
 
 
 async def run_client(settings: Settings, user: str | None, console: Console | None = None) -> int:

@@ -7,23 +7,32 @@
     await peer.close()
 
 Server notices arrive as `notification` / `error` messages whose `metadata["event"]`
-says what they are: `welcome`, `presence`, `saved`, `not_saved`, `who`, `help`,
-`check`, `shutdown`, `login_failed`, `bad_input`.
+says what they are (`chatnet.protocol.Event`). Frames go out through the JSON
+dialect's `client_frame`, so they are what the server's `parse_frame` reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from contextlib import suppress
+from typing import Any, Final
 
+from chatnet.dialects.json import client_frame
 from chatnet.errors import LoginInterrupted, LoginRefused
-from chatnet.protocol import Message, MessageType, parse_message
+from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, dumps, parse_message
 
 # Frames from the server can be longer than a client's line limit (stored mail
 # with metadata, a bot's long reply); this only bounds memory.
-READ_LIMIT = 1 << 20
+READ_LIMIT: Final = 1 << 20
+# The login's answers that mean "not with this name": retrying it gets the same.
+LOGIN_REFUSALS: Final = frozenset({Event.LOGIN_FAILED, Event.BAD_INPUT})
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    """A client frame as the line that goes on the wire (raises UnicodeEncodeError for
+    text that is no valid UTF-8, such as a lone surrogate from a `\\ud800` escape)."""
+    return dumps(frame).encode() + b"\n"
 
 
 class Peer:
@@ -51,43 +60,42 @@ class Peer:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=READ_LIMIT), timeout)
         peer = cls(reader, writer, user)
         try:
-            await asyncio.wait_for(peer._login(sorted(features), password), timeout)
+            await asyncio.wait_for(peer._login(Login(user, frozenset(features), password)), timeout)
         except BaseException:
             await peer.close()
             raise
         return peer
 
-    async def _login(self, features: list[str], password: str | None) -> None:
+    async def _login(self, login: Login) -> None:
         await self.reader.readline()  # the "Enter username:" prompt meant for people
-        frame: dict[str, Any] = {"type": "login", "user": self.user, "features": features}
-        if password is not None:
-            frame["password"] = password
-        await self.send_frame(frame)
+        await self.send_frame(client_frame(login))
         while True:
             reply = await self._read()
             if reply is None:
                 raise LoginInterrupted("The server closed the connection during login.")
             event = reply.metadata.get("event")
-            if reply.type == MessageType.ERROR and event in ("login_failed", "bad_input"):
+            if reply.type == MessageType.ERROR and event in LOGIN_REFUSALS:
                 raise LoginRefused(reply.message)
-            if event == "welcome":
+            if event == Event.WELCOME:
                 self.welcome = reply
                 return
             self._early.append(reply)
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
-        self.writer.write(json.dumps(frame, ensure_ascii=False).encode() + b"\n")
+        await self.send_line(encode_frame(frame))
+
+    async def send_line(self, line: bytes) -> None:
+        """One encoded frame, newline included (`encode_frame`)."""
+        self.writer.write(line)
         await self.writer.drain()
 
     async def send(self, destination: str, message: str, metadata: dict[str, Any] | None = None) -> None:
-        frame: dict[str, Any] = {"type": "chat", "destination": destination, "message": message}
-        if metadata:
-            frame["metadata"] = metadata
-        await self.send_frame(frame)
+        await self.send_frame(client_frame(Chat(destination, message, metadata)))
 
     async def command(self, text: str) -> None:
         """Send a server command such as `!who` or `!check`."""
-        await self.send_frame({"type": "command", "message": text})
+        name, _, args = text.removeprefix("!").partition(" ")
+        await self.send_frame(client_frame(Command(name, args)))
 
     async def recv(self) -> Message | None:
         """The next frame from the server, or None once it has closed."""
@@ -107,7 +115,5 @@ class Peer:
         if self.writer.is_closing():
             return
         self.writer.close()
-        try:
+        with suppress(OSError):  # ConnectionError included
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

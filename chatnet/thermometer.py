@@ -13,24 +13,25 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from chatnet.bot import Bot, Request, command
+from chatnet.api_client import ApiClient
+from chatnet.bot import Bot, Request, command, serve
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.protocol import MessageType, format_datetime, utcnow
 
-UNIT = "°C"
+UNIT: Final = "°C"
 # Readings faster than this would only flood subscribers (tests use 0.1 s).
-MIN_INTERVAL = 0.05
+MIN_INTERVAL: Final = 0.05
 
 
 class Subscriptions(Protocol):
-    """Where subscriptions are kept (ApiClient in production, MemoryStore in tests)."""
+    """Where subscriptions are kept: the message API's subscription routes (ApiClient)."""
 
-    async def subscribers(self, service: str) -> Any: ...
-    async def subscribe(self, service: str, user: str) -> Any: ...
-    async def unsubscribe(self, service: str, user: str) -> Any: ...
+    async def subscribers(self, service: str) -> list[str]: ...
+    async def subscribe(self, service: str, user: str) -> bool: ...
+    async def unsubscribe(self, service: str, user: str) -> bool: ...
 
 
 @dataclass
@@ -45,7 +46,6 @@ class Sensor:
     seen_min: float | None = None
     seen_max: float | None = None
     readings: int = 0
-    boots: int = 0
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
@@ -58,7 +58,6 @@ class Sensor:
         self.value = round(self.rng.uniform(self.low + span / 4, self.high - span / 4), 1)
         self.seen_min = self.seen_max = None
         self.readings = 0
-        self.boots += 1
 
     def read(self) -> float:
         value = self.value + self.rng.uniform(-self.step, self.step)
@@ -87,15 +86,6 @@ def reading_frame_metadata(value: float, sensor: str, keep: int, ttl: int) -> di
     return {"value": value, "unit": UNIT, "sensor": sensor, "mail": {"keep_latest": keep, "ttl_seconds": ttl}}
 
 
-def _flag(result: Any, key: str, fallback: bool) -> bool:
-    """A store's yes/no answer, whether it came as a bool or as the API's JSON body."""
-    if isinstance(result, bool):
-        return result
-    if isinstance(result, dict) and isinstance(result.get(key), bool):
-        return result[key]
-    return fallback
-
-
 class Thermometer(Bot):
     """A subscription service broadcasting a simulated temperature."""
 
@@ -118,11 +108,10 @@ class Thermometer(Bot):
         """Read the subscriber list from the store; False (and keep the old list) when
         it can't be reached — the ticker tries again."""
         try:
-            found = await self.store.subscribers(self.name)
+            users = await self.store.subscribers(self.name)
         except (StoreUnavailable, ApiRejected) as exc:
             self.log.warning("cannot read subscriptions: %s", exc)
             return False
-        users = found.get("users", []) if isinstance(found, dict) else found
         self.subscribed = set(users)
         self.loaded = True
         self.log.info("%d subscriber(s)", len(self.subscribed))
@@ -137,12 +126,11 @@ class Thermometer(Bot):
     async def cmd_subscribe(self, req: Request) -> str:
         """Get a reading every interval (kept as mail while you are offline)."""
         try:
-            await self.store.subscribe(self.name, req.sender)
+            created = await self.store.subscribe(self.name, req.sender)
         except (StoreUnavailable, ApiRejected):
             return "Sorry, I could not save your subscription right now. Please try again later."
-        already = req.sender in self.subscribed
         self.subscribed.add(req.sender)
-        if already:
+        if not created:
             return f"You are already subscribed: a reading every {seconds(self.interval)}."
         return f"Subscribed to {self.name}: a reading every {seconds(self.interval)}. Send 'unsubscribe' to stop."
 
@@ -150,10 +138,9 @@ class Thermometer(Bot):
     async def cmd_unsubscribe(self, req: Request) -> str:
         """Stop the readings."""
         try:
-            result = await self.store.unsubscribe(self.name, req.sender)
+            removed = await self.store.unsubscribe(self.name, req.sender)
         except (StoreUnavailable, ApiRejected):
             return "Sorry, I could not cancel your subscription right now. Please try again later."
-        removed = _flag(result, "removed", req.sender in self.subscribed)
         self.subscribed.discard(req.sender)
         if not removed:
             return "You were not subscribed."
@@ -214,8 +201,5 @@ class Thermometer(Bot):
 
 async def run_thermometer(settings: Settings) -> None:
     """The thermometer as a process: subscriptions through the API, until a signal."""
-    from chatnet.api_client import ApiClient
-    from chatnet.bot import serve
-
     async with ApiClient.from_settings(settings) as api:
         await serve(Thermometer(settings, api))

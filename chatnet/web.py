@@ -6,7 +6,8 @@
 
 The page speaks JSON mode over the WebSocket: a login frame first, then chat and
 command frames; it receives the server's frames unchanged. What the adapter says
-itself comes from sender `web`, with `metadata["event"]`:
+itself comes from sender `web`, with `metadata["event"]` (an `Event`; the page gets
+the whole list from /config.json):
 
 - `status` {"state": "connected" | "unavailable" | "lost", "retry_in"}:
   the chat server connection (reported, then retried with backoff);
@@ -21,35 +22,26 @@ Closing the WebSocket closes its chat-server connection (the user goes offline).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import signal
+from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from chatnet.assistant import PERSONALITIES
-from chatnet.config import Settings
 from chatnet.api_client import ApiClient
-from chatnet.errors import ApiRejected, BadFrame, ProtocolError, StoreUnavailable
-from chatnet.errors import LoginInterrupted, LoginRefused
-from chatnet.peer import Peer
+from chatnet.config import Settings
+from chatnet.dialects.json import client_frame, parse_frame, server_frame
+from chatnet.errors import ApiRejected, BadFrame, LoginInterrupted, LoginRefused, ProtocolError, StoreUnavailable
+from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE
+from chatnet.peer import Peer, encode_frame
+from chatnet.personalities import personalities
 from chatnet.process import ROOT
-from chatnet.protocol import (
-    MAX_LINE_BYTES,
-    MAX_MESSAGE_CHARS,
-    Chat,
-    Command,
-    Login,
-    Message,
-    MessageType,
-    Quit,
-    check_name,
-)
-from chatnet.dialects.json import parse_frame as parse_json_frame
+from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, Quit, check_name, format_datetime, message_json, utcnow
 
 logger = logging.getLogger("chatnet.web")
 
@@ -60,38 +52,32 @@ SESSION_HEADER: Final = "X-Chatnet-Session"
 MAX_FRAME_BYTES: Final = MAX_LINE_BYTES
 # Above this aiohttp drops the socket outright; between the two the page gets an error frame.
 MAX_WS_MESSAGE_BYTES: Final = 64 * 1024
+# The adapter takes no request bodies; this only bounds what a client can make it read.
+MAX_REQUEST_BYTES: Final = 64 * 1024
 # Every web user announces streaming: the page renders partial bot replies.
 FEATURES: Final = frozenset({"stream"})
 FIRST_RETRY_SECONDS: Final = 0.5
 MAX_RETRY_SECONDS: Final = 10.0
 HEARTBEAT_SECONDS: Final = 30.0
+# A page of history as the page asks for it, and the most the adapter hands out at once
+# (the API's own bound, HISTORY_PAGE, is higher: a page on a phone needn't be).
+HISTORY_LIMIT_DEFAULT: Final = 50
 HISTORY_LIMIT_MAX: Final = 200
+# How long the adapter waits for the message API (history) before saying it is unavailable.
+API_TIMEOUT_SECONDS: Final = 10.0
+# Every notice name, for the page (served by /config.json, never retyped there).
+EVENTS: Final = {event.name: event.value for event in Event}
 
 SETTINGS: Final = web.AppKey("settings", Settings)
-BRIDGES: Final = web.AppKey("bridges", dict)  # session token -> Bridge
-SOCKETS: Final = web.AppKey("sockets", set)  # every open WebSocket, logged in or not
+BRIDGES: Final[web.AppKey[dict[str, Bridge]]] = web.AppKey("bridges")  # session token -> Bridge
+SOCKETS: Final[web.AppKey[set[web.WebSocketResponse]]] = web.AppKey("sockets")  # every open WebSocket
 API: Final = web.AppKey("api", ApiClient)  # holds API_TOKEN; the page never sees it
 
 
-def notice(event: str, text: str, *, error: bool = False, **details: Any) -> str:
-    """A frame the adapter itself sends to the page."""
-    message = Message(
-        sender=ADAPTER_NAME,
-        message=text,
-        type=MessageType.ERROR if error else MessageType.NOTIFICATION,
-        metadata={"event": event, **details},
-    )
-    return message.model_dump_json()
-
-
-def client_frame(event: Chat | Command) -> dict[str, Any]:
-    """The JSON-mode frame for a validated page event (only fields a client may set)."""
-    if isinstance(event, Command):
-        return {"type": MessageType.COMMAND, "message": f"!{event.name} {event.args}".strip()}
-    frame: dict[str, Any] = {"type": event.type, "destination": event.destination, "message": event.message}
-    if event.metadata:
-        frame["metadata"] = event.metadata
-    return frame
+def notice(event: Event, text: str, *, error: bool = False, **details: Any) -> str:
+    """A frame the adapter itself sends to the page (sender `web`)."""
+    kind = MessageType.ERROR if error else MessageType.NOTIFICATION
+    return server_frame(kind, text, event, details, None, format_datetime(utcnow()), sender=ADAPTER_NAME).removesuffix("\n")
 
 
 @dataclass
@@ -113,7 +99,7 @@ class Bridge:
                 if msg.type == WSMsgType.TEXT:
                     await self._from_page(msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    await self._send(notice("bad_input", "Send text frames (JSON), not binary.", error=True))
+                    await self._refuse("Send text frames (JSON), not binary.")
                 elif msg.type == WSMsgType.ERROR:
                     logger.info("websocket error for %s: %s", self.user, self.ws.exception())
         finally:
@@ -141,7 +127,7 @@ class Bridge:
             await self._refuse(f"Frame too big ({size} bytes; the limit is {MAX_FRAME_BYTES}).")
             return
         try:
-            event = parse_json_frame(data)
+            event = parse_frame(data)
         except ProtocolError as exc:
             await self._refuse(str(exc))
             return
@@ -164,19 +150,23 @@ class Bridge:
         peer = self.peer
         if peer is None:
             text = "Log in first." if self.user is None else "Not connected to the chat server; try again shortly."
-            await self._send(notice("not_sent", text, error=True))
+            await self._send(notice(Event.NOT_SENT, text, error=True))
             return
-        frame = client_frame(event)
-        if len(json.dumps(frame, ensure_ascii=False).encode()) >= MAX_LINE_BYTES:
+        try:
+            line = encode_frame(client_frame(event))
+        except UnicodeEncodeError:  # a lone surrogate, from a "\\ud800" escape
+            await self._refuse("Text must be valid Unicode (a lone surrogate is not).")
+            return
+        if len(line) > MAX_LINE_BYTES + 1:  # the newline doesn't count
             await self._refuse(f"Frame too big for the chat server (the limit is {MAX_LINE_BYTES} bytes).")
             return
         try:
-            await peer.send_frame(frame)
+            await peer.send_line(line)
         except (ConnectionError, OSError):
-            await self._send(notice("not_sent", "The chat server connection dropped; that was not sent.", error=True))
+            await self._send(notice(Event.NOT_SENT, "The chat server connection dropped; that was not sent.", error=True))
 
     async def _refuse(self, text: str) -> None:
-        await self._send(notice("bad_input", text, error=True))
+        await self._send(notice(Event.BAD_INPUT, text, error=True))
 
     # --- chat server -> page -----------------------------------------------------------
 
@@ -189,19 +179,19 @@ class Bridge:
             except (LoginInterrupted, OSError, TimeoutError) as exc:  # down or restarting: retry
                 logger.info("chat server unavailable for %s: %s", user, exc)
                 text = f"Chat server unavailable, retrying in {delay:g} s."
-                await self._send(notice("status", text, error=True, state="unavailable", retry_in=delay))
+                await self._send(notice(Event.STATUS, text, error=True, state="unavailable", retry_in=delay))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
             except LoginRefused as exc:  # the name itself was refused: back to the login form
                 self.user = None
-                await self._send(notice("login_failed", str(exc), error=True))
+                await self._send(notice(Event.LOGIN_FAILED, str(exc), error=True))
                 return
             delay = FIRST_RETRY_SECONDS
             await self._relay(peer)
             if not self.ws.closed:
                 text = "Lost the connection to the chat server; reconnecting."
-                await self._send(notice("status", text, error=True, state="lost", retry_in=FIRST_RETRY_SECONDS))
+                await self._send(notice(Event.STATUS, text, error=True, state="lost", retry_in=FIRST_RETRY_SECONDS))
                 await asyncio.sleep(FIRST_RETRY_SECONDS)
 
     async def _relay(self, peer: Peer) -> None:
@@ -210,8 +200,8 @@ class Bridge:
             self._start_session()
             assert peer.welcome is not None
             await self._send(peer.welcome.model_dump_json())
-            await self._send(notice("session", "Logged in.", token=self.token))
-            await self._send(notice("status", "Connected to the chat server.", state="connected"))
+            await self._send(notice(Event.SESSION, "Logged in.", token=self.token))
+            await self._send(notice(Event.STATUS, "Connected to the chat server.", state="connected"))
             logger.info("%s joined from the web", peer.user)
             while (message := await self._next(peer)) is not None:
                 await self._send(message.model_dump_json())
@@ -239,10 +229,8 @@ class Bridge:
     async def _send(self, text: str) -> None:
         if self.ws.closed:
             return
-        try:
+        with suppress(ConnectionError):  # the page left; run() notices and cleans up
             await self.ws.send_str(text)
-        except ConnectionError:
-            pass  # the page left; run() notices and cleans up
 
 
 # --- HTTP handlers -------------------------------------------------------------------
@@ -263,36 +251,41 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 async def history(request: web.Request) -> web.Response:
     """The conversation between the socket's user and `peer`, newest first, paged."""
     bridge = request.app[BRIDGES].get(request.headers.get(SESSION_HEADER, ""))
-    if bridge is None or not bridge.logged_in:
+    user = bridge.user if bridge is not None and bridge.logged_in else None
+    if user is None:
         return web.json_response({"error": "Log in on the page first."}, status=401)
     peer = request.match_info["peer"]
     try:
         check_name(peer, "name")
-        limit = int(request.query.get("limit", "50"))
+        limit = int(request.query.get("limit", HISTORY_LIMIT_DEFAULT))
     except (ProtocolError, ValueError) as exc:
         return web.json_response({"error": str(exc)}, status=422)
     if not 1 <= limit <= HISTORY_LIMIT_MAX:
         return web.json_response({"error": f"limit must be 1..{HISTORY_LIMIT_MAX}."}, status=422)
     try:
-        messages, next_before = await request.app[API].history(bridge.user, peer, limit, request.query.get("before"))
+        messages, next_before = await request.app[API].history(user, peer, limit, request.query.get("before"))
     except ApiRejected as exc:  # e.g. a malformed `before`: the page's mistake, say which
         return web.json_response({"error": exc.detail}, status=exc.status)
     except StoreUnavailable as exc:
-        logger.warning("history for %s unavailable: %s", bridge.user, exc)
+        logger.warning("history for %s unavailable: %s", user, exc)
         return web.json_response({"error": "History is unavailable right now."}, status=503)
-    return web.json_response({"messages": [m.model_dump(mode="json") for m in messages], "next_before": next_before})
+    return web.json_response({"messages": [message_json(m) for m in messages], "next_before": next_before})
 
 
 async def page_config(request: web.Request) -> web.Response:
     """What the page needs to know about the network (never a secret)."""
     settings = request.app[SETTINGS]
-    personalities = sorted({*PERSONALITIES, *(name.lower() for name in settings.bot_personalities)})
     return web.json_response(
         {
             "thermometer": settings.thermometer_name,
             "bot": settings.bot_name,
-            "personalities": personalities,
+            "personalities": list(personalities(settings.bot_personalities)),
             "max_message_chars": MAX_MESSAGE_CHARS,
+            "max_name_chars": MAX_NAME_CHARS,
+            "name_pattern": NAME_PATTERN,
+            "name_rule": NAME_RULE,
+            "history_page": HISTORY_LIMIT_DEFAULT,
+            "events": EVENTS,
         }
     )
 
@@ -301,20 +294,21 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-async def _api_client(app: web.Application):  # type: ignore[no-untyped-def]
-    async with ApiClient.from_settings(app[SETTINGS], timeout=10.0) as api:
+async def _api_client(app: web.Application) -> AsyncIterator[None]:
+    async with ApiClient.from_settings(app[SETTINGS], timeout=API_TIMEOUT_SECONDS) as api:
         app[API] = api
         yield
 
 
 async def _close_websockets(app: web.Application) -> None:
     """On shutdown: say goodbye to every page (each bridge then logs its user out)."""
-    for ws in list(app[SOCKETS]):
+    sockets = app[SOCKETS]
+    for ws in list(sockets):
         await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"web adapter shutting down")
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[BRIDGES] = {}
     app[SOCKETS] = set()
@@ -334,7 +328,8 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port)
     await site.start()
-    logger.info("web page on http://%s:%d (chat server %s:%d)", settings.web_host, settings.web_port,
+    port = runner.addresses[0][1]  # the real one when the settings asked for port 0
+    logger.info("web page on http://%s:%d (chat server %s:%d)", settings.web_host, port,
                 settings.chat_host, settings.chat_port)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

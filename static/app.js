@@ -1,19 +1,21 @@
 // The chat page: one WebSocket to the adapter, speaking chatnet's JSON mode.
 // Server frames are Message-shaped; notices carry metadata.event.
+//
+// What the network agrees on (the notice names, the name rule, the limits) comes from
+// /config.json, loaded before the first connection, and is never retyped here.
 
 import { renderMarkdown } from "./markdown.js";
 
 const LOBBY = "*lobby*"; // not a valid user name, so it never clashes with a peer
-const NAME_RE = /^[A-Za-z0-9_.\-]{1,32}$/;
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 30000;
-const HISTORY_PAGE = 50;
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
   me: null,
-  config: { thermometer: "thermometer1", bot: "openai", max_message_chars: 2000 },
+  config: null, // /config.json, once loaded
+  nameRe: null, // the name rule as a RegExp, from the config
   ws: null,
   session: null,
   wanted: false, // the person wants to be connected (false after Leave)
@@ -283,7 +285,7 @@ function setOnline(names) {
 async function loadHistory(conv) {
   if (!state.session || conv.history === "loading") return;
   conv.history = "loading";
-  const params = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+  const params = new URLSearchParams({ limit: String(state.config.history_page) });
   if (conv.nextBefore) params.set("before", conv.nextBefore);
   try {
     const response = await fetch(`/api/history/${encodeURIComponent(conv.name)}?${params}`, {
@@ -343,27 +345,28 @@ function isLocalEcho(conv, msg) {
 function handleFrame(msg) {
   const event = msg.metadata?.event;
   if (msg.type === "chat" || msg.type === "subscription") return showMessage(msg);
+  const E = state.config.events; // chatnet.protocol.Event, by name
   switch (event) {
-    case "welcome":
+    case E.WELCOME:
       return onWelcome(msg);
-    case "session":
+    case E.SESSION:
       state.session = msg.metadata.token;
       return;
-    case "status":
+    case E.STATUS:
       return onStatus(msg);
-    case "presence":
+    case E.PRESENCE:
       return onPresence(msg.metadata);
-    case "who":
+    case E.WHO:
       setOnline(msg.metadata.users || []);
       return systemLine(activeConversation(), msg.message);
-    case "saved":
+    case E.SAVED:
       return systemLine(conversation(msg.metadata.destination), msg.message, "saved");
-    case "not_saved":
-    case "not_sent":
+    case E.NOT_SAVED:
+    case E.NOT_SENT:
       return systemLine(conversation(msg.metadata.destination || state.active), msg.message, "error");
-    case "login_failed":
+    case E.LOGIN_FAILED:
       return onLoginFailed(msg.message);
-    case "shutdown":
+    case E.SHUTDOWN:
       return showBanner(msg.message || "The chat server is shutting down.");
     default:
       return systemLine(activeConversation(), msg.message, msg.type === "error" ? "error" : "info");
@@ -516,11 +519,15 @@ function showApp() {
 
 // --- wiring -------------------------------------------------------------------------
 
-function login(event) {
+async function login(event) {
   event.preventDefault();
+  if (!(await loadConfig())) {
+    showLogin("The chat page can't reach its server right now; try again in a moment.");
+    return;
+  }
   const name = $("login-name").value.trim();
-  if (!NAME_RE.test(name)) {
-    showLogin("Use 1-32 letters, digits, '_', '.' or '-'.");
+  if (!state.nameRe.test(name)) {
+    showLogin(`Use ${state.config.name_rule}.`);
     return;
   }
   if (state.me !== name) {
@@ -557,20 +564,40 @@ function askBot(which, text) {
   sendChat(name, text);
 }
 
-async function loadConfig() {
+// The network's config, loaded once (again at the next login if it failed); true once it is here.
+let configLoading = null;
+
+function loadConfig() {
+  configLoading ??= fetchConfig().then((loaded) => {
+    if (!loaded) configLoading = null;
+    return loaded;
+  });
+  return configLoading;
+}
+
+async function fetchConfig() {
+  let config;
   try {
     const response = await fetch("/config.json");
-    if (response.ok) Object.assign(state.config, await response.json());
+    if (!response.ok) return false;
+    config = await response.json();
   } catch {
-    // the defaults above still work
+    return false;
   }
-  if (Array.isArray(state.config.personalities) && state.config.personalities.length) {
+  state.config = config;
+  state.nameRe = new RegExp(config.name_pattern);
+  for (const input of [$("login-name"), $("new-chat-name")]) {
+    input.pattern = config.name_pattern.replace(/^\^|\$$/g, ""); // the attribute is anchored already
+    input.title = config.name_rule;
+    input.maxLength = config.max_name_chars;
+  }
+  if (Array.isArray(config.personalities) && config.personalities.length) {
     const select = $("personality-name");
-    select.replaceChildren(...state.config.personalities.map((name) => new Option(name, name)));
-    if (state.config.personalities.includes("happy")) select.value = "happy";
+    select.replaceChildren(...config.personalities.map((name) => new Option(name, name)));
   }
-  $("thermo-name").textContent = state.config.thermometer;
-  $("bot-name").textContent = state.config.bot;
+  $("thermo-name").textContent = config.thermometer;
+  $("bot-name").textContent = config.bot;
+  return true;
 }
 
 function wire() {
@@ -597,7 +624,7 @@ function wire() {
   $("new-chat").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = $("new-chat-name").value.trim();
-    if (!NAME_RE.test(name)) return;
+    if (!state.nameRe?.test(name)) return;
     $("new-chat-name").value = "";
     openConversation(name);
   });

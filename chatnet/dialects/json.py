@@ -29,6 +29,7 @@ from chatnet.protocol import (
     MessageType,
     check_message,
     check_name,
+    dumps,
     format_datetime,
     json_line,
     new_id,
@@ -51,6 +52,11 @@ def parse_frame(line: str) -> ClientEvent:
         raise BadFrame("Malformed JSON: a number too long or nesting too deep.") from None
     if not isinstance(frame, dict):
         raise BadFrame("A frame must be a JSON object.")
+    if "\\u" in line:  # an escape may make a lone surrogate, which no line can carry on
+        try:
+            dumps(frame).encode()
+        except UnicodeEncodeError:
+            raise BadFrame("Malformed JSON: a \\u escape that is not a character (a lone surrogate).") from None
     kind = frame.get("type")
     if kind == "login":
         return _parse_login(frame)

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, PERSONALITIES, Assistant, Bounds, Turn, UserState, parse_translate, trim
-from chatnet.bot import MemoryStore
+from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, Bounds, Turn, UserState, parse_translate, trim
 from chatnet.config import Settings
-from chatnet.protocol import MAX_MESSAGE_CHARS, Message
+from chatnet.limits import MAX_MESSAGE_CHARS
+from chatnet.personalities import PERSONALITIES
+from chatnet.protocol import Message
+from tests.memory_store import MemoryStore
 
 DAY = 86400.0
 
@@ -51,7 +53,7 @@ class ScriptedModel:
 
 
 def make(model: ScriptedModel, store: MemoryStore | None = None, **overrides: Any) -> Assistant:
-    return Assistant(Settings(bot_name="openai", **overrides), model, store or MemoryStore())
+    return Assistant(Settings(_env_file=None, bot_name="openai", **overrides), model, store or MemoryStore())
 
 
 def sent(bot: Assistant) -> list[dict[str, Any]]:

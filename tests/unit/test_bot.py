@@ -1,15 +1,21 @@
-"""The bot-peer base: parsing, dispatch, replies, limits — driven without a network."""
+"""The bot-peer base: parsing, dispatch, replies, limits — driven without a network;
+and its shutdown, against a chat server in process."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
 
+from chatnet.api_client import ApiClient
 from chatnet.bot import BACKOFF_CAP, Bot, RateLimiter, Request, backoff, command, split_text
 from chatnet.config import Settings
-from chatnet.protocol import MAX_MESSAGE_CHARS, Message, MessageType
+from chatnet.limits import MAX_MESSAGE_CHARS
+from chatnet.peer import Peer
+from chatnet.protocol import Message, MessageType
+from chatnet.server import ChatServer
 
 
 class EchoBot(Bot):
@@ -52,7 +58,7 @@ async def ask(bot: Bot, text: str, sender: str = "alice") -> list[str]:
 
 @pytest.fixture
 def bot() -> EchoBot:
-    return EchoBot(Settings(), name="echo")
+    return EchoBot(Settings(_env_file=None), name="echo")
 
 
 async def test_command_reply_goes_to_the_sender(bot: EchoBot) -> None:
@@ -96,7 +102,7 @@ async def test_argless_command_with_arguments_goes_to_own_default() -> None:
         async def default(self, req: Request) -> str:
             return f"chat: {req.text}"
 
-    bot = Chatty(Settings(), name="chatty")
+    bot = Chatty(Settings(_env_file=None), name="chatty")
     assert await ask(bot, "help me write") == ["chat: help me write"]
     assert "Show the commands." in (await ask(bot, "help"))[0]
 
@@ -150,7 +156,7 @@ async def test_users_are_served_concurrently_each_in_order(bot: EchoBot) -> None
 
 async def test_allow_list_refuses_others_politely() -> None:
     """With an allow-list, other users get a refusal and their command is not run."""
-    bot = EchoBot(Settings(), name="echo", allow=["alice"])
+    bot = EchoBot(Settings(_env_file=None), name="echo", allow=["alice"])
     assert await ask(bot, "echo hi", "alice") == ["hi"]
     [refusal] = await ask(bot, "echo hi", "mallory")
     assert "only talks to its allowed users" in refusal
@@ -158,7 +164,7 @@ async def test_allow_list_refuses_others_politely() -> None:
 
 async def test_rate_limit_says_slow_down() -> None:
     """Past the per-user limit the bot answers 'slow down' instead; other users are unaffected."""
-    bot = EchoBot(Settings(), name="echo", rate_limit=RateLimiter(3, 60.0))
+    bot = EchoBot(Settings(_env_file=None), name="echo", rate_limit=RateLimiter(3, 60.0))
     answers = [await ask(bot, f"echo {i}") for i in range(4)]
     assert answers[:3] == [["0"], ["1"], ["2"]]
     assert answers[3][0].startswith("Slow down")
@@ -180,6 +186,7 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
         top = min(BACKOFF_CAP, 0.5 * 2 ** (attempt - 1))
         assert all(top * 0.5 <= backoff(attempt) <= top for _ in range(20))
     assert len({backoff(10) for _ in range(20)}) > 1
+    assert BACKOFF_CAP * 0.5 <= backoff(5000) <= BACKOFF_CAP  # hours of outage later
 
 
 @pytest.mark.parametrize(
@@ -201,3 +208,49 @@ def test_request_reads_sender_features() -> None:
     """The server-provided sender_features become the request's features."""
     req = Request.parse(chat("  Echo   a b  ", sender_features=["stream"]))
     assert (req.command, req.args, req.features) == ("echo", "a b", frozenset({"stream"}))
+
+
+class HoldingBot(Bot):
+    """Holds every request until told to stop."""
+
+    def __init__(self, settings: Settings, stop: asyncio.Event) -> None:
+        super().__init__(settings, name="holder")
+        self.stop = stop
+        self.holding = asyncio.Event()
+
+    @command("hold", args=False)
+    async def hold(self, req: Request) -> str:
+        """Answer a while after the bot was told to stop."""
+        self.holding.set()
+        await self.stop.wait()
+        await asyncio.sleep(0.1)  # the rest of the work: the connection would be closed by now
+        return "finished"
+
+
+async def test_stopping_finishes_the_requests_under_way() -> None:
+    """A bot told to stop takes no new messages, but finishes the one it is handling and
+    sends the answer before it leaves."""
+    with socket.socket() as no_api:  # bound, not listening: the message API is away
+        no_api.bind(("127.0.0.1", 0))
+        settings = Settings(_env_file=None, chat_host="127.0.0.1", chat_port=0, api_port=no_api.getsockname()[1])
+        async with ApiClient.from_settings(settings) as api:
+            server = ChatServer(settings, api)
+            await server.start()
+            try:
+                settings = settings.model_copy(update={"chat_port": server.port})
+                stop = asyncio.Event()
+                bot = HoldingBot(settings, stop)
+                running = asyncio.create_task(bot.run(stop))
+                alice = await Peer.connect("127.0.0.1", server.port, "alice")
+                async with asyncio.timeout(10):
+                    await bot.connected.wait()
+                    await alice.send("holder", "hold")
+                    await bot.holding.wait()
+                    stop.set()
+                    while (message := await alice.recv()) is not None and message.type != MessageType.CHAT:
+                        pass
+                    await running
+                assert message is not None and (message.sender, message.message) == ("holder", "finished")
+                await alice.close()
+            finally:
+                await server.stop()

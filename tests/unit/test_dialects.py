@@ -101,12 +101,19 @@ def test_subscription_frame_keeps_its_type() -> None:
         ('{"type": "login", "user": "ok", "features": "stream"}', "features"),
         ('{"type": "chat", "destination": "bob", "message": "hi", "metadata": {"n": ' + "9" * 5000 + "}}", "number too long"),
         ('{"metadata": ' * 2000 + "1" + "}" * 2000, "nesting too deep"),
+        ('{"type": "chat", "destination": "bob", "message": "\\ud800 half"}', "lone surrogate"),
+        ('{"type": "chat", "destination": "bob", "message": "hi", "metadata": {"x": NaN}}', "NaN is not a JSON number"),
     ],
 )
 def test_bad_frames_say_what_is_wrong(line: str, reason: str) -> None:
     """Malformed frames raise BadFrame/ProtocolError with a reason."""
     with pytest.raises(ProtocolError, match=reason):
         parse_frame(line)
+
+
+def test_escaped_characters_are_welcome() -> None:
+    """Escapes that make real characters (a pair of surrogates included) parse as text."""
+    assert parse_frame('{"type": "chat", "destination": "bob", "message": "\\u00e9 \\ud83d\\ude00"}') == Chat("bob", "é 😀")
 
 
 def test_command_frame() -> None:

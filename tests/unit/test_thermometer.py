@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from typing import Any
 
 import pytest
 
-from chatnet.bot import MemoryStore
 from chatnet.config import Settings
 from chatnet.errors import StoreUnavailable
 from chatnet.protocol import Message
 from chatnet.thermometer import Sensor, Thermometer
+from tests.memory_store import MemoryStore
 
 
 class DownStore(MemoryStore):
@@ -25,7 +26,7 @@ class DownStore(MemoryStore):
 
 
 def settings(**overrides: Any) -> Settings:
-    return Settings(thermometer_name="thermo", thermometer_interval=5, thermometer_min=10, thermometer_max=20, **overrides)
+    return Settings(_env_file=None, thermometer_name="thermo", thermometer_interval=5, thermometer_min=10, thermometer_max=20, **overrides)
 
 
 def sent(bot: Thermometer) -> list[dict[str, Any]]:
@@ -58,7 +59,7 @@ def test_sensor_is_a_bounded_random_walk() -> None:
     sensor = Sensor(10.0, 12.0, step=0.5, rng=random.Random(1))
     values = [sensor.value] + [sensor.read() for _ in range(2000)]
     assert all(10.0 <= v <= 12.0 for v in values)
-    assert all(abs(b - a) <= 0.5 + 0.1 for a, b in zip(values, values[1:]))
+    assert all(abs(b - a) <= 0.5 + 0.1 for a, b in pairwise(values))
     assert len(set(values)) > 10  # it does move
     assert min(values) < 10.5 and max(values) > 11.5  # and wanders across the range
 
@@ -69,7 +70,7 @@ def test_sensor_tracks_min_max_and_reboot_resets() -> None:
     values = [sensor.read() for _ in range(50)]
     assert (sensor.seen_min, sensor.seen_max, sensor.readings) == (min(values), max(values), 50)
     sensor.reboot()
-    assert (sensor.seen_min, sensor.seen_max, sensor.readings, sensor.boots) == (None, None, 0, 2)
+    assert (sensor.seen_min, sensor.seen_max, sensor.readings) == (None, None, 0)
 
 
 def test_sensor_rejects_an_empty_range() -> None:
@@ -159,3 +160,10 @@ async def test_store_down_gives_a_plain_answer_and_no_false_promise() -> None:
     text = await ask(thermo, "subscribe")
     assert text.startswith("Sorry, I could not save your subscription")
     assert thermo.subscribed == set()
+
+
+async def test_subscribe_trusts_the_store_over_its_own_copy(store: MemoryStore) -> None:
+    """A user the store already has is told so, even by a bot that has not read the list yet."""
+    await store.subscribe("thermo", "alice")
+    thermo = Thermometer(settings(), store)
+    assert "already subscribed" in await ask(thermo, "subscribe", "alice")
