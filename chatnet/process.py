@@ -7,6 +7,7 @@ network the same way. Synchronous on purpose: it runs beside event loops, not in
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from chatnet.errors import ChildFailed
 
@@ -25,12 +26,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 Probe = Callable[[], bool]
 
+# The line each server logs once it listens, group 1 the port it really got: started on
+# port 0, a child tells its port itself (no free port picked here that another process
+# could take first).
+STORE_LISTENING = r"Listening on \S*:(\d+)$"  # nx-27017 (asyncio mode)
+API_LISTENING = r"Uvicorn running on \w+://\S*:(\d+) "  # uvicorn logs the real port of port 0
+CHAT_LISTENING = r"listening on \S*:(\d+)$"  # chatnet.server
+WEB_LISTENING = r"web page on http://\S*:(\d+) "  # chatnet.web
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that is free right now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def port_open(host: str, port: int) -> Probe:
@@ -48,7 +57,7 @@ def http_ok(url: str) -> Probe:
     def probe() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=1.0) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except (OSError, urllib.error.URLError):
             return False
 
@@ -60,7 +69,7 @@ def mongo_reachable(url: str, timeout: float = 1.5) -> bool:
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
-    client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000))
+    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000))
     try:
         client.admin.command("ping")
         return True
@@ -91,10 +100,15 @@ def embedded_store_argv(port: int, data_dir: Path, host: str = "127.0.0.1") -> l
 
 @dataclass
 class Child:
-    """One process of the network: how to start it and how to know it is ready."""
+    """One process of the network: how to start it and how to know it is ready.
+
+    With `listening` (a regex whose group 1 is a port) the port is learned from the
+    child's log at each start, before `ready` is polled, so a probe may read `port`.
+    `argv` may be a function of the port to bind: 0 at the first start, the learned
+    port at a restart, so whoever knew the address finds the child there again."""
 
     name: str
-    argv: Sequence[str]
+    argv: Sequence[str] | Callable[[int], Sequence[str]]
     ready: Probe
     env: Mapping[str, str] = field(default_factory=dict)
     log_path: Path | None = None
@@ -103,6 +117,8 @@ class Child:
     # In its own session, a terminal's Ctrl-C reaches only the parent, which then
     # stops its children in order (the launcher does).
     new_session: bool = False
+    listening: str | None = None
+    port: int | None = None
 
     @property
     def running(self) -> bool:
@@ -113,12 +129,19 @@ class Child:
         return self.process.pid if self.process else None
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start and block until `ready()` answers, or raise ChildFailed."""
+        """Start and block until `ready()` answers (and, with `listening`, the child has
+        said its port), or raise ChildFailed."""
+        if self.listening is not None and self.log_path is None:
+            raise ValueError(f"{self.name}: learning the port from the log needs a log_path")
+        scanned = 0  # how far this start's output has been searched for the port
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it until stop()
+            scanned = self.log_path.stat().st_size  # a restart appends: older lines don't count
+        argv = self.argv(self.port or 0) if callable(self.argv) else self.argv
+        learned = self.listening is None
         self.process = subprocess.Popen(
-            list(self.argv),
+            list(argv),
             env={**os.environ, **self.env},
             stdin=subprocess.DEVNULL,
             stdout=self._log if self._log else subprocess.DEVNULL,
@@ -127,7 +150,16 @@ class Child:
             start_new_session=self.new_session,
         )
         deadline = time.monotonic() + timeout
-        while not self.ready():
+        while True:
+            if not learned:
+                port, scanned = self._port_in_log(scanned)
+                if port == 0:
+                    self.stop()
+                    raise ChildFailed(f"{self.name} logged port 0, not the port it got.{self._log_tail()}")
+                if port is not None:
+                    self.port, learned = port, True
+            if learned and self.ready():
+                return
             if self.process.poll() is not None:
                 raise ChildFailed(f"{self.name} exited with code {self.process.returncode}.{self._log_tail()}")
             if time.monotonic() > deadline:
@@ -151,6 +183,20 @@ class Child:
             self._log.close()
             self._log = None
         return process.returncode
+
+    def _port_in_log(self, offset: int) -> tuple[int | None, int]:
+        """The port of the first `listening` line after `offset` (None: not yet), and
+        where the next search starts (after the last complete line read)."""
+        assert self.log_path is not None and self.listening is not None
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            chunk = log.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        for line in complete.decode(errors="replace").splitlines():
+            match = re.search(self.listening, line.rstrip())
+            if match:
+                return int(match.group(1)), offset + len(complete)
+        return None, offset + len(complete)
 
     def kill(self) -> None:
         """Die without a word (tests of crashes)."""

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chatnet.process import Child, embedded_store_argv, free_port, port_open
-from tests.support import Network
+from tests.support import HOST, Network, own_store
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +21,9 @@ def store_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield given
         return
     tmp = tmp_path_factory.mktemp("store")
-    port = free_port()
-    store = Child("store", embedded_store_argv(port, tmp / "data"), port_open("127.0.0.1", port), log_path=tmp / "store.log")
+    store = own_store(tmp / "data", tmp / "store.log")
     store.start()
-    yield f"mongodb://127.0.0.1:{port}"
+    yield f"mongodb://{HOST}:{store.port}"
     store.stop()
 
 

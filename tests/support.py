@@ -8,32 +8,78 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from chatnet.peer import Peer
-from chatnet.process import ROOT, Child, free_port, http_ok, port_open, script
+from chatnet.process import API_LISTENING, CHAT_LISTENING, ROOT, STORE_LISTENING, WEB_LISTENING, Child, embedded_store_argv, http_ok, mongo_reachable, port_open, script
 from chatnet.protocol import Message
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
 
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str, timeout: float = TIMEOUT) -> T:
+    """Poll `probe()` until `done` holds for its result; return that result. Fails after
+    `timeout` showing the last result (for conditions no event announces)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await probe()
+        if done(result):
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} never became what was wanted within {timeout} s; last: {result!r}")
+        await asyncio.sleep(0.05)
+
+
+@contextmanager
+def unused_port() -> Iterator[int]:
+    """A port where connecting is refused while the block runs: bound but not
+    listening, so no other process can start listening there meanwhile."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        yield sock.getsockname()[1]
+
 
 @dataclass
 class Network:
-    """chatnet's processes for one test, on free loopback ports, over one database."""
+    """chatnet's processes for one test, on loopback ports they pick, over one database.
+
+    Each server binds port 0 at its first start and logs the port it got; that port is
+    kept, so a restart binds it again and clients and peers find the server back. Start
+    a server before what connects to it (api, server, then the rest): a port not learned
+    yet reaches the children as 0, where nothing answers."""
 
     store_url: str
     tmp: Path
     db: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:12]}")
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    api_port: int = field(default_factory=free_port)
-    chat_port: int = field(default_factory=free_port)
-    web_port: int = field(default_factory=free_port)
+    ports: dict[str, int] = field(default_factory=dict)  # name → port learned at its first start
     children: dict[str, Child] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_port(self) -> int:
+        return self.port("api")
+
+    @property
+    def chat_port(self) -> int:
+        return self.port("server")
+
+    @property
+    def web_port(self) -> int:
+        return self.port("web")
+
+    def port(self, name: str) -> int:
+        if name not in self.ports:
+            raise AssertionError(f"{name} has not been started, so its port is not known yet")
+        return self.ports[name]
 
     @property
     def api_url(self) -> str:
@@ -44,10 +90,11 @@ class Network:
         return {"Authorization": f"Bearer {self.token}"}
 
     def env(self) -> dict[str, str]:
+        port = {name: str(self.ports.get(name, 0)) for name in ("api", "server", "web")}
         return {
-            "CHAT_HOST": HOST, "CHAT_PORT": str(self.chat_port),
-            "API_HOST": HOST, "API_PORT": str(self.api_port), "API_TOKEN": self.token,
-            "WEB_HOST": HOST, "WEB_PORT": str(self.web_port),
+            "CHAT_HOST": HOST, "CHAT_PORT": port["server"],
+            "API_HOST": HOST, "API_PORT": port["api"], "API_TOKEN": self.token,
+            "WEB_HOST": HOST, "WEB_PORT": port["web"],
             "MONGO_URL": self.store_url, "MONGO_DB": self.db,
             "DATA_DIR": str(self.tmp / "data"), "LOG_DIR": str(self.tmp / "logs"),
             "PYTHONUNBUFFERED": "1",
@@ -60,14 +107,28 @@ class Network:
         child.start(timeout)
         return child
 
+    def serve(self, name: str, script_name: str, listening: str, probe: Callable[[int], bool], **env: str) -> Child:
+        """Start a server: on port 0 at first, on the port it got then at every restart;
+        ready once `probe(port)` passes."""
+        child = Child(
+            name, script(script_name), lambda: probe(child.port or 0),
+            env={**self.env(), **env}, log_path=self.tmp / "logs" / f"{name}.log", listening=listening,
+        )  # fmt: skip
+        self.children[name] = child
+        child.start()
+        assert child.port is not None
+        if self.ports.setdefault(name, child.port) != child.port:
+            raise AssertionError(f"{name} came back on port {child.port}, not {self.ports[name]}")
+        return child
+
     def start_api(self, **env: str) -> Child:
-        return self.start("api", script("message_api.py"), http_ok(f"{self.api_url}/health"), **env)
+        return self.serve("api", "message_api.py", API_LISTENING, lambda port: http_ok(f"http://{HOST}:{port}/health")(), **env)
 
     def start_server(self, **env: str) -> Child:
-        return self.start("server", script("async_server.py"), port_open(HOST, self.chat_port), **env)
+        return self.serve("server", "async_server.py", CHAT_LISTENING, lambda port: port_open(HOST, port)(), **env)
 
     def start_web(self, **env: str) -> Child:
-        return self.start("web", script("websocket_adapter.py"), port_open(HOST, self.web_port), **env)
+        return self.serve("web", "websocket_adapter.py", WEB_LISTENING, lambda port: http_ok(f"http://{HOST}:{port}/")(), **env)
 
     def start_bot(self, name: str, script_name: str, **env: str) -> Child:
         """Start a bot script; ready once `name` is online on the chat server (as the
@@ -100,6 +161,17 @@ class Network:
     async def json_client(self, user: str, features: tuple[str, ...] = ()) -> JsonClient:
         peer = await Peer.connect(HOST, self.chat_port, user, features=features)
         return JsonClient(peer)
+
+
+def own_store(data_dir: Path, log_path: Path, name: str = "store") -> Child:
+    """An embedded store: on port 0 at its first start, on the port it got at a restart
+    (so a MONGO_URL built from `port` stays right)."""
+    store: Child = Child(
+        name, lambda port: embedded_store_argv(port, data_dir, HOST),
+        lambda: mongo_reachable(f"mongodb://{HOST}:{store.port}"),
+        log_path=log_path, listening=STORE_LISTENING,
+    )  # fmt: skip
+    return store
 
 
 class TextClient:
@@ -153,6 +225,45 @@ class TextClient:
             if match(line):
                 return line
 
+    async def lines_until(self, wanted: Callable[[str], bool], timeout: float = TIMEOUT) -> list[str]:
+        """Every line up to and including the first that satisfies `wanted`."""
+        start = len(self.seen)
+        await self.expect(wanted, timeout)
+        return self.seen[start:]
+
+    async def lines_until_closed(self, timeout: float = TIMEOUT) -> list[str]:
+        """Every line the server sends before it closes the connection."""
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while raw := await self.reader.readline():
+                    lines.append(raw.decode(errors="replace").rstrip("\n"))
+        except TimeoutError:
+            raise AssertionError(f"still open after {timeout} s; it said: {lines[-10:]}") from None
+        except ConnectionError as exc:
+            raise AssertionError(f"{exc!r} instead of a clean close; it said: {lines[-10:]}") from None
+        self.seen.extend(lines)
+        return lines
+
+    async def who(self) -> list[str]:
+        """Ask `!who`; the names it lists."""
+        await self.send("!who")
+        line = await self.expect(lambda text: text.startswith("Online ("))
+        names = line.split(": ", 1)[1] if ": " in line else ""
+        return names.split(", ") if names else []
+
+    async def until_online(self, wanted: Callable[[list[str]], bool], timeout: float = TIMEOUT) -> list[str]:
+        """Ask `!who` until the names it lists satisfy `wanted`."""
+        return await eventually(self.who, wanted, "the online list", timeout)
+
+    async def nothing_more(self, seconds: float = 0.3) -> None:
+        """Fail if anything arrives: within `seconds`, or before the answer to a `!who`
+        sent after them (so a late line is seen, not missed)."""
+        late = await self.quiet(seconds)
+        await self.send("!who")
+        answer = await self.line()
+        assert not late and answer.startswith("Online ("), f"expected nothing before the !who answer, got {[*late, answer]}"
+
     async def quiet(self, seconds: float = 0.5) -> list[str]:
         """Every line that arrives until the connection has been silent for `seconds`."""
         lines = []
@@ -186,10 +297,8 @@ class TextClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 class JsonClient:
@@ -222,6 +331,10 @@ class JsonClient:
                         return message
         except TimeoutError:
             raise AssertionError(f"no matching frame within {timeout} s; seen: {self.seen[-10:]}") from None
+
+    async def next(self, timeout: float = TIMEOUT) -> Message:
+        """The very next frame, whatever it is."""
+        return await self.expect(lambda message: True, timeout)
 
     async def quiet(self, seconds: float = 0.5) -> list[Message]:
         messages = []

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from chatnet.process import ROOT, script
+from chatnet.api_client import ApiClient
+from chatnet.process import ROOT
 from tests.fake_openai import FakeOpenAI, echo_reply
-from tests.support import HOST, Network
+from tests.support import HOST, Network, eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -97,10 +98,7 @@ async def join(browser: Browser, network: Network, user: str, **context: object)
 
 
 def start_assistant(network: Network, fake: FakeOpenAI) -> None:
-    network.start(
-        "openai", script("openai_bot.py"), lambda: True,
-        OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test", BOT_RATE_LIMIT="100",
-    )  # fmt: skip
+    network.start_bot("openai", "openai_bot.py", OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test", BOT_RATE_LIMIT="100")
 
 
 async def test_two_browser_users_and_a_terminal_user_chat(browser: Browser, web: Network) -> None:
@@ -147,8 +145,13 @@ async def test_markup_in_messages_stays_text(browser: Browser, web: Network) -> 
     await expect(body.locator("strong")).to_have_text("bold")
     await expect(body.locator("code")).to_have_text("code")
     assert await alice.page.locator(".messages img, .messages a[href^='javascript']").count() == 0
-    await asyncio.sleep(0.3)
-    assert alice.dialogs == []
+    # A marker: one more message shown, then a dialog of our own; an alert the payloads
+    # had raised would be listed before it.
+    await mallory.send("alice: marker")
+    await alice.open("mallory")
+    await expect(alice.pane("mallory").locator(".msg .body")).to_have_text([XSS, "marker"])
+    await alice.page.evaluate("alert('marker')")
+    assert alice.dialogs == ["marker"]
 
 
 async def test_streamed_reply_grows_in_place(browser: Browser, web: Network) -> None:
@@ -217,7 +220,8 @@ async def test_history_loads_when_a_conversation_opens(browser: Browser, web: Ne
     await bob.expect("remember the milk")
     await bob.send("alice: and the eggs")
     await expect(alice.pane("bob").locator(".msg.theirs .body")).to_have_text(["and the eggs"])
-    await asyncio.sleep(1.5)  # the server archives in batches, off the routing path
+    async with ApiClient(web.api_url, web.token) as api:  # the server archives in batches, off the routing path
+        await eventually(lambda: api.history("alice", "bob"), lambda found: len(found[0]) == 2, "history of alice and bob")
 
     await alice.page.reload()
     await alice.page.locator("#login-name").press("Enter")
@@ -228,7 +232,7 @@ async def test_history_loads_when_a_conversation_opens(browser: Browser, web: Ne
 
 async def test_thermometer_readings_show_as_readings(browser: Browser, web: Network) -> None:
     """Subscribing from the page brings readings shown as a value and a time."""
-    web.start("thermometer", script("thermometer.py"), lambda: True, THERMOMETER_INTERVAL="0.5")
+    web.start_bot("thermometer1", "thermometer.py", THERMOMETER_INTERVAL="0.5")
     alice = await join(browser, web, "alice")
     await expect(alice.peer("thermometer1")).to_have_class(re.compile(r"\bonline\b"), timeout=20_000)
     await alice.page.get_by_role("button", name="Subscribe", exact=True).click()
@@ -275,7 +279,7 @@ async def test_readme_screenshot(browser: Browser, web: Network, tmp_path: Path)
     with FakeOpenAI() as fake:
         fake.reply = lambda body: PLAN if "plan" in echo_reply(body).lower() else ADVICE
         start_assistant(web, fake)
-        web.start("thermometer", script("thermometer.py"), lambda: True, THERMOMETER_INTERVAL="1")
+        web.start_bot("thermometer1", "thermometer.py", THERMOMETER_INTERVAL="1")
         bob = await web.text_client("bob")
         carol = await web.text_client("carol")
         alice = await join(browser, web, "alice", viewport={"width": 1200, "height": 720})

@@ -3,7 +3,6 @@ benchmark can't rot: every message sent arrives, in order, and nobody is dropped
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from bench.loadgen import Load, Schedule
@@ -20,7 +19,10 @@ async def _run(network: Network, mode: str, pairs: int, **schedule: float) -> tu
                     window=schedule.get("window", 8), rate=schedule.get("rate", 0.0))  # fmt: skip
     result = await load.run(plan)
     load.close()
-    await asyncio.sleep(0.05)
+    # Closed is closed once the server has let every one of them go.
+    watcher = await network.text_client("smokewatch")
+    await watcher.until_online(lambda users: users == ["smokewatch"])
+    await watcher.close()
     return load, result.as_dict()
 
 

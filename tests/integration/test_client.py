@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from chatnet.process import free_port, script
-from tests.support import HOST, ConsoleProcess, Network
+from chatnet.process import script
+from tests.support import HOST, ConsoleProcess, Network, unused_port
 
 
 class ClientProcess(ConsoleProcess):
@@ -109,8 +108,9 @@ async def test_asks_for_a_name_without_user_flag(chat: Network, clients) -> None
 
 async def test_no_server_is_a_plain_error(clients) -> None:
     """With nothing listening the client prints one clear line and exits 1."""
-    client = await clients(free_port(), "--user", "alice")
-    code, output = await client.finish()
+    with unused_port() as port:
+        client = await clients(port, "--user", "alice")
+        code, output = await client.finish()
     assert code == 1
     assert "Cannot connect to the chat server" in output
     assert "Traceback" not in output

@@ -35,9 +35,10 @@ class LauncherProcess(ConsoleProcess):
 
     async def interrupt(self, times: int = 1, timeout: float = 60.0) -> int:
         """Ctrl-C (pressed `times` times); the launcher's exit code once it has stopped everything."""
-        for _ in range(times):
+        for press in range(times):
             self.process.send_signal(signal.SIGINT)
-            await asyncio.sleep(0.2)
+            if press + 1 < times:  # the next press must find the stop under way
+                await self.expect("Stopping chatnet")
         out, _ = await asyncio.wait_for(self.process.communicate(), timeout)
         self.seen.extend(out.decode().splitlines())
         return self.process.returncode or 0
@@ -145,6 +146,7 @@ async def test_crashed_chat_server_is_restarted(start_launcher, launcher_env: di
     await dave.close()
     pids = {**launcher.pids(), "server": new_pid}
     assert await launcher.interrupt(times=2) == 0
+    assert "Hurrying" in "\n".join(launcher.seen)
     for name, pid in pids.items():
         assert await gone(pid), f"{name} (pid {pid}) still running after two Ctrl-Cs"
 

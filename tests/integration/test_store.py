@@ -3,15 +3,15 @@ default; CHATNET_TEST_MONGO_URL for another one)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 
-from chatnet.protocol import Message, MessageType, format_datetime, parse_timestamp, utcnow
-from chatnet.store import Store, epoch_ms, to_document
+from chatnet.protocol import Message, MessageType, format_datetime, mail_document, parse_timestamp, utcnow
+from chatnet.store import Store, epoch_ms
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -124,12 +124,12 @@ async def test_expired_mail_is_never_returned(store: Store) -> None:
     await store.store_mail([mail("thermo", "bob", "short-lived")], ttl_seconds=1)
     await store.store_mail([mail("thermo", "bob", "lasting", seconds=1)], ttl_seconds=3600)
     assert len(await store.pending("bob")) == 2
-    await asyncio.sleep(1.2)
-    assert [m["message"] for m in await store.pending("bob")] == ["lasting"]
+    left = await eventually(lambda: store.pending("bob"), lambda found: len(found) < 2, "bob's pending mail")
+    assert [m["message"] for m in left] == ["lasting"]
     assert [m["message"] for m in (await store.history("bob", "thermo"))[0]] == ["lasting"]
     await store.store_mail([mail("thermo", "carol", "gone")], ttl_seconds=1)
-    await asyncio.sleep(1.2)
-    assert await store.pending("carol") == []
+    assert [m["message"] for m in await store.pending("carol")] == ["gone"]
+    await eventually(lambda: store.pending("carol"), lambda found: found == [], "carol's pending mail")
     await store.sweep_expired()  # both expired ones, unless a TTL monitor was quicker
     assert await store.mailbox.count_documents({}) == 1
     assert await store.pending_count() == 1
@@ -176,7 +176,7 @@ async def test_timestamps_keep_milliseconds(store: Store) -> None:
 def old_layout(message: Message, status: str) -> dict[str, object]:
     """A message as the layouts before the mailbox and the buckets kept it in `messages`."""
     pair = "|".join(sorted((message.sender or "", message.destination or "")))
-    doc = {**to_document(message), "metadata": message.metadata, "pair": pair, "status": status}
+    doc = {**mail_document(message), "metadata": message.metadata, "pair": pair, "status": status}
     return doc if status == "pending" else {**doc, "delivered_at": utcnow()}
 
 

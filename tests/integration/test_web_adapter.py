@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support import HOST, TIMEOUT, Network
+from tests.support import HOST, TIMEOUT, Network, eventually
 
 Frame = dict[str, Any]
 
@@ -77,16 +77,16 @@ def chat_from(sender: str, text: str | None = None) -> Callable[[Frame], bool]:
 
 
 @pytest.fixture
-async def http(network: Network) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(f"http://{HOST}:{network.web_port}") as session:
-        yield session
-
-
-@pytest.fixture
 def web(chat: Network) -> Network:
     """Message API, chat server and web adapter, running."""
     chat.start_web()
     return chat
+
+
+@pytest.fixture
+async def http(web: Network) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(f"http://{HOST}:{web.web_port}") as session:
+        yield session
 
 
 async def open_socket(http: aiohttp.ClientSession) -> WebUser:
@@ -221,15 +221,14 @@ async def test_chat_server_restart_is_reported_and_recovered(web: Network, http:
     assert "[alice] back again" in await bob.expect("back again")
 
 
-async def test_chat_server_down_at_login_is_retried(network: Network, http: aiohttp.ClientSession) -> None:
+async def test_chat_server_down_at_login_is_retried(web: Network, http: aiohttp.ClientSession) -> None:
     """A page that logs in while the chat server is down is told so, and gets in once it is up."""
-    network.start_api()
-    network.start_web()
+    web.stop("server")
     page = await open_socket(http)
     await page.send({"type": "login", "user": "alice"})
     status = await page.expect(event("status"))
     assert status["metadata"]["state"] == "unavailable" and "unavailable" in status["message"]
-    network.start_server()
+    web.start_server()
     welcome = await page.expect(event("welcome"), timeout=30)
     assert welcome["metadata"]["user"] == "alice"
 
@@ -249,13 +248,11 @@ async def test_history_is_read_for_the_logged_in_user_only(web: Network, http: a
     await carol.send("bob: not for alice's eyes")
     await bob.expect("not for alice's eyes")
 
-    async with asyncio.timeout(TIMEOUT):  # the server archives in batches, off the routing path
-        while True:
-            status, body = await alice.history("bob")
-            assert status == 200, body
-            if len(body["messages"]) >= 2:
-                break
-            await asyncio.sleep(0.2)
+    # The server archives in batches, off the routing path.
+    status, body = await eventually(
+        lambda: alice.history("bob"), lambda answer: answer[0] != 200 or len(answer[1]["messages"]) >= 2, "alice's history with bob"
+    )
+    assert status == 200, body
     messages = body["messages"]
     assert sorted(m["message"] for m in messages) == ["first from alice", "reply from bob"], messages
     stamps = [m["timestamp"] for m in messages]
@@ -268,8 +265,7 @@ async def test_history_is_read_for_the_logged_in_user_only(web: Network, http: a
     assert status == 422
     token = alice.session
     await alice.ws.close()
-    await asyncio.sleep(0.3)
-    status, _ = await alice.history("bob", token=token)
+    status, _ = await eventually(lambda: alice.history("bob", token=token), lambda answer: answer[0] != 200, "the closed page's token")
     assert status == 401
 
 
