@@ -29,7 +29,6 @@ from chatnet.bot import Bot, RateLimiter, Request, command, serve, split_text
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.limits import MAX_MESSAGE_CHARS
-from chatnet.personalities import PERSONALITIES as PERSONALITIES  # re-exported: the bot's own names
 from chatnet.personalities import personalities
 from chatnet.protocol import new_id
 
