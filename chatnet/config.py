@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +20,32 @@ class Settings(BaseSettings):
 
     chat_host: str = "127.0.0.1"
     chat_port: int = 5000
+    chat_tls_port: int = 5443
+
+    # TLS for the chat server (and the web page with WEB_TLS): a certificate and its key
+    # in PEM files. Unset, the launcher makes a self-signed one under DATA_DIR/tls/.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    # Identity: guests may log in under any name nobody holds (GUESTS=false: accounts
+    # only); anyone logged in may register their name (REGISTRATION=closed: only through
+    # the API, with the admin token). After LOGIN_ATTEMPTS wrong passwords for one name, or
+    # from one address, within LOGIN_WINDOW seconds, that name or address waits
+    # LOGIN_LOCKOUT seconds. Session tokens last SESSION_DAYS.
+    guests: bool = True
+    registration: Literal["open", "closed"] = "open"
+    login_attempts: int = 5
+    login_window: float = 600.0
+    login_lockout: float = 600.0
+    session_days: float = 30.0
+
+    # Abuse limits: a token bucket of FLOOD_RATE lines a second per session, FLOOD_BURST
+    # deep (past it the server stops reading that connection until it refills; 0 = off;
+    # bots are exempt); connections per address; logins per second per address.
+    flood_rate: float = 20.0
+    flood_burst: int = 60
+    max_connections_per_ip: int = 1000
+    login_rate: float = 20.0
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -27,6 +53,10 @@ class Settings(BaseSettings):
 
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    # HTTPS and WSS for the page (with TLS_CERT/TLS_KEY); origins besides the page's own
+    # allowed to open its WebSocket (comma-separated, e.g. https://chat.example.org).
+    web_tls: bool = False
+    web_allowed_origins: str = ""
 
     mongo_url: str = "mongodb://localhost:27017"
     mongo_db: str = "chatnet"
@@ -62,7 +92,7 @@ class Settings(BaseSettings):
     bot_timeout: float = 30.0
     bot_retries: int = 1
 
-    @field_validator("api_token", "openai_api_key", "openai_base_url", mode="before")
+    @field_validator("api_token", "openai_api_key", "openai_base_url", "tls_cert", "tls_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -40,11 +40,22 @@ class BadFrame(ProtocolError):
 
 
 class LoginFailed(ProtocolError):
-    """A refused login; the peer is told why and may try again."""
+    """A refused login; the peer is told why (`reason`, a LoginReason) and may try again."""
+
+    def __init__(self, text: str, reason: str = "invalid_name", retry_after: int | None = None) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class LoginRefused(ChatError):
-    """The server refused our login (name taken or invalid); the text says why."""
+    """The server refused our login; the text says why, `reason` is its LoginReason
+    (None from a server that gives none) and `retry_after` when to try again."""
+
+    def __init__(self, text: str, reason: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class LoginInterrupted(ChatError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import suppress
+from ssl import SSLContext
 from typing import Any, Final
 
 from chatnet.dialects.json import client_frame
@@ -54,13 +55,23 @@ class Peer:
         *,
         features: Iterable[str] = (),
         password: str | None = None,
+        token: str | None = None,
+        want_token: bool = False,
+        service_token: str | None = None,
+        ssl: SSLContext | None = None,
         timeout: float = 10.0,
     ) -> Peer:
-        """Open a connection and log in; raises LoginRefused, LoginInterrupted or OSError."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=READ_LIMIT), timeout)
+        """Open a connection and log in; raises LoginRefused, LoginInterrupted or OSError.
+
+        `password` or `token` for an account (`want_token`: the welcome's
+        `metadata.token` is a session token for the next login), `service_token` for a
+        bot; `ssl` for the TLS port."""
+        opened = asyncio.open_connection(host, port, limit=READ_LIMIT, ssl=ssl)
+        reader, writer = await asyncio.wait_for(opened, timeout)
         peer = cls(reader, writer, user)
+        login = Login(user, frozenset(features), password, token, want_token, service_token)
         try:
-            await asyncio.wait_for(peer._login(Login(user, frozenset(features), password)), timeout)
+            await asyncio.wait_for(peer._login(login), timeout)
         except BaseException:
             await peer.close()
             raise
@@ -75,7 +86,7 @@ class Peer:
                 raise LoginInterrupted("The server closed the connection during login.")
             event = reply.metadata.get("event")
             if reply.type == MessageType.ERROR and event in LOGIN_REFUSALS:
-                raise LoginRefused(reply.message)
+                raise LoginRefused(reply.message, reply.metadata.get("reason"), reply.metadata.get("retry_after"))
             if event == Event.WELCOME:
                 self.welcome = reply
                 return

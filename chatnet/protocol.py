@@ -206,6 +206,22 @@ class Login(NamedTuple):
     user: str
     features: frozenset[str] = frozenset()
     password: str | None = None
+    token: str | None = None  # a session token from an earlier login's want_token
+    want_token: bool = False  # the welcome is to carry a new session token
+    service_token: str | None = None  # a bot: the network's service token instead of a password
+
+
+class LoginReason(StrEnum):
+    """Why a login was refused: `metadata.reason` of a `login_failed` frame."""
+
+    PASSWORD_REQUIRED = "password_required"
+    WRONG_PASSWORD = "wrong_password"
+    LOCKED = "locked"  # too many failures (or logins) for the name or the address: retry_after
+    NAME_TAKEN = "name_taken"
+    INVALID_NAME = "invalid_name"
+    RESERVED = "reserved"  # the server's name, or a bot's
+    GUESTS_NOT_ALLOWED = "guests_not_allowed"
+    UNAVAILABLE = "unavailable"  # accounts can't be checked right now (the store is away)
 
 
 class Chat(NamedTuple):

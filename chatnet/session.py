@@ -28,7 +28,7 @@ from typing import Any, Final, Protocol
 
 from chatnet.dialects import Dialect
 from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
-from chatnet.protocol import Chat, Clock, Command, Delivery, Event, LineBuffer, Login, Message, Quit
+from chatnet.protocol import Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Quit
 
 logger = logging.getLogger("chatnet.server")
 
@@ -230,8 +230,13 @@ class Session(asyncio.Protocol):
 
     def reject(self, exc: ChatError) -> None:
         """A bad line: tell the peer, keep the session — unless it only sends garbage."""
-        if isinstance(exc, LoginFailed) or self.state is State.LOGIN:  # with a new prompt
-            self.write(self.dialect.login_failed(str(exc), self.clock.tick()))
+        if isinstance(exc, LoginFailed):  # with a new prompt
+            details: dict[str, Any] = {"reason": exc.reason}
+            if exc.retry_after is not None:
+                details["retry_after"] = exc.retry_after
+            self.write(self.dialect.login_failed(str(exc), details, self.clock.tick()))
+        elif self.state is State.LOGIN:
+            self.write(self.dialect.login_failed(str(exc), {"reason": LoginReason.INVALID_NAME}, self.clock.tick()))
         else:
             self.error(str(exc))
         self.bogus += 1

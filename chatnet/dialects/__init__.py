@@ -56,8 +56,9 @@ class Dialect(Protocol):
         """A refusal or failure the server reports."""
         ...
 
-    def login_failed(self, text: str, timestamp: str) -> str:
-        """A refused login, and whatever invites the next attempt."""
+    def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:
+        """A refused login (`details`: reason, retry_after), and whatever invites the
+        next attempt."""
         ...
 
 

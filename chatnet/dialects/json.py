@@ -93,14 +93,21 @@ def _int64(digits: str) -> int:
 
 
 def _parse_login(frame: dict[str, Any]) -> Login:
-    user, features, password = frame.get("user"), frame.get("features", []), frame.get("password")
+    user, features, want_token = frame.get("user"), frame.get("features", []), frame.get("want_token", False)
     if not isinstance(user, str):
         raise BadFrame("A login frame needs a 'user' string.")
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise BadFrame("'features' must be a list of strings.")
-    if password is not None and not isinstance(password, str):
-        raise BadFrame("'password' must be a string.")
-    return Login(check_name(user, "username"), frozenset(features), password)
+    if not isinstance(want_token, bool):
+        raise BadFrame("'want_token' must be true or false.")
+    secrets = []
+    for key in ("password", "token", "service_token"):
+        value = frame.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadFrame(f"'{key}' must be a string.")
+        secrets.append(value)
+    password, token, service_token = secrets
+    return Login(check_name(user, "username"), frozenset(features), password, token, want_token, service_token)
 
 
 def client_frame(event: Chat | Command | Login) -> dict[str, Any]:
@@ -109,8 +116,11 @@ def client_frame(event: Chat | Command | Login) -> dict[str, Any]:
         return {"type": MessageType.COMMAND, "message": f"!{event.name} {event.args}".strip()}
     if isinstance(event, Login):
         frame: dict[str, Any] = {"type": "login", "user": event.user, "features": sorted(event.features)}
-        if event.password is not None:
-            frame["password"] = event.password
+        for key in ("password", "token", "service_token"):
+            if getattr(event, key) is not None:
+                frame[key] = getattr(event, key)
+        if event.want_token:
+            frame["want_token"] = True
         return frame
     frame = {"type": event.type, "destination": event.destination, "message": event.message}
     if event.metadata:
@@ -157,8 +167,8 @@ class JsonDialect:
     def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         return server_frame(MessageType.ERROR, text, event, details, recipient, timestamp)
 
-    def login_failed(self, text: str, timestamp: str) -> str:
-        return server_frame(MessageType.ERROR, text, Event.LOGIN_FAILED, {}, None, timestamp)
+    def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:
+        return server_frame(MessageType.ERROR, text, Event.LOGIN_FAILED, details, None, timestamp)
 
 
 JSON: Final = JsonDialect()

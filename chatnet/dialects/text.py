@@ -115,7 +115,7 @@ class TextDialect:
     def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         return f"Error: {text}\n"
 
-    def login_failed(self, text: str, timestamp: str) -> str:
+    def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:
         return f"{text}\n{PROMPT}"
 
 

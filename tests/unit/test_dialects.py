@@ -140,7 +140,7 @@ def test_text_lines_keep_the_original_phrases() -> None:
     assert TEXT.stored(stored) == "[Stored] [2026-11-21T10:00:00Z][bob] 'hello!!'\n"
     assert TEXT.notice("Online (1): alice", Event.WHO, {"users": ["alice"]}, "alice", NOW) == "Online (1): alice\n"
     assert TEXT.error("No destination.", Event.BAD_INPUT, {}, "alice", NOW) == "Error: No destination.\n"
-    assert TEXT.login_failed("The name 'bob' is already online; choose another.", NOW) == (
+    assert TEXT.login_failed("The name 'bob' is already online; choose another.", {"reason": "name_taken"}, NOW) == (
         "The name 'bob' is already online; choose another.\n" + PROMPT
     )
     assert TEXT.greeting() == "Enter username:\n"
@@ -197,8 +197,8 @@ def test_json_notices_say_what_they_are(render, kind) -> None:  # type: ignore[n
     frame = parse_message(render("Online (1): alice", Event.WHO, {"users": ["alice"]}, "alice", NOW))
     assert (frame.sender, frame.destination, frame.type) == ("server", "alice", kind)
     assert frame.metadata == {"event": "who", "users": ["alice"]}
-    refused = parse_message(JSON.login_failed("Invalid username", NOW))
-    assert refused.type == MessageType.ERROR and refused.metadata == {"event": "login_failed"}
+    refused = parse_message(JSON.login_failed("Too many failed logins", {"reason": "locked", "retry_after": 30}, NOW))
+    assert refused.type == MessageType.ERROR and refused.metadata == {"event": "login_failed", "reason": "locked", "retry_after": 30}
 
 
 @pytest.mark.parametrize(
