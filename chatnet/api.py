@@ -1,9 +1,13 @@
-"""The message API: offline mail, history, subscriptions and bot state over HTTP.
+"""The message API: accounts and logins, offline mail, history, subscriptions and bot
+state over HTTP.
 
 `create_app(settings)` builds the FastAPI app; `message_api.py` runs it with uvicorn.
 Every route but `/health` needs `Authorization: Bearer <API_TOKEN>` when a token is set.
 While the database is unreachable the API stays up: `/health/detailed` says
-"degraded" and routes that need the database answer 503 until it is back.
+"degraded" and routes that need the database answer 503 until it is back. Names are
+case-insensitive everywhere ("Bob" and "bob" are one person). Passwords and session
+tokens are never logged, never answered, and never echoed in a 422 (no 422 echoes its
+input).
 """
 
 from __future__ import annotations
@@ -11,22 +15,37 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints, field_validator, model_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
+from chatnet.accounts import TOKEN_MAX_CHARS, Account, Accounts, Refused
 from chatnet.config import Settings, get_settings
-from chatnet.limits import HISTORY_PAGE, MAIL_PAGE, MAX_ACK_IDS, MAX_BATCH, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, NAME_PATTERN, NAME_RULE
-from chatnet.protocol import Message, Name, dumps, from_mail_document, parse_timestamp
+from chatnet.limits import (
+    HISTORY_PAGE,
+    MAIL_PAGE,
+    MAX_ACK_IDS,
+    MAX_BATCH,
+    MAX_KEEP_LATEST,
+    MAX_MAIL_TTL_SECONDS,
+    MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
+    NAME_PATTERN,
+    NAME_RULE,
+)
+from chatnet.protocol import Kind, LoginReason, Message, Name, dumps, from_mail_document, parse_timestamp
 from chatnet.store import Store
 
 logger = logging.getLogger("chatnet.api")
@@ -53,8 +72,24 @@ ARCHIVE_MAX_DEFER_SECONDS: Final = 2.0
 # again (the oldest are forgotten first; a forgotten one is simply read).
 MAX_SERVED: Final = 20_000
 
+# The address a login comes from, as the chat server saw it (an IPv6 one with its zone fits).
+MAX_SOURCE_CHARS: Final = 64
+
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE)]
+PathToken = Annotated[str, Path(min_length=1, max_length=TOKEN_MAX_CHARS, description="a session token")]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def password_length(value: SecretStr) -> SecretStr:
+    """The length rule for a password being set, saying what it is, never what it was."""
+    if not MIN_PASSWORD_CHARS <= len(value.get_secret_value()) <= MAX_PASSWORD_CHARS:
+        raise ValueError(f"a password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters")
+    return value
+
+
+# A password being set. One offered at a login (or as the old one) has no length rule
+# here: of any length it is checked, and is wrong or right (see chatnet.accounts).
+NewPassword = Annotated[SecretStr, AfterValidator(password_length)]
 
 
 # --- request and response models -------------------------------------------------------
@@ -78,6 +113,7 @@ class MailIn(BaseModel):
 class MailStored(BaseModel):
     stored: int
     ids: list[str]
+    unknown: list[str] = Field(description="destinations nobody has logged in as (in any spelling)")
 
 
 class MailPage(BaseModel):
@@ -148,6 +184,69 @@ class StateDeleted(BaseModel):
     deleted: bool
 
 
+class AccountCreate(BaseModel):
+    name: Name
+    password: NewPassword | None = Field(None, description=f"{MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters; none for a bot")
+    kind: Literal["person", "bot"] = "person"
+
+    @model_validator(mode="after")
+    def _password_for_people_only(self) -> AccountCreate:
+        if self.kind == "person" and self.password is None:
+            raise ValueError("a person's account needs a password")
+        if self.kind == "bot" and self.password is not None:
+            raise ValueError("a bot account has no password: a bot logs in with the service token")
+        return self
+
+
+class AccountPublic(BaseModel):
+    name: str = Field(description="as its owner spelled it")
+    kind: Literal["person", "bot"]
+
+
+class LoginIn(BaseModel):
+    source: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS, description="the address the login comes from")
+    password: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="a session token of this account, instead of the password")
+    want_token: bool = Field(False, description="answer with a new session token")
+
+
+class LoginOut(BaseModel):
+    name: str = Field(description="as registered; a guest's as given")
+    kind: Literal["guest", "person", "bot"]
+    registered: bool
+    token: str | None = Field(None, description="a new session token (only when asked for)")
+
+
+class Refusal(BaseModel):
+    detail: str
+    reason: LoginReason
+    retry_after: int | None = Field(None, description="seconds until a locked name or address may try again")
+
+
+REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": Refusal, "description": "refused: password_required, wrong_password or reserved"},
+    429: {"model": Refusal, "description": "locked: too many wrong passwords for the name or from the address"},
+}
+
+
+class PasswordIn(BaseModel):
+    old: SecretStr
+    new: NewPassword
+
+
+class PasswordChanged(BaseModel):
+    changed: bool = True
+    revoked: int = Field(description="session tokens of the account revoked")
+
+
+class AccountDeleted(BaseModel):
+    deleted: bool
+
+
+class TokenRevoked(BaseModel):
+    revoked: bool
+
+
 class DatabaseHealth(BaseModel):
     ok: bool
     latency_ms: float
@@ -193,6 +292,15 @@ async def get_store(request: Request) -> Store:
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
+
+
+async def get_accounts(request: Request, _: StoreDep) -> Accounts:
+    """The accounts, over the store (with its indexes made)."""
+    accounts: Accounts = request.app.state.accounts
+    return accounts
+
+
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 
 
 # --- the history copy of acknowledged mail ---------------------------------------------------------
@@ -304,6 +412,7 @@ async def _sweep(store: Store) -> None:
             removed = await store.sweep_expired()
             if removed:
                 logger.info("removed %d expired messages", removed)
+            await store.sweep_expired_logins()
         except PyMongoError as exc:
             logger.warning("expiry sweep failed: %s", exc)
 
@@ -313,6 +422,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.dependency_overrides.get(get_settings, get_settings)()
     store = Store.open(settings.mongo_url, settings.mongo_db)
     app.state.store = store
+    app.state.accounts = Accounts.from_settings(store, settings)
     app.state.copier = copier = HistoryCopier(store)
     app.state.served = ServedMail()
     app.state.started = time.monotonic()
@@ -332,9 +442,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.close()
 
 
+TOKEN_IN_PATH: Final = re.compile(r"(/tokens/)[^/]+")
+
+
+def loggable(path: str) -> str:
+    """A request path fit for a log line: a session token in it is left out."""
+    return TOKEN_IN_PATH.sub(r"\1...", path)
+
+
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
+    logger.warning("database unavailable for %s %s: %s", request.method, loggable(request.url.path), exc)
     return JSONResponse({"detail": f"database unavailable: {type(exc).__name__}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 saying what is wrong and where, but never the input refused: it may be a
+    password (and a refused batch of mail would come back whole)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{key: value for key, value in error.items() if key != "input"} for error in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -347,6 +473,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.dependency_overrides[get_settings] = lambda: settings
     app.add_exception_handler(ConnectionFailure, database_unavailable)
     app.add_exception_handler(ExecutionTimeout, database_unavailable)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.get("/health", tags=["health"])(health)
     app.include_router(_routes(), dependencies=[Depends(require_token)])
     return app
@@ -360,6 +487,16 @@ async def health() -> dict[str, str]:
 def _routes() -> APIRouter:
     router = APIRouter()
     router.get("/health/detailed", response_model=DetailedHealth, tags=["health"])(health_detailed)
+    taken: dict[int | str, dict[str, Any]] = {409: {"description": "the name is registered already, in some case"}}
+    missing: dict[int | str, dict[str, Any]] = {404: {"description": "no account holds the name"}}
+    router.post("/accounts", status_code=201, response_model=AccountPublic, responses=taken, tags=["accounts"])(create_account)
+    router.get("/accounts/{name}", response_model=AccountPublic, responses=missing, tags=["accounts"])(get_account)
+    router.delete("/accounts/{name}", response_model=AccountDeleted, tags=["accounts"])(delete_account)
+    router.post(
+        "/accounts/{name}/login", response_model=LoginOut, response_model_exclude_none=True, responses=REFUSALS, tags=["accounts"]
+    )(login)
+    router.put("/accounts/{name}/password", response_model=PasswordChanged, responses=REFUSALS | missing, tags=["accounts"])(change_password)
+    router.delete("/accounts/{name}/tokens/{token}", response_model=TokenRevoked, tags=["accounts"])(revoke_token)
     router.post("/mail", status_code=201, response_model=MailStored, tags=["mail"])(store_mail)
     router.get("/mail/{user}", response_model=MailPage, tags=["mail"])(pending_mail)
     router.post("/mail/{user}/ack", response_model=Acknowledged, tags=["mail"])(ack_mail)
@@ -399,10 +536,80 @@ async def health_detailed(request: Request) -> DetailedHealth:
     )
 
 
+def public(account: Account) -> AccountPublic:
+    return AccountPublic.model_validate({"name": account.name, "kind": account.kind.value})
+
+
+def refusal(refused: Refused) -> JSONResponse:
+    body = Refusal(detail=refused.detail, reason=refused.reason, retry_after=refused.retry_after)
+    headers = None if refused.retry_after is None else {"Retry-After": str(refused.retry_after)}
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), refused.status, headers)
+
+
+def no_account(name: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no account named '{name}'")
+
+
+async def create_account(body: AccountCreate, accounts: AccountsDep) -> AccountPublic:
+    """Register a name (as spelled here) for a person (with a password) or a bot (without)."""
+    password = None if body.password is None else body.password.get_secret_value()
+    account = await accounts.create(body.name, Kind(body.kind), password)
+    if account is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the name '{body.name}' is taken (names are the same in any case)")
+    return public(account)
+
+
+async def get_account(name: PathName, accounts: AccountsDep) -> AccountPublic:
+    if (account := await accounts.get(name)) is None:
+        raise no_account(name)
+    return public(account)
+
+
+async def delete_account(name: PathName, accounts: AccountsDep) -> AccountDeleted:
+    """Remove the account and its session tokens; the name stays known as used."""
+    return AccountDeleted(deleted=await accounts.delete(name))
+
+
+async def login(name: PathName, body: LoginIn, accounts: AccountsDep) -> LoginOut | JSONResponse:
+    """The chat server's question at every login: a name nobody registered is a guest's
+    (and is recorded as used); an account needs its password or one of its live
+    session tokens. Wrong passwords are counted per name and per source address; past
+    LOGIN_ATTEMPTS within LOGIN_WINDOW the name or address is locked (429)."""
+    granted = await accounts.login(
+        name,
+        body.source,
+        None if body.password is None else body.password.get_secret_value(),
+        None if body.token is None else body.token.get_secret_value(),
+        body.want_token,
+    )
+    if isinstance(granted, Refused):
+        return refusal(granted)
+    return LoginOut.model_validate(
+        {"name": granted.name, "kind": granted.kind.value, "registered": granted.registered, "token": granted.token}
+    )
+
+
+async def change_password(name: PathName, body: PasswordIn, accounts: AccountsDep) -> PasswordChanged | JSONResponse:
+    """Set a new password, given the old one; every session token of the account is revoked."""
+    changed = await accounts.change_password(name, body.old.get_secret_value(), body.new.get_secret_value())
+    if changed is None:
+        raise no_account(name)
+    if isinstance(changed, Refused):
+        return refusal(changed)
+    return PasswordChanged(revoked=changed)
+
+
+async def revoke_token(name: PathName, token: PathToken, accounts: AccountsDep) -> TokenRevoked:
+    """Revoke one session token of the account (the page's "Leave")."""
+    return TokenRevoked(revoked=await accounts.revoke(name, token))
+
+
 async def store_mail(body: MailIn, store: StoreDep) -> MailStored:
-    """Store offline mail as pending. Idempotent by message id."""
+    """Store offline mail as pending. Idempotent by message id. `unknown`: the
+    destinations nobody has ever logged in as."""
     ids = await store.store_mail(body.messages, body.ttl_seconds, body.keep_latest)
-    return MailStored(stored=len(ids), ids=ids)
+    unknown = await store.unknown_names(m.destination for m in body.messages)
+    return MailStored(stored=len(ids), ids=ids, unknown=unknown)
 
 
 async def pending_mail(

@@ -295,6 +295,13 @@ class Bot:
 
     # --- the connection ----------------------------------------------------------------
 
+    @property
+    def service_token(self) -> str | None:
+        """Bots are service accounts: they log in with the network's service token (the
+        API token), which reserves their name; without one, as a guest."""
+        token = self.settings.api_token
+        return token.get_secret_value() if token is not None else None
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stay connected until `stop` is set: log in, serve, reconnect with backoff."""
         stop = stop or asyncio.Event()
@@ -303,7 +310,9 @@ class Bot:
         try:
             while not stop.is_set():
                 try:
-                    peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, self.name, features=self.features)
+                    peer = await Peer.connect(
+                        self.settings.chat_host, self.settings.chat_port, self.name, features=self.features, service_token=self.service_token
+                    )
                 except (OSError, TimeoutError, LoginRefused, LoginInterrupted, ChatError) as exc:
                     attempt += 1
                     delay = backoff(attempt)

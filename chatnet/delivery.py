@@ -77,8 +77,9 @@ class Outcome:
     busy: bool = False  # the recipient was online but not keeping up (rather than offline)
 
 
-# Called once per batch: its outcomes, and whether the store confirmed them.
-Report = Callable[[list[Outcome], bool], None]
+# Called once per batch: its outcomes, whether the store confirmed them, and (when it
+# did) the destinations nobody has ever logged in as.
+Report = Callable[[list[Outcome], bool, frozenset[str]], None]
 
 
 @dataclass
@@ -130,7 +131,7 @@ class MailWriter:
         for delay in (*MAIL_RETRY_DELAYS, None):
             try:
                 with self.priority:
-                    await self.api.store_mail(docs, ttl_seconds=ttl_seconds, keep_latest=keep_latest)
+                    receipt = await self.api.store_mail_receipt(docs, ttl_seconds=ttl_seconds, keep_latest=keep_latest)
             except StoreUnavailable as exc:
                 if delay is None:
                     logger.warning("could not store %d message(s): %s", len(batch), exc)
@@ -148,12 +149,12 @@ class MailWriter:
                 return self._give_up(batch)
             else:
                 self.saved += len(batch)
-                self.report(batch, True)
+                self.report(batch, True, frozenset(name.lower() for name in receipt.unknown))
                 return
 
     def _give_up(self, batch: list[Outcome]) -> None:
         self.failed += len(batch)
-        self.report(batch, False)
+        self.report(batch, False, frozenset())
 
 
 def archive_document(entry: Delivery) -> dict[str, Any]:

@@ -1,40 +1,97 @@
 """The directory: who is online, and where.
 
-The router asks it which names are taken, whose session is on this node, and who is
+The router asks it which names are taken, whose sessions are on this node, and who is
 to hear about comings and goings. `LocalDirectory` keeps all of that in this process
 (one node alone); a cluster puts an implementation over Redis behind the same interface,
-where `claim` is network-wide and a name not found locally may live on another node.
+where a name is claimed network-wide and one not found locally may live on another node.
+
+Names are kept by their key (lower case: identity is case-insensitive). A name has one
+session, or — an account logged in from a terminal and a browser and a phone — a
+`Group` of them, which the routing path delivers to as to one session.
 """
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class Member(Protocol):
     """What the directory needs of a session."""
 
+    name: str
+    key: str
+    kind: str
+    group: Any
+    paused: bool
+    shows_ids: bool
+
     @property
     def wants_presence(self) -> bool: ...
+    @property
+    def echoes(self) -> bool: ...
+    def deliver(self, message: Any) -> None: ...
 
 
 S = TypeVar("S", bound=Member)
 
 
+class Group(Generic[S]):
+    """The sessions of one account on this node, two or more: each gets every message."""
+
+    __slots__ = ("sessions",)
+
+    def __init__(self, sessions: list[S]) -> None:
+        self.sessions = sessions
+
+    @property
+    def name(self) -> str:
+        return self.sessions[0].name
+
+    @property
+    def kind(self) -> str:
+        return self.sessions[0].kind
+
+    @property
+    def paused(self) -> bool:
+        """Nobody of the group is keeping up (then the message is stored instead)."""
+        return all(session.paused for session in self.sessions)
+
+    @property
+    def shows_ids(self) -> bool:
+        return any(session.shows_ids for session in self.sessions)
+
+    def deliver(self, message: Any) -> None:
+        for session in self.sessions:
+            session.deliver(message)
+
+    def others(self, session: S) -> Iterator[S]:
+        return (other for other in self.sessions if other is not session)
+
+
 class Directory(Protocol[S]):
-    # The logged-in sessions of this node by name: the routing path reads it directly.
-    local: dict[str, S]
+    # This node's logged-in names: a session, or a Group. The routing path reads it
+    # directly, by the name as written and then by its key.
+    local: dict[str, S | Group[S]]
 
-    def claim(self, name: str, session: S) -> bool:
-        """Take `name` for `session`; False when someone else has it."""
+    def admits(self, key: str, shared: bool) -> bool:
+        """Whether a session may take the name now (`shared`: an account's or a bot's,
+        which several sessions may hold)."""
         ...
 
-    def release(self, name: str, session: S) -> bool:
-        """Give `name` back, if `session` still holds it; True when it did."""
+    def add(self, session: S) -> bool:
+        """Add a logged-in session (`admits` said yes); True when it is the name's first."""
         ...
 
-    def online(self) -> list[str]:
-        """Every logged-in name, sorted."""
+    def remove(self, session: S) -> bool:
+        """Take a session out; True when it was the name's last."""
+        ...
+
+    def sessions(self, key: str) -> list[S]:
+        ...
+
+    def online(self) -> list[tuple[str, str]]:
+        """Every logged-in name with its kind, sorted by key."""
         ...
 
     def watchers(self) -> list[S]:
@@ -46,26 +103,51 @@ class LocalDirectory(Generic[S]):
     """One node alone: everything in process."""
 
     def __init__(self) -> None:
-        self.local: dict[str, S] = {}
-        self._watchers: dict[str, S] = {}
+        self.local: dict[str, S | Group[S]] = {}
+        self._watchers: dict[int, S] = {}
 
-    def claim(self, name: str, session: S) -> bool:
-        if name in self.local:
-            return False
-        self.local[name] = session
+    def admits(self, key: str, shared: bool) -> bool:
+        present = self.local.get(key)
+        return present is None or (shared and present.kind != "guest")
+
+    def add(self, session: S) -> bool:
+        present = self.local.get(session.key)
+        if present is None:
+            self.local[session.key] = session
+        elif isinstance(present, Group):
+            present.sessions.append(session)
+            session.group = present
+        else:
+            group = Group([present, session])
+            present.group = session.group = group
+            self.local[session.key] = group
         if session.wants_presence:
-            self._watchers[name] = session
-        return True
+            self._watchers[id(session)] = session
+        return present is None
 
-    def release(self, name: str, session: S) -> bool:
-        if self.local.get(name) is not session:
-            return False
-        del self.local[name]
-        self._watchers.pop(name, None)
-        return True
+    def remove(self, session: S) -> bool:
+        self._watchers.pop(id(session), None)
+        present = self.local.get(session.key)
+        if present is session:
+            del self.local[session.key]
+            return True
+        if isinstance(present, Group) and session in present.sessions:
+            present.sessions.remove(session)
+            session.group = None
+            if len(present.sessions) == 1:
+                last = present.sessions[0]
+                last.group = None
+                self.local[session.key] = last
+        return False
 
-    def online(self) -> list[str]:
-        return sorted(self.local)
+    def sessions(self, key: str) -> list[S]:
+        present = self.local.get(key)
+        if present is None:
+            return []
+        return list(present.sessions) if isinstance(present, Group) else [present]
+
+    def online(self) -> list[tuple[str, str]]:
+        return [(present.name, present.kind) for _, present in sorted(self.local.items())]
 
     def watchers(self) -> list[S]:
         return list(self._watchers.values())

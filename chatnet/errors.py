@@ -67,12 +67,15 @@ class StoreUnavailable(ChatError):
 
 
 class ApiRejected(ChatError):
-    """The message API refused the request (a 4xx answer); the text says why."""
+    """The message API refused the request (a 4xx answer); the text says why, and a
+    refused login check its `reason` (a LoginReason) and `retry_after`."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, reason: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(f"message API refused the request ({status}): {detail}")
         self.status = status
         self.detail = detail
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class ChildFailed(ChatError):

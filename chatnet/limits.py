@@ -20,6 +20,10 @@ MAX_LINE_BYTES: Final = 8192
 # Long enough for a paragraph, short enough that a JSON frame of it fits in one line.
 MAX_MESSAGE_CHARS: Final = 2000
 
+# Passwords: long enough to mean something, short enough that hashing one is bounded.
+MIN_PASSWORD_CHARS: Final = 8
+MAX_PASSWORD_CHARS: Final = 128
+
 # --- the message API's batches and pages -----------------------------------------------
 
 # Messages in one store or archive request.

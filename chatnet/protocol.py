@@ -58,13 +58,16 @@ class Event(StrEnum):
     WELCOME = "welcome"  # login accepted: user, pending (None: the store is unavailable), online
     PRESENCE = "presence"  # someone came online or left: user, presence
     SAVED = "saved"  # offline mail stored: destination, id
+    UNKNOWN_NAME = "unknown_name"  # after "saved": nobody has logged in under that name yet
     NOT_SAVED = "not_saved"  # offline mail could not be stored: destination, id
     WHO = "who"  # answer to !who: users
     HELP = "help"  # answer to !help
     CHECK = "check"  # answer to !check: pending
     GOODBYE = "goodbye"  # the server closes this connection
     SHUTDOWN = "shutdown"  # the server is stopping
-    LOGIN_FAILED = "login_failed"  # a refused login; the text says why
+    LOGIN_FAILED = "login_failed"  # a refused login: reason (LoginReason), retry_after
+    REGISTERED = "registered"  # !register made the name an account
+    PASSWORD_CHANGED = "password_changed"  # !password changed it; other sessions signed out
     BAD_INPUT = "bad_input"  # a line or frame was refused; the text says why
     # from the web adapter
     STATUS = "status"  # the adapter's chat-server connection: state, retry_in
@@ -211,6 +214,14 @@ class Login(NamedTuple):
     service_token: str | None = None  # a bot: the network's service token instead of a password
 
 
+class Kind(StrEnum):
+    """Who is logged in under a name: an account's person or bot, or a guest."""
+
+    PERSON = "person"
+    BOT = "bot"
+    GUEST = "guest"
+
+
 class LoginReason(StrEnum):
     """Why a login was refused: `metadata.reason` of a `login_failed` frame."""
 
@@ -258,6 +269,8 @@ new_chat = partial(tuple.__new__, Chat)
 COMMANDS: Final[dict[str, str]] = {
     "check": "show stored messages you have not seen yet",
     "who": "list who is online",
+    "register": "<password>  make your name an account (8-128 characters)",
+    "password": "<old> <new>  change your password (signs your other sessions out)",
     "help": "show this help",
 }
 
@@ -267,7 +280,7 @@ QUIT_WORDS: Final = frozenset({"exit", "quit", "/quit"})
 def help_lines() -> list[str]:
     return [
         "Send a message: <name>: <message>   (e.g. bob: hello)",
-        *(f"!{name:<6} {text}" for name, text in COMMANDS.items()),
+        *(f"!{name:<8} {text}" for name, text in COMMANDS.items()),
         "exit    disconnect",
     ]
 

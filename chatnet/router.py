@@ -12,6 +12,11 @@ Delivery, in order of preference:
 
 Stored mail is handed over at login and on `!check`, oldest first, page by page; a
 page is acknowledged to the API only once it has left for the socket.
+
+Logins are checked by `Identity` (the accounts, through the message API); names are
+case-insensitive (the directory keeps them by key), an account may be logged in from
+several sessions at once, and JSON sessions get copies of what their account sends
+from its others (`metadata.echo`).
 """
 
 from __future__ import annotations
@@ -24,17 +29,18 @@ from typing import Any
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.delivery import Archiver, MailWriter, Outcome, Priority
-from chatnet.directory import Directory, LocalDirectory
-from chatnet.errors import ChatError, ProtocolError
+from chatnet.directory import Directory, Group, LocalDirectory
+from chatnet.errors import ChatError, LoginFailed, ProtocolError
+from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
 from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS
 from chatnet.protocol import (
     COMMANDS,
-    SERVER_NAME,
     Chat,
     Clock,
     Command,
     Event,
     Login,
+    LoginReason,
     MessageType,
     Quit,
     help_lines,
@@ -57,7 +63,9 @@ class Router:
         self.clock = Clock()
         self.directory: Directory[Session] = directory if directory is not None else LocalDirectory()
         self._local = self.directory.local  # the routing path's one lookup
+        self.identity = Identity(settings, api)
         self.connections: set[Session] = set()  # logged in or not
+        self._per_address: dict[str, int] = {}  # open connections by peer address
         self.priority = Priority()
         self.mail = MailWriter(api, self.priority, self._mail_stored)
         self.archiver = Archiver(api, self.priority)
@@ -72,6 +80,8 @@ class Router:
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
+            "register": self._cmd_register,
+            "password": self._cmd_password,
             "help": self._cmd_help,
         }
         assert self._commands.keys() == COMMANDS.keys()
@@ -115,17 +125,57 @@ class Router:
 
     def connected(self, session: Session) -> None:
         self.connections.add(session)
+        count = self._per_address[session.address] = self._per_address.get(session.address, 0) + 1
+        limit = self.settings.max_connections_per_ip
+        if limit and count > limit:
+            logger.warning("%s: more than %d connections from %s; refused", session.peer, limit, session.address)
+            session.close("Too many connections from your address; try again later.")
 
     def login(self, session: Session, login: Login) -> None:
-        name = login.user
-        if name.lower() == SERVER_NAME:
-            raise ProtocolError(f"The name '{name}' is reserved; choose another.")
-        if not self.directory.claim(name, session):
-            raise ProtocolError(f"The name '{name}' is already online; choose another.")
-        session.logged_in(name, login.features)
-        logger.info("%s logged in from %s (%s mode)", name, session.peer, session.dialect.name)
-        self._announce(name, "online")
-        self.spawn(self.hand_over_mail(session, announce=True))
+        """Answered through session.logged_in / refused / ask_password, now or once the
+        API has checked the credentials."""
+        try:
+            self.identity.screen(login, session.address)
+        except LoginFailed as exc:
+            session.refused(exc)
+            return
+        self.spawn(self._check_login(session, login))
+
+    async def _check_login(self, session: Session, login: Login) -> None:
+        try:
+            with self.priority:
+                admission = await self.identity.check(login, session.address, session.asks_password)
+        except AskPassword:
+            if session.is_open:
+                session.ask_password(login.user)
+            return
+        except LoginFailed as exc:
+            if session.is_open:
+                logger.info("%s: login as %s refused (%s)", session.peer, login.user, exc.reason)
+                session.refused(exc)
+            return
+        except Exception:
+            logger.exception("%s: checking the login as %s failed", session.peer, login.user)
+            session.fail()
+            return
+        if session.is_open:
+            self._admit(session, login, admission)
+
+    def _admit(self, session: Session, login: Login, admission: Admission) -> None:
+        name, kind = admission.name, admission.kind
+        if not self.directory.admits(name.lower(), shared=kind != GUEST):
+            session.refused(LoginFailed(f"The name '{name}' is already online; choose another.", LoginReason.NAME_TAKEN))
+            return
+        session.logged_in(name, login.features, kind)
+        first = self.directory.add(session)
+        logger.info("%s logged in from %s (%s mode, %s)", name, session.peer, session.dialect.name, kind)
+        if first:
+            self._announce(session, "online")
+        welcome: dict[str, Any] = {"account": kind != GUEST, "bot": kind == BOT}
+        if admission.token is not None:
+            welcome["token"] = admission.token
+        self.spawn(self.hand_over_mail(session, announce=True, welcome=welcome))
+        session.resume_lines()
 
     def act(self, session: Session, event: Command | Quit | Login) -> None:
         if type(event) is Command:
@@ -143,14 +193,20 @@ class Router:
     def disconnected(self, session: Session, was_logged_in: bool) -> None:
         self.connections.discard(session)
         self._diverted.discard(session)
-        if was_logged_in and self.directory.release(session.name, session):
+        left = self._per_address.get(session.address, 1) - 1
+        if left > 0:
+            self._per_address[session.address] = left
+        else:
+            self._per_address.pop(session.address, None)
+        if was_logged_in and self.directory.remove(session):
             logger.info("%s left", session.name)
-            self._announce(session.name, "offline")
+            self._announce(session, "offline")
 
-    def _announce(self, name: str, presence: str) -> None:
+    def _announce(self, session: Session, presence: str) -> None:
+        name, bot = session.name, session.kind == BOT
         for other in self.directory.watchers():
-            if other.name != name:
-                other.notice(f"{name} is {presence}", Event.PRESENCE, presence=presence, user=name)
+            if other.key != session.key:
+                other.notice(f"{name} is {presence}", Event.PRESENCE, presence=presence, user=name, bot=bot)
 
     # --- routing (the hot path) --------------------------------------------------
 
@@ -159,8 +215,10 @@ class Router:
         Runs inside data_received, after the clock's tick: its reading is current."""
         destination, message, metadata, kind = chat
         now = self.clock.text
-        target = self._local.get(destination)
+        target = self._local.get(destination) or self._local.get(destination.lower())
         partial = metadata is not None and partial_chunk(metadata)
+        if sender.group is not None:
+            self._echo(sender, destination, message, now, kind, metadata)
         if target is not None and not target.paused:
             delivery = (new_id() if target.shows_ids else None, sender.name, destination, message, now, kind, metadata, sender.features)
             target.deliver(delivery)
@@ -176,12 +234,21 @@ class Router:
             metadata = {k: v for k, v in metadata.items() if k != "mail"}
         doc = message_dict(new_id(), sender.name, destination, message, now, kind, metadata)
         if target is not None:
-            self._diverted.add(target)
+            self._diverted.update(target.sessions if isinstance(target, Group) else (target,))
         self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
 
-    def _mail_stored(self, batch: list[Outcome], saved: bool) -> None:
-        """The MailWriter's report: tell each sender that is still here; hand mail that
-        was stored for a slow reader over if it has caught up meanwhile."""
+    def _echo(self, sender: Session, destination: str, message: str, now: str, kind: str, metadata: dict[str, Any] | None) -> None:
+        """A copy for the sender's other sessions that show them (JSON)."""
+        group: Group[Session] = sender.group
+        echo = (new_id(), sender.name, destination, message, now, kind, {**(metadata or {}), "echo": True}, sender.features)
+        for other in group.others(sender):
+            if other.echoes:
+                other.deliver(echo)
+
+    def _mail_stored(self, batch: list[Outcome], saved: bool, unknown: frozenset[str]) -> None:
+        """The MailWriter's report: tell each sender that is still here (and when nobody
+        has used the name yet); hand mail that was stored for a slow reader over if it
+        has caught up meanwhile."""
         for outcome in batch:
             sender, doc = outcome.sender, outcome.doc
             if saved and outcome.busy:
@@ -195,38 +262,42 @@ class Router:
             elif doc["type"] == MessageType.CHAT:
                 how = "is not keeping up" if outcome.busy else "is offline"
                 sender.notice(f"User '{destination}' {how}. Message saved.", Event.SAVED, destination=destination, id=doc["id"])
+                if destination.lower() in unknown:
+                    text = f"Note: nobody named '{destination}' has logged in here yet."
+                    sender.notice(text, Event.UNKNOWN_NAME, destination=destination)
 
     def _catch_up(self, name: str) -> None:
         """Mail was stored for `name` while it was not keeping up: hand it over now if
         it reads again (else when it does, through `writable`)."""
-        target = self._local.get(name)
-        if target is None:
-            return
-        if target.paused:
-            self._diverted.add(target)
-        elif target not in self._handovers:
-            self.spawn(self.hand_over_mail(target, quiet=True))
+        for target in self.directory.sessions(name.lower()):
+            if target.paused:
+                self._diverted.add(target)
+            elif target not in self._handovers:
+                self.spawn(self.hand_over_mail(target, quiet=True))
 
     # --- stored mail ---------------------------------------------------------------
 
-    async def hand_over_mail(self, session: Session, announce: bool = False, quiet: bool = False) -> None:
+    async def hand_over_mail(
+        self, session: Session, announce: bool = False, quiet: bool = False, welcome: dict[str, Any] | None = None
+    ) -> None:
         """Write pending mail oldest first, page by page; acknowledge each page only
         once it has left for the socket. A drop midway leaves the rest pending.
-        `announce`: the welcome line; `quiet`: say nothing when there is nothing."""
+        `announce`: the welcome line (with `welcome` in its details); `quiet`: say
+        nothing when there is nothing."""
         if session in self._handovers:
             # The running hand-over looks once more at its end (and answers if asked).
             self._handovers[session] = bool(self._handovers[session]) or not quiet
             return
         self._handovers[session] = None
         try:
-            await self._hand_over(session, announce, quiet)
+            await self._hand_over(session, announce, quiet, welcome or {})
             while (again := self._handovers[session]) is not None and session.is_open:
                 self._handovers[session] = None
                 await self._hand_over(session, announce=False, quiet=not again)
         finally:
             del self._handovers[session]
 
-    async def _hand_over(self, session: Session, announce: bool, quiet: bool = False) -> None:
+    async def _hand_over(self, session: Session, announce: bool, quiet: bool = False, welcome: dict[str, Any] | None = None) -> None:
         first = True
         delivered = 0
         while session.is_open:
@@ -235,10 +306,10 @@ class Router:
                     messages, total = await self.api.pending(session.name, MAIL_PAGE)
             except ChatError as exc:
                 logger.warning("pending mail for %s unavailable: %s", session.name, exc)
-                self._say_mail_unavailable(session, announce and first)
+                self._say_mail_unavailable(session, announce and first, welcome or {})
                 return
             if first and not (quiet and total == 0):
-                self._say_mail_count(session, total, announce)
+                self._say_mail_count(session, total, announce, welcome or {})
             first = False
             if not messages:
                 break
@@ -259,23 +330,28 @@ class Router:
         if delivered:
             logger.info("handed %d stored message(s) to %s", delivered, session.name)
 
-    def _say_mail_count(self, session: Session, total: int, announce: bool) -> None:
+    def _say_mail_count(self, session: Session, total: int, announce: bool, welcome: dict[str, Any]) -> None:
         counted = f"{total} stored message{'s' if total != 1 else ''}"
         if announce:
             text = f"Welcome, {session.name}! {'No stored messages' if total == 0 else counted}."
-            session.notice(text, Event.WELCOME, user=session.name, pending=total, online=self.directory.online())
+            session.notice(text, Event.WELCOME, user=session.name, pending=total, **self._online(), **welcome)
         elif total == 0:
             session.notice("No stored messages.", Event.CHECK, pending=0)
         else:
             session.notice(f"{counted}:", Event.CHECK, pending=total)
 
-    def _say_mail_unavailable(self, session: Session, welcome: bool) -> None:
+    def _say_mail_unavailable(self, session: Session, announce: bool, welcome: dict[str, Any]) -> None:
         text = "Stored messages are unavailable right now (the message store can't be reached); try !check later."
-        if welcome:
-            online = self.directory.online()
-            session.notice(f"Welcome, {session.name}! {text}", Event.WELCOME, user=session.name, pending=None, online=online)
+        if announce:
+            details = {**self._online(), **welcome}
+            session.notice(f"Welcome, {session.name}! {text}", Event.WELCOME, user=session.name, pending=None, **details)
         else:
             session.error(text, Event.CHECK)
+
+    def _online(self) -> dict[str, list[str]]:
+        """Who is online, and which of them are bots (welcome and who notices)."""
+        members = self.directory.online()
+        return {"online": [name for name, _ in members], "bots": [name for name, kind in members if kind == BOT]}
 
     # --- commands ----------------------------------------------------------------
 
@@ -283,8 +359,51 @@ class Router:
         self.spawn(self.hand_over_mail(session))
 
     def _cmd_who(self, session: Session, args: str) -> None:
-        users = self.directory.online()
-        session.notice(f"Online ({len(users)}): {', '.join(users)}", Event.WHO, users=users)
+        members = self.directory.online()
+        shown = ", ".join(f"{name} (bot)" if kind == BOT else name for name, kind in members)
+        online = self._online()
+        session.notice(f"Online ({len(members)}): {shown}", Event.WHO, users=online["online"], bots=online["bots"])
+
+    def _cmd_register(self, session: Session, args: str) -> None:
+        if session.kind != GUEST:
+            raise ProtocolError(f"'{session.name}' is an account already; !password changes its password.")
+        if not args:
+            raise ProtocolError("Write !register <password> (8 to 128 characters).")
+        self.spawn(self._register(session, args))
+
+    async def _register(self, session: Session, password: str) -> None:
+        try:
+            with self.priority:
+                name = await self.identity.register(session.name, password)
+        except ChatError as exc:
+            if session.is_open:
+                session.error(str(exc))
+            return
+        if session.is_open:
+            session.registered()
+            session.notice(f"Account '{name}' registered.", Event.REGISTERED, user=name)
+
+    def _cmd_password(self, session: Session, args: str) -> None:
+        old, _, new = args.partition(" ")
+        if session.kind == GUEST:
+            raise ProtocolError("Guests have no password; !register <password> makes your name an account.")
+        if session.kind == BOT or not old or not new.strip():
+            raise ProtocolError("Write !password <old> <new>.")
+        self.spawn(self._change_password(session, old, new.strip()))
+
+    async def _change_password(self, session: Session, old: str, new: str) -> None:
+        try:
+            with self.priority:
+                await self.identity.change_password(session.name, old, new)
+        except ChatError as exc:
+            if session.is_open:
+                session.error(str(exc))
+            return
+        for other in self.directory.sessions(session.key):
+            if other is not session:
+                other.close("The password of this account was changed; log in again.")
+        if session.is_open:
+            session.notice("Password changed; your other sessions were signed out.", Event.PASSWORD_CHANGED)
 
     def _cmd_help(self, session: Session, args: str) -> None:
         session.notice("\n".join(help_lines()), Event.HELP)

@@ -23,7 +23,8 @@ from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, pick_text_or_json
 from chatnet.router import Router
-from chatnet.session import Session
+from chatnet.session import FloodBucket, Session
+from chatnet.tls import server_context
 
 logger = logging.getLogger("chatnet.server")
 
@@ -33,40 +34,59 @@ SHUTDOWN_GRACE: Final = 5.0
 
 
 class ChatServer:
-    """The listener and the router behind it."""
+    """The listeners (plain, and TLS when a certificate is set) and the router behind them."""
 
     def __init__(self, settings: Settings, api: ApiClient) -> None:
         self.settings = settings
         self.router = Router(settings, api)
         self._listener: asyncio.Server | None = None
+        self._tls_listener: asyncio.Server | None = None
+
+    def session(self) -> Session:
+        """A new connection's session: text and JSON share the port, the flood bucket
+        as the settings say."""
+        rate, burst = self.settings.flood_rate, self.settings.flood_burst
+        return Session(self.router, TEXT, pick_text_or_json, FloodBucket(rate, burst) if rate > 0 else None)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        router = self.router
+        host = self.settings.chat_host
         self._listener = await loop.create_server(
-            lambda: Session(router, TEXT, pick_text_or_json),
-            self.settings.chat_host,
-            self.settings.chat_port,
-            backlog=LISTEN_BACKLOG,
-            reuse_address=True,
+            self.session, host, self.settings.chat_port, backlog=LISTEN_BACKLOG, reuse_address=True
         )
-        router.start()
-        logger.info("listening on %s:%d", self.settings.chat_host, self.port)
+        context = server_context(self.settings)
+        if context is not None:
+            self._tls_listener = await loop.create_server(
+                self.session, host, self.settings.chat_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, ssl=context
+            )
+        self.router.start()
+        logger.info("listening on %s:%d", host, self.port)
+        if self._tls_listener is not None:
+            logger.info("listening with TLS on %s:%d", host, self.tls_port)
 
     @property
     def port(self) -> int:
         """The port listened on (the real one when the settings asked for port 0)."""
-        assert self._listener is not None
-        port: int = self._listener.sockets[0].getsockname()[1]
-        return port
+        return _port(self._listener)
+
+    @property
+    def tls_port(self) -> int:
+        return _port(self._tls_listener)
 
     async def stop(self) -> None:
         """Stop accepting, say goodbye, store what is queued, close everyone."""
-        if self._listener is not None:
-            self._listener.close()
+        for listener in (self._listener, self._tls_listener):
+            if listener is not None:
+                listener.close()
         await self.router.stop(SHUTDOWN_GRACE)
         mail = self.router.mail
         logger.info("stopped (mail saved: %d, not saved: %d)", mail.saved, mail.failed)
+
+
+def _port(listener: asyncio.Server | None) -> int:
+    assert listener is not None
+    port: int = listener.sockets[0].getsockname()[1]
+    return port
 
 
 async def serve(settings: Settings) -> None:

@@ -7,10 +7,15 @@ dialect renders. The session itself never formats a protocol line.
 
 What a line means depends on the session's state, looked up in one table:
 
-    State.LOGIN   -> Session.read_login   (the port's picker may choose the dialect)
-    State.ACTIVE  -> Session.read_line
-    State.CLOSING -> (nothing more is read: we said goodbye, or gave up on the peer)
-    State.CLOSED  -> (the connection is gone)
+    State.LOGIN    -> Session.read_login     (the port's picker may choose the dialect)
+    State.PASSWORD -> Session.read_password  (text mode, after a registered name)
+    State.WAITING  -> (held: the router is checking a login with the message API)
+    State.ACTIVE   -> Session.read_line
+    State.CLOSING  -> (nothing more is read: we said goodbye, or gave up on the peer)
+    State.CLOSED   -> (the connection is gone)
+
+Lines that arrive while a login is checked, or past the flood bucket, are held in order
+(and the transport stops reading) until the session may go on: nothing is dropped.
 
 Output is queued and flushed once per event-loop pass, so a burst to one peer costs
 one syscall. Past WRITE_HIGH_WATER the session is `paused`: the router stores what it
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -53,12 +59,14 @@ _FLUSH_CONTEXT: Final = contextvars.Context()
 
 class State(StrEnum):  # a str: its hash is C's, and the line table is looked up per line
     LOGIN = "login"
+    PASSWORD = "password"
+    WAITING = "waiting"
     ACTIVE = "active"
     CLOSING = "closing"
     CLOSED = "closed"
 
 
-OPEN: Final = frozenset({State.LOGIN, State.ACTIVE})
+OPEN: Final = frozenset({State.LOGIN, State.PASSWORD, State.WAITING, State.ACTIVE})
 
 
 class Router(Protocol):
@@ -67,11 +75,36 @@ class Router(Protocol):
     clock: Clock
 
     def connected(self, session: Session) -> None: ...
-    def login(self, session: Session, login: Login) -> None: ...  # raises ProtocolError to refuse
+    def login(self, session: Session, login: Login) -> None: ...  # answers through logged_in / refused / ask_password
     def route(self, session: Session, chat: Chat) -> None: ...
     def act(self, session: Session, event: Command | Quit | Login) -> None: ...
     def writable(self, session: Session) -> None: ...
     def disconnected(self, session: Session, was_logged_in: bool) -> None: ...
+
+
+class FloodBucket:
+    """`rate` lines a second, `burst` at once (a token bucket)."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(max(burst, 1))
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+
+    def take(self, wanted: int) -> int:
+        """How many of `wanted` lines may be read now (and takes them)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        granted = min(wanted, int(self.tokens))
+        self.tokens -= granted
+        return granted
+
+    def wait(self) -> float:
+        """Seconds until the next line may be read."""
+        return max(0.0, (1.0 - self.tokens) / self.rate)
 
 
 class Session(asyncio.Protocol):
@@ -79,11 +112,14 @@ class Session(asyncio.Protocol):
 
     # No per-instance dict: ten thousand idle sessions should cost little memory.
     __slots__ = (
-        "router", "clock", "dialect", "pick", "shows_ids", "state", "name", "features", "transport", "peer",
-        "buffer", "bogus", "paused", "debug", "_out", "_flush_scheduled", "_resumed", "_login_timer",
+        "router", "clock", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
+        "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
+        "_out", "_flush_scheduled", "_resumed", "_login_timer", "_flood_timer",
     )  # fmt: skip
 
-    def __init__(self, router: Router, dialect: Dialect, pick: Callable[[str], Dialect] | None = None) -> None:
+    def __init__(
+        self, router: Router, dialect: Dialect, pick: Callable[[str], Dialect] | None = None, flood: FloodBucket | None = None
+    ) -> None:
         self.router = router
         self.clock = router.clock
         self.dialect = dialect
@@ -93,11 +129,20 @@ class Session(asyncio.Protocol):
         # it is kept beside the dialect rather than looked up through it.
         self.shows_ids = dialect.shows_ids
         self.state = State.LOGIN
-        self.name = ""
+        self.name = ""  # as its owner spells it; set at login, and only then
+        self.key = ""  # the name for identity (lower case)
         self.features: tuple[str, ...] = ()  # as announced at login, sorted: sent along as they are
+        self.kind = ""  # "guest", "person" (an account) or "bot", once logged in
+        # The other sessions of the same account, when there are any (the router's).
+        self.group: Any = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.address = "?"  # the peer's IP address: per-address limits
         self.buffer = LineBuffer()
+        self.flood = flood  # None: not limited (bots, or FLOOD_RATE=0)
+        self._held: list[bytes | LineTooLong] | None = None  # lines read but not yet acted on
+        self._pending_name = ""  # text mode: the name whose password is asked
+        self._flood_timer: asyncio.TimerHandle | None = None
         self.bogus = 0
         self.paused = False  # the transport's buffer is over its high-water mark
         # `--debug`: every line in and out is logged (asked once per connection, not per line).
@@ -118,6 +163,16 @@ class Session(asyncio.Protocol):
         return self.state in OPEN
 
     @property
+    def echoes(self) -> bool:
+        return self.dialect.echoes
+
+    @property
+    def asks_password(self) -> bool:
+        """The dialect asks for a password after the name (text), rather than expecting
+        it in the login (JSON)."""
+        return self.dialect.asks_password
+
+    @property
     def who(self) -> str:
         """The peer as the log names it."""
         return f"{self.name} ({self.peer})" if self.name else self.peer
@@ -132,26 +187,63 @@ class Session(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's isn't an asyncio.Transport subclass
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if peer:
+            self.address = str(peer[0])
+            self.peer = f"{peer[0]}:{peer[1]}"
         self.router.connected(self)
         self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timeout)
         self.write(self.dialect.greeting())
 
     def data_received(self, data: bytes) -> None:
         self.clock.tick()  # one clock reading for every line of this chunk
+        items = self.buffer.feed(data)
+        if self._held is not None:
+            self._held.extend(items)  # read before the transport paused: after those held
+        elif self.flood is not None:
+            self._metered(items)
+        else:
+            self._handle(items)
+
+    def _process(self, items: list[bytes | LineTooLong]) -> None:
+        if self.flood is not None:
+            self._metered(items)
+        else:
+            self._handle(items)
+
+    def _metered(self, items: list[bytes | LineTooLong]) -> None:
+        """The flood bucket's share of `items` now, the rest held until it refills."""
+        assert self.flood is not None
+        granted = self.flood.take(len(items))
+        if granted < len(items):
+            self._hold(items[granted:])
+            self._flood_timer = asyncio.get_running_loop().call_later(self.flood.wait(), self._refilled)
+            items = items[:granted]
+        self._handle(items)
+
+    def _refilled(self) -> None:
+        self._flood_timer = None
+        held, self._held = self._held or [], None
+        if self.transport is not None and self.state in OPEN:
+            self.transport.resume_reading()
+            self._process(held)
+
+    def _handle(self, items: list[bytes | LineTooLong]) -> None:
         debug = self.debug
         handlers = LINE_HANDLERS
-        for item in self.buffer.feed(data):
+        lines = iter(items)
+        for item in lines:
             handler = handlers.get(self.state)
             if handler is None:
-                return  # closing: the rest of the chunk is not acted on
+                if self.state is State.WAITING:
+                    self._hold([item, *lines])
+                return  # closing: the rest is not acted on
             if isinstance(item, LineTooLong):
                 self.reject(item)  # in place of the line
                 continue
             try:
                 line = item.decode()
                 if debug:
-                    logger.debug("%s < %s", self.who, line)
+                    logger.debug("%s < %s", self.who, self.dialect.loggable(line, self.state is State.PASSWORD))
                 handler(self, line)
             except UnicodeDecodeError:
                 self.reject(BadEncoding("Invalid UTF-8 in that line; it was ignored."))
@@ -171,8 +263,10 @@ class Session(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         was_logged_in = bool(self.name)  # the name is set at login, and only then
         self.state = State.CLOSED
-        if self._login_timer:
-            self._login_timer.cancel()
+        self._held = None
+        for timer in (self._login_timer, self._flood_timer):
+            if timer is not None:
+                timer.cancel()
         self._out.clear()
         self._wake()
         self.router.disconnected(self, was_logged_in)
@@ -193,9 +287,15 @@ class Session(asyncio.Protocol):
             self.dialect = self.pick(line)
             self.shows_ids = self.dialect.shows_ids
         try:
-            self.router.login(self, self.dialect.parse_login(line))
+            login = self.dialect.parse_login(line)
         except ProtocolError as exc:
-            raise LoginFailed(str(exc)) from None
+            raise LoginFailed(str(exc), LoginReason.INVALID_NAME) from None
+        self.state = State.WAITING
+        self.router.login(self, login)
+
+    def read_password(self, line: str) -> None:
+        self.state = State.WAITING
+        self.router.login(self, Login(self._pending_name, password=line))
 
     def read_line(self, line: str) -> None:
         event = self.dialect.parse(line)
@@ -204,12 +304,51 @@ class Session(asyncio.Protocol):
         else:
             self.router.act(self, event)  # type: ignore[arg-type]
 
-    def logged_in(self, name: str, features: frozenset[str]) -> None:
+    # --- the router's answers to a login ---------------------------------------------
+
+    def logged_in(self, name: str, features: frozenset[str], kind: str = "guest") -> None:
         """The router accepted the login: lines are messages and commands from now on."""
         if self._login_timer:
             self._login_timer.cancel()
             self._login_timer = None
-        self.name, self.features, self.state = name, tuple(sorted(features)), State.ACTIVE
+        self.name, self.key, self.kind = name, name.lower(), kind
+        self.features, self.state = tuple(sorted(features)), State.ACTIVE
+        if kind == "bot":
+            self.flood = None  # service sessions are exempt from flood limits
+
+    def registered(self) -> None:
+        """The guest's name became an account (`!register`)."""
+        self.kind = "person"
+
+    def ask_password(self, name: str) -> None:
+        """Text mode: the name is an account's; its password is the next line."""
+        self._pending_name = name
+        self.state = State.PASSWORD
+        self.write(self.dialect.password_prompt())
+        self._release()
+
+    def refused(self, exc: LoginFailed) -> None:
+        """The login was refused: say why, and ask again."""
+        self.state = State.LOGIN
+        self.reject(exc)
+        self._release()
+
+    def resume_lines(self) -> None:
+        """After logged_in: act on what arrived meanwhile."""
+        self._release()
+
+    def _hold(self, items: list[bytes | LineTooLong]) -> None:
+        self._held = items if self._held is None else [*self._held, *items]
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _release(self) -> None:
+        if self.state not in OPEN or self.state is State.WAITING or self._flood_timer is not None:
+            return
+        held, self._held = self._held, None
+        if held is not None and self.transport is not None:
+            self.transport.resume_reading()
+            self._process(held)
 
     # --- what the router says ----------------------------------------------------------
 
@@ -235,7 +374,8 @@ class Session(asyncio.Protocol):
             if exc.retry_after is not None:
                 details["retry_after"] = exc.retry_after
             self.write(self.dialect.login_failed(str(exc), details, self.clock.tick()))
-        elif self.state is State.LOGIN:
+        elif self.state in (State.LOGIN, State.PASSWORD):
+            self.state = State.LOGIN
             self.write(self.dialect.login_failed(str(exc), {"reason": LoginReason.INVALID_NAME}, self.clock.tick()))
         else:
             self.error(str(exc))
@@ -269,7 +409,7 @@ class Session(asyncio.Protocol):
             self.transport.abort()
 
     def _login_timeout(self) -> None:
-        if self.state is State.LOGIN:
+        if self.state in (State.LOGIN, State.PASSWORD, State.WAITING):
             self.close("No username given in time; disconnecting.")
 
     # --- bytes out -----------------------------------------------------------------------
@@ -318,5 +458,6 @@ class Session(asyncio.Protocol):
 # Where a line goes, by the session's state (h11's table, in small).
 LINE_HANDLERS: Final[dict[State, Callable[[Session, str], None]]] = {
     State.LOGIN: Session.read_login,
+    State.PASSWORD: Session.read_password,
     State.ACTIVE: Session.read_line,
 }

@@ -11,8 +11,25 @@ Collections (in `Settings.mongo_db`):
                    stores a whole batch: the embedded store's cost is per document.
     subscriptions  one document per (service, user).
     state          one JSON value per (owner, key), for bots.
+    accounts       one per registered name, keyed by the name lower-cased: the name as
+                   its owner spelled it, the kind (person, bot), the argon2id hash (a
+                   bot has none).
+    tokens         session tokens, keyed by the token's SHA-256 (the token itself is
+                   never stored), with the account's key and an expiry.
+    names          every name that has logged in or holds an account, keyed lower-cased.
+    login_failures wrong passwords, one document per counter (a name, an address) and
+                   attempt, kept for the window they count in.
+    login_locks    counters locked out, and until when.
+    meta           markers of start-up migrations done.
     messages       the layouts before: per-message history and pending mail. Moved to
                    `history` and `mailbox` when the store opens it, then dropped.
+
+Names are case-insensitive: what finds a person is the name lower-cased, and what is
+shown keeps its spelling. A mail document carries `destination_key` and `sender_key`
+beside `destination` and `sender`; a bucket's `pairs` and `users` are lower-cased (the
+messages in it keep their spelling); subscriptions, state and accounts are keyed by
+the names lower-cased. Data stored before this is moved over once, at start-up
+(`_fold_names`).
 
 A mail document's `_id` is the message id, so a retried write never duplicates. A
 bucket's `_id` is made from the ids it holds, so a retried batch is not stored twice;
@@ -32,6 +49,7 @@ import heapq
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -46,6 +64,7 @@ from chatnet.protocol import (
     from_mail_document,
     history_entry,
     mail_document,
+    new_id,
     parse_timestamp,
     utcnow,
 )
@@ -74,6 +93,8 @@ FIRST_BUCKETS: Final = 4
 MOST_BUCKETS: Final = 64
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
+# The marker in `meta` saying that names were folded to lower case (see `_fold_names`).
+NAMES_FOLDED: Final = "names_folded"
 
 def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
     """A motor client that fails fast while the database is unreachable."""
@@ -88,8 +109,17 @@ def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
 
 
 def pair_key(a: str, b: str) -> str:
-    """The same key for both directions of a conversation ('|' is not a name character)."""
+    """The same key for both directions of a conversation, whatever the case of the
+    names ('|' is not a name character)."""
+    a, b = a.lower(), b.lower()
     return f"{a}|{b}" if a <= b else f"{b}|{a}"
+
+
+def keyed(doc: dict[str, Any]) -> dict[str, Any]:
+    """A mail document with the keys that find it: its names lower-cased."""
+    doc["destination_key"] = doc["destination"].lower()
+    doc["sender_key"] = doc["sender"].lower()
+    return doc
 
 
 def bucket_id(ids: Iterable[str]) -> str:
@@ -107,7 +137,7 @@ def bucket(entries: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
         "last": epoch_ms(parse_timestamp(max(stamps))),
         "count": len(entries),
         "pairs": sorted({pair_key(e["sender"], e["destination"]) for e in entries}),
-        "users": sorted({e["sender"] for e in entries} | {e["destination"] for e in entries}),
+        "users": sorted({e["sender"].lower() for e in entries} | {e["destination"].lower() for e in entries}),
         "archived_at": now,
         "messages": entries,
     }
@@ -143,7 +173,7 @@ def as_mail(doc: Mapping[str, Any]) -> dict[str, Any]:
     mail = {key: value for key, value in doc.items() if key not in ("status", "pair", "metadata")}
     if doc.get("metadata"):
         mail["metadata"] = doc["metadata"]
-    return mail
+    return keyed(mail)
 
 
 def live(docs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -205,6 +235,12 @@ class Store:
         self.messages: AsyncIOMotorCollection[Document] = self.db["messages"]  # the old layouts
         self.subscriptions: AsyncIOMotorCollection[Document] = self.db["subscriptions"]
         self.state: AsyncIOMotorCollection[Document] = self.db["state"]
+        self.accounts: AsyncIOMotorCollection[Document] = self.db["accounts"]
+        self.tokens: AsyncIOMotorCollection[Document] = self.db["tokens"]
+        self.names: AsyncIOMotorCollection[Document] = self.db["names"]
+        self.login_failures: AsyncIOMotorCollection[Document] = self.db["login_failures"]
+        self.login_locks: AsyncIOMotorCollection[Document] = self.db["login_locks"]
+        self.meta: AsyncIOMotorCollection[Document] = self.db["meta"]
         self.indexes_ready = False
 
     @classmethod
@@ -216,19 +252,20 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         """One index per query (creating an existing index is a no-op), once the
-        pending mail and history of the old layouts have moved."""
+        pending mail and history of the old layouts have moved and names are folded."""
         if self.indexes_ready:
             return
         await self._move_old_pending_mail()
         await self._move_old_history()
+        await self._fold_names()
         box = self.mailbox
         # `_id` would finish the sort order, but the embedded store can't have `_id` in a
         # compound index (every insert then fails); ties sort within one user's mail.
-        await box.create_index([("destination", ASCENDING), ("timestamp", ASCENDING)], name="pending")
+        await box.create_index([("destination_key", ASCENDING), ("timestamp", ASCENDING)], name="pending_key")
         # keep_latest, and the pending half of a history (by destination and sender).
         await box.create_index(
-            [("destination", ASCENDING), ("sender", ASCENDING), ("type", ASCENDING), ("timestamp", DESCENDING)],
-            name="keep_latest",
+            [("destination_key", ASCENDING), ("sender_key", ASCENDING), ("type", ASCENDING), ("timestamp", DESCENDING)],
+            name="keep_latest_key",
         )
         # Real MongoDB removes expired mail by itself; reads filter it out everywhere.
         await box.create_index("expires_at", name="ttl", expireAfterSeconds=0)
@@ -241,6 +278,11 @@ class Store:
         await h.create_index([("users", ASCENDING), ("last", DESCENDING)], name="user_last")
         await self.subscriptions.create_index([("service", ASCENDING), ("user", ASCENDING)], name="service_user", unique=True)
         await self.state.create_index([("owner", ASCENDING), ("key", ASCENDING)], name="owner_key", unique=True)
+        await self.tokens.create_index("account", name="account")
+        await self.tokens.create_index("expires_at", name="ttl", expireAfterSeconds=0)
+        await self.login_failures.create_index([("counter", ASCENDING), ("at", ASCENDING)], name="counter_at")
+        await self.login_failures.create_index("expires_at", name="ttl", expireAfterSeconds=0)
+        await self.login_locks.create_index("expires_at", name="ttl", expireAfterSeconds=0)
         self.indexes_ready = True
 
     async def _move_old_pending_mail(self) -> None:
@@ -270,6 +312,56 @@ class Store:
             except OperationFailure as exc:
                 logger.warning("could not drop the emptied collection messages: %s", exc)
 
+    async def _fold_names(self) -> None:
+        """Data stored while names were case-sensitive is keyed by its names lower-cased,
+        once (a marker in `meta` says it was done; every step can run again, so a fold
+        cut short is simply redone): mail gains its keys, buckets their lower-cased
+        pairs and users, subscriptions and state their lower-cased ids (where two
+        spellings meet, one subscription is kept, and the state written last). The
+        names seen in mail and history count as used. Nothing to do on a new database
+        but writing the marker."""
+        if await self.meta.find_one({"_id": NAMES_FOLDED}) is not None:
+            return
+        used: set[str] = set()
+        mail = await self.mailbox.find({}, {"destination": 1, "sender": 1}).to_list(None)
+        for destination, sender in {(doc["destination"], doc["sender"]) for doc in mail}:
+            keys = {"destination_key": destination.lower(), "sender_key": sender.lower()}
+            await self.mailbox.update_many({"destination": destination, "sender": sender}, {"$set": keys})
+            used.add(keys["sender_key"])
+        await self._drop_old_mail_indexes()
+        buckets = await self.history_buckets.find({}, {"pairs": 1, "users": 1}).to_list(None)
+        for doc in buckets:
+            pairs = sorted({pair_key(*pair.split("|")) for pair in doc["pairs"]})
+            users = sorted({user.lower() for user in doc["users"]})
+            used.update(users)
+            if pairs != doc["pairs"] or users != doc["users"]:
+                await self.history_buckets.update_one({"_id": doc["_id"]}, {"$set": {"pairs": pairs, "users": users}})
+        for sub in await self.subscriptions.find({}).to_list(None):
+            folded = {"_id": sub["_id"].lower(), "service": sub["service"].lower(), "user": sub["user"]}
+            if folded["_id"] != sub["_id"] or folded["service"] != sub["service"]:
+                # Out first: the unique (service, user) index would find it in the way.
+                await self.subscriptions.delete_one({"_id": sub["_id"]})
+                await self._insert(self.subscriptions, [folded])
+        for doc in await self.state.find({}).sort("updated_at", ASCENDING).to_list(None):
+            if doc["_id"] != doc["_id"].lower():
+                folded = {**doc, "_id": doc["_id"].lower(), "owner": doc["owner"].lower(), "key": doc["key"].lower()}
+                await self.state.replace_one({"_id": folded["_id"]}, folded, upsert=True)  # oldest first: the last wins
+                await self.state.delete_one({"_id": doc["_id"]})
+        now = utcnow()
+        await self._insert(self.names, [{"_id": name, "name": name, "first_seen": now} for name in sorted(used)])
+        await self.meta.update_one({"_id": NAMES_FOLDED}, {"$set": {"at": now}}, upsert=True)
+        if mail or buckets:
+            logger.info("names folded to lower case: %d pending messages, %d history buckets", len(mail), len(buckets))
+
+    async def _drop_old_mail_indexes(self) -> None:
+        """The mailbox's indexes on names as spelled go (their successors are on the
+        keys). Found by their fields: the embedded store names indexes itself."""
+        old = [["destination", "timestamp"], ["destination", "sender", "type", "timestamp"]]
+        async for index in self.mailbox.list_indexes():
+            if list(index["key"]) in old:
+                with suppress(OperationFailure):  # dropped meanwhile by another API process
+                    await self.mailbox.drop_index(index["name"])
+
     async def ping(self) -> None:
         await self.client.admin.command("ping")
 
@@ -292,16 +384,16 @@ class Store:
     ) -> list[str]:
         """Put offline mail in the mailbox; returns the ids (stored now or before)."""
         expires_at = utcnow() + timedelta(seconds=ttl_seconds) if ttl_seconds else None
-        docs = [mail_document(m, expires_at) for m in messages]
+        docs = [keyed(mail_document(m, expires_at)) for m in messages]
         await self._insert(self.mailbox, docs)
         if keep_latest is not None:
-            groups = {(d["destination"], d["sender"], d["type"]) for d in docs}
+            groups = {(d["destination_key"], d["sender_key"], d["type"]) for d in docs}
             for destination, sender, kind in groups:
                 await self._keep_latest(destination, sender, kind, keep_latest)
         return [d["_id"] for d in docs]
 
     async def _keep_latest(self, destination: str, sender: str, kind: str, keep: int) -> None:
-        query = {"destination": destination, "sender": sender, "type": kind}
+        query = {"destination_key": destination, "sender_key": sender, "type": kind}
         cursor = self.mailbox.find(query, {"_id": 1}).sort(NEWEST_FIRST).skip(keep)
         old = [doc["_id"] for doc in await cursor.to_list(None)]
         if old:
@@ -330,7 +422,7 @@ class Store:
         last sweep is left out here rather than deleted first: one statement less on the
         way to a user who is logging in."""
         now = utcnow()
-        cursor = self.mailbox.find({"destination": user}).sort(OLDEST_FIRST).limit(limit).batch_size(limit)
+        cursor = self.mailbox.find({"destination_key": user.lower()}).sort(OLDEST_FIRST).limit(limit).batch_size(limit)
         return live(await cursor.to_list(None), now)
 
     async def pending(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -344,7 +436,7 @@ class Store:
 
     async def pending_count(self, user: str | None = None) -> int:
         """How much mail is pending (for one user, or for everyone)."""
-        return await self._count(self.mailbox, {} if user is None else {"destination": user})
+        return await self._count(self.mailbox, {} if user is None else {"destination_key": user.lower()})
 
     async def take_mail(
         self, user: str, ids: list[str], known: Mapping[str, dict[str, Any]] | None = None
@@ -354,14 +446,15 @@ class Store:
         caller already holds (`known`, by id, as `pending_documents` read them) are not
         read again; the rest are, in one find."""
         known = known or {}
-        docs = [known[i] for i in ids if i in known and known[i]["destination"] == user]
+        key = user.lower()
+        docs = [known[i] for i in ids if i in known and known[i]["destination_key"] == key]
         unknown = [i for i in ids if i not in known]
         if unknown:
-            docs += await self.mailbox.find({"_id": {"$in": unknown}, "destination": user}).batch_size(len(unknown)).to_list(None)
+            docs += await self.mailbox.find({"_id": {"$in": unknown}, "destination_key": key}).batch_size(len(unknown)).to_list(None)
         if not docs:
             return 0, []
         found = [doc["_id"] for doc in docs]
-        result = await self.mailbox.delete_many({"_id": {"$in": found}, "destination": user})
+        result = await self.mailbox.delete_many({"_id": {"$in": found}, "destination_key": key})
         return result.deleted_count, docs
 
     async def ack(self, user: str, ids: list[str]) -> int:
@@ -379,6 +472,7 @@ class Store:
         `before` of the next page. Gathered by message id, so one caught twice (mail
         acknowledged while read, a batch archived again in other company) shows once."""
         page = Page(limit, None if before is None else ms_text(epoch_ms(before)))
+        user, peer = user.lower(), peer.lower()
         for sender, destination in {(user, peer), (peer, user)}:
             page.add(from_mail_document(doc) for doc in await self._mail_between(sender, destination, limit, before))
         await self._gather_history(page, pair_key(user, peer), before)
@@ -387,11 +481,11 @@ class Store:
     async def _mail_between(
         self, sender: str, destination: str, limit: int, before: datetime | None
     ) -> list[dict[str, Any]]:
-        """The newest `limit` live mail documents from sender to destination older than
-        `before`. The store is asked for those before the next whole second (exact on
-        any store, see `up_to_second`) and the rest of that second is dropped here,
-        asking for more while dropping left the page short."""
-        query: dict[str, Any] = {"destination": destination, "sender": sender}
+        """The newest `limit` live mail documents from sender to destination (keys)
+        older than `before`. The store is asked for those before the next whole second
+        (exact on any store, see `up_to_second`) and the rest of that second is dropped
+        here, asking for more while dropping left the page short."""
+        query: dict[str, Any] = {"destination_key": destination, "sender_key": sender}
         if before is not None:
             query["timestamp"] = {"$lt": up_to_second(before)}
         wanted = limit
@@ -437,14 +531,19 @@ class Store:
         rare); pending mail stays. Returns how many messages went (each id once)."""
         removed: set[str] = set()
         emptied: list[str] = []
+        key = user.lower()
+
+        def involves(entry: dict[str, Any]) -> bool:
+            return key in (entry["sender"].lower(), entry["destination"].lower())
+
         # Ids first, then one bucket at a time: no cursor open while buckets change.
-        found = await self.history_buckets.find({"users": user}, {"_id": 1}).to_list(None)
+        found = await self.history_buckets.find({"users": key}, {"_id": 1}).to_list(None)
         for bucket_ref in found:
             doc = await self.history_buckets.find_one({"_id": bucket_ref["_id"]})
             if doc is None:
                 continue
-            kept = [e for e in doc["messages"] if user not in (e["sender"], e["destination"])]
-            removed.update(e["id"] for e in doc["messages"] if user in (e["sender"], e["destination"]))
+            kept = [e for e in doc["messages"] if not involves(e)]
+            removed.update(e["id"] for e in doc["messages"] if involves(e))
             if not kept:
                 emptied.append(doc["_id"])
             elif len(kept) < len(doc["messages"]):
@@ -476,32 +575,38 @@ class Store:
 
     # --- subscriptions ---------------------------------------------------------------------
 
+    # A subscription is keyed by both names lower-cased; the user's name is kept as
+    # spelled when subscribing.
+
     async def subscribers(self, service: str) -> list[str]:
-        docs = await self.subscriptions.find({"service": service}, {"user": 1}).to_list(None)
+        docs = await self.subscriptions.find({"service": service.lower()}, {"user": 1}).to_list(None)
         return sorted(doc["user"] for doc in docs)
 
     async def subscribe(self, service: str, user: str) -> bool:
-        """True when the subscription is new."""
+        """True when the subscription is new (in any spelling of the names)."""
+        doc = {"_id": f"{service}|{user}".lower(), "service": service.lower(), "user": user}
         try:
-            await self.subscriptions.insert_one({"_id": f"{service}|{user}", "service": service, "user": user})
+            await self.subscriptions.insert_one(doc)
         except DuplicateKeyError:
             return False
         return True
 
     async def unsubscribe(self, service: str, user: str) -> bool:
         """True when there was a subscription to remove."""
-        result = await self.subscriptions.delete_one({"_id": f"{service}|{user}"})
+        result = await self.subscriptions.delete_one({"_id": f"{service}|{user}".lower()})
         return result.deleted_count > 0
 
     # --- bot state --------------------------------------------------------------------------
     # Values are kept as JSON text so every JSON value reads back exactly as written
-    # (no store-specific typing of booleans or nested documents).
+    # (no store-specific typing of booleans or nested documents). Owner and key are
+    # names (a bot's, a user's), lower-cased.
 
     async def get_state(self, owner: str, key: str) -> Any:
-        doc = await self.state.find_one({"_id": f"{owner}|{key}"})
+        doc = await self.state.find_one({"_id": f"{owner}|{key}".lower()})
         return None if doc is None else json.loads(doc["value"])
 
     async def put_state(self, owner: str, key: str, value: Any) -> None:
+        owner, key = owner.lower(), key.lower()
         await self.state.update_one(
             {"_id": f"{owner}|{key}"},
             {"$set": {"owner": owner, "key": key, "value": json.dumps(value), "updated_at": utcnow()}},
@@ -509,5 +614,99 @@ class Store:
         )
 
     async def delete_state(self, owner: str, key: str) -> bool:
-        result = await self.state.delete_one({"_id": f"{owner}|{key}"})
+        result = await self.state.delete_one({"_id": f"{owner}|{key}".lower()})
         return result.deleted_count > 0
+
+    # --- accounts and session tokens ---------------------------------------------------------
+
+    async def insert_account(self, key: str, name: str, kind: str, password_hash: str | None) -> bool:
+        """False when an account holds the key already."""
+        doc = {"_id": key, "name": name, "kind": kind, "password_hash": password_hash, "created_at": utcnow()}
+        try:
+            await self.accounts.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def find_account(self, key: str) -> Document | None:
+        return await self.accounts.find_one({"_id": key})
+
+    async def set_password_hash(self, key: str, password_hash: str) -> None:
+        await self.accounts.update_one({"_id": key}, {"$set": {"password_hash": password_hash}})
+
+    async def delete_account(self, key: str) -> bool:
+        """Remove the account and its session tokens; False when there was none."""
+        result = await self.accounts.delete_one({"_id": key})
+        await self.delete_tokens(key)
+        return result.deleted_count > 0
+
+    async def insert_token(self, digest: str, key: str, expires_at: datetime) -> None:
+        await self.tokens.insert_one({"_id": digest, "account": key, "created_at": utcnow(), "expires_at": expires_at})
+
+    async def find_token(self, digest: str) -> Document | None:
+        return await self.tokens.find_one({"_id": digest})
+
+    async def delete_token(self, digest: str, key: str) -> bool:
+        result = await self.tokens.delete_one({"_id": digest, "account": key})
+        return result.deleted_count > 0
+
+    async def delete_tokens(self, key: str) -> int:
+        """Revoke every session token of the account; how many there were."""
+        result = await self.tokens.delete_many({"account": key})
+        return result.deleted_count
+
+    # --- used names ----------------------------------------------------------------------------
+
+    async def record_names(self, names: Iterable[str]) -> None:
+        """These names have been used (logged in, or hold an account); the first spelling
+        seen is kept."""
+        now = utcnow()
+        for name in names:
+            await self.names.update_one(
+                {"_id": name.lower()}, {"$setOnInsert": {"name": name, "first_seen": now}, "$set": {"last_seen": now}}, upsert=True
+            )
+
+    async def unknown_names(self, names: Iterable[str]) -> list[str]:
+        """The names (as given, each once, in order) nobody has used in any spelling."""
+        given = {name.lower(): name for name in reversed(list(names))}
+        if not given:
+            return []
+        found = {doc["_id"] for doc in await self.names.find({"_id": {"$in": list(given)}}, {"_id": 1}).to_list(None)}
+        return [name for key, name in reversed(given.items()) if key not in found]
+
+    # --- the login throttle ----------------------------------------------------------------------
+    # Times are kept as epoch milliseconds, compared exactly (the embedded store compares
+    # datetimes to the second, see `epoch_ms`, and reads one that `$set` rewrote back as
+    # text); `expires_at` is only for the TTL index and the sweep.
+
+    async def locked_until(self, counters: list[str]) -> list[datetime]:
+        """Until when each of these counters is locked (those locked at all)."""
+        docs = await self.login_locks.find({"_id": {"$in": counters}}).to_list(None)
+        return [EPOCH + doc["until"] * MILLISECOND for doc in docs]
+
+    async def lock_login(self, counter: str, until: datetime) -> None:
+        """Lock the counter until then; its count starts afresh."""
+        await self.login_locks.update_one({"_id": counter}, {"$set": {"until": epoch_ms(until), "expires_at": until}}, upsert=True)
+        await self.login_failures.delete_many({"counter": counter})
+
+    async def add_login_failures(self, counters: list[str], at_ms: int, expires_at: datetime) -> list[str]:
+        """Count an attempt against each counter; the ids of what was written."""
+        docs: list[Document] = [{"_id": new_id(), "counter": c, "at": at_ms, "expires_at": expires_at} for c in counters]
+        await self.login_failures.insert_many(docs)
+        return [doc["_id"] for doc in docs]
+
+    async def count_login_failures(self, counters: list[str], since_ms: int) -> list[int]:
+        """Each counter's attempts since then."""
+        return [await self._count(self.login_failures, {"counter": c, "at": {"$gt": since_ms}}) for c in counters]
+
+    async def clear_login_failures(self, counter: str, attempt: list[str]) -> None:
+        """A right password: the counter starts afresh, and the attempt's own counts go."""
+        await self.login_failures.delete_many({"$or": [{"counter": counter}, {"_id": {"$in": attempt}}]})
+
+    async def sweep_expired_logins(self) -> int:
+        """Delete expired tokens, failures and locks (the TTL index does this on a real MongoDB)."""
+        query = {"expires_at": {"$lte": utcnow()}}
+        removed = 0
+        for collection in (self.tokens, self.login_failures, self.login_locks):
+            removed += (await collection.delete_many(query)).deleted_count
+        return removed

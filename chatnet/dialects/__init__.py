@@ -26,6 +26,10 @@ class Dialect(Protocol):
     # is told who comes and goes.
     shows_ids: ClassVar[bool]
     wants_presence: ClassVar[bool]
+    # An account's password is asked for after the name (rather than sent with the login).
+    asks_password: ClassVar[bool]
+    # The reader is sent copies of what its account sends from its other sessions.
+    echoes: ClassVar[bool]
 
     def greeting(self) -> str:
         """What a new connection is sent before its first line."""
@@ -54,6 +58,15 @@ class Dialect(Protocol):
 
     def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         """A refusal or failure the server reports."""
+        ...
+
+    def password_prompt(self) -> str:
+        """Asks for the password of the name just given (when `asks_password`)."""
+        ...
+
+    def loggable(self, line: str, secret: bool) -> str:
+        """The line as the debug log may show it: passwords and tokens hidden
+        (`secret`: the whole line is one)."""
         ...
 
     def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:

@@ -13,6 +13,7 @@ sender `server` whose `metadata.event` says what they are (`Event`).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar, Final
 
 from chatnet.errors import BadFrame
@@ -36,6 +37,11 @@ from chatnet.protocol import (
     parse_command,
     quote,
 )
+
+# What the debug log must not show: secret fields, and the arguments of commands that
+# carry passwords.
+_SECRET_FIELD: Final = re.compile(r'"(password|token|service_token)"\s*:\s*"(?:[^"\\]|\\.)*"')
+_SECRET_COMMAND: Final = re.compile(r'"!(register|password) (?:[^"\\]|\\.)*"', re.IGNORECASE)
 
 # MongoDB's integers are 64-bit.
 INT64_MIN: Final = -(1 << 63)
@@ -138,6 +144,8 @@ class JsonDialect:
     name: ClassVar[str] = "json"
     shows_ids: ClassVar[bool] = True
     wants_presence: ClassVar[bool] = True
+    asks_password: ClassVar[bool] = False
+    echoes: ClassVar[bool] = True
 
     def greeting(self) -> str:
         return ""  # JSON clients connect on the text port and read its prompt
@@ -166,6 +174,12 @@ class JsonDialect:
 
     def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         return server_frame(MessageType.ERROR, text, event, details, recipient, timestamp)
+
+    def password_prompt(self) -> str:
+        return ""  # the password comes in the login frame
+
+    def loggable(self, line: str, secret: bool) -> str:
+        return _SECRET_FIELD.sub(r'"\1":"<hidden>"', _SECRET_COMMAND.sub(r'"!\1 <hidden>"', line))
 
     def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:
         return server_frame(MessageType.ERROR, text, Event.LOGIN_FAILED, details, None, timestamp)

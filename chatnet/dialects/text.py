@@ -43,6 +43,9 @@ from chatnet.protocol import (
 )
 
 PROMPT: Final = "Enter username:\n"
+PASSWORD_PROMPT: Final = "Password:\n"
+# Commands whose arguments are passwords: never in a log.
+SECRET_COMMANDS: Final = frozenset({"!register", "!password"})
 # Destinations already seen to be valid names: a set lookup is a sixth of the regex's
 # cost, and the routing path checks one per message. Bounded: emptied when full.
 _VALID_DESTINATIONS: set[str] = set()
@@ -91,6 +94,8 @@ class TextDialect:
     name: ClassVar[str] = "text"
     shows_ids: ClassVar[bool] = False
     wants_presence: ClassVar[bool] = False
+    asks_password: ClassVar[bool] = True
+    echoes: ClassVar[bool] = False
 
     def greeting(self) -> str:
         return PROMPT
@@ -114,6 +119,15 @@ class TextDialect:
 
     def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         return f"Error: {text}\n"
+
+    def password_prompt(self) -> str:
+        return PASSWORD_PROMPT
+
+    def loggable(self, line: str, secret: bool) -> str:
+        if secret:
+            return "<password>"
+        word = line.lstrip().split(" ", 1)[0]
+        return f"{word} <hidden>" if word.lower() in SECRET_COMMANDS else line
 
     def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:
         return f"{text}\n{PROMPT}"

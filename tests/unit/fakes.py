@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from chatnet.api_client import Account, LoginCheck, MailReceipt, PasswordChange
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
@@ -345,6 +346,9 @@ class FakeApi:
     """`chatnet.api_client.ApiClient` in memory, for what the router and delivery use."""
 
     mail: dict[str, list[Message]] = field(default_factory=lambda: defaultdict(list))
+    # Accounts by key (lower case): (name as registered, kind, password); session tokens.
+    accounts: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     _failures: dict[str, _Failure] = field(default_factory=dict)
     _gates: dict[str, Gate] = field(default_factory=dict)
@@ -424,6 +428,48 @@ class FakeApi:
 
     # --- ApiClient ----------------------------------------------------------------------
 
+    async def check_login(
+        self, name: str, source: str, password: str | None = None, token: str | None = None, want_token: bool = False
+    ) -> LoginCheck:
+        """The API's login rules (without its counters of wrong passwords)."""
+        call = await self._request("check_login", name=name, source=source)
+        self._done(call, self._clock)
+        account = self.accounts.get(name.lower())
+        if account is None:
+            return LoginCheck(name)
+        shown, kind, secret = account
+        if kind == "bot":
+            return LoginCheck(name, reason="reserved")
+        if password is None and token is None:
+            return LoginCheck(name, reason="password_required")
+        if (password is not None and password != secret) or (token is not None and self.tokens.get(token) != name.lower()):
+            return LoginCheck(name, reason="wrong_password")
+        new_token = None
+        if want_token:
+            new_token = f"token-{len(self.tokens)}"
+            self.tokens[new_token] = name.lower()
+        return LoginCheck(shown, kind, True, new_token)
+
+    async def create_account(self, name: str, password: str | None = None, kind: str = "person") -> Account:
+        call = await self._request("create_account", name=name, kind=kind)
+        self._done(call, self._clock)
+        if name.lower() in self.accounts:
+            raise ApiRejected(409, f"the name {name!r} is taken")
+        self.accounts[name.lower()] = (name, kind, password)
+        return Account(name, kind)
+
+    async def change_password(self, name: str, old: str, new: str) -> PasswordChange:
+        call = await self._request("change_password", name=name)
+        self._done(call, self._clock)
+        shown, kind, secret = self.accounts[name.lower()]
+        if old != secret:
+            return PasswordChange(reason="wrong_password")
+        self.accounts[name.lower()] = (shown, kind, new)
+        revoked = [t for t, key in self.tokens.items() if key == name.lower()]
+        for t in revoked:
+            del self.tokens[t]
+        return PasswordChange(revoked=len(revoked))
+
     async def store_mail(
         self, messages: Iterable[Any], ttl_seconds: int | None = None, keep_latest: int | None = None
     ) -> list[str]:
@@ -440,6 +486,14 @@ class FakeApi:
                     box.remove(old)
         self._done(call, self._clock)
         return [m.id for m in stored]
+
+    async def store_mail_receipt(
+        self, messages: Iterable[Any], ttl_seconds: int | None = None, keep_latest: int | None = None
+    ) -> MailReceipt:
+        """store_mail, and the destinations nobody has logged in as (every name the
+        test has not logged in, here: the stand-in knows no logins)."""
+        ids = await self.store_mail(messages, ttl_seconds, keep_latest)
+        return MailReceipt(ids, [])
 
     async def pending(self, user: str, limit: int = 100) -> tuple[list[Message], int]:
         call = await self._request("pending", user=user, limit=limit)

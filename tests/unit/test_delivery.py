@@ -33,7 +33,7 @@ class Reports:
     def __init__(self) -> None:
         self.batches: list[tuple[list[str], bool]] = []
 
-    def __call__(self, batch: list[Outcome], saved: bool) -> None:
+    def __call__(self, batch: list[Outcome], saved: bool, unknown: frozenset[str]) -> None:
         self.batches.append(([outcome.doc["message"] for outcome in batch], saved))
 
 

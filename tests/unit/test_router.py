@@ -216,7 +216,7 @@ async def test_who_lists_everyone_online(router: Router) -> None:
     web.take()
     web.send_json({"type": "command", "message": "!who"})
     [who] = web.frames(await web.settle())
-    assert who["metadata"] == {"event": "who", "users": ["alice", "bob"]}
+    assert who["metadata"] == {"event": "who", "users": ["alice", "bob"], "bots": []}
 
 
 async def test_help_lists_the_commands(router: Router) -> None:
@@ -250,9 +250,11 @@ async def test_duplicate_and_reserved_names_are_refused_with_the_prompt_again(ro
     client = Client(router)
     assert await client.settle() == ["Enter username:"]
     client.send("alice")
-    assert await client.settle() == ["The name 'alice' is already online; choose another.", "Enter username:"]
+    assert await client.expect("The name 'alice' is already online; choose another.")
+    assert await client.settle() == ["Enter username:"]
     client.send("Server")
-    assert await client.settle() == ["The name 'Server' is reserved; choose another.", "Enter username:"]
+    assert await client.expect("The name 'Server' is reserved; choose another.")
+    assert await client.settle() == ["Enter username:"]
     client.send("bob")
     assert await client.expect("Welcome, bob! No stored messages.")
     client.send("alice: still you?")
@@ -264,9 +266,10 @@ async def test_duplicate_json_login_is_an_error_frame(router: Router) -> None:
     await text_client(router, "alice")
     client = Client(router)
     client.send_json({"type": "login", "user": "alice"})
-    frames = client.frames(await client.settle())
-    assert [(f["type"], f["metadata"]["event"]) for f in frames] == [("error", "login_failed")]
-    assert "already online" in frames[0]["message"]
+    refusal = await client.expect_frame(lambda f: f["type"] == "error")
+    assert refusal["metadata"] == {"event": "login_failed", "reason": "name_taken"}
+    assert "already online" in refusal["message"]
+    assert client.frames(await client.settle()) == []  # nothing else: no welcome
 
 
 # --- login and hand-over ----------------------------------------------------------------------

@@ -1,0 +1,212 @@
+"""Who is who: the chat server's side of accounts.
+
+The message API keeps the accounts (argon2id hashes, session tokens, counters of wrong
+passwords); `Identity` asks it the one question of every login — may this name log in
+with these credentials from this address? — and turns the answer into an `Admission`
+or a `LoginFailed` that says why, in the words users read. It also answers `!register`
+and `!password`. It knows nothing of sessions' wire formats nor of who is online: the
+router asks, and admits.
+
+    guest name nobody registered  -> Admission(kind="guest")        (GUESTS=true)
+    an account's name              -> its password (or a session token), or refused
+    a bot's name                   -> only with the service token (API_TOKEN)
+
+While the API can't be reached a name known to be an account is refused ("can't be
+checked right now"); any other name may still log in as a guest, as before accounts.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from chatnet.api_client import ApiClient
+from chatnet.config import Settings
+from chatnet.errors import ApiRejected, ChatError, LoginFailed, StoreUnavailable
+from chatnet.limits import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
+from chatnet.protocol import SERVER_NAME, Kind, Login, LoginReason
+
+logger = logging.getLogger("chatnet.server")
+
+# Per-address login buckets kept at most; full (idle) ones are forgotten first.
+MAX_ADDRESSES: Final = 10_000
+GUEST: Final = Kind.GUEST
+PERSON: Final = Kind.PERSON
+BOT: Final = Kind.BOT
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    name: str  # as shown: the account's own spelling, or the guest's
+    kind: str  # GUEST, PERSON or BOT
+    token: str | None = None  # a new session token, when the login asked for one
+
+
+class AskPassword(Exception):
+    """The name is an account's and the dialect asks for passwords line by line."""
+
+
+class LoginRate:
+    """At most `rate` logins a second from one address, `burst` at once."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when)
+
+    def wait(self, address: str) -> float:
+        """0 when a login from `address` may go ahead now (and counts it); else how long
+        until one may."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, then = self._buckets.get(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens < 1:
+            self._buckets[address] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self._buckets[address] = (tokens - 1, now)
+        if len(self._buckets) > MAX_ADDRESSES:
+            self._buckets = {a: b for a, b in self._buckets.items() if b[0] + (now - b[1]) * self.rate < self.burst}
+        return 0.0
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password won't do, or None."""
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        return f"A password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters."
+    return None
+
+
+class Identity:
+    def __init__(self, settings: Settings, api: ApiClient) -> None:
+        self.settings = settings
+        self.api = api
+        self.rate = LoginRate(settings.login_rate, max(1.0, settings.login_rate * 5))
+        # Names known to be accounts (key -> kind), learned from the API's answers: what
+        # is refused while the API can't be asked.
+        self.known: dict[str, str] = {}
+        token = settings.api_token.get_secret_value() if settings.api_token else ""
+        self._service_token = token.encode()
+
+    # --- logins --------------------------------------------------------------------
+
+    def screen(self, login: Login, address: str) -> None:
+        """What is refused before the API is asked (raises LoginFailed)."""
+        name = login.user
+        if name.lower() == SERVER_NAME:
+            raise LoginFailed(f"The name '{name}' is reserved; choose another.", LoginReason.RESERVED)
+        wait = self.rate.wait(address)
+        if wait:
+            raise LoginFailed(f"Too many logins from your address; try again in {_seconds(wait)} s.", LoginReason.LOCKED, _seconds(wait))
+
+    async def check(self, login: Login, address: str, asks_password: bool) -> Admission:
+        """The API's verdict on a login: an Admission, or LoginFailed / AskPassword."""
+        name, key = login.user, login.user.lower()
+        if login.service_token is not None:
+            return await self._service(login)
+        try:
+            answer = await self.api.check_login(
+                name, address, password=login.password, token=login.token, want_token=login.want_token
+            )
+        except StoreUnavailable as exc:
+            if key in self.known:
+                logger.warning("login of %s can't be checked: %s", name, exc)
+                raise LoginFailed(
+                    f"Accounts can't be checked right now; try '{name}' again shortly.", LoginReason.UNAVAILABLE
+                ) from None
+            return self._guest(name)  # as before accounts: live chat goes on while the store is away
+        except ApiRejected as exc:  # a request of ours it can't read: never a reason to let anyone in
+            logger.error("message API refused the login check of %s: %s", name, exc)
+            raise LoginFailed(f"Accounts can't be checked right now; try '{name}' again shortly.", LoginReason.UNAVAILABLE) from None
+        if answer.reason is not None:
+            raise self._refusal(name, answer.reason, answer.retry_after, login, asks_password)
+        if answer.kind == GUEST:
+            return self._guest(name)
+        self.known[key] = answer.kind
+        return Admission(answer.name, answer.kind, answer.token)
+
+    def _guest(self, name: str) -> Admission:
+        if not self.settings.guests:
+            raise LoginFailed(
+                f"Only accounts may log in here, and '{name}' is none; ask an administrator for one.",
+                LoginReason.GUESTS_NOT_ALLOWED,
+            )
+        return Admission(name, GUEST)
+
+    def _refusal(self, name: str, reason: str, retry_after: int | None, login: Login, asks_password: bool) -> Exception:
+        if reason == LoginReason.PASSWORD_REQUIRED and asks_password and login.password is None:
+            self.known[name.lower()] = PERSON
+            return AskPassword()
+        if reason == LoginReason.PASSWORD_REQUIRED:
+            self.known[name.lower()] = PERSON
+            return LoginFailed(f"The name '{name}' is an account's; log in with its password.", reason)
+        if reason == LoginReason.WRONG_PASSWORD:
+            return LoginFailed(f"Wrong password for '{name}'.", reason)
+        if reason == LoginReason.LOCKED:
+            wait = retry_after or int(self.settings.login_lockout)
+            return LoginFailed(f"Too many failed logins for '{name}'; try again in {wait} s.", reason, wait)
+        if reason == LoginReason.RESERVED:
+            self.known[name.lower()] = BOT
+            return LoginFailed(f"The name '{name}' belongs to a bot; choose another.", reason)
+        logger.error("message API refused the login of %s for a reason we don't know: %s", name, reason)
+        return LoginFailed(f"Accounts can't be checked right now; try '{name}' again shortly.", LoginReason.UNAVAILABLE)
+
+    async def _service(self, login: Login) -> Admission:
+        """A bot with the service token: its name becomes a bot account (reserved)."""
+        name = login.user
+        given = (login.service_token or "").encode()
+        if not self._service_token or not hmac.compare_digest(given, self._service_token):
+            raise LoginFailed(f"Wrong service token for '{name}'.", LoginReason.WRONG_PASSWORD)
+        self.known[name.lower()] = BOT
+        try:
+            await self.api.create_account(name, None, BOT)
+        except ApiRejected as exc:
+            if exc.status != 409:  # 409: the bot's account exists already
+                logger.error("could not reserve the bot name %s: %s", name, exc)
+        except StoreUnavailable as exc:
+            logger.warning("could not reserve the bot name %s yet: %s", name, exc)
+        return Admission(name, BOT)
+
+    # --- commands -------------------------------------------------------------------------
+
+    async def register(self, name: str, password: str) -> str:
+        """`!register <password>`: the answer to show; raises ChatError with the reason."""
+        if self.settings.registration == "closed":
+            raise ChatError("Registration is closed here; an administrator creates accounts.")
+        problem = password_problem(password)
+        if problem:
+            raise ChatError(problem)
+        try:
+            created = await self.api.create_account(name, password, PERSON)
+        except ApiRejected as exc:
+            if exc.status == 409:
+                raise ChatError(f"The name '{name}' is registered already.") from None
+            raise ChatError(f"That did not work: {exc.detail}") from None
+        except StoreUnavailable:
+            raise ChatError("Accounts can't be reached right now; try !register again later.") from None
+        self.known[name.lower()] = PERSON
+        return created.name
+
+    async def change_password(self, name: str, old: str, new: str) -> None:
+        """`!password <old> <new>` (the API revokes the account's session tokens)."""
+        problem = password_problem(new)
+        if problem:
+            raise ChatError(problem)
+        try:
+            change = await self.api.change_password(name, old, new)
+        except ApiRejected as exc:
+            raise ChatError(f"That did not work: {exc.detail}") from None
+        except StoreUnavailable:
+            raise ChatError("Accounts can't be reached right now; try !password again later.") from None
+        if change.reason == LoginReason.LOCKED:
+            raise ChatError(f"Too many failed logins for '{name}'; try again in {change.retry_after} s.")
+        if change.reason is not None:
+            raise ChatError(f"Wrong password for '{name}'; it was not changed.")
+
+
+def _seconds(value: float) -> int:
+    return max(1, int(value + 0.999))
