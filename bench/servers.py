@@ -223,6 +223,9 @@ class Chatnet(Server):
             "MONGO_URL": self.mongo_url or f"mongodb://{HOST}:{self.store_port}", "MONGO_DB": self.db,
             "DATA_DIR": str(self.tmp / "data"), "LOG_DIR": str(self.tmp / "logs"),
             "PYTHONUNBUFFERED": "1",
+            # Flood control and the per-address limits off, as ngircd's penalties and
+            # connection limits are (README, "Fairness"): every client comes from 127.0.0.1.
+            "FLOOD_RATE": "0", "LOGIN_RATE": "0", "MAX_CONNECTIONS_PER_IP": "0",
         }  # fmt: skip
 
     def _start(self, name: str, argv: list[str], ready: Probe) -> None:
