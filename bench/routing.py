@@ -1,0 +1,118 @@
+"""The routing path in-process: CPU time per routed text line, no sockets, no kernel.
+
+    .venv/bin/python -m bench.routing
+
+Pairs of logged-in text sessions over recording transports send each other lines of
+the benchmark's shape; what is timed is `data_received` -> parse -> route -> deliver ->
+write, plus the flush once per loop pass: the Python the routing path costs, repeatable
+within a few per cent where the whole benchmark moves with the machine. The best of
+several rounds is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+from typing import Any
+
+from chatnet.config import Settings
+from chatnet.protocol import Message
+from chatnet.server import ChatServer
+from chatnet.session import Session
+
+
+class Transport:
+    """What a session needs of a transport; counts what is written."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def get_extra_info(self, key: str) -> Any:
+        return ("127.0.0.1", self.port) if key == "peername" else None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Api:
+    """The message API as the routing path needs it: every name a guest, no mail."""
+
+    async def check_login(self, name: str, source: str, **_: Any) -> Any:
+        from chatnet.api_client import LoginCheck
+
+        return LoginCheck(name)
+
+    async def pending(self, user: str, limit: int | None = None) -> tuple[list[Message], int]:
+        return [], 0
+
+    async def ack(self, user: str, ids: list[str]) -> int:
+        return 0
+
+
+async def measure(pairs: int, rounds: int, passes: int) -> float:
+    settings = Settings(_env_file=None, flood_rate=0, login_rate=0, max_connections_per_ip=0)
+    server = ChatServer(settings, Api())  # type: ignore[arg-type]
+    sessions: list[tuple[Session, Session, bytes, bytes]] = []
+    for i in range(pairs):
+        a, b = server.session(), server.session()
+        a.connection_made(Transport(2 * i))  # type: ignore[arg-type]
+        b.connection_made(Transport(2 * i + 1))  # type: ignore[arg-type]
+        a.data_received(f"a{i}\n".encode())
+        b.data_received(f"b{i}\n".encode())
+        payload = " 12345 1733040000000000000\n"
+        sessions.append((a, b, f"b{i}:{payload}".encode() * 4, f"a{i}:{payload}".encode() * 4))
+    await asyncio.sleep(0.2)  # the logins' checks and welcomes
+    gc.freeze()
+    backlog = server.router.archiver.backlog
+    best = float("inf")
+    for _ in range(rounds):
+        started, lines = time.process_time(), 0
+        for _ in range(passes):
+            for a, b, to_b, to_a in sessions:
+                a.data_received(to_b)
+                b.data_received(to_a)
+                lines += 8
+            await asyncio.sleep(0)  # the flushes
+            backlog.clear()  # the archiver is not running: keep its backlog from filling
+        best = min(best, (time.process_time() - started) / lines)
+    return best * 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.routing", description=__doc__)
+    parser.add_argument("--pairs", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--passes", type=int, default=50)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        run: Any = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    print(f"{run(measure(args.pairs, args.rounds, args.passes)):.0f} ns of CPU per routed line")
+
+
+if __name__ == "__main__":
+    main()
