@@ -23,7 +23,7 @@ from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, pick_text_or_json
 from chatnet.router import Router
-from chatnet.session import FloodBucket, Session
+from chatnet.session import Session, flood_bucket
 from chatnet.tls import server_context
 
 logger = logging.getLogger("chatnet.server")
@@ -45,8 +45,7 @@ class ChatServer:
     def session(self) -> Session:
         """A new connection's session: text and JSON share the port, the flood bucket
         as the settings say."""
-        rate, burst = self.settings.flood_rate, self.settings.flood_burst
-        return Session(self.router, TEXT, pick_text_or_json, FloodBucket(rate, burst) if rate > 0 else None)
+        return Session(self.router, TEXT, pick_text_or_json, flood_bucket(self.settings.flood_rate, self.settings.flood_burst))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

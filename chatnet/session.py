@@ -107,6 +107,11 @@ class FloodBucket:
         return max(0.0, (1.0 - self.tokens) / self.rate)
 
 
+def flood_bucket(rate: float, burst: int) -> FloodBucket | None:
+    """A new connection's bucket (FLOOD_RATE, FLOOD_BURST); None when flood control is off."""
+    return FloodBucket(rate, burst) if rate > 0 else None
+
+
 class Session(asyncio.Protocol):
     """One connection. Only moves data; the router decides what it means."""
 

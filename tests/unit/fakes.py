@@ -31,16 +31,17 @@ from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.protocol import Message, utcnow
 from chatnet.router import Router
-from chatnet.session import WRITE_HIGH_WATER, Session
+from chatnet.session import WRITE_HIGH_WATER, Session, flood_bucket
 
 DEADLINE = 2.0  # seconds any single wait in these tests may take before it fails
 
 _ports = itertools.count(40_000)
 
 
-def settings() -> Settings:
-    """Defaults only: a developer's .env can't change what the tests see."""
-    return Settings(_env_file=None)
+def settings(**overrides: Any) -> Settings:
+    """Defaults (and `overrides`) only: a developer's .env can't change what the tests
+    see. Flood control off unless asked for: its own tests ask."""
+    return Settings(_env_file=None, **{"flood_rate": 0, **overrides})
 
 
 async def turns(count: int = 1) -> None:
@@ -71,6 +72,7 @@ class RecordingTransport:
         self.writes: list[bytes] = []  # one entry per write() call
         self.written_after_close: list[bytes] = []
         self.buffer_size = 0  # what get_write_buffer_size() reports
+        self.reading = True  # pause_reading / resume_reading
         self.limits: tuple[int | None, int | None] | None = None
         self.closing = False
         self.aborted = False
@@ -105,6 +107,12 @@ class RecordingTransport:
 
     def get_write_buffer_size(self) -> int:
         return self.buffer_size
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self.limits = (high, low)
@@ -168,7 +176,8 @@ class Client:
         pick: Callable[[str], Dialect] | None = pick_text_or_json,
         peer: tuple[str, int] | None = None,
     ) -> None:
-        self.session = Session(router, dialect, pick)
+        given = router.settings
+        self.session = Session(router, dialect, pick, flood_bucket(given.flood_rate, given.flood_burst))
         self.transport = RecordingTransport(self.session, peer)
         self.session.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed, as uvloop's is
         self._taken = 0  # lines already returned by take() / expect()
