@@ -35,10 +35,11 @@ from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS, NAME_PATTERN, NAME
 NAME_RE: Final = re.compile(NAME_PATTERN.strip("^$"))
 # Sender of what the server itself says; nobody can log in under this name.
 SERVER_NAME: Final = "server"
-# Metadata only the server writes (what the sender announced at login; mail handed
-# over from the store): a client that sends them has them dropped, so nobody can fake
-# another peer's features or a stored message.
-SERVER_METADATA: Final = frozenset({"sender_features", "stored"})
+# Metadata only the server writes (what a notice is; what the sender announced at login;
+# mail handed over from the store; a copy of one's own message): a client that sends
+# them has them dropped, so nobody can fake a notice, another peer's features, a stored
+# message or an echo.
+SERVER_METADATA: Final = frozenset({"event", "sender_features", "stored", "echo"})
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 

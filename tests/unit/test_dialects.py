@@ -75,8 +75,11 @@ def test_chat_frame_ignores_fields_a_client_may_not_set() -> None:
 
 
 def test_chat_frame_drops_metadata_only_the_server_writes() -> None:
-    """A client can't claim another's features or pass its message off as stored mail."""
-    frame = {"type": "chat", "destination": "bob", "message": "hi", "metadata": {"stored": True, "sender_features": ["stream"], "note": 1}}
+    """A client can't fake a notice, claim another's features, or pass its message off as stored mail or an echo."""
+    frame = {
+        "type": "chat", "destination": "bob", "message": "hi",
+        "metadata": {"stored": True, "sender_features": ["stream"], "event": "shutdown", "echo": True, "note": 1},
+    }  # fmt: skip
     assert parse_frame(json.dumps(frame)) == Chat("bob", "hi", {"note": 1})
 
 
