@@ -12,6 +12,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the chat page and its WebSocket bridge.")
     parser.add_argument("--host", dest="web_host", help="address to listen on (WEB_HOST)")
     parser.add_argument("--port", dest="web_port", type=int, help="port to listen on (WEB_PORT)")
+    parser.add_argument("--tls", dest="web_tls", action="store_true", default=None, help="serve HTTPS and WSS with TLS_CERT/TLS_KEY (WEB_TLS)")
     add_chat_server_flags(parser)
     add_debug_flag(parser)
     args = parser.parse_args()

@@ -1,20 +1,40 @@
 """The web adapter: serves the page and bridges each WebSocket to the chat server.
 
-    page ──WebSocket /ws──> Bridge ──Peer (TCP, JSON mode, features ["stream"])──> chat server
-                              │
-    page ──GET /api/history/{peer}──> message API (with API_TOKEN; the page never sees it)
+    page ──POST /api/login, /api/register──> adapter ──> message API (accounts, with API_TOKEN)
+         <──Set-Cookie chatnet_session (HttpOnly, SameSite=Strict; Secure with WEB_TLS)──
+    page ──WebSocket /ws (the cookie rides along)──> Bridge ──Peer (JSON mode, token=...)──> chat server
+    page ──GET /api/history/{peer}──> message API (for the socket's own user only)
 
-The page speaks JSON mode over the WebSocket: a login frame first, then chat and
-command frames; it receives the server's frames unchanged. What the adapter says
+Accounts. The page never holds a password for longer than one POST, and never sees a
+session token: `/api/login` (name + password) asks the API for one and puts it in an
+HttpOnly cookie together with the account's name; the WebSocket upgrade carries the
+cookie, and the bridge logs in to the chat server with `token=` from it, so a reload
+or a second tab resumes without the password. A guest logs in with the name alone
+(no cookie; the page keeps the name it typed, which is no secret). `/api/logout` (the
+page's "Leave") revokes the token, clears the cookie and closes every socket of this
+browser that used it. The chat server checks the token at every login, as it checks
+a password; a dead one is refused like a missing password (`password_required`), and
+the page then asks for the password again.
+
+The page speaks JSON mode over the WebSocket: a login frame with the name only (no
+password, no token), then chat and command frames; it receives the server's frames
+unchanged (a welcome's token, should one come, is dropped). What the adapter says
 itself comes from sender `web`, with `metadata["event"]` (an `Event`; the page gets
 the whole list from /config.json):
 
 - `status` {"state": "connected" | "unavailable" | "lost", "retry_in"}:
   the chat server connection (reported, then retried with backoff);
-- `session` {"token"}: sent after each login; the page passes it to /api/history so
-  history is only ever read for the user logged in on that socket;
+- `session` {"token"}: sent after each login, a random handle of this socket only
+  (no account credential); the page passes it to /api/history so history is only
+  ever read for the user logged in on that socket;
+- `login_failed` (type error) {"reason", "retry_after"}: the login was refused;
 - `bad_input` (type error): a frame from the page was refused; the socket stays;
 - `not_sent` (type error): a frame could not reach the chat server.
+
+Every response carries a strict Content-Security-Policy (the page has no inline
+script or style), `nosniff` and `no-referrer`. A WebSocket upgrade or a POST whose
+`Origin` is neither the page's own nor in WEB_ALLOWED_ORIGINS is refused (403);
+requests without an `Origin` (programs; browsers always send one) go through.
 
 Closing the WebSocket closes its chat-server connection (the user goes offline).
 """
@@ -25,15 +45,15 @@ import asyncio
 import logging
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
 
-from chatnet.api_client import ApiClient
+from chatnet.api_client import ApiClient, LoginCheck
 from chatnet.config import Settings
 from chatnet.dialects.json import client_frame, parse_frame, server_frame
 from chatnet.errors import ApiRejected, BadFrame, LoginInterrupted, LoginRefused, ProtocolError, StoreUnavailable
@@ -41,7 +61,22 @@ from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NA
 from chatnet.peer import Peer, encode_frame
 from chatnet.personalities import personalities
 from chatnet.process import ROOT
-from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, Quit, check_name, format_datetime, message_json, utcnow
+from chatnet.protocol import (
+    Chat,
+    Command,
+    Event,
+    Login,
+    LoginReason,
+    Message,
+    MessageType,
+    Quit,
+    check_name,
+    format_datetime,
+    is_valid_name,
+    message_json,
+    utcnow,
+)
+from chatnet.tls import server_context
 
 logger = logging.getLogger("chatnet.web")
 
@@ -52,7 +87,8 @@ SESSION_HEADER: Final = "X-Chatnet-Session"
 MAX_FRAME_BYTES: Final = MAX_LINE_BYTES
 # Above this aiohttp drops the socket outright; between the two the page gets an error frame.
 MAX_WS_MESSAGE_BYTES: Final = 64 * 1024
-# The adapter takes no request bodies; this only bounds what a client can make it read.
+# Request bodies are small JSON objects (a name and a password); this bounds what a
+# client can make the adapter read.
 MAX_REQUEST_BYTES: Final = 64 * 1024
 # Every web user announces streaming: the page renders partial bot replies.
 FEATURES: Final = frozenset({"stream"})
@@ -63,33 +99,87 @@ HEARTBEAT_SECONDS: Final = 30.0
 # (the API's own bound, HISTORY_PAGE, is higher: a page on a phone needn't be).
 HISTORY_LIMIT_DEFAULT: Final = 50
 HISTORY_LIMIT_MAX: Final = 200
-# How long the adapter waits for the message API (history) before saying it is unavailable.
+# How long the adapter waits for the message API (history, accounts) before saying it is unavailable.
 API_TIMEOUT_SECONDS: Final = 10.0
-# Every notice name, for the page (served by /config.json, never retyped there).
+# Every notice name and every login refusal, for the page (served by /config.json, never retyped there).
 EVENTS: Final = {event.name: event.value for event in Event}
+LOGIN_REASONS: Final = {reason.name: reason.value for reason in LoginReason}
+
+# The account's session: "<name>:<token>" (a name has no colon, a URL-safe token neither).
+SESSION_COOKIE: Final = "chatnet_session"
+# The API takes a login's source address up to this long (an IPv6 one with its zone fits).
+MAX_SOURCE_CHARS: Final = 64
+# Tokens are 43 characters; anything much longer in a cookie is not one of ours.
+MAX_TOKEN_CHARS: Final = 128
+# The close code a socket gets when its browser left from another tab (4000-4999 are the
+# application's own): the page shows its login form instead of reconnecting.
+SIGNED_OUT_CLOSE: Final = 4401
+
+# The page loads its script, style and data from its own origin only and runs nothing
+# inline; `default-src 'self'` also covers its WebSocket (CSP3: 'self' matches ws: and
+# wss: of the same host), and images, fonts and frames it doesn't use. form-action and
+# base-uri don't fall back to default-src, so they are said.
+CONTENT_SECURITY_POLICY: Final = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 SETTINGS: Final = web.AppKey("settings", Settings)
-BRIDGES: Final[web.AppKey[dict[str, Bridge]]] = web.AppKey("bridges")  # session token -> Bridge
-SOCKETS: Final[web.AppKey[set[web.WebSocketResponse]]] = web.AppKey("sockets")  # every open WebSocket
+BRIDGES: Final[web.AppKey[dict[str, Bridge]]] = web.AppKey("bridges")  # socket session -> Bridge
+OPEN: Final[web.AppKey[set[Bridge]]] = web.AppKey("open")  # every open WebSocket's bridge
+ORIGINS: Final[web.AppKey[frozenset[str]]] = web.AppKey("origins")  # WEB_ALLOWED_ORIGINS, normalised
 API: Final = web.AppKey("api", ApiClient)  # holds API_TOKEN; the page never sees it
 
 
 def notice(event: Event, text: str, *, error: bool = False, **details: Any) -> str:
     """A frame the adapter itself sends to the page (sender `web`)."""
     kind = MessageType.ERROR if error else MessageType.NOTIFICATION
-    return server_frame(kind, text, event, details, None, format_datetime(utcnow()), sender=ADAPTER_NAME).removesuffix("\n")
+    present = {key: value for key, value in details.items() if value is not None}
+    return server_frame(kind, text, event, present, None, format_datetime(utcnow()), sender=ADAPTER_NAME).removesuffix("\n")
 
 
-@dataclass
+def same_name(a: str, b: str) -> bool:
+    """Names are one identity in any case (ASCII only)."""
+    return a.lower() == b.lower()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An account's session as the cookie holds it."""
+
+    name: str
+    token: str
+
+    @classmethod
+    def from_cookie(cls, request: web.BaseRequest) -> Credentials | None:
+        name, colon, token = request.cookies.get(SESSION_COOKIE, "").partition(":")
+        if not colon or not is_valid_name(name) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+            return None
+        return cls(name, token)
+
+    def cookie(self) -> str:
+        return f"{self.name}:{self.token}"
+
+
+def source_address(request: web.BaseRequest) -> str:
+    """The browser's address, as the API counts wrong passwords by it."""
+    return (request.remote or "unknown")[:MAX_SOURCE_CHARS]
+
+
+@dataclass(eq=False)  # each one is itself (kept in a set)
 class Bridge:
     """One WebSocket and the chat-server connection made for its user."""
 
     ws: web.WebSocketResponse
     settings: Settings
     bridges: dict[str, Bridge]
-    user: str | None = None  # set by the login frame, cleared if the server refuses it
+    credentials: Credentials | None = None  # the account session the upgrade's cookie carried
+    user: str | None = None  # set by the login frame (then as the server spells it), cleared if refused
     peer: Peer | None = None  # the live chat-server connection, when there is one
-    token: str | None = None  # the session token, once a login succeeded
+    token: str | None = None  # this socket's session handle, once a login succeeded
+    account_token: str | None = None  # the cookie's session token, when this socket logged in with it
     _chat_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -105,15 +195,15 @@ class Bridge:
         finally:
             await self.close()
 
-    async def close(self) -> None:
+    async def close(self, code: int = aiohttp.WSCloseCode.OK, reason: bytes = b"") -> None:
         if self.token is not None:
             self.bridges.pop(self.token, None)
         task, self._chat_task = self._chat_task, None
-        if task is not None:
+        if task is not None and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if not self.ws.closed:
-            await self.ws.close()
+            await self.ws.close(code=code, message=reason)
 
     @property
     def logged_in(self) -> bool:
@@ -142,9 +232,18 @@ class Bridge:
         if self.user is not None:
             await self._refuse(f"Already logged in as {self.user}.")
             return
+        if login.password is not None or login.token is not None or login.service_token is not None:
+            # Secrets never pass through page script: a password goes to /api/login once,
+            # and the session token lives in the HttpOnly cookie the upgrade carried.
+            await self._refuse("Log in with a password through the page (POST /api/login); a login frame here carries only the name.")
+            return
         self.user = login.user
+        # The cookie's session, for the name it belongs to (a guest name logs in without).
+        credentials = self.credentials
+        token = credentials.token if credentials is not None and same_name(credentials.name, login.user) else None
+        self.account_token = token
         features = FEATURES | login.features
-        self._chat_task = asyncio.create_task(self._keep_connected(login.user, features))
+        self._chat_task = asyncio.create_task(self._keep_connected(login.user, features, token))
 
     async def _forward(self, event: Chat | Command) -> None:
         peer = self.peer
@@ -170,23 +269,25 @@ class Bridge:
 
     # --- chat server -> page -----------------------------------------------------------
 
-    async def _keep_connected(self, user: str, features: frozenset[str]) -> None:
+    async def _keep_connected(self, user: str, features: frozenset[str], token: str | None) -> None:
         """Connect (retrying with backoff), relay until the server closes, repeat."""
         delay = FIRST_RETRY_SECONDS
         while not self.ws.closed:
             try:
-                peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, user, features=features)
-            except (LoginInterrupted, OSError, TimeoutError) as exc:  # down or restarting: retry
+                peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, user, features=features, token=token)
+            except (LoginInterrupted, LoginRefused, OSError, TimeoutError) as exc:
+                if isinstance(exc, LoginRefused) and exc.reason != LoginReason.UNAVAILABLE:
+                    # The name (or the session) itself was refused: back to the login form.
+                    self.user = None
+                    await self._send(notice(Event.LOGIN_FAILED, str(exc), error=True, reason=exc.reason, retry_after=exc.retry_after))
+                    return
+                # Down, restarting, or unable to check accounts right now: retry.
                 logger.info("chat server unavailable for %s: %s", user, exc)
                 text = f"Chat server unavailable, retrying in {delay:g} s."
                 await self._send(notice(Event.STATUS, text, error=True, state="unavailable", retry_in=delay))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
-            except LoginRefused as exc:  # the name itself was refused: back to the login form
-                self.user = None
-                await self._send(notice(Event.LOGIN_FAILED, str(exc), error=True))
-                return
             delay = FIRST_RETRY_SECONDS
             await self._relay(peer)
             if not self.ws.closed:
@@ -197,18 +298,22 @@ class Bridge:
     async def _relay(self, peer: Peer) -> None:
         self.peer = peer
         try:
-            self._start_session()
             assert peer.welcome is not None
-            await self._send(peer.welcome.model_dump_json())
+            welcome = peer.welcome
+            self.user = str(welcome.metadata.get("user") or peer.user)  # as the server spells it
+            self._start_session()
+            # A token in the welcome would be page-readable: the cookie is where it lives.
+            shown = {key: value for key, value in welcome.metadata.items() if key != "token"}
+            await self._send(welcome.model_copy(update={"metadata": shown}).model_dump_json())
             await self._send(notice(Event.SESSION, "Logged in.", token=self.token))
             await self._send(notice(Event.STATUS, "Connected to the chat server.", state="connected"))
-            logger.info("%s joined from the web", peer.user)
+            logger.info("%s joined from the web", self.user)
             while (message := await self._next(peer)) is not None:
                 await self._send(message.model_dump_json())
         finally:
             self.peer = None
             await peer.close()
-            logger.info("%s's chat connection closed", peer.user)
+            logger.info("%s's chat connection closed", self.user)
 
     async def _next(self, peer: Peer) -> Message | None:
         """The next server frame; None once the connection is gone. Bad frames are skipped."""
@@ -218,7 +323,7 @@ class Bridge:
             except BadFrame as exc:
                 logger.warning("skipped a frame from the chat server: %s", exc)
             except (ConnectionError, OSError, ValueError) as exc:
-                logger.info("chat connection of %s failed: %s", peer.user, exc)
+                logger.info("chat connection of %s failed: %s", self.user, exc)
                 return None
 
     def _start_session(self) -> None:
@@ -233,18 +338,68 @@ class Bridge:
             await self.ws.send_str(text)
 
 
+# --- security on every response ------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CSP, nosniff and no-referrer on every answer, errors (404, 403, ...) included."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(SECURITY_HEADERS)
+        raise
+    if not response.prepared:  # a WebSocket sent its headers already: it set them itself
+        response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def own_origin(request: web.BaseRequest) -> str:
+    """scheme://host[:port] of the page as this request reached the adapter."""
+    return f"{request.scheme}://{request.host}".lower()
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """No Origin (a program), the page's own, or one of WEB_ALLOWED_ORIGINS."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None:
+        return True
+    origin = origin.strip().lower()
+    return origin == own_origin(request) or origin in request.app[ORIGINS]
+
+
+def allowed_origins(settings: Settings) -> frozenset[str]:
+    return frozenset(o.strip().rstrip("/").lower() for o in settings.web_allowed_origins.split(",") if o.strip())
+
+
+def failure(status: int, text: str, **details: Any) -> web.Response:
+    """A refusal the page shows as it is: {"error": <plain words>, "reason"?, ...}."""
+    present = {key: value for key, value in details.items() if value is not None}
+    return web.json_response({"error": text, **present}, status=status)
+
+
+def foreign_origin(request: web.Request) -> web.Response:
+    logger.info("refused %s %s from origin %s", request.method, request.path, request.headers.get(hdrs.ORIGIN))
+    return failure(403, "This page may only be used from its own address.")
+
+
 # --- HTTP handlers -------------------------------------------------------------------
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
+    if not origin_allowed(request):
+        return foreign_origin(request)
     ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE_BYTES, heartbeat=HEARTBEAT_SECONDS)
+    ws.headers.update(SECURITY_HEADERS)
     await ws.prepare(request)
-    sockets = request.app[SOCKETS]
-    sockets.add(ws)
+    bridge = Bridge(ws, request.app[SETTINGS], request.app[BRIDGES], Credentials.from_cookie(request))
+    request.app[OPEN].add(bridge)
     try:
-        await Bridge(ws, request.app[SETTINGS], request.app[BRIDGES]).run()
+        await bridge.run()
     finally:
-        sockets.discard(ws)
+        request.app[OPEN].discard(bridge)
     return ws
 
 
@@ -253,23 +408,183 @@ async def history(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGES].get(request.headers.get(SESSION_HEADER, ""))
     user = bridge.user if bridge is not None and bridge.logged_in else None
     if user is None:
-        return web.json_response({"error": "Log in on the page first."}, status=401)
+        return failure(401, "Log in on the page first.")
     peer = request.match_info["peer"]
     try:
         check_name(peer, "name")
         limit = int(request.query.get("limit", HISTORY_LIMIT_DEFAULT))
     except (ProtocolError, ValueError) as exc:
-        return web.json_response({"error": str(exc)}, status=422)
+        return failure(422, str(exc))
     if not 1 <= limit <= HISTORY_LIMIT_MAX:
-        return web.json_response({"error": f"limit must be 1..{HISTORY_LIMIT_MAX}."}, status=422)
+        return failure(422, f"limit must be 1..{HISTORY_LIMIT_MAX}.")
     try:
         messages, next_before = await request.app[API].history(user, peer, limit, request.query.get("before"))
     except ApiRejected as exc:  # e.g. a malformed `before`: the page's mistake, say which
-        return web.json_response({"error": exc.detail}, status=exc.status)
+        return failure(exc.status, exc.detail)
     except StoreUnavailable as exc:
         logger.warning("history for %s unavailable: %s", user, exc)
-        return web.json_response({"error": "History is unavailable right now."}, status=503)
+        return failure(503, "History is unavailable right now.")
     return web.json_response({"messages": [message_json(m) for m in messages], "next_before": next_before})
+
+
+# --- accounts: login, create account, leave ---------------------------------------------
+
+
+async def _form(request: web.Request, *fields: str) -> dict[str, Any] | web.Response:
+    """The JSON body of a POST from the page, or the refusal to answer. JSON only, and
+    from the page's own origin: a form on another site can send neither."""
+    if not origin_allowed(request):
+        return foreign_origin(request)
+    if request.content_type != "application/json":
+        return failure(415, "Send JSON (Content-Type: application/json).")
+    try:
+        body = await request.json()
+    except ValueError:
+        return failure(400, "Send a JSON object.")
+    if not isinstance(body, dict):
+        return failure(400, "Send a JSON object.")
+    for name in fields:
+        if name in body and not isinstance(body[name], str):
+            return failure(422, f"'{name}' must be a string.")
+    return body
+
+
+def _name_of(body: dict[str, Any]) -> str | web.Response:
+    user = body.get("user")
+    if not isinstance(user, str) or not is_valid_name(user):
+        return failure(422, f"Use {NAME_RULE}.", reason=LoginReason.INVALID_NAME)
+    return user
+
+
+def _refused(check: LoginCheck, user: str) -> web.Response:
+    """A login the API turned down, in the page's words (the page may word the reason itself)."""
+    if check.reason == LoginReason.LOCKED:
+        text = f"Too many failed logins for '{user}'; try again in {check.retry_after} s."
+    elif check.reason == LoginReason.WRONG_PASSWORD:
+        text = f"Wrong password for '{user}'."
+    elif check.reason == LoginReason.RESERVED:
+        text = f"The name '{user}' belongs to a bot; choose another."
+    else:
+        text = check.detail or "That login was refused."
+    return failure(429 if check.reason == LoginReason.LOCKED else 401, text, reason=check.reason, retry_after=check.retry_after)
+
+
+def _unavailable(exc: StoreUnavailable) -> web.Response:
+    logger.warning("accounts unavailable: %s", exc)
+    return failure(503, "Accounts can't be checked right now; try again in a moment.", reason=LoginReason.UNAVAILABLE)
+
+
+async def _signed_in(request: web.Request, check: LoginCheck) -> web.Response:
+    """The answer to a login that got a session token: the token goes in the cookie only."""
+    assert check.token is not None
+    settings = request.app[SETTINGS]
+    response = web.json_response({"user": check.name, "account": True})
+    response.set_cookie(
+        SESSION_COOKIE, Credentials(check.name, check.token).cookie(), max_age=int(settings.session_days * 86400),
+        path="/", httponly=True, samesite="Strict", secure=settings.web_tls,
+    )  # fmt: skip
+    await _drop_session(request, keep=check.token)
+    logger.info("%s signed in on the web", check.name)
+    return response
+
+
+async def _drop_session(request: web.Request, keep: str | None = None) -> bool:
+    """Revoke the session the request's cookie holds (unless it is `keep`) and close the
+    sockets that logged in with it; True if the API revoked a live token."""
+    credentials = Credentials.from_cookie(request)
+    if credentials is None or credentials.token == keep:
+        return False
+    signed_in = [bridge for bridge in request.app[OPEN] if bridge.account_token == credentials.token]
+    for bridge in signed_in:
+        await bridge.close(SIGNED_OUT_CLOSE, b"signed out")
+    try:
+        return await request.app[API].revoke_token(credentials.name, credentials.token)
+    except (StoreUnavailable, ApiRejected) as exc:  # the cookie goes anyway; the token expires in time
+        logger.warning("could not revoke a session of %s: %s", credentials.name, exc)
+        return False
+
+
+def _clear_cookie(response: web.Response, settings: Settings) -> web.Response:
+    response.del_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=settings.web_tls)
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    """{user, password} for an account: the session cookie is set. {user, guest: true}:
+    nothing to check here (the chat server does at the socket's login); an account
+    session this browser held is ended, so a reload doesn't resume it."""
+    body = await _form(request, "user", "password")
+    if isinstance(body, web.Response):
+        return body
+    user = _name_of(body)
+    if isinstance(user, web.Response):
+        return user
+    settings = request.app[SETTINGS]
+    if body.get("guest") is True:
+        if not settings.guests:
+            return failure(403, "This network takes no guests: log in with your account.", reason=LoginReason.GUESTS_NOT_ALLOWED)
+        await _drop_session(request)
+        return _clear_cookie(web.json_response({"user": user, "account": False}), settings)
+    password = body.get("password")
+    if not password:
+        return failure(401, f"Enter the password of '{user}'.", reason=LoginReason.PASSWORD_REQUIRED)
+    try:
+        check = await request.app[API].check_login(user, source_address(request), password=password, want_token=True)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    except ApiRejected as exc:  # e.g. a password longer than anyone's
+        return failure(422, exc.detail)
+    if not check.ok:
+        return _refused(check, user)
+    if not check.registered:
+        return failure(401, f"There is no account named '{user}': continue as a guest, or create it.", reason="no_account")
+    return await _signed_in(request, check)
+
+
+async def register(request: web.Request) -> web.Response:
+    """{user, password}: create the account, then sign in to it (the session cookie is set)."""
+    body = await _form(request, "user", "password")
+    if isinstance(body, web.Response):
+        return body
+    user = _name_of(body)
+    if isinstance(user, web.Response):
+        return user
+    if request.app[SETTINGS].registration == "closed":
+        return failure(403, "New accounts are made by this network's admin only (registration is closed).", reason="registration_closed")
+    password = body.get("password")
+    if not isinstance(password, str) or not password:
+        return failure(422, "Choose a password.")
+    api = request.app[API]
+    try:
+        account = await api.create_account(user, password)
+        check = await api.check_login(account.name, source_address(request), password=password, want_token=True)
+    except StoreUnavailable as exc:
+        return _unavailable(exc)
+    except ApiRejected as exc:
+        if exc.status == 409:
+            return failure(409, f"The name '{user}' is taken; choose another.", reason=LoginReason.NAME_TAKEN)
+        # A password out of bounds: the API says which (without repeating it).
+        return failure(422, f"That password can't be used: {exc.detail.rpartition(', ')[2]}.")
+    if not check.ok or check.token is None:
+        return _refused(check, user)
+    logger.info("%s registered on the web", account.name)
+    return await _signed_in(request, check)
+
+
+async def logout(request: web.Request) -> web.Response:
+    """The page's "Leave": revoke this browser's session, clear its cookie."""
+    body = await _form(request)
+    if isinstance(body, web.Response):
+        return body
+    revoked = await _drop_session(request)
+    return _clear_cookie(web.json_response({"revoked": revoked}), request.app[SETTINGS])
+
+
+async def session(request: web.Request) -> web.Response:
+    """Whose account session this browser holds (the name only; the chat server checks
+    the token when the socket logs in), so the page resumes without asking."""
+    credentials = Credentials.from_cookie(request)
+    return web.json_response({"user": None if credentials is None else credentials.name})
 
 
 async def page_config(request: web.Request) -> web.Response:
@@ -286,6 +601,10 @@ async def page_config(request: web.Request) -> web.Response:
             "name_rule": NAME_RULE,
             "history_page": HISTORY_LIMIT_DEFAULT,
             "events": EVENTS,
+            "login_reasons": LOGIN_REASONS,
+            "signed_out_close": SIGNED_OUT_CLOSE,
+            "guests": settings.guests,
+            "registration": settings.registration,
         }
     )
 
@@ -302,34 +621,43 @@ async def _api_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_websockets(app: web.Application) -> None:
     """On shutdown: say goodbye to every page (each bridge then logs its user out)."""
-    sockets = app[SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"web adapter shutting down")
+    bridges: set[Bridge] = app[OPEN]
+    for bridge in list(bridges):
+        await bridge.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"web adapter shutting down")
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[security_headers])
     app[SETTINGS] = settings
     app[BRIDGES] = {}
-    app[SOCKETS] = set()
+    app[OPEN] = set()
+    app[ORIGINS] = allowed_origins(settings)
     app.cleanup_ctx.append(_api_client)
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/config.json", page_config)
     app.router.add_get("/api/history/{peer}", history)
+    app.router.add_get("/api/session", session)
+    app.router.add_post("/api/login", login)
+    app.router.add_post("/api/register", register)
+    app.router.add_post("/api/logout", logout)
     app.router.add_static("/static/", STATIC_DIR)
     return app
 
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, then close every WebSocket and stop."""
+    ssl_context = server_context(settings) if settings.web_tls else None
+    if settings.web_tls and ssl_context is None:
+        raise SystemExit("WEB_TLS=true needs TLS_CERT and TLS_KEY (PEM files).")
     runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, settings.web_host, settings.web_port)
+    site = web.TCPSite(runner, settings.web_host, settings.web_port, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]  # the real one when the settings asked for port 0
-    logger.info("web page on http://%s:%d (chat server %s:%d)", settings.web_host, port,
+    scheme = "https" if ssl_context is not None else "http"
+    logger.info("web page on %s://%s:%d (chat server %s:%d)", scheme, settings.web_host, port,
                 settings.chat_host, settings.chat_port)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

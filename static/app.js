@@ -1,8 +1,19 @@
 // The chat page: one WebSocket to the adapter, speaking chatnet's JSON mode.
 // Server frames are Message-shaped; notices carry metadata.event.
 //
-// What the network agrees on (the notice names, the name rule, the limits) comes from
-// /config.json, loaded before the first connection, and is never retyped here.
+// What the network agrees on (the notice names, the login refusals, the name rule, the
+// limits) comes from /config.json, loaded before the first connection, and is never
+// retyped here.
+//
+// Logging in: a password goes to the adapter once (POST /api/login or /api/register)
+// and is forgotten; the adapter keeps the account's session token in an HttpOnly cookie
+// this script can't read, and the WebSocket's login frame carries the name only. So a
+// reload or a second tab resumes the account (GET /api/session says whose) without the
+// password, and "Leave" (POST /api/logout) ends it. A guest types a name only; the name
+// (no secret) is remembered to fill in the form next time.
+//
+// Names are one identity in any case: people and conversations are keyed by
+// `key(name)` and shown as the server spells them.
 
 import { renderMarkdown } from "./markdown.js";
 
@@ -12,8 +23,13 @@ const MAX_RETRY_MS = 30000;
 
 const $ = (id) => document.getElementById(id);
 
+const key = (name) => String(name).toLowerCase();
+const sameName = (a, b) => a != null && b != null && key(a) === key(b);
+
 const state = {
-  me: null,
+  me: null, // as the server spells it, once welcomed
+  account: false, // logged in (or resuming) with the account's session cookie
+  mode: "login", // the login form: "login" or "register"
   config: null, // /config.json, once loaded
   nameRe: null, // the name rule as a RegExp, from the config
   ws: null,
@@ -22,35 +38,42 @@ const state = {
   welcomed: false, // a login succeeded at least once in this page
   retryMs: FIRST_RETRY_MS,
   retryTimer: null,
-  online: new Set(),
-  conversations: new Map(),
-  active: LOBBY,
+  online: new Map(), // key -> name, who is online now
+  bots: new Set(), // keys of everyone the server has said is a bot (presence, welcome, who)
+  conversations: new Map(), // key -> conversation
+  active: LOBBY, // the key of the open conversation
 };
 
 // --- conversations ------------------------------------------------------------------
 
-function conversation(name) {
-  let conv = state.conversations.get(name);
+// The conversation with `name`; `spelling`: the name as the server wrote it, which wins.
+function conversation(name, spelling = null) {
+  const k = key(name);
+  let conv = state.conversations.get(k);
   if (!conv) {
     const pane = document.createElement("div");
     pane.className = "messages";
-    pane.dataset.peer = name;
     pane.setAttribute("role", "log");
     pane.hidden = true;
     $("panes").append(pane);
-    conv = { name, pane, ids: new Set(), unread: 0, streams: new Map(), history: "none", nextBefore: null };
-    state.conversations.set(name, conv);
+    conv = { key: k, name, pane, ids: new Set(), unread: 0, streams: new Map(), history: "none", nextBefore: null };
+    state.conversations.set(k, conv);
   }
+  if (spelling && spelling !== conv.name && k !== LOBBY) {
+    conv.name = spelling;
+    if (state.active === k) $("pane-title").textContent = spelling;
+  }
+  conv.pane.dataset.peer = conv.name;
   return conv;
 }
 
 function openConversation(name) {
-  state.active = name;
-  for (const conv of state.conversations.values()) conv.pane.hidden = conv.name !== name;
   const conv = conversation(name);
-  conv.pane.hidden = false;
+  state.active = conv.key;
+  for (const other of state.conversations.values()) other.pane.hidden = other !== conv;
   conv.unread = 0;
-  const isPeer = name !== LOBBY;
+  const isPeer = conv.key !== LOBBY;
+  name = conv.name;
   $("pane-title").textContent = isPeer ? name : "Lobby";
   $("text").disabled = !isPeer;
   $("send").disabled = !isPeer;
@@ -65,8 +88,8 @@ function openConversation(name) {
 }
 
 function updatePresence() {
-  const name = state.active;
-  $("pane-presence").textContent = name === LOBBY ? "" : state.online.has(name) ? "online" : "offline — messages are kept for later";
+  const k = state.active;
+  $("pane-presence").textContent = k === LOBBY ? "" : state.online.has(k) ? "online" : "offline — messages are kept for later";
 }
 
 function nearEnd(pane) {
@@ -81,7 +104,7 @@ function append(conv, element, { countUnread = true } = {}) {
   const stick = nearEnd(conv.pane);
   conv.pane.append(element);
   if (stick) conv.pane.scrollTop = conv.pane.scrollHeight;
-  if (countUnread && conv.name !== state.active) {
+  if (countUnread && conv.key !== state.active) {
     conv.unread += 1;
     renderPeople();
   }
@@ -89,8 +112,14 @@ function append(conv, element, { countUnread = true } = {}) {
 
 // --- rendering messages -------------------------------------------------------------
 
+// Bots are told apart by what the server says (metadata.bot of presence, the welcome's
+// and !who's bots lists), not by the names in /config.json.
 function isBot(name) {
-  return name === state.config.bot || name === state.config.thermometer;
+  return name != null && state.bots.has(key(name));
+}
+
+function markBots(names) {
+  for (const name of names || []) state.bots.add(key(name));
 }
 
 function clock(timestamp) {
@@ -134,7 +163,7 @@ function readingElement(msg) {
 
 function messageElement(msg) {
   if (msg.type === "subscription" && msg.metadata && "value" in msg.metadata) return readingElement(msg);
-  const mine = msg.sender === state.me;
+  const mine = sameName(msg.sender, state.me);
   const row = document.createElement("div");
   row.className = `msg ${mine ? "mine" : "theirs"}`;
   if (msg.id) row.dataset.id = msg.id;
@@ -167,14 +196,15 @@ function systemLine(conv, text, kind = "info") {
 
 // A person's or bot's message to or from this user.
 function showMessage(msg) {
-  const peer = msg.sender === state.me ? msg.destination : msg.sender;
+  const mine = sameName(msg.sender, state.me);
+  const peer = mine ? msg.destination : msg.sender;
   if (!peer) return;
-  const conv = conversation(peer);
+  const conv = conversation(peer, mine ? null : msg.sender);
   const stream = msg.metadata?.stream;
   if (stream?.id && showStreamPart(conv, msg, stream)) return;
   if (msg.id && conv.ids.has(msg.id)) return;
   if (msg.id) conv.ids.add(msg.id);
-  if (msg.type === "subscription" && peer === state.config.thermometer) showLatestReading(msg);
+  if (msg.type === "subscription" && sameName(peer, state.config.thermometer)) showLatestReading(msg);
   append(conv, messageElement(msg));
 }
 
@@ -214,20 +244,25 @@ function showLatestReading(msg) {
 
 // --- people list --------------------------------------------------------------------
 
+function displayName(k) {
+  return state.conversations.get(k)?.name ?? state.online.get(k) ?? k;
+}
+
 function renderPeople() {
-  const names = new Set([...state.online, ...state.conversations.keys()]);
-  names.delete(LOBBY);
-  names.delete(state.me);
-  const sorted = [...names].sort((a, b) => {
+  const keys = new Set([...state.online.keys(), ...state.conversations.keys()]);
+  keys.delete(LOBBY);
+  if (state.me) keys.delete(key(state.me));
+  const sorted = [...keys].sort((a, b) => {
     const online = Number(state.online.has(b)) - Number(state.online.has(a));
-    return online || a.localeCompare(b);
+    return online || displayName(a).localeCompare(displayName(b));
   });
   const list = $("people");
   list.replaceChildren(lobbyItem(), ...sorted.map(personItem));
   // On a phone the list hides behind the menu button: it shows the unread total.
   const unread = [...state.conversations.values()].reduce((sum, conv) => sum + conv.unread, 0);
   $("menu").dataset.unread = unread ? String(unread) : "";
-  $("online-count").textContent = `(${[...state.online].filter((n) => n !== state.me).length} online)`;
+  const others = [...state.online.keys()].filter((k) => !state.me || k !== key(state.me));
+  $("online-count").textContent = `(${others.length} online)`;
 }
 
 function lobbyItem() {
@@ -242,21 +277,23 @@ function lobbyItem() {
   return item;
 }
 
-function personItem(name) {
-  const conv = state.conversations.get(name);
+function personItem(k) {
+  const conv = state.conversations.get(k);
+  const name = displayName(k);
   const item = document.createElement("li");
-  item.className = `person${state.online.has(name) ? " online" : ""}${state.active === name ? " active" : ""}`;
+  item.className = `person${state.online.has(k) ? " online" : ""}${state.active === k ? " active" : ""}`;
   item.dataset.peer = name;
   const button = document.createElement("button");
   button.type = "button";
   const dot = document.createElement("span");
   dot.className = "dot";
-  dot.title = state.online.has(name) ? "online" : "offline";
+  dot.title = state.online.has(k) ? "online" : "offline";
   const label = document.createElement("span");
   label.className = "name";
   label.textContent = name;
   button.append(dot, label);
   if (isBot(name)) {
+    item.classList.add("bot");
     const tag = document.createElement("span");
     tag.className = "tag";
     tag.textContent = "bot";
@@ -275,7 +312,7 @@ function personItem(name) {
 }
 
 function setOnline(names) {
-  state.online = new Set(names);
+  state.online = new Map(names.map((name) => [key(name), name]));
   renderPeople();
   updatePresence();
 }
@@ -329,7 +366,7 @@ function addLoadEarlier(conv) {
 
 // A message this page showed when it was sent (the server gives it its id later).
 function isLocalEcho(conv, msg) {
-  if (msg.sender !== state.me) return false;
+  if (!sameName(msg.sender, state.me)) return false;
   for (const row of conv.pane.querySelectorAll(".msg.mine.local")) {
     if (row.querySelector(".body").textContent === msg.message) {
       row.classList.remove("local");
@@ -357,7 +394,8 @@ function handleFrame(msg) {
     case E.PRESENCE:
       return onPresence(msg.metadata);
     case E.WHO:
-      setOnline(msg.metadata.users || []);
+      markBots(msg.metadata.bots);
+      setOnline([...(msg.metadata.users || []), ...(msg.metadata.bots || [])]);
       return systemLine(activeConversation(), msg.message);
     case E.SAVED:
       return systemLine(conversation(msg.metadata.destination), msg.message, "saved");
@@ -365,7 +403,7 @@ function handleFrame(msg) {
     case E.NOT_SENT:
       return systemLine(conversation(msg.metadata.destination || state.active), msg.message, "error");
     case E.LOGIN_FAILED:
-      return onLoginFailed(msg.message);
+      return onLoginFailed(msg);
     case E.SHUTDOWN:
       return showBanner(msg.message || "The chat server is shutting down.");
     default:
@@ -374,16 +412,21 @@ function handleFrame(msg) {
 }
 
 function activeConversation() {
-  return conversation(state.active);
+  return state.conversations.get(state.active) ?? conversation(LOBBY);
 }
 
 function onWelcome(msg) {
+  const meta = msg.metadata || {};
   state.welcomed = true;
   state.retryMs = FIRST_RETRY_MS;
+  state.me = meta.user || state.me;
+  state.account = Boolean(meta.account);
+  localStorage.setItem("chatnet.name", state.me);
   setConn("online", "online");
   hideBanner();
   showApp();
-  setOnline(msg.metadata.online || []);
+  markBots(meta.bots);
+  setOnline([...(meta.online || []), ...(meta.bots || [])]);
   systemLine(conversation(LOBBY), msg.message);
 }
 
@@ -398,25 +441,62 @@ function onStatus(msg) {
   if (s === "lost") setOnline([]);
 }
 
-function onPresence({ presence, user }) {
-  if (!user || user === state.me) return;
-  if (presence === "online") state.online.add(user);
-  else state.online.delete(user);
+function onPresence({ presence, user, bot }) {
+  if (!user || sameName(user, state.me)) return;
+  if (bot === true) state.bots.add(key(user));
+  if (presence === "online") state.online.set(key(user), user);
+  else state.online.delete(key(user));
   renderPeople();
   updatePresence();
-  const conv = state.conversations.get(user);
+  const conv = state.conversations.get(key(user));
   if (conv) systemLine(conv, `${user} is ${presence}.`, "presence");
 }
 
-function onLoginFailed(text) {
-  if (state.welcomed) {
+function onLoginFailed(msg) {
+  const { reason, retry_after: retryAfter } = msg.metadata || {};
+  const R = state.config.login_reasons;
+  if (state.welcomed && (reason === R.NAME_TAKEN || !reason)) {
     // Our previous connection may still be closing on the server: try again shortly.
-    showBanner(`${text} Retrying…`);
+    showBanner(`${msg.message} Retrying…`);
     state.ws?.close();
     return;
   }
   stop();
-  showLogin(text);
+  setConn("offline", "offline");
+  if (state.account && (reason === R.WRONG_PASSWORD || reason === R.PASSWORD_REQUIRED)) {
+    // The cookie's session is no longer taken (left elsewhere, a new password, expired).
+    endSession();
+    showLogin("Your session has ended; log in again.");
+    return;
+  }
+  showLogin(refusalText(reason, state.me, retryAfter, msg.message), reason === R.PASSWORD_REQUIRED ? "login-password" : "login-name");
+}
+
+// A refused login in plain words; `fallback` (the server's or adapter's own text) for
+// a reason the page has no words of its own for.
+function refusalText(reason, user, retryAfter, fallback) {
+  const R = state.config?.login_reasons ?? {};
+  if (!reason || !Object.values(R).includes(reason)) return fallback || "That login was refused.";
+  switch (reason) {
+    case R.WRONG_PASSWORD:
+      return `Wrong password for '${user}'.`;
+    case R.LOCKED:
+      return `Too many failed logins for '${user}'; try again in ${retryAfter ?? "a few"} s.`;
+    case R.PASSWORD_REQUIRED:
+      return `'${user}' is an account: enter its password to log in.`;
+    case R.NAME_TAKEN:
+      return `Someone is online as '${user}' right now; choose another name.`;
+    case R.RESERVED:
+      return `The name '${user}' belongs to a bot; choose another.`;
+    case R.GUESTS_NOT_ALLOWED:
+      return "This network takes no guests: log in with your account, or create one.";
+    case R.INVALID_NAME:
+      return `Use ${state.config.name_rule}.`;
+    case R.UNAVAILABLE:
+      return "Accounts can't be checked right now; try again in a moment.";
+    default:
+      return fallback || "That login was refused.";
+  }
 }
 
 // --- connection ---------------------------------------------------------------------
@@ -439,10 +519,18 @@ function connect() {
     }
     handleFrame(frame);
   });
-  ws.addEventListener("close", () => {
+  ws.addEventListener("close", (event) => {
     if (state.ws !== ws) return;
     state.ws = null;
     state.session = null;
+    if (event.code === state.config.signed_out_close) {
+      // This browser left from another tab: the session is over here too.
+      stop();
+      state.account = false;
+      setConn("offline", "offline");
+      showLogin("You left from another tab; log in again.");
+      return;
+    }
     if (state.wanted) scheduleReconnect();
   });
 }
@@ -502,46 +590,137 @@ function hideBanner() {
   $("banner").hidden = true;
 }
 
-function showLogin(error = "") {
+function showLogin(error = "", focus = "login-name") {
   $("app").hidden = true;
   $("login").hidden = false;
+  setBusy(false);
   $("login-error").textContent = error;
   $("login-error").hidden = !error;
-  $("login-name").focus();
+  $(focus).focus();
 }
 
 function showApp() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("me").textContent = state.me;
+  $("me").title = state.account ? "logged in with your account" : "logged in as a guest";
   if (!state.conversations.has(LOBBY)) openConversation(LOBBY);
+}
+
+function setBusy(busy) {
+  for (const id of ["login-submit", "login-guest", "login-switch"]) $(id).disabled = busy;
+}
+
+function setMode(mode) {
+  state.mode = mode;
+  const register = mode === "register";
+  $("login-form").dataset.mode = mode;
+  $("repeat-row").hidden = !register;
+  $("login-repeat").disabled = !register;
+  $("login-password").autocomplete = register ? "new-password" : "current-password";
+  $("password-hint").textContent = register ? "(for your new account)" : "(if the name is your account)";
+  $("login-submit").textContent = register ? "Create account" : "Log in";
+  $("login-guest").hidden = register || state.config?.guests === false;
+  $("login-switch").textContent = register ? "I have an account: log in" : "Create an account";
+  $("login-error").hidden = true;
 }
 
 // --- wiring -------------------------------------------------------------------------
 
-async function login(event) {
-  event.preventDefault();
+const UNREACHABLE = "The chat page can't reach its server right now; try again in a moment.";
+
+// A POST of JSON to the adapter; its answer as {ok, body}. Throws when it can't be reached.
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  let answer;
+  try {
+    answer = await response.json();
+  } catch {
+    answer = { error: response.statusText };
+  }
+  return { ok: response.ok, body: answer };
+}
+
+// `kind`: "login" (with a password; without one it is a guest's), "guest" or "register".
+async function submitLogin(kind) {
   if (!(await loadConfig())) {
-    showLogin("The chat page can't reach its server right now; try again in a moment.");
+    showLogin(UNREACHABLE);
     return;
   }
+  const R = state.config.login_reasons;
   const name = $("login-name").value.trim();
+  const password = $("login-password").value;
   if (!state.nameRe.test(name)) {
     showLogin(`Use ${state.config.name_rule}.`);
     return;
   }
-  if (state.me !== name) {
+  if (kind === "login" && !password) kind = state.config.guests ? "guest" : "login";
+  if (kind === "login" && !password) {
+    showLogin(refusalText(R.GUESTS_NOT_ALLOWED, name), "login-password");
+    return;
+  }
+  if (kind === "register" && password !== $("login-repeat").value) {
+    showLogin("The two passwords differ: type the same one twice.", "login-repeat");
+    return;
+  }
+  setBusy(true);
+  let answer;
+  try {
+    const body = kind === "guest" ? { user: name, guest: true } : { user: name, password };
+    answer = await post(kind === "register" ? "/api/register" : "/api/login", body);
+  } catch {
+    showLogin(UNREACHABLE);
+    return;
+  } finally {
+    // The password went to the adapter once; nothing here keeps it.
+    $("login-password").value = "";
+    $("login-repeat").value = "";
+  }
+  if (!answer.ok) {
+    const { error, reason, retry_after: retryAfter } = answer.body;
+    const text = kind === "register" ? error : refusalText(reason, name, retryAfter, error);
+    showLogin(text || "That login was refused.", reason === R.PASSWORD_REQUIRED || reason === R.WRONG_PASSWORD ? "login-password" : "login-name");
+    return;
+  }
+  setMode("login");
+  begin(answer.body.user, Boolean(answer.body.account));
+}
+
+// Connect as `name` (with the account's cookie when `account`).
+function begin(name, account) {
+  if (!sameName(state.me, name)) {
     for (const conv of state.conversations.values()) conv.pane.remove();
     state.conversations.clear();
+    state.online.clear();
     state.active = LOBBY;
   }
   state.me = name;
+  state.account = account;
   state.welcomed = false;
   state.wanted = true;
   state.retryMs = FIRST_RETRY_MS;
   localStorage.setItem("chatnet.name", name);
   $("login-error").hidden = true;
   connect();
+}
+
+// Ends this browser's account session (the adapter revokes it and clears the cookie).
+function endSession() {
+  state.account = false;
+  return post("/api/logout", {}).catch(() => null);
+}
+
+async function leave() {
+  stop();
+  setConn("offline", "offline");
+  setBusy(true);
+  await endSession();
+  showLogin();
 }
 
 function submitMessage(event) {
@@ -559,9 +738,10 @@ function submitMessage(event) {
 }
 
 function askBot(which, text) {
+  // The panels' buttons talk to the bots the network is configured with.
   const name = which === "thermometer" ? state.config.thermometer : state.config.bot;
   openConversation(name);
-  sendChat(name, text);
+  sendChat(conversation(name).name, text);
 }
 
 // The network's config, loaded once (again at the next login if it failed); true once it is here.
@@ -600,8 +780,30 @@ async function fetchConfig() {
   return true;
 }
 
+// Whose account session this browser holds (the cookie itself is out of this script's reach).
+async function fetchSession() {
+  try {
+    const response = await fetch("/api/session", { credentials: "same-origin" });
+    return response.ok ? (await response.json()).user : null;
+  } catch {
+    return null;
+  }
+}
+
 function wire() {
-  $("login-form").addEventListener("submit", login);
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitLogin(state.mode === "register" ? "register" : "login");
+  });
+  $("login-guest").addEventListener("click", () => submitLogin("guest"));
+  $("login-switch").addEventListener("click", () => {
+    if (state.mode === "login" && state.config?.registration === "closed") {
+      showLogin("New accounts are made by this network's admin only (registration is closed).");
+      return;
+    }
+    setMode(state.mode === "login" ? "register" : "login");
+    $(state.mode === "register" ? "login-name" : "login-password").focus();
+  });
   $("composer").addEventListener("submit", submitMessage);
   $("text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) submitMessage(event);
@@ -629,13 +831,20 @@ function wire() {
     openConversation(name);
   });
   $("menu").addEventListener("click", () => document.body.classList.toggle("drawer-open"));
-  $("logout").addEventListener("click", () => {
-    stop();
-    setConn("offline", "offline");
-    showLogin();
-  });
+  $("logout").addEventListener("click", leave);
   $("login-name").value = localStorage.getItem("chatnet.name") || "";
 }
 
-wire();
-loadConfig();
+// A browser that holds an account session resumes it at once; otherwise the login form.
+async function boot() {
+  wire();
+  const [loaded, user] = await Promise.all([loadConfig(), fetchSession()]);
+  if (!loaded) return;
+  setMode("login");
+  if (user) {
+    begin(user, true);
+    showApp();
+  }
+}
+
+boot();

@@ -1,22 +1,26 @@
 """The chat page in a real headless Chromium (Debian's), driven by Playwright, against
 the real processes: embedded store, message API, chat server, web adapter, and the
-bots where a test needs them."""
+bots where a test needs them. Every page reports what its Content-Security-Policy
+blocked (the `securitypolicyviolation` events and the console's CSP errors), and a
+test fails on any."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
 
 from chatnet.api_client import ApiClient
+from chatnet.peer import Peer
 from chatnet.process import ROOT
+from chatnet.web import SESSION_COOKIE
 from tests.fake_openai import FakeOpenAI, echo_reply
-from tests.support import HOST, Network, eventually
+from tests.support import HOST, JsonClient, Network, eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -24,6 +28,13 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 XSS = "<img src=x onerror=alert(1)>"
+PASSWORD = "correct horse battery"
+# Each document reports what its CSP blocked to the test (an init script runs before the
+# page's own and is not subject to the page's CSP).
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.reportViolation(`${e.effectiveDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));
+"""
 ADVICE = "Mild and dry: the `thermometer1` readings hover around **8 °C**, so a hike works — just bring a *warm layer*."
 PLAN = (
     "Sure! Here's a quick plan for **Saturday**:\n\n"
@@ -55,17 +66,66 @@ def web(chat: Network) -> Network:
     return chat
 
 
+# Every tab a test opened, checked for CSP violations when the test ends.
+TABS: list[Person] = []
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violations() -> Iterator[None]:
+    """No test's page may have anything blocked by its Content-Security-Policy."""
+    TABS.clear()
+    yield
+    blocked = [(tab.page.url, text) for tab in TABS for text in tab.violations]
+    TABS.clear()
+    assert not blocked, f"the CSP blocked: {blocked}"
+
+
 class Person:
-    """Someone at the page: a browser tab, and every dialog it raised."""
+    """Someone at the page: a browser tab, every dialog it raised and everything its CSP blocked."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.dialogs: list[str] = []
+        self.violations: list[str] = []
         page.on("dialog", self._dialog)
+        page.on("console", self._console)
+
+    @classmethod
+    async def arrive(cls, context: BrowserContext, network: Network) -> Person:
+        """A new tab of `context` at the page."""
+        page = await context.new_page()
+        person = cls(page)
+        TABS.append(person)
+        await page.expose_binding("reportViolation", lambda source, text: person.violations.append(text))
+        await page.add_init_script(REPORT_VIOLATIONS)
+        await page.goto(f"http://{HOST}:{network.web_port}/")
+        return person
 
     def _dialog(self, dialog) -> None:  # type: ignore[no-untyped-def]
         self.dialogs.append(dialog.message)
         asyncio.ensure_future(dialog.dismiss())
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.violations.append(f"console: {message.text}")
+
+    async def log_in(self, user: str, password: str = "") -> None:
+        """Fill in the login form and press Enter (no password: as a guest)."""
+        await self.page.locator("#login-name").fill(user)
+        await self.page.locator("#login-password").fill(password)
+        await self.page.locator("#login-name").press("Enter")
+
+    async def create_account(self, user: str, password: str, repeat: str | None = None) -> None:
+        await self.page.get_by_role("button", name="Create an account").click()
+        await self.page.locator("#login-name").fill(user)
+        await self.page.locator("#login-password").fill(password)
+        await self.page.locator("#login-repeat").fill(password if repeat is None else repeat)
+        await self.page.get_by_role("button", name="Create account", exact=True).click()
+
+    async def online_as(self, user: str) -> None:
+        await expect(self.page.locator("#conn")).to_have_text("online")
+        await expect(self.page.locator("#me")).to_have_text(user)
+        await expect(self.page.locator("#login")).to_be_hidden()
 
     def peer(self, name: str):  # type: ignore[no-untyped-def]
         return self.page.locator(f'#people li[data-peer="{name}"]')
@@ -85,16 +145,17 @@ class Person:
 
 
 async def join(browser: Browser, network: Network, user: str, **context: object) -> Person:
-    """Open the page in a fresh browser context and log in."""
+    """Open the page in a fresh browser context and log in as a guest."""
     ctx = await browser.new_context(**context)  # type: ignore[arg-type]
-    page = await ctx.new_page()
-    person = Person(page)
-    await page.goto(f"http://{HOST}:{network.web_port}/")
-    await page.locator("#login-name").fill(user)
-    await page.locator("#login-name").press("Enter")
-    await expect(page.locator("#conn")).to_have_text("online")
-    await expect(page.locator("#me")).to_have_text(user)
+    person = await Person.arrive(ctx, network)
+    await person.log_in(user)
+    await person.online_as(user)
     return person
+
+
+async def bot_client(network: Network, name: str) -> JsonClient:
+    """A bot as the network knows one: logged in with the service token."""
+    return JsonClient(await Peer.connect(HOST, network.chat_port, name, service_token=network.token))
 
 
 def start_assistant(network: Network, fake: FakeOpenAI) -> None:
@@ -132,7 +193,8 @@ async def test_markup_in_messages_stays_text(browser: Browser, web: Network) -> 
     Markdown is rendered."""
     alice = await join(browser, web, "alice")
     mallory = await web.text_client("mallory")
-    bot = await web.json_client("openai")  # stands in for the assistant: its replies are Markdown
+    bot = await bot_client(web, "openai")  # stands in for the assistant: a bot's replies are Markdown
+    await expect(alice.peer("openai").locator(".tag")).to_have_text("bot")
 
     await mallory.send(f"alice: {XSS}")
     await alice.open("mallory")
@@ -157,7 +219,7 @@ async def test_markup_in_messages_stays_text(browser: Browser, web: Network) -> 
 async def test_streamed_reply_grows_in_place(browser: Browser, web: Network) -> None:
     """Stream chunks from a bot grow one bubble; the final frame replaces its text."""
     alice = await join(browser, web, "alice")
-    bot = await web.json_client("openai")
+    bot = await bot_client(web, "openai")
     await expect(alice.peer("openai")).to_have_class(re.compile(r"\bonline\b"))
     await alice.open("openai")
     await alice.say("tell me something")
@@ -307,3 +369,153 @@ async def test_readme_screenshot(browser: Browser, web: Network, tmp_path: Path)
         path = ROOT / "docs" / "screenshot.png" if update else tmp_path / "screenshot.png"
         await alice.page.screenshot(path=str(path))
         assert path.stat().st_size > 10_000
+
+
+# --- accounts, sessions and the CSP -------------------------------------------------------
+
+
+async def session_cookie(context: BrowserContext) -> dict[str, object]:
+    cookies = {cookie["name"]: cookie for cookie in await context.cookies()}
+    assert SESSION_COOKIE in cookies, cookies
+    return dict(cookies[SESSION_COOKIE])
+
+
+async def test_an_account_session_resumes_on_reload_and_leave_ends_it(browser: Browser, web: Network) -> None:
+    """Create an account on the page: the session lives in an HttpOnly, SameSite=Strict
+    cookie that page script can't read; a reload and a second tab resume the account
+    without the password; Leave ends it everywhere — a reload shows the login form and
+    the old token logs nobody in."""
+    context = await browser.new_context()
+    alice = await Person.arrive(context, web)
+    await alice.create_account("alice", PASSWORD)
+    await alice.online_as("alice")
+    await expect(alice.page.locator("#me")).to_have_attribute("title", "logged in with your account")
+    cookie = await session_cookie(context)
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and cookie["secure"] is False
+    token = str(cookie["value"]).partition(":")[2]
+    readable = await alice.page.evaluate("JSON.stringify([document.cookie, {...localStorage}, {...sessionStorage}])")
+    assert token not in readable and PASSWORD not in readable and SESSION_COOKIE not in readable
+    assert await alice.page.locator("#login-password").input_value() == ""
+
+    await alice.page.reload()
+    await alice.online_as("alice")  # nothing typed
+    await expect(alice.page.locator("#me")).to_have_attribute("title", "logged in with your account")
+    other = await Person.arrive(context, web)  # a second tab
+    await other.online_as("alice")
+
+    await alice.page.locator("#logout").click()
+    await expect(alice.page.locator("#login")).to_be_visible()
+    await expect(other.page.locator("#login")).to_be_visible()
+    await expect(other.page.locator("#login-error")).to_have_text("You left from another tab; log in again.")
+    assert SESSION_COOKIE not in {c["name"] for c in await context.cookies()}
+    async with alice.page.expect_response("**/api/session") as answer:
+        await alice.page.reload()
+    assert await (await answer.value).json() == {"user": None}
+    await expect(alice.page.locator("#login")).to_be_visible()
+    await expect(alice.page.locator("#app")).to_be_hidden()
+    async with ApiClient(web.api_url, web.token) as api:
+        assert not (await api.check_login("alice", "192.0.2.1", token=token)).ok
+
+
+async def test_refusals_are_shown_on_the_login_form(browser: Browser, web: Network) -> None:
+    """A wrong password, an account's name without its password, a bot's name and two
+    passwords that differ are each said in plain words on the form; the right password
+    then logs in."""
+    async with ApiClient(web.api_url, web.token) as api:
+        await api.create_account("alice", PASSWORD)
+    bot = await bot_client(web, "helper")
+    person = await Person.arrive(await browser.new_context(), web)
+    error = person.page.locator("#login-error")
+
+    await person.log_in("alice", "not the password")
+    await expect(error).to_have_text("Wrong password for 'alice'.")
+    await expect(person.page.locator("#login-password")).to_be_focused()
+    await person.log_in("alice")  # as a guest
+    await expect(error).to_have_text("'alice' is an account: enter its password to log in.")
+    await person.log_in("helper")
+    await expect(error).to_have_text("The name 'helper' belongs to a bot; choose another.")
+    await person.create_account("carol", PASSWORD, repeat="something else")
+    await expect(error).to_have_text("The two passwords differ: type the same one twice.")
+    await person.page.get_by_role("button", name="I have an account: log in").click()
+    await person.log_in("alice", PASSWORD)
+    await person.online_as("alice")
+    await bot.close()
+
+
+async def test_bots_are_marked_by_what_the_server_says(browser: Browser, web: Network) -> None:
+    """A bot is marked as one from the server's word (the welcome's bots, presence's
+    `bot`), whatever its name; a person named like the configured bot is not."""
+    early = await bot_client(web, "weather")  # online before alice: from the welcome
+    impostor = await web.json_client("openai")  # a guest with the configured bot's name
+    alice = await join(browser, web, "alice")
+    late = await bot_client(web, "helper")  # comes online after: from its presence frame
+    for name in ("weather", "helper"):
+        await expect(alice.peer(name)).to_have_class(re.compile(r"\bonline\b"))
+        await expect(alice.peer(name).locator(".tag")).to_have_text("bot")
+    await expect(alice.peer("openai")).to_have_class(re.compile(r"\bonline\b"))
+    await expect(alice.peer("openai").locator(".tag")).to_have_count(0)
+
+    await late.send("alice", "**hello** from a bot")
+    await impostor.send("alice", "**hello** from a person")
+    await alice.open("helper")
+    await expect(alice.pane("helper").locator(".msg .body strong")).to_have_text("hello")
+    await alice.open("openai")
+    await expect(alice.pane("openai").locator(".msg .body")).to_have_text("**hello** from a person")
+    for client in (early, impostor, late):
+        await client.close()
+
+
+async def test_a_whole_session_runs_under_the_csp(browser: Browser, web: Network) -> None:
+    """Create an account, chat with a person and a bot (Markdown, a stream), reload,
+    read history, leave and come back as a guest: the CSP blocks nothing of the page's
+    own. It is enforced: markup with an inline style or script injected at the end is
+    blocked and reported."""
+    bob = await web.text_client("bob")
+    bot = await bot_client(web, "openai")
+    context = await browser.new_context()
+    alice = await Person.arrive(context, web)
+    await alice.create_account("alice", PASSWORD)
+    await alice.online_as("alice")
+
+    await alice.open("bob")
+    await alice.say("hello bob")
+    await bob.expect("hello bob")
+    await bob.send("alice: hi alice, *not* markdown")
+    await expect(alice.pane("bob").locator(".msg.theirs .body")).to_have_text(["hi alice, *not* markdown"])
+    await alice.open("openai")
+    await alice.say("tell me")
+    await bot.expect(lambda m: m.type == "chat" and m.sender == "alice")
+    await bot.send("alice", "Here is **bold** and a [link](https://example.org)", stream={"id": "s1", "seq": 0, "done": False})
+    await bot.send("alice", "Here is **bold** and a [link](https://example.org), done.", stream={"id": "s1", "done": True})
+    await expect(alice.pane("openai").locator(".msg.theirs a")).to_have_attribute("href", "https://example.org")
+    await alice.page.get_by_role("button", name="!who").click()
+    await expect(alice.pane("openai").locator(".system").last).to_contain_text("Online (")
+
+    async with ApiClient(web.api_url, web.token) as api:  # the server archives in batches
+        await eventually(lambda: api.history("alice", "bob"), lambda found: len(found[0]) == 2, "history of alice and bob")
+    await alice.page.reload()
+    await alice.online_as("alice")
+    await alice.open("bob")
+    await expect(alice.pane("bob").locator(".msg .body")).to_have_text(["hello bob", "hi alice, *not* markdown"])
+    await alice.page.locator("#logout").click()
+    await alice.log_in("alice2")
+    await alice.online_as("alice2")
+    assert alice.violations == []
+
+    # The policy is in force: what it is there to stop is stopped, and reported.
+    ran = await alice.page.evaluate(
+        """() => {
+            document.body.insertAdjacentHTML("beforeend", '<div id="styled" style="color: rgb(255, 0, 0)">x</div>');
+            const script = document.createElement("script");
+            script.textContent = "window.inlineRan = true";
+            document.body.append(script);
+            return [getComputedStyle(document.getElementById("styled")).color, window.inlineRan === true];
+        }"""
+    )
+    assert ran == ["rgb(29, 36, 51)", False]  # the page's ink colour, not red; the script never ran
+    def reported(found: list[str]) -> bool:  # by the events, whose text starts with the directive
+        return {"style-src-attr", "script-src-elem"} <= {text.split()[0] for text in found}
+
+    await eventually(lambda: asyncio.sleep(0, alice.violations), reported, "the CSP's reports of both")
+    assert sum(v.startswith("console:") for v in alice.violations) >= 2, alice.violations
+    alice.violations.clear()

@@ -1,18 +1,26 @@
 """The web adapter as the page meets it: an aiohttp WebSocket client against the real
 processes (embedded store, message API, chat server, adapter), with terminal users on
-raw TCP beside it."""
+raw TCP beside it. A browser's cookie jar is an aiohttp one that keeps cookies of an
+IP-address host (`unsafe`), so the session cookie rides on every request and upgrade."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from chatnet.api_client import ApiClient
+from chatnet.process import WEB_LISTENING, port_open
+from chatnet.tls import client_context, ensure_certificate
+from chatnet.web import SECURITY_HEADERS, SESSION_COOKIE, SIGNED_OUT_CLOSE
 from tests.support import HOST, TIMEOUT, Network, eventually
+
+PASSWORD = "correct horse battery"
 
 Frame = dict[str, Any]
 
@@ -53,11 +61,13 @@ class WebUser:
             raise AssertionError(f"no matching frame within {timeout} s; seen: {self.seen[-10:]}") from None
 
     async def closed(self, timeout: float = TIMEOUT) -> int | None:
-        """Wait for the adapter to close the socket; return the close code."""
+        """Wait for the adapter to close the socket; return the close code it sent."""
         async with asyncio.timeout(timeout):
             while True:
                 msg = await self.ws.receive()
-                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                if msg.type == aiohttp.WSMsgType.CLOSE:  # its code, even if our reply can't be written
+                    return int(msg.data)
+                if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                     return self.ws.close_code
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     self.seen.append(json.loads(msg.data))
@@ -102,17 +112,24 @@ async def web_login(http: aiohttp.ClientSession, user: str) -> tuple[WebUser, Fr
     return page, welcome
 
 
+def has_security_headers(response: aiohttp.ClientResponse) -> bool:
+    return {name: response.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
 async def test_page_and_config_are_served_without_the_token(web: Network, http: aiohttp.ClientSession) -> None:
-    """The page, its script and /config.json are served; none of them reveals API_TOKEN."""
+    """The page, its script and /config.json are served with the security headers; none of
+    them reveals API_TOKEN."""
     async with http.get("/") as response:
-        assert response.status == 200
+        assert response.status == 200 and has_security_headers(response)
         html = await response.text()
     assert "<title>chatnet</title>" in html and "/static/app.js" in html
-    for path in ("/static/app.js", "/static/markdown.js", "/static/style.css"):
+    for path in ("/static/app.js", "/static/markdown.js", "/static/style.css", "/no-such-page"):
         async with http.get(path) as response:
-            assert response.status == 200, path
+            assert response.status == (404 if path == "/no-such-page" else 200), path
+            assert has_security_headers(response), path
             assert web.token not in await response.text()
     async with http.get("/config.json") as response:
+        assert has_security_headers(response)
         config = await response.json()
     assert config["thermometer"] == "thermometer1" and config["bot"] == "openai"
     assert web.token not in json.dumps(config) and web.token not in html
@@ -140,7 +157,7 @@ async def test_web_user_announces_streaming_and_sees_presence(web: Network, http
     alice, _ = await web_login(http, "alice")
     bot = await web.json_client("helper")
     joined = await alice.expect(event("presence"))
-    assert joined["metadata"] == {"event": "presence", "presence": "online", "user": "helper"}
+    assert joined["metadata"] == {"event": "presence", "presence": "online", "user": "helper", "bot": False}
 
     await alice.chat("helper", "write me a poem")
     incoming = await bot.expect(lambda m: m.type == "chat" and m.sender == "alice")
@@ -280,3 +297,128 @@ async def test_stopping_the_adapter_closes_pages_and_logs_users_out(web: Network
     gone = await watcher.expect(lambda m: m.metadata.get("event") == "presence" and m.metadata.get("user") == "alice")
     assert gone.metadata["presence"] == "offline"
     assert "shutting down" in web.log("web")
+
+
+# --- the Origin of an upgrade -------------------------------------------------------------
+
+
+async def test_the_socket_refuses_foreign_origins(chat: Network) -> None:
+    """An upgrade from a foreign origin is refused (403); the page's own origin, one listed
+    in WEB_ALLOWED_ORIGINS and a program's (no Origin) are let in."""
+    chat.start_web(WEB_ALLOWED_ORIGINS="https://chat.example.org")
+    own = f"http://{HOST}:{chat.web_port}"
+    async with aiohttp.ClientSession(own) as http:
+        for origin in ("https://evil.example", f"http://localhost:{chat.web_port}", "null"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect("/ws", origin=origin)
+            assert refused.value.status == 403, origin
+        for name, origin in (("alice", own), ("bob", "https://chat.example.org"), ("carol", None)):
+            page = WebUser(http, await http.ws_connect("/ws", origin=origin))
+            await page.send({"type": "login", "user": name})
+            assert (await page.expect(event("welcome")))["metadata"]["user"] == name
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+
+def browser_session(network: Network, scheme: str = "http", connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
+    """A browser's view of the adapter: a cookie jar of its own."""
+    jar = aiohttp.CookieJar(unsafe=True)  # the host is an IP address
+    return aiohttp.ClientSession(f"{scheme}://{HOST}:{network.web_port}", cookie_jar=jar, connector=connector)
+
+
+async def post(http: aiohttp.ClientSession, path: str, body: Frame) -> tuple[int, Frame, aiohttp.ClientResponse]:
+    origin = str(http._base_url).rstrip("/")
+    async with http.post(path, json=body, headers={"Origin": origin}) as response:
+        return response.status, await response.json(), response
+
+
+def held(http: aiohttp.ClientSession) -> tuple[str, str]:
+    """(name, token) of the session cookie the jar holds."""
+    value = {cookie.key: cookie.value for cookie in http.cookie_jar}[SESSION_COOKIE]
+    name, _, token = value.partition(":")
+    return name, token
+
+
+async def tab(http: aiohttp.ClientSession, user: str) -> tuple[WebUser, Frame]:
+    """A new tab of this browser that logs in as `user` (with the cookie, when it holds one)."""
+    page = await open_socket(http)
+    await page.send({"type": "login", "user": user, "features": ["stream"]})
+    frame = await page.expect(lambda f: event("welcome")(f) or event("login_failed")(f))
+    if event("welcome")(frame):
+        await page.expect(event("session"))  # the handle for /api/history
+    return page, frame
+
+
+async def test_an_account_resumes_in_new_tabs_and_leave_ends_it(web: Network) -> None:
+    """Create an account from the page: every new tab of that browser logs in as the
+    account without the password; "Leave" revokes the session, closes its other tabs,
+    and the old token no longer logs anyone in."""
+    async with browser_session(web) as http:
+        status, body, response = await post(http, "/api/register", {"user": "Alice", "password": PASSWORD})
+        assert (status, body) == (200, {"user": "Alice", "account": True})
+        cookie = response.cookies[SESSION_COOKIE]
+        assert cookie["httponly"] and cookie["samesite"] == "Strict" and not cookie["secure"]
+        name, token = held(http)
+
+        first, welcome = await tab(http, "alice")
+        assert welcome["metadata"]["user"] == "Alice" and welcome["metadata"]["account"] is True
+        second, again = await tab(http, "alice")  # a reload, or another tab
+        assert again["metadata"]["account"] is True
+        bob = await web.text_client("bob")
+        await second.chat("bob", "hello from my second tab")
+        assert "[Alice] hello from my second tab" in await bob.expect("second tab")
+        assert not any(token in json.dumps(frame) for frame in first.seen + second.seen)
+
+        status, body, _ = await post(http, "/api/logout", {})
+        assert (status, body) == (200, {"revoked": True})
+        assert await first.closed() == SIGNED_OUT_CLOSE and await second.closed() == SIGNED_OUT_CLOSE
+        assert SESSION_COOKIE not in {c.key for c in http.cookie_jar}
+        _, refused = await tab(http, "alice")
+        assert refused["metadata"]["reason"] == "password_required"
+    async with ApiClient(web.api_url, web.token) as api:
+        assert not (await api.check_login(name, "192.0.2.1", token=token)).ok
+
+
+async def test_a_stranger_cannot_log_in_as_an_account_or_read_its_history(web: Network) -> None:
+    """Someone at another browser can't take an account's name without its password
+    (the form hears why), and reads only their own history."""
+    async with browser_session(web) as alice_browser, browser_session(web) as stranger:
+        await post(alice_browser, "/api/register", {"user": "alice", "password": PASSWORD})
+        alice, _ = await tab(alice_browser, "alice")
+        bob = await web.text_client("bob")
+        await alice.chat("bob", "a secret for bob")
+        await bob.expect("a secret for bob")
+
+        status, body, response = await post(stranger, "/api/login", {"user": "alice", "password": "not her password"})
+        assert status == 401 and body["reason"] == "wrong_password" and body["error"] == "Wrong password for 'alice'."
+        assert SESSION_COOKIE not in response.cookies
+        _, refused = await tab(stranger, "alice")
+        assert refused["metadata"]["reason"] in ("password_required", "name_taken")
+        mallory, _ = await tab(stranger, "mallory")
+        status, body = await mallory.history("bob")
+        assert status == 200 and body["messages"] == []
+        status, body = await eventually(lambda: alice.history("bob"), lambda answer: bool(answer[1].get("messages")), "alice's history")
+        assert [m["message"] for m in body["messages"]] == ["a secret for bob"]
+
+
+# --- HTTPS ----------------------------------------------------------------------------------
+
+
+async def test_web_tls_serves_the_page_over_https_and_wss(chat: Network, tmp_path: Path) -> None:
+    """With WEB_TLS=true the adapter serves HTTPS (and WSS) with TLS_CERT/TLS_KEY, and the
+    session cookie is Secure."""
+    cert, key = ensure_certificate(tmp_path / "tls")
+    https_listening = WEB_LISTENING.replace("https?", "https")
+    chat.serve("web", "websocket_adapter.py", https_listening, lambda port: port_open(HOST, port)(), WEB_TLS="true", TLS_CERT=str(cert), TLS_KEY=str(key))
+    assert f"web page on https://{HOST}:{chat.web_port} " in chat.log("web")
+    connector = aiohttp.TCPConnector(ssl=client_context(cert))
+    async with browser_session(chat, "https", connector) as https:
+        async with https.get("/") as response:
+            assert response.status == 200 and has_security_headers(response)
+        status, body, response = await post(https, "/api/register", {"user": "alice", "password": PASSWORD})
+        assert status == 200 and response.cookies[SESSION_COOKIE]["secure"]
+        page = WebUser(https, await https.ws_connect("/ws", origin=f"https://{HOST}:{chat.web_port}"))
+        await page.send({"type": "login", "user": "alice"})
+        welcome = await page.expect(event("welcome"))
+        assert welcome["metadata"]["account"] is True

@@ -1,11 +1,13 @@
 """The web adapter in-process: its aiohttp app on a TestServer, a real chat server
-(`ChatServer` on port 0) and, for history, the real message API (uvicorn on a socket
-bound here) over the embedded store. The page is played by an aiohttp WebSocket."""
+(`ChatServer` on port 0) and, for history and accounts, the real message API (uvicorn
+on a socket bound here) over the embedded store. The page is played by an aiohttp
+client: its cookie jar is the browser's, a WebSocket per tab."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -26,15 +28,32 @@ from chatnet.limits import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME
 from chatnet.peer import Peer
 from chatnet.personalities import PERSONALITIES
 from chatnet.process import ROOT
-from chatnet.protocol import Event, Message, MessageType
+from chatnet.protocol import Event, LoginReason, Message, MessageType
 from chatnet.server import ChatServer
-from chatnet.web import ADAPTER_NAME, FIRST_RETRY_SECONDS, HISTORY_LIMIT_MAX, MAX_FRAME_BYTES, MAX_WS_MESSAGE_BYTES, SESSION_HEADER, build_app
+from chatnet.web import (
+    ADAPTER_NAME,
+    CONTENT_SECURITY_POLICY,
+    FIRST_RETRY_SECONDS,
+    HISTORY_LIMIT_MAX,
+    MAX_FRAME_BYTES,
+    MAX_WS_MESSAGE_BYTES,
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    SESSION_HEADER,
+    SIGNED_OUT_CLOSE,
+    STATIC_DIR,
+    build_app,
+)
 
 HOST = "127.0.0.1"
 TOKEN = "web-unit-test-token"
 TIMEOUT = 10.0
+PASSWORD = "correct horse battery"
+# The chat server's side of accounts (issue 9) is being built alongside this adapter.
+NEEDS_ACCOUNT_LOGIN = "needs the chat server's account login (issue 9)"
 
 Frame = dict[str, Any]
+Web = TestClient[aiohttp.web.Request, aiohttp.web.Application]
 
 
 def event(name: Event) -> Callable[[Frame], bool]:
@@ -79,6 +98,18 @@ class Page:
         session = await self.expect(event(Event.SESSION))
         return welcome, session["metadata"]["token"]
 
+    async def refused(self, user: str) -> Frame:
+        """Log in and expect the refusal; the login_failed frame."""
+        await self.send({"type": "login", "user": user, "features": ["stream"]})
+        return await self.expect(lambda f: f.get("type") == MessageType.ERROR and event(Event.LOGIN_FAILED)(f))
+
+    async def closed(self) -> int | None:
+        """Wait for the adapter to close the socket; the close code it sent."""
+        async with asyncio.timeout(TIMEOUT):
+            while (msg := await self.ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                self.seen.append(json.loads(msg.data))
+        return int(msg.data) if msg.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
+
 
 async def expect_message(peer: Peer, match: Callable[[Message], bool]) -> Message:
     async with asyncio.timeout(TIMEOUT):
@@ -89,6 +120,12 @@ async def expect_message(peer: Peer, match: Callable[[Message], bool]) -> Messag
 
 
 # --- the network, in process ---------------------------------------------------------------
+
+
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    """Settings a test changes (parametrize `overrides` to change them)."""
+    return {}
 
 
 def settings_for(store_url: str, **overrides: Any) -> Settings:
@@ -110,12 +147,12 @@ def held_port() -> Iterator[int]:
 
 
 @pytest.fixture
-async def base(store_url: str) -> AsyncIterator[Settings]:
+async def base(store_url: str, overrides: dict[str, Any]) -> AsyncIterator[Settings]:
     """The message API serving, in process; settings that point at it (chat port still 0)."""
     sock = socket.socket()
     sock.bind((HOST, 0))
     sock.listen()  # connections wait in the backlog until uvicorn has started
-    settings = settings_for(store_url, api_port=sock.getsockname()[1])
+    settings = settings_for(store_url, api_port=sock.getsockname()[1], **overrides)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -158,8 +195,37 @@ async def web(settings: Settings) -> AsyncIterator[TestClient[aiohttp.web.Reques
         await client.close()
 
 
-async def open_page(web: TestClient[aiohttp.web.Request, aiohttp.web.Application]) -> Page:
-    return Page(await web.ws_connect("/ws"))
+async def open_page(web: TestClient[aiohttp.web.Request, aiohttp.web.Application], **kwargs: Any) -> Page:
+    """A tab: a WebSocket that carries the client's cookies, as a browser's does."""
+    return Page(await web.ws_connect("/ws", **kwargs))
+
+
+def own_origin(web: Web) -> str:
+    return f"http://{HOST}:{web.port}"
+
+
+async def post(web: Web, path: str, body: Frame, **headers: str) -> tuple[int, Frame, aiohttp.ClientResponse]:
+    """A POST as the page makes it (JSON, from its own origin)."""
+    async with web.post(path, json=body, headers={"Origin": own_origin(web), **headers}) as response:
+        return response.status, await response.json(), response
+
+
+def session_cookie(response: aiohttp.ClientResponse) -> Any:
+    """The Set-Cookie of the session (a Morsel), as the adapter sent it."""
+    assert SESSION_COOKIE in response.cookies, response.headers.getall("Set-Cookie", [])
+    return response.cookies[SESSION_COOKIE]
+
+
+def held_token(web: Web) -> tuple[str, str]:
+    """(name, token) of the session cookie the client's jar holds."""
+    cookies = {cookie.key: cookie.value for cookie in web.session.cookie_jar}
+    name, _, token = cookies[SESSION_COOKIE].partition(":")
+    return name, token
+
+
+async def token_works(settings: Settings, name: str, token: str) -> bool:
+    async with ApiClient.from_settings(settings) as api:
+        return (await api.check_login(name, "192.0.2.1", token=token)).ok
 
 
 async def json_peer(settings: Settings, user: str) -> Peer:
@@ -350,3 +416,254 @@ async def test_chat_server_stopping_is_reported_as_lost(web: TestClient[Any, Any
     assert "shutting down" in (await page.expect(event(Event.SHUTDOWN)))["message"].lower()
     lost = await page.expect(lambda f: event(Event.STATUS)(f) and f["metadata"]["state"] != "connected")
     assert lost["metadata"] == {"event": Event.STATUS, "state": "lost", "retry_in": FIRST_RETRY_SECONDS}
+
+
+# --- security on every response ------------------------------------------------------------
+
+
+async def test_every_response_carries_the_security_headers(web: Web) -> None:
+    """The page, its files, its data and every refusal (401, 403, 404, 415, 422) carry the
+    strict CSP, nosniff and no-referrer."""
+    answers = []
+    for path in ("/", "/static/app.js", "/static/style.css", "/static/markdown.js", "/config.json", "/api/session", "/api/history/bob", "/nope"):
+        async with web.get(path) as response:
+            answers.append((path, response.status, response.headers))
+    for path, body, headers in [
+        ("/api/login", {"user": "not a name!"}, {"Origin": own_origin(web)}),
+        ("/api/login", {"user": "alice", "guest": True}, {"Origin": "https://evil.example"}),
+    ]:
+        async with web.post(path, json=body, headers=headers) as response:
+            answers.append((path, response.status, response.headers))
+    async with web.post("/api/login", data="user=alice", headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
+        answers.append(("/api/login (a form)", response.status, response.headers))
+    async with web.get("/ws", headers={"Origin": "https://evil.example", "Upgrade": "websocket", "Connection": "Upgrade",
+                                       "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as response:  # fmt: skip
+        answers.append(("/ws (foreign)", response.status, response.headers))
+    assert [status for _, status, _ in answers] == [200, 200, 200, 200, 200, 200, 401, 404, 422, 403, 415, 403]
+    for path, _, headers in answers:
+        assert {name: headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS, path
+    assert CONTENT_SECURITY_POLICY.startswith("default-src 'self'") and "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+
+
+def test_the_page_has_nothing_inline() -> None:
+    """The page's markup has no inline script, no style attribute or block, no event
+    handler attribute and no javascript: URL, so the CSP needs no 'unsafe-inline'."""
+    html = (STATIC_DIR / "index.html").read_text()
+    scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", html, flags=re.S | re.I)
+    assert scripts and all(not body.strip() for body in scripts)
+    assert all("src=" in tag for tag in re.findall(r"<script\b[^>]*>", html, flags=re.I))
+    assert not re.search(r"<style\b|\sstyle\s*=|\son[a-z]+\s*=|javascript:", html, flags=re.I)
+    for name in ("app.js", "markdown.js"):
+        script = (STATIC_DIR / name).read_text()
+        # Markup built as strings carries no style attribute nor handler (CSSOM, element.style, is fine).
+        assert not re.search(r"style=|\son[a-z]+=|javascript:", script, flags=re.I), name
+
+
+# --- the WebSocket's Origin ----------------------------------------------------------------
+
+
+async def test_a_foreign_origin_is_refused_and_the_own_or_none_is_not(web: Web) -> None:
+    """An upgrade from another origin gets 403; the page's own origin and a program's (no
+    Origin header at all) are let through and log in."""
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await web.ws_connect("/ws", origin="https://evil.example")
+    assert refused.value.status == 403
+    with pytest.raises(aiohttp.WSServerHandshakeError) as null:
+        await web.ws_connect("/ws", origin="null")  # a sandboxed frame or a file
+    assert null.value.status == 403
+
+    own = await open_page(web, origin=own_origin(web))
+    await own.login("alice")
+    program = await open_page(web)  # aiohttp sends no Origin unless told to
+    await program.login("bob")
+
+
+@pytest.mark.parametrize("overrides", [{"web_allowed_origins": "https://chat.example.org, http://app.example:8443/"}])
+async def test_web_allowed_origins_are_honoured(web: Web) -> None:
+    """Origins listed in WEB_ALLOWED_ORIGINS may open the socket (and POST); others still can't."""
+    for origin in ("https://chat.example.org", "http://app.example:8443", "HTTPS://CHAT.EXAMPLE.ORG"):
+        page = await open_page(web, origin=origin)
+        await page.ws.close()
+    for origin in ("https://evil.example", "http://chat.example.org", "https://chat.example.org:444"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await web.ws_connect("/ws", origin=origin)
+        assert refused.value.status == 403, origin
+    status, body, _ = await post(web, "/api/login", {"user": "alice", "guest": True}, Origin="https://chat.example.org")
+    assert status == 200 and body == {"user": "alice", "account": False}
+    status, body, _ = await post(web, "/api/login", {"user": "alice", "guest": True}, Origin="https://evil.example")
+    assert status == 403 and "own address" in body["error"]
+
+
+# --- accounts: create, log in, resume, leave -----------------------------------------------
+
+
+async def test_create_account_sets_an_httponly_strict_cookie(web: Web, settings: Settings) -> None:
+    """Creating an account answers its name (never the token) and sets the session in an
+    HttpOnly, SameSite=Strict cookie for SESSION_DAYS, not Secure over plain HTTP; the
+    token in it is a live session of the account."""
+    status, body, response = await post(web, "/api/register", {"user": "Alice", "password": PASSWORD})
+    assert (status, body) == (200, {"user": "Alice", "account": True})
+    cookie = session_cookie(response)
+    assert cookie["httponly"] is True and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    assert not cookie["secure"] and int(cookie["max-age"]) == int(settings.session_days * 86400)
+    name, token = held_token(web)
+    assert name == "Alice" and len(token) >= 32 and token not in json.dumps(body)
+    assert await token_works(settings, "alice", token)
+    async with web.get("/api/session") as answer:
+        assert await answer.json() == {"user": "Alice"}
+
+    status, body, _ = await post(web, "/api/register", {"user": "ALICE", "password": PASSWORD})
+    assert status == 409 and body["reason"] == LoginReason.NAME_TAKEN and "taken" in body["error"]
+    status, body, _ = await post(web, "/api/register", {"user": "carol", "password": "short"})
+    assert status == 422 and "8-128" in body["error"] and "short" not in body["error"]
+
+
+@pytest.mark.parametrize("overrides", [{"registration": "closed"}])
+async def test_closed_registration_is_said_plainly(web: Web) -> None:
+    """With REGISTRATION=closed the page can't create an account, and is told why; no cookie is set."""
+    status, body, response = await post(web, "/api/register", {"user": "alice", "password": PASSWORD})
+    assert status == 403 and body["reason"] == "registration_closed" and "registration is closed" in body["error"]
+    assert SESSION_COOKIE not in response.cookies
+    async with web.get("/config.json") as answer:
+        assert (await answer.json())["registration"] == "closed"
+
+
+@pytest.mark.parametrize("overrides", [{"login_attempts": 2}])
+async def test_wrong_passwords_are_refused_then_locked(web: Web, settings: Settings) -> None:
+    """A wrong password is refused in plain words with its reason and sets no cookie; past
+    LOGIN_ATTEMPTS the name is locked (429, retry_after), even for the right password. A
+    password for a name with no account is no guest login."""
+    async with ApiClient.from_settings(settings) as api:
+        await api.create_account("alice", PASSWORD)
+    answers = [await post(web, "/api/login", {"user": "alice", "password": "wrong password"}) for _ in range(3)]
+    assert [status for status, _, _ in answers] == [401, 401, 429]
+    status, body, response = answers[0]
+    assert body["reason"] == LoginReason.WRONG_PASSWORD and body["error"] == "Wrong password for 'alice'."
+    assert SESSION_COOKIE not in response.cookies
+    _, locked, _ = answers[2]
+    assert locked["reason"] == LoginReason.LOCKED and locked["retry_after"] > 0
+    assert f"try again in {locked['retry_after']} s" in locked["error"]
+    status, body, _ = await post(web, "/api/login", {"user": "alice", "password": PASSWORD})
+    assert status == 429 and body["reason"] == LoginReason.LOCKED
+
+    status, body, _ = await post(web, "/api/login", {"user": "nobody", "password": PASSWORD})
+    assert status == 401 and body["reason"] == "no_account" and "guest" in body["error"]
+    status, body, _ = await post(web, "/api/login", {"user": "alice"})
+    assert status == 401 and body["reason"] == LoginReason.PASSWORD_REQUIRED
+
+
+@pytest.mark.parametrize("overrides", [{"guests": False}])
+async def test_no_guests_is_said_plainly(web: Web) -> None:
+    """With GUESTS=false a guest login from the page is refused with its reason."""
+    status, body, _ = await post(web, "/api/login", {"user": "alice", "guest": True})
+    assert status == 403 and body["reason"] == LoginReason.GUESTS_NOT_ALLOWED
+
+
+async def test_a_login_frame_never_carries_a_secret(web: Web) -> None:
+    """A login frame with a password or a token is refused: secrets go to /api/login once
+    and live in the HttpOnly cookie, never in page script."""
+    page = await open_page(web)
+    for secret in ({"password": PASSWORD}, {"token": "abc"}, {"service_token": TOKEN}):
+        await page.send({"type": "login", "user": "alice", **secret})
+        refused = await page.expect(event(Event.BAD_INPUT))
+        assert "/api/login" in refused["message"]
+    await page.login("alice")  # the socket stays, and a plain login goes through
+
+
+async def test_a_forged_or_stale_cookie_is_refused(web: Web, settings: Settings) -> None:
+    """A cookie whose token the account doesn't have logs nobody in: the login is refused
+    as one without a password, and the socket stays for another try."""
+    async with ApiClient.from_settings(settings) as api:
+        await api.create_account("alice", PASSWORD)
+    web.session.cookie_jar.update_cookies({SESSION_COOKIE: "alice:forged-token"}, web.make_url("/"))
+    page = await open_page(web)
+    refused = await page.refused("alice")
+    # The API answers a dead token as a missing password (the contract's "wrong" would do as well).
+    assert refused["metadata"]["reason"] in (LoginReason.PASSWORD_REQUIRED, LoginReason.WRONG_PASSWORD)
+    assert not any(event(Event.WELCOME)(f) for f in page.seen)
+    welcome, _ = await page.login("mallory")
+    assert welcome["metadata"]["account"] is False
+
+
+async def test_a_reload_or_a_second_tab_resumes_the_account(web: Web, settings: Settings) -> None:
+    """After creating an account, a new socket (a reload, another tab) logs in as the
+    account without the password, spelled as registered; no frame shows the token."""
+    await post(web, "/api/register", {"user": "Alice", "password": PASSWORD})
+    _, token = held_token(web)
+    first = await open_page(web)
+    welcome, _ = await first.login("alice")
+    assert welcome["metadata"]["user"] == "Alice" and welcome["metadata"]["account"] is True
+    second = await open_page(web)
+    again, _ = await second.login("alice")
+    assert again["metadata"]["account"] is True
+    assert "token" not in welcome["metadata"] and not any(token in json.dumps(f) for f in first.seen + second.seen)
+
+
+async def test_leave_revokes_the_session_and_closes_its_tabs(web: Web, settings: Settings) -> None:
+    """"Leave" revokes the session token and clears the cookie; the browser's other tabs
+    are closed as signed out, and the name now needs the password again."""
+    await post(web, "/api/register", {"user": "alice", "password": PASSWORD})
+    name, token = held_token(web)
+    tab = await open_page(web)
+    await tab.login("alice")
+    status, body, response = await post(web, "/api/logout", {})
+    assert (status, body) == (200, {"revoked": True})
+    assert session_cookie(response).value == "" and SESSION_COOKIE not in {c.key for c in web.session.cookie_jar}
+    assert await tab.closed() == SIGNED_OUT_CLOSE
+    assert not await token_works(settings, name, token)
+    async with web.get("/api/session") as answer:
+        assert await answer.json() == {"user": None}
+    page = await open_page(web)
+    assert (await page.refused("alice"))["metadata"]["reason"] == LoginReason.PASSWORD_REQUIRED
+
+
+async def test_leave_as_a_guest_and_a_guest_login_end_an_account_session(web: Web, settings: Settings) -> None:
+    """A guest's Leave has nothing to revoke; turning guest in a browser that held an
+    account session ends that session (a reload must not resume it)."""
+    status, body, _ = await post(web, "/api/logout", {})
+    assert (status, body) == (200, {"revoked": False})
+    await post(web, "/api/register", {"user": "alice", "password": PASSWORD})
+    name, token = held_token(web)
+    status, body, _ = await post(web, "/api/login", {"user": "bob", "guest": True})
+    assert (status, body) == (200, {"user": "bob", "account": False})
+    assert SESSION_COOKIE not in {c.key for c in web.session.cookie_jar}
+    assert not await token_works(settings, name, token)
+
+
+async def test_a_stranger_cannot_read_an_accounts_history(web: Web, settings: Settings) -> None:
+    """Alice's conversation with bob is hers: someone else at the adapter can't log in as
+    alice without her password, and their own session reads only their own history."""
+    bob = await json_peer(settings, "bob")
+    try:
+        await post(web, "/api/register", {"user": "alice", "password": PASSWORD})
+        alice = await open_page(web)
+        _, alice_session = await alice.login("alice")
+        await alice.send({"type": "chat", "destination": "bob", "message": "for bob only"})
+        await expect_message(bob, lambda m: m.type == MessageType.CHAT)
+    finally:
+        await bob.close()
+
+    stranger = await serve_web(settings)  # another browser: its own cookie jar
+    try:
+        page = await open_page(stranger)
+        assert (await page.refused("alice"))["metadata"]["reason"] == LoginReason.PASSWORD_REQUIRED
+        status, _, _ = await post(stranger, "/api/login", {"user": "alice", "password": "a guess at it"})
+        assert status == 401
+        _, mallory_session = await page.login("mallory")
+        async with stranger.get("/api/history/bob", headers={SESSION_HEADER: mallory_session}) as response:
+            assert response.status == 200 and (await response.json())["messages"] == []
+        async with stranger.get("/api/history/bob") as response:
+            assert response.status == 401
+    finally:
+        await stranger.close()
+    async with ApiClient.from_settings(settings) as api:  # it was there to be read, by alice
+        await until_archived(api, "alice", "bob")
+    async with web.get("/api/history/bob", headers={SESSION_HEADER: alice_session}) as response:
+        assert [m["message"] for m in (await response.json())["messages"]] == ["for bob only"]
+
+
+async def until_archived(api: ApiClient, user: str, peer: str) -> None:
+    """The server archives in batches, off the routing path."""
+    async with asyncio.timeout(TIMEOUT):
+        while not (await api.history(user, peer))[0]:
+            await asyncio.sleep(0.05)
