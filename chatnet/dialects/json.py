@@ -13,6 +13,7 @@ sender `server` whose `metadata.event` says what they are (`Event`).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, ClassVar, Final
 
@@ -51,7 +52,7 @@ INT64_MAX: Final = (1 << 63) - 1
 def parse_frame(line: str) -> ClientEvent:
     """A frame from a client. Fields a client may not set (id, sender, timestamp) are ignored."""
     try:
-        frame = json.loads(line, parse_constant=_no_constant, parse_int=_int64)
+        frame = json.loads(line, parse_constant=_no_constant, parse_int=_int64, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise BadFrame(f"Malformed JSON: {exc.msg} at position {exc.pos}.") from None
     except (ValueError, RecursionError):  # a number of thousands of digits; nesting a thousand deep
@@ -87,6 +88,13 @@ def parse_frame(line: str) -> ClientEvent:
 
 def _no_constant(name: str) -> Any:
     raise BadFrame(f"Malformed JSON: {name} is not a JSON number.")
+
+
+def _finite(digits: str) -> float:
+    value = float(digits)
+    if math.isinf(value):
+        raise BadFrame(f"Number out of range: {quote(digits, 24)}.")
+    return value
 
 
 def _int64(digits: str) -> int:
