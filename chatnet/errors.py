@@ -13,7 +13,9 @@
     │                        answered the login: worth retrying
     ├── StoreUnavailable     the message API could not confirm a write or read
     ├── ApiRejected          the message API refused a request (4xx: the caller's fault)
-    └── ChildFailed          a child process exited or was not ready in time
+    ├── ChildFailed          a child process exited or was not ready in time
+    └── StartFailed          the network can't start with these settings (a port taken,
+                             a TLS file missing); the text says what to change
 
 Our own bugs are none of these: they propagate to the boundary that logs them.
 """
@@ -80,3 +82,8 @@ class ApiRejected(ChatError):
 
 class ChildFailed(ChatError):
     """A child exited or did not become ready in time; the text ends with its log."""
+
+
+class StartFailed(ChatError):
+    """The network can't start with these settings (a port taken, a TLS file missing);
+    the text says what to change."""

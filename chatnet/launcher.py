@@ -3,9 +3,15 @@
     embedded store (only when nothing answers at MONGO_URL)
       → message API → chat server → web adapter → thermometer → openai bot
 
-Each child is started only once the one before it is ready, logs to LOG_DIR/<name>.log,
-and gets the launcher's whole environment (one set of variables configures the
-network). A child that dies is restarted with backoff. SIGINT/SIGTERM stop the children
+Before anything starts, every port the network will listen on is checked free: a taken
+one is an error naming the port and the setting that chooses it, never a false
+"ready". Each child is started only once the one before it is ready — and ready counts
+only after the child itself logged that it listens, so another program answering on
+its port never passes for it. Each logs to LOG_DIR/<name>.log and gets the launcher's
+whole environment (one set of variables configures the network), including the TLS
+certificate (self-signed under DATA_DIR/tls/ unless TLS_CERT/TLS_KEY are given) and
+the API token (kept in DATA_DIR/api_token, owner-only, unless API_TOKEN is given). A
+child that dies is restarted with backoff. SIGINT/SIGTERM stop the children
 in reverse order — the store last, after everyone who writes to it has finished — and a
 second one only hurries that along; nothing is left running.
 
@@ -14,26 +20,45 @@ second one only hurries that along; nothing is left running.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 from pydantic import SecretStr
 from pydantic_core import to_jsonable_python
 
 from chatnet.config import Settings
-from chatnet.errors import ChildFailed
-from chatnet.process import ROOT, Child, Probe, embedded_store_argv, free_port, http_ok, mongo_reachable, port_open, script
+from chatnet.errors import ChildFailed, StartFailed
+from chatnet.process import (
+    API_LISTENING,
+    CHAT_LISTENING,
+    CHAT_TLS_LISTENING,
+    ROOT,
+    STORE_LISTENING,
+    WEB_LISTENING,
+    Child,
+    Probe,
+    embedded_store_argv,
+    http_ok,
+    mongo_reachable,
+    on_port,
+    port_open,
+    script,
+)
+from chatnet.tls import ADDRESSES, CERT_FILE, HOSTNAMES, KEY_FILE, ensure_certificate, server_context, write_file
 
 logger = logging.getLogger("chatnet.launcher")
 
@@ -51,6 +76,13 @@ STORE_PATIENCE = 15.0
 HURRY_PATIENCE = 1.0
 # A bot probe logs in, so it is not repeated at the 50 ms pace of port probes.
 PEER_PROBE_INTERVAL = 0.5
+# Under DATA_DIR: the generated API token (owner-only) and the self-signed certificate.
+TOKEN_FILE: Final = "api_token"
+TLS_DIR: Final = "tls"
+# A kept token shorter than this, or with anything but visible ASCII, is made anew.
+TOKEN_RE: Final = re.compile(r"[!-~]{16,}")
+# How far above a taken port to look for a free one to suggest.
+SUGGEST_SPAN: Final = 100
 
 
 class Shutdown(Exception):
@@ -58,22 +90,42 @@ class Shutdown(Exception):
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A port a child binds: the setting that chooses it, and the line (a pattern of
+    chatnet.process) the child logs once it listens there."""
+
+    setting: str
+    host: str
+    port: int
+    logged: str
+
+
+@dataclass(frozen=True)
 class ChildSpec:
-    """One row of the table: a root script, when it is ready, and what to tell people."""
+    """One row of the table: a root script, what it listens on, when it is ready, and
+    what to tell people."""
 
     name: str  # also the log file's name and the --no-<flag>
     title: str
     script: str
-    ready: Callable[[Settings], Probe]
+    # Polled only once the child has logged every listener's line; gets the child, so
+    # a probe can read the port it learned.
+    ready: Callable[[Settings, Child], Probe]
     address: Callable[[Settings], str]
+    listeners: Callable[[Settings], Sequence[Listener]] = lambda settings: ()
     optional: bool = False  # has a --no-<name> flag
     # Why it can't run with these settings (None: it can).
     unmet: Callable[[Settings], str | None] = lambda settings: None
 
 
-def peer_online(host: str, port: int, name: str) -> Probe:
+# The name the launcher's probes log in under, as a service (so GUESTS=false can't stop them).
+PROBE_NAME: Final = "_launcher"
+
+
+def peer_online(host: str, port: int, name: str, service_token: str | None = None) -> Probe:
     """Ready when `name` is online on the chat server: a short JSON-mode login whose
-    welcome frame lists who is online."""
+    welcome frame lists who is online (with the service token when there is one: a
+    guest probe would be refused on a network that takes no guests)."""
     last = 0.0
 
     def probe() -> bool:
@@ -81,7 +133,9 @@ def peer_online(host: str, port: int, name: str) -> Probe:
         if time.monotonic() - last < PEER_PROBE_INTERVAL:
             return False
         last = time.monotonic()
-        login = {"type": "login", "user": f"_probe.{secrets.token_hex(4)}"}
+        login: dict[str, str] = {"type": "login", "user": f"_probe.{secrets.token_hex(4)}"}
+        if service_token is not None:
+            login = {"type": "login", "user": PROBE_NAME, "service_token": service_token}
         try:
             with socket.create_connection((host, port), timeout=2.0) as sock, sock.makefile("rwb") as stream:
                 stream.readline()  # the prompt for people
@@ -101,30 +155,49 @@ def _openai_unmet(settings: Settings) -> str | None:
     return None
 
 
+def tls_enabled(settings: Settings) -> bool:
+    return settings.tls_cert is not None and settings.tls_key is not None
+
+
+def _chat_listeners(s: Settings) -> list[Listener]:
+    listeners = [Listener("CHAT_PORT", s.chat_host, s.chat_port, CHAT_LISTENING)]
+    if tls_enabled(s):
+        listeners.append(Listener("CHAT_TLS_PORT", s.chat_host, s.chat_tls_port, CHAT_TLS_LISTENING))
+    return listeners
+
+
+def web_url(settings: Settings) -> str:
+    scheme = "https" if settings.web_tls and tls_enabled(settings) else "http"
+    return f"{scheme}://{settings.web_host}:{settings.web_port}"
+
+
 CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec(
         "api", "message API", "message_api.py",
-        ready=lambda s: http_ok(f"{s.api_url}/health"),
+        ready=lambda s, child: http_ok(f"{s.api_url}/health"),
         address=lambda s: s.api_url,
+        listeners=lambda s: [Listener("API_PORT", s.api_host, s.api_port, API_LISTENING)],
     ),
     ChildSpec(
         "server", "chat server", "async_server.py",
-        ready=lambda s: port_open(s.chat_host, s.chat_port),
-        address=lambda s: f"{s.chat_host}:{s.chat_port}",
+        ready=lambda s, child: port_open(s.chat_host, s.chat_port),
+        address=lambda s: f"{s.chat_host}:{s.chat_port}" + (f", TLS on {s.chat_host}:{s.chat_tls_port}" if tls_enabled(s) else ""),
+        listeners=_chat_listeners,
     ),
     ChildSpec(
         "web", "web adapter", "websocket_adapter.py", optional=True,
-        ready=lambda s: port_open(s.web_host, s.web_port),
-        address=lambda s: f"http://{s.web_host}:{s.web_port}",
+        ready=lambda s, child: port_open(s.web_host, s.web_port),
+        address=web_url,
+        listeners=lambda s: [Listener("WEB_PORT", s.web_host, s.web_port, WEB_LISTENING)],
     ),
     ChildSpec(
         "thermometer", "thermometer bot", "thermometer.py", optional=True,
-        ready=lambda s: peer_online(s.chat_host, s.chat_port, s.thermometer_name),
+        ready=lambda s, child: peer_online(s.chat_host, s.chat_port, s.thermometer_name, _secret(s.api_token)),
         address=lambda s: f"peer '{s.thermometer_name}'",
     ),
     ChildSpec(
         "openai", "openai bot", "openai_bot.py", optional=True,
-        ready=lambda s: peer_online(s.chat_host, s.chat_port, s.bot_name),
+        ready=lambda s, child: peer_online(s.chat_host, s.chat_port, s.bot_name, _secret(s.api_token)),
         address=lambda s: f"peer '{s.bot_name}'",
         unmet=_openai_unmet,
     ),
@@ -157,6 +230,98 @@ def redact_url(url: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", url)
 
 
+# --- the port rule -------------------------------------------------------------------
+
+
+def port_problems(listeners: Sequence[Listener]) -> list[str]:
+    """One sentence per listener that could not listen now (none: all free). Each is
+    bound and listened on, with SO_REUSEADDR as the servers do, and all are held until
+    the end, so two settings naming one port are caught as well."""
+    problems: list[str] = []
+    chosen: dict[tuple[str, int], str] = {}
+    with ExitStack() as held:
+        for listener in listeners:
+            if listener.port == 0:
+                continue  # the system picks a free one
+            first = chosen.setdefault((listener.host, listener.port), listener.setting)
+            if first != listener.setting:
+                problems.append(f"{first} and {listener.setting} are both port {listener.port}: give each its own.")
+                continue
+            try:
+                for sock in _listen(listener.host, listener.port):
+                    held.callback(sock.close)
+            except OSError as exc:
+                problems.append(_port_problem(listener, exc, {port for _, port in chosen}))
+    return problems
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on every address `host` names (as asyncio's create_server binds
+    them), or OSError with none left open."""
+    opened: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            opened.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen()
+    except OSError:
+        for sock in opened:
+            sock.close()
+        raise
+    return opened
+
+
+def _port_problem(listener: Listener, exc: OSError, avoid: set[int]) -> str:
+    where = f"{listener.setting}={_free_port_near(listener, avoid)}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"Port {listener.port} ({listener.setting}) is already in use: another chatnet, or something else, "
+            f"is listening there. Stop it or choose another port, e.g. {where}."
+        )
+    return f"Cannot listen on {listener.host}:{listener.port} ({listener.setting}): {exc.strerror or exc}. Choose another port, e.g. {where}, or another host."
+
+
+def _free_port_near(listener: Listener, avoid: set[int]) -> int:
+    """The first port above the taken one that is free now and no other setting names."""
+    for port in range(listener.port + 1, min(listener.port + SUGGEST_SPAN, 65536)):
+        if port in avoid:
+            continue
+        try:
+            for sock in _listen(listener.host, port):
+                sock.close()
+        except OSError:
+            continue
+        return port
+    return listener.port + 1
+
+
+def kept_token(path: Path) -> tuple[str, bool]:
+    """The API token kept in `path` (owner-only), made and written there when there is
+    none yet; and whether it was made now."""
+    try:
+        text = path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise StartFailed(f"Cannot read the API token file {path}: {exc.strerror or exc}. Fix or delete it, or set API_TOKEN.") from None
+    if TOKEN_RE.fullmatch(text):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # widened by someone since: it grants every route of the API
+        return text, False
+    token = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file(path, token.encode() + b"\n", 0o600)
+    except OSError as exc:
+        raise StartFailed(f"Cannot write the API token file {path}: {exc.strerror or exc}. Set API_TOKEN instead.") from None
+    return token, True
+
+
 @dataclass
 class Running:
     """A started child and its restart bookkeeping."""
@@ -171,13 +336,15 @@ class Running:
 class Launcher:
     def __init__(self, settings: Settings, skip: set[str]) -> None:
         updates: dict[str, Any] = {"data_dir": settings.data_dir.resolve(), "log_dir": settings.log_dir.resolve()}
-        self.token_generated = settings.api_token is None
-        if self.token_generated:
-            updates["api_token"] = SecretStr(secrets.token_urlsafe(32))
         self.settings = settings.model_copy(update=updates)
         self.skip = skip
         self.given_mongo_url = settings.mongo_url
+        # Where the generated token is kept (None: it came from API_TOKEN).
+        self.token_file: Path | None = None
+        self.token_made = False  # made on this start (else read back from token_file)
+        self.tls_generated = False  # the certificate is our self-signed one
         self.store_path: Path | None = None
+        self.plan: list[ChildSpec] = []
         self.running: list[Running] = []
         self.skipped: dict[str, str] = {}
         self.stopping = False
@@ -191,12 +358,16 @@ class Launcher:
             signal.signal(signum, self._on_signal)
         code = 0
         try:
+            self._prepare()
             self._start_store()
             self._start_children()
             logger.info(self.banner())
             self._supervise()
         except Shutdown:
             pass
+        except StartFailed as exc:
+            logger.error("Could not start chatnet:\n%s", exc)
+            code = 1
         except ChildFailed as exc:
             logger.error("Could not start chatnet: %s", exc)
             code = 1
@@ -218,26 +389,70 @@ class Launcher:
 
     # --- starting ------------------------------------------------------------------
 
-    def _start_store(self) -> None:
-        """The embedded store, unless a MongoDB already answers at MONGO_URL."""
-        if mongo_reachable(self.settings.mongo_url):
-            logger.info("Using the MongoDB at %s", redact_url(self.settings.mongo_url))
-            return
-        self._check_stop()
-        port = free_port()
-        self.store_path = self.settings.data_dir / "store"
-        self.settings = self.settings.model_copy(update={"mongo_url": f"mongodb://127.0.0.1:{port}"})
-        argv = embedded_store_argv(port, self.store_path)
-        self._start(ChildSpec("store", "embedded store", "", ready=lambda s: port_open("127.0.0.1", port), address=lambda s: s.mongo_url), argv)
-
-    def _start_children(self) -> None:
+    def _prepare(self) -> None:
+        """What must hold before any child starts: what will run, TLS files named, every
+        port free, the token and the certificate in place. Raises StartFailed."""
         for spec in CHILDREN:
             reason = self._skip_reason(spec)
             if reason:
                 self.skipped[spec.name] = reason
-                continue
+            else:
+                self.plan.append(spec)
+        self._name_tls_files()
+        problems = port_problems([listener for spec in self.plan for listener in spec.listeners(self.settings)])
+        if problems:
+            raise StartFailed("\n".join(problems))
+        if self.settings.api_token is None:
+            self.token_file = self.settings.data_dir / TOKEN_FILE
+            token, self.token_made = kept_token(self.token_file)
+            self.settings = self.settings.model_copy(update={"api_token": SecretStr(token)})
+        self._make_tls_files()
+
+    def _name_tls_files(self) -> None:
+        """TLS_CERT and TLS_KEY as absolute paths (children run elsewhere): the given
+        pair, or where the self-signed pair lives. Both or neither must be given."""
+        s = self.settings
+        if (s.tls_cert is None) != (s.tls_key is None):
+            given, missing = ("TLS_CERT", "TLS_KEY") if s.tls_cert is not None else ("TLS_KEY", "TLS_CERT")
+            raise StartFailed(f"{given} is set but {missing} is not: set both, or neither for a self-signed certificate under {s.data_dir / TLS_DIR}.")
+        self.tls_generated = s.tls_cert is None
+        if s.tls_cert is None or s.tls_key is None:
+            cert, key = s.data_dir / TLS_DIR / CERT_FILE, s.data_dir / TLS_DIR / KEY_FILE
+        else:
+            cert, key = s.tls_cert.resolve(), s.tls_key.resolve()
+        self.settings = s.model_copy(update={"tls_cert": cert, "tls_key": key})
+
+    def _make_tls_files(self) -> None:
+        """The self-signed pair made (or kept), and whichever pair loaded once here, so
+        a bad file is one clear error instead of a chat server that keeps crashing."""
+        if self.tls_generated:
+            try:
+                ensure_certificate(self.settings.data_dir / TLS_DIR)
+            except OSError as exc:
+                raise StartFailed(f"Cannot write the TLS certificate under {self.settings.data_dir / TLS_DIR}: {exc.strerror or exc}.") from None
+        try:
+            server_context(self.settings)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartFailed(f"TLS_CERT/TLS_KEY ({self.settings.tls_cert}, {self.settings.tls_key}) can't be used: {exc.strerror or exc}.") from None
+
+    def _start_store(self) -> None:
+        """The embedded store, unless a MongoDB already answers at MONGO_URL. It binds a
+        port the system picks and says which; restarts bind that one again."""
+        if mongo_reachable(self.settings.mongo_url):
+            logger.info("Using the MongoDB at %s", redact_url(self.settings.mongo_url))
+            return
+        self._check_stop()
+        store_path = self.store_path = self.settings.data_dir / "store"
+        spec = ChildSpec("store", "embedded store", "", ready=lambda s, child: lambda: port_open("127.0.0.1", child.port or 0)(), address=lambda s: s.mongo_url)
+        child = self._start(spec, lambda port: embedded_store_argv(port, store_path), listening=STORE_LISTENING)
+        self.settings = self.settings.model_copy(update={"mongo_url": f"mongodb://127.0.0.1:{child.port}"})
+        logger.info("%s ready at %s (pid %s)", spec.title, spec.address(self.settings), child.pid)
+
+    def _start_children(self) -> None:
+        for spec in self.plan:
             self._check_stop()
-            self._start(spec, script(spec.script))
+            child = self._start(spec, script(spec.script))
+            logger.info("%s ready at %s (pid %s)", spec.title, spec.address(self.settings), child.pid)
 
     def _skip_reason(self, spec: ChildSpec) -> str | None:
         if spec.name in self.skip:
@@ -247,8 +462,13 @@ class Launcher:
         unmet = spec.unmet(self.settings)
         return f"skipped: {unmet}" if unmet else None
 
-    def _start(self, spec: ChildSpec, argv: list[str]) -> None:
-        probe = spec.ready(self.settings)
+    def _start(self, spec: ChildSpec, argv: list[str] | Callable[[int], Sequence[str]], listening: str | None = None) -> Child:
+        """Start one child and wait until it is ready. The lines its listeners log are
+        made exact for the configured ports: the first is `listening` (its port is
+        learned), the others must appear too, at every start, before `ready` is polled."""
+        said = [on_port(listener.logged, listener.port) for listener in spec.listeners(self.settings)]
+        if listening is None and said:
+            listening, *said = said
 
         def ready() -> bool:
             self._check_stop()  # a Ctrl-C while waiting ends the wait
@@ -259,11 +479,13 @@ class Launcher:
             env=child_env(self.settings),
             log_path=self.settings.log_dir / f"{spec.name}.log",
             new_session=True,
+            listening=listening, also_logged=said,
         )  # fmt: skip
+        probe = spec.ready(self.settings, child)
         self.running.append(Running(spec.title, child))
         logger.info("Starting %s …", spec.title)
         child.start(START_TIMEOUT)
-        logger.info("%s ready at %s (pid %s)", spec.title, spec.address(self.settings), child.pid)
+        return child
 
     # --- supervising ---------------------------------------------------------------
 
@@ -337,19 +559,25 @@ class Launcher:
 
     def banner(self) -> str:
         s = self.settings
-        port_flag = "" if s.chat_port == 5000 else f" --port {s.chat_port}"
-        host_flag = "" if s.chat_host == "127.0.0.1" else f" --host {s.chat_host}"
-        web = f"http://{s.web_host}:{s.web_port}" if self._started("web") else f"(web adapter {self.skipped.get('web', 'not running')})"
+        defaults = Settings.model_fields
+        port_flag = "" if s.chat_port == defaults["chat_port"].default else f" --port {s.chat_port}"
+        host_flag = "" if s.chat_host == defaults["chat_host"].default else f" --host {s.chat_host}"
+        web = web_url(s) if self._started("web") else f"(web adapter {self.skipped.get('web', 'not running')})"
         if self.store_path is not None:
             store = f"embedded, data in {self.store_path} (nothing answered at {redact_url(self.given_mongo_url)})"
         else:
             store = f"MongoDB at {redact_url(s.mongo_url)}, database '{s.mongo_db}'"
-        token = "generated for this run (set API_TOKEN to choose one)" if self.token_generated else "from API_TOKEN"
+        if self.token_file is None:
+            token = "from API_TOKEN"
+        else:
+            made = "generated now" if self.token_made else "generated at the first start"
+            token = f"in {self.token_file} ({made}; set API_TOKEN to choose one)"
         lines = [
             "",
             "chatnet is running.",
             f"  Browser:           {web}",
             f"  Terminal client:   {_python()} async_client.py{host_flag}{port_flag}   or   nc {s.chat_host} {s.chat_port}",
+            *self._tls_lines(host_flag),
             f"  Message API docs:  {s.api_url}/docs",
             f"  API token:         {token}",
             f"  Store:             {store}",
@@ -363,8 +591,31 @@ class Launcher:
         lines.append("Press Ctrl-C to stop.")
         return "\n".join(lines)
 
+    def _tls_lines(self, host_flag: str) -> list[str]:
+        s = self.settings
+        if not self._started("server") or not tls_enabled(s):
+            return []
+        port_flag = "" if s.chat_tls_port == Settings.model_fields["chat_tls_port"].default else f" --port {s.chat_tls_port}"
+        if self.tls_generated:
+            # The client trusts DATA_DIR/tls/cert.pem by itself; elsewhere it must be told.
+            cafile_flag = "" if s.tls_cert == ROOT / "data" / TLS_DIR / CERT_FILE else f" --cafile {s.tls_cert}"
+            names = ", ".join((*HOSTNAMES, *ADDRESSES))
+            cert = f"{s.tls_cert} (self-signed for {names}; set TLS_CERT/TLS_KEY to use your own)"
+        else:
+            cafile_flag = ""
+            cert = f"{s.tls_cert} (from TLS_CERT; the client checks it against the system's CAs, or --cafile)"
+        client = f"{_python()} async_client.py --tls{host_flag}{port_flag}{cafile_flag}"
+        return [
+            f"  With TLS:          {client}   or   openssl s_client -connect {s.chat_host}:{s.chat_tls_port} -quiet",
+            f"  TLS certificate:   {cert}",
+        ]
+
     def _started(self, name: str) -> bool:
         return any(entry.child.name == name for entry in self.running)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _python() -> str:

@@ -32,7 +32,14 @@ Probe = Callable[[], bool]
 STORE_LISTENING = r"Listening on \S*:(\d+)$"  # nx-27017 (asyncio mode)
 API_LISTENING = r"Uvicorn running on \w+://\S*:(\d+) "  # uvicorn logs the real port of port 0
 CHAT_LISTENING = r"listening on \S*:(\d+)$"  # chatnet.server
-WEB_LISTENING = r"web page on http://\S*:(\d+) "  # chatnet.web
+CHAT_TLS_LISTENING = r"listening with TLS on \S*:(\d+)$"  # chatnet.server, with TLS_CERT/TLS_KEY
+WEB_LISTENING = r"web page on https?://\S*:(\d+) "  # chatnet.web (https with WEB_TLS)
+
+
+def on_port(pattern: str, port: int) -> str:
+    """One of the patterns above matching only `port` (any port for 0): a child that was
+    told its port must say it listens on exactly that one."""
+    return pattern if port == 0 else pattern.replace(r"(\d+)", f"({port})", 1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -119,6 +126,9 @@ class Child:
     new_session: bool = False
     listening: str | None = None
     port: int | None = None
+    # More lines each start must log before `ready` is polled (regexes, like
+    # `listening`; no port learned): a second listener, say.
+    also_logged: Sequence[str] = ()
 
     @property
     def running(self) -> bool:
@@ -131,8 +141,8 @@ class Child:
     def start(self, timeout: float = 30.0) -> None:
         """Start and block until `ready()` answers (and, with `listening`, the child has
         said its port), or raise ChildFailed."""
-        if self.listening is not None and self.log_path is None:
-            raise ValueError(f"{self.name}: learning the port from the log needs a log_path")
+        if (self.listening is not None or self.also_logged) and self.log_path is None:
+            raise ValueError(f"{self.name}: reading what the child logs needs a log_path")
         scanned = 0  # how far this start's output has been searched for the port
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +150,7 @@ class Child:
             scanned = self.log_path.stat().st_size  # a restart appends: older lines don't count
         argv = self.argv(self.port or 0) if callable(self.argv) else self.argv
         learned = self.listening is None
+        unseen = set(self.also_logged)
         self.process = subprocess.Popen(
             list(argv),
             env={**os.environ, **self.env},
@@ -151,14 +162,14 @@ class Child:
         )
         deadline = time.monotonic() + timeout
         while True:
-            if not learned:
-                port, scanned = self._port_in_log(scanned)
+            if not learned or unseen:
+                port, scanned = self._scan_log(scanned, unseen)
                 if port == 0:
                     self.stop()
                     raise ChildFailed(f"{self.name} logged port 0, not the port it got.{self._log_tail()}")
-                if port is not None:
+                if port is not None and not learned:
                     self.port, learned = port, True
-            if learned and self.ready():
+            if learned and not unseen and self.ready():
                 return
             if self.process.poll() is not None:
                 raise ChildFailed(f"{self.name} exited with code {self.process.returncode}.{self._log_tail()}")
@@ -184,19 +195,24 @@ class Child:
             self._log = None
         return process.returncode
 
-    def _port_in_log(self, offset: int) -> tuple[int | None, int]:
+    def _scan_log(self, offset: int, unseen: set[str]) -> tuple[int | None, int]:
         """The port of the first `listening` line after `offset` (None: not yet), and
-        where the next search starts (after the last complete line read)."""
-        assert self.log_path is not None and self.listening is not None
+        where the next search starts (after the last complete line read). Patterns of
+        `unseen` that a line matches are taken out of it."""
+        if self.log_path is None:
+            raise ValueError(f"{self.name}: reading what the child logs needs a log_path")
         with open(self.log_path, "rb") as log:
             log.seek(offset)
             chunk = log.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]
+        port = None
         for line in complete.decode(errors="replace").splitlines():
-            match = re.search(self.listening, line.rstrip())
+            line = line.rstrip()
+            unseen.difference_update([pattern for pattern in unseen if re.search(pattern, line)])
+            match = re.search(self.listening, line) if self.listening is not None and port is None else None
             if match:
-                return int(match.group(1)), offset + len(complete)
-        return None, offset + len(complete)
+                port = int(match.group(1))
+        return port, offset + len(complete)
 
     def kill(self) -> None:
         """Die without a word (tests of crashes)."""

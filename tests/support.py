@@ -135,7 +135,7 @@ class Network:
         launcher sees it). The child is registered under `name`."""
         from chatnet.launcher import peer_online
 
-        return self.start(name, script(script_name), peer_online(HOST, self.chat_port, name), **env)
+        return self.start(name, script(script_name), peer_online(HOST, self.chat_port, name, self.token), **env)
 
     def stop(self, name: str) -> None:
         child = self.children.pop(name, None)

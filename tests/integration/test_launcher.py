@@ -8,14 +8,19 @@ import asyncio
 import os
 import re
 import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chatnet.config import Settings
-from chatnet.launcher import child_env, redact_url
-from chatnet.process import free_port, script
+from chatnet.errors import ChildFailed
+from chatnet.launcher import Listener, child_env, port_problems, redact_url
+from chatnet.process import CHAT_LISTENING, WEB_LISTENING, Child, free_port, on_port, port_open, script
+from chatnet.tls import client_context
 from tests.support import HOST, ConsoleProcess, TextClient
 
 START_TIMEOUT = 90.0  # store, API and server one after another
@@ -48,7 +53,7 @@ class LauncherProcess(ConsoleProcess):
 def launcher_env(tmp_path: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "API_TOKEN"))}
     env.update(
-        CHAT_HOST=HOST, CHAT_PORT=str(free_port()),
+        CHAT_HOST=HOST, CHAT_PORT=str(free_port()), CHAT_TLS_PORT=str(free_port()),
         API_HOST=HOST, API_PORT=str(free_port()),
         WEB_HOST=HOST, WEB_PORT=str(free_port()),
         MONGO_URL=f"mongodb://{HOST}:{free_port()}", MONGO_DB="launchertest",
@@ -60,13 +65,11 @@ def launcher_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 async def start_launcher(launcher_env: dict[str, str]) -> AsyncIterator[Callable[[], asyncio.Future[LauncherProcess]]]:
-    """Starts `launcher.py --no-web --no-thermometer --no-openai`; none outlives the test."""
+    """Starts `launcher.py --no-web --no-thermometer --no-openai` (or with `flags`); none outlives the test."""
     started: list[LauncherProcess] = []
 
-    async def start() -> LauncherProcess:
-        launcher = await LauncherProcess.start(
-            script("launcher.py", "--no-web", "--no-thermometer", "--no-openai"), launcher_env, timeout=START_TIMEOUT
-        )
+    async def start(env: dict[str, str] | None = None, flags: tuple[str, ...] = ("--no-web", "--no-thermometer", "--no-openai")) -> LauncherProcess:
+        launcher = await LauncherProcess.start(script("launcher.py", *flags), env or launcher_env, timeout=START_TIMEOUT)
         assert isinstance(launcher, LauncherProcess)
         started.append(launcher)
         return launcher
@@ -175,3 +178,155 @@ def test_children_read_back_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_banner_hides_a_mongo_password(url: str, shown: str) -> None:
     """A MongoDB URL is shown on the console without its password."""
     assert redact_url(url) == shown
+
+
+def running_with(variable: str, value: str) -> list[int]:
+    """Pids of live processes whose environment has `variable=value` (every child of a
+    launcher inherits its DATA_DIR)."""
+    marker = f"{variable}={value}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return pids
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc to find left-over processes")
+
+
+@needs_proc
+@pytest.mark.parametrize("setting", ["CHAT_PORT", "CHAT_TLS_PORT", "API_PORT"])
+async def test_port_taken_by_something_else_is_a_clear_error(start_launcher, launcher_env: dict[str, str], setting: str) -> None:
+    """A port another program listens on stops the start: the port and its setting named with a free one to use, exit 1, nothing started or left running."""
+    port = int(launcher_env[setting])
+    with socket.create_server((HOST, port)):  # something else, listening there
+        launcher = await start_launcher()
+        code, output = await launcher.finish(timeout=30)
+    assert code == 1
+    assert f"Port {port} ({setting}) is already in use: another chatnet, or something else, is listening there." in output
+    suggested = re.search(rf"Stop it or choose another port, e\.g\. {setting}=(\d+)\.", output)
+    assert suggested and int(suggested.group(1)) != port, output
+    assert "Starting" not in output and "chatnet is running." not in output
+    assert running_with("DATA_DIR", launcher_env["DATA_DIR"]) == []
+
+
+@needs_proc
+async def test_second_launcher_fails_and_leaves_the_first_alone(start_launcher, launcher_env: dict[str, str], tmp_path: Path) -> None:
+    """While one network runs, a second launcher on the same ports names each taken port and exits 1; the first keeps serving."""
+    first = await start_launcher()
+    await first.banner()
+    second_env = {**launcher_env, "DATA_DIR": str(tmp_path / "second" / "data"), "LOG_DIR": str(tmp_path / "second" / "logs")}
+    second = await start_launcher(second_env)
+    code, output = await second.finish(timeout=30)
+    assert code == 1
+    for setting in ("API_PORT", "CHAT_PORT", "CHAT_TLS_PORT"):
+        assert f"Port {launcher_env[setting]} ({setting}) is already in use" in output
+    assert "chatnet is running." not in output
+    assert running_with("DATA_DIR", second_env["DATA_DIR"]) == []
+    assert all(alive(pid) for pid in first.pids().values())
+    erin = await login(int(launcher_env["CHAT_PORT"]), "erin")
+    await erin.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_token_file_and_certificate_are_kept_and_shown(start_launcher, launcher_env: dict[str, str]) -> None:
+    """The banner shows where the API token (DATA_DIR/api_token, mode 600, never printed) and the certificate are and the TLS address; a new start reuses both."""
+    data = Path(launcher_env["DATA_DIR"])
+    token_file, cert = data / "api_token", data / "tls" / "cert.pem"
+    chat_port, tls_port, api_url = launcher_env["CHAT_PORT"], launcher_env["CHAT_TLS_PORT"], f"http://{HOST}:{launcher_env['API_PORT']}"
+
+    launcher = await start_launcher()
+    banner = await launcher.banner()
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert f"API token:         in {token_file} (generated now; set API_TOKEN to choose one)" in banner
+    assert f"python async_client.py --tls --port {tls_port} --cafile {cert}" in banner
+    assert f"openssl s_client -connect {HOST}:{tls_port} -quiet" in banner
+    assert f"TLS certificate:   {cert} (self-signed for localhost, 127.0.0.1, ::1" in banner
+    assert (data / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
+    await api_answers(api_url, token)
+    await greets_over_tls(int(tls_port), cert)
+    assert await launcher.interrupt() == 0
+    assert token not in "\n".join(launcher.seen)
+
+    cert_bytes = cert.read_bytes()
+    again = await start_launcher()
+    banner = await again.banner()
+    assert f"in {token_file} (generated at the first start;" in banner
+    assert token_file.read_text().strip() == token and cert.read_bytes() == cert_bytes
+    await api_answers(api_url, token)
+    await greets_over_tls(int(tls_port), cert)
+    assert token not in "\n".join(again.seen)
+    assert f"nc {HOST} {chat_port}" in banner
+
+
+async def api_answers(api_url: str, token: str) -> None:
+    """The API takes `token` and refuses a request without it."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.get(f"{api_url}/mail/alice")).status_code == 401
+        assert (await http.get(f"{api_url}/mail/alice", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+
+
+async def greets_over_tls(port: int, cert: Path) -> None:
+    """The chat server's TLS port verifies against `cert` and asks for a name."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port, ssl=client_context(cert)), 10)
+    try:
+        assert await asyncio.wait_for(reader.readline(), 10) == b"Enter username:\n"
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("given", "missing"), [("TLS_CERT", "TLS_KEY"), ("TLS_KEY", "TLS_CERT")])
+async def test_half_a_tls_pair_is_a_clear_error(start_launcher, launcher_env: dict[str, str], tmp_path: Path, given: str, missing: str) -> None:
+    """TLS_CERT without TLS_KEY (or the other way round) stops the start with one line saying what to set."""
+    launcher = await start_launcher({**launcher_env, given: str(tmp_path / "some.pem")})
+    code, output = await launcher.finish(timeout=30)
+    assert code == 1
+    assert f"{given} is set but {missing} is not: set both, or neither" in output
+    assert "Starting" not in output
+
+
+def test_two_settings_naming_one_port_are_caught() -> None:
+    """Two settings naming the same port are reported as such, not as a port somebody else holds."""
+    port = free_port()
+    problems = port_problems([Listener("CHAT_PORT", HOST, port, CHAT_LISTENING), Listener("WEB_PORT", HOST, port, WEB_LISTENING)])
+    assert problems == [f"CHAT_PORT and WEB_PORT are both port {port}: give each its own."]
+
+
+def test_free_ports_pass_the_port_rule() -> None:
+    """Ports nobody holds pass; port 0 (the system picks) is never a problem."""
+    assert port_problems([Listener("CHAT_PORT", HOST, free_port(), CHAT_LISTENING), Listener("API_PORT", HOST, 0, CHAT_LISTENING)]) == []
+
+
+async def test_web_page_over_https_with_web_tls(start_launcher, launcher_env: dict[str, str]) -> None:
+    """With WEB_TLS=true the banner's browser address is https:// and the page is served over TLS with the generated certificate."""
+    launcher = await start_launcher({**launcher_env, "WEB_TLS": "true"}, ("--no-thermometer", "--no-openai"))
+    banner = await launcher.banner()
+    url = f"https://{HOST}:{launcher_env['WEB_PORT']}"
+    assert f"Browser:           {url}" in banner
+    async with httpx.AsyncClient(verify=client_context(Path(launcher_env["DATA_DIR"]) / "tls" / "cert.pem"), timeout=10) as http:
+        assert (await http.get(f"{url}/")).status_code == 200
+
+
+def test_a_probe_answered_by_another_program_is_not_ready(tmp_path: Path) -> None:
+    """A child that never said it listens on its port is not ready, though something else answers the probe there."""
+    with socket.create_server((HOST, 0)) as other:
+        port = other.getsockname()[1]
+        says_another_port = f"print('listening on {HOST}:{port + 1}', flush=True); import time; time.sleep(60)"
+        child = Child(
+            "server", [sys.executable, "-c", says_another_port], port_open(HOST, port),
+            log_path=tmp_path / "server.log", listening=on_port(CHAT_LISTENING, port),
+        )  # fmt: skip
+        with pytest.raises(ChildFailed, match="was not ready after 2 s"):
+            child.start(timeout=2.0)
+    assert not child.running
