@@ -252,7 +252,16 @@ class Quit(NamedTuple):
     pass
 
 
-ClientEvent = Login | Chat | Command | Quit
+class Ack(NamedTuple):
+    """A client with the `ack` feature has handled these messages (by id)."""
+
+    ids: tuple[str, ...]
+
+
+ClientEvent = Login | Chat | Command | Quit | Ack
+
+# The login feature of clients that acknowledge what they have handled.
+ACK_FEATURE: Final = "ack"
 
 
 # A live message as the router hands it to a session, and as it is archived: a plain

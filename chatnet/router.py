@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
@@ -34,7 +36,9 @@ from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
 from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS
 from chatnet.protocol import (
+    ACK_FEATURE,
     COMMANDS,
+    Ack,
     Chat,
     Clock,
     Command,
@@ -52,6 +56,18 @@ from chatnet.protocol import (
 from chatnet.session import Session
 
 logger = logging.getLogger("chatnet.server")
+
+# How often a hand-over waiting for a client's acknowledgements looks whether the
+# client went away meanwhile.
+ACK_POLL: Final = 0.1
+
+
+@dataclass(slots=True)
+class Awaited:
+    """What a client with the `ack` feature has acknowledged of the page it was sent."""
+
+    acked: set[str] = field(default_factory=set)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Router:
@@ -76,6 +92,8 @@ class Router:
         # Sessions that had something stored because they were not keeping up: their
         # mail is handed over as soon as they read again.
         self._diverted: set[Session] = set()
+        # Hand-overs waiting for a client's acknowledgements (the `ack` feature).
+        self._awaited: dict[Session, Awaited] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
@@ -177,9 +195,14 @@ class Router:
         self.spawn(self.hand_over_mail(session, announce=True, welcome=welcome))
         session.resume_lines()
 
-    def act(self, session: Session, event: Command | Quit | Login) -> None:
+    def act(self, session: Session, event: Command | Quit | Login | Ack) -> None:
         if type(event) is Command:
             self._commands[event.name](session, event.args)
+        elif type(event) is Ack:
+            waiting = self._awaited.get(session)
+            if waiting is not None:  # acks of what no hand-over waits for are dropped
+                waiting.acked.update(event.ids)
+                waiting.arrived.set()
         elif type(event) is Quit:
             session.close(f"Goodbye, {session.name}!")
         else:
@@ -313,22 +336,42 @@ class Router:
             first = False
             if not messages:
                 break
-            for message in messages:
-                session.deliver_stored(message)
-            await session.drained()
-            if not session.is_open:  # closed while draining: nothing of this page is acknowledged
-                return  # type: ignore[unreachable]  # mypy keeps the loop condition's narrowing across the await
+            ids = [m.id for m in messages]
+            waiting = Awaited() if ACK_FEATURE in session.features else None
+            if waiting is not None:
+                self._awaited[session] = waiting
             try:
-                with self.priority:
-                    await self.api.ack(session.name, [m.id for m in messages])
-            except ChatError as exc:
-                logger.warning("could not acknowledge mail of %s: %s", session.name, exc)
-                return  # it stays pending: the worst case is a repeat, never a loss
-            delivered += len(messages)
-            if len(messages) >= total:
-                break
+                for message in messages:
+                    session.deliver_stored(message)
+                done = await self._received(session, ids, waiting)
+            finally:
+                self._awaited.pop(session, None)
+            if done:
+                try:
+                    with self.priority:
+                        await self.api.ack(session.name, done)
+                except ChatError as exc:
+                    logger.warning("could not acknowledge mail of %s: %s", session.name, exc)
+                    return  # it stays pending: the worst case is a repeat, never a loss
+                delivered += len(done)
+            if len(done) < len(ids) or len(messages) >= total:
+                break  # what was not received stays pending, for the next login or !check
         if delivered:
             logger.info("handed %d stored message(s) to %s", delivered, session.name)
+
+    async def _received(self, session: Session, ids: list[str], waiting: Awaited | None) -> list[str]:
+        """The ids of a page written to `session` that its reader has received: those it
+        acknowledged (the `ack` feature), or else all of them once the peer's TCP stack
+        has acknowledged every byte (nothing when the connection breaks first)."""
+        if waiting is None:
+            return ids if await session.delivered() else []
+        await session.drained()
+        wanted = set(ids)
+        while session.is_open and not wanted <= waiting.acked:
+            waiting.arrived.clear()
+            with suppress(TimeoutError):  # woken by acks; now and then, to see whether it closed
+                await asyncio.wait_for(waiting.arrived.wait(), ACK_POLL)
+        return [i for i in ids if i in waiting.acked]
 
     def _say_mail_count(self, session: Session, total: int, announce: bool, welcome: dict[str, Any]) -> None:
         counted = f"{total} stored message{'s' if total != 1 else ''}"

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import fcntl
 import logging
+import struct
+import termios
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -34,7 +37,7 @@ from typing import Any, Final, Protocol
 
 from chatnet.dialects import Dialect
 from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
-from chatnet.protocol import Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Quit
+from chatnet.protocol import Ack, Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Quit
 
 logger = logging.getLogger("chatnet.server")
 
@@ -77,7 +80,7 @@ class Router(Protocol):
     def connected(self, session: Session) -> None: ...
     def login(self, session: Session, login: Login) -> None: ...  # answers through logged_in / refused / ask_password
     def route(self, session: Session, chat: Chat) -> None: ...
-    def act(self, session: Session, event: Command | Quit | Login) -> None: ...
+    def act(self, session: Session, event: Command | Quit | Login | Ack) -> None: ...
     def writable(self, session: Session) -> None: ...
     def disconnected(self, session: Session, was_logged_in: bool) -> None: ...
 
@@ -453,6 +456,30 @@ class Session(asyncio.Protocol):
                 await self._resumed
             else:
                 await asyncio.sleep(DRAIN_POLL)
+
+    async def delivered(self) -> bool:
+        """Wait until the peer's TCP stack has acknowledged every byte written so far
+        (not merely our buffers or the kernel's send queue emptying toward it); False
+        when the connection closes first."""
+        await self.drained()
+        while self.state in OPEN:
+            if not self.unacknowledged_bytes():
+                return True
+            await asyncio.sleep(DRAIN_POLL)
+        return False
+
+    def unacknowledged_bytes(self) -> int:
+        """Bytes in the socket's send queue the peer has not acknowledged (Linux's
+        SIOCOUTQ); 0 where that can't be asked."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return 0
+        try:
+            answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        queued: int = struct.unpack("i", answer)[0]
+        return queued
 
     def _wake(self) -> None:
         if self._resumed is not None and not self._resumed.done():

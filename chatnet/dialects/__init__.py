@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from chatnet.dialects.json import JSON
 from chatnet.dialects.text import TEXT
-from chatnet.protocol import Chat, Command, Delivery, Event, Login, Message, Quit
+from chatnet.protocol import Ack, Chat, Command, Delivery, Event, Login, Message, Quit
 
 
 class Dialect(Protocol):
@@ -39,7 +39,7 @@ class Dialect(Protocol):
         """The login line; raises ProtocolError with the reason."""
         ...
 
-    def parse(self, line: str) -> Chat | Command | Quit | Login:
+    def parse(self, line: str) -> Chat | Command | Quit | Login | Ack:
         """A line after login; raises ProtocolError with the reason."""
         ...
 

@@ -18,9 +18,11 @@ import re
 from typing import Any, ClassVar, Final
 
 from chatnet.errors import BadFrame
+from chatnet.limits import MAX_BATCH
 from chatnet.protocol import (
     SERVER_METADATA,
     SERVER_NAME,
+    Ack,
     Chat,
     ClientEvent,
     Command,
@@ -78,12 +80,17 @@ def parse_frame(line: str) -> ClientEvent:
         if metadata and not SERVER_METADATA.isdisjoint(metadata):
             metadata = {key: value for key, value in metadata.items() if key not in SERVER_METADATA}
         return Chat(check_name(destination, "destination"), check_message(message), metadata or None, kind)
+    if kind == "ack":
+        ids = frame.get("ids")
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_BATCH or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids):
+            raise BadFrame(f"An ack frame needs 'ids': a list of 1 to {MAX_BATCH} message ids.")
+        return Ack(tuple(ids))
     if kind == MessageType.COMMAND:
         message = frame.get("message")
         if not isinstance(message, str) or not message.strip():
             raise BadFrame("A command frame needs a 'message' such as '!who'.")
         return parse_command(message.strip())
-    raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription' or 'command'.")
+    raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription', 'command' or 'ack'.")
 
 
 def _no_constant(name: str) -> Any:
@@ -124,8 +131,10 @@ def _parse_login(frame: dict[str, Any]) -> Login:
     return Login(check_name(user, "username"), frozenset(features), password, token, want_token, service_token)
 
 
-def client_frame(event: Chat | Command | Login) -> dict[str, Any]:
+def client_frame(event: Chat | Command | Login | Ack) -> dict[str, Any]:
     """The frame a client sends for an event (`parse_frame` is its inverse)."""
+    if isinstance(event, Ack):
+        return {"type": "ack", "ids": list(event.ids)}
     if isinstance(event, Command):
         return {"type": MessageType.COMMAND, "message": f"!{event.name} {event.args}".strip()}
     if isinstance(event, Login):

@@ -595,3 +595,38 @@ async def test_stop_finishes_the_mail_request_in_flight(api: FakeApi) -> None:
     await stopping
     assert [m.message for m in api.mail["joe"]] == ["in flight at shutdown"]
     assert "User 'joe' is offline. Message saved." in alice.lines()
+
+
+# --- acknowledged hand-over (the `ack` feature) -------------------------------------------
+
+
+async def test_a_client_with_ack_has_only_what_it_acknowledged_taken_off_the_mailbox(router: Router, api: FakeApi) -> None:
+    """Stored mail to an `ack` client is acknowledged to the API as the client acknowledges it; what it didn't stays pending."""
+    messages = api.put_mail("joe", "one", "two", "three")
+    joe = await json_client(router, "joe", features=("ack",))
+    frames = [await joe.expect_frame(lambda f: f["type"] == "chat") for _ in messages]
+    assert [f["message"] for f in frames] == ["one", "two", "three"] and api.acked == []
+    joe.send_json({"type": "ack", "ids": [frames[0]["id"], frames[1]["id"]]})
+    joe.transport.disconnect()  # gone before acknowledging the third
+    await until(lambda: api.acked, "the acknowledgement of what joe acknowledged")
+    assert api.acked == [[messages[0].id, messages[1].id]]
+    assert [m.message for m in api.mail["joe"]] == ["three"]  # comes again next time
+
+
+async def test_a_client_with_ack_that_acknowledges_everything_empties_its_mailbox(router: Router, api: FakeApi) -> None:
+    """All acknowledged: all taken off, in one acknowledgement to the API."""
+    messages = api.put_mail("joe", "one", "two")
+    joe = await json_client(router, "joe", features=("ack",))
+    frames = [await joe.expect_frame(lambda f: f["type"] == "chat") for _ in messages]
+    joe.send_json({"type": "ack", "ids": [f["id"] for f in frames]})
+    await until(lambda: api.acked, "the acknowledgement")
+    assert api.acked == [[m.id for m in messages]] and api.mail["joe"] == []
+
+
+async def test_acks_for_what_nobody_waits_for_are_ignored(router: Router) -> None:
+    """An ack of unknown ids (or of live messages) gets no answer and harms nothing."""
+    joe = await json_client(router, "joe", features=("ack",))
+    joe.send_json({"type": "ack", "ids": ["nope"]})
+    joe.send_json({"type": "command", "message": "!who"})
+    who = await joe.expect_frame(lambda f: f["type"] != "chat")
+    assert who["metadata"]["event"] == "who"
