@@ -14,6 +14,7 @@ import uvicorn
 
 from chatnet.api import create_app
 from chatnet.cli import LOG_FORMAT, settings_from
+from chatnet.process import die_with_parent
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     args = parser.parse_args()
     settings = settings_from(args, "log_level")
+    die_with_parent()
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None, access_log=False)
 

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from chatnet.config import Settings
+from chatnet.process import die_with_parent
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,6 +34,7 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(debug: bool | None = False) -> None:
+    die_with_parent()  # every entry script comes here first
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
 
 

@@ -22,6 +22,12 @@ from typing import IO, Any
 
 from chatnet.errors import ChildFailed
 
+# prctl(2): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+# Set in the environment of the children Child starts (and only theirs: a script run
+# by hand has no supervising parent to die with).
+CHILD_ENV = "CHATNET_SUPERVISED"
+
 ROOT = Path(__file__).resolve().parent.parent
 
 Probe = Callable[[], bool]
@@ -40,6 +46,20 @@ def on_port(pattern: str, port: int) -> str:
     """One of the patterns above matching only `port` (any port for 0): a child that was
     told its port must say it listens on exactly that one."""
     return pattern if port == 0 else pattern.replace(r"(\d+)", f"({port})", 1)
+
+
+def die_with_parent() -> None:
+    """Called first thing by every child: on Linux it gets SIGTERM when its parent dies,
+    even by `kill -9`, so no child outlives the launcher (or a test run) holding its
+    ports. A child whose parent is already gone by then stops at once. Elsewhere
+    nothing is done."""
+    if not sys.platform.startswith("linux") or os.environ.get(CHILD_ENV) != "1":
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # orphaned before the line above: the parent died meanwhile
+        raise SystemExit(0)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,7 +117,7 @@ def embedded_store_argv(port: int, data_dir: Path, host: str = "127.0.0.1") -> l
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     return [
-        sys.executable, "-c", "from nx_27017.nx_27017 import main; main()",
+        sys.executable, "-c", "from chatnet.process import die_with_parent; die_with_parent(); from nx_27017.nx_27017 import main; main()",
         "--host", host, "--port", str(port),
         "--data-dir", str(data_dir),
         "--pid-file", str(data_dir / f"nx-27017-{port}.pid"),
@@ -153,7 +173,7 @@ class Child:
         unseen = set(self.also_logged)
         self.process = subprocess.Popen(
             list(argv),
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, CHILD_ENV: "1"},
             stdin=subprocess.DEVNULL,
             stdout=self._log if self._log else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,

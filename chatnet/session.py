@@ -28,6 +28,7 @@ import asyncio
 import contextvars
 import fcntl
 import logging
+import socket
 import struct
 import termios
 import time
@@ -55,6 +56,12 @@ WRITE_HARD_LIMIT: Final = 16 << 20
 # Below the high-water mark asyncio does not say when the buffer empties: `drained`
 # polls this often (it only runs while stored mail is handed over).
 DRAIN_POLL: Final = 0.005
+# A peer that vanished without a word (a dead host, a cut cable) is found out by TCP
+# keepalive: probes after this many idle seconds, every KEEPALIVE_INTERVAL, dropped
+# after KEEPALIVE_PROBES unanswered — about two minutes.
+KEEPALIVE_IDLE: Final = 60
+KEEPALIVE_INTERVAL: Final = 10
+KEEPALIVE_PROBES: Final = 6
 # Flushes run in this one context: they read no context variables, and copying the
 # current context for each one (what call_soon does unasked) costs a flush a third more.
 _FLUSH_CONTEXT: Final = contextvars.Context()
@@ -108,6 +115,18 @@ class FloodBucket:
     def wait(self) -> float:
         """Seconds until the next line may be read."""
         return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
+def _keep_alive(sock: Any) -> None:
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    except (OSError, AttributeError):  # not TCP, or a platform without these options
+        pass
 
 
 def flood_bucket(rate: float, burst: int) -> FloodBucket | None:
@@ -198,6 +217,7 @@ class Session(asyncio.Protocol):
         if peer:
             self.address = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
+        _keep_alive(transport.get_extra_info("socket"))
         self.router.connected(self)
         self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timeout)
         self.write(self.dialect.greeting())

@@ -330,3 +330,15 @@ def test_a_probe_answered_by_another_program_is_not_ready(tmp_path: Path) -> Non
         with pytest.raises(ChildFailed, match="was not ready after 2 s"):
             child.start(timeout=2.0)
     assert not child.running
+
+
+async def test_children_die_with_a_launcher_killed_outright(start_launcher) -> None:  # type: ignore[no-untyped-def]
+    """`kill -9` of the launcher leaves no child running (nor holding a port)."""
+    launcher = await start_launcher()
+    await launcher.banner()
+    children = launcher.pids()
+    assert set(children) >= {"store", "api", "server"}
+    launcher.process.kill()
+    await launcher.process.wait()
+    for name, pid in children.items():
+        assert await gone(pid, timeout=20), f"{name} (pid {pid}) outlived its launcher"
