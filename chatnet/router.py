@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.delivery import Archiver, MailWriter, Outcome, Priority
+from chatnet.delivery import Archiver, MailOptions, MailWriter, Outcome, Priority
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
@@ -199,6 +199,7 @@ class Router:
         if type(event) is Command:
             self._commands[event.name](session, event.args)
         elif type(event) is Ack:
+            session.acknowledged(event.ids)
             waiting = self._awaited.get(session)
             if waiting is not None:  # acks of what no hand-over waits for are dropped
                 waiting.acked.update(event.ids)
@@ -221,9 +222,23 @@ class Router:
             self._per_address[session.address] = left
         else:
             self._per_address.pop(session.address, None)
+        if session.unacked:
+            self._store_unreceived(session)
         if was_logged_in and self.directory.remove(session):
             logger.info("%s left", session.name)
             self._announce(session, "offline")
+
+    def _store_unreceived(self, session: Session) -> None:
+        """Live messages an `ack` reader was sent but never acknowledged go to its stored
+        mail, under the ids it was sent (a repeat is one it can drop)."""
+        assert session.unacked is not None
+        for msg_id, sender, destination, message, timestamp, kind, metadata, _ in session.unacked.values():
+            doc, options = _as_mail(msg_id or new_id(), sender, destination, message, timestamp, kind, metadata)
+            self.mail.submit(Outcome(doc, None), options)
+        logger.info("%s left with %d message(s) unacknowledged: stored", session.who, len(session.unacked))
+        if session.unacked_dropped:
+            logger.warning("%s: %d older unacknowledged message(s) were past the limit", session.who, session.unacked_dropped)
+        session.unacked.clear()
 
     def _announce(self, session: Session, presence: str) -> None:
         name, bot = session.name, session.kind == BOT
@@ -252,10 +267,7 @@ class Router:
             return
         if partial:
             return  # chunks of a streamed reply are for live readers only; the final frame follows
-        options = mail_hints(metadata, MAX_MAIL_TTL_SECONDS, MAX_KEEP_LATEST)
-        if metadata and "mail" in metadata:
-            metadata = {k: v for k, v in metadata.items() if k != "mail"}
-        doc = message_dict(new_id(), sender.name, destination, message, now, kind, metadata)
+        doc, options = _as_mail(new_id(), sender.name, destination, message, now, kind, metadata)
         if target is not None:
             self._diverted.update(target.sessions if isinstance(target, Group) else (target,))
         self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
@@ -450,3 +462,14 @@ class Router:
 
     def _cmd_help(self, session: Session, args: str) -> None:
         session.notice("\n".join(help_lines()), Event.HELP)
+
+
+def _as_mail(
+    msg_id: str, sender: str, destination: str, message: str, timestamp: str, kind: str, metadata: dict[str, Any] | None
+) -> tuple[dict[str, Any], MailOptions]:
+    """A message as offline mail: its JSON shape without the sender's storing hints
+    (`metadata.mail`), and those hints as the MailWriter's options."""
+    options = mail_hints(metadata, MAX_MAIL_TTL_SECONDS, MAX_KEEP_LATEST)
+    if metadata and "mail" in metadata:
+        metadata = {k: v for k, v in metadata.items() if k != "mail"}
+    return message_dict(msg_id, sender, destination, message, timestamp, kind, metadata), options

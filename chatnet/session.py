@@ -32,13 +32,14 @@ import socket
 import struct
 import termios
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from chatnet.dialects import Dialect
 from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
-from chatnet.protocol import Ack, Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Quit
+from chatnet.protocol import ACK_FEATURE, Ack, Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Quit, partial_chunk
 
 logger = logging.getLogger("chatnet.server")
 
@@ -56,6 +57,9 @@ WRITE_HARD_LIMIT: Final = 16 << 20
 # Below the high-water mark asyncio does not say when the buffer empties: `drained`
 # polls this often (it only runs while stored mail is handed over).
 DRAIN_POLL: Final = 0.005
+# Live messages kept for an `ack` reader until it acknowledges them; past this many the
+# oldest are forgotten (a reader that never acknowledges must not cost memory without end).
+UNACKED_LIMIT: Final = 2000
 # A peer that vanished without a word (a dead host, a cut cable) is found out by TCP
 # keepalive: probes after this many idle seconds, every KEEPALIVE_INTERVAL, dropped
 # after KEEPALIVE_PROBES unanswered — about two minutes.
@@ -141,7 +145,7 @@ class Session(asyncio.Protocol):
     __slots__ = (
         "router", "clock", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
-        "_out", "_flush_scheduled", "_resumed", "_login_timer", "_flood_timer",
+        "unacked", "unacked_dropped", "_out", "_flush_scheduled", "_resumed", "_login_timer", "_flood_timer",
     )  # fmt: skip
 
     def __init__(
@@ -169,6 +173,10 @@ class Session(asyncio.Protocol):
         self.flood = flood  # None: not limited (bots, or FLOOD_RATE=0)
         self._held: list[bytes | LineTooLong] | None = None  # lines read but not yet acted on
         self._pending_name = ""  # text mode: the name whose password is asked
+        # An `ack` reader's live messages not yet acknowledged, oldest first (None for
+        # others): what it never had goes to its stored mail if the connection breaks.
+        self.unacked: OrderedDict[str, Delivery] | None = None
+        self.unacked_dropped = 0
         self._flood_timer: asyncio.TimerHandle | None = None
         self.bogus = 0
         self.paused = False  # the transport's buffer is over its high-water mark
@@ -341,6 +349,8 @@ class Session(asyncio.Protocol):
             self._login_timer = None
         self.name, self.key, self.kind = name, name.lower(), kind
         self.features, self.state = tuple(sorted(features)), State.ACTIVE
+        if ACK_FEATURE in features:
+            self.unacked = OrderedDict()
         if kind == "bot":
             self.flood = None  # service sessions are exempt from flood limits
 
@@ -385,6 +395,24 @@ class Session(asyncio.Protocol):
         text = self.dialect.delivery(message)
         if text:
             self.write(text)
+            if self.unacked is not None:
+                self._remember(message)
+
+    def _remember(self, message: Delivery) -> None:
+        """An `ack` reader: keep what it was sent until it says it has it."""
+        assert self.unacked is not None
+        metadata = message[6]
+        if message[0] is None or (metadata is not None and partial_chunk(metadata)):
+            return  # a chunk of a stream: the final frame is what counts
+        self.unacked[message[0]] = message
+        if len(self.unacked) > UNACKED_LIMIT:
+            self.unacked.popitem(last=False)
+            self.unacked_dropped += 1
+
+    def acknowledged(self, ids: tuple[str, ...]) -> None:
+        if self.unacked is not None:
+            for msg_id in ids:
+                self.unacked.pop(msg_id, None)
 
     def deliver_stored(self, message: Message) -> None:
         self.write(self.dialect.stored(message))

@@ -630,3 +630,31 @@ async def test_acks_for_what_nobody_waits_for_are_ignored(router: Router) -> Non
     joe.send_json({"type": "command", "message": "!who"})
     who = await joe.expect_frame(lambda f: f["type"] != "chat")
     assert who["metadata"]["event"] == "who"
+
+
+async def test_live_messages_an_ack_reader_never_acknowledged_go_to_its_mail(router: Router, api: FakeApi) -> None:
+    """A JSON `ack` reader that drops before acknowledging: what it had not acknowledged is stored for it, under the same ids."""
+    joe = await json_client(router, "joe", features=("ack",))
+    alice = await text_client(router, "alice")
+    alice.send("joe: first", "joe: second")
+    first = await joe.expect_frame(lambda f: f["type"] == "chat")
+    second = await joe.expect_frame(lambda f: f["type"] == "chat")
+    joe.send_json({"type": "ack", "ids": [first["id"]]})
+    await turns(2)
+    joe.transport.disconnect()
+    await until(lambda: api.stored, "the unacknowledged message stored")
+    assert [(d["id"], d["message"], d["destination"]) for d in api.stored] == [(second["id"], "second", "joe")]
+    assert alice.take() == []  # the sender was told nothing more: it had been delivered
+
+
+async def test_a_reader_without_ack_leaves_nothing_behind(router: Router, api: FakeApi) -> None:
+    """Without the `ack` feature nothing is kept per message (and nothing stored when it leaves)."""
+    joe = await json_client(router, "joe")
+    alice = await text_client(router, "alice")
+    alice.send("joe: hi")
+    await joe.expect_frame(lambda f: f["type"] == "chat")
+    assert joe.session.unacked is None
+    joe.transport.disconnect()
+    await joe.wait_closed()
+    await turns(3)
+    assert api.stored == []
