@@ -53,6 +53,8 @@ ARGON2_PARALLELISM: Final = 1
 # Session tokens: 32 random bytes, URL-safe (43 characters).
 TOKEN_BYTES: Final = 32
 TOKEN_MAX_CHARS: Final = 128
+# Names whose password-check turn is remembered at once (see Accounts._turns).
+MAX_TURNS: Final = 10_000
 
 
 def name_key(name: str) -> str:
@@ -193,6 +195,11 @@ class Accounts:
         self.throttle = throttle
         self.session = timedelta(days=session_days)
         self.hasher = hasher or Hasher()
+        # One password check at a time per name in this process: the lock check, the
+        # count and a lock's fresh start then can't interleave, so a burst of guesses
+        # gets at most LOGIN_ATTEMPTS verifications. (Across API processes the store's
+        # counters still bound it, less tightly.)
+        self._turns: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def from_settings(cls, store: Store, settings: Settings) -> Accounts:
@@ -289,6 +296,12 @@ class Accounts:
         checked, so guesses sent at once can't outrun the count; a right one takes its
         own count back and clears the name's (not the address's: one account of one's
         own must not reset an address's count between guesses at others)."""
+        if len(self._turns) > MAX_TURNS:  # forget the idle ones (nobody holds or awaits them)
+            self._turns = {k: lock for k, lock in self._turns.items() if lock.locked() or lock._waiters}
+        async with self._turns.setdefault(key, asyncio.Lock()):
+            return await self._counted_check(key, name, hashed, password, source)
+
+    async def _counted_check(self, key: str, name: str, hashed: str | None, password: str, source: str | None) -> Refused | None:
         counters = [name_counter(key)] + ([] if source is None else [address_counter(source)])
         if refusal := await self._lock_of(name, counters):
             return refusal

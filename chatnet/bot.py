@@ -19,6 +19,18 @@ writer), so handlers never block on the socket and tests can read replies straig
 from it after `await bot.handle(message)`. On stop the bot takes no new messages, lets
 the handlers under way finish for a while (`SHUTDOWN_GRACE`) and sends their answers
 before it closes the connection.
+
+Acknowledged delivery. The bot logs in with the `ack` feature and acknowledges every
+chat and subscription message (`{"type": "ack", "ids": [...]}`) once it is done with
+it: its handler returned and the answer is queued (a handler that raised counts: its
+apology is the answer, and mail that fails every time must not come back at every
+login), it was refused (not allowed, rate limit, busy), or it is nothing the bot
+answers (broadcasts, other bots). A message whose handler never finished (the bot was
+killed or cancelled mid-way) is not acknowledged, so the server hands it over again
+at the next login. Acks wait `ACK_DELAY` to share a frame and always leave after the
+answers queued before them. Ids of recent messages are remembered, so a repeat (mail
+handed over again after a reconnect) is acknowledged again, or, if it is still being
+handled, when it is done, and never handled twice.
 """
 
 from __future__ import annotations
@@ -37,9 +49,9 @@ from typing import Any, Final, TypeVar
 from chatnet.config import Settings
 from chatnet.dialects.json import client_frame
 from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
-from chatnet.limits import MAX_MESSAGE_CHARS
+from chatnet.limits import ACK_IDS_PER_FRAME, MAIL_PAGE, MAX_MESSAGE_CHARS
 from chatnet.peer import Peer
-from chatnet.protocol import SERVER_NAME, Chat, Message, MessageType
+from chatnet.protocol import ACK_FEATURE, SERVER_NAME, Ack, Chat, Message, MessageType
 
 logger = logging.getLogger("chatnet.bot")
 
@@ -55,6 +67,12 @@ USER_QUEUE_LIMIT: Final = 20
 # How long a stopping bot lets the handlers under way finish; below the launcher's
 # wait before it kills a child (10 s), so their answers still go out.
 SHUTDOWN_GRACE: Final = 5.0
+# What the bot acknowledges (the server's notices are not acknowledged).
+ACKED_TYPES: Final = frozenset({MessageType.CHAT, MessageType.SUBSCRIPTION})
+# How long a handled message's ack waits for others to share its frame.
+ACK_DELAY: Final = 0.05
+# Ids of recent messages remembered to drop repeats: a whole page of stored mail.
+SEEN_LIMIT: Final = MAIL_PAGE
 
 Handler = Callable[["Bot", "Request"], Awaitable[str | None]]
 # A subclass's handler takes the subclass as `self`: the decorator keeps its type.
@@ -172,6 +190,10 @@ class Bot:
         self.connected = asyncio.Event()
         self._queues: dict[str, asyncio.Queue[Message]] = {}
         self._workers: set[asyncio.Task[None]] = set()
+        self._acks: list[str] = []  # ids of messages done with, not acknowledged yet
+        self._seen: dict[str, bool] = {}  # recent message ids -> done with (False: being handled)
+        self._wake = asyncio.Event()  # the writer has something to send
+        self._ack_timer: asyncio.TimerHandle | None = None
         self.log = logging.getLogger(f"chatnet.bot.{type(self).__name__.lower()}")
 
     # --- what subclasses override ------------------------------------------------------
@@ -214,6 +236,7 @@ class Bot:
             dropped = self.outbox.get_nowait()
             self.log.warning("outbox full; dropped a frame to %s", dropped.get("destination"))
         self.outbox.put_nowait(frame)
+        self._wake.set()
 
     def reply(self, req: Request, text: str, metadata: dict[str, Any] | None = None) -> None:
         """Answer the sender, split into several messages when it is long."""
@@ -224,15 +247,21 @@ class Bot:
 
     async def receive(self, message: Message) -> None:
         """One frame from the server: a person's chat goes to the sender's queue; the
-        rest (server notices, broadcasts, other bots) is ignored."""
+        rest (server notices, broadcasts, other bots) is ignored. A repeat of a message
+        already received is not handled again."""
+        if not self._first_time(message):
+            return
         if not self._wants(message):
+            self._done(message)
             return
         sender = message.sender or ""
         if self.allow is not None and sender not in self.allow:
             self.reply(Request.parse(message), f"Sorry, {self.name} only talks to its allowed users.")
+            self._done(message)
             return
         if self.rate_limit is not None and not self.rate_limit.allow(sender):
             self.reply(Request.parse(message), "Slow down, please: too many messages in a minute. Try again shortly.")
+            self._done(message)
             return
         self._enqueue(sender, message)
 
@@ -255,6 +284,7 @@ class Bot:
             task.add_done_callback(self._workers.discard)
         if queue.qsize() >= USER_QUEUE_LIMIT:
             self.reply(Request.parse(message), "I'm still working on your earlier messages; please wait a moment.")
+            self._done(message)
             return
         queue.put_nowait(message)
 
@@ -267,7 +297,8 @@ class Bot:
             except asyncio.QueueEmpty:
                 del self._queues[sender]
                 return
-            await self.handle(message)
+            await self.handle(message)  # a cancellation (the bot stopped mid-way) skips the ack
+            self._done(message)
 
     async def handle(self, message: Message) -> None:
         """Dispatch one message and send the handler's answer back to the sender."""
@@ -293,6 +324,44 @@ class Bot:
         while self._workers:
             await asyncio.gather(*list(self._workers), return_exceptions=True)
 
+    # --- acknowledgements --------------------------------------------------------------
+
+    def _first_time(self, message: Message) -> bool:
+        """False for a repeat of a message received before (mail handed over again):
+        one done with is acknowledged again; one still being handled will be when done."""
+        if message.type not in ACKED_TYPES:
+            return True
+        done = self._seen.get(message.id)
+        if done is None:
+            self._seen[message.id] = False
+            if len(self._seen) > SEEN_LIMIT:
+                del self._seen[next(iter(self._seen))]  # the oldest (dicts keep insertion order)
+            return True
+        if done:
+            self._ack(message.id)
+        return False
+
+    def _done(self, message: Message) -> None:
+        """The bot will do nothing more with `message`: acknowledge it (soon)."""
+        if message.type in ACKED_TYPES:
+            self._seen[message.id] = True
+            self._ack(message.id)
+
+    def _ack(self, id: str) -> None:
+        self._acks.append(id)
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        self._wake.set()
+
+    def take_acks(self) -> list[dict[str, Any]]:
+        """The ack frames of what the bot is done with since the last call (what the
+        connection's writer sends; tests read them here)."""
+        ids, self._acks = self._acks, []
+        return [client_frame(Ack(tuple(ids[i : i + ACK_IDS_PER_FRAME]))) for i in range(0, len(ids), ACK_IDS_PER_FRAME)]
+
     # --- the connection ----------------------------------------------------------------
 
     @property
@@ -311,8 +380,9 @@ class Bot:
             while not stop.is_set():
                 try:
                     peer = await Peer.connect(
-                        self.settings.chat_host, self.settings.chat_port, self.name, features=self.features, service_token=self.service_token
-                    )
+                        self.settings.chat_host, self.settings.chat_port, self.name,
+                        features={*self.features, ACK_FEATURE}, service_token=self.service_token,
+                    )  # fmt: skip
                 except (OSError, TimeoutError, LoginRefused, LoginInterrupted, ChatError) as exc:
                     attempt += 1
                     delay = backoff(attempt)
@@ -322,6 +392,9 @@ class Bot:
                 attempt = 0
                 await self._session(peer, stop)
         finally:
+            if self._ack_timer is not None:
+                self._ack_timer.cancel()
+                self._ack_timer = None
             background.cancel()
             for task in list(self._workers):
                 task.cancel()
@@ -361,6 +434,8 @@ class Bot:
                 await asyncio.gather(writer, return_exceptions=True)
                 while not self.outbox.empty():
                     await peer.send_frame(self.outbox.get_nowait())
+                for frame in self.take_acks():  # after the answers, as the writer sends them
+                    await peer.send_frame(frame)
         except TimeoutError:
             self.log.warning("stopping with requests still being handled")
         except (OSError, RuntimeError) as exc:
@@ -375,19 +450,38 @@ class Bot:
             self.log.warning("read failed: %s", exc)
 
     async def _write(self, peer: Peer) -> None:
+        """Send the outbox, then the acks. The acks are taken the moment the outbox is
+        empty, and each was queued after the answer to its message: an answer always
+        reaches the server before the ack that lets its question go."""
+        self._wake.set()  # what was queued while disconnected goes first
         while True:
-            frame = await self.outbox.get()
-            try:
-                await peer.send_frame(frame)
-            except (OSError, RuntimeError) as exc:
-                # The server went away: keep the frame for the next connection.
-                requeue = [frame]
-                while not self.outbox.empty():
-                    requeue.append(self.outbox.get_nowait())
-                for item in requeue:
-                    self.outbox.put_nowait(item)
-                self.log.warning("write failed: %s", exc)
-                return
+            await self._wake.wait()
+            self._wake.clear()
+            while not self.outbox.empty():
+                frame = self.outbox.get_nowait()
+                try:
+                    await peer.send_frame(frame)  # cancelled (stopping): it is in the socket's buffer already
+                except (OSError, RuntimeError) as exc:
+                    # The server went away: keep the frame for the next connection.
+                    requeue = [frame]
+                    while not self.outbox.empty():
+                        requeue.append(self.outbox.get_nowait())
+                    for item in requeue:
+                        self.outbox.put_nowait(item)
+                    self.log.warning("write failed: %s", exc)
+                    return
+            acks = self.take_acks()
+            for i, frame in enumerate(acks):
+                try:
+                    await peer.send_frame(frame)
+                except (OSError, RuntimeError) as exc:
+                    # Lost with the connection: what they acknowledge comes again, and is
+                    # acknowledged as a repeat.
+                    self.log.warning("write failed: %s", exc)
+                    return
+                except asyncio.CancelledError:  # stopping: _finish sends the rest
+                    self._acks[:0] = [id for rest in acks[i + 1 :] for id in rest["ids"]]
+                    raise
 
 
 def _collect_commands(cls: type) -> dict[str, CommandInfo]:

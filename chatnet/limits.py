@@ -34,6 +34,10 @@ MAX_BATCH: Final = 1000
 MAIL_PAGE: Final = 10_000
 # Ids in one acknowledgement: a whole page.
 MAX_ACK_IDS: Final = MAIL_PAGE
+# Ids a client puts in one ack frame: a frame is one line to the server, and a hundred of
+# the longest ids (64 characters) fit in MAX_LINE_BYTES. (The server takes up to
+# MAX_BATCH in a frame, as far as the line allows.)
+ACK_IDS_PER_FRAME: Final = 100
 # The most messages in one page of history.
 HISTORY_PAGE: Final = 1000
 

@@ -36,7 +36,6 @@ from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
 from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS
 from chatnet.protocol import (
-    ACK_FEATURE,
     COMMANDS,
     Ack,
     Chat,
@@ -349,7 +348,7 @@ class Router:
             if not messages:
                 break
             ids = [m.id for m in messages]
-            waiting = Awaited() if ACK_FEATURE in session.features else None
+            waiting = Awaited() if session.unacked is not None else None  # an `ack` reader
             if waiting is not None:
                 self._awaited[session] = waiting
             try:

@@ -348,7 +348,9 @@ class Session(asyncio.Protocol):
             self._login_timer.cancel()
             self._login_timer = None
         self.name, self.key, self.kind = name, name.lower(), kind
-        self.features, self.state = tuple(sorted(features)), State.ACTIVE
+        # `ack` is about this connection, not news for whom it writes to: left out of the
+        # features sent along with its messages.
+        self.features, self.state = tuple(sorted(features - {ACK_FEATURE})), State.ACTIVE
         if ACK_FEATURE in features:
             self.unacked = OrderedDict()
         if kind == "bot":

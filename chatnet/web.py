@@ -31,6 +31,16 @@ the whole list from /config.json):
 - `bad_input` (type error): a frame from the page was refused; the socket stays;
 - `not_sent` (type error): a frame could not reach the chat server.
 
+Acknowledged delivery. The adapter logs every page in with the `ack` feature, so the
+chat server counts a message as delivered only once the page acknowledged it: the
+adapter relays frames without reading them, and only the page knows what it has shown.
+The page sends `{"type": "ack", "ids": [...]}` for what it has rendered (or dropped as
+a repeat); the adapter checks it (the JSON dialect's rules: a non-empty, bounded list
+of id strings; and one line's size) and forwards it; a malformed one gets
+`bad_input`, a good one no answer. An ack while there is no chat connection is
+dropped: what it acknowledged comes again at the next login, and the page acks the
+repeat.
+
 Every response carries a strict Content-Security-Policy (the page has no inline
 script or style), `nosniff` and `no-referrer`. A WebSocket upgrade or a POST whose
 `Origin` is neither the page's own nor in WEB_ALLOWED_ORIGINS is refused (403);
@@ -57,11 +67,13 @@ from chatnet.api_client import ApiClient, LoginCheck
 from chatnet.config import Settings
 from chatnet.dialects.json import client_frame, parse_frame, server_frame
 from chatnet.errors import ApiRejected, BadFrame, LoginInterrupted, LoginRefused, ProtocolError, StoreUnavailable
-from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE
+from chatnet.limits import ACK_IDS_PER_FRAME, MAX_LINE_BYTES, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE
 from chatnet.peer import Peer, encode_frame
 from chatnet.personalities import personalities
 from chatnet.process import ROOT
 from chatnet.protocol import (
+    ACK_FEATURE,
+    Ack,
     Chat,
     Command,
     Event,
@@ -90,8 +102,9 @@ MAX_WS_MESSAGE_BYTES: Final = 64 * 1024
 # Request bodies are small JSON objects (a name and a password); this bounds what a
 # client can make the adapter read.
 MAX_REQUEST_BYTES: Final = 64 * 1024
-# Every web user announces streaming: the page renders partial bot replies.
-FEATURES: Final = frozenset({"stream"})
+# Every web user announces streaming (the page renders partial bot replies) and acks
+# (the page acknowledges what it has shown).
+FEATURES: Final = frozenset({"stream", ACK_FEATURE})
 FIRST_RETRY_SECONDS: Final = 0.5
 MAX_RETRY_SECONDS: Final = 10.0
 HEARTBEAT_SECONDS: Final = 30.0
@@ -245,11 +258,14 @@ class Bridge:
         features = FEATURES | login.features
         self._chat_task = asyncio.create_task(self._keep_connected(login.user, features, token))
 
-    async def _forward(self, event: Chat | Command) -> None:
+    async def _forward(self, event: Chat | Command | Ack) -> None:
         peer = self.peer
+        # An ack gets no answer; one that can't reach the server is no loss (see above).
+        quiet = isinstance(event, Ack)
         if peer is None:
-            text = "Log in first." if self.user is None else "Not connected to the chat server; try again shortly."
-            await self._send(notice(Event.NOT_SENT, text, error=True))
+            if not quiet:
+                text = "Log in first." if self.user is None else "Not connected to the chat server; try again shortly."
+                await self._send(notice(Event.NOT_SENT, text, error=True))
             return
         try:
             line = encode_frame(client_frame(event))
@@ -262,7 +278,8 @@ class Bridge:
         try:
             await peer.send_line(line)
         except (ConnectionError, OSError):
-            await self._send(notice(Event.NOT_SENT, "The chat server connection dropped; that was not sent.", error=True))
+            if not quiet:
+                await self._send(notice(Event.NOT_SENT, "The chat server connection dropped; that was not sent.", error=True))
 
     async def _refuse(self, text: str) -> None:
         await self._send(notice(Event.BAD_INPUT, text, error=True))
@@ -600,6 +617,7 @@ async def page_config(request: web.Request) -> web.Response:
             "name_pattern": NAME_PATTERN,
             "name_rule": NAME_RULE,
             "history_page": HISTORY_LIMIT_DEFAULT,
+            "ack_ids_per_frame": ACK_IDS_PER_FRAME,
             "events": EVENTS,
             "login_reasons": LOGIN_REASONS,
             "signed_out_close": SIGNED_OUT_CLOSE,

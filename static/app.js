@@ -14,12 +14,22 @@
 //
 // Names are one identity in any case: people and conversations are keyed by
 // `key(name)` and shown as the server spells them.
+//
+// Acknowledged delivery: the chat server counts a message as delivered only once the
+// page says it has it. Every chat and subscription frame, once rendered into its pane
+// (or recognised by its id as one already shown, and dropped), has its id queued, and
+// the queue goes out as `{"type": "ack", "ids": [...]}` a moment later. A page that
+// closes first simply hasn't acknowledged: that mail comes again at the next login,
+// and ids keep a repeat from being shown twice.
 
 import { renderMarkdown } from "./markdown.js";
 
 const LOBBY = "*lobby*"; // not a valid user name, so it never clashes with a peer
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 30000;
+// How long shown messages wait for others to share their ack frame. A timer, not an
+// animation frame: a background tab gets none, and its mail would stay unacknowledged.
+const ACK_DELAY_MS = 50;
 
 const $ = (id) => document.getElementById(id);
 
@@ -42,6 +52,8 @@ const state = {
   bots: new Set(), // keys of everyone the server has said is a bot (presence, welcome, who)
   conversations: new Map(), // key -> conversation
   active: LOBBY, // the key of the open conversation
+  acks: [], // ids shown (or dropped as repeats), not acknowledged yet
+  ackTimer: null,
 };
 
 // --- conversations ------------------------------------------------------------------
@@ -200,9 +212,12 @@ function showMessage(msg) {
   const peer = mine ? msg.destination : msg.sender;
   if (!peer) return;
   const conv = conversation(peer, mine ? null : msg.sender);
+  if (msg.id && conv.ids.has(msg.id)) return; // a repeat (mail handed over again): shown already
   const stream = msg.metadata?.stream;
-  if (stream?.id && showStreamPart(conv, msg, stream)) return;
-  if (msg.id && conv.ids.has(msg.id)) return;
+  if (stream?.id && showStreamPart(conv, msg, stream)) {
+    if (msg.id) conv.ids.add(msg.id);
+    return;
+  }
   if (msg.id) conv.ids.add(msg.id);
   if (msg.type === "subscription" && sameName(peer, state.config.thermometer)) showLatestReading(msg);
   append(conv, messageElement(msg));
@@ -233,6 +248,26 @@ function showStreamPart(conv, msg, stream) {
   setBody(entry.body, { ...msg, message: entry.text });
   scrollToEnd(conv);
   return true;
+}
+
+// --- acknowledgements -------------------------------------------------------------
+
+// `msg` is on screen (or was, or can't ever be): the page will do nothing more with it.
+function acknowledge(msg) {
+  if (typeof msg.id !== "string" || !msg.id) return;
+  state.acks.push(msg.id);
+  state.ackTimer ??= setTimeout(sendAcks, ACK_DELAY_MS);
+}
+
+function sendAcks() {
+  state.ackTimer = null;
+  const ids = state.acks;
+  state.acks = [];
+  const ws = state.ws;
+  // Without a socket there is no one to tell: that mail comes again, and is acked as a repeat.
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const per = state.config.ack_ids_per_frame; // so that a frame fits one line to the chat server
+  for (let i = 0; i < ids.length; i += per) ws.send(JSON.stringify({ type: "ack", ids: ids.slice(i, i + per) }));
 }
 
 function showLatestReading(msg) {
@@ -381,7 +416,10 @@ function isLocalEcho(conv, msg) {
 
 function handleFrame(msg) {
   const event = msg.metadata?.event;
-  if (msg.type === "chat" || msg.type === "subscription") return showMessage(msg);
+  if (msg.type === "chat" || msg.type === "subscription") {
+    showMessage(msg); // should rendering throw, the message is not acknowledged
+    return acknowledge(msg);
+  }
   const E = state.config.events; // chatnet.protocol.Event, by name
   switch (event) {
     case E.WELCOME:
@@ -508,7 +546,7 @@ function connect() {
   state.ws = ws;
   setConn("connecting", "connecting…");
   ws.addEventListener("open", () => {
-    ws.send(JSON.stringify({ type: "login", user: state.me, features: ["stream"] }));
+    ws.send(JSON.stringify({ type: "login", user: state.me, features: ["stream", "ack"] }));
   });
   ws.addEventListener("message", (event) => {
     let frame;

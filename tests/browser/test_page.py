@@ -7,18 +7,21 @@ test fails on any."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, WebSocketRoute, async_playwright, expect
 
 from chatnet.api_client import ApiClient
 from chatnet.peer import Peer
 from chatnet.process import ROOT
-from chatnet.web import SESSION_COOKIE
+from chatnet.protocol import Message
+from chatnet.web import ACK_IDS_PER_FRAME, SESSION_COOKIE
 from tests.fake_openai import FakeOpenAI, echo_reply
 from tests.support import HOST, JsonClient, Network, eventually
 
@@ -519,3 +522,110 @@ async def test_a_whole_session_runs_under_the_csp(browser: Browser, web: Network
     await eventually(lambda: asyncio.sleep(0, alice.violations), reported, "the CSP's reports of both")
     assert sum(v.startswith("console:") for v in alice.violations) >= 2, alice.violations
     alice.violations.clear()
+
+
+# --- acknowledged delivery: the page acks what it has shown ---------------------------------
+
+
+async def store_mail(network: Network, messages: list[Message]) -> None:
+    async with ApiClient(network.api_url, network.token) as api:
+        await api.store_mail(messages)
+
+
+async def pending_count(network: Network, user: str) -> int:
+    async with ApiClient(network.api_url, network.token) as api:
+        return (await api.pending(user, 1))[1]
+
+
+async def test_the_page_acknowledges_the_stored_mail_it_shows(browser: Browser, web: Network) -> None:
+    """Stored mail shown at login is acknowledged by the page, so the next login finds none."""
+    mail = [Message(sender="bob", destination="alice", message=f"while you were away {i}") for i in range(3)]
+    await store_mail(web, mail)
+    alice = await join(browser, web, "alice")
+    await expect(alice.peer("bob").locator(".unread")).to_have_text("3")
+    await alice.open("bob")
+    await expect(alice.pane("bob").locator(".msg .body")).to_have_text([m.message for m in mail])
+    await expect(alice.pane("bob").locator(".msg .tag")).to_have_text(["stored"] * 3)
+    await eventually(lambda: pending_count(web, "alice"), lambda left: left == 0, "alice's pending mail")
+
+    await alice.page.reload()
+    await alice.page.locator("#login-name").press("Enter")  # the guest's name is filled in
+    await alice.online_as("alice")
+    await expect(alice.pane("*lobby*").locator(".system").last).to_have_text("Welcome, alice! No stored messages.")
+
+
+class Wire:
+    """A tab's WebSocket with the test in the middle: it records every frame both ways,
+    may hold back the page's acks (as if the page closed before sending them) and may
+    hand the page each stored-mail frame twice (a repeat, as after a reconnect)."""
+
+    def __init__(self) -> None:
+        self.to_server: list[dict[str, Any]] = []
+        self.to_page: list[dict[str, Any]] = []
+        self.hold_acks = False
+        self.repeat_stored = False
+
+    def route(self, page_side: WebSocketRoute) -> None:
+        server = page_side.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            self.to_server.append(frame)
+            if not (self.hold_acks and frame.get("type") == "ack"):
+                server.send(message)
+
+        def from_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            self.to_page.append(frame)
+            page_side.send(message)
+            if self.repeat_stored and frame.get("metadata", {}).get("stored"):
+                page_side.send(message)
+
+        page_side.on_message(from_page)
+        server.on_message(from_server)
+
+    def acked(self) -> list[str]:
+        return [id for frame in self.to_server if frame.get("type") == "ack" for id in frame["ids"]]
+
+    def received(self) -> list[str]:
+        """Ids of the chat and subscription frames the page got."""
+        return [f["id"] for f in self.to_page if f.get("type") in ("chat", "subscription")]
+
+
+async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browser: Browser, web: Network) -> None:
+    """The page acks all it showed (live too, repeats again); what it never acked comes again, shown once."""
+    mail = [Message(sender="bob", destination="alice", message=f"note {i}") for i in range(2)]
+    ids = [m.id for m in mail]
+    await store_mail(web, mail)
+    wire = Wire()
+    wire.hold_acks = wire.repeat_stored = True
+    context = await browser.new_context()
+    await context.route_web_socket(re.compile(r"/ws$"), wire.route)
+    alice = await Person.arrive(context, web)
+    await alice.log_in("alice")
+    await alice.online_as("alice")
+    await alice.open("bob")
+    await expect(alice.pane("bob").locator(".msg .body")).to_have_text(["note 0", "note 1"])  # each once
+    await eventually(lambda: asyncio.sleep(0, wire.acked()), lambda acked: sorted(acked) == sorted(ids * 2), "acks of both, shown and repeated")
+    assert await pending_count(web, "alice") == 2  # held back: nothing was taken off
+
+    bob = await web.text_client("bob")
+    await bob.send("alice: live now")
+    await expect(alice.pane("bob").locator(".msg .body")).to_have_text(["note 0", "note 1", "live now"])
+    await eventually(lambda: asyncio.sleep(0, wire.acked()), lambda acked: set(wire.received()) <= set(acked), "an ack of the live one")
+
+    wire.hold_acks = wire.repeat_stored = False
+    await alice.page.reload()  # the page closes before its acks got through
+    await alice.page.locator("#login-name").press("Enter")
+    await alice.online_as("alice")
+    # Its acks never got through, so both notes are pending still, and the live one went
+    # to stored mail when the connection closed (the server keeps an ack reader's live lines).
+    await expect(alice.pane("*lobby*").locator(".system").last).to_have_text("Welcome, alice! 3 stored messages.")
+    await alice.open("bob")
+    await expect(alice.pane("bob").locator(".msg.theirs .body")).to_have_text(["note 0", "note 1", "live now"])
+    await expect(alice.pane("bob").locator(".msg.theirs .tag")).to_have_text(["stored"] * 3)
+    assert len(set(wire.received())) == 3  # the same three ids, the second time round
+    await eventually(lambda: pending_count(web, "alice"), lambda left: left == 0, "alice's pending mail")
+    acks = [frame for frame in wire.to_server if frame.get("type") == "ack"]
+    assert all(set(frame) == {"type", "ids"} and 0 < len(frame["ids"]) <= ACK_IDS_PER_FRAME for frame in acks)
+    assert set(wire.acked()) == set(wire.received())  # everything it got, and nothing else

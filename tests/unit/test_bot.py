@@ -1,21 +1,30 @@
-"""The bot-peer base: parsing, dispatch, replies, limits — driven without a network;
-and its shutdown, against a chat server in process."""
+"""The bot-peer base: parsing, dispatch, replies, limits, acknowledgements — driven
+without a network; and its shutdown and acknowledged stored mail, against a chat
+server in process (with the real message API over the embedded store for the mail)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import uvicorn
 
+from chatnet.api import create_app
 from chatnet.api_client import ApiClient
-from chatnet.bot import BACKOFF_CAP, Bot, RateLimiter, Request, backoff, command, split_text
+from chatnet.bot import ACK_DELAY, ACK_IDS_PER_FRAME, BACKOFF_CAP, USER_QUEUE_LIMIT, Bot, RateLimiter, Request, backoff, command, split_text
 from chatnet.config import Settings
-from chatnet.limits import MAX_MESSAGE_CHARS
-from chatnet.peer import Peer
-from chatnet.protocol import Message, MessageType
+from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS
+from chatnet.peer import Peer, encode_frame
+from chatnet.protocol import Event, Message, MessageType
 from chatnet.server import ChatServer
+
+HOST = "127.0.0.1"
+TOKEN = "bot-unit-test-token"
+TIMEOUT = 10.0
 
 
 class EchoBot(Bot):
@@ -38,6 +47,18 @@ class EchoBot(Bot):
         await asyncio.sleep(float(seconds))
         return word
 
+    @command("wait", args=False)
+    async def wait(self, req: Request) -> str:
+        """Answer once the test lets it."""
+        self.waiting.set()
+        await self.release.wait()
+        return "done waiting"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = asyncio.Event()  # a `wait` handler has started
+        self.release = asyncio.Event()  # ... and may finish
+
 
 def chat(text: str, sender: str = "alice", **metadata: Any) -> Message:
     return Message(sender=sender, destination="echo", message=text, metadata=metadata)
@@ -48,6 +69,13 @@ def sent(bot: Bot) -> list[dict[str, Any]]:
     while not bot.outbox.empty():
         frames.append(bot.outbox.get_nowait())
     return frames
+
+
+def acked(bot: Bot) -> list[str]:
+    """The ids the bot has acknowledged since the last look, in order."""
+    frames = bot.take_acks()
+    assert all(frame["type"] == "ack" and set(frame) == {"type", "ids"} for frame in frames)
+    return [id for frame in frames for id in frame["ids"]]
 
 
 async def ask(bot: Bot, text: str, sender: str = "alice") -> list[str]:
@@ -254,3 +282,214 @@ async def test_stopping_finishes_the_requests_under_way() -> None:
                 await alice.close()
             finally:
                 await server.stop()
+
+
+# --- acknowledgements ----------------------------------------------------------------
+
+
+async def test_a_message_is_acknowledged_after_it_was_answered_not_before(bot: EchoBot) -> None:
+    """Nothing is acknowledged while the handler runs; after it returned, the answer is queued, then the ack."""
+    message = chat("wait")
+    await bot.receive(message)
+    async with asyncio.timeout(TIMEOUT):
+        await bot.waiting.wait()
+    assert acked(bot) == [] and sent(bot) == []
+    bot.release.set()
+    await bot.drain()
+    [answer] = sent(bot)
+    assert answer["message"] == "done waiting"
+    assert acked(bot) == [message.id]
+    assert acked(bot) == []  # taken once
+
+
+async def test_a_handler_that_raised_is_acknowledged_with_its_apology(bot: EchoBot) -> None:
+    """A handler's exception ends in an apology and an ack, so failing mail doesn't return at every login."""
+    message = chat("boom")
+    await bot.receive(message)
+    await bot.drain()
+    [apology] = sent(bot)
+    assert apology["message"].startswith("Sorry, something went wrong")
+    assert acked(bot) == [message.id]
+
+
+async def test_a_handler_cut_off_mid_way_is_not_acknowledged(bot: EchoBot) -> None:
+    """A handler cancelled mid-way (a crash, a kill) leaves its message unacknowledged."""
+    message = chat("wait")
+    await bot.receive(message)
+    draining = asyncio.create_task(bot.drain())
+    async with asyncio.timeout(TIMEOUT):
+        await bot.waiting.wait()
+    draining.cancel()  # cancels the gather, and with it the worker, mid-handler
+    await asyncio.gather(draining, return_exceptions=True)
+    bot.release.set()
+    assert sent(bot) == [] and acked(bot) == []
+
+
+async def test_frames_the_bot_does_not_answer_are_acknowledged_notices_are_not(bot: EchoBot) -> None:
+    """Broadcasts, bots' replies, stream chunks and own frames are acked at once; server notices never."""
+    done = [
+        Message(sender="thermo", destination="echo", message="21.0", type=MessageType.SUBSCRIPTION),
+        Message(sender="otherbot", destination="echo", message="echo hi", metadata={"bot": "otherbot"}),
+        Message(sender="otherbot", destination="echo", message="ec", metadata={"stream": {"id": "s", "seq": 0, "done": False}}),
+        Message(sender="echo", destination="echo", message="echo loop"),
+    ]
+    notices = [
+        Message(sender="server", destination="echo", message="Welcome", type=MessageType.NOTIFICATION, metadata={"event": Event.WELCOME}),
+        Message(sender="server", destination="echo", message="Bad", type=MessageType.ERROR, metadata={"event": Event.BAD_INPUT}),
+    ]
+    for message in done + notices:
+        await bot.receive(message)
+    await bot.drain()
+    assert sent(bot) == []
+    assert acked(bot) == [message.id for message in done]
+
+
+async def test_refused_messages_are_acknowledged_with_their_refusal() -> None:
+    """Not allowed, rate-limited or busy: the refusal is the answer, and the message is acked after it."""
+    bot = EchoBot(Settings(_env_file=None), name="echo", allow=["alice", "bob"], rate_limit=RateLimiter(USER_QUEUE_LIMIT + 2, 60.0))
+    stranger = chat("echo hi", "mallory")
+    await bot.receive(stranger)
+    assert acked(bot) == [stranger.id]
+    held = chat("wait", "bob")
+    await bot.receive(held)  # bob's worker is busy with this one ...
+    async with asyncio.timeout(TIMEOUT):
+        await bot.waiting.wait()
+    queued = [chat(f"echo {i}", "bob") for i in range(USER_QUEUE_LIMIT)]
+    for message in queued:
+        await bot.receive(message)
+    busy = chat("echo one too many", "bob")
+    await bot.receive(busy)  # ... with a full queue behind it
+    assert acked(bot) == [busy.id]
+    over = chat("echo over the limit", "bob")
+    await bot.receive(over)
+    assert acked(bot) == [over.id]
+    bot.release.set()
+    await bot.drain()
+    assert acked(bot) == [held.id, *(message.id for message in queued)]
+    answers = [frame["message"] for frame in sent(bot)]
+    assert "only talks to its allowed users" in answers[0] and "still working" in answers[1] and answers[2].startswith("Slow down")
+
+
+async def test_a_repeat_is_not_handled_again_and_is_acknowledged_again(bot: EchoBot) -> None:
+    """A repeat (same id) is never handled twice: acked again if done, once when done if still in hand."""
+    message = chat("echo once")
+    await bot.receive(message)
+    await bot.drain()
+    assert [frame["message"] for frame in sent(bot)] == ["once"] and acked(bot) == [message.id]
+    await bot.receive(message.model_copy(update={"metadata": {"stored": True}}))
+    await bot.drain()
+    assert sent(bot) == [] and acked(bot) == [message.id]
+
+    slow = chat("wait")
+    await bot.receive(slow)
+    await bot.receive(slow)
+    async with asyncio.timeout(TIMEOUT):
+        await bot.waiting.wait()
+    assert acked(bot) == []
+    bot.release.set()
+    await bot.drain()
+    assert [frame["message"] for frame in sent(bot)] == ["done waiting"] and acked(bot) == [slow.id]
+
+
+async def test_acks_are_batched_in_frames_that_fit_a_line(bot: EchoBot) -> None:
+    """Acks share frames of at most ACK_IDS_PER_FRAME ids, each within the server's line limit."""
+    messages = [Message(id=f"{i:064d}", sender="thermo", destination="echo", message="1", type=MessageType.SUBSCRIPTION) for i in range(250)]
+    for message in messages:
+        await bot.receive(message)
+    frames = bot.take_acks()
+    assert [len(frame["ids"]) for frame in frames] == [ACK_IDS_PER_FRAME, ACK_IDS_PER_FRAME, 50]
+    assert [id for frame in frames for id in frame["ids"]] == [message.id for message in messages]
+    assert all(len(encode_frame(frame)) <= MAX_LINE_BYTES for frame in frames)
+
+
+# --- acknowledged stored mail, with a chat server and the message API -------------------
+
+
+@pytest.fixture
+async def network(store_url: str) -> AsyncIterator[Settings]:
+    """The message API (in process, over the embedded store) and a chat server; settings that reach both."""
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    sock.listen()  # connections wait in the backlog until uvicorn has started
+    settings = Settings(
+        _env_file=None, chat_host=HOST, chat_port=0, api_host=HOST, api_port=sock.getsockname()[1], api_token=TOKEN,
+        mongo_url=store_url, mongo_db=f"b{uuid.uuid4().hex[:12]}",
+    )  # fmt: skip
+    api_server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    serving = asyncio.create_task(api_server.serve(sockets=[sock]))
+    try:
+        async with ApiClient.from_settings(settings) as api:
+            server = ChatServer(settings, api)
+            await server.start()
+            try:
+                yield settings.model_copy(update={"chat_port": server.port})
+            finally:
+                await server.stop()
+    finally:
+        api_server.should_exit = True
+        await serving
+        sock.close()
+
+
+async def pending_ids(settings: Settings, user: str) -> list[str]:
+    async with ApiClient.from_settings(settings) as api:
+        messages, _ = await api.pending(user)
+        return [message.id for message in messages]
+
+
+async def until_pending(settings: Settings, user: str, wanted: list[str]) -> None:
+    """Wait (to a deadline) until `user`'s pending mail is `wanted`: the server
+    acknowledges to the API after the client acknowledged, off the client's path."""
+    async with asyncio.timeout(TIMEOUT):
+        while (found := await pending_ids(settings, user)) != wanted:
+            await asyncio.sleep(ACK_DELAY)
+    assert found == wanted
+
+
+async def test_stored_mail_is_answered_then_acknowledged_and_stays_handled(network: Settings) -> None:
+    """Stored mail is answered and acknowledged at the bot's login, so its next login finds none."""
+    settings = network
+    mail = [Message(sender="alice", destination="echo", message=f"echo note {i}") for i in range(3)]
+    async with ApiClient.from_settings(settings) as api:
+        await api.store_mail(mail)
+    alice = await Peer.connect(HOST, settings.chat_port, "alice")
+    stop = asyncio.Event()
+    running = asyncio.create_task(EchoBot(settings, name="echo").run(stop))
+    try:
+        answers: list[str] = []
+        async with asyncio.timeout(TIMEOUT):
+            while len(answers) < 3 and (message := await alice.recv()) is not None:
+                if message.type == MessageType.CHAT:
+                    answers.append(message.message)
+        assert answers == ["note 0", "note 1", "note 2"]
+        await until_pending(settings, "echo", [])
+    finally:
+        stop.set()
+        await running
+        await alice.close()
+    again = await Peer.connect(HOST, settings.chat_port, "echo", service_token=TOKEN, features={"ack"})
+    assert again.welcome is not None and again.welcome.metadata["pending"] == 0
+    await again.close()
+
+
+async def test_mail_a_bot_crashed_on_comes_again(network: Settings) -> None:
+    """Stored mail a bot died while handling comes again at the next login, under the same id."""
+    settings = network
+    [mail] = [Message(sender="alice", destination="echo", message="wait")]
+    async with ApiClient.from_settings(settings) as api:
+        await api.store_mail([mail])
+    bot = EchoBot(settings, name="echo")
+    running = asyncio.create_task(bot.run())
+    async with asyncio.timeout(TIMEOUT):
+        await bot.waiting.wait()
+    running.cancel()  # the crash: nothing after this point runs
+    await asyncio.gather(running, return_exceptions=True)
+    again = await Peer.connect(HOST, settings.chat_port, "echo", service_token=TOKEN, features={"ack"})
+    try:
+        assert again.welcome is not None and again.welcome.metadata["pending"] == 1
+        async with asyncio.timeout(TIMEOUT):
+            while (message := await again.recv()) is not None and message.type != MessageType.CHAT:
+                pass
+        assert message is not None and (message.id, message.metadata.get("stored")) == (mail.id, True)
+    finally:
+        await again.close()

@@ -31,6 +31,7 @@ from chatnet.process import ROOT
 from chatnet.protocol import Event, LoginReason, Message, MessageType
 from chatnet.server import ChatServer
 from chatnet.web import (
+    ACK_IDS_PER_FRAME,
     ADAPTER_NAME,
     CONTENT_SECURITY_POLICY,
     FIRST_RETRY_SECONDS,
@@ -252,6 +253,7 @@ async def test_config_names_the_network_without_a_secret(store_url: str) -> None
     assert (config["max_message_chars"], config["max_name_chars"]) == (MAX_MESSAGE_CHARS, MAX_NAME_CHARS)
     assert (config["name_pattern"], config["name_rule"]) == (NAME_PATTERN, NAME_RULE)
     assert 1 <= config["history_page"] <= HISTORY_LIMIT_MAX
+    assert config["ack_ids_per_frame"] == ACK_IDS_PER_FRAME
 
 
 def test_the_adapter_does_not_import_the_bot() -> None:
@@ -284,7 +286,7 @@ async def test_a_page_and_a_json_peer_chat_both_ways(web: TestClient[Any, Any], 
         await page.send({"type": "chat", "destination": "bob", "message": "hi bob, from the page"})
         got = await expect_message(bob, lambda m: m.type == MessageType.CHAT)
         assert (got.sender, got.message) == ("alice", "hi bob, from the page")
-        assert got.metadata.get("sender_features") == ["stream"]
+        assert got.metadata.get("sender_features") == ["stream"]  # what the adapter announces for every page (ack is the connection's own)
         await bob.send("alice", "hello page")
         frame = await page.expect(chat_from("bob", "hello page"))
         assert frame["destination"] == "alice" and frame["id"] and frame["timestamp"].endswith("Z")
@@ -667,3 +669,76 @@ async def until_archived(api: ApiClient, user: str, peer: str) -> None:
     async with asyncio.timeout(TIMEOUT):
         while not (await api.history(user, peer))[0]:
             await asyncio.sleep(0.05)
+
+
+# --- acknowledgements: the page acks what it has shown --------------------------------------
+
+
+async def stored_frames(page: Page, count: int) -> list[Frame]:
+    """The next `count` stored-mail frames the page gets (after its login)."""
+    return [await page.expect(lambda f: f.get("metadata", {}).get("stored") is True) for _ in range(count)]
+
+
+async def pending_ids(settings: Settings, user: str) -> list[str]:
+    async with ApiClient.from_settings(settings) as api:
+        messages, _ = await api.pending(user)
+        return [message.id for message in messages]
+
+
+async def test_a_pages_ack_reaches_the_chat_server_and_takes_its_mail_off(web: Web, settings: Settings) -> None:
+    """Mail a page got but didn't ack comes again; the page's forwarded ack takes it off the mailbox."""
+    mail = [Message(sender="bob", destination="alice", message=f"note {i}") for i in range(3)]
+    async with ApiClient.from_settings(settings) as api:
+        await api.store_mail(mail)
+    ids = [m.id for m in mail]
+
+    first = await open_page(web)
+    welcome, _ = await first.login("alice")
+    assert welcome["metadata"]["pending"] == 3
+    assert [f["id"] for f in await stored_frames(first, 3)] == ids
+    await first.ws.close()  # shown, never acknowledged
+    second = await open_page(web)
+    welcome, _ = await second.login("alice")
+    assert welcome["metadata"]["pending"] == 3
+    assert [f["id"] for f in await stored_frames(second, 3)] == ids
+    await second.send({"type": "ack", "ids": ids})
+    async with asyncio.timeout(TIMEOUT):  # the server acknowledges to the API off the page's path
+        while await pending_ids(settings, "alice"):
+            await asyncio.sleep(0.05)
+    assert not [f for f in second.seen if f["type"] == MessageType.ERROR]  # an ack gets no answer
+    await second.ws.close()
+    third = await open_page(web)
+    welcome, _ = await third.login("alice")
+    assert welcome["metadata"]["pending"] == 0
+
+
+async def test_malformed_ack_frames_get_bad_input_and_a_good_one_no_answer(web: Web) -> None:
+    """Malformed ack frames get bad_input and the socket stays; a good ack (even before login) gets no answer."""
+    page = await open_page(web)
+    await page.send({"type": "ack", "ids": ["before-login"]})
+    await page.login("alice")
+    assert [f["metadata"].get("event") for f in page.seen][:1] == [Event.WELCOME]  # nothing came before it
+    bad: list[Frame] = [
+        {"type": "ack"},
+        {"type": "ack", "ids": "abc"},
+        {"type": "ack", "ids": []},
+        {"type": "ack", "ids": ["ok", 7]},
+        {"type": "ack", "ids": [["nested"]]},
+        {"type": "ack", "ids": [""]},
+        {"type": "ack", "ids": ["x" * 65]},
+        {"type": "ack", "ids": [str(i) for i in range(1001)]},
+    ]
+    for frame in bad:
+        await page.send(frame)
+        error = await page.expect(lambda f: f["type"] == MessageType.ERROR)
+        assert (error["sender"], error["metadata"]["event"]) == (ADAPTER_NAME, Event.BAD_INPUT), frame
+        assert "ack" in error["message"].lower(), error["message"]
+    await page.send({"type": "ack", "ids": ["y" * 40] * 210})  # each id fine, the line too big
+    error = await page.expect(lambda f: f["type"] == MessageType.ERROR)
+    assert error["metadata"]["event"] == Event.BAD_INPUT and "too big" in error["message"].lower()
+
+    seen = len(page.seen)
+    await page.send({"type": "ack", "ids": ["nobody-knows-this-id", "nor-this"]})
+    await page.send({"type": "command", "message": "!who"})
+    await page.expect(event(Event.WHO))  # the chat server read both, in order: the ack said nothing
+    assert not [f for f in page.seen[seen:] if f["type"] == MessageType.ERROR]
