@@ -10,8 +10,10 @@ Delivery, in order of preference:
   which stores it through the message API and only then has the sender told
   "Message saved." — or plainly that it was NOT saved when the API stays down.
 
-Stored mail is handed over at login and on `!check`, oldest first, page by page; a
-page is acknowledged to the API only once it has left for the socket.
+Stored mail is handed over at login and on `!check`, oldest first, page by page; what
+a page holds is acknowledged to the API only once the reader has it: acknowledged by a
+client with the `ack` feature, or, for any other, every byte acknowledged by the peer's
+TCP stack.
 
 Logins are checked by `Identity` (the accounts, through the message API); names are
 case-insensitive (the directory keeps them by key), an account may be logged in from
