@@ -235,10 +235,8 @@ class Session(asyncio.Protocol):
         items = self.buffer.feed(data)
         if self._held is not None:
             self._held.extend(items)  # read before the transport paused: after those held
-        elif self.flood is not None:
-            self._metered(items)
         else:
-            self._handle(items)
+            self._process(items)
 
     def _process(self, items: list[bytes | LineTooLong]) -> None:
         if self.flood is not None:
@@ -250,11 +248,11 @@ class Session(asyncio.Protocol):
         """The flood bucket's share of `items` now, the rest held until it refills."""
         assert self.flood is not None
         granted = self.flood.take(len(items))
+        self._handle(items[:granted] if granted < len(items) else items)
         if granted < len(items):
-            self._hold(items[granted:])
-            self._flood_timer = asyncio.get_running_loop().call_later(self.flood.wait(), self._refilled)
-            items = items[:granted]
-        self._handle(items)
+            self._hold(items[granted:])  # after whatever the lines let through held (a login check)
+            if self._flood_timer is None:
+                self._flood_timer = asyncio.get_running_loop().call_later(self.flood.wait(), self._refilled)
 
     def _refilled(self) -> None:
         self._flood_timer = None

@@ -179,3 +179,13 @@ async def test_a_flooder_is_held_not_dropped(api: FakeApi) -> None:
         for i in range(40):
             assert await sink.expect(lambda line, i=i: line.endswith(f"[flooder] {i}"))
         assert not flooder.closed
+
+
+async def test_lines_held_by_a_login_and_by_the_flood_bucket_keep_their_order(api: FakeApi) -> None:
+    """A login and a burst in one write, past the bucket: every line is acted on, in the order sent."""
+    async with running_router(api, settings(flood_rate=500.0, flood_burst=3)) as router:
+        sink = await text_client(router, "sink")
+        client = Client(router)
+        client.send("carol\n" + "\n".join(f"sink: {i}" for i in range(12)))
+        for i in range(12):
+            assert await sink.expect(lambda line, i=i: line.endswith(f"[carol] {i}"))
