@@ -94,6 +94,11 @@ class Identity:
 
     # --- logins --------------------------------------------------------------------
 
+    def relayed(self, login: Login) -> bool:
+        """A relay (the web adapter) vouches for the user's address with the service token."""
+        given = (login.relay_token or "").encode()
+        return bool(login.address) and bool(self._service_token) and hmac.compare_digest(given, self._service_token)
+
     def screen(self, login: Login, address: str) -> None:
         """What is refused before the API is asked (raises LoginFailed)."""
         name = login.user

@@ -58,6 +58,7 @@ class Peer:
         token: str | None = None,
         want_token: bool = False,
         service_token: str | None = None,
+        relay: tuple[str, str] | None = None,
         ssl: SSLContext | None = None,
         timeout: float = 10.0,
     ) -> Peer:
@@ -65,11 +66,13 @@ class Peer:
 
         `password` or `token` for an account (`want_token`: the welcome's
         `metadata.token` is a session token for the next login), `service_token` for a
-        bot; `ssl` for the TLS port."""
+        bot; `relay` = (service token, the user's address) for a relay logging a user in
+        (the web adapter); `ssl` for the TLS port."""
         opened = asyncio.open_connection(host, port, limit=READ_LIMIT, ssl=ssl)
         reader, writer = await asyncio.wait_for(opened, timeout)
         peer = cls(reader, writer, user)
-        login = Login(user, frozenset(features), password, token, want_token, service_token)
+        relay_token, address = relay if relay is not None else (None, None)
+        login = Login(user, frozenset(features), password, token, want_token, service_token, relay_token, address)
         try:
             await asyncio.wait_for(peer._login(login), timeout)
         except BaseException:

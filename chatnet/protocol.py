@@ -213,6 +213,10 @@ class Login(NamedTuple):
     token: str | None = None  # a session token from an earlier login's want_token
     want_token: bool = False  # the welcome is to carry a new session token
     service_token: str | None = None  # a bot: the network's service token instead of a password
+    # A relay (the web adapter) logging a user in: the service token, and the address of
+    # the user's browser, which per-address limits then count instead of the relay's.
+    relay_token: str | None = None
+    address: str | None = None
 
 
 class Kind(StrEnum):

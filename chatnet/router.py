@@ -61,6 +61,8 @@ logger = logging.getLogger("chatnet.server")
 # How often a hand-over waiting for a client's acknowledgements looks whether the
 # client went away meanwhile.
 ACK_POLL: Final = 0.1
+# An address a relay reports is kept to this length (IPv6 with a zone fits).
+MAX_ADDRESS_CHARS: Final = 64
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ class Router:
 
     def connected(self, session: Session) -> None:
         self.connections.add(session)
-        count = self._per_address[session.address] = self._per_address.get(session.address, 0) + 1
+        count = self._count_address(session.address, +1)
         limit = self.settings.max_connections_per_ip
         if limit and count > limit:
             logger.warning("%s: more than %d connections from %s; refused", session.peer, limit, session.address)
@@ -153,6 +155,14 @@ class Router:
     def login(self, session: Session, login: Login) -> None:
         """Answered through session.logged_in / refused / ask_password, now or once the
         API has checked the credentials."""
+        if login.relay_token is not None:
+            if not self.identity.relayed(login):
+                session.refused(LoginFailed("Wrong relay token.", LoginReason.WRONG_PASSWORD))
+                return
+            assert login.address is not None
+            self._count_address(session.address, -1)  # the browser's, not the relay's
+            session.address = login.address[:MAX_ADDRESS_CHARS]
+            self._count_address(session.address, +1)
         try:
             self.identity.screen(login, session.address)
         except LoginFailed as exc:
@@ -218,11 +228,7 @@ class Router:
     def disconnected(self, session: Session, was_logged_in: bool) -> None:
         self.connections.discard(session)
         self._diverted.discard(session)
-        left = self._per_address.get(session.address, 1) - 1
-        if left > 0:
-            self._per_address[session.address] = left
-        else:
-            self._per_address.pop(session.address, None)
+        self._count_address(session.address, -1)
         if session.unacked:
             self._store_unreceived(session)
         if was_logged_in and self.directory.remove(session):
@@ -240,6 +246,15 @@ class Router:
         if session.unacked_dropped:
             logger.warning("%s: %d older unacknowledged message(s) were past the limit", session.who, session.unacked_dropped)
         session.unacked.clear()
+
+    def _count_address(self, address: str, change: int) -> int:
+        """Open connections from `address`, after `change`."""
+        count = self._per_address.get(address, 0) + change
+        if count > 0:
+            self._per_address[address] = count
+        else:
+            self._per_address.pop(address, None)
+        return count
 
     def _announce(self, session: Session, presence: str) -> None:
         name, bot = session.name, session.kind == BOT

@@ -189,6 +189,7 @@ class Bridge:
     settings: Settings
     bridges: dict[str, Bridge]
     credentials: Credentials | None = None  # the account session the upgrade's cookie carried
+    address: str = "unknown"  # the browser's: the chat server's per-address limits count it
     user: str | None = None  # set by the login frame (then as the server spells it), cleared if refused
     peer: Peer | None = None  # the live chat-server connection, when there is one
     token: str | None = None  # this socket's session handle, once a login succeeded
@@ -286,12 +287,20 @@ class Bridge:
 
     # --- chat server -> page -----------------------------------------------------------
 
+    def _vouch(self) -> tuple[str, str] | None:
+        """Every page reaches the chat server from this adapter's address: with the service
+        token it reports each browser's, so per-address limits count browsers, not us."""
+        token = self.settings.api_token
+        return (token.get_secret_value(), self.address) if token is not None else None
+
     async def _keep_connected(self, user: str, features: frozenset[str], token: str | None) -> None:
         """Connect (retrying with backoff), relay until the server closes, repeat."""
         delay = FIRST_RETRY_SECONDS
         while not self.ws.closed:
             try:
-                peer = await Peer.connect(self.settings.chat_host, self.settings.chat_port, user, features=features, token=token)
+                peer = await Peer.connect(
+                    self.settings.chat_host, self.settings.chat_port, user, features=features, token=token, relay=self._vouch()
+                )
             except (LoginInterrupted, LoginRefused, OSError, TimeoutError) as exc:
                 if isinstance(exc, LoginRefused) and exc.reason != LoginReason.UNAVAILABLE:
                     # The name (or the session) itself was refused: back to the login form.
@@ -411,7 +420,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE_BYTES, heartbeat=HEARTBEAT_SECONDS)
     ws.headers.update(SECURITY_HEADERS)
     await ws.prepare(request)
-    bridge = Bridge(ws, request.app[SETTINGS], request.app[BRIDGES], Credentials.from_cookie(request))
+    bridge = Bridge(ws, request.app[SETTINGS], request.app[BRIDGES], Credentials.from_cookie(request), source_address(request))
     request.app[OPEN].add(bridge)
     try:
         await bridge.run()

@@ -43,9 +43,11 @@ from chatnet.protocol import (
 
 # What the debug log must not show: secret fields, and the arguments of commands that
 # carry passwords.
-_SECRET_FIELD: Final = re.compile(r'"(password|token|service_token)"\s*:\s*"(?:[^"\\]|\\.)*"')
+_SECRET_FIELD: Final = re.compile(r'"(password|token|service_token|relay_token)"\s*:\s*"(?:[^"\\]|\\.)*"')
 _SECRET_COMMAND: Final = re.compile(r'"!(register|password) (?:[^"\\]|\\.)*"', re.IGNORECASE)
 
+# Longer than any password (128), token or address a login frame may carry.
+MAX_SECRET_CHARS: Final = 512
 # MongoDB's integers are 64-bit.
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1
@@ -121,14 +123,14 @@ def _parse_login(frame: dict[str, Any]) -> Login:
         raise BadFrame("'features' must be a list of strings.")
     if not isinstance(want_token, bool):
         raise BadFrame("'want_token' must be true or false.")
-    secrets = []
-    for key in ("password", "token", "service_token"):
+    given = []
+    for key in ("password", "token", "service_token", "relay_token", "address"):
         value = frame.get(key)
-        if value is not None and not isinstance(value, str):
-            raise BadFrame(f"'{key}' must be a string.")
-        secrets.append(value)
-    password, token, service_token = secrets
-    return Login(check_name(user, "username"), frozenset(features), password, token, want_token, service_token)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_SECRET_CHARS):
+            raise BadFrame(f"'{key}' must be a string of at most {MAX_SECRET_CHARS} characters.")
+        given.append(value)
+    password, token, service_token, relay_token, address = given
+    return Login(check_name(user, "username"), frozenset(features), password, token, want_token, service_token, relay_token, address)
 
 
 def client_frame(event: Chat | Command | Login | Ack) -> dict[str, Any]:
@@ -139,7 +141,7 @@ def client_frame(event: Chat | Command | Login | Ack) -> dict[str, Any]:
         return {"type": MessageType.COMMAND, "message": f"!{event.name} {event.args}".strip()}
     if isinstance(event, Login):
         frame: dict[str, Any] = {"type": "login", "user": event.user, "features": sorted(event.features)}
-        for key in ("password", "token", "service_token"):
+        for key in ("password", "token", "service_token", "relay_token", "address"):
             if getattr(event, key) is not None:
                 frame[key] = getattr(event, key)
         if event.want_token:

@@ -189,3 +189,20 @@ async def test_lines_held_by_a_login_and_by_the_flood_bucket_keep_their_order(ap
         client.send("carol\n" + "\n".join(f"sink: {i}" for i in range(12)))
         for i in range(12):
             assert await sink.expect(lambda line, i=i: line.endswith(f"[carol] {i}"))
+
+
+async def test_a_relay_reports_each_browsers_address(api: FakeApi) -> None:
+    """The web adapter logs users in with the service token and each browser's address: per-address limits count browsers, not the adapter."""
+    async with running_router(api, settings(api_token="service-secret", login_rate=0.2)) as router:  # one login per address at once
+        for user, address in [("u1", "198.51.100.1"), ("u2", "198.51.100.2")]:
+            client = Client(router)
+            client.send_json({"type": "login", "user": user, "relay_token": "service-secret", "address": address})
+            assert (await client.expect_frame(lambda f: f["metadata"].get("event") in ("welcome", "login_failed")))["metadata"]["event"] == "welcome"
+        again = Client(router)
+        again.send_json({"type": "login", "user": "u3", "relay_token": "service-secret", "address": "198.51.100.1"})
+        refusal = await again.expect_frame(lambda f: f["metadata"].get("event") == "login_failed")
+        assert refusal["metadata"]["reason"] == "locked" and "your address" in refusal["message"]
+        forged = Client(router)
+        forged.send_json({"type": "login", "user": "u4", "relay_token": "a guess", "address": "203.0.113.9"})
+        refusal = await forged.expect_frame(lambda f: f["metadata"].get("event") == "login_failed")
+        assert refusal["metadata"]["reason"] == "wrong_password"
