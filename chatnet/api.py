@@ -72,6 +72,10 @@ ARCHIVE_MAX_DEFER_SECONDS: Final = 2.0
 # again (the oldest are forgotten first; a forgotten one is simply read).
 MAX_SERVED: Final = 20_000
 
+# Users in one POST /mail/pending: a login storm's window of names (the chat server
+# asks for at most a few hundred at once); bounds the `$in` and the answer.
+MAX_PENDING_USERS: Final = 1000
+
 # The address a login comes from, as the chat server saw it (an IPv6 one with its zone fits).
 MAX_SOURCE_CHARS: Final = 64
 
@@ -120,6 +124,23 @@ class MailPage(BaseModel):
     user: str
     messages: list[Message]
     total: int
+
+
+class PendingIn(BaseModel):
+    users: list[Name] = Field(min_length=1, max_length=MAX_PENDING_USERS)
+    limit: int = Field(MAIL_PAGE_DEFAULT, ge=1, le=MAIL_PAGE, description="the most messages answered, for all users together")
+
+
+class PendingEntry(BaseModel):
+    user: str = Field(description="as asked")
+    total: int
+    messages: list[Message] | None = Field(
+        description="all of the user's pending mail, oldest first; null when it did not fit: ask GET /mail/{user}"
+    )
+
+
+class PendingPages(BaseModel):
+    pending: list[PendingEntry] = Field(description="the users asked who have mail pending; the others have none")
 
 
 class AckIn(BaseModel):
@@ -498,6 +519,7 @@ def _routes() -> APIRouter:
     router.put("/accounts/{name}/password", response_model=PasswordChanged, responses=REFUSALS | missing, tags=["accounts"])(change_password)
     router.delete("/accounts/{name}/tokens/{token}", response_model=TokenRevoked, tags=["accounts"])(revoke_token)
     router.post("/mail", status_code=201, response_model=MailStored, tags=["mail"])(store_mail)
+    router.post("/mail/pending", response_model=PendingPages, tags=["mail"])(pending_many)
     router.get("/mail/{user}", response_model=MailPage, tags=["mail"])(pending_mail)
     router.post("/mail/{user}/ack", response_model=Acknowledged, tags=["mail"])(ack_mail)
     router.post("/history", status_code=201, response_model=Archived, tags=["history"])(archive)
@@ -622,6 +644,27 @@ async def pending_mail(
         total = len(docs) if len(docs) < limit else await store.pending_count(user)
     request.app.state.served.remember(docs)
     return JSONResponse({"user": user, "messages": [from_mail_document(doc) for doc in docs], "total": total})
+
+
+async def pending_many(body: PendingIn, store: StoreDep, request: Request) -> JSONResponse:
+    """Many users' pending mail at once (the chat server's look at a storm of logins):
+    for each user asked who has any, the total and, while they fit within `limit`
+    messages in all, the whole of it, oldest first. Two store queries, however many users."""
+    given = {user.lower(): user for user in body.users}
+    with request.app.state.copier.foreground():
+        totals, pages = await store.pending_pages(given, body.limit)
+    answer = []
+    for key, total in totals.items():
+        docs = pages.get(key)
+        if docs is not None:
+            request.app.state.served.remember(docs)
+        messages = None if docs is None else [from_mail_document(doc) for doc in docs]
+        if messages is not None:
+            total = len(messages)  # what has expired since the last sweep is not counted
+            if not total:
+                continue
+        answer.append({"user": given[key], "total": total, "messages": messages})
+    return JSONResponse({"pending": answer})
 
 
 async def ack_mail(user: PathName, body: AckIn, store: StoreDep, request: Request) -> Acknowledged:

@@ -266,6 +266,17 @@ class ApiClient:
         page = await self._request("GET", f"/mail/{quote(user, safe='')}", params=params)
         return [Message.model_validate(m) for m in page["messages"]], page["total"]
 
+    async def pending_many(self, users: Iterable[str], limit: int) -> dict[str, tuple[list[Message] | None, int]]:
+        """Many users' pending mail in one request (a storm of logins): by name lower-cased,
+        for those with any, the total and all of it oldest first — or None instead of
+        the messages when they did not fit within `limit` in all (then ask `pending`).
+        A user not in the answer has nothing pending."""
+        answer = await self._request("POST", "/mail/pending", {"users": list(users), "limit": limit})
+        return {
+            entry["user"].lower(): (None if entry["messages"] is None else [Message.model_validate(m) for m in entry["messages"]], entry["total"])
+            for entry in answer["pending"]
+        }
+
     async def ack(self, user: str, ids: list[str]) -> int:
         """Acknowledge mail: it leaves the mailbox for the history; returns how many were pending."""
         return int((await self._request("POST", f"/mail/{quote(user, safe='')}/ack", {"ids": list(ids)}))["acknowledged"])

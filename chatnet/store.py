@@ -93,6 +93,8 @@ FIRST_BUCKETS: Final = 4
 MOST_BUCKETS: Final = 64
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
+# Names remembered as recorded (see `Store.record_names`): a set of short keys, a few MB at most.
+MAX_RECORDED_NAMES: Final = 100_000
 # The marker in `meta` saying that names were folded to lower case (see `_fold_names`).
 NAMES_FOLDED: Final = "names_folded"
 
@@ -242,6 +244,7 @@ class Store:
         self.login_locks: AsyncIOMotorCollection[Document] = self.db["login_locks"]
         self.meta: AsyncIOMotorCollection[Document] = self.db["meta"]
         self.indexes_ready = False
+        self._recorded: set[str] = set()  # names recorded as used by this process (see `record_names`)
 
     @classmethod
     def open(cls, url: str, db_name: str) -> Store:
@@ -428,6 +431,34 @@ class Store:
     async def pending(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
         """The user's pending mail, oldest first, as Message-shaped dicts."""
         return [from_mail_document(doc) for doc in await self.pending_documents(user, limit)]
+
+    async def pending_pages(self, users: Iterable[str], budget: int) -> tuple[dict[str, int], dict[str, list[Document]]]:
+        """A login storm's first look, in two queries whatever the number of users: how
+        much is pending for each of these users that has any (by key; one aggregation on
+        the mailbox's destination key), and the whole mailbox, oldest first, of those
+        whose mail fits within `budget` documents in all (smallest first; one find).
+        Users with nothing pending cost no more than their key in the `$in`."""
+        keys = sorted({user.lower() for user in users})
+        if not keys:
+            return {}, {}
+        pipeline: list[Document] = [{"$match": {"destination_key": {"$in": keys}}}, {"$group": {"_id": "$destination_key", "n": {"$sum": 1}}}]
+        totals = {doc["_id"]: int(doc["n"]) for doc in await self.mailbox.aggregate(pipeline).to_list(None)}
+        whole: list[str] = []
+        for key, count in sorted(totals.items(), key=lambda item: item[1]):
+            if count > budget:
+                break
+            whole.append(key)
+            budget -= count
+        pages: dict[str, list[Document]] = {key: [] for key in whole}
+        if whole:
+            now = utcnow()
+            # Sorted here rather than by the store: the compound sort would need the
+            # destination key first, and each mailbox is small (it fits the budget).
+            for doc in live(await self.mailbox.find({"destination_key": {"$in": whole}}).to_list(None), now):
+                pages[doc["destination_key"]].append(doc)
+            for docs in pages.values():
+                docs.sort(key=lambda doc: (doc["timestamp"], doc["_id"]))
+        return totals, pages
 
     async def _count(self, collection: AsyncIOMotorCollection[Document], query: dict[str, Any]) -> int:
         # An aggregate $count: count_documents is 50x slower on the embedded store.
@@ -659,12 +690,18 @@ class Store:
 
     async def record_names(self, names: Iterable[str]) -> None:
         """These names have been used (logged in, or hold an account); the first spelling
-        seen is kept."""
+        seen is kept. A name this process recorded already costs no write (nothing reads
+        `last_seen`, which is when a process first saw it used): a storm of returning
+        guests makes no writes."""
         now = utcnow()
         for name in names:
-            await self.names.update_one(
-                {"_id": name.lower()}, {"$setOnInsert": {"name": name, "first_seen": now}, "$set": {"last_seen": now}}, upsert=True
-            )
+            key = name.lower()
+            if key in self._recorded:
+                continue
+            await self.names.update_one({"_id": key}, {"$setOnInsert": {"name": name, "first_seen": now}, "$set": {"last_seen": now}}, upsert=True)
+            if len(self._recorded) >= MAX_RECORDED_NAMES:
+                self._recorded.clear()  # forgotten names are written once more, which is harmless
+            self._recorded.add(key)
 
     async def unknown_names(self, names: Iterable[str]) -> list[str]:
         """The names (as given, each once, in order) nobody has used in any spelling."""

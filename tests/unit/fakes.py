@@ -511,6 +511,33 @@ class FakeApi:
         self._done(call, self._clock)
         return page, len(box)
 
+    async def pending_many(self, users: Iterable[str], limit: int) -> dict[str, tuple[list[Message] | None, int]]:
+        """As the API's POST /mail/pending: one request (recorded as `pending_many`) that
+        `fail("pending")` and `hold("pending")` steer too, being a look at pending mail."""
+        users = list(users)
+        call = Call("pending_many", {"users": users, "limit": limit}, started=next(self._clock))
+        self.calls.append(call)
+        await asyncio.sleep(0)  # a real request always yields to the loop
+        if (gate := self._gates.get("pending_many") or self._gates.get("pending")) is not None:
+            await gate.passage()
+        for method in ("pending_many", "pending"):
+            if (failure := self._failures.get(method)) is not None:
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        del self._failures[method]
+                call.outcome, call.finished = type(failure.error).__name__, next(self._clock)
+                raise failure.error
+        answer: dict[str, tuple[list[Message] | None, int]] = {}
+        budget = limit
+        boxes = {user.lower(): box for user in users if (box := self.mail.get(user))}
+        for key, box in sorted(boxes.items(), key=lambda item: len(item[1])):
+            fits = len(box) <= budget
+            budget -= len(box) if fits else 0
+            answer[key] = (list(box) if fits else None, len(box))
+        self._done(call, self._clock)
+        return answer
+
     async def ack(self, user: str, ids: list[str]) -> int:
         call = await self._request("ack", user=user, ids=list(ids))
         box = self.mail.get(user, [])

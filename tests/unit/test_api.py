@@ -202,6 +202,34 @@ def test_mail_round_trip_is_idempotent_by_id(api: TestClient) -> None:
     assert pending(api, "bob") == (["third"], 1)
 
 
+def test_pending_for_many_users_answers_those_with_mail_and_what_fits(api: TestClient) -> None:
+    """POST /mail/pending names only the users with mail (in any case), each with its
+    total and, smallest first while they fit the limit, all its mail oldest first; the
+    pages it served are acknowledged like GET's."""
+    bobs = [chat("alice", "Bob", f"b{i}", seconds_ago=3 - i) for i in range(3)]
+    carols = [chat("alice", "carol", f"c{i}", seconds_ago=3 - i) for i in range(2)]
+    ok(api.post("/mail", json=mail(*bobs, *carols, chat("alice", "dave", "d0"))), 201)
+    users = ["bob", "Carol", "nobody", *(f"quiet{i}" for i in range(50))]
+    answer = ok(api.post("/mail/pending", json={"users": users, "limit": 4}))["pending"]
+    by_user = {entry["user"]: entry for entry in answer}
+    assert set(by_user) == {"bob", "Carol"}  # dave wasn't asked; nobody and the quiet have none
+    assert by_user["Carol"] == {"user": "Carol", "total": 2, "messages": carols}
+    assert by_user["bob"] == {"user": "bob", "total": 3, "messages": None}  # 2 + 3 > 4: ask GET /mail/bob
+    ok(api.post("/mail/carol/ack", json={"ids": [m["id"] for m in carols]}))
+    assert ok(api.post("/mail/pending", json={"users": ["carol", "bob"], "limit": 10}))["pending"] == [
+        {"user": "bob", "total": 3, "messages": bobs}
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"users": []}, {"users": ["bad name"]}, {"users": ["bob"], "limit": 0}, {"users": ["bob"], "limit": MAIL_PAGE + 1}],
+)
+def test_pending_for_many_users_refuses_bad_bodies(api: TestClient, body: dict[str, Any]) -> None:
+    """No users, a bad name or a limit out of bounds gets 422."""
+    assert api.post("/mail/pending", json=body).status_code == 422
+
+
 def test_acknowledged_mail_moves_to_the_history(api: TestClient, app: FastAPI) -> None:
     """Acknowledged mail is no longer pending, only the user's own is taken, and it
     shows in the history in the order it was sent; clearing the history keeps pending mail."""

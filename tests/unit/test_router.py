@@ -339,7 +339,7 @@ async def test_a_close_midway_leaves_the_rest_pending(router: Router, api: FakeA
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
     messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
     pages = api.hold("pending")
-    pages.allow(1)
+    pages.allow(2)  # the login's look (pending_many: 5 don't fit a page of 2) and its first page
     joe = Client(router)
     joe.send("joe")
     await until(lambda: len(api.acked) == 1 and pages.waiting == 1, "the first page acknowledged")
@@ -417,7 +417,8 @@ async def test_a_target_resuming_before_its_mail_is_stored_still_gets_it(router:
     await until(lambda: gate.waiting == 1, "the store request")
     bob.transport.drain()
     def bobs_looks() -> int:
-        return sum(1 for c in api.requests("pending") if c.args["user"] == "bob" and c.outcome == "ok")
+        looks = [*api.requests("pending_many"), *api.requests("pending")]
+        return sum(1 for c in looks if "bob" in c.args.get("users", [c.args.get("user")]) and c.outcome == "ok")
 
     await until(lambda: bobs_looks() == 2, "the resume's look at bob's mail")  # login, resume
     gate.open()
@@ -658,3 +659,72 @@ async def test_a_reader_without_ack_leaves_nothing_behind(router: Router, api: F
     await joe.wait_closed()
     await turns(3)
     assert api.stored == []
+
+
+# --- a login storm -------------------------------------------------------------------------------
+
+
+async def test_logins_arriving_together_share_one_look_at_their_mail(router: Router, api: FakeApi) -> None:
+    """Twenty logins at once cost one pending_many, none a pending of its own, and each
+    welcome counts its own mail; a later !check asks pending as before."""
+    names = [f"u{i}" for i in range(20)]
+    for i, name in enumerate(names[:5]):
+        api.put_mail(name, *(f"{name} note {n}" for n in range(i + 1)))
+    clients = [Client(router) for _ in names]
+    for client, name in zip(clients, names, strict=True):
+        client.send(name)
+    welcomes = [await client.expect(lambda line: line.startswith("Welcome")) for client in clients]
+    counted = [f"{i + 1} stored message{'s' if i else ''}" for i in range(5)] + ["No stored messages"] * 15
+    assert welcomes == [f"Welcome, {name}! {count}." for name, count in zip(names, counted, strict=True)]
+    [look] = api.requests("pending_many")
+    assert sorted(look.args["users"]) == sorted(names)
+    assert api.requests("pending") == []
+    await until(lambda: not any(api.mail[name] for name in names[:5]), "the hand-overs acknowledged")
+    clients[0].send("!check")
+    assert await clients[0].expect("No stored messages.")
+    assert [call.args["user"] for call in api.requests("pending")] == ["u0"]
+
+
+async def test_a_storm_goes_in_bounded_batches_with_few_in_flight(
+    router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batches of 3 and 2 requests in flight, 10 logins make 4 requests; what
+    arrives while both are held waits for a slot and goes together."""
+    monkeypatch.setattr(router_module, "FIRST_LOOK_BATCH", 3)
+    looks = api.hold("pending_many")
+    clients = [Client(router) for _ in range(10)]
+    for i, client in enumerate(clients):
+        client.send(f"u{i}")
+    await until(lambda: looks.waiting == 2, "two looks in flight")
+    await turns(20)
+    assert looks.arrived == 2  # the rest wait for a slot, not the store
+    looks.open()
+    for client in clients:
+        assert (await client.expect(lambda line: line.startswith("Welcome"))).endswith("No stored messages.")
+    assert [len(call.args["users"]) for call in api.requests("pending_many")] == [3, 3, 3, 1]
+
+
+async def test_a_failed_look_says_unavailable_to_its_logins_only(router: Router, api: FakeApi) -> None:
+    """A pending_many that fails twice (asked once more) tells each login of its batch
+    that stored mail is unavailable; the next login's look is a new request and counts its mail."""
+    api.fail("pending_many", times=2)
+    first = [Client(router) for _ in range(3)]
+    for i, client in enumerate(first):
+        client.send(f"u{i}")
+    for client in first:
+        assert "unavailable" in await client.expect(lambda line: line.startswith("Welcome"))
+    api.put_mail("late", "hello")
+    late = Client(router)
+    late.send("late")
+    assert await late.expect(lambda line: line.startswith("Welcome")) == "Welcome, late! 1 stored message."
+    assert [call.outcome for call in api.requests("pending_many")] == ["StoreUnavailable", "StoreUnavailable", "ok"]
+
+
+async def test_a_look_that_fails_once_is_asked_again(router: Router, api: FakeApi) -> None:
+    """One failed pending_many is asked once more, and its logins get their count."""
+    api.fail("pending_many", times=1)
+    api.put_mail("joe", "hello")
+    joe = Client(router)
+    joe.send("joe")
+    assert await joe.expect(lambda line: line.startswith("Welcome")) == "Welcome, joe! 1 stored message."
+    assert [call.outcome for call in api.requests("pending_many")] == ["StoreUnavailable", "ok"]
