@@ -224,6 +224,10 @@ class AccountPublic(BaseModel):
     kind: Literal["person", "bot"]
 
 
+class AccountKinds(BaseModel):
+    kinds: dict[str, Literal["person", "bot"]] = Field(description="every account's name (lower case) and kind")
+
+
 class LoginIn(BaseModel):
     source: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS, description="the address the login comes from")
     password: SecretStr | None = None
@@ -511,6 +515,7 @@ def _routes() -> APIRouter:
     taken: dict[int | str, dict[str, Any]] = {409: {"description": "the name is registered already, in some case"}}
     missing: dict[int | str, dict[str, Any]] = {404: {"description": "no account holds the name"}}
     router.post("/accounts", status_code=201, response_model=AccountPublic, responses=taken, tags=["accounts"])(create_account)
+    router.get("/accounts", response_model=AccountKinds, tags=["accounts"])(account_kinds)
     router.get("/accounts/{name}", response_model=AccountPublic, responses=missing, tags=["accounts"])(get_account)
     router.delete("/accounts/{name}", response_model=AccountDeleted, tags=["accounts"])(delete_account)
     router.post(
@@ -579,6 +584,11 @@ async def create_account(body: AccountCreate, accounts: AccountsDep) -> AccountP
     if account is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"the name '{body.name}' is taken (names are the same in any case)")
     return public(account)
+
+
+async def account_kinds(store: StoreDep) -> AccountKinds:
+    """Which names are accounts: what a chat server refuses to guests while it can't ask."""
+    return AccountKinds(kinds=await store.account_kinds())
 
 
 async def get_account(name: PathName, accounts: AccountsDep) -> AccountPublic:

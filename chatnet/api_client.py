@@ -192,6 +192,11 @@ class ApiClient:
         answer = await self._request("POST", "/accounts", body)
         return Account(answer["name"], answer["kind"])
 
+    async def account_kinds(self) -> dict[str, str]:
+        """Every account's key (the name in lower case) and kind."""
+        kinds: dict[str, str] = (await self._request("GET", "/accounts"))["kinds"]
+        return kinds
+
     async def account(self, name: str) -> Account | None:
         """The account holding the name (in any case), or None."""
         status, text = await self._exchange("GET", self._account_path(name))

@@ -11,12 +11,16 @@ router asks, and admits.
     an account's name              -> its password (or a session token), or refused
     a bot's name                   -> only with the service token (API_TOKEN)
 
-While the API can't be reached a name known to be an account is refused ("can't be
-checked right now"); any other name may still log in as a guest, as before accounts.
+While the API can't be asked (down, or too busy to answer in time), a name that is an
+account is refused ("can't be checked right now"); a name known not to be one may still
+log in as a guest, as before accounts. Which names are accounts is loaded from the API
+when the server starts (`load`) and learned from every answer; until it is loaded,
+nobody is let in unchecked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -31,6 +35,8 @@ from chatnet.protocol import SERVER_NAME, Kind, Login, LoginReason
 
 logger = logging.getLogger("chatnet.server")
 
+# How long to wait before asking the API again for the account names.
+LOAD_RETRY: Final = 1.0
 # Per-address login buckets kept at most; full (idle) ones are forgotten first.
 MAX_ADDRESSES: Final = 10_000
 GUEST: Final = Kind.GUEST
@@ -86,9 +92,10 @@ class Identity:
         self.settings = settings
         self.api = api
         self.rate = LoginRate(settings.login_rate, max(1.0, settings.login_rate * 5))
-        # Names known to be accounts (key -> kind), learned from the API's answers: what
-        # is refused while the API can't be asked.
+        # Names known to be accounts (key -> kind), loaded at start and learned from the
+        # API's answers: what is refused while the API can't be asked.
         self.known: dict[str, str] = {}
+        self.loaded = False  # `known` holds every account (else no guest goes unchecked)
         token = settings.api_token.get_secret_value() if settings.api_token else ""
         self._service_token = token.encode()
 
@@ -118,11 +125,12 @@ class Identity:
                 name, address, password=login.password, token=login.token, want_token=login.want_token
             )
         except StoreUnavailable as exc:
-            if key in self.known:
+            if key in self.known or not self.loaded:
                 logger.warning("login of %s can't be checked: %s", name, exc)
                 raise LoginFailed(
                     f"Accounts can't be checked right now; try '{name}' again shortly.", LoginReason.UNAVAILABLE
                 ) from None
+            logger.info("login of %s not checked (%s): a guest, as the name is no account", name, exc)
             return self._guest(name)  # as before accounts: live chat goes on while the store is away
         except ApiRejected as exc:  # a request of ours it can't read: never a reason to let anyone in
             logger.error("message API refused the login check of %s: %s", name, exc)
@@ -133,6 +141,20 @@ class Identity:
             return self._guest(name)
         self.known[key] = answer.kind
         return Admission(answer.name, answer.kind, answer.token)
+
+    async def load(self) -> None:
+        """Learn which names are accounts, retrying until the API answers."""
+        while True:
+            try:
+                kinds = await self.api.account_kinds()
+            except (StoreUnavailable, ApiRejected) as exc:
+                logger.warning("accounts not loaded yet (%s); retrying", exc)
+                await asyncio.sleep(LOAD_RETRY)
+                continue
+            self.known.update(kinds)
+            self.loaded = True
+            logger.info("%d account name(s) known", len(kinds))
+            return
 
     def _guest(self, name: str) -> Admission:
         if not self.settings.guests:

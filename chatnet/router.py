@@ -190,6 +190,7 @@ class Router:
     def start(self) -> None:
         self.spawn(self.mail.run())
         self.spawn(self.archiver.run())
+        self.spawn(self.identity.load())
 
     async def stop(self, grace: float) -> None:
         """Say goodbye, store what is queued (for at most `grace` s), close everyone."""

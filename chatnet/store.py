@@ -662,6 +662,10 @@ class Store:
     async def find_account(self, key: str) -> Document | None:
         return await self.accounts.find_one({"_id": key})
 
+    async def account_kinds(self) -> dict[str, str]:
+        """Every account's key and kind (person or bot)."""
+        return {doc["_id"]: doc["kind"] async for doc in self.accounts.find({}, {"kind": 1})}
+
     async def set_password_hash(self, key: str, password_hash: str) -> None:
         await self.accounts.update_one({"_id": key}, {"$set": {"password_hash": password_hash}})
 

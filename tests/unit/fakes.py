@@ -437,6 +437,11 @@ class FakeApi:
 
     # --- ApiClient ----------------------------------------------------------------------
 
+    async def account_kinds(self) -> dict[str, str]:
+        call = await self._request("account_kinds")
+        self._done(call, self._clock)
+        return {key: kind for key, (_, kind, _) in self.accounts.items()}
+
     async def check_login(
         self, name: str, source: str, password: str | None = None, token: str | None = None, want_token: bool = False
     ) -> LoginCheck:

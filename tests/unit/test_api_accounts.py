@@ -137,6 +137,14 @@ def test_create_and_look_up_an_account(api: TestClient) -> None:
     assert api.get("/accounts/nobody").status_code == 404
 
 
+def test_the_account_names_and_kinds_are_listed(api: TestClient) -> None:
+    """GET /accounts: every account's name (lower case) and kind, for a chat server to know whom not to admit unchecked."""
+    assert api.get("/accounts").json() == {"kinds": {}}
+    api.post("/accounts", json={"name": "Alice", "password": "correct horse"})
+    api.post("/accounts", json={"name": "helper", "kind": "bot"})
+    assert api.get("/accounts").json() == {"kinds": {"alice": "person", "helper": "bot"}}
+
+
 def test_a_name_is_taken_in_any_case(api: TestClient) -> None:
     """Registering a name held in any case answers 409 saying it is taken, for people and bots."""
     ok(create(api, "Alice"), 201)

@@ -11,7 +11,7 @@ import pytest
 from chatnet.identity import LoginRate, password_problem
 from chatnet.router import Router
 from chatnet.session import FloodBucket
-from tests.unit.fakes import Client, FakeApi, json_client, running_router, settings, text_client
+from tests.unit.fakes import Client, FakeApi, json_client, running_router, settings, text_client, until
 
 
 @pytest.fixture
@@ -206,3 +206,24 @@ async def test_a_relay_reports_each_browsers_address(api: FakeApi) -> None:
         forged.send_json({"type": "login", "user": "u4", "relay_token": "a guess", "address": "203.0.113.9"})
         refusal = await forged.expect_frame(lambda f: f["metadata"].get("event") == "login_failed")
         assert refusal["metadata"]["reason"] == "wrong_password"
+
+
+async def test_nobody_goes_unchecked_before_the_account_names_are_known(api: FakeApi) -> None:
+    """With the API away from the start a login is refused (it could be an account's); once the
+    account names are loaded, a name that is none may chat as a guest while the API is away."""
+    api.fail("account_kinds")
+    api.fail("check_login")
+    async with running_router(api) as router:
+        client = Client(router)
+        client.send("alice")
+        assert await client.expect("Accounts can't be checked right now; try 'alice' again shortly.")
+        client.send("frank")
+        assert await client.expect("Accounts can't be checked right now; try 'frank' again shortly.")
+        api.heal("account_kinds")
+        await until(lambda: router.identity.loaded, "the account names loaded", timeout=10)
+        assert router.identity.known["alice"] == "person"
+        client.send("frank")
+        assert await client.expect("Welcome, frank! No stored messages.")
+        other = Client(router)
+        other.send("ALICE")
+        assert await other.expect("Accounts can't be checked right now; try 'ALICE' again shortly.")
