@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run client test unit lint bench install clean
+.PHONY: run client test unit lint bench fuzz install clean
 
 # The launcher prints where to connect (browser, terminal client, API docs).
 run: $(STAMP)
@@ -32,6 +32,11 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+
+# A long fuzz against the real processes, then schemathesis against the API's OpenAPI;
+# fails on any traceback, API 5xx or restart. Shorter: make fuzz ARGS="--lines 5000".
+fuzz: $(STAMP)
+	$(PY) -m bench.fuzz --api $(ARGS)
 
 install: $(STAMP)
 

@@ -673,12 +673,21 @@ def build_app(settings: Settings) -> web.Application:
     return app
 
 
+# An idle HTTP connection to the page, or one still sending its request head, is closed
+# after this long (aiohttp's default is an hour). A browser just opens a new connection;
+# an open WebSocket is a running request and is not affected (its heartbeat rules it).
+WEB_KEEPALIVE_SECONDS: Final = 15.0
+
+
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, then close every WebSocket and stop."""
     ssl_context = server_context(settings) if settings.web_tls else None
     if settings.web_tls and ssl_context is None:
         raise SystemExit("WEB_TLS=true needs TLS_CERT and TLS_KEY (PEM files).")
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5.0)
+    # keepalive_timeout runs from the connection's start and from each response's end,
+    # and closes the connection if no whole request head has arrived by then: so it also
+    # ends slowloris-type header trickling (aiohttp has no separate read timeout).
+    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5.0, keepalive_timeout=WEB_KEEPALIVE_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port, ssl_context=ssl_context)
     await site.start()
