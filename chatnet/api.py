@@ -45,7 +45,18 @@ from chatnet.limits import (
     NAME_PATTERN,
     NAME_RULE,
 )
-from chatnet.protocol import Kind, LoginReason, Message, Name, dumps, from_mail_document, parse_timestamp
+from chatnet.protocol import (
+    Kind,
+    LoginReason,
+    Message,
+    Name,
+    dumps,
+    from_mail_document,
+    not_dots_alone,
+    parse_timestamp,
+    unencodable,
+    unstorable,
+)
 from chatnet.store import Store
 
 logger = logging.getLogger("chatnet.api")
@@ -79,7 +90,7 @@ MAX_PENDING_USERS: Final = 1000
 # The address a login comes from, as the chat server saw it (an IPv6 one with its zone fits).
 MAX_SOURCE_CHARS: Final = 64
 
-PathName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE)]
+PathName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE), AfterValidator(not_dots_alone)]
 PathToken = Annotated[str, Path(min_length=1, max_length=TOKEN_MAX_CHARS, description="a session token")]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -100,10 +111,25 @@ NewPassword = Annotated[SecretStr, AfterValidator(password_length)]
 
 
 class StoredMessage(Message):
-    """A message to store: it must say who sent it and to whom."""
+    """A message to store: it must say who sent it and to whom, in values the store can
+    hold (else 422 for this request, never a 500)."""
 
     sender: Name
     destination: Name
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if problem := unstorable(value):
+            raise ValueError(f"metadata the store can't hold: {problem}")
+        return value
+
+    @field_validator("message", "id")
+    @classmethod
+    def _utf8(cls, value: str) -> str:
+        if problem := unencodable(value):
+            raise ValueError(problem)
+        return value
 
 
 class MailIn(BaseModel):

@@ -12,8 +12,10 @@ from typing import Final
 
 MAX_NAME_CHARS: Final = 32
 # The one name rule (users, bots, services), as a pattern and as people read it.
+# And not dots alone ('.' and '..' mean something else in a URL path): checked beside
+# the pattern, which stays free of look-arounds for the regex engines that read it.
 NAME_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,32}$"
-NAME_RULE: Final = "1-32 letters, digits, '_', '.' or '-'"
+NAME_RULE: Final = "1-32 letters, digits, '_', '.' or '-' (not dots alone)"
 
 # A line longer than this is read away and answered with an error, never buffered whole.
 MAX_LINE_BYTES: Final = 8192
@@ -23,6 +25,12 @@ MAX_MESSAGE_CHARS: Final = 2000
 # Passwords: long enough to mean something, short enough that hashing one is bounded.
 MIN_PASSWORD_CHARS: Final = 8
 MAX_PASSWORD_CHARS: Final = 128
+
+# What the store can hold of a message's metadata: integers of 64 bits, finite numbers,
+# text that is UTF-8, keys without NUL or a leading '$', nesting at most this deep.
+MAX_METADATA_DEPTH: Final = 32
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
 
 # --- the message API's batches and pages -----------------------------------------------
 

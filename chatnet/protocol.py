@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 import time
@@ -27,10 +28,10 @@ from enum import StrEnum
 from functools import lru_cache, partial
 from typing import Annotated, Any, Final, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
 
 from chatnet.errors import BadFrame, LineTooLong, ProtocolError
-from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS, NAME_PATTERN, NAME_RULE
+from chatnet.limits import INT64_MAX, INT64_MIN, MAX_LINE_BYTES, MAX_MESSAGE_CHARS, MAX_METADATA_DEPTH, NAME_PATTERN, NAME_RULE
 
 NAME_RE: Final = re.compile(NAME_PATTERN.strip("^$"))
 # Sender of what the server itself says; nobody can log in under this name.
@@ -41,7 +42,13 @@ SERVER_NAME: Final = "server"
 # message or an echo.
 SERVER_METADATA: Final = frozenset({"event", "sender_features", "stored", "echo"})
 
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+def not_dots_alone(name: str) -> str:
+    if not name.strip("."):
+        raise ValueError(f"use {NAME_RULE}")
+    return name
+
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN), AfterValidator(not_dots_alone)]
 
 
 class MessageType(StrEnum):
@@ -77,7 +84,7 @@ class Event(StrEnum):
 
 
 def is_valid_name(name: str) -> bool:
-    return NAME_RE.fullmatch(name) is not None
+    return NAME_RE.fullmatch(name) is not None and bool(name.strip("."))
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -92,6 +99,41 @@ def check_message(text: str) -> str:
     if len(text) > MAX_MESSAGE_CHARS:
         raise ProtocolError(f"Message too long ({len(text)} characters; the limit is {MAX_MESSAGE_CHARS}).")
     return text
+
+
+def unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why the store can't hold this JSON value (a message's metadata), or None. The
+    JSON dialect and the API both ask, so one sender's bad value is refused to it alone
+    instead of failing a batch of other people's mail."""
+    if depth > MAX_METADATA_DEPTH:
+        return f"nesting deeper than {MAX_METADATA_DEPTH}"
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if INT64_MIN <= value <= INT64_MAX else "an integer wider than 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "NaN or Infinity"
+    if isinstance(value, str):
+        return unencodable(value)
+    if isinstance(value, list):
+        return next((p for item in value if (p := unstorable(item, depth + 1))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or "\0" in key or key.startswith("$"):
+                return "a key with a NUL or a leading '$'"
+            if problem := unencodable(key) or unstorable(item, depth + 1):
+                return problem
+        return None
+    return f"a {type(value).__name__}"
+
+
+def unencodable(text: str) -> str | None:
+    """Why this text is no UTF-8 (a lone surrogate, from a \\u escape), or None."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "text that is not UTF-8 (a lone surrogate)"
+    return None
 
 
 def quote(value: str, limit: int = 40) -> str:

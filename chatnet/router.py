@@ -282,8 +282,8 @@ class Router:
         welcome: dict[str, Any] = {"account": kind != GUEST, "bot": kind == BOT}
         if admission.token is not None:
             welcome["token"] = admission.token
+        # The lines that came with the login wait for the welcome (see _hand_over).
         self.spawn(self.hand_over_mail(session, announce=True, welcome=welcome))
-        session.resume_lines()
 
     def act(self, session: Session, event: Command | Quit | Login | Ack) -> None:
         if type(event) is Command:
@@ -426,6 +426,7 @@ class Router:
                 await self._hand_over(session, announce=False, quiet=not again)
         finally:
             del self._handovers[session]
+            session.resume_lines()  # in case the welcome never went out
 
     async def _hand_over(self, session: Session, announce: bool, quiet: bool = False, welcome: dict[str, Any] | None = None) -> None:
         first = True
@@ -445,6 +446,8 @@ class Router:
                 return
             if first and not (quiet and total == 0):
                 self._say_mail_count(session, total, announce, welcome or {})
+            if first and announce:
+                session.resume_lines()  # what came with the login line is answered after the welcome
             first = False
             if not messages:
                 break

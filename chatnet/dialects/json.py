@@ -18,7 +18,7 @@ import re
 from typing import Any, ClassVar, Final
 
 from chatnet.errors import BadFrame
-from chatnet.limits import MAX_BATCH
+from chatnet.limits import INT64_MAX, INT64_MIN, MAX_BATCH
 from chatnet.protocol import (
     SERVER_METADATA,
     SERVER_NAME,
@@ -39,6 +39,7 @@ from chatnet.protocol import (
     new_id,
     parse_command,
     quote,
+    unstorable,
 )
 
 # What the debug log must not show: secret fields, and the arguments of commands that
@@ -48,9 +49,6 @@ _SECRET_COMMAND: Final = re.compile(r'"!(register|password) (?:[^"\\]|\\.)*"', r
 
 # Longer than any password (128), token or address a login frame may carry.
 MAX_SECRET_CHARS: Final = 512
-# MongoDB's integers are 64-bit.
-INT64_MIN: Final = -(1 << 63)
-INT64_MAX: Final = (1 << 63) - 1
 
 
 def parse_frame(line: str) -> ClientEvent:
@@ -81,6 +79,8 @@ def parse_frame(line: str) -> ClientEvent:
             raise BadFrame("'metadata' must be an object.")
         if metadata and not SERVER_METADATA.isdisjoint(metadata):
             metadata = {key: value for key, value in metadata.items() if key not in SERVER_METADATA}
+        if metadata and (problem := unstorable(metadata)):
+            raise BadFrame(f"Metadata the store can't hold: {problem}.")
         return Chat(check_name(destination, "destination"), check_message(message), metadata or None, kind)
     if kind == "ack":
         ids = frame.get("ids")

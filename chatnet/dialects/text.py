@@ -69,7 +69,7 @@ def parse_line(line: str) -> Chat | Command | Quit:
     if colon and not destination.lstrip().startswith("!"):
         # The common case first, kept lean: it runs once per routed message.
         if destination not in _VALID_DESTINATIONS:
-            if NAME_RE.fullmatch(destination) is None:
+            if NAME_RE.fullmatch(destination) is None or not destination.strip("."):
                 destination = destination.strip()
                 if not destination:
                     raise ProtocolError("No destination: write 'name: message'.")

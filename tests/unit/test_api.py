@@ -5,6 +5,7 @@ database going away, shutdown, big pages over HTTP) is in tests/integration/test
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -343,3 +344,15 @@ def test_detailed_health_counts(api: TestClient) -> None:
     assert health["database"]["ok"] is True and health["database"]["error"] is None
     assert health["counts"] == {"pending": 2, "messages": 3, "subscriptions": 1}
     assert health["uptime_seconds"] > 0
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"n": 2**63}, {"a\u0000b": 1}, {"$set": 1}, {"x": float("nan")}],
+)
+def test_values_the_store_cant_hold_are_422_not_500(api: TestClient, metadata: dict) -> None:  # type: ignore[type-arg]
+    """A message whose metadata the store can't hold is refused with 422 and a reason: never a 500."""
+    body = {"messages": [{"id": "x1", "sender": "alice", "destination": "bob", "message": "m", "metadata": metadata}]}
+    for route in ("/mail", "/history"):
+        response = api.post(route, content=json.dumps(body, allow_nan=True), headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, (route, metadata, response.text)

@@ -231,3 +231,27 @@ def test_first_line_picks_the_dialect() -> None:
         JSON.parse_login('{"type": "chat", "destination": "bob", "message": "hi"}')
     with pytest.raises(ProtocolError, match="Invalid username"):
         TEXT.parse_login("no spaces")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"a\u0000b": 1}, "NUL"),
+        ({"$where": 1}, "leading '\\$'"),
+        ({"deep": json.loads('{"a":' * 40 + "1" + "}" * 40)}, "nesting deeper"),
+    ],
+)
+def test_metadata_the_store_cant_hold_is_refused(metadata: dict, reason: str) -> None:  # type: ignore[type-arg]
+    """Keys with a NUL or a leading '$', and nesting past the limit, are refused to their sender."""
+    frame = json.dumps({"type": "chat", "destination": "bob", "message": "hi", "metadata": metadata})
+    with pytest.raises(BadFrame, match=reason):
+        parse_frame(frame)
+
+
+@pytest.mark.parametrize("name", [".", "..", "..."])
+def test_dots_alone_are_no_name(name: str) -> None:
+    """'.' and '..' mean something else in a URL path: no user, no destination."""
+    with pytest.raises(ProtocolError, match="not dots alone"):
+        TEXT.parse_login(name)
+    with pytest.raises(ProtocolError, match="Invalid destination"):
+        parse_line(f"{name}: hi")
