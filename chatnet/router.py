@@ -173,6 +173,9 @@ class Router:
         # Sessions that had something stored because they were not keeping up: their
         # mail is handed over as soon as they read again.
         self._diverted: set[Session] = set()
+        # Mail outcomes each sender is still owed ("Message saved." or NOT): a peer that is
+        # done sending is closed once it has them.
+        self._owed: dict[Session, int] = {}
         # Hand-overs waiting for a client's acknowledgements (the `ack` feature).
         self._awaited: dict[Session, Awaited] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -261,6 +264,7 @@ class Router:
             if session.is_open:
                 logger.info("%s: login as %s refused (%s)", session.peer, login.user, exc.reason)
                 session.refused(exc)
+                self._finish_if_done(session)
             return
         except Exception:
             logger.exception("%s: checking the login as %s failed", session.peer, login.user)
@@ -299,6 +303,17 @@ class Router:
         else:
             raise ProtocolError("You are already logged in.")
 
+    def input_ended(self, session: Session) -> None:
+        waiting = self._awaited.get(session)
+        if waiting is not None:
+            waiting.arrived.set()  # no acks will come: the hand-over takes what it has
+        self._finish_if_done(session)
+
+    def _finish_if_done(self, session: Session) -> None:
+        """A peer that is done sending is closed once everything it asked is answered."""
+        if session.ended_input and session.is_open and not session.busy and session not in self._owed and session not in self._handovers:
+            session.close()
+
     def writable(self, session: Session) -> None:
         if session in self._diverted:
             self._diverted.discard(session)
@@ -307,6 +322,7 @@ class Router:
     def disconnected(self, session: Session, was_logged_in: bool) -> None:
         self.connections.discard(session)
         self._diverted.discard(session)
+        self._owed.pop(session, None)
         self._count_address(session.address, -1)
         if session.unacked:
             self._store_unreceived(session)
@@ -365,6 +381,7 @@ class Router:
         doc, options = _as_mail(new_id(), sender.name, destination, message, now, kind, metadata)
         if target is not None:
             self._diverted.update(target.sessions if isinstance(target, Group) else (target,))
+        self._owed[sender] = self._owed.get(sender, 0) + 1
         self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
 
     def _echo(self, sender: Session, destination: str, message: str, now: str, kind: str, metadata: dict[str, Any] | None) -> None:
@@ -379,10 +396,16 @@ class Router:
         """The MailWriter's report: tell each sender that is still here (and when nobody
         has used the name yet); hand mail that was stored for a slow reader over if it
         has caught up meanwhile."""
+        answered: set[Session] = set()
         for outcome in batch:
             sender, doc = outcome.sender, outcome.doc
             if saved and outcome.busy:
                 self._catch_up(doc["destination"])
+            if sender is not None and sender in self._owed:
+                self._owed[sender] -= 1
+                if not self._owed[sender]:
+                    del self._owed[sender]
+                    answered.add(sender)
             if sender is None or not sender.is_open:
                 continue
             destination = doc["destination"]
@@ -395,6 +418,8 @@ class Router:
                 if destination.lower() in unknown:
                     text = f"Note: nobody named '{destination}' has logged in here yet."
                     sender.notice(text, Event.UNKNOWN_NAME, destination=destination)
+        for sender in answered:
+            self._finish_if_done(sender)
 
     def _catch_up(self, name: str) -> None:
         """Mail was stored for `name` while it was not keeping up: hand it over now if
@@ -427,6 +452,7 @@ class Router:
         finally:
             del self._handovers[session]
             session.resume_lines()  # in case the welcome never went out
+            self._finish_if_done(session)
 
     async def _hand_over(self, session: Session, announce: bool, quiet: bool = False, welcome: dict[str, Any] | None = None) -> None:
         first = True
@@ -482,7 +508,7 @@ class Router:
             return ids if await session.delivered() else []
         await session.drained()
         wanted = set(ids)
-        while session.is_open and not wanted <= waiting.acked:
+        while session.is_open and not session.ended_input and not wanted <= waiting.acked:  # no acks after its EOF
             waiting.arrived.clear()
             with suppress(TimeoutError):  # woken by acks; now and then, to see whether it closed
                 await asyncio.wait_for(waiting.arrived.wait(), ACK_POLL)

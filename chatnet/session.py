@@ -57,6 +57,9 @@ WRITE_HARD_LIMIT: Final = 16 << 20
 # Below the high-water mark asyncio does not say when the buffer empties: `drained`
 # polls this often (it only runs while stored mail is handed over).
 DRAIN_POLL: Final = 0.005
+# After the peer is done sending, how long its answers (a login's check, "Message
+# saved.") may take before the connection is closed anyway.
+EOF_GRACE: Final = 10.0
 # Live messages kept for an `ack` reader until it acknowledges them; past this many the
 # oldest are forgotten (a reader that never acknowledges must not cost memory without end).
 UNACKED_LIMIT: Final = 2000
@@ -93,6 +96,7 @@ class Router(Protocol):
     def route(self, session: Session, chat: Chat) -> None: ...
     def act(self, session: Session, event: Command | Quit | Login | Ack) -> None: ...
     def writable(self, session: Session) -> None: ...
+    def input_ended(self, session: Session) -> None: ...
     def disconnected(self, session: Session, was_logged_in: bool) -> None: ...
 
 
@@ -145,7 +149,7 @@ class Session(asyncio.Protocol):
     __slots__ = (
         "router", "clock", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
-        "unacked", "unacked_dropped", "_out", "_flush_scheduled", "_resumed", "_login_timer", "_flood_timer",
+        "unacked", "unacked_dropped", "ended_input", "_out", "_flush_scheduled", "_resumed", "_login_timer", "_flood_timer",
     )  # fmt: skip
 
     def __init__(
@@ -177,6 +181,7 @@ class Session(asyncio.Protocol):
         # others): what it never had goes to its stored mail if the connection breaks.
         self.unacked: OrderedDict[str, Delivery] | None = None
         self.unacked_dropped = 0
+        self.ended_input = False  # the peer half-closed: it sends nothing more
         self._flood_timer: asyncio.TimerHandle | None = None
         self.bogus = 0
         self.paused = False  # the transport's buffer is over its high-water mark
@@ -292,7 +297,17 @@ class Session(asyncio.Protocol):
                 self.bogus = 0
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        """The peer is done sending (`printf 'alice\nbob: hi\n' | nc -N`): our side stays
+        open until what it sent is answered — the router closes it then, or the grace."""
+        self.ended_input = True
+        asyncio.get_running_loop().call_later(EOF_GRACE, self.close)
+        self.router.input_ended(self)
+        return True
+
+    @property
+    def busy(self) -> bool:
+        """Lines are held, or a login is being checked."""
+        return self.state is State.WAITING or self._held is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_logged_in = bool(self.name)  # the name is set at login, and only then

@@ -414,3 +414,15 @@ async def test_history_keeps_the_ids_recipients_saw(chat: Network) -> None:
     async with ApiClient(chat.api_url, chat.token) as api:
         messages, _ = await eventually(lambda: api.history("alice", "bob"), lambda found: bool(found[0]), "history of alice and bob")
     assert [(m.id, m.message) for m in messages] == [(live.id, "remember me")]
+
+
+async def test_a_peer_that_is_done_sending_still_gets_its_answers(chat: Network) -> None:
+    """`printf 'alice\\njoe: hi\\n' | nc -N`: the login, the offline note and its confirmation all arrive, then the server closes."""
+    reader, writer = await asyncio.open_connection(HOST, chat.chat_port)
+    writer.write(b"alice\njoe: left before you answered\n!who\n")
+    await writer.drain()
+    writer.write_eof()  # half-close: nothing more from us
+    said = (await asyncio.wait_for(reader.read(), 30)).decode().splitlines()
+    assert said[:3] == ["Enter username:", "Welcome, alice! No stored messages.", "Online (1): alice"], said
+    assert "User 'joe' is offline. Message saved." in said
+    writer.close()
