@@ -268,10 +268,21 @@ class LoginOut(BaseModel):
     token: str | None = Field(None, description="a new session token (only when asked for)")
 
 
+class Problem(BaseModel):
+    detail: str
+
+
 class Refusal(BaseModel):
     detail: str
-    reason: LoginReason
+    reason: LoginReason | None = Field(None, description="why the login was refused (none: the bearer token was missing or wrong)")
     retry_after: int | None = Field(None, description="seconds until a locked name or address may try again")
+
+
+# What every route behind the token may answer besides its own.
+COMMON_ANSWERS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": Problem, "description": "the body is not JSON"},
+    401: {"model": Problem, "description": "missing or wrong bearer token"},
+}
 
 
 REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
@@ -526,7 +537,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ExecutionTimeout, database_unavailable)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.get("/health", tags=["health"])(health)
-    app.include_router(_routes(), dependencies=[Depends(require_token)])
+    app.include_router(_routes(), dependencies=[Depends(require_token)], responses=COMMON_ANSWERS)
     return app
 
 
