@@ -5,6 +5,7 @@ acknowledged (text mode: what its TCP stack had not acknowledged)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 
@@ -14,6 +15,7 @@ from chatnet.protocol import Message, MessageType
 from tests.support import HOST, JsonClient, Network, TextClient
 
 PENDING = 5000
+STORED_TEXT = re.compile(r"^\[Stored\] \[[^]]+\]\[alice\] '(.*)'$")
 
 
 async def store_pending(chat: Network, user: str, count: int = PENDING) -> None:
@@ -71,3 +73,32 @@ async def test_a_json_client_with_ack_that_drops_gets_only_what_it_did_not_ackno
     next_one = await second.expect(lambda m: m.type == MessageType.CHAT)
     assert next_one.message == "note 100" and next_one.metadata.get("stored") is True
     await second.close()
+
+
+async def test_killing_the_api_while_mail_is_sent_loses_no_confirmed_message(chat: Network) -> None:
+    """kill -9 of the message API in the middle of 600 offline messages: every one the sender was told is saved reaches its reader, once."""
+    joe = await chat.text_client("joe")  # known name: each message gets exactly one answer line
+    await joe.send("exit")
+    await joe.lines_until_closed()
+    alice = await chat.text_client("alice")
+    count, chunk = 600, 25
+    answers: list[str] = []
+    for start in range(0, count, chunk):  # a chunk at a time, so the kill falls between stores
+        if start == count // 3:
+            chat.children["api"].kill()  # no goodbye
+            chat.children.pop("api")
+            restarted = asyncio.get_running_loop().run_in_executor(None, chat.start_api)
+        alice.writer.write("".join(f"joe: m{i}\n" for i in range(start, start + chunk)).encode())
+        await alice.writer.drain()
+        answers += [await alice.line(timeout=30) for _ in range(chunk)]
+    await restarted
+    saved = {f"m{i}" for i, answer in enumerate(answers) if answer == "User 'joe' is offline. Message saved."}
+    assert all(a.endswith("Message saved.") or "NOT saved" in a for a in answers), set(answers)
+    reader = await chat.text_client()
+    await reader.line()
+    await reader.send("joe")
+    welcome = await reader.line()
+    pending_count = int(welcome.split("! ", 1)[1].split(" ", 1)[0])
+    got = [STORED_TEXT.match(await reader.line()).group(1) for _ in range(pending_count)]  # type: ignore[union-attr]
+    assert saved <= set(got), f"{len(saved - set(got))} confirmed message(s) lost"
+    assert len(got) == len(set(got)), "a message came twice"
