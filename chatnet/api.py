@@ -41,6 +41,7 @@ from chatnet.limits import (
     MAX_KEEP_LATEST,
     MAX_MAIL_TTL_SECONDS,
     MAX_PASSWORD_CHARS,
+    MAX_PENDING_USERS,
     MIN_PASSWORD_CHARS,
     NAME_PATTERN,
     NAME_RULE,
@@ -83,9 +84,6 @@ ARCHIVE_MAX_DEFER_SECONDS: Final = 2.0
 # again (the oldest are forgotten first; a forgotten one is simply read).
 MAX_SERVED: Final = 20_000
 
-# Users in one POST /mail/pending: a login storm's window of names (the chat server
-# asks for at most a few hundred at once); bounds the `$in` and the answer.
-MAX_PENDING_USERS: Final = 1000
 
 # The address a login comes from, as the chat server saw it (an IPv6 one with its zone fits).
 MAX_SOURCE_CHARS: Final = 64

@@ -40,6 +40,9 @@ MAX_BATCH: Final = 1000
 # big: each page costs a fetch and an acknowledgement, and a login with thousands
 # waiting should take one of each.
 MAIL_PAGE: Final = 10_000
+# Users in one POST /mail/pending: a login storm's window of names (the chat server asks
+# for FIRST_LOOK_BATCH at once); bounds the `$in` and the answer.
+MAX_PENDING_USERS: Final = 1000
 # Ids in one acknowledgement: a whole page.
 MAX_ACK_IDS: Final = MAIL_PAGE
 # Ids a client puts in one ack frame: a frame is one line to the server, and a hundred of

@@ -24,7 +24,6 @@ from its others (`metadata.echo`).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
@@ -33,9 +32,9 @@ from typing import Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.delivery import Archiver, MailOptions, MailWriter, Outcome, Priority
+from chatnet.delivery import Archiver, FirstLook, MailOptions, MailWriter, Outcome, Priority
 from chatnet.directory import Directory, Group, LocalDirectory
-from chatnet.errors import ChatError, LoginFailed, ProtocolError, StoreUnavailable
+from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
 from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS
 from chatnet.protocol import (
@@ -47,7 +46,6 @@ from chatnet.protocol import (
     Event,
     Login,
     LoginReason,
-    Message,
     MessageType,
     Quit,
     help_lines,
@@ -64,82 +62,8 @@ logger = logging.getLogger("chatnet.server")
 # client went away meanwhile.
 ACK_POLL: Final = 0.1
 
-# The first look at the mail of logins that arrive together is one request (see
-# `FirstLook`): names gather this long after the first of them (or, while the requests
-# in flight are at their limit, until one returns), at most this many in one request
-# (within the API's MAX_PENDING_USERS, 1000, and small enough to answer quickly)...
-FIRST_LOOK_WINDOW: Final = 0.005
-FIRST_LOOK_BATCH: Final = 250
-# ... and at most this many such requests at once: the store serves one request at a
-# time, so more in flight only queue there, while here the next batch grows instead.
-FIRST_LOOK_IN_FLIGHT: Final = 2
-# A look that failed is asked once more before its logins are told "unavailable": in a
-# storm it can time out queued in the client's connection pool behind the login checks
-# (measured: a batch of 9 of 5,000 logins), and once more costs one request, not 9.
-FIRST_LOOK_ATTEMPTS: Final = 2
-
-# What a first look answers: the page (None: it did not fit, ask for it alone) and the total.
-Looked = tuple[list[Message] | None, int]
 # An address a relay reports is kept to this length (IPv6 with a zone fits).
 MAX_ADDRESS_CHARS: Final = 64
-
-
-class FirstLook:
-    """Coalesces the first look at pending mail of logins that arrive close together
-    into one `pending_many` request, so a login storm costs the API a few requests, not
-    one per login. Later pages and `!check` ask `pending` on their own."""
-
-    def __init__(self, api: ApiClient, priority: Priority, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]) -> None:
-        self.api = api
-        self.priority = priority
-        self._spawn = spawn
-        self._waiting: dict[str, tuple[str, list[asyncio.Future[Looked]]]] = {}  # key -> (name, who waits)
-        self._gatherer: asyncio.Task[Any] | None = None
-        self._slots = asyncio.Semaphore(FIRST_LOOK_IN_FLIGHT)
-
-    async def pending(self, name: str) -> Looked:
-        """`name`'s pending mail, as one of the window's names; raises what the request raised."""
-        future: asyncio.Future[Looked] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(name.lower(), (name, []))[1].append(future)
-        if self._gatherer is None:
-            self._gatherer = self._spawn(self._gather())
-        return await future
-
-    async def _gather(self) -> None:
-        try:
-            await asyncio.sleep(FIRST_LOOK_WINDOW)
-            while self._waiting:
-                await self._slots.acquire()
-                keys = list(itertools.islice(self._waiting, FIRST_LOOK_BATCH))
-                self._spawn(self._ask({key: self._waiting.pop(key) for key in keys}))
-        finally:
-            self._gatherer = None
-
-    async def _ask(self, batch: dict[str, tuple[str, list[asyncio.Future[Looked]]]]) -> None:
-        try:
-            with self.priority:
-                names = [name for name, _ in batch.values()]
-                for attempt in range(1, FIRST_LOOK_ATTEMPTS + 1):
-                    try:
-                        answer = await self.api.pending_many(names, MAIL_PAGE)
-                        break
-                    except StoreUnavailable as exc:
-                        if attempt == FIRST_LOOK_ATTEMPTS:
-                            raise
-                        logger.info("first look at the mail of %d login(s) failed (%s); asking again", len(names), exc)
-        except Exception as exc:  # each waiting hand-over reports it as its own look would have
-            for _, futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        finally:
-            self._slots.release()
-        for key, (_, futures) in batch.items():
-            looked = answer.get(key, ([], 0))
-            for future in futures:
-                if not future.done():
-                    future.set_result(looked)
 
 
 @dataclass(slots=True)

@@ -318,6 +318,7 @@ async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(
 ) -> None:
     """With pages of 2, five messages come in order and each page is acknowledged after it was written."""
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
+    monkeypatch.setattr(delivery, "MAIL_PAGE", 2)  # the login's first look
     messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
     acks = api.hold("ack")
     joe = Client(router)
@@ -337,6 +338,7 @@ async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(
 async def test_a_close_midway_leaves_the_rest_pending(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session that closes during the hand-over has only what was written acknowledged."""
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
+    monkeypatch.setattr(delivery, "MAIL_PAGE", 2)  # the login's first look
     messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
     pages = api.hold("pending")
     pages.allow(2)  # the login's look (pending_many: 5 don't fit a page of 2) and its first page
@@ -690,7 +692,7 @@ async def test_a_storm_goes_in_bounded_batches_with_few_in_flight(
 ) -> None:
     """With batches of 3 and 2 requests in flight, 10 logins make 4 requests; what
     arrives while both are held waits for a slot and goes together."""
-    monkeypatch.setattr(router_module, "FIRST_LOOK_BATCH", 3)
+    monkeypatch.setattr(delivery, "FIRST_LOOK_BATCH", 3)
     looks = api.hold("pending_many")
     clients = [Client(router) for _ in range(10)]
     for i, client in enumerate(clients):
