@@ -102,3 +102,35 @@ async def test_killing_the_api_while_mail_is_sent_loses_no_confirmed_message(cha
     got = [STORED_TEXT.match(await reader.line()).group(1) for _ in range(pending_count)]  # type: ignore[union-attr]
     assert saved <= set(got), f"{len(saved - set(got))} confirmed message(s) lost"
     assert len(got) == len(set(got)), "a message came twice"
+
+
+async def test_killing_the_chat_server_while_mail_is_sent_loses_no_confirmed_message(chat: Network) -> None:
+    """kill -9 of the chat server in the middle of offline sending: every message its sender heard was saved reaches its reader after the restart."""
+    joe = await chat.text_client("joe")
+    await joe.send("exit")
+    await joe.lines_until_closed()
+    saved: set[str] = set()
+    for round_ in range(2):  # before the kill, and after the restart
+        alice = await chat.text_client("alice")
+        for start in range(0, 150, 25):
+            alice.writer.write("".join(f"joe: r{round_}m{i}\n" for i in range(start, start + 25)).encode())
+            await alice.writer.drain()
+            for i in range(start, start + 25):
+                if await alice.line(timeout=30) == "User 'joe' is offline. Message saved.":
+                    saved.add(f"r{round_}m{i}")
+        if round_ == 0:
+            alice.writer.write("".join(f"joe: unconfirmed {i}\n" for i in range(50)).encode())  # in flight at the kill
+            await alice.writer.drain()
+            chat.children["server"].kill()
+            chat.children.pop("server")
+            chat.start_server()
+    assert len(saved) == 300, f"{300 - len(saved)} of the messages sent around the kill were not saved"
+    reader = await chat.text_client()
+    await reader.line()
+    await reader.send("joe")
+    welcome = await reader.line()
+    pending_count = int(welcome.split("! ", 1)[1].split(" ", 1)[0])
+    lines = [await reader.line() for _ in range(pending_count)]
+    got = [m.group(1) for m in map(STORED_TEXT.match, lines) if m]
+    assert saved <= set(got), f"{len(saved - set(got))} confirmed message(s) lost"
+    assert len(got) == len(set(got)), "a message came twice"
