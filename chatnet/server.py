@@ -22,8 +22,9 @@ from typing import Final
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, pick_text_or_json
+from chatnet.flood import flood_bucket
 from chatnet.router import Router
-from chatnet.session import Session, flood_bucket
+from chatnet.session import Session
 from chatnet.tls import server_context
 
 logger = logging.getLogger("chatnet.server")

@@ -31,7 +31,6 @@ import logging
 import socket
 import struct
 import termios
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
@@ -39,6 +38,7 @@ from typing import Any, Final, Protocol
 
 from chatnet.dialects import Dialect
 from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
+from chatnet.flood import FloodBucket
 from chatnet.protocol import ACK_FEATURE, Ack, Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Quit, partial_chunk
 
 logger = logging.getLogger("chatnet.server")
@@ -100,31 +100,6 @@ class Router(Protocol):
     def disconnected(self, session: Session, was_logged_in: bool) -> None: ...
 
 
-class FloodBucket:
-    """`rate` lines a second, `burst` at once (a token bucket)."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(max(burst, 1))
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-
-    def take(self, wanted: int) -> int:
-        """How many of `wanted` lines may be read now (and takes them)."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        granted = min(wanted, int(self.tokens))
-        self.tokens -= granted
-        return granted
-
-    def wait(self) -> float:
-        """Seconds until the next line may be read."""
-        return max(0.0, (1.0 - self.tokens) / self.rate)
-
-
 def _keep_alive(sock: Any) -> None:
     if sock is None:
         return
@@ -135,11 +110,6 @@ def _keep_alive(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
     except (OSError, AttributeError):  # not TCP, or a platform without these options
         pass
-
-
-def flood_bucket(rate: float, burst: int) -> FloodBucket | None:
-    """A new connection's bucket (FLOOD_RATE, FLOOD_BURST); None when flood control is off."""
-    return FloodBucket(rate, burst) if rate > 0 else None
 
 
 class Session(asyncio.Protocol):

@@ -29,9 +29,10 @@ from chatnet.api_client import Account, LoginCheck, MailReceipt, PasswordChange
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
+from chatnet.flood import flood_bucket
 from chatnet.protocol import Message, utcnow
 from chatnet.router import Router
-from chatnet.session import WRITE_HIGH_WATER, Session, flood_bucket
+from chatnet.session import WRITE_HIGH_WATER, Session
 
 DEADLINE = 2.0  # seconds any single wait in these tests may take before it fails
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from chatnet.flood import FloodBucket
 from chatnet.identity import LoginRate, password_problem
 from chatnet.router import Router
-from chatnet.session import FloodBucket
 from tests.unit.fakes import Client, FakeApi, json_client, running_router, settings, text_client, until
 
 
