@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_connections_per_ip: int = 1000
     login_rate: float = 20.0
 
+    # A JSON client silent for PING_INTERVAL seconds is pinged, and dropped when it does
+    # not answer within PING_TIMEOUT (0 = never pinged; text mode relies on TCP keepalive).
+    ping_interval: float = 120.0
+    ping_timeout: float = 60.0
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_token: SecretStr | None = None
@@ -96,6 +101,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @property
+    def liveness(self) -> tuple[float, float] | None:
+        """(seconds of silence before a ping, seconds to answer it), or None: no pings."""
+        return (self.ping_interval, self.ping_timeout) if self.ping_interval > 0 else None
 
     @property
     def api_url(self) -> str:

@@ -7,7 +7,8 @@
     await peer.close()
 
 Server notices arrive as `notification` / `error` messages whose `metadata["event"]`
-says what they are (`chatnet.protocol.Event`). Frames go out through the JSON
+says what they are (`chatnet.protocol.Event`); the server's pings are answered here and
+never reach the caller. Frames go out through the JSON
 dialect's `client_frame`, so they are what the server's `parse_frame` reads.
 """
 
@@ -21,7 +22,7 @@ from typing import Any, Final
 
 from chatnet.dialects.json import client_frame
 from chatnet.errors import LoginInterrupted, LoginRefused
-from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, dumps, parse_message
+from chatnet.protocol import SERVER_NAME, Chat, Command, Event, Login, Message, MessageType, Pong, dumps, parse_message
 
 # Frames from the server can be longer than a client's line limit (stored mail
 # with metadata, a bot's long reply); this only bounds memory.
@@ -34,6 +35,9 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
     """A client frame as the line that goes on the wire (raises UnicodeEncodeError for
     text that is no valid UTF-8, such as a lone surrogate from a `\\ud800` escape)."""
     return dumps(frame).encode() + b"\n"
+
+
+PONG_LINE: Final = encode_frame(client_frame(Pong()))
 
 
 class Peer:
@@ -118,8 +122,12 @@ class Peer:
         return await self._read()
 
     async def _read(self) -> Message | None:
-        line = await self.reader.readline()
-        return parse_message(line) if line else None
+        while line := await self.reader.readline():
+            message = parse_message(line)
+            if message.metadata.get("event") != Event.PING or message.sender != SERVER_NAME:
+                return message
+            self.writer.write(PONG_LINE)  # no drain: a pong is small, and the reader must not wait on the writer
+        return None
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         while (message := await self.recv()) is not None:

@@ -77,6 +77,7 @@ class Event(StrEnum):
     REGISTERED = "registered"  # !register made the name an account
     PASSWORD_CHANGED = "password_changed"  # !password changed it; other sessions signed out
     BAD_INPUT = "bad_input"  # a line or frame was refused; the text says why
+    PING = "ping"  # the client has been silent a while: answer {"type": "pong"} (or send anything)
     # from the web adapter
     STATUS = "status"  # the adapter's chat-server connection: state, retry_in
     SESSION = "session"  # the page's session token after a login: token
@@ -304,7 +305,11 @@ class Ack(NamedTuple):
     ids: tuple[str, ...]
 
 
-ClientEvent = Login | Chat | Command | Quit | Ack
+class Pong(NamedTuple):
+    """A client's answer to the server's ping (any line proves it alive; this one says nothing else)."""
+
+
+ClientEvent = Login | Chat | Command | Quit | Ack | Pong
 
 # The login feature of clients that acknowledge what they have handled.
 ACK_FEATURE: Final = "ack"

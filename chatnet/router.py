@@ -54,7 +54,7 @@ from chatnet.protocol import (
     new_id,
     partial_chunk,
 )
-from chatnet.session import Session
+from chatnet.session import CLOSE_LINGER, DRAIN_POLL, Session
 
 logger = logging.getLogger("chatnet.server")
 
@@ -132,6 +132,15 @@ class Router:
             logger.warning("shutdown: %d message(s) could not be stored in time", len(self.mail.queue))
         for session in list(self.connections):
             session.close()
+        # Closing sessions wait for their peers to acknowledge the last lines; what never
+        # arrives becomes mail, stored before we go.
+        try:
+            async with asyncio.timeout(CLOSE_LINGER + grace):
+                while self.connections:
+                    await asyncio.sleep(DRAIN_POLL)
+                await self.mail.drain()
+        except TimeoutError:
+            logger.warning("shutdown: %d connection(s) still closing, %d message(s) not stored", len(self.connections), len(self.mail.queue))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -248,23 +257,29 @@ class Router:
         self._diverted.discard(session)
         self._owed.pop(session, None)
         self._count_address(session.address, -1)
-        if session.unacked:
+        if session.unacked or session.sent:
             self._store_unreceived(session)
         if was_logged_in and self.directory.remove(session):
             logger.info("%s left", session.name)
             self._announce(session, "offline")
 
     def _store_unreceived(self, session: Session) -> None:
-        """Live messages an `ack` reader was sent but never acknowledged go to its stored
-        mail, under the ids it was sent (a repeat is one it can drop)."""
-        assert session.unacked is not None
-        for msg_id, sender, destination, message, timestamp, kind, metadata, _ in session.unacked.values():
-            doc, options = _as_mail(msg_id or new_id(), sender, destination, message, timestamp, kind, metadata)
-            self.mail.submit(Outcome(doc, None), options)
-        logger.info("%s left with %d message(s) unacknowledged: stored", session.who, len(session.unacked))
-        if session.unacked_dropped:
-            logger.warning("%s: %d older unacknowledged message(s) were past the limit", session.who, session.unacked_dropped)
-        session.unacked.clear()
+        """Live messages the reader was sent but is not known to have (never acknowledged,
+        or not by its TCP stack) go to its stored mail, under the ids it was sent (a repeat
+        is one it can drop). Echoes of its own account's messages are not its mail."""
+        stored = 0
+        for msg_id, sender, _, message, timestamp, kind, metadata, _ in session.unreceived():
+            if metadata is not None and metadata.get("echo"):
+                continue
+            doc, options = _as_mail(msg_id or new_id(), sender, session.name, message, timestamp, kind, metadata)
+            self.mail.submit(Outcome(doc, None, busy=True), options)  # busy: handed over if the reader is back already
+            stored += 1
+        logger.info("%s left with %d message(s) not known to have arrived: stored", session.who, stored)
+        if session.forgotten:
+            logger.warning("%s: %d older unreceived message(s) were past the limit", session.who, session.forgotten)
+        if session.unacked is not None:
+            session.unacked.clear()
+        session.sent = None
 
     def _count_address(self, address: str, change: int) -> int:
         """Open connections from `address`, after `change`."""
@@ -356,9 +371,7 @@ class Router:
 
     # --- stored mail ---------------------------------------------------------------
 
-    async def hand_over_mail(
-        self, session: Session, announce: bool = False, quiet: bool = False, welcome: dict[str, Any] | None = None
-    ) -> None:
+    async def hand_over_mail(self, session: Session, announce: bool = False, quiet: bool = False, welcome: dict[str, Any] | None = None) -> None:
         """Write pending mail oldest first, page by page; acknowledge each page only
         once it has left for the socket. A drop midway leaves the rest pending.
         `announce`: the welcome line (with `welcome` in its details); `quiet`: say
@@ -517,9 +530,7 @@ class Router:
         session.notice("\n".join(help_lines()), Event.HELP)
 
 
-def _as_mail(
-    msg_id: str, sender: str, destination: str, message: str, timestamp: str, kind: str, metadata: dict[str, Any] | None
-) -> tuple[dict[str, Any], MailOptions]:
+def _as_mail(msg_id: str, sender: str, destination: str, message: str, timestamp: str, kind: str, metadata: dict[str, Any] | None) -> tuple[dict[str, Any], MailOptions]:
     """A message as offline mail: its JSON shape without the sender's storing hints
     (`metadata.mail`), and those hints as the MailWriter's options."""
     options = mail_hints(metadata, MAX_MAIL_TTL_SECONDS, MAX_KEEP_LATEST)

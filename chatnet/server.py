@@ -46,7 +46,8 @@ class ChatServer:
     def session(self) -> Session:
         """A new connection's session: text and JSON share the port, the flood bucket
         as the settings say."""
-        return Session(self.router, TEXT, pick_text_or_json, flood_bucket(self.settings.flood_rate, self.settings.flood_burst))
+        settings = self.settings
+        return Session(self.router, TEXT, pick_text_or_json, flood_bucket(settings.flood_rate, settings.flood_burst), settings.liveness)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

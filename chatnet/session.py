@@ -20,11 +20,18 @@ Lines that arrive while a login is checked, or past the flood bucket, are held i
 Output is queued and flushed once per event-loop pass, so a burst to one peer costs
 one syscall. Past WRITE_HIGH_WATER the session is `paused`: the router stores what it
 would have delivered as mail instead, and hears `writable()` once the peer reads again.
+
+A live message is not done when it leaves our buffers: until the reader has it, the
+session remembers it (`unreceived`), and if the connection breaks first the router
+stores it as mail. An `ack` reader says what it has by id; for every other reader the
+peer's TCP stack says it, in bytes: each remembered line carries its end offset in the
+output, and the socket tells how far the peer acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextvars
 import fcntl
 import logging
@@ -34,12 +41,13 @@ import termios
 from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any, Final, Protocol
 
 from chatnet.dialects import Dialect
 from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
 from chatnet.flood import FloodBucket
-from chatnet.protocol import ACK_FEATURE, Ack, Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Quit, partial_chunk
+from chatnet.protocol import ACK_FEATURE, Ack, Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Pong, Quit, partial_chunk
 
 logger = logging.getLogger("chatnet.server")
 
@@ -63,6 +71,16 @@ EOF_GRACE: Final = 10.0
 # Live messages kept for an `ack` reader until it acknowledges them; past this many the
 # oldest are forgotten (a reader that never acknowledges must not cost memory without end).
 UNACKED_LIMIT: Final = 2000
+# Live lines kept for any other reader until its TCP stack has acknowledged them: the
+# socket is asked when this many are kept, and once a second while any are. A reader
+# this far behind is `paused` (its messages are stored) until it has half of them.
+SENT_LIMIT: Final = 1024
+SENT_SWEEP: Final = 1.0
+# A session closing with lines its peer has not acknowledged yet waits this long for
+# them before the socket is closed (what is still unacknowledged then is stored).
+CLOSE_LINGER: Final = 2.0
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64, since Linux 4.1.
+_TCP_INFO_BYTES_ACKED: Final = 120
 # A peer that vanished without a word (a dead host, a cut cable) is found out by TCP
 # keepalive: probes after this many idle seconds, every KEEPALIVE_INTERVAL, dropped
 # after KEEPALIVE_PROBES unanswered — about two minutes.
@@ -119,11 +137,17 @@ class Session(asyncio.Protocol):
     __slots__ = (
         "router", "clock", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
-        "unacked", "unacked_dropped", "ended_input", "_out", "_flush_scheduled", "_resumed", "_login_timer", "_flood_timer",
+        "unacked", "forgotten", "sent", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
+        "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
     )  # fmt: skip
 
     def __init__(
-        self, router: Router, dialect: Dialect, pick: Callable[[str], Dialect] | None = None, flood: FloodBucket | None = None
+        self,
+        router: Router,
+        dialect: Dialect,
+        pick: Callable[[str], Dialect] | None = None,
+        flood: FloodBucket | None = None,
+        liveness: tuple[float, float] | None = None,
     ) -> None:
         self.router = router
         self.clock = router.clock
@@ -150,11 +174,25 @@ class Session(asyncio.Protocol):
         # An `ack` reader's live messages not yet acknowledged, oldest first (None for
         # others): what it never had goes to its stored mail if the connection breaks.
         self.unacked: OrderedDict[str, Delivery] | None = None
-        self.unacked_dropped = 0
+        # Any other reader's live lines not yet acknowledged by its TCP stack, as
+        # (end offset in `written`, message), oldest first; None until the first.
+        self.sent: list[tuple[int, Delivery]] | None = None
+        self.forgotten = 0  # unreceived messages past the limits above
+        self.written = 0  # bytes queued for the peer since the connection opened
+        self.flushed = 0  # of those, bytes handed to the transport
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        # (seconds of silence before a ping, seconds to answer it) for dialects that ping.
+        self.liveness = liveness
+        self.heard = False  # something arrived since the last look
+        self._pinged = False
+        self._ping_timer: asyncio.TimerHandle | None = None
         self.ended_input = False  # the peer half-closed: it sends nothing more
         self._flood_timer: asyncio.TimerHandle | None = None
         self.bogus = 0
-        self.paused = False  # the transport's buffer is over its high-water mark
+        # The transport's buffer is over its high-water mark, or the peer's TCP stack is
+        # SENT_LIMIT lines behind: the router stores instead of delivering.
+        self.paused = False
+        self._writing_paused = False  # the transport's part of it
         # `--debug`: every line in and out is logged (asked once per connection, not per line).
         self.debug = logger.isEnabledFor(logging.DEBUG)
         self._out: list[str] = []
@@ -207,6 +245,7 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.clock.tick()  # one clock reading for every line of this chunk
+        self.heard = True
         items = self.buffer.feed(data)
         if self._held is not None:
             self._held.extend(items)  # read before the transport paused: after those held
@@ -281,9 +320,11 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_logged_in = bool(self.name)  # the name is set at login, and only then
+        if self.sent:
+            self._settle()  # the socket is still open here: asked before it closes
         self.state = State.CLOSED
         self._held = None
-        for timer in (self._login_timer, self._flood_timer):
+        for timer in (self._login_timer, self._flood_timer, self._sweep_timer, self._ping_timer):
             if timer is not None:
                 timer.cancel()
         self._out.clear()
@@ -291,11 +332,19 @@ class Session(asyncio.Protocol):
         self.router.disconnected(self, was_logged_in)
 
     def pause_writing(self) -> None:
-        self.paused = True
+        self._writing_paused = self.paused = True
 
     def resume_writing(self) -> None:
-        self.paused = False
+        self._writing_paused = False
         self._wake()
+        self._resume_if_caught_up()
+
+    def _resume_if_caught_up(self) -> None:
+        """Not paused any more once the transport's buffer is low and the peer's TCP stack
+        has acknowledged most of the lines kept for it."""
+        if not self.paused or self._writing_paused or (self.sent is not None and len(self.sent) > SENT_LIMIT // 2):
+            return
+        self.paused = False
         if self.state in OPEN:
             self.router.writable(self)
 
@@ -320,7 +369,7 @@ class Session(asyncio.Protocol):
         event = self.dialect.parse(line)
         if type(event) is Chat:
             self.router.route(self, event)
-        else:
+        elif type(event) is not Pong:  # a pong has done its work: something arrived
             self.router.act(self, event)  # type: ignore[arg-type]
 
     # --- the router's answers to a login ---------------------------------------------
@@ -338,6 +387,8 @@ class Session(asyncio.Protocol):
             self.unacked = OrderedDict()
         if kind == "bot":
             self.flood = None  # service sessions are exempt from flood limits
+        if self.liveness is not None and self.dialect.pings:
+            self._ping_timer = asyncio.get_running_loop().call_later(self.liveness[0], self._check_alive)
 
     def registered(self) -> None:
         """The guest's name became an account (`!register`)."""
@@ -380,24 +431,105 @@ class Session(asyncio.Protocol):
         text = self.dialect.delivery(message)
         if text:
             self.write(text)
+            metadata = message[6]
+            if metadata is not None and partial_chunk(metadata):
+                return  # a chunk of a stream: the final frame is what counts
             if self.unacked is not None:
                 self._remember(message)
+            else:
+                self._track(message)
 
     def _remember(self, message: Delivery) -> None:
         """An `ack` reader: keep what it was sent until it says it has it."""
-        assert self.unacked is not None
-        metadata = message[6]
-        if message[0] is None or (metadata is not None and partial_chunk(metadata)):
-            return  # a chunk of a stream: the final frame is what counts
+        assert self.unacked is not None and message[0] is not None  # `ack` readers are shown ids
         self.unacked[message[0]] = message
         if len(self.unacked) > UNACKED_LIMIT:
             self.unacked.popitem(last=False)
-            self.unacked_dropped += 1
+            self.forgotten += 1
 
     def acknowledged(self, ids: tuple[str, ...]) -> None:
         if self.unacked is not None:
             for msg_id in ids:
                 self.unacked.pop(msg_id, None)
+
+    def _track(self, message: Delivery) -> None:
+        """Any other reader: keep the line until the peer's TCP stack has it."""
+        sent = self.sent
+        if sent is None:
+            self.sent = sent = []
+        if not sent and self._sweep_timer is None:
+            self._sweep_timer = asyncio.get_running_loop().call_later(SENT_SWEEP, self._sweep)
+        sent.append((self.written, message))
+        if len(sent) >= SENT_LIMIT:
+            self._prune()
+            if len(sent) >= SENT_LIMIT:  # this far behind: what comes next is stored as mail
+                self.paused = True
+            if len(sent) >= 2 * SENT_LIMIT:  # written still (to an account's other sessions): the oldest go
+                del sent[0]
+                self.forgotten += 1
+
+    def _prune(self) -> None:
+        """Forget the lines the peer's TCP stack has acknowledged."""
+        sent, transport = self.sent, self.transport
+        if not sent or transport is None:
+            return
+        # Under TLS the socket counts encrypted bytes, more than ours: what is subtracted
+        # is an overestimate, so a line is forgotten late rather than early.
+        acked = self.flushed - transport.get_write_buffer_size() - self.unacknowledged_bytes()
+        cut = bisect.bisect_right(sent, acked, key=itemgetter(0))
+        if cut:
+            del sent[:cut]
+
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        if self.state in OPEN or self.state is State.CLOSING:
+            self._prune()
+            if self.sent:
+                self._sweep_timer = asyncio.get_running_loop().call_later(SENT_SWEEP, self._sweep)
+            self._resume_if_caught_up()
+
+    def _settle(self) -> None:
+        """The connection is gone: keep only what the peer's TCP stack never acknowledged.
+        Its count of acknowledged bytes survives a reset; under TLS (encrypted bytes, not
+        ours) everything not yet pruned counts as unreceived."""
+        assert self.sent is not None
+        if self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES_ACKED + 8)
+            (acked,) = struct.unpack_from("Q", info, _TCP_INFO_BYTES_ACKED)
+        except (OSError, AttributeError, ValueError, struct.error):  # not TCP, closed, or an older kernel
+            return
+        del self.sent[: bisect.bisect_right(self.sent, acked, key=itemgetter(0))]
+
+    def unreceived(self) -> list[Delivery]:
+        """Live messages the reader is not known to have (after the connection is lost)."""
+        if self.unacked is not None:
+            return list(self.unacked.values())
+        return [message for _, message in self.sent or ()]
+
+    def _check_alive(self) -> None:
+        """A ping after `liveness[0]` s of silence; dropped after `liveness[1]` more."""
+        assert self.liveness is not None
+        self._ping_timer = None
+        if self.state not in OPEN:
+            return
+        interval, timeout = self.liveness
+        if self.heard:
+            self.heard = self._pinged = False
+            delay = interval
+        elif not self._pinged:
+            self._pinged = True
+            self.write(self.dialect.ping(self.name, self.clock.tick()))
+            delay = timeout
+        else:
+            logger.info("%s did not answer a ping in %.0f s; disconnecting", self.who, timeout)
+            self.notice("No answer to ping; disconnecting.", Event.GOODBYE)
+            self.flush()
+            self.abort()  # a dead peer takes nothing more: the socket is not waited on
+            return
+        self._ping_timer = asyncio.get_running_loop().call_later(delay, self._check_alive)
 
     def deliver_stored(self, message: Message) -> None:
         self.write(self.dialect.stored(message))
@@ -432,7 +564,22 @@ class Session(asyncio.Protocol):
             self.notice(goodbye, event)
         self.flush()
         self.state = State.CLOSING
-        self.transport.close()
+        if self.sent:
+            self._prune()
+        if self.sent:  # lines on their way: the socket is closed once they are acknowledged
+            self._linger(asyncio.get_running_loop().time() + CLOSE_LINGER)
+        else:
+            self.transport.close()
+
+    def _linger(self, deadline: float) -> None:
+        if self.state is State.CLOSED or self.transport is None:
+            return
+        self._prune()
+        loop = asyncio.get_running_loop()
+        if self.sent and loop.time() < deadline:
+            loop.call_later(DRAIN_POLL, self._linger, deadline)
+        else:
+            self.transport.close()
 
     def fail(self) -> None:
         """Close after a fault of ours: say so if we still can, close in any case."""
@@ -464,6 +611,7 @@ class Session(asyncio.Protocol):
             self.abort()
             return
         self._out.append(text)
+        self.written += len(text) if text.isascii() else len(text.encode())
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush, context=_FLUSH_CONTEXT)
@@ -478,6 +626,7 @@ class Session(asyncio.Protocol):
                         logger.debug("%s > %s", who, line)
             data = "".join(self._out).encode()
             self._out.clear()
+            self.flushed += len(data)
             self.transport.write(data)
 
     async def drained(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from chatnet.dialects.json import JSON
 from chatnet.dialects.text import TEXT
-from chatnet.protocol import Ack, Chat, Command, Delivery, Event, Login, Message, Quit
+from chatnet.protocol import Ack, Chat, Command, Delivery, Event, Login, Message, Pong, Quit
 
 
 class Dialect(Protocol):
@@ -30,6 +30,8 @@ class Dialect(Protocol):
     asks_password: ClassVar[bool]
     # The reader is sent copies of what its account sends from its other sessions.
     echoes: ClassVar[bool]
+    # A silent client is pinged and dropped when it does not answer (`ping`).
+    pings: ClassVar[bool]
 
     def greeting(self) -> str:
         """What a new connection is sent before its first line."""
@@ -39,7 +41,7 @@ class Dialect(Protocol):
         """The login line; raises ProtocolError with the reason."""
         ...
 
-    def parse(self, line: str) -> Chat | Command | Quit | Login | Ack:
+    def parse(self, line: str) -> Chat | Command | Quit | Login | Ack | Pong:
         """A line after login; raises ProtocolError with the reason."""
         ...
 
@@ -62,6 +64,10 @@ class Dialect(Protocol):
 
     def password_prompt(self) -> str:
         """Asks for the password of the name just given (when `asks_password`)."""
+        ...
+
+    def ping(self, recipient: str, timestamp: str) -> str:
+        """Asks a silent client to answer (when `pings`)."""
         ...
 
     def loggable(self, line: str, secret: bool) -> str:

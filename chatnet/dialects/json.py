@@ -31,6 +31,7 @@ from chatnet.protocol import (
     Login,
     Message,
     MessageType,
+    Pong,
     check_message,
     check_name,
     dumps,
@@ -46,6 +47,10 @@ from chatnet.protocol import (
 # carry passwords.
 _SECRET_FIELD: Final = re.compile(r'"(password|token|service_token|relay_token)"\s*:\s*"(?:[^"\\]|\\.)*"')
 _SECRET_COMMAND: Final = re.compile(r'"!(register|password) (?:[^"\\]|\\.)*"', re.IGNORECASE)
+
+PONG: Final = Pong()
+# What a ping says to whoever reads the raw frames.
+PING_TEXT: Final = 'Still there? Answer {"type": "pong"}.'
 
 # Longer than any password (128), token or address a login frame may carry.
 MAX_SECRET_CHARS: Final = 512
@@ -87,12 +92,14 @@ def parse_frame(line: str) -> ClientEvent:
         if not isinstance(ids, list) or not ids or len(ids) > MAX_BATCH or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids):
             raise BadFrame(f"An ack frame needs 'ids': a list of 1 to {MAX_BATCH} message ids.")
         return Ack(tuple(ids))
+    if kind == "pong":
+        return PONG
     if kind == MessageType.COMMAND:
         message = frame.get("message")
         if not isinstance(message, str) or not message.strip():
             raise BadFrame("A command frame needs a 'message' such as '!who'.")
         return parse_command(message.strip())
-    raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription', 'command' or 'ack'.")
+    raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription', 'command', 'ack' or 'pong'.")
 
 
 def _no_constant(name: str) -> Any:
@@ -133,8 +140,10 @@ def _parse_login(frame: dict[str, Any]) -> Login:
     return Login(check_name(user, "username"), frozenset(features), password, token, want_token, service_token, relay_token, address)
 
 
-def client_frame(event: Chat | Command | Login | Ack) -> dict[str, Any]:
+def client_frame(event: Chat | Command | Login | Ack | Pong) -> dict[str, Any]:
     """The frame a client sends for an event (`parse_frame` is its inverse)."""
+    if isinstance(event, Pong):
+        return {"type": "pong"}
     if isinstance(event, Ack):
         return {"type": "ack", "ids": list(event.ids)}
     if isinstance(event, Command):
@@ -165,6 +174,7 @@ class JsonDialect:
     wants_presence: ClassVar[bool] = True
     asks_password: ClassVar[bool] = False
     echoes: ClassVar[bool] = True
+    pings: ClassVar[bool] = True
 
     def greeting(self) -> str:
         return ""  # JSON clients connect on the text port and read its prompt
@@ -196,6 +206,9 @@ class JsonDialect:
 
     def password_prompt(self) -> str:
         return ""  # the password comes in the login frame
+
+    def ping(self, recipient: str, timestamp: str) -> str:
+        return server_frame(MessageType.NOTIFICATION, PING_TEXT, Event.PING, {}, recipient, timestamp)
 
     def loggable(self, line: str, secret: bool) -> str:
         return _SECRET_FIELD.sub(r'"\1":"<hidden>"', _SECRET_COMMAND.sub(r'"!\1 <hidden>"', line))

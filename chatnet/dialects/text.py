@@ -96,6 +96,7 @@ class TextDialect:
     wants_presence: ClassVar[bool] = False
     asks_password: ClassVar[bool] = True
     echoes: ClassVar[bool] = False
+    pings: ClassVar[bool] = False  # netcat can't answer one: TCP keepalive finds dead peers
 
     def greeting(self) -> str:
         return PROMPT
@@ -122,6 +123,9 @@ class TextDialect:
 
     def password_prompt(self) -> str:
         return PASSWORD_PROMPT
+
+    def ping(self, recipient: str, timestamp: str) -> str:
+        return ""  # never asked (`pings` is False)
 
     def loggable(self, line: str, secret: bool) -> str:
         if secret:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
+import struct
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -64,6 +66,23 @@ async def until(condition: Callable[[], object], what: str = "the condition", ti
 # --- the transport ---------------------------------------------------------------------
 
 
+class FakeSocket:
+    """What `Session` asks of a transport's socket: TCP_INFO's count of acknowledged bytes."""
+
+    def __init__(self, transport: RecordingTransport) -> None:
+        self.transport = transport
+
+    def fileno(self) -> int:
+        return -1  # SIOCOUTQ can't be asked: the send queue counts as empty
+
+    def getsockopt(self, level: int, option: int, size: int = 0) -> bytes:
+        assert (level, option) == (socket.IPPROTO_TCP, socket.TCP_INFO)
+        acked = self.transport.acked
+        if acked is None:
+            acked = sum(map(len, self.transport.writes))
+        return bytes(120) + struct.pack("Q", acked) + bytes(max(0, size - 128))
+
+
 class RecordingTransport:
     """Just what `Session` uses of `asyncio.Transport`, recording what it is given."""
 
@@ -79,6 +98,8 @@ class RecordingTransport:
         self.aborted = False
         self.lost = False  # connection_lost was called
         self.paused = False  # we told the protocol to pause writing
+        # Bytes the peer's TCP stack has acknowledged (TCP_INFO); None: all written.
+        self.acked: int | None = None
         self._lost_scheduled = False
         self._loop = asyncio.get_running_loop()
 
@@ -119,6 +140,8 @@ class RecordingTransport:
         self.limits = (high, low)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return FakeSocket(self)
         return self.peer if name == "peername" else default
 
     # --- what a test makes happen -------------------------------------------------------
@@ -178,7 +201,7 @@ class Client:
         peer: tuple[str, int] | None = None,
     ) -> None:
         given = router.settings
-        self.session = Session(router, dialect, pick, flood_bucket(given.flood_rate, given.flood_burst))
+        self.session = Session(router, dialect, pick, flood_bucket(given.flood_rate, given.flood_burst), given.liveness)
         self.transport = RecordingTransport(self.session, peer)
         self.session.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed, as uvloop's is
         self._taken = 0  # lines already returned by take() / expect()
@@ -247,7 +270,7 @@ class Client:
         try:
             await until(seen, f"{match!r}", timeout)
         except AssertionError:
-            raise AssertionError(f"{self!r}: no line {match!r} in time; unread: {self.lines()[self._taken:]}") from None
+            raise AssertionError(f"{self!r}: no line {match!r} in time; unread: {self.lines()[self._taken :]}") from None
         return found[0]
 
     async def expect_frame(self, match: Callable[[dict[str, Any]], bool], timeout: float = DEADLINE) -> dict[str, Any]:
@@ -443,9 +466,7 @@ class FakeApi:
         self._done(call, self._clock)
         return {key: kind for key, (_, kind, _) in self.accounts.items()}
 
-    async def check_login(
-        self, name: str, source: str, password: str | None = None, token: str | None = None, want_token: bool = False
-    ) -> LoginCheck:
+    async def check_login(self, name: str, source: str, password: str | None = None, token: str | None = None, want_token: bool = False) -> LoginCheck:
         """The API's login rules (without its counters of wrong passwords)."""
         call = await self._request("check_login", name=name, source=source)
         self._done(call, self._clock)
@@ -485,9 +506,7 @@ class FakeApi:
             del self.tokens[t]
         return PasswordChange(revoked=len(revoked))
 
-    async def store_mail(
-        self, messages: Iterable[Any], ttl_seconds: int | None = None, keep_latest: int | None = None
-    ) -> list[str]:
+    async def store_mail(self, messages: Iterable[Any], ttl_seconds: int | None = None, keep_latest: int | None = None) -> list[str]:
         docs = [m.model_dump(mode="json") if isinstance(m, Message) else dict(m) for m in messages]
         call = await self._request("store_mail", docs=docs, ttl_seconds=ttl_seconds, keep_latest=keep_latest)
         stored = self._validate(call, docs)  # what the API would refuse (422), this refuses
@@ -502,9 +521,7 @@ class FakeApi:
         self._done(call, self._clock)
         return [m.id for m in stored]
 
-    async def store_mail_receipt(
-        self, messages: Iterable[Any], ttl_seconds: int | None = None, keep_latest: int | None = None
-    ) -> MailReceipt:
+    async def store_mail_receipt(self, messages: Iterable[Any], ttl_seconds: int | None = None, keep_latest: int | None = None) -> MailReceipt:
         """store_mail, and the destinations nobody has logged in as (every name the
         test has not logged in, here: the stand-in knows no logins)."""
         ids = await self.store_mail(messages, ttl_seconds, keep_latest)

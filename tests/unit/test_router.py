@@ -13,9 +13,11 @@ import pytest
 
 from chatnet import delivery
 from chatnet import router as router_module
+from chatnet import session as session_module
 from chatnet.errors import ApiRejected
 from chatnet.protocol import help_lines, short_timestamp
 from chatnet.router import Router
+from chatnet.session import SENT_LIMIT
 from tests.unit.fakes import Client, FakeApi, json_client, running_router, settings, text_client, turns, until
 
 NOT_SAVED = "Error: Message to 'joe' was NOT saved: the message store is unavailable. Please try again later."
@@ -313,9 +315,7 @@ async def test_welcome_when_the_store_is_down_still_logs_in(router: Router, api:
     assert await alice.expect(live(router, "bob", "live"))
 
 
-async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(
-    router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """With pages of 2, five messages come in order and each page is acknowledged after it was written."""
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
     monkeypatch.setattr(delivery, "MAIL_PAGE", 2)  # the login's first look
@@ -418,6 +418,7 @@ async def test_a_target_resuming_before_its_mail_is_stored_still_gets_it(router:
     alice.send("bob: in flight")
     await until(lambda: gate.waiting == 1, "the store request")
     bob.transport.drain()
+
     def bobs_looks() -> int:
         looks = [*api.requests("pending_many"), *api.requests("pending")]
         return sum(1 for c in looks if "bob" in c.args.get("users", [c.args.get("user")]) and c.outcome == "ok")
@@ -650,8 +651,8 @@ async def test_live_messages_an_ack_reader_never_acknowledged_go_to_its_mail(rou
     assert alice.take() == []  # the sender was told nothing more: it had been delivered
 
 
-async def test_a_reader_without_ack_leaves_nothing_behind(router: Router, api: FakeApi) -> None:
-    """Without the `ack` feature nothing is kept per message (and nothing stored when it leaves)."""
+async def test_a_reader_without_ack_whose_tcp_stack_had_everything_leaves_nothing_behind(router: Router, api: FakeApi) -> None:
+    """Without the `ack` feature the peer's TCP stack is asked: all it acknowledged counts as received."""
     joe = await json_client(router, "joe")
     alice = await text_client(router, "alice")
     alice.send("joe: hi")
@@ -659,6 +660,53 @@ async def test_a_reader_without_ack_leaves_nothing_behind(router: Router, api: F
     assert joe.session.unacked is None
     joe.transport.disconnect()
     await joe.wait_closed()
+    await turns(3)
+    assert api.stored == []
+
+
+async def test_live_lines_the_peers_tcp_stack_never_acknowledged_go_to_its_mail(router: Router, api: FakeApi) -> None:
+    """A text reader whose connection breaks: the lines past what its TCP stack acknowledged are stored for it; the ones before are not."""
+    joe = await text_client(router, "joe")
+    alice = await text_client(router, "alice")
+    alice.send("joe: first")
+    await joe.expect(lambda line: line.endswith("[alice] first"))
+    joe.transport.acked = sum(map(len, joe.transport.writes))  # the first line reached joe's kernel
+    alice.send("joe: second", "joe: third")
+    await joe.expect(lambda line: line.endswith("[alice] third"))
+    joe.transport.disconnect()
+    await until(lambda: len(api.stored) == 2, "the unacknowledged lines stored")
+    assert [(d["message"], d["destination"], d["sender"]) for d in api.stored] == [("second", "joe", "alice"), ("third", "joe", "alice")]
+    assert alice.take() == []  # the sender is not told: it was delivered live
+
+
+async def test_a_reader_whose_tcp_stack_falls_far_behind_gets_the_rest_as_mail(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SENT_LIMIT lines unacknowledged by joe's TCP stack: what comes next is stored (alice is
+    told he is not keeping up), and handed over once his stack has caught up."""
+    monkeypatch.setattr(session_module, "SENT_SWEEP", 0.01)
+    joe = await text_client(router, "joe")
+    joe.transport.acked = 0  # joe's kernel takes nothing more
+    alice = await text_client(router, "alice")
+    alice.send(*(f"joe: line {i}" for i in range(SENT_LIMIT + 3)))
+    await alice.expect("User 'joe' is not keeping up. Message saved.")
+    assert joe.session.paused
+    joe.transport.acked = None  # everything written has arrived now
+    await joe.expect(lambda line: line.startswith("[Stored]") and line.endswith(f"'line {SENT_LIMIT + 2}'"))
+    assert not joe.session.paused
+
+
+async def test_echoes_are_never_stored_as_mail(router: Router, api: FakeApi) -> None:
+    """An echo (a copy of what the reader's own account sent) that never arrived is not anybody's mail."""
+    api.accounts["ann"] = ("ann", "person", "correct horse")  # an account: it may have two sessions
+    first, second = Client(router), Client(router)
+    for client in (first, second):
+        client.send_json({"type": "login", "user": "ann", "password": "correct horse", "features": ["ack"]})
+        await client.expect_frame(lambda frame: frame["metadata"].get("event") == "welcome")
+    await text_client(router, "bob")
+    first.send_json({"type": "chat", "destination": "bob", "message": "hi"})
+    echo = await second.expect_frame(lambda f: f["type"] == "chat")
+    assert echo["metadata"]["echo"] is True
+    second.transport.disconnect()
+    await second.wait_closed()
     await turns(3)
     assert api.stored == []
 
@@ -687,9 +735,7 @@ async def test_logins_arriving_together_share_one_look_at_their_mail(router: Rou
     assert [call.args["user"] for call in api.requests("pending")] == ["u0"]
 
 
-async def test_a_storm_goes_in_bounded_batches_with_few_in_flight(
-    router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_storm_goes_in_bounded_batches_with_few_in_flight(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """With batches of 3 and 2 requests in flight, 10 logins make 4 requests; what
     arrives while both are held waits for a slot and goes together."""
     monkeypatch.setattr(delivery, "FIRST_LOOK_BATCH", 3)

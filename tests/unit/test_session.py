@@ -14,7 +14,7 @@ from chatnet.limits import MAX_LINE_BYTES
 from chatnet.protocol import Chat, Command, Login, Quit, short_timestamp
 from chatnet.router import Router
 from chatnet.session import BOGUS_BUDGET, WRITE_HARD_LIMIT, WRITE_HIGH_WATER, WRITE_LOW_WATER
-from tests.unit.fakes import Client, FakeApi, running_router, text_client, turns
+from tests.unit.fakes import Client, FakeApi, json_client, running_router, settings, text_client, turns, until
 
 TOO_MANY = "Too many invalid lines; disconnecting."
 
@@ -279,3 +279,48 @@ def test_tcp_keepalive_finds_peers_that_vanished() -> None:
             assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == session_module.KEEPALIVE_IDLE
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == session_module.KEEPALIVE_PROBES
+
+
+# --- liveness --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pinging() -> AsyncIterator[Router]:
+    async with running_router(FakeApi(), settings(ping_interval=0.05, ping_timeout=0.1)) as started:
+        yield started
+
+
+def pings(client: Client) -> list[dict[str, object]]:
+    return [f for f in client.frames() if f["metadata"].get("event") == "ping"]
+
+
+async def test_a_silent_json_client_is_pinged_and_its_pong_keeps_it(pinging: Router) -> None:
+    """Silence is answered by a ping; a pong (or any line) keeps the connection, and the next silence is pinged again."""
+    joe = await json_client(pinging, "joe")
+    await until(lambda: len(pings(joe)) == 1, "a ping")
+    ping = pings(joe)[0]
+    assert (ping["type"], ping["sender"], ping["destination"]) == ("notification", "server", "joe")
+    joe.send_json({"type": "pong"})
+    await until(lambda: len(pings(joe)) == 2, "a second ping after more silence")
+    assert is_open(joe)
+    assert not [f for f in joe.frames() if f["type"] == "error"]  # the pong was no bad frame
+
+
+async def test_a_json_client_that_does_not_answer_a_ping_is_dropped(pinging: Router) -> None:
+    """No answer within the timeout: told why, and the connection is gone; the others stay."""
+    joe = await json_client(pinging, "joe")
+    ann = await json_client(pinging, "ann")
+    await until(lambda: pings(ann), "ann pinged")
+    ann.send_json({"type": "command", "message": "!who"})  # ann answers with anything
+    await joe.wait_closed()
+    assert joe.frames()[-1]["message"] == "No answer to ping; disconnecting."
+    assert is_open(ann)
+
+
+async def test_text_clients_are_never_pinged(pinging: Router) -> None:
+    """netcat can't answer a ping: text mode relies on TCP keepalive."""
+    joe = await text_client(pinging, "joe")
+    ann = await json_client(pinging, "ann")
+    await ann.wait_closed()  # pinged and dropped meanwhile: a text client would have been too
+    assert is_open(joe)
+    assert joe.take() == []
