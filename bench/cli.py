@@ -21,9 +21,9 @@ logger = logging.getLogger("chatnet.bench")
 
 # Run order: the idle and mail runs first, before throughput leaves the history
 # archive busy behind it.
-WORKLOADS = ("idle", "mail", "latency", "throughput")
+WORKLOADS = ("idle", "storm", "mail", "latency", "throughput")
 QUICK = Sizes(throughput_clients=(100, 1000), warmup=1.0, duration=3.0, grace=3.0, latency_clients=1000,
-              idle_clients=2000, mail_messages=1000)  # fmt: skip
+              idle_clients=2000, storm_clients=1000, mail_messages=1000)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="measurement window in seconds (default 10)")
     parser.add_argument("--rate", type=float, help="offered load of the latency run, msg/s (default 5000)")
     parser.add_argument("--idle-clients", type=int, help="idle scale size (default 10000)")
+    parser.add_argument("--storm-clients", type=int, help="logins at one moment (default 5000)")
     parser.add_argument("--mail", type=int, help="offline messages (default 10000)")
     parser.add_argument("--mongo-url", help="use this MongoDB instead of the embedded store")
     parser.add_argument("--profile", type=Path, help="py-spy the chatnet server during throughput; write here")
@@ -52,6 +53,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     overrides: dict[str, Any] = {
         "workers": args.workers, "window": args.window, "warmup": args.warmup, "duration": args.duration,
         "latency_rate": args.rate, "idle_clients": args.idle_clients, "mail_messages": args.mail,
+        "storm_clients": args.storm_clients,
         "throughput_clients": tuple(int(n) for n in args.clients.split(",")) if args.clients else None,
     }  # fmt: skip
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown workload or server: {', '.join(sorted(unknown))}")
     sizes = sizes_from(args)
-    raise_open_files(max(sizes.idle_clients, max(sizes.throughput_clients)) * 2 + 1000)
+    raise_open_files(max(sizes.idle_clients, sizes.storm_clients, max(sizes.throughput_clients)) * 2 + 1000)
     results = report.new_results(dataclasses.asdict(sizes))
     with tempfile.TemporaryDirectory(prefix="chatnet-bench-") as tmp:
         servers = build_servers(names, Path(tmp), args)
@@ -100,6 +102,7 @@ def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str,
             "throughput": lambda: _profiled(server, profile, lambda: workloads.throughput(server, sizes)),
             "latency": lambda: workloads.latency(server, sizes),
             "idle": lambda: workloads.idle(server, sizes),
+            "storm": lambda: workloads.storm(server, sizes),
         }
         if isinstance(server, Chatnet):
             steps["mail"] = lambda: workloads.offline_mail(server, sizes)

@@ -53,6 +53,7 @@ class WorkerResult:
     delivered_in_window: int = 0
     out_of_order: int = 0
     disconnected: int = 0
+    mail_unavailable: int = 0  # chatnet logins welcomed without their mail count
     latencies_us: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -211,7 +212,10 @@ class ChatnetClient(Client):
         if line.startswith(b"Enter username"):
             self.write(self.name.encode() + b"\n")
             return False
-        return line.startswith(b"Welcome, ")
+        if line.startswith(b"Welcome, "):
+            self.stats.mail_unavailable += b"unavailable" in line
+            return True
+        return False
 
     def is_chat(self, line: bytes) -> bool:
         return line[:1] == b"[" and not line.startswith(b"[Stored]")

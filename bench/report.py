@@ -89,6 +89,13 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row(name, "server RSS", c and c["rss_mb"], i and i["rss_mb"], "MB", "≤ 80 MB",
                        c["rss_mb"] <= 80 if c else None, higher_is_better=False))  # fmt: skip
         out.append(Row(name, "time to log all in", c and c["login_all_s"], i and i["login_all_s"], "s", higher_is_better=False))
+    c, i = chat.get("storm"), irc.get("storm")
+    if c or i:
+        name = f"login storm N={(c or i)['clients']}"
+        out.append(Row(name, "time to the last welcome", c and c["login_all_s"], i and i["login_all_s"], "s", higher_is_better=False))
+        if c:
+            unavailable = c.get("mail_unavailable", 0)
+            out.append(Row(name, "welcomed without a mail count", unavailable, None, "logins", "0", unavailable == 0, higher_is_better=False))
     m = chat.get("mail")
     if m:
         name = f"offline mail {m['messages']}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
@@ -35,6 +36,7 @@ class Sizes:
     latency_clients: int = 1000
     latency_rate: float = 5000.0
     idle_clients: int = 10_000
+    storm_clients: int = 5000  # all logging in at once
     mail_messages: int = 10_000
     mail_senders: int = 10
     mail_window: int = 50
@@ -150,6 +152,7 @@ def _summarise(server: Server, mode: str, clients: int, results: list[dict[str, 
         "sent": sent, "received": received, "lost": sent - received,
         "out_of_order": sum(r["out_of_order"] for r in results),
         "disconnected": sum(r["disconnected"] for r in results),
+        "mail_unavailable": sum(r.get("mail_unavailable", 0) for r in results),
         "delivered_in_window": delivered,
         "delivered_per_s": delivered / duration,
         "server_cpu_s": server_cpu,
@@ -189,6 +192,12 @@ def latency(server: Server, sizes: Sizes) -> dict[str, Any]:
 
 def idle(server: Server, sizes: Sizes) -> dict[str, Any]:
     return run_load(server, "idle", sizes.idle_clients, sizes)
+
+
+def storm(server: Server, sizes: Sizes) -> dict[str, Any]:
+    """`storm_clients` logins started at the same moment: the time to the last welcome."""
+    at_once = -(-sizes.storm_clients // sizes.workers)  # every worker's share, none held back
+    return run_load(server, "idle", sizes.storm_clients, dataclasses.replace(sizes, connect_concurrency=at_once))
 
 
 # --- offline mail (chatnet only) -----------------------------------------------------
