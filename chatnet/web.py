@@ -44,7 +44,9 @@ repeat.
 Every response carries a strict Content-Security-Policy (the page has no inline
 script or style), `nosniff` and `no-referrer`. A WebSocket upgrade or a POST whose
 `Origin` is neither the page's own nor in WEB_ALLOWED_ORIGINS is refused (403);
-requests without an `Origin` (programs; browsers always send one) go through.
+requests without an `Origin` (programs; browsers always send one) go through. A
+POST's body is at most MAX_REQUEST_BYTES (413 past it) and must arrive within
+BODY_TIMEOUT_SECONDS of its head (408 past it); either refusal closes the connection.
 
 Closing the WebSocket closes its chat-server connection (the user goes offline).
 """
@@ -81,6 +83,7 @@ from chatnet.protocol import (
     LoginReason,
     Message,
     MessageType,
+    Pong,
     Quit,
     check_name,
     format_datetime,
@@ -100,8 +103,14 @@ MAX_FRAME_BYTES: Final = MAX_LINE_BYTES
 # Above this aiohttp drops the socket outright; between the two the page gets an error frame.
 MAX_WS_MESSAGE_BYTES: Final = 64 * 1024
 # Request bodies are small JSON objects (a name and a password); this bounds what a
-# client can make the adapter read.
+# client can make the adapter read (a bigger one is refused, 413) ...
 MAX_REQUEST_BYTES: Final = 64 * 1024
+# ... and this how long it may take to arrive once the request's head has. A page sends
+# its body of a hundred bytes with the head, or a moment after; aiohttp itself has no
+# deadline here (keepalive_timeout below ends only a head that trickles), so a client
+# sending a body a byte a second held its POST open for ever. Past it: 408, and the
+# connection closes.
+BODY_TIMEOUT_SECONDS: Final = 5.0
 # Every web user announces streaming (the page renders partial bot replies) and acks
 # (the page acknowledges what it has shown).
 FEATURES: Final = frozenset({"stream", ACK_FEATURE})
@@ -239,6 +248,8 @@ class Bridge:
             await self._login(event)
         elif isinstance(event, Quit):
             await self.ws.close()
+        elif isinstance(event, Pong):
+            return  # the server's pings are answered by the adapter's Peer; the page is sent none
         else:
             await self._forward(event)
 
@@ -463,8 +474,11 @@ async def _form(request: web.Request, *fields: str) -> dict[str, Any] | web.Resp
         return foreign_origin(request)
     if request.content_type != "application/json":
         return failure(415, "Send JSON (Content-Type: application/json).")
+    refusal = await _read_body(request)
+    if refusal is not None:
+        return refusal
     try:
-        body = await request.json()
+        body = await request.json()  # the body read above, decoded
     except ValueError:
         return failure(400, "Send a JSON object.")
     if not isinstance(body, dict):
@@ -473,6 +487,30 @@ async def _form(request: web.Request, *fields: str) -> dict[str, Any] | web.Resp
         if name in body and not isinstance(body[name], str):
             return failure(422, f"'{name}' must be a string.")
     return body
+
+
+async def _read_body(request: web.Request) -> web.Response | None:
+    """Read the whole body (aiohttp keeps it for `request.json()`) within MAX_REQUEST_BYTES
+    and BODY_TIMEOUT_SECONDS; the refusal (413, 408) when it can't be, None when it was.
+    A refused request's connection is closed after the answer: the rest of its body
+    would be read as the next request."""
+    too_big = f"The request is too big (the limit is {MAX_REQUEST_BYTES} bytes)."
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+        return _closing(failure(413, too_big))  # said before a byte of it is read
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+            await request.read()
+    except TimeoutError:
+        logger.info("refused %s %s from %s: its body took longer than %g s", request.method, request.path, request.remote, BODY_TIMEOUT_SECONDS)
+        return _closing(failure(408, f"The request took longer than {BODY_TIMEOUT_SECONDS:g} s to arrive; send it again."))
+    except web.HTTPRequestEntityTooLarge:  # a chunked body, which declares no length
+        return _closing(failure(413, too_big))
+    return None
+
+
+def _closing(response: web.Response) -> web.Response:
+    response.force_close()  # says "Connection: close"
+    return response
 
 
 def _name_of(body: dict[str, Any]) -> str | web.Response:
@@ -677,6 +715,10 @@ def build_app(settings: Settings) -> web.Application:
 # after this long (aiohttp's default is an hour). A browser just opens a new connection;
 # an open WebSocket is a running request and is not affected (its heartbeat rules it).
 WEB_KEEPALIVE_SECONDS: Final = 15.0
+# After an answer to a request whose body has not all arrived (408, 413, 415, ...), what
+# still comes is read and dropped for at most this long, so the client gets to read the
+# answer rather than a reset; then the connection closes (aiohttp's default is 10 s).
+WEB_LINGER_SECONDS: Final = 2.0
 
 
 async def serve(settings: Settings) -> None:
@@ -687,7 +729,7 @@ async def serve(settings: Settings) -> None:
     # keepalive_timeout runs from the connection's start and from each response's end,
     # and closes the connection if no whole request head has arrived by then: so it also
     # ends slowloris-type header trickling (aiohttp has no separate read timeout).
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5.0, keepalive_timeout=WEB_KEEPALIVE_SECONDS)
+    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5.0, keepalive_timeout=WEB_KEEPALIVE_SECONDS, lingering_time=WEB_LINGER_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port, ssl_context=ssl_context)
     await site.start()

@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 from aiohttp.test_utils import TestClient, TestServer
 
+import chatnet.web
 from chatnet.api import create_app
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
@@ -33,10 +34,12 @@ from chatnet.server import ChatServer
 from chatnet.web import (
     ACK_IDS_PER_FRAME,
     ADAPTER_NAME,
+    BODY_TIMEOUT_SECONDS,
     CONTENT_SECURITY_POLICY,
     FIRST_RETRY_SECONDS,
     HISTORY_LIMIT_MAX,
     MAX_FRAME_BYTES,
+    MAX_REQUEST_BYTES,
     MAX_WS_MESSAGE_BYTES,
     SECURITY_HEADERS,
     SESSION_COOKIE,
@@ -741,4 +744,87 @@ async def test_malformed_ack_frames_get_bad_input_and_a_good_one_no_answer(web: 
     await page.send({"type": "ack", "ids": ["nobody-knows-this-id", "nor-this"]})
     await page.send({"type": "command", "message": "!who"})
     await page.expect(event(Event.WHO))  # the chat server read both, in order: the ack said nothing
+    assert not [f for f in page.seen[seen:] if f["type"] == MessageType.ERROR]
+
+
+# --- request bodies: bounded in size and in time ---------------------------------------------
+
+BODY_ROUTES = ("/api/login", "/api/register", "/api/logout")
+
+
+@pytest.fixture
+async def adapter(store_url: str) -> AsyncIterator[Web]:
+    """The adapter alone (no chat server, no API): enough for refusals made before either is asked."""
+    client = await serve_web(settings_for(store_url))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def answer_to(port: int, head: bytes, body: bytes = b"") -> tuple[bytes, Frame]:
+    """Send a request's head and `body` (maybe less than it declares) on a connection of
+    its own; the answer's head and its JSON body."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        async with asyncio.timeout(TIMEOUT):
+            answer_head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?im)^content-length: *(\d+)", answer_head).group(1))  # type: ignore[union-attr]
+            return answer_head, json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+
+
+def post_head(web: Web, path: str, length: int) -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: {HOST}:{web.port}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+async def test_a_body_over_the_limit_is_refused_413(adapter: Web) -> None:
+    """A POST body over MAX_REQUEST_BYTES gets 413 in JSON and the connection closes: one that
+    says so in Content-Length before a byte of it is sent, and a chunked one once it passes the limit."""
+    for path in BODY_ROUTES:
+        head, body = await answer_to(adapter.port, post_head(adapter, path, 10 * MAX_REQUEST_BYTES))  # nothing of it sent
+        assert head.startswith(b"HTTP/1.1 413 "), (path, head)
+        assert b"connection: close" in head.lower() and f"{MAX_REQUEST_BYTES} bytes" in body["error"], (path, head, body)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"user": "alice", "password": "'
+        for _ in range(MAX_REQUEST_BYTES // 1024 + 1):
+            yield b"x" * 1024
+
+    async with adapter.post("/api/login", data=chunks(), headers={"Content-Type": "application/json"}) as response:
+        assert response.status == 413 and response.headers["Connection"].lower() == "close"
+        assert f"{MAX_REQUEST_BYTES} bytes" in (await response.json())["error"]
+        assert {name: response.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    async with adapter.post("/api/login", json={"user": "alice", "guest": True}) as response:  # the limit itself is no refusal
+        assert response.status == 200
+
+
+async def test_a_body_that_stops_arriving_is_refused_408(adapter: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A POST whose body stops short of its Content-Length gets 408 in JSON at BODY_TIMEOUT_SECONDS,
+    and its connection closes; a whole body on another connection is answered meanwhile."""
+    monkeypatch.setattr(chatnet.web, "BODY_TIMEOUT_SECONDS", 0.3)
+    loop = asyncio.get_running_loop()
+    for path in BODY_ROUTES:
+        start = loop.time()
+        stalled = asyncio.create_task(answer_to(adapter.port, post_head(adapter, path, 100), b'{"user": "alice"'))
+        async with adapter.post("/api/login", json={"user": "bob", "guest": True}) as response:
+            assert response.status == 200 and not stalled.done()
+        head, body = await stalled
+        assert 0.3 <= loop.time() - start < TIMEOUT
+        assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower(), (path, head)
+        assert "0.3 s" in body["error"] and "send it again" in body["error"], body
+    assert BODY_TIMEOUT_SECONDS >= 1  # the real deadline leaves a slow phone time to send a hundred bytes
+
+
+async def test_a_pong_from_the_page_is_dropped_quietly(web: Web) -> None:
+    """The adapter answers the server's pings itself; a page's pong frame gets no answer, and the socket goes on."""
+    page = await open_page(web)
+    await page.login("alice")
+    seen = len(page.seen)
+    await page.send({"type": "pong"})
+    await page.send({"type": "command", "message": "!who"})
+    await page.expect(event(Event.WHO))
     assert not [f for f in page.seen[seen:] if f["type"] == MessageType.ERROR]
