@@ -121,6 +121,24 @@ class Network:
             raise AssertionError(f"{name} came back on port {child.port}, not {self.ports[name]}")
         return child
 
+    @classmethod
+    def over_own_store(cls, tmp: Path) -> Network:
+        """A network over an embedded store of its own, started now as children["store"]
+        (first, so stop_all stops it last): for a test that kills the store, which the
+        session's shared one must never be. `restart_store` brings it back."""
+        store = own_store(tmp / "store", tmp / "logs" / "store.log")
+        store.start()
+        network = cls(store_url=f"mongodb://{HOST}:{store.port}", tmp=tmp)
+        network.children["store"] = store
+        return network
+
+    def restart_store(self) -> None:
+        """Start the network's own store again (after a kill or a stop) on its port and
+        its data dir; returns once it answers a ping."""
+        store = self.children["store"]
+        store.stop()  # reaps it and closes its log; nothing to signal once it is dead
+        store.start()
+
     def start_api(self, **env: str) -> Child:
         return self.serve("api", "message_api.py", API_LISTENING, lambda port: http_ok(f"http://{HOST}:{port}/health")(), **env)
 
