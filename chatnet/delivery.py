@@ -6,8 +6,8 @@
 - `Archiver` copies delivered live messages to the history in a few large requests,
   built in slices between routing work. History is best effort: under sustained
   overload its oldest entries are dropped. Mail is never dropped.
-- `FirstLook`: the first look at the pending mail of logins that arrive together is one
-  request, so a login storm costs the API a few requests, not one per login.
+- `FirstLook`: the first look at the pending mail (or the rooms) of logins that arrive
+  together is one request, so a login storm costs the API a few requests, not one per login.
 - `Priority`: mail and logins go before history.
 
 Neither knows sessions or wire formats: whom to tell is the caller's business.
@@ -19,13 +19,13 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected, ChatError, StoreUnavailable
-from chatnet.limits import MAIL_PAGE, MAX_BATCH, MAX_PENDING_USERS
+from chatnet.limits import MAX_BATCH, MAX_PENDING_USERS
 from chatnet.protocol import Delivery, Message, dumps, message_dict, new_id
 
 logger = logging.getLogger("chatnet.server")
@@ -65,9 +65,9 @@ FIRST_LOOK_IN_FLIGHT: Final = 2
 # (measured: a batch of 9 of 5,000 logins), and once more costs one request, not 9.
 FIRST_LOOK_ATTEMPTS: Final = 2
 
-# What a first look answers: the page (None: it did not fit, ask for it alone) and the total.
+# What a first look at mail answers: the page (None: it did not fit, ask for it alone) and the total.
 Looked = tuple[list[Message] | None, int]
-
+T = TypeVar("T")
 
 
 class Priority:
@@ -255,22 +255,34 @@ class Archiver:
         return f"[{','.join(slices)}]"
 
 
-class FirstLook:
-    """Coalesces the first look at pending mail of logins that arrive close together
-    into one `pending_many` request, so a login storm costs the API a few requests, not
-    one per login. Later pages and `!check` ask `pending` on their own."""
+class FirstLook(Generic[T]):
+    """Coalesces what logins that arrive close together ask the API first (their pending
+    mail; their rooms) into one request for all of them, so a login storm costs the API
+    a few requests, not one per login. `fetch` answers for a batch of names, by key
+    (lower case); a name it leaves out gets `missing`."""
 
-    def __init__(self, api: ApiClient, priority: Priority, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]) -> None:
-        self.api = api
+    def __init__(
+        self,
+        fetch: Callable[[list[str]], Awaitable[dict[str, T]]],
+        missing: T,
+        batch: int,
+        priority: Priority,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        what: str = "mail",
+    ) -> None:
+        self.fetch = fetch
+        self.missing = missing
+        self.batch = batch
         self.priority = priority
+        self.what = what  # for the log
         self._spawn = spawn
-        self._waiting: dict[str, tuple[str, list[asyncio.Future[Looked]]]] = {}  # key -> (name, who waits)
+        self._waiting: dict[str, tuple[str, list[asyncio.Future[T]]]] = {}  # key -> (name, who waits)
         self._gatherer: asyncio.Task[Any] | None = None
         self._slots = asyncio.Semaphore(FIRST_LOOK_IN_FLIGHT)
 
-    async def pending(self, name: str) -> Looked:
-        """`name`'s pending mail, as one of the window's names; raises what the request raised."""
-        future: asyncio.Future[Looked] = asyncio.get_running_loop().create_future()
+    async def look(self, name: str) -> T:
+        """The answer for `name`, as one of the window's names; raises what the request raised."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(name.lower(), (name, []))[1].append(future)
         if self._gatherer is None:
             self._gatherer = self._spawn(self._gather())
@@ -281,24 +293,24 @@ class FirstLook:
             await asyncio.sleep(FIRST_LOOK_WINDOW)
             while self._waiting:
                 await self._slots.acquire()
-                keys = list(itertools.islice(self._waiting, FIRST_LOOK_BATCH))
+                keys = list(itertools.islice(self._waiting, self.batch))
                 self._spawn(self._ask({key: self._waiting.pop(key) for key in keys}))
         finally:
             self._gatherer = None
 
-    async def _ask(self, batch: dict[str, tuple[str, list[asyncio.Future[Looked]]]]) -> None:
+    async def _ask(self, batch: dict[str, tuple[str, list[asyncio.Future[T]]]]) -> None:
         try:
             with self.priority:
                 names = [name for name, _ in batch.values()]
                 for attempt in range(1, FIRST_LOOK_ATTEMPTS + 1):
                     try:
-                        answer = await self.api.pending_many(names, MAIL_PAGE)
+                        answer = await self.fetch(names)
                         break
                     except StoreUnavailable as exc:
                         if attempt == FIRST_LOOK_ATTEMPTS:
                             raise
-                        logger.info("first look at the mail of %d login(s) failed (%s); asking again", len(names), exc)
-        except Exception as exc:  # each waiting hand-over reports it as its own look would have
+                        logger.info("first look at the %s of %d login(s) failed (%s); asking again", self.what, len(names), exc)
+        except Exception as exc:  # each waiting login reports it as its own look would have
             for _, futures in batch.values():
                 for future in futures:
                     if not future.done():
@@ -307,7 +319,7 @@ class FirstLook:
         finally:
             self._slots.release()
         for key, (_, futures) in batch.items():
-            looked = answer.get(key, ([], 0))
+            looked = answer.get(key, self.missing)
             for future in futures:
                 if not future.done():
                     future.set_result(looked)

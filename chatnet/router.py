@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.delivery import Archiver, FirstLook, MailOptions, MailWriter, Outcome, Priority
+from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, MailOptions, MailWriter, Outcome, Priority
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
@@ -89,7 +89,7 @@ class Router:
         self.priority = Priority()
         self.mail = MailWriter(api, self.priority, self._mail_stored)
         self.archiver = Archiver(api, self.priority)
-        self.first_look = FirstLook(api, self.priority, self.spawn)
+        self.first_look: FirstLook[Looked] = FirstLook(lambda names: api.pending_many(names, MAIL_PAGE), ([], 0), FIRST_LOOK_BATCH, self.priority, self.spawn)
         self._archive = self.archiver.backlog.append  # the routing path's one step for history
         # Sessions whose stored mail is being handed over, each with whether to look
         # once more when done (None: no; False: quietly; True: someone asked).
@@ -398,7 +398,7 @@ class Router:
             try:
                 with self.priority:
                     # A login's first look goes with those of the logins around it.
-                    looked = await self.first_look.pending(session.name) if first and announce else None
+                    looked = await self.first_look.look(session.name) if first and announce else None
                     if looked is not None and looked[0] is not None:
                         messages, total = looked[0], looked[1]
                     else:

@@ -738,7 +738,7 @@ async def test_logins_arriving_together_share_one_look_at_their_mail(router: Rou
 async def test_a_storm_goes_in_bounded_batches_with_few_in_flight(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """With batches of 3 and 2 requests in flight, 10 logins make 4 requests; what
     arrives while both are held waits for a slot and goes together."""
-    monkeypatch.setattr(delivery, "FIRST_LOOK_BATCH", 3)
+    router.first_look.batch = 3
     looks = api.hold("pending_many")
     clients = [Client(router) for _ in range(10)]
     for i, client in enumerate(clients):
