@@ -1,5 +1,5 @@
-"""The message API: accounts and logins, offline mail, history, subscriptions and bot
-state over HTTP.
+"""The message API: accounts and logins, offline mail, history, rooms and read markers
+(`chatnet.api_rooms`), subscriptions and bot state over HTTP.
 
 `create_app(settings)` builds the FastAPI app; `message_api.py` runs it with uvicorn.
 Every route but `/health` needs `Authorization: Bearer <API_TOKEN>` when a token is set.
@@ -31,6 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints, field_validator, model_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
+from chatnet import api_rooms
 from chatnet.accounts import TOKEN_MAX_CHARS, Account, Accounts, Refused
 from chatnet.config import Settings, get_settings
 from chatnet.limits import (
@@ -47,18 +48,23 @@ from chatnet.limits import (
     NAME_RULE,
 )
 from chatnet.protocol import (
+    Destination,
     Kind,
     LoginReason,
     Message,
     Name,
     dumps,
+    format_datetime,
     from_mail_document,
+    history_entry,
+    is_room,
     not_dots_alone,
     parse_timestamp,
     unencodable,
     unstorable,
 )
-from chatnet.store import Store
+from chatnet.rooms_store import RoomRefused, RoomStore
+from chatnet.store import Store, encode_cursor
 
 logger = logging.getLogger("chatnet.api")
 
@@ -175,8 +181,15 @@ class Acknowledged(BaseModel):
     acknowledged: int
 
 
+class ArchivedMessage(StoredMessage):
+    """A delivered message to archive: to a person, or to a room (stored once, in the
+    room's history)."""
+
+    destination: Destination
+
+
 class HistoryIn(BaseModel):
-    messages: list[StoredMessage] = Field(min_length=1, max_length=MAX_BATCH)
+    messages: list[ArchivedMessage] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class Archived(BaseModel):
@@ -184,8 +197,9 @@ class Archived(BaseModel):
 
 
 class HistoryPage(BaseModel):
-    messages: list[Message]
-    next_before: str | None
+    messages: list[Message] = Field(description="newest first")
+    next_before: str | None = Field(description="the oldest timestamp when the page is full (`before` of the next page; may skip ties)")
+    next: str | None = Field(description="the cursor of the page before this one (pages whole, ties too); null: none")
 
 
 class Deleted(BaseModel):
@@ -483,11 +497,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = Store.open(settings.mongo_url, settings.mongo_db)
     app.state.store = store
     app.state.accounts = Accounts.from_settings(store, settings)
+    app.state.rooms = rooms = RoomStore(store)
     app.state.copier = copier = HistoryCopier(store)
     app.state.served = ServedMail()
     app.state.started = time.monotonic()
     try:
-        await store.ensure_indexes()
+        await rooms.ensure_indexes()
         logger.info("database %s ready", settings.mongo_db)
     except PyMongoError as exc:
         logger.warning("database not reachable at start (%s); indexes will be made when it is", exc)
@@ -534,6 +549,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ConnectionFailure, database_unavailable)
     app.add_exception_handler(ExecutionTimeout, database_unavailable)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(RoomRefused, api_rooms.room_refused)
     app.get("/health", tags=["health"])(health)
     app.include_router(_routes(), dependencies=[Depends(require_token)], responses=COMMON_ANSWERS)
     return app
@@ -571,6 +587,7 @@ def _routes() -> APIRouter:
     router.get("/state/{owner}/{key}", response_model=StateOut, tags=["state"])(get_state)
     router.put("/state/{owner}/{key}", response_model=StateOut, tags=["state"])(put_state)
     router.delete("/state/{owner}/{key}", response_model=StateDeleted, tags=["state"])(delete_state)
+    router.include_router(api_rooms.routes())
     return router
 
 
@@ -724,9 +741,16 @@ async def ack_mail(user: PathName, body: AckIn, store: StoreDep, request: Reques
     return Acknowledged(acknowledged=removed)
 
 
-async def archive(body: HistoryIn, store: StoreDep) -> Archived:
-    """Archive delivered live chat for the history view. Idempotent by message id."""
-    return Archived(stored=await store.archive(body.messages))
+async def archive(body: HistoryIn, rooms: api_rooms.RoomsDep) -> Archived:
+    """Archive delivered live chat for the history view. Idempotent by message id. A
+    message to a room (destination "#...") is stored once, in the room's history,
+    however many members it was delivered to (and however often the batch holds it)."""
+    direct = [m for m in body.messages if not is_room(m.destination)]
+    to_rooms = [history_entry(m) for m in body.messages if is_room(m.destination)]
+    stored = await rooms.store.archive(direct) if direct else 0
+    if to_rooms:
+        stored += await rooms.archive(to_rooms)
+    return Archived(stored=stored)
 
 
 async def history(
@@ -734,12 +758,23 @@ async def history(
     peer: PathName,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE)] = HISTORY_PAGE_DEFAULT,
-    before: Annotated[datetime | None, Query(description="ISO timestamp: only older messages")] = None,
+    before: Annotated[datetime | None, Query(description="ISO timestamp: only older messages (may skip ties: prefer `cursor`)")] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next` of the page after this one")] = None,
 ) -> JSONResponse:
     """Messages between two users in either direction, delivered or still pending,
-    newest first, paged by `before`."""
-    messages, next_before = await store.history(user, peer, limit, parse_timestamp(before) if before else None)
-    return JSONResponse({"messages": messages, "next_before": next_before})
+    newest first, paged by `cursor` (the answer's `next`: without gaps or repeats
+    however many messages share a millisecond) or, as before, by `before`."""
+    if before is not None and cursor is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give `before` or `cursor`, not both")
+    # `before` as a key: no id sorts before "", so the whole millisecond is left out.
+    try:
+        key = (format_datetime(parse_timestamp(before)), "") if before is not None else api_rooms.cursor_key(cursor)
+    except ValueError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "before: a timestamp out of range") from None
+    messages, more = await store.history_page(user, peer, limit, key)
+    next_before = messages[-1]["timestamp"] if len(messages) == limit else None
+    next_cursor = encode_cursor((messages[-1]["timestamp"], messages[-1]["id"])) if more else None
+    return JSONResponse({"messages": messages, "next_before": next_before, "next": next_cursor})
 
 
 async def clear_history(user: PathName, store: StoreDep) -> Deleted:

@@ -19,6 +19,17 @@ A login the API turns down is an answer, not an error: `check_login` returns a
         welcome(check.name)              # as registered, or the guest's own spelling
     elif check.reason == LoginReason.LOCKED:
         refuse(f"try again in {check.retry_after} s")
+
+Rooms (see `chatnet.api_rooms`): a room's refusal raises `ApiRejected` with `status`
+403 or 404 and `reason` one of `chatnet.rooms_store.RoomReason`: `private` (not
+invited), `not_member`, `not_owner`, `no_room`. A RoomInfo is the dict
+`{"name", "owner", "topic", "topic_by", "private", "members"}`; messages come as dicts
+in the JSON shape (`id, sender, destination, message, timestamp, type, metadata`);
+a `cursor` / `next` is opaque text, handed back as it came.
+
+    joined = await api.join_room("#hiking", "alice")     # {"room": RoomInfo, "created": bool}
+    page = await api.room_history("#hiking", "alice", 50)
+    older = await api.room_history("#hiking", "alice", 50, page["next"])
 """
 
 from __future__ import annotations
@@ -59,6 +70,23 @@ def _refusal(status: int, text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return answer if isinstance(answer, dict) and isinstance(answer.get("reason"), str) else None
+
+
+def _reason(text: str) -> tuple[str | None, int | None]:
+    """A refusal's `reason` and `retry_after`, where the answer has them."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(answer, dict):
+        return None, None
+    reason, retry_after = answer.get("reason"), answer.get("retry_after")
+    return (reason if isinstance(reason, str) else None), (retry_after if type(retry_after) is int else None)
+
+
+def _room(room: str) -> str:
+    """A room in a path: its '#' must be %23 (or it would start the URL's fragment)."""
+    return f"/rooms/{quote(room, safe='')}"
 
 
 @dataclass(frozen=True)
@@ -166,9 +194,11 @@ class ApiClient:
 
     @staticmethod
     def _answer(status: int, text: str) -> dict[str, Any]:
-        """A JSON object answered; a 4xx raises ApiRejected."""
+        """A JSON object answered; a 4xx raises ApiRejected (with the answer's `reason`
+        and `retry_after` when it gives them)."""
         if status >= 400:
-            raise ApiRejected(status, _detail(text))
+            reason, retry_after = _reason(text)
+            raise ApiRejected(status, _detail(text), reason, retry_after)
         try:
             answer = json.loads(text)
         except ValueError:
@@ -304,6 +334,109 @@ class ApiClient:
             params["before"] = format_datetime(before) if isinstance(before, datetime) else before
         page = await self._request("GET", f"/history/{quote(user, safe='')}/{quote(peer, safe='')}", params=params)
         return [Message.model_validate(m) for m in page["messages"]], page["next_before"]
+
+    async def history_page(self, user: str, peer: str, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """A page of the messages between two users: `{"messages": [oldest first],
+        "next": cursor or None}`, as `room_history` answers; `next` (given back as
+        `cursor`) pages further back without gaps or repeats, also where many
+        messages share a millisecond. None: the API's default page (50)."""
+        params: dict[str, Any] = {} if limit is None else {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = await self._request("GET", f"/history/{quote(user, safe='')}/{quote(peer, safe='')}", params=params)
+        return {"messages": page["messages"][::-1], "next": page.get("next")}
+
+    # --- rooms ------------------------------------------------------------------------------
+    # Room names are '#' and a name, in any case; users likewise. See the module docstring
+    # for the shapes and the refusals.
+
+    async def join_room(self, room: str, user: str) -> dict[str, Any]:
+        """The user joins the room, made (owned by the user) if missing:
+        `{"room": RoomInfo, "created": bool}`. A private room the user was not invited
+        to: ApiRejected, reason "private". Joining again changes nothing."""
+        return await self._request("PUT", f"{_room(room)}/members/{quote(user, safe='')}")
+
+    async def leave_room(self, room: str, user: str) -> bool:
+        """False when the user was not a member. An owner may leave; the room stays."""
+        return bool((await self._request("DELETE", f"{_room(room)}/members/{quote(user, safe='')}"))["left"])
+
+    async def room(self, room: str) -> dict[str, Any] | None:
+        """RoomInfo plus `"member_names"` (as each spelled it joining), or None when
+        there is no such room."""
+        status, text = await self._exchange("GET", _room(room))
+        if status == 404:
+            return None
+        return self._answer(status, text)
+
+    async def rooms(self, user: str) -> list[dict[str, Any]]:
+        """RoomInfo of every public room and of the private rooms the user is in, by name."""
+        rooms: list[dict[str, Any]] = (await self._request("GET", "/rooms", params={"user": user}))["rooms"]
+        return rooms
+
+    async def set_room(self, room: str, by: str, *, topic: str | None = None, private: bool | None = None) -> dict[str, Any]:
+        """Change the topic (any member; "" clears it) and/or make the room private or
+        public (the owner only); None leaves it. The RoomInfo as it is now. Refusals:
+        reason "no_room", "not_member", "not_owner"."""
+        body: dict[str, Any] = {"by": by}
+        if topic is not None:
+            body["topic"] = topic
+        if private is not None:
+            body["private"] = private
+        return await self._request("PATCH", _room(room), body)
+
+    async def invite(self, room: str, by: str, user: str) -> dict[str, Any]:
+        """Record an invitation (into a private room it lets the user join; telling the
+        invitee is the caller's part): `{"room": RoomInfo, "user": as given, "created":
+        bool (a new invitation), "member": bool (a member already)}`. Any member may
+        invite to a public room, only the owner to a private one."""
+        return await self._request("POST", f"{_room(room)}/invitations", {"by": by, "user": user})
+
+    async def kick(self, room: str, by: str, user: str) -> bool:
+        """The owner removes the user's membership and invitation; False when there was
+        neither. Refusals: reason "no_room", "not_member", "not_owner"."""
+        return bool((await self._request("POST", f"{_room(room)}/kicks", {"by": by, "user": user}))["kicked"])
+
+    async def room_logins(self, users: Iterable[str], catchup: int, defaults: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """One request for a batch of logins (at most MAX_ROOM_LOGINS users): by user
+        name lower-cased, every user asked, the rooms each is a member of (by name) as
+        `{"room": RoomInfo, "unread": int, "messages": [up to `catchup` newest after the
+        read marker, oldest first], "marker": cursor or None}`. A user never seen here
+        before joins `defaults` first (made if missing, owned by "server"), once ever.
+        `unread` leaves out the user's own messages and stops counting at MAX_UNREAD."""
+        body = {"users": list(users), "catchup": catchup, "defaults": list(defaults)}
+        logins: dict[str, list[dict[str, Any]]] = (await self._request("POST", "/rooms/logins", body))["logins"]
+        return logins
+
+    async def room_history(self, room: str, user: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        """A page of the room's history for a member: `{"messages": [oldest first],
+        "next": cursor or None}`; `next` pages further back. Not a member: ApiRejected,
+        reason "not_member"; no such room: "no_room"."""
+        params: dict[str, Any] = {"user": user, "limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return await self._request("GET", f"{_room(room)}/history", params=params)
+
+    # --- read markers and conversations ---------------------------------------------------------
+
+    async def advance_markers(self, markers: Iterable[tuple[str, str, str, str | datetime]]) -> int:
+        """Move read markers forward, a batch of (user, conversation, message id,
+        timestamp) — the conversation a "#room" or the other person's name (at most
+        MAX_MARKERS). A marker never moves back; one in a room the user is not in is
+        ignored. How many moved."""
+        body = {
+            "markers": [
+                {"user": user, "conversation": conversation, "id": message_id, "timestamp": format_datetime(stamp) if isinstance(stamp, datetime) else stamp}
+                for user, conversation, message_id, stamp in markers
+            ]
+        }
+        return int((await self._request("POST", "/markers", body))["advanced"])
+
+    async def conversations(self, user: str) -> list[dict[str, Any]]:
+        """The user's conversations, the most recent first: `{"kind": "dm" | "room",
+        "name", "last": message dict or None, "unread": int}`. Answered for whoever is
+        named: a caller serving one person passes the one logged in, never a name it was sent."""
+        found: list[dict[str, Any]] = (await self._request("GET", f"/conversations/{quote(user, safe='')}"))["conversations"]
+        return found
 
     # --- subscriptions -----------------------------------------------------------------------
 

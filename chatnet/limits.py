@@ -56,3 +56,25 @@ HISTORY_PAGE: Final = 1000
 
 MAX_MAIL_TTL_SECONDS: Final = 366 * 86400
 MAX_KEEP_LATEST: Final = 10_000
+
+# --- rooms ----------------------------------------------------------------------------------
+
+# A room is '#' and a name by the name rule (case-insensitive, like a user's name).
+ROOM_PATTERN: Final = r"^#[A-Za-z0-9_.\-]{1,32}$"
+ROOM_RULE: Final = "'#' and 1-32 letters, digits, '_', '.' or '-'"
+# A topic is a line people read at a join: a tweet's worth (IRC servers allow ~300).
+MAX_TOPIC_CHARS: Final = 300
+# Room messages one login is shown at once, at most (the chat server asks for
+# ROOM_CATCHUP, 20 by default); more are a `!history` away.
+MAX_CATCHUP: Final = 200
+# Unread counts stop counting here: reading further back would cost a login more than
+# the number is worth ("1000+" says it all).
+MAX_UNREAD: Final = 1000
+# Users in one POST /rooms/logins (a login storm's window, as for POST /mail/pending),
+# and rooms everybody joins at a first login.
+MAX_ROOM_LOGINS: Final = 1000
+MAX_DEFAULT_ROOMS: Final = 16
+# Read markers in one POST /markers: a batch of acknowledgements, folded per conversation.
+MAX_MARKERS: Final = 1000
+# Conversations listed for one user (the page's list), most recent first.
+MAX_CONVERSATIONS: Final = 500

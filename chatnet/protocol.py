@@ -31,9 +31,20 @@ from typing import Annotated, Any, Final, NamedTuple
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
 
 from chatnet.errors import BadFrame, LineTooLong, ProtocolError
-from chatnet.limits import INT64_MAX, INT64_MIN, MAX_LINE_BYTES, MAX_MESSAGE_CHARS, MAX_METADATA_DEPTH, NAME_PATTERN, NAME_RULE
+from chatnet.limits import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_LINE_BYTES,
+    MAX_MESSAGE_CHARS,
+    MAX_METADATA_DEPTH,
+    NAME_PATTERN,
+    NAME_RULE,
+    ROOM_PATTERN,
+    ROOM_RULE,
+)
 
 NAME_RE: Final = re.compile(NAME_PATTERN.strip("^$"))
+ROOM_RE: Final = re.compile(ROOM_PATTERN.strip("^$"))
 # Sender of what the server itself says; nobody can log in under this name.
 SERVER_NAME: Final = "server"
 # Metadata only the server writes (what a notice is; what the sender announced at login;
@@ -42,13 +53,22 @@ SERVER_NAME: Final = "server"
 # message or an echo.
 SERVER_METADATA: Final = frozenset({"event", "sender_features", "stored", "echo"})
 
+
 def not_dots_alone(name: str) -> str:
     if not name.strip("."):
         raise ValueError(f"use {NAME_RULE}")
     return name
 
 
+def name_or_room(value: str) -> str:
+    if not (is_valid_name(value) or is_room(value)):
+        raise ValueError(f"use {NAME_RULE}, or for a room {ROOM_RULE}")
+    return value
+
+
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN), AfterValidator(not_dots_alone)]
+# Where a message goes: a person (or bot), or a `#room`.
+Destination = Annotated[str, StringConstraints(max_length=33), AfterValidator(name_or_room)]
 
 
 class MessageType(StrEnum):
@@ -78,10 +98,30 @@ class Event(StrEnum):
     PASSWORD_CHANGED = "password_changed"  # !password changed it; other sessions signed out
     BAD_INPUT = "bad_input"  # a line or frame was refused; the text says why
     PING = "ping"  # the client has been silent a while: answer {"type": "pong"} (or send anything)
+    # rooms
+    JOINED = "joined"  # you are in a room now: room, created, members, online, topic
+    LEFT = "left"  # you left a room (or were removed: by): room
+    ROOM_PRESENCE = "room_presence"  # a member joined, left, came online or went offline: room, user, presence
+    TOPIC = "topic"  # a room's topic, at a join or as it changes: room, topic, by
+    ROOMS = "rooms"  # answer to !rooms: rooms [{name, members, private, topic}]
+    MEMBERS = "members"  # answer to !members: room, members [{name, online}]
+    CATCHUP = "catchup"  # at login, before a room's unseen messages: room, unread, shown
+    HISTORY = "history"  # answer to !history, before its messages: room, shown, next
+    INVITED = "invited"  # someone invited you (or, to the inviter: the invitation is made): room, by, user
+    ROOM_MODE = "room_mode"  # a room became private or public: room, private
     # from the web adapter
     STATUS = "status"  # the adapter's chat-server connection: state, retry_in
     SESSION = "session"  # the page's session token after a login: token
     NOT_SENT = "not_sent"  # a frame from the page could not reach the chat server
+
+
+class RoomReason(StrEnum):
+    """Why the message API refused a room request (its answer's `reason`)."""
+
+    PRIVATE = "private"  # a private room, and no invitation to it
+    NOT_OWNER = "not_owner"  # only the room's owner may do that
+    NOT_MEMBER = "not_member"  # only the room's members may do that
+    NO_ROOM = "no_room"  # there is no room of that name
 
 
 def is_valid_name(name: str) -> bool:
@@ -92,6 +132,21 @@ def check_name(name: str, what: str = "name") -> str:
     if not is_valid_name(name):
         raise ProtocolError(f"Invalid {what} {quote(name)}: use {NAME_RULE}.")
     return name
+
+
+def is_room(name: str) -> bool:
+    return name[:1] == "#" and ROOM_RE.fullmatch(name) is not None
+
+
+def check_room(name: str) -> str:
+    if not is_room(name):
+        raise ProtocolError(f"Invalid room {quote(name)}: use {ROOM_RULE}.")
+    return name
+
+
+def check_destination(name: str) -> str:
+    """A person's name or a room's."""
+    return check_room(name) if name[:1] == "#" else check_name(name, "destination")
 
 
 def check_message(text: str) -> str:
@@ -183,7 +238,10 @@ def parse_timestamp(value: str | datetime) -> datetime:
     string or a (possibly naive, then UTC) datetime."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    try:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59-10:00 is past the last representable UTC instant
+        raise ValueError("timestamp out of range once in UTC") from None
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
@@ -219,7 +277,7 @@ class Message(BaseModel):
 
     id: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(default_factory=new_id)
     sender: Name | None = None
-    destination: Name | None = None
+    destination: Destination | None = None
     message: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)] = ""
     timestamp: datetime = Field(default_factory=utcnow)
     type: MessageType = MessageType.CHAT
@@ -330,6 +388,16 @@ new_chat = partial(tuple.__new__, Chat)
 COMMANDS: Final[dict[str, str]] = {
     "check": "show stored messages you have not seen yet",
     "who": "list who is online",
+    "join": "#room  join a room (creates it if there is none: you are its owner)",
+    "leave": "#room  leave a room",
+    "rooms": "list the rooms",
+    "members": "#room  list a room's members",
+    "topic": "#room [text]  show or set a room's topic",
+    "history": "#room [n]  the last n messages of a room (default 20)",
+    "invite": "#room <name>  invite someone (a bot joins by itself)",
+    "kick": "#room <name>  remove someone (the owner)",
+    "private": "#room  only invited people may join (the owner)",
+    "public": "#room  anyone may join (the owner)",
     "register": "<password>  make your name an account (8-128 characters)",
     "password": "<old> <new>  change your password (signs your other sessions out)",
     "help": "show this help",
@@ -341,6 +409,7 @@ QUIT_WORDS: Final = frozenset({"exit", "quit", "/quit"})
 def help_lines() -> list[str]:
     return [
         "Send a message: <name>: <message>   (e.g. bob: hello)",
+        "To a room:      #<room>: <message>  (e.g. #general: hi all)",
         *(f"!{name:<8} {text}" for name, text in COMMANDS.items()),
         "exit    disconnect",
     ]

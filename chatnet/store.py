@@ -1,4 +1,4 @@
-"""The storage layer: the only module that talks to MongoDB (through motor).
+"""The storage layer: with `chatnet.rooms_store`, the only code that talks to MongoDB (through motor).
 
 Collections (in `Settings.mongo_db`):
 
@@ -20,6 +20,10 @@ Collections (in `Settings.mongo_db`):
     login_failures wrong passwords, one document per counter (a name, an address) and
                    attempt, kept for the window they count in.
     login_locks    counters locked out, and until when.
+    direct         the newest message of each pair of people who wrote to each other
+                   (keyed by `pair_key`; `users`: both keys; the message as JSON text with
+                   its `seq_of`), kept by `archive` and `store_mail`: where a user's list
+                   of conversations is read from (see `chatnet.rooms_store`).
     meta           markers of start-up migrations done.
     messages       the layouts before: per-message history and pending mail. Moved to
                    `history` and `mailbox` when the store opens it, then dropped.
@@ -37,6 +41,12 @@ a message caught in two different buckets is shown once (history is read by mess
 id). Statuses are strings and delivery is a timestamp, never a boolean flag: the
 embedded store (nx-27017) reads a boolean written with `$set` back as 1.
 
+Rooms, read markers and conversation lists are `chatnet.rooms_store`'s, over this.
+
+History pages by key: (timestamp, id), so a page boundary inside a burst of messages
+sharing one millisecond skips and repeats nothing; `encode_cursor` makes a key an opaque
+cursor for clients, `seq_of` one text the store compares exactly.
+
 Expired mail is never returned: reads leave out what has expired, whether or not the
 TTL index on `expires_at` has removed it yet (MongoDB's TTL monitor runs once a minute;
 the embedded store purges on reads), and `sweep_expired` deletes it.
@@ -44,21 +54,24 @@ the embedded store purges on reads), and `sweep_expired` deletes it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import heapq
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from chatnet.limits import MAX_UNREAD
 from chatnet.protocol import (
     MessageLike,
+    dumps,
     format_datetime,
     from_history_entry,
     from_mail_document,
@@ -91,6 +104,8 @@ MAX_BUCKET: Final = 1000
 # a bucket costs it milliseconds to read.
 FIRST_BUCKETS: Final = 4
 MOST_BUCKETS: Final = 64
+# A message id, at most (as the Message model has it).
+MAX_ID_CHARS: Final = 64
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
 # Names remembered as recorded (see `Store.record_names`): a set of short keys, a few MB at most.
@@ -147,6 +162,8 @@ def bucket(entries: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MILLISECOND: Final = timedelta(milliseconds=1)
+# The last second a datetime can be rounded up from (a bound past it is no bound).
+LATEST: Final = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 
 
 def epoch_ms(value: datetime) -> int:
@@ -183,7 +200,66 @@ def live(docs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc.get("expires_at") is None or doc["expires_at"] > now]
 
 
-def newest_first(doc: Mapping[str, Any]) -> tuple[str, str]:
+# --- where a message stands in a conversation ----------------------------------------------
+
+# A message's place in a conversation: (timestamp as protocol text, id). Ties within a
+# millisecond fall back to the id, which the chat server makes in sending order, so a
+# conversation reads back in the order it was written, and a page boundary inside a
+# burst of messages sharing one millisecond neither skips nor repeats any of them.
+Key = tuple[str, str]
+# The protocol text of a timestamp is fixed width (`format_datetime`): 24 characters.
+STAMP_CHARS: Final = 24
+SEQ_PREFIX: Final = "t"
+
+
+def message_key(message: Mapping[str, Any]) -> Key:
+    """A message's place (a message in its JSON shape, or a history entry)."""
+    return message["timestamp"], message["id"]
+
+
+def seq_of(key: Key) -> str:
+    """A key as one text that sorts as the key does (the timestamp is fixed width), for
+    a field the store compares: read markers, the newest message of a conversation.
+    It starts with a letter: the embedded store compares text that looks like a date
+    through SQLite's datetime(), to the second."""
+    return f"{SEQ_PREFIX}{key[0]}|{key[1]}"
+
+
+def key_of(seq: str) -> Key:
+    """The key a `seq_of` text holds (ids may hold '|': the timestamp is cut by width)."""
+    return seq[1 : 1 + STAMP_CHARS], seq[2 + STAMP_CHARS :]
+
+
+def encode_cursor(key: Key) -> str:
+    """A page boundary as an opaque cursor (URL-safe text): what a client hands back
+    for the next page, and never reads."""
+    return base64.urlsafe_b64encode(seq_of(key).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Key:
+    """The key a cursor holds; ValueError for anything `encode_cursor` did not make.
+    The id may be empty: the start of a millisecond (a read marker set at a join)."""
+    try:
+        seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("not a cursor this API gave") from None
+    stamp, message_id = key_of(seq)
+    if not seq.startswith(SEQ_PREFIX) or seq[1 + STAMP_CHARS : 2 + STAMP_CHARS] != "|" or len(message_id) > MAX_ID_CHARS:
+        raise ValueError("not a cursor this API gave")
+    try:
+        if format_datetime(parse_timestamp(stamp)) != stamp:
+            raise ValueError
+    except ValueError:
+        raise ValueError("not a cursor this API gave") from None
+    return stamp, message_id
+
+
+def stamp_ms(stamp: str) -> int:
+    """Protocol text of a timestamp as epoch milliseconds (see `epoch_ms`)."""
+    return epoch_ms(parse_timestamp(stamp))
+
+
+def newest_first(doc: Mapping[str, Any]) -> Key:
     return doc["timestamp"], doc["id"]
 
 
@@ -194,20 +270,22 @@ NEWEST_FIRST = [("timestamp", DESCENDING), ("_id", DESCENDING)]
 
 
 class Page:
-    """A page of history being gathered: the newest `limit` distinct messages older
-    than `before` (protocol text), kept as a min-heap of (timestamp, id) so the page's
-    oldest is at hand."""
+    """A page of history being gathered: the newest `limit` distinct messages placed
+    before `before` and after `after` (keys, either bound optional), kept as a min-heap
+    of keys so the page's oldest is at hand."""
 
-    def __init__(self, limit: int, before: str | None) -> None:
+    def __init__(self, limit: int, before: Key | None = None, after: Key | None = None) -> None:
         self.limit = limit
         self.before = before
+        self.after = after
         self.messages: dict[str, dict[str, Any]] = {}
-        self.heap: list[tuple[str, str]] = []
+        self.heap: list[Key] = []
 
     def add(self, messages: Iterable[dict[str, Any]]) -> None:
+        before, after = self.before, self.after
         for message in messages:
             key = (message["timestamp"], message["id"])
-            if message["id"] in self.messages or (self.before is not None and key[0] >= self.before):
+            if key[1] in self.messages or (before is not None and key >= before) or (after is not None and key <= after):
                 continue
             if len(self.heap) < self.limit:
                 heapq.heappush(self.heap, key)
@@ -215,15 +293,15 @@ class Page:
                 del self.messages[heapq.heapreplace(self.heap, key)[1]]
             else:
                 continue
-            self.messages[message["id"]] = message
+            self.messages[key[1]] = message
 
     def complete_before(self, latest: str) -> bool:
         """Full, and nothing at or before `latest` could enter it any more."""
         return len(self.heap) == self.limit and self.heap[0][0] > latest
 
-    def result(self) -> tuple[list[dict[str, Any]], str | None]:
-        docs = sorted(self.messages.values(), key=newest_first, reverse=True)
-        return docs, docs[-1]["timestamp"] if len(docs) == self.limit else None
+    def result(self) -> list[dict[str, Any]]:
+        """The page, newest first."""
+        return sorted(self.messages.values(), key=newest_first, reverse=True)
 
 
 class Store:
@@ -243,6 +321,7 @@ class Store:
         self.login_failures: AsyncIOMotorCollection[Document] = self.db["login_failures"]
         self.login_locks: AsyncIOMotorCollection[Document] = self.db["login_locks"]
         self.meta: AsyncIOMotorCollection[Document] = self.db["meta"]
+        self.direct: AsyncIOMotorCollection[Document] = self.db["direct"]
         self.indexes_ready = False
         self._recorded: set[str] = set()  # names recorded as used by this process (see `record_names`)
 
@@ -286,6 +365,7 @@ class Store:
         await self.login_failures.create_index([("counter", ASCENDING), ("at", ASCENDING)], name="counter_at")
         await self.login_failures.create_index("expires_at", name="ttl", expireAfterSeconds=0)
         await self.login_locks.create_index("expires_at", name="ttl", expireAfterSeconds=0)
+        await self.direct.create_index([("users", ASCENDING), ("last_seq", DESCENDING)], name="users_last")
         self.indexes_ready = True
 
     async def _move_old_pending_mail(self) -> None:
@@ -382,6 +462,77 @@ class Store:
             if others or exc.details.get("writeConcernErrors"):
                 raise
 
+    @staticmethod
+    async def insert_new(collection: AsyncIOMotorCollection[Document], docs: list[dict[str, Any]]) -> set[Any]:
+        """Insert, ignoring ids already stored; the ids this call stored (the others
+        were there before, or another process stored them meanwhile)."""
+        if not docs:
+            return set()
+        ids = {doc["_id"] for doc in docs}
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
+                raise
+            return ids - {docs[e["index"]]["_id"] for e in errors}
+        return ids
+
+    async def forward(
+        self, collection: AsyncIOMotorCollection[Document], field: str, wanted: Mapping[str, tuple[str, Document]], create: bool = True
+    ) -> set[str]:
+        """Move `field` (a `seq_of` text) of each document forward to the value given
+        with its id, setting the fields given with it, never back: one find, then one
+        insert for the documents missing (unless not `create`) and one bulk update
+        whose filters hold the value back, so a racing writer's later value stays.
+        The ids of the documents moved."""
+        if not wanted:
+            return set()
+        found = {doc["_id"]: doc.get(field) or "" async for doc in collection.find({"_id": {"$in": list(wanted)}}, {field: 1})}
+        moved: set[str] = set()
+        if create:
+            fresh = [{"_id": i, field: seq, **fields} for i, (seq, fields) in wanted.items() if i not in found]
+            moved = await self.insert_new(collection, fresh)
+            found.update({doc["_id"]: "" for doc in fresh if doc["_id"] not in moved})  # stored meanwhile: update it
+        ids = [i for i, (seq, _) in wanted.items() if i in found and i not in moved and found[i] < seq]
+        if ids:
+            ops = [UpdateOne({"_id": i, field: {"$lt": wanted[i][0]}}, {"$set": {field: wanted[i][0], **wanted[i][1]}}) for i in ids]
+            result = await collection.bulk_write(ops, ordered=False)
+            if result.modified_count == len(ids):
+                moved.update(ids)
+            else:  # some lost a race: ask which moved
+                docs = collection.find({"_id": {"$in": ids}}, {field: 1})
+                moved.update([doc["_id"] async for doc in docs if doc.get(field) == wanted[doc["_id"]][0]])
+        return moved
+
+    # --- the newest message of each pair of people ----------------------------------------
+
+    async def note_direct(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Keep each pair's newest message (history entries of direct messages) in
+        `direct`, where a user's list of conversations is read from. The message is
+        kept as JSON text: what `$set` writes reads back exactly (a boolean in its
+        metadata would come back from the embedded store as 1)."""
+        newest: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            pair = pair_key(entry["sender"], entry["destination"])
+            if pair not in newest or message_key(entry) > message_key(newest[pair]):
+                newest[pair] = entry
+        wanted = {pair: (seq_of(message_key(e)), {"users": sorted(set(pair.split("|"))), "last": dumps(e)}) for pair, e in newest.items()}
+        await self.forward(self.direct, "last_seq", wanted)
+
+    async def direct_unread(self, user: str, peer: str, after: Key | None) -> int:
+        """How many messages from `peer` to `user` are placed after `after` (a read
+        marker; None: nothing read), counting no further back than MAX_UNREAD messages
+        of the conversation."""
+        docs, _ = await self.history_page(user, peer, MAX_UNREAD, None, after)
+        return sum(1 for doc in docs if doc["sender"].lower() == peer.lower() != user.lower())
+
+    async def direct_conversations(self, user: str, limit: int) -> list[Document]:
+        """The user's pairs (documents of `direct`), the latest message first."""
+        docs = await self.direct.find({"users": user.lower()}).to_list(None)
+        docs.sort(key=lambda doc: doc["last_seq"], reverse=True)
+        return docs[:limit]
+
     async def store_mail(
         self, messages: Iterable[MessageLike], ttl_seconds: int | None = None, keep_latest: int | None = None
     ) -> list[str]:
@@ -389,6 +540,7 @@ class Store:
         expires_at = utcnow() + timedelta(seconds=ttl_seconds) if ttl_seconds else None
         docs = [keyed(mail_document(m, expires_at)) for m in messages]
         await self._insert(self.mailbox, docs)
+        await self.note_direct(history_entry(doc) for doc in docs)
         if keep_latest is not None:
             groups = {(d["destination_key"], d["sender_key"], d["type"]) for d in docs}
             for destination, sender, kind in groups:
@@ -403,10 +555,12 @@ class Store:
             await self.mailbox.delete_many({"_id": {"$in": old}})
 
     async def archive(self, messages: Iterable[MessageLike]) -> int:
-        """Store delivered live chat for the history view, a bucket per batch (of at
-        most MAX_BUCKET); returns how many were given."""
+        """Store delivered live chat between people (not rooms': see
+        `chatnet.rooms_store`) for the history view, a bucket per batch (of at most
+        MAX_BUCKET); returns how many were given."""
         entries = [history_entry(m) for m in messages]
         await self._store_buckets(entries)
+        await self.note_direct(entries)
         return len(entries)
 
     async def archive_delivered(self, docs: list[dict[str, Any]]) -> None:
@@ -500,58 +654,97 @@ class Store:
         self, user: str, peer: str, limit: int = 50, before: datetime | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Messages between two users, delivered or still pending, newest first, and the
-        `before` of the next page. Gathered by message id, so one caught twice (mail
-        acknowledged while read, a batch archived again in other company) shows once."""
-        page = Page(limit, None if before is None else ms_text(epoch_ms(before)))
+        `before` of the next page: the oldest timestamp when the page is full. (`before`
+        leaves out the rest of that millisecond; `history_page` pages by cursor, whole.)"""
+        key = None if before is None else (ms_text(epoch_ms(before)), "")  # no id sorts before ""
+        docs, _ = await self.history_page(user, peer, limit, key)
+        return docs, docs[-1]["timestamp"] if len(docs) == limit else None
+
+    async def history_page(
+        self, user: str, peer: str, limit: int = 50, before: Key | None = None, after: Key | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The newest `limit` messages between two users placed between the bounds,
+        delivered or still pending, newest first, and whether older ones are left (for a
+        `next` cursor). Gathered by message id, so one caught twice (mail acknowledged
+        while read, a batch archived again in other company) shows once."""
+        page = Page(limit + 1, before, after)
         user, peer = user.lower(), peer.lower()
         for sender, destination in {(user, peer), (peer, user)}:
-            page.add(from_mail_document(doc) for doc in await self._mail_between(sender, destination, limit, before))
-        await self._gather_history(page, pair_key(user, peer), before)
-        return page.result()
+            page.add(from_mail_document(doc) for doc in await self._mail_between(sender, destination, limit + 1, before, after))
+        pair = pair_key(user, peer)
+        await self.gather(page, self.history_buckets, {"pairs": pair}, lambda e: pair_key(e["sender"], e["destination"]) == pair)
+        docs = page.result()
+        return docs[:limit], len(docs) > limit
 
     async def _mail_between(
-        self, sender: str, destination: str, limit: int, before: datetime | None
+        self, sender: str, destination: str, limit: int, before: Key | None, after: Key | None = None
     ) -> list[dict[str, Any]]:
         """The newest `limit` live mail documents from sender to destination (keys)
-        older than `before`. The store is asked for those before the next whole second
-        (exact on any store, see `up_to_second`) and the rest of that second is dropped
-        here, asking for more while dropping left the page short."""
+        placed between the bounds. The store is asked for whole seconds (exact on any
+        store, see `up_to_second`) and the rest of the bounds' seconds is dropped here,
+        asking for more while dropping left the page short."""
         query: dict[str, Any] = {"destination_key": destination, "sender_key": sender}
-        if before is not None:
-            query["timestamp"] = {"$lt": up_to_second(before)}
+        bounds: dict[str, datetime] = {}
+        if before is not None and (end := parse_timestamp(before[0])) < LATEST:
+            bounds["$lt"] = up_to_second(end + MILLISECOND)
+        if after is not None:
+            bounds["$gte"] = parse_timestamp(after[0]).replace(microsecond=0)
+        if bounds:
+            query["timestamp"] = bounds
         wanted = limit
         while True:
             docs = await self.mailbox.find(query).sort(NEWEST_FIRST).limit(wanted).to_list(None)
-            kept = [doc for doc in docs if before is None or doc["timestamp"] < before]
-            if len(kept) >= limit or len(docs) < wanted:
+            kept, newer, ended = [], 0, False
+            for doc in docs:
+                key = (format_datetime(doc["timestamp"]), doc["_id"])
+                if before is not None and key >= before:
+                    newer += 1
+                elif after is not None and key <= after:
+                    ended = True  # newest first: the rest is older still
+                    break
+                else:
+                    kept.append(doc)
+            if ended or len(kept) >= limit or len(docs) < wanted:
                 return live(kept, utcnow())
-            wanted += len(docs) - len(kept)
+            wanted += newer
 
-    async def _gather_history(self, page: Page, pair: str, before: datetime | None) -> None:
-        """Read the pair's buckets, latest first, until no bucket left can hold a
-        message newer than the page's oldest (buckets may overlap in time: a copy of
-        acknowledged mail holds older messages than the chat archived before it)."""
-        query: dict[str, Any] = {"pairs": pair}
-        if before is not None:
-            query["first"] = {"$lt": epoch_ms(before)}
+    async def gather(
+        self,
+        page: Page,
+        collection: AsyncIOMotorCollection[Document],
+        query: dict[str, Any],
+        belongs: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Fill the page from the buckets `query` finds (a conversation's), latest first,
+        until no bucket left can hold a message newer than the page's oldest (buckets
+        may overlap in time: a copy of acknowledged mail holds older messages than the
+        chat archived before it). `belongs`: which entries of a bucket are the
+        conversation's (a bucket of direct messages holds many pairs')."""
+        query = dict(query)
+        if page.before is not None:
+            query["first"] = {"$lte": stamp_ms(page.before[0])}
+        ends: dict[str, int] = {}
+        if page.after is not None:
+            ends["$gte"] = stamp_ms(page.after[0])
+            query["last"] = dict(ends)
         wanted, read, found = FIRST_BUCKETS, 0, 0
         oldest: int | None = None
         tied: list[str] = []  # the buckets read that end at `oldest`, the latest end left
         while True:
-            docs = await self.history_buckets.find(query).sort("last", DESCENDING).limit(wanted).to_list(None)
+            docs = await collection.find(query).sort("last", DESCENDING).limit(wanted).to_list(None)
             for doc in docs:
                 if page.complete_before(ms_text(doc["last"])):
                     return
-                entries = [e for e in doc["messages"] if pair_key(e["sender"], e["destination"]) == pair]
+                entries = doc["messages"] if belongs is None else [e for e in doc["messages"] if belongs(e)]
                 page.add(from_history_entry(e) for e in entries)
                 read, found = read + 1, found + len(entries)
                 if doc["last"] != oldest:
                     oldest, tied = doc["last"], []
                 tied.append(doc["_id"])
-            if len(docs) < wanted:
+            if len(docs) < wanted or oldest is None:
                 return
             # The next round: buckets that end no later, but not those read already.
-            query["last"] = {"$lte": oldest}
+            query["last"] = {**ends, "$lte": oldest}
             query["_id"] = {"$nin": tied}
             missing = page.limit - len(page.messages)
             wanted = max(FIRST_BUCKETS, min(MOST_BUCKETS, -(-missing * read // max(found, 1)) + 1))
@@ -559,7 +752,8 @@ class Store:
     async def clear_history(self, user: str) -> int:
         """Delete the delivered messages the user sent or received, from every bucket
         that holds some (read, rewrite what is left, delete what is emptied: clearing is
-        rare); pending mail stays. Returns how many messages went (each id once)."""
+        rare), and their conversations' newest messages; pending mail stays. Returns how
+        many messages went (each id once)."""
         removed: set[str] = set()
         emptied: list[str] = []
         key = user.lower()
@@ -582,6 +776,11 @@ class Store:
                 await self.history_buckets.replace_one({"_id": doc["_id"]}, rest)
         if emptied:
             await self.history_buckets.delete_many({"_id": {"$in": emptied}})
+        # The user's conversations keep no copy of what went: their newest messages are
+        # now those still pending, if any (room history is the room's, and stays).
+        await self.direct.delete_many({"users": key})
+        for field in ("destination_key", "sender_key"):
+            await self.note_direct([history_entry(doc) for doc in await self.mailbox.find({field: key}).to_list(None)])
         return len(removed)
 
     async def sweep_expired(self) -> int:

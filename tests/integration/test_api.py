@@ -4,8 +4,9 @@ subscriptions, state, health, and a database that goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import timedelta
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import pytest
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.protocol import Message, utcnow
+from chatnet.store import decode_cursor
 from tests.support import HOST, Network, eventually, own_store, unused_port
+from tests.unit.fakes import FakeApi
 
 
 @pytest.fixture
@@ -208,3 +211,117 @@ async def test_database_down_gives_503_and_recovers(network: Network, tmp_path: 
             assert (await api.health_detailed())["status"] == "ok"
     finally:
         store.stop()
+
+
+# --- rooms, markers, conversations, paging by cursor -----------------------------------------------------
+
+
+def message_to(sender: str, destination: str, text: str, stamp: datetime, id: str) -> dict[str, Any]:
+    """A message dict to a person or a room."""
+    shape: dict[str, Any] = Message(id=id, sender=sender, destination=destination, message=text, timestamp=stamp).model_dump(mode="json")
+    return shape
+
+
+async def outcome(call: Awaitable[Any]) -> Any:
+    """What a call answered, or the refusal it raised, as (status, reason)."""
+    try:
+        return await call
+    except ApiRejected as exc:
+        return ("refused", exc.status, exc.reason)
+
+
+async def read_all(page: Callable[[str | None], Awaitable[dict[str, Any]]]) -> tuple[list[str], int]:
+    """Every message id a paged read gives, oldest first, and the pages it took."""
+    ids: list[str] = []
+    cursor: str | None = None
+    for pages in range(1, 100):
+        answer = await page(cursor)
+        ids = [m["id"] for m in answer["messages"]] + ids
+        if (cursor := answer["next"]) is None:
+            return ids, pages
+    raise AssertionError("paging does not end")
+
+
+async def rooms_scenario(api: Any, later: datetime) -> list[Any]:
+    """Every room method, its refusals included, on `api` (the ApiClient or the stand-in);
+    what each answered, made comparable (markers by the id they hold). The messages are
+    stamped `later`, after every join of the run."""
+    burst = [message_to("alice", "#hiking", f"m{i}", later, f"burst{i:03d}") for i in range(60)]
+    dms = [message_to("bob" if i % 2 else "alice", "alice" if i % 2 else "bob", f"d{i}", later, f"dm{i:03d}") for i in range(60)]
+    seen: list[Any] = [
+        await api.join_room("#Hiking", "Alice"),
+        await api.join_room("#hiking", "bob"),
+        await api.set_room("#hiking", "Bob", topic="at the lake"),
+        await outcome(api.set_room("#hiking", "bob", private=True)),
+        await api.set_room("#HIKING", "alice", private=True),
+        await outcome(api.join_room("#hiking", "carol")),
+        await outcome(api.invite("#hiking", "bob", "carol")),
+        await api.invite("#hiking", "alice", "Carol"),
+        await api.join_room("#hiking", "carol"),
+        await api.rooms("dave"),
+        await api.rooms("carol"),
+        await api.archive_encoded(json.dumps([*burst[:30], *burst[:5], *dms[:30]])),
+        await api.archive_encoded(json.dumps([*burst[30:], *dms[30:]])),
+        await read_all(lambda cursor: api.room_history("#hiking", "carol", 10, cursor)),
+        await outcome(api.room_history("#hiking", "dave", 10)),
+        await read_all(lambda cursor: api.history_page("bob", "Alice", 10, cursor)),
+        await api.advance_markers([("bob", "#hiking", burst[49]["id"], burst[49]["timestamp"]), ("alice", "bob", dms[58]["id"], later)]),
+        await api.advance_markers([("bob", "#hiking", burst[10]["id"], burst[10]["timestamp"]), ("dave", "#hiking", burst[59]["id"], later)]),
+    ]
+    logins = await api.room_logins(["bob", "Carol", "erin"], 3, ["#general"])
+    for entries in logins.values():
+        for entry in entries:
+            entry["marker"] = None if entry["marker"] is None else decode_cursor(entry["marker"])[1]
+    seen += [
+        logins,
+        await api.conversations("alice"),
+        await api.conversations("bob"),
+        await outcome(api.kick("#hiking", "bob", "carol")),
+        await api.kick("#hiking", "alice", "carol"),
+        await api.kick("#hiking", "alice", "carol"),
+        await api.leave_room("#hiking", "bob"),
+        await api.leave_room("#hiking", "bob"),
+        await api.room("#hiking"),
+        await api.room("#nope"),
+        await outcome(api.set_room("#nope", "alice", topic="x")),
+        await outcome(api.kick("#hiking", "zed", "alice")),
+    ]
+    return seen
+
+
+async def test_every_room_method_through_the_client(api: ApiClient) -> None:
+    """The ApiClient's room methods against the API as a process: rooms made, joined,
+    changed, refused with their reasons; 60 messages sharing a millisecond page back
+    whole in pages of 10 for a room and a DM; markers, logins, conversation lists."""
+    seen = await rooms_scenario(api, utcnow() + timedelta(hours=1))
+    hiking = {"name": "#Hiking", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 1}
+    assert seen[0] == {"room": hiking, "created": True}
+    assert seen[2]["topic"] == "at the lake" and seen[2]["topic_by"] == "Bob"
+    assert seen[3] == ("refused", 403, "not_owner") and seen[5] == ("refused", 403, "private") and seen[6] == ("refused", 403, "not_owner")
+    assert seen[7]["created"] is True and seen[8]["room"]["members"] == 3
+    assert seen[9] == [] and [r["name"] for r in seen[10]] == ["#Hiking"]
+    assert seen[11:13] == [65, 60]
+    assert seen[13] == ([f"burst{i:03d}" for i in range(60)], 6)
+    assert seen[14] == ("refused", 403, "not_member")
+    assert seen[15] == ([f"dm{i:03d}" for i in range(60)], 6)
+    assert seen[16:18] == [2, 0]
+    logins = seen[18]
+    assert set(logins) == {"bob", "carol", "erin"}
+    assert [(e["room"]["name"], e["unread"], [m["message"] for m in e["messages"]], e["marker"]) for e in logins["bob"]] == [
+        ("#general", 0, [], ""),
+        ("#Hiking", 10, ["m57", "m58", "m59"], "burst049"),
+    ]
+    assert [e["room"]["name"] for e in logins["erin"]] == ["#general"]
+    assert [(c["kind"], c["name"], c["unread"]) for c in seen[19]] == [("dm", "bob", 1), ("room", "#Hiking", 0)]
+    assert seen[19][0]["last"]["id"] == "dm059"
+    assert [(c["kind"], c["name"], c["unread"]) for c in seen[20]] == [("dm", "alice", 30), ("room", "#Hiking", 10), ("room", "#general", 0)]
+    assert seen[21:26] == [("refused", 403, "not_owner"), True, False, True, False]
+    assert seen[26] == {**hiking, "private": True, "topic": "at the lake", "topic_by": "Bob", "member_names": ["Alice"]}
+    assert seen[27:] == [None, ("refused", 404, "no_room"), ("refused", 403, "not_member")]
+
+
+async def test_the_in_memory_stand_in_answers_as_the_api_does(api: ApiClient) -> None:
+    """tests.unit.fakes.FakeApi, which the router's unit tests use, gives the same
+    answers as the API through the client, refusals included."""
+    later = utcnow() + timedelta(hours=1)
+    assert await rooms_scenario(FakeApi(), later) == await rooms_scenario(api, later)

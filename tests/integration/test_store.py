@@ -9,8 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from chatnet.protocol import Message, MessageType, format_datetime, mail_document, parse_timestamp, utcnow
-from chatnet.store import Store, epoch_ms
+from chatnet.protocol import Message, MessageType, format_datetime, from_history_entry, history_entry, mail_document, parse_timestamp, utcnow
+from chatnet.rooms_store import RoomReason, RoomRefused, RoomStore, room_info
+from chatnet.store import Store, decode_cursor, encode_cursor, epoch_ms, key_of, keyed, message_key, seq_of
 from tests.support import eventually
 
 
@@ -322,3 +323,187 @@ async def test_history_reads_many_buckets_that_end_together(store: Store) -> Non
     assert [m["message"] for m in page] == [f"a{b}" for b in range(14, 2, -1)]
     rest, end = await store.history("alice", "bob", limit=12, before=parse_timestamp(cursor))
     assert ([m["message"] for m in rest], end) == (["a2", "a1", "a0"], None)
+
+
+# --- gap-free paging, rooms, markers, conversations -----------------------------------------------
+
+
+def to_room(sender: str, room: str, text: str, seconds: float = 0, **fields: object) -> dict[str, object]:
+    """A message to a room, as a history entry."""
+    return history_entry(mail(sender, room, text, seconds, **fields))
+
+
+@pytest.fixture
+async def rooms(store: Store) -> RoomStore:
+    rooms = RoomStore(store)
+    await rooms.ensure_indexes()
+    return rooms
+
+
+def test_a_cursor_holds_its_key_and_nothing_else_passes() -> None:
+    """A cursor gives back the (timestamp, id) it was made from, an id with '|' or none
+    at all too; text it did not make is a ValueError."""
+    for key in [("2026-12-01T10:00:05.123Z", "abc"), ("2026-12-01T10:00:05.123Z", "a|b"), ("0999-01-01T00:00:00.000Z", ""), ("2026-12-01T10:00:05.123Z", "x" * 64)]:
+        assert decode_cursor(encode_cursor(key)) == key
+        assert key_of(seq_of(key)) == key
+    for bad in ["", "nonsense", encode_cursor(("2026-12-01T10:00:05.123Z", "x" * 65)), "dDIwMjYtMTItMDFUMTA6MDA6MDUuMTIzWg", "dHl5eXktbW0tZGRUaGg6bW06c3MuMTIzWnxh"]:
+        with pytest.raises(ValueError):
+            decode_cursor(bad)
+    keys = [("2026-12-01T10:00:05.123Z", "b"), ("2026-12-01T10:00:05.123Z", "ab"), ("2026-12-01T10:00:05.124Z", ""), ("2026-12-01T10:00:05.122Z", "zz")]
+    assert sorted(keys) == sorted(keys, key=seq_of)  # the text sorts as the key
+
+
+async def test_dm_history_pages_whole_through_a_burst_in_one_millisecond(store: Store) -> None:
+    """60 messages sharing a timestamp, some archived in two buckets and some still
+    pending, page back by key in pages of 10: each once, in order, none skipped."""
+    burst = [mail("alice" if i % 3 else "bob", "bob" if i % 3 else "alice", f"m{i}", 5, id=f"b{i:03d}") for i in range(60)]
+    await store.archive(burst[:20])
+    await store.archive([*burst[20:40], mail("carol", "dave", "other", 5)])
+    await store.store_mail(burst[40:])
+    read: list[str] = []
+    before = None
+    for _ in range(10):
+        page, more = await store.history_page("bob", "alice", 10, before)
+        read = [m["id"] for m in page][::-1] + read
+        if not more:
+            break
+        before = message_key(page[-1])
+    assert read == [m.id for m in burst]
+
+
+async def test_insert_new_and_forward_never_go_back(store: Store) -> None:
+    """insert_new says which documents it stored; forward moves a value on only, and
+    creates documents only when told to."""
+    assert await store.insert_new(store.meta, [{"_id": "a"}, {"_id": "b"}]) == {"a", "b"}
+    assert await store.insert_new(store.meta, [{"_id": "b"}, {"_id": "c"}]) == {"c"}
+    early, late = seq_of(("2026-12-01T10:00:05.123Z", "a")), seq_of(("2026-12-01T10:00:05.123Z", "b"))
+    assert await store.forward(store.meta, "seq", {"x": (early, {"n": 1})}) == {"x"}
+    assert await store.forward(store.meta, "seq", {"x": (late, {"n": 2}), "y": (early, {})}, create=False) == {"x"}
+    assert await store.forward(store.meta, "seq", {"x": (early, {"n": 3})}) == set()
+    assert await store.meta.find_one({"_id": "x"}) == {"_id": "x", "seq": late, "n": 2}
+    assert await store.meta.find_one({"_id": "y"}) is None
+
+
+async def test_room_history_is_stored_once_per_room_and_pages_whole(rooms: RoomStore) -> None:
+    """Room messages go to their room's buckets once however many copies a batch holds;
+    a room pages back whole by key, across overlapping buckets and a shared millisecond,
+    to members only."""
+    await rooms.join("#Hiking", "alice")
+    await rooms.join("#hiking", "bob")
+    burst = [to_room("alice", "#hiking", f"m{i}", 7, id=f"h{i:03d}") for i in range(30)]
+    late = [to_room("bob", "#Hiking", f"late{i}", 3 + i, id=f"l{i}") for i in range(3)]  # older, stored after
+    assert await rooms.archive([*burst[:15], *burst[:15], to_room("carol", "#chess", "e4")]) == 31
+    await rooms.archive(burst[15:])
+    await rooms.archive(late)
+    assert await rooms.room_history.count_documents({"room": "#hiking"}) == 3
+    read: list[str] = []
+    before = None
+    while True:
+        page, more = await rooms.history("#HIKING", "Bob", 7, before)
+        read = [m["id"] for m in page][::-1] + read
+        if not more:
+            break
+        before = message_key(page[-1])
+    assert read == [*(m["id"] for m in late), *(m["id"] for m in burst)]
+    with pytest.raises(RoomRefused) as refused:
+        await rooms.history("#hiking", "carol", 10)
+    assert refused.value.reason == RoomReason.NOT_MEMBER
+    assert (await rooms.store.history("alice", "bob"))[0] == []  # no room message in the direct history
+
+
+async def test_rooms_members_invitations_and_counts(rooms: RoomStore) -> None:
+    """Joins, leaves, invitations and kicks keep the member count; a count left wrong is mended when the room is read."""
+    doc, created = await rooms.join("#Secret", "Alice")
+    assert created and room_info(doc) == {"name": "#Secret", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 1}
+    await rooms.set_room("#secret", "alice", private=True)
+    with pytest.raises(RoomRefused) as refused:
+        await rooms.join("#secret", "bob")
+    assert refused.value.reason == RoomReason.PRIVATE
+    assert (await rooms.invite("#secret", "alice", "Bob"))[1:] == (True, False)
+    doc, created = await rooms.join("#SECRET", "bob")
+    assert not created and doc["members"] == 2
+    assert (await rooms.invite("#secret", "alice", "bob"))[1:] == (False, True)
+    assert await rooms.kick("#secret", "alice", "bob") is True
+    assert await rooms.leave("#secret", "bob") is False
+    await rooms.rooms.update_one({"_id": "#secret"}, {"$set": {"members": 7}})  # as a crash between two writes might leave it
+    found = await rooms.room("#secret")
+    assert found is not None and (found[0]["members"], found[1]) == (1, ["Alice"])
+    assert (await rooms.rooms.find_one({"_id": "#secret"}) or {})["members"] == 1
+    assert [doc["name"] for doc in await rooms.rooms_for("bob")] == []
+    assert [doc["name"] for doc in await rooms.rooms_for("alice")] == ["#Secret"]
+
+
+async def test_logins_in_a_batch(rooms: RoomStore) -> None:
+    """A batch of logins: defaults joined once per user ever, each room's unread count
+    (not one's own) and newest unread messages oldest first, and the marker."""
+    first = await rooms.logins(["Alice", "bob"], 2, ["#general"])
+    assert [e["room"]["owner"] for e in first["alice"]] == ["server"]
+    messages = [to_room("alice", "#general", f"g{i}", 3700 + i) for i in range(4)]  # after the joins (the base is an hour ago)
+    await rooms.archive(messages)
+    assert await rooms.advance([("bob", "#General", messages[0]["id"], messages[0]["timestamp"])]) == 1
+    assert await rooms.advance([("bob", "#general", messages[0]["id"], utcnow() - timedelta(days=1))]) == 0
+    await rooms.leave("#general", "alice")
+    again = await rooms.logins(["alice", "BOB", "carol"], 2, ["#general"])
+    assert again["alice"] == []
+    (bob,) = again["bob"]
+    assert (bob["unread"], [m["message"] for m in bob["messages"]]) == (3, ["g2", "g3"])
+    assert bob["messages"][1] == from_history_entry(messages[3])
+    assert decode_cursor(bob["marker"]) == message_key(messages[0])
+    assert [e["room"]["members"] for e in again["carol"]] == [2]  # bob and carol: alice left for good
+
+
+async def test_conversations_and_their_unread_counts(rooms: RoomStore) -> None:
+    """The list of a user's conversations: people (delivered and pending) and rooms, the
+    latest first, each with its newest message and what is unread after the marker."""
+    await rooms.join("#hiking", "alice")
+    await rooms.store.archive([mail("bob", "alice", "b1", 3700), mail("alice", "bob", "a1", 3701), mail("bob", "alice", "b2", 3702)])
+    await rooms.archive([to_room("carol", "#hiking", "h1", 3703)])
+    await rooms.store.store_mail([mail("Dave", "alice", "d1", 3704, metadata={"flag": True})])
+    listed = await rooms.conversations("alice")
+    assert [(c["kind"], c["name"], c["unread"], c["last"]["message"]) for c in listed] == [
+        ("dm", "Dave", 1, "d1"),
+        ("room", "#hiking", 1, "h1"),
+        ("dm", "bob", 2, "b2"),
+    ]
+    assert listed[0]["last"]["metadata"] == {"flag": True}  # kept exactly (no boolean read back as 1)
+    b1 = (await rooms.store.history("alice", "bob"))[0][-1]
+    await rooms.advance([("alice", "Bob", b1["id"], b1["timestamp"])])
+    assert [c["unread"] for c in await rooms.conversations("alice")] == [1, 1, 1]
+
+
+async def test_conversations_stored_before_are_summarised_once(store_url: str) -> None:
+    """A database with history and mail from before conversation lists gets its
+    conversations listed at start-up: what was delivered counts as read, pending mail
+    as unread."""
+    name = f"s{uuid.uuid4().hex[:12]}"
+    old = Store.open(store_url, name)
+    try:
+        await old.ensure_indexes()
+        await old._store_buckets([history_entry(mail("bob", "alice", f"seen{i}", i)) for i in range(3)])  # as before: no summary
+        await old._insert(old.mailbox, [keyed(mail_document(mail("carol", "alice", "waiting", 10)))])
+        assert await old.direct.count_documents({}) == 0
+        rooms = RoomStore(Store.open(store_url, name))
+        await rooms.ensure_indexes()
+        assert [(c["name"], c["unread"], c["last"]["message"]) for c in await rooms.conversations("alice")] == [("carol", 1, "waiting"), ("bob", 0, "seen2")]
+        assert [(c["name"], c["unread"]) for c in await rooms.conversations("bob")] == [("alice", 0)]
+        await old.direct.delete_many({})
+        again = RoomStore(Store.open(store_url, name))
+        await again.ensure_indexes()
+        assert await old.direct.count_documents({}) == 0  # once only
+        rooms.store.close()
+        again.store.close()
+    finally:
+        await old.client.drop_database(name)
+        old.close()
+
+
+async def test_clearing_history_leaves_no_copy_in_the_conversation_list(rooms: RoomStore) -> None:
+    """After a user's history is cleared their conversations show only what is still
+    pending: no deleted message survives as a conversation's newest."""
+    await rooms.store.archive([mail("alice", "bob", "secret", 1), mail("carol", "dave", "theirs", 2)])
+    await rooms.store.store_mail([mail("erin", "alice", "waiting", 3)])
+    assert [c["last"]["message"] for c in await rooms.conversations("alice")] == ["waiting", "secret"]
+    await rooms.store.clear_history("alice")
+    assert [(c["name"], c["last"]["message"]) for c in await rooms.conversations("alice")] == [("erin", "waiting")]
+    assert await rooms.conversations("bob") == []
+    assert [c["last"]["message"] for c in await rooms.conversations("dave")] == ["theirs"]

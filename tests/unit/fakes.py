@@ -6,8 +6,8 @@
   once the buffer is empty after a graceful `close()`.
 - `Client`: a `Session` connected through one, fed lines, read back as lines or frames.
 - `FakeApi`: the message API in memory (`store_mail`, `pending`, `ack`,
-  `archive_encoded`); it records every request and can be told to fail or to hold
-  requests until released.
+  `archive_encoded`, the rooms, read markers and conversation lists); it records every
+  request and can be told to fail or to hold requests until released.
 
 No mocking library: these are plain classes with real behaviour.
 """
@@ -32,9 +32,11 @@ from chatnet.config import Settings
 from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.flood import flood_bucket
-from chatnet.protocol import Message, utcnow
+from chatnet.limits import MAX_UNREAD
+from chatnet.protocol import SERVER_NAME, Message, format_datetime, is_room, parse_timestamp, utcnow
 from chatnet.router import Router
 from chatnet.session import WRITE_HIGH_WATER, Session
+from chatnet.store import Key, decode_cursor, encode_cursor
 
 DEADLINE = 2.0  # seconds any single wait in these tests may take before it fails
 
@@ -386,6 +388,16 @@ class FakeApi:
     _failures: dict[str, _Failure] = field(default_factory=dict)
     _gates: dict[str, Gate] = field(default_factory=dict)
     _clock: itertools.count[int] = field(default_factory=itertools.count)
+    # Rooms by key (name lower-cased): their fields; members and invitations (key → name
+    # as spelled); their history (id → message dict). Archived direct messages by id;
+    # read markers by (user, conversation) keys; the users whose default rooms were joined.
+    room_docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    room_members: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    room_invited: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    room_log: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
+    direct_log: dict[str, dict[str, Any]] = field(default_factory=dict)
+    read_markers: dict[tuple[str, str], Key] = field(default_factory=dict)
+    rooms_set_up: set[str] = field(default_factory=set)
 
     # --- steering ----------------------------------------------------------------------
 
@@ -403,6 +415,22 @@ class FakeApi:
         """Hold calls to `method` at a gate until it lets them through."""
         gate = self._gates[method] = Gate()
         return gate
+
+    def put_room(
+        self, room: str, owner: str = SERVER_NAME, members: Iterable[str] = (), private: bool = False, topic: str | None = None
+    ) -> None:
+        """A room already in the store before the test (not a request)."""
+        self.room_docs[room.lower()] = {"name": room, "owner": owner, "topic": topic, "topic_by": owner if topic else None, "private": private}
+        for user in members:
+            self.room_members[room.lower()][user.lower()] = user
+            self.read_markers[(user.lower(), room.lower())] = (format_datetime(utcnow()), "")
+
+    def put_room_history(self, room: str, *texts: str, sender: str = "alice") -> list[dict[str, Any]]:
+        """Room messages already archived before the test (not a request)."""
+        docs = [message_shape(sender, room, text) for text in texts]
+        for doc in docs:
+            self.room_log[room.lower()][doc["id"]] = doc
+        return docs
 
     def put_mail(self, user: str, *texts: str, sender: str = "alice") -> list[Message]:
         """Mail already in the store before the test (not a request)."""
@@ -447,13 +475,18 @@ class FakeApi:
             raise failure.error
         return call
 
-    def _validate(self, call: Call, docs: list[dict[str, Any]]) -> list[Message]:
-        """The request's messages; like the API, one invalid document refuses the whole request."""
+    def _validate(self, call: Call, docs: list[dict[str, Any]], rooms: bool = False) -> list[Message]:
+        """The request's messages; like the API, one invalid document refuses the whole
+        request. `rooms`: a destination may be a room (the archive takes them, mail not)."""
         try:
-            return [Message.model_validate(doc) for doc in docs]
+            checked = [Message.model_validate(doc) for doc in docs]
         except ValidationError as exc:
             call.outcome, call.finished = "ApiRejected", next(self._clock)
             raise ApiRejected(422, str(exc).splitlines()[0]) from None
+        if not rooms and any(is_room(m.destination or "") for m in checked):
+            call.outcome, call.finished = "ApiRejected", next(self._clock)
+            raise ApiRejected(422, "destination: mail goes to people; a room's messages are archived")
+        return checked
 
     @staticmethod
     def _done(call: Call, clock: itertools.count[int]) -> None:
@@ -576,6 +609,217 @@ class FakeApi:
         docs = json.loads(messages_json)  # must be a JSON array of messages
         assert isinstance(docs, list), "archive_encoded takes a JSON array"
         call = await self._request("archive_encoded", docs=docs, text=messages_json)
-        self._validate(call, docs)
+        self._validate(call, docs, rooms=True)
+        for doc in docs:
+            if doc["destination"].startswith("#"):
+                self.room_log[doc["destination"].lower()].setdefault(doc["id"], doc)  # once, however many copies
+            else:
+                self.direct_log[doc["id"]] = doc
         self._done(call, self._clock)
         return len(docs)
+
+    # --- rooms (the API's rules, in memory) -------------------------------------------------
+
+    def _info(self, key: str) -> dict[str, Any]:
+        return {**self.room_docs[key], "members": len(self.room_members[key])}
+
+    def _refuse(self, call: Call, status: int, reason: str, detail: str) -> ApiRejected:
+        call.outcome, call.finished = "ApiRejected", next(self._clock)
+        return ApiRejected(status, detail, reason)
+
+    def _check(self, call: Call, room: str, by: str | None = None, owner_for: str | None = None) -> str:
+        """The room's key, once it exists (no_room), `by` is in it (not_member) and, with
+        `owner_for`, owns it (not_owner)."""
+        key = room.lower()
+        if key not in self.room_docs:
+            raise self._refuse(call, 404, "no_room", f"There is no room {room}.")
+        if by is not None and by.lower() not in self.room_members[key]:
+            raise self._refuse(call, 403, "not_member", f"{by} is not in {room}.")
+        if by is not None and owner_for is not None and by.lower() != self.room_docs[key]["owner"].lower():
+            raise self._refuse(call, 403, "not_owner", f"Only the owner of {room} may {owner_for}.")
+        return key
+
+    def _enrol(self, key: str, user: str) -> bool:
+        if user.lower() in self.room_members[key]:
+            return False
+        self.room_members[key][user.lower()] = user
+        self.room_invited[key].pop(user.lower(), None)
+        self._forward(user, key, (format_datetime(utcnow()), ""))
+        return True
+
+    def _forward(self, user: str, conversation: str, key: Key) -> bool:
+        held = self.read_markers.get((user.lower(), conversation.lower()))
+        if held is not None and held >= key:
+            return False
+        self.read_markers[(user.lower(), conversation.lower())] = key
+        return True
+
+    async def join_room(self, room: str, user: str) -> dict[str, Any]:
+        call = await self._request("join_room", room=room, user=user)
+        key, created = room.lower(), False
+        if key not in self.room_docs:
+            self.put_room(room, owner=user)
+            created = True
+        doc = self.room_docs[key]
+        if doc["private"] and user.lower() != doc["owner"].lower() and user.lower() not in self.room_members[key] | self.room_invited[key]:
+            raise self._refuse(call, 403, "private", f"{doc['name']} is private: only people invited may join.")
+        self._enrol(key, user)
+        self._done(call, self._clock)
+        return {"room": self._info(key), "created": created}
+
+    async def leave_room(self, room: str, user: str) -> bool:
+        call = await self._request("leave_room", room=room, user=user)
+        left = self.room_members[room.lower()].pop(user.lower(), None) is not None
+        self._done(call, self._clock)
+        return left
+
+    async def room(self, room: str) -> dict[str, Any] | None:
+        call = await self._request("room", room=room)
+        self._done(call, self._clock)
+        key = room.lower()
+        if key not in self.room_docs:
+            return None
+        return {**self._info(key), "member_names": [name for _, name in sorted(self.room_members[key].items())]}
+
+    async def rooms(self, user: str) -> list[dict[str, Any]]:
+        call = await self._request("rooms", user=user)
+        self._done(call, self._clock)
+        return [self._info(key) for key in sorted(self.room_docs) if not self.room_docs[key]["private"] or user.lower() in self.room_members[key]]
+
+    async def set_room(self, room: str, by: str, *, topic: str | None = None, private: bool | None = None) -> dict[str, Any]:
+        call = await self._request("set_room", room=room, by=by, topic=topic, private=private)
+        key = self._check(call, room, by, "make it private or public" if private is not None else None)
+        doc = self.room_docs[key]
+        if topic is not None:
+            doc["topic"], doc["topic_by"] = (topic, by) if topic else (None, None)
+        if private is not None:
+            doc["private"] = private
+        self._done(call, self._clock)
+        return self._info(key)
+
+    async def invite(self, room: str, by: str, user: str) -> dict[str, Any]:
+        call = await self._request("invite", room=room, by=by, user=user)
+        key = self._check(call, room, by)
+        if self.room_docs[key]["private"]:
+            self._check(call, room, by, "invite people to it")
+        member = user.lower() in self.room_members[key]
+        created = not member and user.lower() not in self.room_invited[key]
+        if created:
+            self.room_invited[key][user.lower()] = user
+        self._done(call, self._clock)
+        return {"room": self._info(key), "user": user, "created": created, "member": member}
+
+    async def kick(self, room: str, by: str, user: str) -> bool:
+        call = await self._request("kick", room=room, by=by, user=user)
+        key = self._check(call, room, by, "remove people from it")
+        member = self.room_members[key].pop(user.lower(), None) is not None
+        invited = self.room_invited[key].pop(user.lower(), None) is not None
+        self._done(call, self._clock)
+        return member or invited
+
+    async def room_logins(self, users: Iterable[str], catchup: int, defaults: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        users, defaults = list(users), list(defaults)
+        call = await self._request("room_logins", users=users, catchup=catchup, defaults=defaults)
+        for user in users:  # first logins first: the answer counts every join of the batch
+            if user.lower() not in self.rooms_set_up:
+                for room in defaults:
+                    if room.lower() not in self.room_docs:
+                        self.put_room(room)
+                    if not self.room_docs[room.lower()]["private"]:
+                        self._enrol(room.lower(), user)
+                self.rooms_set_up.add(user.lower())
+        answer: dict[str, list[dict[str, Any]]] = {}
+        for user in users:
+            entries = []
+            for key in sorted(k for k, members in self.room_members.items() if user.lower() in members and k in self.room_docs):
+                mark = self.read_markers.get((user.lower(), key))
+                newer = [m for m in by_key(self.room_log[key].values()) if mark is None or message_key(m) > mark][-MAX_UNREAD:]
+                unread = sum(1 for m in newer if m["sender"].lower() != user.lower())
+                shown = newer[-catchup:] if catchup else []
+                entries.append({"room": self._info(key), "unread": unread, "messages": shown, "marker": None if mark is None else encode_cursor(mark)})
+            answer[user.lower()] = entries
+        self._done(call, self._clock)
+        return answer
+
+    async def room_history(self, room: str, user: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        call = await self._request("room_history", room=room, user=user, limit=limit, cursor=cursor)
+        key = self._check(call, room, user)
+        self._done(call, self._clock)
+        return page_back(self.room_log[key].values(), limit, cursor)
+
+    async def history_page(self, user: str, peer: str, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        call = await self._request("history_page", user=user, peer=peer, limit=limit, cursor=cursor)
+        self._done(call, self._clock)
+        return page_back(self._between(user, peer), limit or 50, cursor)
+
+    def _direct(self) -> list[dict[str, Any]]:
+        """Every direct message: archived, and pending mail."""
+        pending = [m.model_dump(mode="json") for box in self.mail.values() for m in box]
+        return list({m["id"]: m for m in [*self.direct_log.values(), *pending]}.values())
+
+    def _between(self, user: str, peer: str) -> list[dict[str, Any]]:
+        pair = {user.lower(), peer.lower()}
+        return [m for m in self._direct() if {m["sender"].lower(), m["destination"].lower()} == pair]
+
+    async def advance_markers(self, markers: Iterable[tuple[str, str, str, Any]]) -> int:
+        markers = list(markers)
+        call = await self._request("advance_markers", markers=markers)
+        moved = 0
+        for user, conversation, message_id, stamp in markers:
+            if conversation.startswith("#") and user.lower() not in self.room_members.get(conversation.lower(), {}):
+                continue  # not a member: ignored
+            moved += self._forward(user, conversation, (format_datetime(parse_timestamp(stamp)), message_id))
+        self._done(call, self._clock)
+        return moved
+
+    async def conversations(self, user: str) -> list[dict[str, Any]]:
+        call = await self._request("conversations", user=user)
+        me = user.lower()
+        items: list[tuple[str, str, str, list[dict[str, Any]]]] = []  # (kind, key, name, messages oldest first)
+        peers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for m in by_key(self._direct()):
+            if me in (m["sender"].lower(), m["destination"].lower()):
+                peers[m["destination"].lower() if m["sender"].lower() == me else m["sender"].lower()].append(m)
+        for peer, messages in peers.items():
+            name = next((m[f] for m in reversed(messages) for f in ("sender", "destination") if m[f].lower() == peer), peer)
+            items.append(("dm", peer, name, messages))
+        for key, members in self.room_members.items():
+            if me in members and key in self.room_docs:
+                items.append(("room", key, self.room_docs[key]["name"], by_key(self.room_log[key].values())))
+        items.sort(key=lambda item: item[1])
+        items.sort(key=lambda item: message_key(item[3][-1]) if item[3] else ("", ""), reverse=True)
+        answer = []
+        for kind, key, name, messages in items:
+            mark = self.read_markers.get((me, key))
+            newer = [m for m in messages if mark is None or message_key(m) > mark][-MAX_UNREAD:]
+            unread = sum(1 for m in newer if m["sender"].lower() != me)
+            answer.append({"kind": kind, "name": name, "last": messages[-1] if messages else None, "unread": unread})
+        self._done(call, self._clock)
+        return answer
+
+
+def message_shape(sender: str, destination: str, text: str) -> dict[str, Any]:
+    """A message dict in the JSON shape, to a person or a room."""
+    shape: dict[str, Any] = Message(sender=sender, destination=destination, message=text).model_dump(mode="json")
+    return shape
+
+
+def message_key(message: dict[str, Any]) -> Key:
+    return message["timestamp"], message["id"]
+
+
+def by_key(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(messages, key=message_key)
+
+
+def page_back(messages: Iterable[dict[str, Any]], limit: int, cursor: str | None) -> dict[str, Any]:
+    """The page of `limit` before the cursor, oldest first, and the cursor before it."""
+    ordered = by_key(messages)
+    if cursor is not None:
+        try:
+            before = decode_cursor(cursor)
+        except ValueError:
+            raise ApiRejected(422, "cursor: not a cursor this API gave") from None
+        ordered = [m for m in ordered if message_key(m) < before]
+    page = ordered[-limit:]
+    return {"messages": page, "next": encode_cursor(message_key(page[0])) if len(ordered) > limit else None}

@@ -356,3 +356,10 @@ def test_values_the_store_cant_hold_are_422_not_500(api: TestClient, metadata: d
     for route in ("/mail", "/history"):
         response = api.post(route, content=json.dumps(body, allow_nan=True), headers={"Content-Type": "application/json"})
         assert response.status_code == 422, (route, metadata, response.text)
+
+
+def test_a_timestamp_past_the_last_utc_instant_is_a_422_not_a_500(api: TestClient) -> None:
+    """9999-12-31T23:59:59-10:00 is valid ISO 8601 but overflows once in UTC."""
+    body = {"messages": [{"sender": "alice", "destination": "bob", "message": "hi", "timestamp": "9999-12-31T23:59:59-10:00"}]}
+    for route in ("/mail", "/history"):
+        assert api.post(route, json=body).status_code == 422
