@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_connections_per_ip: int = 1000
     login_rate: float = 20.0
 
+    # Rooms everybody joins at their first login (comma-separated), and how many unseen
+    # messages of each room a login is shown.
+    default_rooms: str = "#general"
+    room_catchup: int = 20
+
     # A JSON client silent for PING_INTERVAL seconds is pinged, and dropped when it does
     # not answer within PING_TIMEOUT (0 = never pinged; text mode relies on TCP keepalive).
     ping_interval: float = 120.0

@@ -43,6 +43,7 @@ from chatnet.protocol import (
     Chat,
     Clock,
     Command,
+    Delivery,
     Event,
     Login,
     LoginReason,
@@ -54,6 +55,7 @@ from chatnet.protocol import (
     new_id,
     partial_chunk,
 )
+from chatnet.rooms import Rooms
 from chatnet.session import CLOSE_LINGER, DRAIN_POLL, Session
 
 logger = logging.getLogger("chatnet.server")
@@ -91,6 +93,7 @@ class Router:
         self.archiver = Archiver(api, self.priority)
         self.first_look: FirstLook[Looked] = FirstLook(lambda names: api.pending_many(names, MAIL_PAGE), ([], 0), FIRST_LOOK_BATCH, self.priority, self.spawn)
         self._archive = self.archiver.backlog.append  # the routing path's one step for history
+        self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive_one)
         # Sessions whose stored mail is being handed over, each with whether to look
         # once more when done (None: no; False: quietly; True: someone asked).
         self._handovers: dict[Session, bool | None] = {}
@@ -109,6 +112,7 @@ class Router:
             "register": self._cmd_register,
             "password": self._cmd_password,
             "help": self._cmd_help,
+            **self.rooms.commands,
         }
         assert self._commands.keys() == COMMANDS.keys()
 
@@ -117,6 +121,7 @@ class Router:
     def start(self) -> None:
         self.spawn(self.mail.run())
         self.spawn(self.archiver.run())
+        self.spawn(self.rooms.markers.run())
         self.spawn(self.identity.load())
 
     async def stop(self, grace: float) -> None:
@@ -139,6 +144,7 @@ class Router:
                 while self.connections:
                     await asyncio.sleep(DRAIN_POLL)
                 await self.mail.drain()
+                await self.rooms.markers.flush()
         except TimeoutError:
             logger.warning("shutdown: %d connection(s) still closing, %d message(s) not stored", len(self.connections), len(self.mail.queue))
         for task in self._tasks:
@@ -220,7 +226,13 @@ class Router:
         if admission.token is not None:
             welcome["token"] = admission.token
         # The lines that came with the login wait for the welcome (see _hand_over).
-        self.spawn(self.hand_over_mail(session, announce=True, welcome=welcome))
+        self.spawn(self._arrive(session, welcome))
+
+    async def _arrive(self, session: Session, welcome: dict[str, Any]) -> None:
+        """Into the user's rooms, the welcome and the stored mail, then each room's unseen messages."""
+        rooms = await self.rooms.enter(session)
+        await self.hand_over_mail(session, announce=True, welcome=welcome)
+        self.rooms.catch_up(session, rooms)
 
     def act(self, session: Session, event: Command | Quit | Login | Ack) -> None:
         if type(event) is Command:
@@ -247,6 +259,9 @@ class Router:
         if session.ended_input and session.is_open and not session.busy and session not in self._owed and session not in self._handovers:
             session.close()
 
+    def received(self, session: Session, messages: list[Delivery]) -> None:
+        self.rooms.received(session, messages)
+
     def writable(self, session: Session) -> None:
         if session in self._diverted:
             self._diverted.discard(session)
@@ -259,6 +274,7 @@ class Router:
         self._count_address(session.address, -1)
         if session.unacked or session.sent:
             self._store_unreceived(session)
+        self.rooms.left(session)
         if was_logged_in and self.directory.remove(session):
             logger.info("%s left", session.name)
             self._announce(session, "offline")
@@ -268,9 +284,9 @@ class Router:
         or not by its TCP stack) go to its stored mail, under the ids it was sent (a repeat
         is one it can drop). Echoes of its own account's messages are not its mail."""
         stored = 0
-        for msg_id, sender, _, message, timestamp, kind, metadata, _ in session.unreceived():
-            if metadata is not None and metadata.get("echo"):
-                continue
+        for msg_id, sender, destination, message, timestamp, kind, metadata, _ in session.unreceived():
+            if (metadata is not None and metadata.get("echo")) or destination[:1] == "#":
+                continue  # a room's message stays unread instead (its marker did not move)
             doc, options = _as_mail(msg_id or new_id(), sender, session.name, message, timestamp, kind, metadata)
             self.mail.submit(Outcome(doc, None, busy=True), options)  # busy: handed over if the reader is back already
             stored += 1
@@ -302,6 +318,9 @@ class Router:
         """Deliver now if the destination is online and keeping up, else store.
         Runs inside data_received, after the clock's tick: its reading is current."""
         destination, message, metadata, kind = chat
+        if destination[0] == "#":
+            self.rooms.send(sender, chat)
+            return
         now = self.clock.text
         target = self._local.get(destination) or self._local.get(destination.lower())
         partial = metadata is not None and partial_chunk(metadata)
@@ -322,6 +341,11 @@ class Router:
             self._diverted.update(target.sessions if isinstance(target, Group) else (target,))
         self._owed[sender] = self._owed.get(sender, 0) + 1
         self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
+
+    def _archive_one(self, delivery: Delivery) -> None:
+        self._archive(delivery)
+        if self.archiver.asleep:
+            self.archiver.wake()
 
     def _echo(self, sender: Session, destination: str, message: str, now: str, kind: str, metadata: dict[str, Any] | None) -> None:
         """A copy for the sender's other sessions that show them (JSON)."""

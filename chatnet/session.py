@@ -23,7 +23,8 @@ would have delivered as mail instead, and hears `writable()` once the peer reads
 
 A live message is not done when it leaves our buffers: until the reader has it, the
 session remembers it (`unreceived`), and if the connection breaks first the router
-stores it as mail. An `ack` reader says what it has by id; for every other reader the
+stores it as mail (a room's message stays unread instead: the router hears of the
+room messages a reader has, `received`, and moves its read markers). An `ack` reader says what it has by id; for every other reader the
 peer's TCP stack says it, in bytes: each remembered line carries its end offset in the
 output, and the socket tells how far the peer acknowledged.
 """
@@ -114,6 +115,7 @@ class Router(Protocol):
     def route(self, session: Session, chat: Chat) -> None: ...
     def act(self, session: Session, event: Command | Quit | Login | Ack) -> None: ...
     def writable(self, session: Session) -> None: ...
+    def received(self, session: Session, messages: list[Delivery]) -> None: ...  # room messages the reader has
     def input_ended(self, session: Session) -> None: ...
     def disconnected(self, session: Session, was_logged_in: bool) -> None: ...
 
@@ -430,6 +432,12 @@ class Session(asyncio.Protocol):
         """A live message (the routing path)."""
         text = self.dialect.delivery(message)
         if text:
+            self.deliver_line(text, message)
+
+    def deliver_line(self, text: str, message: Delivery) -> None:
+        """A live message already rendered by this session's dialect (a room's fan-out
+        renders each message once per dialect, not once per member)."""
+        if text:
             self.write(text)
             metadata = message[6]
             if metadata is not None and partial_chunk(metadata):
@@ -449,8 +457,10 @@ class Session(asyncio.Protocol):
 
     def acknowledged(self, ids: tuple[str, ...]) -> None:
         if self.unacked is not None:
-            for msg_id in ids:
-                self.unacked.pop(msg_id, None)
+            pop = self.unacked.pop
+            rooms = [message for message in (pop(msg_id, None) for msg_id in ids) if message is not None and message[2][:1] == "#"]
+            if rooms:
+                self.router.received(self, rooms)
 
     def _track(self, message: Delivery) -> None:
         """Any other reader: keep the line until the peer's TCP stack has it."""
@@ -473,12 +483,17 @@ class Session(asyncio.Protocol):
         sent, transport = self.sent, self.transport
         if not sent or transport is None:
             return
-        # Under TLS the socket counts encrypted bytes, more than ours: what is subtracted
-        # is an overestimate, so a line is forgotten late rather than early.
-        acked = self.flushed - transport.get_write_buffer_size() - self.unacknowledged_bytes()
+        acked = self._tcp_acked()
+        if acked is None:
+            # Under TLS the socket counts encrypted bytes, more than ours: what is
+            # subtracted is an overestimate, so a line is forgotten late rather than early.
+            acked = self.flushed - transport.get_write_buffer_size() - self.unacknowledged_bytes()
         cut = bisect.bisect_right(sent, acked, key=itemgetter(0))
         if cut:
+            rooms = [message for _, message in sent[:cut] if message[2][:1] == "#"]
             del sent[:cut]
+            if rooms:
+                self.router.received(self, rooms)
 
     def _sweep(self) -> None:
         self._sweep_timer = None
@@ -489,19 +504,26 @@ class Session(asyncio.Protocol):
             self._resume_if_caught_up()
 
     def _settle(self) -> None:
-        """The connection is gone: keep only what the peer's TCP stack never acknowledged.
-        Its count of acknowledged bytes survives a reset; under TLS (encrypted bytes, not
-        ours) everything not yet pruned counts as unreceived."""
+        """The connection is gone: keep only what the peer's TCP stack never acknowledged
+        (its count survives a reset). Under TLS everything not yet pruned counts as
+        unreceived."""
         assert self.sent is not None
+        acked = self._tcp_acked()
+        if acked is not None:
+            del self.sent[: bisect.bisect_right(self.sent, acked, key=itemgetter(0))]
+
+    def _tcp_acked(self) -> int | None:
+        """How many of our bytes the peer's TCP stack has acknowledged (TCP_INFO), or None
+        where that does not count our bytes (TLS) or can't be asked."""
         if self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
-            return
+            return None
         sock = self.transport.get_extra_info("socket")
         try:
             info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES_ACKED + 8)
-            (acked,) = struct.unpack_from("Q", info, _TCP_INFO_BYTES_ACKED)
+            acked: int = struct.unpack_from("Q", info, _TCP_INFO_BYTES_ACKED)[0]
         except (OSError, AttributeError, ValueError, struct.error):  # not TCP, closed, or an older kernel
-            return
-        del self.sent[: bisect.bisect_right(self.sent, acked, key=itemgetter(0))]
+            return None
+        return acked
 
     def unreceived(self) -> list[Delivery]:
         """Live messages the reader is not known to have (after the connection is lost)."""

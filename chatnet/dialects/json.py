@@ -32,6 +32,7 @@ from chatnet.protocol import (
     Message,
     MessageType,
     Pong,
+    check_destination,
     check_message,
     check_name,
     dumps,
@@ -86,7 +87,7 @@ def parse_frame(line: str) -> ClientEvent:
             metadata = {key: value for key, value in metadata.items() if key not in SERVER_METADATA}
         if metadata and (problem := unstorable(metadata)):
             raise BadFrame(f"Metadata the store can't hold: {problem}.")
-        return Chat(check_name(destination, "destination"), check_message(message), metadata or None, kind)
+        return Chat(check_destination(destination), check_message(message), metadata or None, kind)
     if kind == "ack":
         ids = frame.get("ids")
         if not isinstance(ids, list) or not ids or len(ids) > MAX_BATCH or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids):

@@ -6,6 +6,8 @@
     S: [Stored] [2026-11-21T10:00:05Z][joe] 'hello!!'
     C: bob: hi
     S: [2026-11-21T10:00:09Z][bob] hello back
+    C: #hiking: who's in?
+    S: [2026-11-21T10:00:12Z][#hiking][carol] me
     C: !who
     S: Online (2): alice, bob
     C: exit
@@ -33,9 +35,11 @@ from chatnet.protocol import (
     Message,
     MessageType,
     Quit,
+    check_destination,
     check_message,
     check_name,
     format_datetime,
+    is_room,
     new_chat,
     parse_command,
     partial_chunk,
@@ -58,6 +62,11 @@ def chat_line(shown: str, sender: str, message: str) -> str:
     return f"[{shown}][{sender}] {message}\n"
 
 
+def room_line(shown: str, room: str, sender: str, message: str) -> str:
+    """A room message: `[2026-11-21T10:00:05Z][#hiking][alice] who's in?`."""
+    return f"[{shown}][{room}][{sender}] {message}\n"
+
+
 def stored_line(shown: str, sender: str, message: str) -> str:
     """Stored mail as a person reads it: `[Stored] [<ts>][<sender>] '<message>'`."""
     return f"[Stored] [{shown}][{sender}] '{message}'\n"
@@ -69,11 +78,11 @@ def parse_line(line: str) -> Chat | Command | Quit:
     if colon and not destination.lstrip().startswith("!"):
         # The common case first, kept lean: it runs once per routed message.
         if destination not in _VALID_DESTINATIONS:
-            if NAME_RE.fullmatch(destination) is None or not destination.strip("."):
+            if (NAME_RE.fullmatch(destination) is None or not destination.strip(".")) and not is_room(destination):
                 destination = destination.strip()
                 if not destination:
                     raise ProtocolError("No destination: write 'name: message'.")
-                check_name(destination, "destination")
+                check_destination(destination)
             elif len(_VALID_DESTINATIONS) < _VALID_DESTINATIONS_MAX:
                 _VALID_DESTINATIONS.add(destination)
             else:
@@ -107,9 +116,11 @@ class TextDialect:
     parse = staticmethod(parse_line)
 
     def delivery(self, message: Delivery) -> str:
-        _, sender, _, text, timestamp, _, metadata, _ = message
+        _, sender, destination, text, timestamp, _, metadata, _ = message
         if metadata is not None and partial_chunk(metadata):
             return ""  # text readers get a streamed reply whole, from its final frame
+        if destination[:1] == "#":
+            return f"[{timestamp[:19]}Z][{destination}][{sender}] {text}\n"  # room_line, inlined
         return f"[{timestamp[:19]}Z][{sender}] {text}\n"  # chat_line, inlined: once per message
 
     def stored(self, message: Message) -> str:

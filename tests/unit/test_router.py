@@ -318,7 +318,6 @@ async def test_welcome_when_the_store_is_down_still_logs_in(router: Router, api:
 async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """With pages of 2, five messages come in order and each page is acknowledged after it was written."""
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
-    monkeypatch.setattr(delivery, "MAIL_PAGE", 2)  # the login's first look
     messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
     acks = api.hold("ack")
     joe = Client(router)
@@ -338,7 +337,6 @@ async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(rou
 async def test_a_close_midway_leaves_the_rest_pending(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session that closes during the hand-over has only what was written acknowledged."""
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
-    monkeypatch.setattr(delivery, "MAIL_PAGE", 2)  # the login's first look
     messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
     pages = api.hold("pending")
     pages.allow(2)  # the login's look (pending_many: 5 don't fit a page of 2) and its first page

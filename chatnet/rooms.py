@@ -1,0 +1,492 @@
+"""Rooms as this node serves them: who of each room is online here, the room commands,
+the fan-out, the catch-up at login and the read markers.
+
+The store (through the message API) keeps rooms, members, topics, history and read
+markers, so they survive restarts; this keeps, for each room with a member online here,
+the sessions to write to. A room message therefore costs no database call: it is
+rendered once per dialect, written to every member's sessions, and archived once (the
+history archiver's batches, as direct messages are). A member's read marker moves when
+its client has a message (acknowledged, or by its TCP stack: `Session.received`), in
+batches (`Markers`).
+
+    !join #hiking      ->  Joined #hiking (3 members, 2 online).  /  Created #hiking; you are its owner.
+    #hiking: hi all    ->  [2026-12-01T10:00:05Z][#hiking][alice] hi all   (to every other member)
+
+Bots get a room message only when it is addressed to them (`@bot …` or `bot: …`) and
+not from another bot, so bots never talk among themselves without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from chatnet.api_client import ApiClient
+from chatnet.config import Settings
+from chatnet.delivery import FirstLook, Priority
+from chatnet.directory import Directory
+from chatnet.errors import ApiRejected, ChatError, ProtocolError
+from chatnet.identity import BOT
+from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_TOPIC_CHARS
+from chatnet.protocol import Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk
+from chatnet.session import Session
+
+logger = logging.getLogger("chatnet.server")
+
+# Read markers gather this long before they go to the API in one request.
+MARKER_FLUSH: Final = 1.0
+# `!history` shows this many messages when no count is given, and at most HISTORY_MAX.
+HISTORY_DEFAULT: Final = 20
+HISTORY_MAX: Final = 200
+
+
+def addressed_to(bot: str, text: str) -> bool:
+    """A room message for `bot`: `@bot …` or `bot: …` (any case)."""
+    lowered, name = text.lower(), bot.lower()
+    if lowered.startswith(f"{name}:"):
+        return True
+    return lowered.startswith(f"@{name}") and lowered[len(name) + 1 : len(name) + 2] in ("", " ", ":", ",")
+
+
+class Room:
+    """A room with members online here: what its lines and notices need."""
+
+    __slots__ = ("key", "name", "owner", "topic", "private", "members", "here")
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.key = str(info["name"]).lower()
+        self.here: set[Session] = set()  # the sessions of its members logged in here
+        self.update(info)
+
+    def update(self, info: dict[str, Any]) -> None:
+        self.name: str = info["name"]
+        self.owner: str = info.get("owner") or ""
+        self.topic: str = info.get("topic") or ""
+        self.private: bool = bool(info.get("private"))
+        self.members: int = int(info.get("members") or 0)
+
+    def online(self) -> int:
+        return len({session.key for session in self.here})
+
+
+class Markers:
+    """Read markers waiting to go to the API: the newest message per (member, room)."""
+
+    def __init__(self, api: ApiClient, priority: Priority) -> None:
+        self.api = api
+        self.priority = priority
+        self._waiting: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+        self._wake = asyncio.Event()
+
+    def note(self, user: str, message: Delivery) -> None:
+        msg_id, _, room, _, timestamp = message[:5]
+        if msg_id is not None:
+            self._waiting[(user.lower(), room.lower())] = (user, room, msg_id, timestamp)  # later ones are newer
+            self._wake.set()
+
+    def holds(self, user: str) -> bool:
+        """Markers of `user` (a key) are waiting to be written."""
+        return any(key == user for key, _ in self._waiting)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(MARKER_FLUSH)
+            await self.flush()
+
+    async def flush(self) -> None:
+        self._wake.clear()
+        while self._waiting:
+            batch = list(self._waiting.values())[:MAX_MARKERS]
+            for user, room, _, _ in batch:
+                self._waiting.pop((user.lower(), room.lower()), None)
+            try:
+                with self.priority:
+                    await self.api.advance_markers(batch)
+            except ChatError as exc:  # the messages stay unread: shown again at the next login, never lost
+                logger.warning("could not move %d read marker(s): %s", len(batch), exc)
+                return
+
+
+class Rooms:
+    """The room part of the router (`chatnet.router.Router` hands it room lines and the
+    room commands)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api: ApiClient,
+        directory: Directory[Session],
+        clock: Clock,
+        priority: Priority,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        archive: Callable[[Delivery], None],
+    ) -> None:
+        self.api = api
+        self.directory = directory
+        self.clock = clock
+        self.spawn = spawn
+        self.archive = archive
+        self.catchup = max(0, min(settings.room_catchup, MAX_CATCHUP))
+        defaults = [check_room(room.strip()) for room in settings.default_rooms.split(",") if room.strip()]
+        self.first_look: FirstLook[list[dict[str, Any]]] = FirstLook(
+            lambda names: api.room_logins(names, self.catchup, defaults), [], MAX_ROOM_LOGINS, priority, spawn, "rooms"
+        )
+        self.markers = Markers(api, priority)
+        self._rooms: dict[str, Room] = {}  # by key: the rooms with a member online here
+        self._in: dict[Session, set[str]] = {}  # the rooms each session is in, by key
+        self.commands: dict[str, Callable[[Session, str], None]] = {
+            "join": self._cmd_join,
+            "leave": self._cmd_leave,
+            "rooms": self._cmd_rooms,
+            "members": self._cmd_members,
+            "topic": self._cmd_topic,
+            "history": self._cmd_history,
+            "invite": self._cmd_invite,
+            "kick": self._cmd_kick,
+            "private": self._cmd_private,
+            "public": self._cmd_public,
+        }
+
+    # --- coming and going ------------------------------------------------------------
+
+    async def enter(self, session: Session) -> list[dict[str, Any]] | None:
+        """At login, before the welcome: into every room the user is a member of (so what
+        it sends right after the welcome finds them). Returns what `catch_up` shows
+        (None: the rooms could not be looked up)."""
+        try:
+            if self.markers.holds(session.key):  # what it read last time counts as read
+                await self.markers.flush()
+            entries = await self.first_look.look(session.name)
+        except ChatError as exc:
+            logger.warning("rooms of %s unavailable: %s", session.name, exc)
+            return None
+        if not session.is_open:
+            return []
+        for entry in entries:
+            room = self._rooms.get(str(entry["room"]["name"]).lower())
+            first = room is None or not any(other.key == session.key for other in room.here)
+            room = self._enter(session, entry["room"])
+            if first:  # not for a second session of someone online already
+                self._tell_members(room, session, "online")
+        return entries
+
+    def catch_up(self, session: Session, entries: list[dict[str, Any]] | None) -> None:
+        """After the welcome and the stored mail: each room's messages the user has not
+        seen yet (up to ROOM_CATCHUP), announced by one line."""
+        if entries is None:
+            if session.is_open:
+                session.error("Your rooms are unavailable right now (the message store can't be reached); try !rooms later.", Event.ROOMS)
+            return
+        for entry in entries:
+            unread, messages = int(entry.get("unread") or 0), entry.get("messages") or []
+            if not session.is_open or not (unread or messages):
+                continue
+            name = entry["room"]["name"]
+            count = max(unread, len(messages))
+            text = f"{name}: {count} new message{'s' if count != 1 else ''} since you were last here:"
+            session.notice(text, Event.CATCHUP, room=name, unread=count, shown=len(messages))
+            for message in messages:
+                session.deliver(_delivery(message))  # a live line: acknowledged, it moves the marker
+
+    def left(self, session: Session) -> None:
+        """The session is gone."""
+        keys = self._in.pop(session, set())
+        for key in keys:
+            room = self._rooms.get(key)
+            if room is None:
+                continue
+            room.here.discard(session)
+            if not any(other.key == session.key for other in room.here):
+                self._tell_members(room, session, "offline")
+            if not room.here:
+                del self._rooms[key]
+
+    def _enter(self, session: Session, info: dict[str, Any]) -> Room:
+        key = str(info["name"]).lower()
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = Room(info)
+        else:
+            room.update(info)
+        room.here.add(session)
+        self._in.setdefault(session, set()).add(key)
+        return room
+
+    def _leave(self, session: Session, key: str) -> None:
+        self._in.get(session, set()).discard(key)
+        room = self._rooms.get(key)
+        if room is not None:
+            room.here.discard(session)
+            if not room.here:
+                del self._rooms[key]
+
+    def _tell_members(self, room: Room, about: Session, presence: str) -> None:
+        """Room presence for the members who are told of comings and goings (JSON)."""
+        for other in room.here:
+            if other.key != about.key and other.wants_presence:
+                other.notice(f"{about.name} {presence} in {room.name}", Event.ROOM_PRESENCE, room=room.name, user=about.name, presence=presence)
+
+    # --- room lines (the fan-out) -------------------------------------------------------
+
+    def send(self, sender: Session, chat: Chat) -> None:
+        destination, message, metadata, kind = chat
+        room = self._rooms.get(destination.lower())
+        if room is None or sender not in room.here:
+            self.spawn(self._not_in(sender, destination))
+            return
+        delivery = (new_id(), sender.name, room.name, message, self.clock.text, kind, metadata, sender.features)
+        from_bot = sender.kind == BOT
+        rendered: dict[str, str] = {}  # by dialect: each message rendered once per wire format
+        for member in room.here:
+            if member is sender or member.paused:
+                continue  # a member not keeping up reads it at its next login (its marker stays)
+            if member.kind == BOT and (from_bot or not addressed_to(member.name, message)):
+                continue
+            dialect = member.dialect.name
+            text = rendered.get(dialect)
+            if text is None:
+                text = rendered[dialect] = member.dialect.delivery(delivery)
+            member.deliver_line(text, delivery)
+        if metadata is None or not partial_chunk(metadata):  # a streamed reply is archived whole, from its final frame
+            self.archive(delivery)
+
+    async def _not_in(self, session: Session, name: str) -> None:
+        try:
+            exists = await self.api.room(name) is not None
+        except ChatError:
+            exists = True
+        if not session.is_open:
+            return
+        if exists:
+            session.error(f"You are not in {name}; !join {name} first.", Event.BAD_INPUT, room=name)
+        else:
+            session.error(f"There is no room {name}; !join {name} creates it.", Event.BAD_INPUT, room=name)
+
+    def received(self, session: Session, messages: list[Delivery]) -> None:
+        """Room messages the session's reader has: its read markers move past them."""
+        for message in messages:
+            if message[1] != session.name:
+                self.markers.note(session.name, message)
+
+    # --- commands ------------------------------------------------------------------------
+
+    def _run(self, session: Session, work: Coroutine[Any, Any, None]) -> None:
+        """A command's API work, its refusals said to the session in plain words."""
+
+        async def run() -> None:
+            try:
+                await work
+            except ApiRejected as exc:
+                if session.is_open:
+                    session.error(_refusal(exc), Event.BAD_INPUT)
+            except ChatError as exc:
+                if session.is_open:
+                    session.error(f"Rooms are unavailable right now: {exc}", Event.BAD_INPUT)
+
+        self.spawn(run())
+
+    def _cmd_join(self, session: Session, args: str) -> None:
+        name = _room_arg(args, "!join #room")
+        self._run(session, self._join(session, name))
+
+    async def _join(self, session: Session, name: str) -> None:
+        answer = await self.api.join_room(name, session.name)
+        info, created = answer["room"], answer["created"]
+        sessions = [s for s in self.directory.sessions(session.key) if s.is_open]
+        if not sessions:
+            return
+        room = self._rooms.get(str(info["name"]).lower())
+        newcomer = room is None or not any(s.key == session.key for s in room.here)
+        for each in sessions:
+            room = self._enter(each, info)
+        assert room is not None
+        online = room.online()
+        if created:
+            text = f"Created {room.name}; you are its owner."
+        else:
+            text = f"Joined {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {online} online)."
+        for each in sessions:
+            each.notice(text, Event.JOINED, room=room.name, created=created, members=room.members, online=online, topic=room.topic)
+            if room.topic:
+                each.notice(f"Topic of {room.name}: {room.topic}", Event.TOPIC, room=room.name, topic=room.topic, by=info.get("topic_by"))
+        if newcomer:
+            self._tell_members(room, session, "joined")
+
+    def _cmd_leave(self, session: Session, args: str) -> None:
+        name = _room_arg(args, "!leave #room")
+        self._run(session, self._part(session, name))
+
+    async def _part(self, session: Session, name: str) -> None:
+        was_member = await self.api.leave_room(name, session.name)
+        room = self._rooms.get(name.lower())
+        shown = room.name if room is not None else name
+        for each in self.directory.sessions(session.key):
+            self._leave(each, name.lower())
+            if each.is_open:
+                if was_member:
+                    each.notice(f"Left {shown}.", Event.LEFT, room=shown)
+                else:
+                    each.error(f"You are not in {shown}.", Event.BAD_INPUT, room=shown)
+        if was_member and room is not None:
+            self._tell_members(room, session, "left")
+
+    def _cmd_rooms(self, session: Session, args: str) -> None:
+        self._run(session, self._list(session))
+
+    async def _list(self, session: Session) -> None:
+        rooms = await self.api.rooms(session.name)
+        shown = ", ".join(f"{r['name']} ({r['members']} member{'s' if r['members'] != 1 else ''}{', private' if r['private'] else ''})" for r in rooms)
+        listed = [{"name": r["name"], "members": r["members"], "private": r["private"], "topic": r.get("topic") or ""} for r in rooms]
+        if session.is_open:
+            session.notice(f"Rooms ({len(rooms)}): {shown}" if rooms else "Rooms (0): none yet; !join #name makes one.", Event.ROOMS, rooms=listed)
+
+    def _cmd_members(self, session: Session, args: str) -> None:
+        name = _room_arg(args, "!members #room")
+        self._run(session, self._members(session, name))
+
+    async def _members(self, session: Session, name: str) -> None:
+        info = await self.api.room(name)
+        names: list[str] = info["member_names"] if info is not None else []
+        if info is None or (info["private"] and session.key not in {n.lower() for n in names}):
+            raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)
+        online = {key for key, _ in ((n.lower(), n) for n in names) if self.directory.sessions(key)}
+        listed = [{"name": n, "online": n.lower() in online} for n in names]
+        shown = ", ".join(f"{n} (online)" if n.lower() in online else n for n in names)
+        if session.is_open:
+            session.notice(f"Members of {info['name']} ({len(names)}): {shown}", Event.MEMBERS, room=info["name"], members=listed)
+
+    def _cmd_topic(self, session: Session, args: str) -> None:
+        room_arg, _, text = args.strip().partition(" ")
+        name = _room_arg(room_arg, "!topic #room [text]")
+        text = text.strip()
+        if len(text) > MAX_TOPIC_CHARS:
+            raise ProtocolError(f"Topic too long ({len(text)} characters; the limit is {MAX_TOPIC_CHARS}).")
+        self._run(session, self._topic(session, name, text))
+
+    async def _topic(self, session: Session, name: str, text: str) -> None:
+        if not text:
+            info = await self.api.room(name)
+            if info is None:
+                raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)
+            topic = info.get("topic") or ""
+            if session.is_open:
+                said = f"Topic of {info['name']}: {topic}" if topic else f"{info['name']} has no topic; !topic {info['name']} <text> sets one."
+                session.notice(said, Event.TOPIC, room=info["name"], topic=topic, by=info.get("topic_by"))
+            return
+        info = await self.api.set_room(name, session.name, topic=text)
+        room = self._rooms.get(name.lower())
+        if room is not None:
+            room.update(info)
+            for member in room.here:
+                member.notice(f"Topic of {room.name} set by {session.name}: {text}", Event.TOPIC, room=room.name, topic=text, by=session.name)
+
+    def _cmd_history(self, session: Session, args: str) -> None:
+        room_arg, _, count = args.strip().partition(" ")
+        name = _room_arg(room_arg, "!history #room [n]")
+        try:
+            limit = int(count) if count.strip() else HISTORY_DEFAULT
+        except ValueError:
+            raise ProtocolError(f"Write !history {name} <n>, n a number from 1 to {HISTORY_MAX}.") from None
+        if not 1 <= limit <= HISTORY_MAX:
+            raise ProtocolError(f"Write !history {name} <n>, n a number from 1 to {HISTORY_MAX}.")
+        self._run(session, self._history(session, name, limit))
+
+    async def _history(self, session: Session, name: str, limit: int) -> None:
+        page = await self.api.room_history(name, session.name, limit)
+        messages = page["messages"]
+        if not session.is_open:
+            return
+        shown = name if not messages else messages[0]["destination"]
+        text = f"Last {len(messages)} message{'s' if len(messages) != 1 else ''} in {shown}:" if messages else f"No messages in {shown} yet."
+        session.notice(text, Event.HISTORY, room=shown, shown=len(messages), next=page.get("next"))
+        for message in messages:
+            session.write(session.dialect.delivery(_delivery(message)))  # not news: no read marker moves
+
+    def _cmd_invite(self, session: Session, args: str) -> None:
+        name, user = _room_and_user(args, "!invite #room <name>")
+        self._run(session, self._invite(session, name, user))
+
+    async def _invite(self, session: Session, name: str, user: str) -> None:
+        answer = await self.api.invite(name, session.name, user)
+        room = answer["room"]["name"]
+        if answer.get("member"):
+            if session.is_open:
+                session.notice(f"{user} is in {room} already.", Event.INVITED, room=room, user=user, by=session.name)
+            return
+        if session.is_open:
+            session.notice(f"Invited {user} to {room}.", Event.INVITED, room=room, user=user, by=session.name)
+        for invitee in self.directory.sessions(user.lower()):
+            invitee.notice(f"{session.name} invited you to {room}; !join {room} to come in.", Event.INVITED, room=room, user=invitee.name, by=session.name)
+
+    def _cmd_kick(self, session: Session, args: str) -> None:
+        name, user = _room_and_user(args, "!kick #room <name>")
+        self._run(session, self._kick(session, name, user))
+
+    async def _kick(self, session: Session, name: str, user: str) -> None:
+        removed = await self.api.kick(name, session.name, user)
+        room = self._rooms.get(name.lower())
+        shown = room.name if room is not None else name
+        if not removed:
+            if session.is_open:
+                session.error(f"{user} is not in {shown}.", Event.BAD_INPUT, room=shown)
+            return
+        for kicked in self.directory.sessions(user.lower()):
+            self._leave(kicked, name.lower())
+            kicked.notice(f"{session.name} removed you from {shown}.", Event.LEFT, room=shown, by=session.name)
+        if session.is_open:
+            session.notice(f"Removed {user} from {shown}.", Event.ROOM_PRESENCE, room=shown, user=user, presence="left")
+        if room is not None:
+            for member in room.here:
+                if member.key != session.key and member.wants_presence:
+                    member.notice(f"{user} left {shown}", Event.ROOM_PRESENCE, room=shown, user=user, presence="left")
+
+    def _cmd_private(self, session: Session, args: str) -> None:
+        self._run(session, self._mode(session, _room_arg(args, "!private #room"), True))
+
+    def _cmd_public(self, session: Session, args: str) -> None:
+        self._run(session, self._mode(session, _room_arg(args, "!public #room"), False))
+
+    async def _mode(self, session: Session, name: str, private: bool) -> None:
+        info = await self.api.set_room(name, session.name, private=private)
+        room = self._rooms.get(name.lower())
+        if room is not None:
+            room.update(info)
+        shown = info["name"]
+        text = f"{shown} is private now: only members see it, and only invited people may join." if private else f"{shown} is public now: anyone may join."
+        for member in room.here if room is not None else [session]:
+            member.notice(text, Event.ROOM_MODE, room=shown, private=private)
+
+
+def _room_arg(args: str, usage: str) -> str:
+    words = args.split()
+    if len(words) != 1:
+        raise ProtocolError(f"Write {usage}.")
+    return check_room(words[0])
+
+
+def _room_and_user(args: str, usage: str) -> tuple[str, str]:
+    parts = args.split()
+    if len(parts) != 2:
+        raise ProtocolError(f"Write {usage}.")
+    return check_room(parts[0]), check_name(parts[1], "name")
+
+
+def _delivery(message: dict[str, Any]) -> Delivery:
+    """A stored room message as the fan-out's tuple (its original time kept)."""
+    return (message["id"], message["sender"], message["destination"], message["message"], message["timestamp"],
+            message.get("type", "chat"), message.get("metadata") or None, ())  # fmt: skip
+
+
+_REFUSALS: Final[dict[str, str]] = {
+    RoomReason.PRIVATE: "That room is private: its owner must invite you first.",
+    RoomReason.NOT_OWNER: "Only the room's owner may do that.",
+    RoomReason.NOT_MEMBER: "You are not in that room; !join it first.",
+    RoomReason.NO_ROOM: "There is no such room; !join #name creates one.",
+}
+
+
+def _refusal(exc: ApiRejected) -> str:
+    return _REFUSALS.get(exc.reason or "", f"Refused: {exc.detail}")
