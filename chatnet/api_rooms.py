@@ -13,7 +13,7 @@
     POST   /markers                       {"markers": [{"user", "conversation", "id", "timestamp"}]}  {"advanced"}
     GET    /conversations/{user}          the user's DMs and rooms, latest first {"user", "conversations"}
 
-A room refuses with 403 (`reason`: private, not_member, not_owner) or 404 (no_room),
+A room refuses with 403 (`reason`: private, not_member, not_owner, too_many_rooms) or 404 (no_room),
 the body `{"detail", "reason"}`; a body or name it can't take is 422, never a 500.
 
 Privacy: only the chat server (and what else holds the API token) calls these, and it
@@ -214,7 +214,7 @@ async def get_rooms(request: Request) -> RoomStore:
 RoomsDep = Annotated[RoomStore, Depends(get_rooms)]
 
 REFUSED: Final[dict[int | str, dict[str, Any]]] = {
-    403: {"model": RoomRefusal, "description": "refused: private, not_member or not_owner"},
+    403: {"model": RoomRefusal, "description": "refused: private, not_member, not_owner or too_many_rooms"},
     404: {"model": RoomRefusal, "description": "no_room: there is no such room"},
 }
 

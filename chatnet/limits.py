@@ -74,6 +74,9 @@ MAX_UNREAD: Final = 1000
 # and rooms everybody joins at a first login.
 MAX_ROOM_LOGINS: Final = 1000
 MAX_DEFAULT_ROOMS: Final = 16
+# Rooms one user may be in (IRC servers bound joins per client likewise): each is a
+# catch-up at every login and a line in the page's list.
+MAX_ROOMS_PER_USER: Final = 100
 # Read markers in one POST /markers: a batch of acknowledgements, folded per conversation.
 MAX_MARKERS: Final = 1000
 # Conversations listed for one user (the page's list), most recent first.

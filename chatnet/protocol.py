@@ -122,6 +122,7 @@ class RoomReason(StrEnum):
     NOT_OWNER = "not_owner"  # only the room's owner may do that
     NOT_MEMBER = "not_member"  # only the room's members may do that
     NO_ROOM = "no_room"  # there is no room of that name
+    TOO_MANY_ROOMS = "too_many_rooms"  # the user is in MAX_ROOMS_PER_USER rooms already
 
 
 def is_valid_name(name: str) -> bool:

@@ -29,7 +29,7 @@ from chatnet.delivery import FirstLook, Priority
 from chatnet.directory import Directory
 from chatnet.errors import ApiRejected, ChatError, ProtocolError
 from chatnet.identity import BOT
-from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_TOPIC_CHARS
+from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
 from chatnet.protocol import Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk
 from chatnet.session import Session
 
@@ -485,6 +485,7 @@ _REFUSALS: Final[dict[str, str]] = {
     RoomReason.NOT_OWNER: "Only the room's owner may do that.",
     RoomReason.NOT_MEMBER: "You are not in that room; !join it first.",
     RoomReason.NO_ROOM: "There is no such room; !join #name creates one.",
+    RoomReason.TOO_MANY_ROOMS: f"You are in {MAX_ROOMS_PER_USER} rooms already; !leave one first.",
 }
 
 

@@ -47,7 +47,7 @@ from motor.motor_asyncio import AsyncIOMotorCollection
 from pymongo import ASCENDING, DESCENDING
 
 from chatnet.errors import ChatError
-from chatnet.limits import MAX_CONVERSATIONS, MAX_UNREAD
+from chatnet.limits import MAX_CONVERSATIONS, MAX_ROOMS_PER_USER, MAX_UNREAD
 from chatnet.protocol import SERVER_NAME, RoomReason, dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, utcnow
 from chatnet.store import (
     MAX_BUCKET,
@@ -233,6 +233,10 @@ class RoomStore:
         the room, and whether it was created. A private room lets in its owner and
         those invited, and refuses the rest (PRIVATE). Joining again changes nothing."""
         doc = await self.rooms.find_one({"_id": room.lower()})
+        if await self.members.count_documents({"user": user.lower(), "state": MEMBER}) >= MAX_ROOMS_PER_USER and (
+            doc is None or await self.members.find_one({"_id": member_id(room, user), "state": MEMBER}, {"_id": 1}) is None
+        ):
+            raise RoomRefused(RoomReason.TOO_MANY_ROOMS, f"{user} is in {MAX_ROOMS_PER_USER} rooms already; leave one first.")
         created = False
         if doc is None:
             fresh = new_room(room, user, utcnow())

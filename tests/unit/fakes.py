@@ -32,7 +32,7 @@ from chatnet.config import Settings
 from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.flood import flood_bucket
-from chatnet.limits import MAX_UNREAD
+from chatnet.limits import MAX_ROOMS_PER_USER, MAX_UNREAD
 from chatnet.protocol import SERVER_NAME, Message, format_datetime, is_room, parse_timestamp, utcnow
 from chatnet.router import Router
 from chatnet.session import WRITE_HIGH_WATER, Session
@@ -657,6 +657,9 @@ class FakeApi:
     async def join_room(self, room: str, user: str) -> dict[str, Any]:
         call = await self._request("join_room", room=room, user=user)
         key, created = room.lower(), False
+        held = sum(1 for members in self.room_members.values() if user.lower() in members)
+        if held >= MAX_ROOMS_PER_USER and user.lower() not in self.room_members.get(key, {}):
+            raise self._refuse(call, 403, "too_many_rooms", f"{user} is in {MAX_ROOMS_PER_USER} rooms already; leave one first.")
         if key not in self.room_docs:
             self.put_room(room, owner=user)
             created = True

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatnet import rooms_store
 from chatnet.api import create_app
 from chatnet.config import Settings
 from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_TOPIC_CHARS, MAX_UNREAD
@@ -548,3 +549,15 @@ def test_the_room_routes_never_answer_500(fuzzed: TestClient, route: tuple[str, 
     target = template.format(room=quote(room, safe=""), user=quote(user, safe=""), cursor=quote(cursor, safe=""))
     response = fuzzed.request(method, target, content=json.dumps(body, allow_nan=True), headers={"Content-Type": "application/json"})
     assert response.status_code < 500, (method, target, str(body)[:300], response.status_code, response.text[:300])
+
+
+def test_a_user_in_the_most_rooms_allowed_is_refused_another(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_ROOMS_PER_USER a join is refused (and makes no room); joining a room again still works."""
+    monkeypatch.setattr(rooms_store, "MAX_ROOMS_PER_USER", 2)
+    join(api, "#one", "alice")
+    join(api, "#two", "alice")
+    refused(api.put(f"{path('#three')}/members/alice"), 403, "too_many_rooms")
+    assert api.get(path("#three")).status_code == 404
+    assert api.put(f"{path('#one')}/members/alice").status_code == 200
+    api.delete(f"{path('#two')}/members/alice")
+    join(api, "#three", "alice")
