@@ -21,9 +21,11 @@ logger = logging.getLogger("chatnet.bench")
 
 # Run order: the idle and mail runs first, before throughput leaves the history
 # archive busy behind it.
-WORKLOADS = ("idle", "storm", "mail", "latency", "throughput")
+WORKLOADS = ("idle", "storm", "mail", "room", "latency", "throughput")
+# The workloads --profile attaches py-spy to (chatnet only).
+PROFILED = ("room", "throughput")
 QUICK = Sizes(throughput_clients=(100, 1000), warmup=1.0, duration=3.0, grace=3.0, latency_clients=1000,
-              idle_clients=2000, storm_clients=1000, mail_messages=1000)  # fmt: skip
+              idle_clients=2000, storm_clients=1000, mail_messages=1000, room_members=200)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-clients", type=int, help="idle scale size (default 10000)")
     parser.add_argument("--storm-clients", type=int, help="logins at one moment (default 5000)")
     parser.add_argument("--mail", type=int, help="offline messages (default 10000)")
+    parser.add_argument("--room-members", type=int, help="members of the room (default 1000; 200 with --quick)")
+    parser.add_argument("--room-senders", type=int, help="members of the room that send (default 10)")
+    parser.add_argument("--room-rate", type=float, help="messages/s offered to the room by all senders (default 100)")
     parser.add_argument("--mongo-url", help="use this MongoDB instead of the embedded store")
-    parser.add_argument("--profile", type=Path, help="py-spy the chatnet server during throughput; write here")
+    parser.add_argument("--profile", type=Path,
+                        help="py-spy the chatnet server during room and throughput; write here (FILE.<workload> when both run)")  # fmt: skip
     parser.add_argument("--no-install", action="store_true", help="never apt-get install ngircd")
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<date>.json)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -53,7 +59,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     overrides: dict[str, Any] = {
         "workers": args.workers, "window": args.window, "warmup": args.warmup, "duration": args.duration,
         "latency_rate": args.rate, "idle_clients": args.idle_clients, "mail_messages": args.mail,
-        "storm_clients": args.storm_clients,
+        "storm_clients": args.storm_clients, "room_members": args.room_members, "room_senders": args.room_senders,
+        "room_rate": args.room_rate,
         "throughput_clients": tuple(int(n) for n in args.clients.split(",")) if args.clients else None,
     }  # fmt: skip
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
@@ -69,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown workload or server: {', '.join(sorted(unknown))}")
     sizes = sizes_from(args)
-    raise_open_files(max(sizes.idle_clients, sizes.storm_clients, max(sizes.throughput_clients)) * 2 + 1000)
+    raise_open_files(max(sizes.idle_clients, sizes.storm_clients, sizes.room_members, max(sizes.throughput_clients)) * 2 + 1000)
     results = report.new_results(dataclasses.asdict(sizes))
     with tempfile.TemporaryDirectory(prefix="chatnet-bench-") as tmp:
         servers = build_servers(names, Path(tmp), args)
@@ -97,9 +104,11 @@ def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str,
     server.start()
     results["versions"][server.name] = server.version()
     mine = results[server.name]
+    profiles = _profile_paths(profile, only)
     try:
         steps: dict[str, Callable[[], Any]] = {
-            "throughput": lambda: _profiled(server, profile, lambda: workloads.throughput(server, sizes)),
+            "throughput": lambda: _profiled(server, profiles.get("throughput"), lambda: workloads.throughput(server, sizes)),
+            "room": lambda: _profiled(server, profiles.get("room"), lambda: workloads.room(server, sizes)),
             "latency": lambda: workloads.latency(server, sizes),
             "idle": lambda: workloads.idle(server, sizes),
             "storm": lambda: workloads.storm(server, sizes),
@@ -112,6 +121,17 @@ def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str,
                 mine[name] = steps[name]()
     finally:
         server.stop()
+
+
+def _profile_paths(profile: Path | None, only: list[str]) -> dict[str, Path]:
+    """Where each profiled workload's stacks go: FILE itself when one of them runs,
+    FILE.<workload> when several do."""
+    chosen = [name for name in PROFILED if name in only]
+    if profile is None:
+        return {}
+    if len(chosen) == 1:
+        return {chosen[0]: profile}
+    return {name: profile.with_name(f"{profile.name}.{name}") for name in chosen}
 
 
 def _profiled(server: Server, profile: Path | None, run: Callable[[], Any]) -> Any:

@@ -1,4 +1,5 @@
-"""The load generator: logged-in clients in pairs, private messages both ways.
+"""The load generator: logged-in clients in pairs, private messages both ways; or the
+members of one room, a few of them sending to it.
 
 One worker process drives a slice of the pairs on its own event loop; the parent
 (`bench.workloads`) starts several of them and talks to each over a Pipe:
@@ -14,11 +15,16 @@ difference in the figures is the server's.
 
 Every payload is `<seq> <send time ns>`: the receiver checks the sequence (pairs are
 one sender each way, and TCP through one server keeps order) and takes the latency.
+In a room (`RoomShare`) it is `<sender index> <seq> <send time ns>`: the sampled
+members read each line as it comes, check the order per sender and take its latency;
+every other member only counts its lines, read in batches (ROOM_READ_EVERY).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +37,14 @@ except ImportError:  # pragma: no cover - platforms without uvloop
     uvloop = None  # type: ignore[assignment]
 
 LOGIN_TIMEOUT: Final = 120.0  # a slow login is measured, not retried
+# A room member that only counts is read every ROOM_READ_EVERY, a slice of them per
+# ROOM_READ_TICK, instead of at each line: a read per delivery would cost the
+# generator as much as the server's write (mostly the kernel's recv), and what the
+# server does is the same whenever its lines are read (the receiving kernel acknowledges
+# them on arrival). The members that sample latency still read at once.
+ROOM_READ_EVERY: Final = 0.1  # 50 ms: generator ≈ 0.27 cores at N = 1,000 @ 100 msg/s; 100 ms: ≈ 0.2
+ROOM_READ_TICK: Final = 0.005
+ROOM_READ_BYTES: Final = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +55,22 @@ class Schedule:
     window_start: float  # warm-up over: receipts from here on are counted
     window_end: float  # sending stops; counting stops
     grace: float  # how long to wait for in-flight messages after window_end
-    mode: str  # "throughput" | "latency" | "idle"
+    mode: str  # "throughput" | "latency" | "idle" | "room"
     window: int = 8  # in-flight messages per sender (throughput)
     rate: float = 0.0  # messages/s offered by this worker (latency)
+    sends: int = 0  # room: messages this worker sends, evenly from start to window_end
+    expect: int = 0  # room: deliveries this worker's members should get (the drain's target)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomShare:
+    """One worker's part of a room workload."""
+
+    room: str  # "#bench-r3"
+    members: tuple[str, ...]  # this worker's members
+    senders: dict[str, int]  # the members of this worker that send, with their index in the room
+    sampled: frozenset[str]  # the members that check every line (order per sender, latency)
+    sender_count: int  # senders in the whole room
 
 
 @dataclass(slots=True)
@@ -84,6 +111,9 @@ class Client(asyncio.Protocol):
         # (receiver, count, lines): every chat line of a read, or only its last one.
         self.on_delivered: Callable[[Client, int, list[bytes]], None] | None = None
         self.fast = False  # count without splitting; off when every line's latency counts
+        self.joined: asyncio.Future[None] | None = None  # a room join awaiting its answer
+        self.index = -1  # a room sender's index (in its payloads)
+        self.last_seq: list[int] | None = None  # a sampled room member: the last seq per sender
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,6 +125,8 @@ class Client(asyncio.Protocol):
             self.stats.disconnected += 1
         if not self.logged_in.done():
             self.logged_in.set_exception(ConnectionError(f"{self.name}: closed before login"))
+        if self.joined is not None and not self.joined.done():
+            self.joined.set_exception(ConnectionError(f"{self.name}: closed before the join"))
 
     def data_received(self, data: bytes) -> None:
         if self.buffer:
@@ -124,6 +156,8 @@ class Client(asyncio.Protocol):
             if is_chat(line):
                 chat.append(line)
             else:
+                if self.joined is not None:
+                    self._join_line(line)
                 self.on_other(line)
         if chat and self.on_delivered is not None:
             self.on_delivered(self, len(chat), chat)
@@ -134,6 +168,20 @@ class Client(asyncio.Protocol):
                 self.logged_in.set_result(None)
                 return lines[index + 1 :]
         return []
+
+    def _join_line(self, line: bytes) -> None:
+        joined = self.joined
+        assert joined is not None
+        try:
+            done = self.on_join_line(line)
+        except ConnectionError as exc:
+            if not joined.done():
+                joined.set_exception(exc)
+            done = True
+        if done:
+            if not joined.done():
+                joined.set_result(None)
+            self.joined = None
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -149,6 +197,14 @@ class Client(asyncio.Protocol):
 
     def on_login_line(self, line: bytes) -> bool:
         """True when this line completes the login."""
+        raise NotImplementedError
+
+    def join(self) -> bytes:
+        """The line that joins the room named by `partner`."""
+        raise NotImplementedError
+
+    def on_join_line(self, line: bytes) -> bool:
+        """True when this line says the join is done; ConnectionError when refused."""
         raise NotImplementedError
 
     def is_chat(self, line: bytes) -> bool:
@@ -185,6 +241,17 @@ class IrcClient(Client):
             return False
         return line.split(b" ", 2)[1:2] == [b"001"]
 
+    def join(self) -> bytes:
+        return b"JOIN %s\r\n" % self.partner.encode()
+
+    def on_join_line(self, line: bytes) -> bool:
+        code = line.split(b" ", 2)[1:2]
+        if code == [b"366"]:  # end of NAMES: the join is complete
+            return True
+        if code and code[0][:1] in (b"4", b"5") and code[0].isdigit():
+            raise ConnectionError(f"{self.name}: JOIN refused: {line!r}")
+        return False
+
     def is_chat(self, line: bytes) -> bool:
         return b" PRIVMSG " in line
 
@@ -217,6 +284,17 @@ class ChatnetClient(Client):
             return True
         return False
 
+    def join(self) -> bytes:
+        return b"!join %s\n" % self.partner.encode()
+
+    def on_join_line(self, line: bytes) -> bool:
+        room = self.partner.encode()
+        if line.startswith((b"Created " + room + b";", b"Joined " + room + b" ")):
+            return True
+        if line.startswith(b"Error"):
+            raise ConnectionError(f"{self.name}: !join refused: {line!r}")
+        return False
+
     def is_chat(self, line: bytes) -> bool:
         return line[:1] == b"[" and not line.startswith(b"[Stored]")
 
@@ -240,11 +318,12 @@ ADAPTERS: Final[dict[str, type[Client]]] = {"irc": IrcClient, "chatnet": Chatnet
 class Load:
     """The clients of one worker and the traffic between them."""
 
-    def __init__(self, protocol: str, host: str, port: int, pairs: list[tuple[str, str]]) -> None:
+    def __init__(self, protocol: str, host: str, port: int, pairs: list[tuple[str, str]], room: RoomShare | None = None) -> None:
         self.adapter = ADAPTERS[protocol]
         self.host = host
         self.port = port
         self.pairs = pairs
+        self.room = room
         self.stats = WorkerResult()
         self.clients: list[Client] = []
         self.schedule: Schedule | None = None
@@ -259,18 +338,22 @@ class Load:
         started = time.monotonic()
 
         async def one(name: str, partner: str) -> Client:
-            async with gate:
-                return await self._login(name, partner)
+            async with gate:  # a room's join is paced with the login
+                client = await self._login(name, partner)
+                return client if self.room is None else await self._join(client)
 
-        made = await asyncio.gather(
-            *(one(a, b) for a, b in self.pairs), *(one(b, a) for a, b in self.pairs), return_exceptions=True
-        )
+        room = self.room  # a room member's partner is the room
+        everyone = [(name, room.room) for name in room.members] if room else [*self.pairs, *((b, a) for a, b in self.pairs)]
+        made = await asyncio.gather(*(one(name, partner) for name, partner in everyone), return_exceptions=True)
         failures = [repr(c) for c in made if isinstance(c, BaseException)]
         self.clients = [c for c in made if isinstance(c, Client)]
-        by_name = {c.name: c for c in self.clients}
-        for client in self.clients:
-            client.peer = by_name.get(client.partner)
-            client.on_delivered = self._delivered
+        if room is not None:
+            self._room_roles(room)
+        else:
+            by_name = {c.name: c for c in self.clients}
+            for client in self.clients:
+                client.peer = by_name.get(client.partner)
+                client.on_delivered = self._delivered
         return {"login_s": time.monotonic() - started, "clients": len(self.clients), "failed": len(failures),
                 "retries": self.retries, "errors": failures[:5]}  # fmt: skip
 
@@ -291,6 +374,20 @@ class Load:
                 self.retries += 1
                 await asyncio.sleep(0.1)
         raise AssertionError("unreachable")
+
+    async def _join(self, client: Client) -> Client:
+        """A logged-in client into the room (its partner), once the server says it is in."""
+        client.joined = joined = asyncio.get_running_loop().create_future()
+        client.write(client.join())
+        await asyncio.wait_for(joined, LOGIN_TIMEOUT)
+        return client
+
+    def _room_roles(self, room: RoomShare) -> None:
+        for client in self.clients:
+            client.on_delivered = self._room_delivered
+            client.index = room.senders.get(client.name, -1)
+            if client.name in room.sampled:
+                client.last_seq = [0] * room.sender_count
 
     def _send(self, client: Client, count: int) -> None:
         """`count` messages from `client` to its partner, in one write."""
@@ -322,6 +419,31 @@ class Load:
         if self.sending and schedule is not None and schedule.mode == "throughput":
             self._send(sender, count)
 
+    def _room_delivered(self, receiver: Client, count: int, lines: list[bytes]) -> None:
+        """`count` room lines arrived at `receiver` in one read. A sampled member gets
+        every line (no fast path): order per sender, and the latency of each."""
+        now = time.monotonic()
+        receiver.received += count
+        stats = self.stats
+        stats.received += count
+        schedule = self.schedule
+        in_window = schedule is not None and schedule.window_start <= now < schedule.window_end
+        if in_window:
+            stats.delivered_in_window += count
+        last = receiver.last_seq
+        if last is None:
+            return
+        now_ns = now * 1e9
+        latencies = stats.latencies_us
+        for line in lines:
+            sender, seq, sent_ns = receiver.payload(line).split(b" ")
+            index, number = int(sender), int(seq)
+            if number != last[index] + 1:
+                stats.out_of_order += 1
+            last[index] = number
+            if in_window:
+                latencies.append((now_ns - int(sent_ns)) / 1000)
+
     def _check(self, receiver: Client, line: bytes, now: float, expected_seq: int) -> None:
         seq, sent_ns = receiver.payload(line).split(b" ")
         if int(seq) != expected_seq:
@@ -332,9 +454,16 @@ class Load:
         self.schedule = schedule
         self.sample_every_line = schedule.mode == "latency"
         for client in self.clients:
-            client.fast = not self.sample_every_line
+            client.fast = not self.sample_every_line and client.last_seq is None
         await _sleep_until(schedule.start)
-        if schedule.mode != "idle":
+        if schedule.mode == "room":
+            reader = asyncio.create_task(self._read_quiet_members([c for c in self.clients if c.last_seq is None]))
+            self.sending = True
+            await self._room_paced(schedule)
+            self.sending = False
+            await self._drain(schedule.window_end + schedule.grace, schedule.expect)
+            reader.cancel()
+        elif schedule.mode != "idle":
             self.sending = True
             if schedule.mode == "throughput":
                 for client in self.clients:
@@ -344,7 +473,7 @@ class Load:
             else:
                 await self._paced(schedule)
             self.sending = False
-            await self._drain(schedule.window_end + schedule.grace)
+            await self._drain(schedule.window_end + schedule.grace, self.stats.sent)
         else:
             await _sleep_until(schedule.window_end)
         return self.stats
@@ -365,9 +494,54 @@ class Load:
             offered += due
             await asyncio.sleep(0.001)
 
-    async def _drain(self, deadline: float) -> None:
-        """Wait until every message sent has arrived, or the deadline."""
-        while time.monotonic() < deadline and self.stats.received < self.stats.sent:
+    async def _room_paced(self, schedule: Schedule) -> None:
+        """Exactly `sends` room messages, evenly spaced from start to window_end, round
+        robin over this worker's senders (sleeping until each is due: no idle ticks)."""
+        senders = [c for c in self.clients if c.index >= 0]
+        if not senders or schedule.sends <= 0:
+            await _sleep_until(schedule.window_end)
+            return
+        span = schedule.window_end - schedule.start
+        for number in range(schedule.sends):
+            await _sleep_until(schedule.start + number * span / schedule.sends)
+            sender = senders[number % len(senders)]
+            sender.sent += 1
+            sender.write(sender.message(b"%d %d %d" % (sender.index, sender.sent, time.monotonic_ns())))
+            self.stats.sent += 1
+        await _sleep_until(schedule.window_end)
+
+    async def _read_quiet_members(self, quiet: list[Client]) -> None:
+        """Read the members that only count in batches: their transports stop reading, and
+        each ROOM_READ_TICK one slice of them is read directly, so each is read once per
+        ROOM_READ_EVERY (in slices, so the sampled members never wait behind them all)."""
+        fds: list[tuple[Client, int]] = []
+        for client in quiet:
+            assert client.transport is not None
+            client.transport.pause_reading()
+            fds.append((client, client.transport.get_extra_info("socket").fileno()))
+        slices = max(1, round(ROOM_READ_EVERY / ROOM_READ_TICK))
+        read = os.read
+        for tick in itertools.count():
+            await asyncio.sleep(ROOM_READ_TICK)
+            for client, fd in fds[tick % slices :: slices]:
+                while not client.closing:
+                    try:
+                        data = read(fd, ROOM_READ_BYTES)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        data = b""
+                    if not data:  # the server closed it: the transport, not reading, can't tell
+                        client.closing = True
+                        self.stats.disconnected += 1
+                        break
+                    client.data_received(data)
+                    if len(data) < ROOM_READ_BYTES:
+                        break
+
+    async def _drain(self, deadline: float, target: int) -> None:
+        """Wait until `target` messages have arrived, or the deadline."""
+        while time.monotonic() < deadline and self.stats.received < target:
             await asyncio.sleep(0.01)
 
     def close(self) -> None:
@@ -397,12 +571,13 @@ async def _serve_parent(conn: Connection, load: Load) -> None:
             return
 
 
-def worker_main(conn: Connection, protocol: str, host: str, port: int, pairs: list[tuple[str, str]]) -> None:
+def worker_main(conn: Connection, protocol: str, host: str, port: int, pairs: list[tuple[str, str]],
+                room: RoomShare | None = None) -> None:  # fmt: skip
     """Entry point of a worker process."""
     if uvloop is not None:
         uvloop.install()
 
     async def main() -> None:
-        await _serve_parent(conn, Load(protocol, host, port, pairs))
+        await _serve_parent(conn, Load(protocol, host, port, pairs, room))
 
     asyncio.run(main())

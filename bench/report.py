@@ -31,7 +31,7 @@ def _loop_name() -> str:
     try:
         import uvloop
 
-        return f"uvloop {uvloop.__version__}"
+        return f"uvloop {getattr(uvloop, '__version__', '?')}"
     except ImportError:
         return "asyncio"
 
@@ -49,9 +49,9 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.chatnet is None or self.ngircd in (None, 0):
+        if self.chatnet is None or self.ngircd is None or self.ngircd == 0:
             return None
-        return self.chatnet / self.ngircd  # type: ignore[operator]
+        return self.chatnet / self.ngircd
 
 
 def _by_clients(runs: list[dict[str, Any]] | None, clients: int) -> dict[str, Any] | None:
@@ -64,17 +64,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
     chat, irc = results.get("chatnet", {}), results.get("ngircd", {})
     for n in sorted({r["clients"] for r in chat.get("throughput", []) + irc.get("throughput", [])}):
         c, i = _by_clients(chat.get("throughput"), n), _by_clients(irc.get("throughput"), n)
-        cv = lambda run, k: run[k] if run else None  # noqa: E731
-        out.append(Row(f"throughput N={n}", "delivered msg/s", cv(c, "delivered_per_s"), cv(i, "delivered_per_s"), "msg/s"))
+        out.append(Row(f"throughput N={n}", "delivered msg/s", _figure(c, "delivered_per_s"), _figure(i, "delivered_per_s"), "msg/s"))
         ratio_goal = None
         if c and i and c["delivered_per_cpu_s"] and i["delivered_per_cpu_s"]:
             ratio_goal = c["delivered_per_cpu_s"] / i["delivered_per_cpu_s"] >= 1.0
-        out.append(Row(f"throughput N={n}", "delivered msg per server-CPU-s", cv(c, "delivered_per_cpu_s"),
-                       cv(i, "delivered_per_cpu_s"), "msg/cpu-s", "≥ 1.0× ngircd" if n == 1000 else "",
+        out.append(Row(f"throughput N={n}", "delivered msg per server-CPU-s", _figure(c, "delivered_per_cpu_s"),
+                       _figure(i, "delivered_per_cpu_s"), "msg/cpu-s", "≥ 1.0× ngircd" if n == 1000 else "",
                        ratio_goal if n == 1000 else None))  # fmt: skip
-        out.append(Row(f"throughput N={n}", "server CPU share", cv(c, "server_cpu_share"), cv(i, "server_cpu_share"), "cores"))
-        out.append(Row(f"throughput N={n}", "generator CPU share", cv(c, "generator_cpu_share"), cv(i, "generator_cpu_share"), "cores"))
+        out.append(Row(f"throughput N={n}", "server CPU share", _figure(c, "server_cpu_share"), _figure(i, "server_cpu_share"), "cores"))
+        out.append(Row(f"throughput N={n}", "generator CPU share", _figure(c, "generator_cpu_share"), _figure(i, "generator_cpu_share"), "cores"))
         out.append(_lost_row(f"throughput N={n}", c, i))
+    out.extend(_room_rows(chat.get("room"), irc.get("room")))
     c, i = chat.get("latency"), irc.get("latency")
     if c or i:
         name = f"latency N={(c or i)['clients']} @ {(c or i)['offered_per_s']:.0f} msg/s"
@@ -109,10 +109,40 @@ def rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _room_rows(c: dict[str, Any] | None, i: dict[str, Any] | None) -> list[Row]:
+    """The room fan-out (issue 11): deliveries, per server-CPU-second (the goal), p99."""
+    if not (c or i):
+        return []
+    either = c or i
+    assert either is not None
+    name = f"room N={either['clients']} @ {either['offered_per_s']:.0f} msg/s"
+    met = None
+    if c and i and c["delivered_per_cpu_s"] and i["delivered_per_cpu_s"]:
+        met = c["delivered_per_cpu_s"] >= i["delivered_per_cpu_s"]
+    return [
+        Row(name, "deliveries/s", _figure(c, "delivered_per_s"), _figure(i, "delivered_per_s"), "deliveries/s"),
+        Row(name, "deliveries per server-CPU-s", _figure(c, "delivered_per_cpu_s"), _figure(i, "delivered_per_cpu_s"),
+            "deliveries/cpu-s", "≥ 1.0× ngircd", met),
+        Row(name, "server CPU share", _figure(c, "server_cpu_share"), _figure(i, "server_cpu_share"), "cores"),
+        Row(name, "generator CPU share", _figure(c, "generator_cpu_share"), _figure(i, "generator_cpu_share"), "cores"),
+        Row(name, "p50 send → receive", _figure(c, "latency_p50_ms"), _figure(i, "latency_p50_ms"), "ms", higher_is_better=False),
+        Row(name, "p99 send → receive", _figure(c, "latency_p99_ms"), _figure(i, "latency_p99_ms"), "ms", higher_is_better=False),
+        _lost_row(name, c, i),
+        Row(name, "log in + join, all members", _figure(c, "login_all_s"), _figure(i, "login_all_s"), "s", higher_is_better=False),
+    ]  # fmt: skip
+
+
+def _figure(run: dict[str, Any] | None, key: str) -> float | None:
+    return run[key] if run else None
+
+
 def _lost_row(name: str, c: dict[str, Any] | None, i: dict[str, Any] | None) -> Row:
-    lost = lambda run: run["lost"] + run["out_of_order"] if run else None  # noqa: E731
-    met = (lost(c) == 0) if c else None
-    return Row(name, "lost (+ out of order)", lost(c), lost(i), "msgs", "0", met, higher_is_better=False)
+    met = (_lost(c) == 0) if c else None
+    return Row(name, "lost (+ out of order)", _lost(c), _lost(i), "msgs", "0", met, higher_is_better=False)
+
+
+def _lost(run: dict[str, Any] | None) -> int | None:
+    return run["lost"] + run["out_of_order"] if run else None
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -153,4 +183,3 @@ def write_json(results: dict[str, Any], path: Path | None = None) -> Path:
 def new_results(args: dict[str, Any]) -> dict[str, Any]:
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
             "argv": sys.argv[1:], "settings": args, "versions": {}, "chatnet": {}, "ngircd": {}}  # fmt: skip
-

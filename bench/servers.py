@@ -226,6 +226,9 @@ class Chatnet(Server):
             # Flood control and the per-address limits off, as ngircd's penalties and
             # connection limits are (README, "Fairness"): every client comes from 127.0.0.1.
             "FLOOD_RATE": "0", "LOGIN_RATE": "0", "MAX_CONNECTIONS_PER_IP": "0",
+            # No room joined at a first login: bench users would all pile into #general
+            # (the room workload makes its own room).
+            "DEFAULT_ROOMS": "",
         }  # fmt: skip
 
     def _start(self, name: str, argv: list[str], ready: Probe) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.loadgen import Schedule, worker_main
+from bench.loadgen import RoomShare, Schedule, worker_main
 from bench.servers import HOST, Chatnet, Server, cpu_seconds
 
 logger = logging.getLogger("chatnet.bench")
@@ -41,6 +41,13 @@ class Sizes:
     mail_senders: int = 10
     mail_window: int = 50
     connect_concurrency: int = 32  # logins in progress per worker
+    # The room: members, senders among them, total offered msg/s (bench/README.md says
+    # why 100: both servers busy, neither saturated, on 2 cores), and one member in
+    # `room_sample_every` checking order and latency on every line.
+    room_members: int = 1000
+    room_senders: int = 10
+    room_rate: float = 100.0
+    room_sample_every: int = 10
 
 
 def pair_names(count: int, tag: str) -> list[tuple[str, str]]:
@@ -58,14 +65,14 @@ def percentile(values: list[float], q: float) -> float:
 class Workers:
     """The generator's processes for one run, each with a slice of the pairs."""
 
-    def __init__(self, server: Server, pairs: list[tuple[str, str]], count: int) -> None:
-        count = max(1, min(count, len(pairs)))
+    def __init__(self, server: Server, pairs: list[tuple[str, str]], count: int, rooms: list[RoomShare] | None = None) -> None:
+        count = len(rooms) if rooms else max(1, min(count, len(pairs)))
         context = mp.get_context("fork")
         self.pipes: list[Connection] = []
         self.procs: list[mp.process.BaseProcess] = []
         for index in range(count):
             mine, theirs = context.Pipe()
-            args = (theirs, server.protocol, HOST, server.port, pairs[index::count])
+            args = (theirs, server.protocol, HOST, server.port, pairs[index::count], rooms[index] if rooms else None)
             proc = context.Process(target=worker_main, args=args, daemon=True, name=f"bench-worker-{index}")
             proc.start()
             self.pipes.append(mine)
@@ -105,51 +112,65 @@ def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float 
     pairs = pair_names(clients, f"r{next(_run_ids)}")
     workers = Workers(server, pairs, sizes.workers)
     try:
-        started = time.monotonic()
-        ready = workers.ask("connect", sizes.connect_concurrency, 300)
-        login_s = time.monotonic() - started
-        failed = sum(r["failed"] for r in ready)
-        if failed:
-            raise RuntimeError(f"{server.name}: {failed} clients could not log in: {[e for r in ready for e in r['errors']][:5]}")
-        rss_logged_in = server.rss()
+        login_s, rss_logged_in = _log_in(server, workers, sizes)
         duration = sizes.duration if mode != "idle" else 1.0
         start = time.monotonic() + 0.3
         window_start = start + (sizes.warmup if mode != "idle" else 0.0)
-        window_end = window_start + duration
         per_worker_rate = rate / len(workers.procs)
-        schedule = Schedule(start, window_start, window_end, sizes.grace, mode, sizes.window, per_worker_rate)
-        for pipe in workers.pipes:
-            pipe.send(("go", schedule))
-        _sleep_until(window_start)
-        cpu0, gen0, all0 = server.cpu(), workers.cpu(), _cpu_all(server)
-        _sleep_until(window_end)
-        cpu1, gen1, all1 = server.cpu(), workers.cpu(), _cpu_all(server)
-        rss = server.rss()
-        results = []
-        for pipe, proc in zip(workers.pipes, workers.procs, strict=True):
-            if not pipe.poll(sizes.grace + 60):
-                raise RuntimeError(f"{proc.name} did not finish")
-            results.append(pipe.recv()[1])
+        schedule = Schedule(start, window_start, window_start + duration, sizes.grace, mode, sizes.window, per_worker_rate)
+        window = _measure(server, workers, [schedule] * len(workers.pipes), sizes)
     finally:
         workers.close()
-    return _summarise(server, mode, clients, results, duration, cpu1 - cpu0, gen1 - gen0, login_s, rss,
-                      rss_logged_in, {k: all1[k] - all0.get(k, 0.0) for k in all1}, rate)  # fmt: skip
+    return _summarise(server, mode, clients, duration=duration, login_s=login_s, rss_logged_in=rss_logged_in, rate=rate, **window)
+
+
+def _log_in(server: Server, workers: Workers, sizes: Sizes) -> tuple[float, float]:
+    """Every worker's clients logged in (and into the room, for a room run): the time it
+    took, and the server's RSS then."""
+    started = time.monotonic()
+    ready = workers.ask("connect", sizes.connect_concurrency, 300)
+    login_s = time.monotonic() - started
+    failed = sum(r["failed"] for r in ready)
+    if failed:
+        raise RuntimeError(f"{server.name}: {failed} clients could not log in: {[e for r in ready for e in r['errors']][:5]}")
+    return login_s, server.rss()
+
+
+def _measure(server: Server, workers: Workers, schedules: list[Schedule], sizes: Sizes) -> dict[str, Any]:
+    """Send each worker its schedule; read the CPU times at the window's edges; collect."""
+    for pipe, schedule in zip(workers.pipes, schedules, strict=True):
+        pipe.send(("go", schedule))
+    _sleep_until(schedules[0].window_start)
+    cpu0, gen0, all0 = server.cpu(), workers.cpu(), _cpu_all(server)
+    _sleep_until(schedules[0].window_end)
+    cpu1, gen1, all1 = server.cpu(), workers.cpu(), _cpu_all(server)
+    rss = server.rss()
+    results = []
+    for pipe, proc in zip(workers.pipes, workers.procs, strict=True):
+        if not pipe.poll(sizes.grace + 60):
+            raise RuntimeError(f"{proc.name} did not finish")
+        results.append(pipe.recv()[1])
+    return {"results": results, "server_cpu": cpu1 - cpu0, "generator_cpu": gen1 - gen0, "rss": rss,
+            "cpu_by_process": {k: all1[k] - all0.get(k, 0.0) for k in all1}}  # fmt: skip
 
 
 def _cpu_all(server: Server) -> dict[str, float]:
     return server.cpu_all() if isinstance(server, Chatnet) else {server.name: server.cpu()}
 
 
-def _summarise(server: Server, mode: str, clients: int, results: list[dict[str, Any]], duration: float,
+def _summarise(server: Server, mode: str, clients: int, *, results: list[dict[str, Any]], duration: float,
                server_cpu: float, generator_cpu: float, login_s: float, rss: float, rss_logged_in: float,
-               cpu_by_process: dict[str, float], rate: float) -> dict[str, Any]:  # fmt: skip
+               cpu_by_process: dict[str, float], rate: float, expected: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """One run's figures. `expected`: deliveries that should have arrived (default: one
+    per message sent; a room's is sent × (members − 1))."""
     sent = sum(r["sent"] for r in results)
     received = sum(r["received"] for r in results)
     delivered = sum(r["delivered_in_window"] for r in results)
     latencies = [x for r in results for x in r["latencies_us"]]
+    expected = sent if expected is None else expected
     summary = {
         "server": server.name, "mode": mode, "clients": clients, "window_s": duration,
-        "sent": sent, "received": received, "lost": sent - received,
+        "sent": sent, "received": received, "expected": expected, "lost": expected - received,
         "out_of_order": sum(r["out_of_order"] for r in results),
         "disconnected": sum(r["disconnected"] for r in results),
         "mail_unavailable": sum(r.get("mail_unavailable", 0) for r in results),
@@ -177,7 +198,7 @@ def _summarise(server: Server, mode: str, clients: int, results: list[dict[str, 
 def _brief(s: dict[str, Any]) -> str:
     cpu = s["delivered_per_cpu_s"]
     p99 = s["latency_p99_ms"]
-    return (f"{s['delivered_per_s']:.0f} msg/s, {cpu or 0:.0f} msg/cpu-s, lost {s['lost']}, "
+    return (f"{s['delivered_per_s']:.0f} deliveries/s, {cpu or 0:.0f} per cpu-s, lost {s['lost']}, "
             f"server cpu {s['server_cpu_share']:.0%}, generator cpu {s['generator_cpu_share']:.0%}, "
             f"p99 {p99 if p99 is not None else float('nan'):.3f} ms, rss {s['rss_mb']:.1f} MB, login {s['login_all_s']:.2f} s")  # fmt: skip
 
@@ -188,6 +209,41 @@ def throughput(server: Server, sizes: Sizes) -> list[dict[str, Any]]:
 
 def latency(server: Server, sizes: Sizes) -> dict[str, Any]:
     return run_load(server, "latency", sizes.latency_clients, sizes, rate=sizes.latency_rate)
+
+
+def room(server: Server, sizes: Sizes) -> dict[str, Any]:
+    """One room of `room_members`; `room_senders` of them offer `room_rate` msg/s in all,
+    evenly spaced; every other member must get every message."""
+    tag = f"r{next(_run_ids)}"
+    name = f"#bench-{tag}"
+    members = [f"{tag}m{i}" for i in range(sizes.room_members)]
+    senders = min(sizes.room_senders, len(members))
+    count = max(1, min(sizes.workers, senders))  # every worker has senders
+    shares = [
+        RoomShare(name, tuple(members[k::count]), {members[i]: i for i in range(k, senders, count)},
+                  frozenset(members[k::count][:: sizes.room_sample_every]), senders)
+        for k in range(count)
+    ]  # fmt: skip
+    workers = Workers(server, [], count, shares)
+    try:
+        login_s, rss_logged_in = _log_in(server, workers, sizes)
+        start = time.monotonic() + 0.3
+        window_start = start + sizes.warmup
+        plain = Schedule(start, window_start, window_start + sizes.duration, sizes.grace, "room")
+        span = plain.window_end - plain.start
+        # Each worker sends its senders' part of the load: a count known in advance, so
+        # each knows how many deliveries to wait for before it reports.
+        sends = [round(sizes.room_rate * len(share.senders) / senders * span) for share in shares]
+        total = sum(sends)
+        schedules = [dataclasses.replace(plain, rate=n / span, sends=n, expect=total * len(share.members) - n)
+                     for share, n in zip(shares, sends, strict=True)]  # fmt: skip
+        window = _measure(server, workers, schedules, sizes)
+    finally:
+        workers.close()
+    summary = _summarise(server, "room", len(members), duration=sizes.duration, login_s=login_s, rss_logged_in=rss_logged_in,
+                         rate=sizes.room_rate, expected=total * (len(members) - 1), **window)  # fmt: skip
+    summary.update(room=name, senders=senders, sampled_members=sum(len(s.sampled) for s in shares))
+    return summary
 
 
 def idle(server: Server, sizes: Sizes) -> dict[str, Any]:
@@ -210,4 +266,3 @@ def offline_mail(server: Chatnet, sizes: Sizes) -> dict[str, Any]:
     result = asyncio.run(run_mail(server, sizes.mail_messages, sizes.mail_senders, sizes.mail_window, f"m{next(_run_ids)}"))
     logger.info("chatnet offline mail: %s", result)
     return result
-
