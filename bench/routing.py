@@ -69,6 +69,12 @@ class Api:
     async def ack(self, user: str, ids: list[str]) -> int:
         return 0
 
+    async def pending_many(self, users: list[str], limit: int) -> dict[str, Any]:
+        return {}
+
+    async def room_logins(self, users: list[str], catchup: int, defaults: list[str]) -> dict[str, Any]:
+        return {}
+
 
 async def measure(pairs: int, rounds: int, passes: int) -> float:
     settings = Settings(_env_file=None, flood_rate=0, login_rate=0, max_connections_per_ip=0)

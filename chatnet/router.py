@@ -230,7 +230,11 @@ class Router:
 
     async def _arrive(self, session: Session, welcome: dict[str, Any]) -> None:
         """Into the user's rooms, the welcome and the stored mail, then each room's unseen messages."""
-        rooms = await self.rooms.enter(session)
+        try:
+            rooms = await self.rooms.enter(session)
+        except Exception:  # a fault of ours in the rooms must not keep anyone from logging in
+            logger.exception("%s: entering the rooms failed", session.who)
+            rooms = None
         await self.hand_over_mail(session, announce=True, welcome=welcome)
         self.rooms.catch_up(session, rooms)
 
@@ -296,6 +300,7 @@ class Router:
         if session.unacked is not None:
             session.unacked.clear()
         session.sent = None
+        session.sent_ends.clear()
 
     def _count_address(self, address: str, change: int) -> int:
         """Open connections from `address`, after `change`."""
