@@ -3,7 +3,8 @@
     page ──POST /api/login, /api/register──> adapter ──> message API (accounts, with API_TOKEN)
          <──Set-Cookie chatnet_session (HttpOnly, SameSite=Strict; Secure with WEB_TLS)──
     page ──WebSocket /ws (the cookie rides along)──> Bridge ──Peer (JSON mode, token=...)──> chat server
-    page ──GET /api/history/{peer}──> message API (for the socket's own user only)
+    page ──GET /api/conversations, /api/history?with=, /api/personality; POST /api/read──>
+         message API, for the socket's own user only (X-Chatnet-Session: the socket's handle)
 
 Accounts. The page never holds a password for longer than one POST, and never sees a
 session token: `/api/login` (name + password) asks the API for one and puts it in an
@@ -25,8 +26,9 @@ the whole list from /config.json):
 - `status` {"state": "connected" | "unavailable" | "lost", "retry_in"}:
   the chat server connection (reported, then retried with backoff);
 - `session` {"token"}: sent after each login, a random handle of this socket only
-  (no account credential); the page passes it to /api/history so history is only
-  ever read for the user logged in on that socket;
+  (no account credential); the page passes it (header X-Chatnet-Session) to the
+  /api/* routes below, which answer for the user logged in on that socket and never
+  for a name the request gives;
 - `login_failed` (type error) {"reason", "retry_after"}: the login was refused;
 - `bad_input` (type error): a frame from the page was refused; the socket stays;
 - `not_sent` (type error): a frame could not reach the chat server.
@@ -40,6 +42,21 @@ of id strings; and one line's size) and forwards it; a malformed one gets
 `bad_input`, a good one no answer. An ack while there is no chat connection is
 dropped: what it acknowledged comes again at the next login, and the page acks the
 repeat.
+
+The page's data, read through the message API with API_TOKEN (which the page never sees):
+
+- `GET /api/conversations`: the user's conversations (people and rooms), the most
+  recent first, each with its newest message and the unread count from the user's
+  read markers, so the counts are the same after a reload and on another device;
+- `GET /api/history?with=bob` (or `with=%23hiking`; `/api/history/{peer}` too) and
+  `&cursor=<next>`: a page of history, oldest first, and the opaque cursor of the page
+  before it (null: none), which pages back without gaps even through messages that
+  share a millisecond; a room's only for its members (403 otherwise);
+- `POST /api/read` {conversation, id, timestamp}: the user has read up to there (the
+  read marker moves; never back);
+- `GET /api/personality`: the user's personality of the assistant, from its state.
+
+Not logged in: 401; the message API unreachable or failing: 503.
 
 Every response carries a strict Content-Security-Policy (the page has no inline
 script or style), `nosniff` and `no-referrer`. A WebSocket upgrade or a POST whose
@@ -69,7 +86,17 @@ from chatnet.api_client import ApiClient, LoginCheck
 from chatnet.config import Settings
 from chatnet.dialects.json import client_frame, parse_frame, server_frame
 from chatnet.errors import ApiRejected, BadFrame, LoginInterrupted, LoginRefused, ProtocolError, StoreUnavailable
-from chatnet.limits import ACK_IDS_PER_FRAME, MAX_LINE_BYTES, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE
+from chatnet.limits import (
+    ACK_IDS_PER_FRAME,
+    MAX_LINE_BYTES,
+    MAX_MESSAGE_CHARS,
+    MAX_NAME_CHARS,
+    MAX_TOPIC_CHARS,
+    NAME_PATTERN,
+    NAME_RULE,
+    ROOM_PATTERN,
+    ROOM_RULE,
+)
 from chatnet.peer import Peer, encode_frame
 from chatnet.personalities import personalities
 from chatnet.process import ROOT
@@ -85,10 +112,13 @@ from chatnet.protocol import (
     MessageType,
     Pong,
     Quit,
+    RoomReason,
     check_name,
+    check_room,
     format_datetime,
+    is_room,
     is_valid_name,
-    message_json,
+    parse_timestamp,
     utcnow,
 )
 from chatnet.tls import server_context
@@ -96,6 +126,7 @@ from chatnet.tls import server_context
 logger = logging.getLogger("chatnet.web")
 
 STATIC_DIR: Final = ROOT / "static"
+FAVICON: Final = STATIC_DIR / "favicon.svg"
 ADAPTER_NAME: Final = "web"
 SESSION_HEADER: Final = "X-Chatnet-Session"
 # A page frame becomes one line to the chat server, so it obeys the server's line limit.
@@ -121,6 +152,9 @@ HEARTBEAT_SECONDS: Final = 30.0
 # (the API's own bound, HISTORY_PAGE, is higher: a page on a phone needn't be).
 HISTORY_LIMIT_DEFAULT: Final = 50
 HISTORY_LIMIT_MAX: Final = 200
+# A history cursor is the API's opaque text (well under this); a message id is at most 64.
+MAX_CURSOR_CHARS: Final = 200
+MAX_ID_CHARS: Final = 64
 # How long the adapter waits for the message API (history, accounts) before saying it is unavailable.
 API_TIMEOUT_SECONDS: Final = 10.0
 # Every notice name and every login refusal, for the page (served by /config.json, never retyped there).
@@ -440,28 +474,136 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def history(request: web.Request) -> web.Response:
-    """The conversation between the socket's user and `peer`, newest first, paged."""
+def _session_user(request: web.Request) -> str | None:
+    """The user logged in on the socket whose session handle the request carries; None
+    without one. Every route that reads a person's data answers for this user only,
+    never for a name the request gives."""
     bridge = request.app[BRIDGES].get(request.headers.get(SESSION_HEADER, ""))
-    user = bridge.user if bridge is not None and bridge.logged_in else None
+    return bridge.user if bridge is not None and bridge.logged_in else None
+
+
+def _not_logged_in() -> web.Response:
+    return failure(401, "Log in on the page first.")
+
+
+def _api_down(what: str, user: str, exc: StoreUnavailable) -> web.Response:
+    """The message API can't be reached (or failed): 503, in the page's words."""
+    logger.warning("%s of %s unavailable: %s", what, user, exc)
+    return failure(503, f"The message store can't be reached right now ({what}); try again in a moment.")
+
+
+def _conversation(name: str) -> str:
+    """A conversation the page names: a person's name or a '#room'; ProtocolError if neither."""
+    return check_room(name) if name[:1] == "#" else check_name(name, "name")
+
+
+async def history(request: web.Request) -> web.Response:
+    """A page of the socket user's conversation with a person or in a room (`?with=bob`,
+    `?with=%23hiking`, or the path's `{peer}`): {"messages": oldest first, "next": the
+    cursor of the page before it, or null}. `cursor` pages back without gaps or repeats,
+    also where many messages share a millisecond."""
+    user = _session_user(request)
     if user is None:
-        return failure(401, "Log in on the page first.")
-    peer = request.match_info["peer"]
+        return _not_logged_in()
+    cursor = request.query.get("cursor") or None
     try:
-        check_name(peer, "name")
+        conversation = _conversation(request.match_info.get("peer") or request.query.get("with", ""))
         limit = int(request.query.get("limit", HISTORY_LIMIT_DEFAULT))
     except (ProtocolError, ValueError) as exc:
         return failure(422, str(exc))
     if not 1 <= limit <= HISTORY_LIMIT_MAX:
         return failure(422, f"limit must be 1..{HISTORY_LIMIT_MAX}.")
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+        return failure(422, "That cursor is not one this page was given.")
+    api = request.app[API]
     try:
-        messages, next_before = await request.app[API].history(user, peer, limit, request.query.get("before"))
-    except ApiRejected as exc:  # e.g. a malformed `before`: the page's mistake, say which
-        return failure(exc.status, exc.detail)
+        if is_room(conversation):
+            page = await api.room_history(conversation, user, limit, cursor)
+        else:
+            page = await api.history_page(user, conversation, limit, cursor)
+    except ApiRejected as exc:
+        return _room_refused(exc, conversation)
     except StoreUnavailable as exc:
-        logger.warning("history for %s unavailable: %s", user, exc)
-        return failure(503, "History is unavailable right now.")
-    return web.json_response({"messages": [message_json(m) for m in messages], "next_before": next_before})
+        return _api_down("history", user, exc)
+    return web.json_response({"messages": page["messages"], "next": page.get("next")})
+
+
+def _room_refused(exc: ApiRejected, conversation: str) -> web.Response:
+    """The API's refusal in the page's words: not a member (403), no such room (404), or
+    the page's own mistake (a cursor it was not given: 422)."""
+    if exc.reason in (RoomReason.NOT_MEMBER, RoomReason.PRIVATE):
+        return failure(403, f"You are not in {conversation}; join it to read it.", reason=exc.reason)
+    if exc.reason == RoomReason.NO_ROOM or exc.status == 404:
+        return failure(404, f"There is no room {conversation}.", reason=RoomReason.NO_ROOM)
+    return failure(422 if exc.status == 422 else 400, exc.detail)
+
+
+async def conversations(request: web.Request) -> web.Response:
+    """The socket user's conversations, people and rooms, the most recent first, each
+    {kind: "dm" | "room", name, last: the newest message or null, unread}."""
+    user = _session_user(request)
+    if user is None:
+        return _not_logged_in()
+    try:
+        found = await request.app[API].conversations(user)
+    except StoreUnavailable as exc:
+        return _api_down("conversations", user, exc)
+    except ApiRejected as exc:  # a name the API can't take would be our bug: say so plainly
+        logger.error("conversations of %s refused: %s", user, exc)
+        return failure(502, "The message API refused that; try again later.")
+    return web.json_response({"conversations": found})
+
+
+async def read(request: web.Request) -> web.Response:
+    """{conversation, id, timestamp}: the socket user has read the conversation up to
+    that message (its read marker moves there; never back). So an unread count shown
+    on another device, or after a reload, is what this one has read."""
+    body = await _form(request, "conversation", "id", "timestamp")
+    if isinstance(body, web.Response):
+        return body
+    user = _session_user(request)
+    if user is None:
+        return _not_logged_in()
+    message_id, timestamp = body.get("id"), body.get("timestamp")
+    try:
+        conversation = _conversation(str(body.get("conversation", "")))
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_ID_CHARS:
+            raise ValueError(f"'id' must be a message id (1-{MAX_ID_CHARS} characters).")
+        if not isinstance(timestamp, str):
+            raise ValueError("'timestamp' must be the message's timestamp.")
+        stamp = format_datetime(parse_timestamp(timestamp))
+    except (ProtocolError, ValueError) as exc:
+        return failure(422, str(exc))
+    try:
+        advanced = await request.app[API].advance_markers([(user, conversation, message_id, stamp)])
+    except StoreUnavailable as exc:
+        return _api_down("read markers", user, exc)
+    except ApiRejected as exc:
+        return failure(422, exc.detail)
+    return web.json_response({"advanced": advanced})
+
+
+async def personality(request: web.Request) -> web.Response:
+    """The socket user's personality of the assistant (as the assistant keeps it: its
+    state for this user; the first of the choices until one was picked)."""
+    user = _session_user(request)
+    if user is None:
+        return _not_logged_in()
+    settings = request.app[SETTINGS]
+    choices = list(personalities(settings.bot_personalities))
+    try:
+        state = await request.app[API].get_state(settings.bot_name, user)
+    except StoreUnavailable as exc:
+        return _api_down("personality", user, exc)
+    except ApiRejected:
+        state = None
+    chosen = state.get("personality") if isinstance(state, dict) else None
+    return web.json_response({"personality": chosen if chosen in choices else choices[0], "choices": choices})
+
+
+async def favicon(request: web.Request) -> web.FileResponse:
+    """Browsers ask for /favicon.ico whatever the page links: the same icon."""
+    return web.FileResponse(FAVICON, headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"})
 
 
 # --- accounts: login, create account, leave ---------------------------------------------
@@ -663,6 +805,10 @@ async def page_config(request: web.Request) -> web.Response:
             "max_name_chars": MAX_NAME_CHARS,
             "name_pattern": NAME_PATTERN,
             "name_rule": NAME_RULE,
+            "room_pattern": ROOM_PATTERN,
+            "room_rule": ROOM_RULE,
+            "max_topic_chars": MAX_TOPIC_CHARS,
+            "default_rooms": [room.strip() for room in settings.default_rooms.split(",") if room.strip()],
             "history_page": HISTORY_LIMIT_DEFAULT,
             "ack_ids_per_frame": ACK_IDS_PER_FRAME,
             "events": EVENTS,
@@ -702,7 +848,12 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/config.json", page_config)
+    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_get("/api/history", history)
     app.router.add_get("/api/history/{peer}", history)
+    app.router.add_get("/api/conversations", conversations)
+    app.router.add_get("/api/personality", personality)
+    app.router.add_post("/api/read", read)
     app.router.add_get("/api/session", session)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/register", register)

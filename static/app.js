@@ -1,9 +1,9 @@
 // The chat page: one WebSocket to the adapter, speaking chatnet's JSON mode.
 // Server frames are Message-shaped; notices carry metadata.event.
 //
-// What the network agrees on (the notice names, the login refusals, the name rule, the
-// limits) comes from /config.json, loaded before the first connection, and is never
-// retyped here.
+// What the network agrees on (the notice names, the login refusals, the name and room
+// rules, the limits, the default rooms) comes from /config.json, loaded before the
+// first connection, and is never retyped here.
 //
 // Logging in: a password goes to the adapter once (POST /api/login or /api/register)
 // and is forgotten; the adapter keeps the account's session token in an HttpOnly cookie
@@ -12,29 +12,48 @@
 // password, and "Leave" (POST /api/logout) ends it. A guest types a name only; the name
 // (no secret) is remembered to fill in the form next time.
 //
-// Names are one identity in any case: people and conversations are keyed by
-// `key(name)` and shown as the server spells them.
+// Names are one identity in any case: people, rooms and conversations are keyed by
+// `key(name)` and shown as the server spells them. A conversation is a room ("#hiking")
+// or another person; each has its own pane.
+//
+// Unread counts come from the server: GET /api/conversations at every login (and when
+// the tab comes back into view) gives each conversation's count and newest message;
+// messages that arrive after that newest one are counted here as they come. A count
+// is cleared when its conversation is on screen, and the server is told (its read
+// marker moves): for a person through POST /api/read, for a room by acknowledging its
+// messages (the chat server moves the room's marker as they are acknowledged), so the
+// counts are the same after a reload and on another device. Thermometer readings and
+// one's own messages are never unread.
 //
 // Acknowledged delivery: the chat server counts a message as delivered only once the
-// page says it has it. Every chat and subscription frame, once rendered into its pane
-// (or recognised by its id as one already shown, and dropped), has its id queued, and
-// the queue goes out as `{"type": "ack", "ids": [...]}` a moment later. A page that
-// closes first simply hasn't acknowledged: that mail comes again at the next login,
-// and ids keep a repeat from being shown twice.
+// page says it has it. A person's message, once rendered into its pane (or recognised
+// by its id as one already shown, and dropped), has its id queued, and the queue goes
+// out as `{"type": "ack", "ids": [...]}` a moment later. A room's message is
+// acknowledged once its pane has been on screen: until then it is unread, and a page
+// that closes before comes back to it at the next login. A page that closes first
+// simply hasn't acknowledged: that mail comes again at the next login, and ids keep a
+// repeat from being shown twice.
 
 import { renderMarkdown } from "./markdown.js";
 
-const LOBBY = "*lobby*"; // not a valid user name, so it never clashes with a peer
+const TITLE = "chatnet";
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 30000;
 // How long shown messages wait for others to share their ack frame. A timer, not an
 // animation frame: a background tab gets none, and its mail would stay unacknowledged.
 const ACK_DELAY_MS = 50;
+// Read markers of one conversation wait this long for newer ones (a burst, one request).
+const READ_DELAY_MS = 300;
+// Room messages held unacknowledged while their pane is not on screen, at most (the
+// chat server keeps as many for an ack reader); past it the oldest are let go unread.
+const MAX_HELD = 2000;
+const OPEN_KEY = "chatnet.open"; // sessionStorage: the conversation open in this tab (a reload reopens it)
 
 const $ = (id) => document.getElementById(id);
 
 const key = (name) => String(name).toLowerCase();
 const sameName = (a, b) => a != null && b != null && key(a) === key(b);
+const isRoom = (name) => typeof name === "string" && name.startsWith("#");
 
 const state = {
   me: null, // as the server spells it, once welcomed
@@ -42,23 +61,29 @@ const state = {
   mode: "login", // the login form: "login" or "register"
   config: null, // /config.json, once loaded
   nameRe: null, // the name rule as a RegExp, from the config
+  roomRe: null, // the room rule likewise
   ws: null,
-  session: null,
+  session: null, // this socket's handle for the adapter's /api/* routes
   wanted: false, // the person wants to be connected (false after Leave)
   welcomed: false, // a login succeeded at least once in this page
+  welcomeShown: false, // the welcome line is shown once, not again at every reconnect
   retryMs: FIRST_RETRY_MS,
   retryTimer: null,
   online: new Map(), // key -> name, who is online now
   bots: new Set(), // keys of everyone the server has said is a bot (presence, welcome, who)
   conversations: new Map(), // key -> conversation
-  active: LOBBY, // the key of the open conversation
+  active: null, // the key of the open conversation
+  membersOpen: false, // the members panel of the open room is shown
+  pendingJoins: new Set(), // rooms this page asked to join: opened when the server says joined
+  roomsAsked: false, // the person asked !rooms (else the answer only fills the join list)
   acks: [], // ids shown (or dropped as repeats), not acknowledged yet
   ackTimer: null,
 };
 
 // --- conversations ------------------------------------------------------------------
 
-// The conversation with `name`; `spelling`: the name as the server wrote it, which wins.
+// The conversation with `name` (a person or a "#room"); `spelling`: the name as the
+// server wrote it, which wins.
 function conversation(name, spelling = null) {
   const k = key(name);
   let conv = state.conversations.get(k);
@@ -68,40 +93,112 @@ function conversation(name, spelling = null) {
     pane.setAttribute("role", "log");
     pane.hidden = true;
     $("panes").append(pane);
-    conv = { key: k, name, pane, ids: new Set(), unread: 0, streams: new Map(), history: "none", nextBefore: null };
+    conv = {
+      key: k,
+      name,
+      kind: isRoom(name) ? "room" : "dm",
+      pane,
+      ids: new Set(), // ids shown in the pane
+      streams: new Map(),
+      history: "none", // "none", "loading" or "loaded"
+      next: null, // the cursor of the page of history before what is shown
+      member: null, // rooms: true or false once known
+      topic: "",
+      memberCount: null,
+      members: null, // rooms: key -> {name, online}, once asked
+      membersAsked: false,
+      historyLines: 0, // rooms: messages of a !history answer still to come (old, never unread)
+      serverUnread: 0, // the server's count when the list was read
+      serverLast: null, // [timestamp, id] of the newest message the server had then
+      live: [], // [timestamp, id] of messages that came unread since
+      held: [], // room messages' ids, acknowledged once the pane is on screen
+      newest: null, // the newest message shown ({id, timestamp}): where "read" moves to
+      marked: null, // [timestamp, id] the read marker was last moved to
+      readTimer: null,
+    };
     state.conversations.set(k, conv);
   }
-  if (spelling && spelling !== conv.name && k !== LOBBY) {
+  if (spelling && spelling !== conv.name) {
     conv.name = spelling;
-    if (state.active === k) $("pane-title").textContent = spelling;
+    if (state.active === k) renderHeader();
   }
   conv.pane.dataset.peer = conv.name;
   return conv;
+}
+
+function activeConversation() {
+  return state.active == null ? null : state.conversations.get(state.active) ?? null;
+}
+
+function home() {
+  return state.config?.default_rooms?.[0] ?? "#general";
+}
+
+// Where a page lands: the conversation this tab had open before a reload, else the first default room.
+function landing() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(OPEN_KEY) || "null");
+    if (saved && sameName(saved.user, state.me) && validTarget(saved.name)) return saved.name;
+  } catch {
+    // nothing usable saved
+  }
+  return home();
+}
+
+function validTarget(name) {
+  return typeof name === "string" && (state.nameRe.test(name) || state.roomRe.test(name));
 }
 
 function openConversation(name) {
   const conv = conversation(name);
   state.active = conv.key;
   for (const other of state.conversations.values()) other.pane.hidden = other !== conv;
-  conv.unread = 0;
-  const isPeer = conv.key !== LOBBY;
-  name = conv.name;
-  $("pane-title").textContent = isPeer ? name : "Lobby";
-  $("text").disabled = !isPeer;
-  $("send").disabled = !isPeer;
-  $("text").placeholder = isPeer ? `Message ${name}` : "Pick someone to chat with";
-  $("text").title = isPeer ? "Enter sends, Shift+Enter starts a new line" : "";
-  updatePresence();
-  renderPeople();
+  if (state.me) sessionStorage.setItem(OPEN_KEY, JSON.stringify({ user: state.me, name: conv.name }));
+  closeTopicForm();
+  renderHeader();
   document.body.classList.remove("drawer-open");
-  if (isPeer && conv.history === "none") loadHistory(conv);
+  if (conv.history === "none") loadHistory(conv);
+  markViewed(conv);
+  renderSidebar();
   scrollToEnd(conv, true);
-  if (isPeer) $("text").focus();
+  if (canSend(conv)) $("text").focus();
 }
 
-function updatePresence() {
-  const k = state.active;
-  $("pane-presence").textContent = k === LOBBY ? "" : state.online.has(k) ? "online" : "offline — messages are kept for later";
+function canSend(conv) {
+  return Boolean(conv) && !(conv.kind === "room" && conv.member === false);
+}
+
+// The open conversation is on screen (the tab is visible and the chat is shown).
+function viewing(conv) {
+  return conv != null && conv.key === state.active && document.visibilityState === "visible" && !$("app").hidden;
+}
+
+function renderHeader() {
+  const conv = activeConversation();
+  const room = conv?.kind === "room";
+  const member = room && conv.member !== false;
+  $("pane-title").textContent = conv ? conv.name : TITLE;
+  if (!conv) {
+    $("pane-presence").textContent = "";
+  } else if (room) {
+    const n = conv.memberCount;
+    $("pane-presence").textContent = !member ? "you are not in this room" : n == null ? "" : `${n} member${n === 1 ? "" : "s"}`;
+  } else {
+    $("pane-presence").textContent = state.online.has(conv.key) ? "online" : "offline — messages are kept for later";
+  }
+  const topic = $("pane-topic");
+  topic.hidden = !room;
+  topic.textContent = room ? conv.topic || (member ? "No topic yet." : "") : "";
+  topic.classList.toggle("muted", room && !conv.topic);
+  $("room-actions").hidden = !room;
+  $("room-join").hidden = !room || member;
+  for (const id of ["room-leave", "topic-edit", "members-toggle"]) $(id).hidden = !member;
+  const sendable = canSend(conv);
+  $("text").disabled = !sendable;
+  $("send").disabled = !sendable;
+  $("text").placeholder = !conv ? "Pick a room or someone to chat with" : sendable ? `Message ${conv.name}` : `Join ${conv.name} to write here`;
+  $("text").title = sendable ? "Enter sends, Shift+Enter starts a new line; /help lists the commands" : "";
+  renderMembers();
 }
 
 function nearEnd(pane) {
@@ -112,14 +209,115 @@ function scrollToEnd(conv, force = false) {
   if (force || nearEnd(conv.pane)) conv.pane.scrollTop = conv.pane.scrollHeight;
 }
 
-function append(conv, element, { countUnread = true } = {}) {
+function append(conv, element) {
   const stick = nearEnd(conv.pane);
   conv.pane.append(element);
   if (stick) conv.pane.scrollTop = conv.pane.scrollHeight;
-  if (countUnread && conv.key !== state.active) {
-    conv.unread += 1;
-    renderPeople();
+}
+
+// --- unread counts and read markers -------------------------------------------------
+
+// Messages are ordered as the server orders them: by timestamp, then id.
+function compareKeys(a, b) {
+  if (a[0] !== b[0]) return a[0] < b[0] ? -1 : 1;
+  return a[1] === b[1] ? 0 : a[1] < b[1] ? -1 : 1;
+}
+
+function messageKey(msg) {
+  return typeof msg?.id === "string" && typeof msg.timestamp === "string" ? [msg.timestamp, msg.id] : null;
+}
+
+// The server's count, and what came after the newest message it counted.
+function unreadOf(conv) {
+  const last = conv.serverLast;
+  return conv.serverUnread + conv.live.filter((k) => !last || compareKeys(k, last) > 0).length;
+}
+
+function totalUnread() {
+  let total = 0;
+  for (const conv of state.conversations.values()) total += unreadOf(conv);
+  return total;
+}
+
+function noteNewest(conv, msg) {
+  const k = messageKey(msg);
+  if (k && (!conv.newest || compareKeys(k, messageKey(conv.newest)) > 0)) conv.newest = { id: msg.id, timestamp: msg.timestamp };
+}
+
+// A message that is news to this person came into `conv`.
+function countUnread(conv, msg) {
+  if (viewing(conv)) {
+    markRead(conv);
+    return;
   }
+  const k = messageKey(msg);
+  if (k) conv.live.push(k);
+  renderSidebar();
+}
+
+// The conversation is on screen: what it held is read now.
+function markViewed(conv) {
+  if (!viewing(conv)) return;
+  const had = unreadOf(conv) > 0;
+  conv.serverUnread = 0;
+  conv.live = [];
+  for (const id of conv.held) queueAck(id);
+  conv.held = [];
+  markRead(conv);
+  if (had) renderSidebar();
+}
+
+// Tell the server this person has read `conv` up to its newest message shown.
+function markRead(conv) {
+  const newest = messageKey(conv.newest);
+  if (!newest || (conv.marked && compareKeys(newest, conv.marked) <= 0)) return;
+  if (conv.kind === "room" && conv.member === false) return;
+  clearTimeout(conv.readTimer);
+  conv.readTimer = setTimeout(() => sendRead(conv), READ_DELAY_MS);
+}
+
+async function sendRead(conv) {
+  conv.readTimer = null;
+  const newest = conv.newest;
+  const k = messageKey(newest);
+  if (!state.session || !k || (conv.marked && compareKeys(k, conv.marked) <= 0)) return;
+  const body = { conversation: conv.name, id: newest.id, timestamp: newest.timestamp };
+  try {
+    const answer = await post("/api/read", body, { "X-Chatnet-Session": state.session });
+    if (answer.ok) conv.marked = k;
+  } catch {
+    // not moved: the count comes back after a reload, and goes when it is read again
+  }
+}
+
+// The server's counts: at each login, and when the tab comes back (another device may have read).
+async function loadConversations() {
+  const session = state.session;
+  if (!session) return;
+  let body;
+  try {
+    const response = await fetch("/api/conversations", { headers: { "X-Chatnet-Session": session } });
+    body = await response.json();
+    if (!response.ok) return;
+  } catch {
+    return; // counts stay as this page has them
+  }
+  if (session !== state.session) return;
+  const listed = new Set();
+  for (const item of body.conversations || []) {
+    const conv = conversation(item.name, item.name);
+    listed.add(conv.key);
+    if (item.kind === "room") conv.member = true;
+    conv.serverUnread = Number(item.unread) || 0;
+    conv.serverLast = messageKey(item.last);
+  }
+  for (const conv of state.conversations.values()) {
+    if (conv.kind === "room" && conv.member === null && !listed.has(conv.key)) conv.member = false;
+  }
+  const active = activeConversation();
+  renderHeader();
+  if (active) markViewed(active);
+  renderSidebar();
 }
 
 // --- rendering messages -------------------------------------------------------------
@@ -198,29 +396,51 @@ function messageElement(msg) {
   return row;
 }
 
+// A line from the server or the page itself (not a message) in `conv`'s pane (or the open one).
 function systemLine(conv, text, kind = "info") {
+  conv ??= activeConversation() ?? conversation(home());
   const line = document.createElement("div");
   line.className = `system ${kind}`;
   line.textContent = text;
-  append(conv, line, { countUnread: false });
+  append(conv, line);
   return line;
 }
 
-// A person's or bot's message to or from this user.
+// A person's, a bot's or a room's message. Returns its conversation (null: none).
 function showMessage(msg) {
   const mine = sameName(msg.sender, state.me);
-  const peer = mine ? msg.destination : msg.sender;
-  if (!peer) return;
-  const conv = conversation(peer, mine ? null : msg.sender);
-  if (msg.id && conv.ids.has(msg.id)) return; // a repeat (mail handed over again): shown already
+  const toRoom = isRoom(msg.destination);
+  // A copy of what this account sent itself from another session: the message itself comes too.
+  if (msg.metadata?.echo && mine && sameName(msg.destination, state.me)) return null;
+  const peer = toRoom || mine ? msg.destination : msg.sender;
+  if (!peer) return null;
+  const conv = conversation(peer, toRoom ? msg.destination : mine ? null : msg.sender);
+  if (msg.id && conv.ids.has(msg.id)) return conv; // a repeat (mail handed over again): shown already
   const stream = msg.metadata?.stream;
   if (stream?.id && showStreamPart(conv, msg, stream)) {
     if (msg.id) conv.ids.add(msg.id);
-    return;
+    if (stream.done) afterMessage(conv, msg, mine, false);
+    return conv;
   }
   if (msg.id) conv.ids.add(msg.id);
-  if (msg.type === "subscription" && sameName(peer, state.config.thermometer)) showLatestReading(msg);
+  if (toRoom && conv.member !== true) {
+    conv.member = true; // a room's message comes to its members
+    renderSidebar();
+  }
+  const reading = msg.type === "subscription";
+  if (reading && sameName(peer, state.config.thermometer)) showLatestReading(msg);
+  const old = toRoom && conv.historyLines > 0; // a line of a !history answer
+  if (old) conv.historyLines -= 1;
   append(conv, messageElement(msg));
+  afterMessage(conv, msg, mine || reading || old, reading);
+  return conv;
+}
+
+function afterMessage(conv, msg, notNews, reading) {
+  noteNewest(conv, msg);
+  if (!notNews) countUnread(conv, msg);
+  else if (reading && unreadOf(conv) === 0) markRead(conv); // a reading is not news: read as it comes
+  if (!sameName(msg.sender, state.me) && sameName(msg.sender, state.config.bot)) notePersonality(msg.message);
 }
 
 // Streamed replies grow in place; the final frame replaces the text. True when handled.
@@ -252,10 +472,21 @@ function showStreamPart(conv, msg, stream) {
 
 // --- acknowledgements -------------------------------------------------------------
 
-// `msg` is on screen (or was, or can't ever be): the page will do nothing more with it.
-function acknowledge(msg) {
+// The page will do nothing more with `msg` (shown, a repeat, or never showable): say so,
+// except for a room's message nobody has seen yet, which waits for its pane.
+function settle(conv, msg) {
   if (typeof msg.id !== "string" || !msg.id) return;
-  state.acks.push(msg.id);
+  const unseen = conv?.kind === "room" && isRoom(msg.destination) && !sameName(msg.sender, state.me) && conv.member !== false;
+  if (unseen && !viewing(conv)) {
+    if (!conv.held.includes(msg.id)) conv.held.push(msg.id);
+    if (conv.held.length > MAX_HELD) conv.held.shift();
+    return;
+  }
+  queueAck(msg.id);
+}
+
+function queueAck(id) {
+  state.acks.push(id);
   state.ackTimer ??= setTimeout(sendAcks, ACK_DELAY_MS);
 }
 
@@ -277,39 +508,58 @@ function showLatestReading(msg) {
   $("thermo-latest").textContent = `${value} ${meta.unit ?? ""} at ${clock(msg.timestamp)}`;
 }
 
-// --- people list --------------------------------------------------------------------
+// --- the sidebar: rooms, people, bots -----------------------------------------------
 
 function displayName(k) {
   return state.conversations.get(k)?.name ?? state.online.get(k) ?? k;
 }
 
-function renderPeople() {
-  const keys = new Set([...state.online.keys(), ...state.conversations.keys()]);
-  keys.delete(LOBBY);
-  if (state.me) keys.delete(key(state.me));
-  const sorted = [...keys].sort((a, b) => {
-    const online = Number(state.online.has(b)) - Number(state.online.has(a));
-    return online || displayName(a).localeCompare(displayName(b));
-  });
-  const list = $("people");
-  list.replaceChildren(lobbyItem(), ...sorted.map(personItem));
-  // On a phone the list hides behind the menu button: it shows the unread total.
-  const unread = [...state.conversations.values()].reduce((sum, conv) => sum + conv.unread, 0);
+function renderSidebar() {
+  renderRooms();
+  renderPeople();
+  const unread = totalUnread();
+  document.title = unread ? `(${unread}) ${TITLE}` : TITLE;
+  // On a phone the lists hide behind the menu button: it shows the unread total.
   $("menu").dataset.unread = unread ? String(unread) : "";
   const others = [...state.online.keys()].filter((k) => !state.me || k !== key(state.me));
   $("online-count").textContent = `(${others.length} online)`;
 }
 
-function lobbyItem() {
+function renderRooms() {
+  const rooms = [...state.conversations.values()].filter((conv) => conv.kind === "room" && conv.member === true);
+  rooms.sort((a, b) => a.name.localeCompare(b.name));
+  $("rooms").replaceChildren(...rooms.map(roomItem));
+}
+
+function roomItem(conv) {
   const item = document.createElement("li");
-  item.className = `person lobby${state.active === LOBBY ? " active" : ""}`;
-  item.dataset.peer = LOBBY;
+  item.className = `person room${state.active === conv.key ? " active" : ""}`;
+  item.dataset.room = conv.name;
   const button = document.createElement("button");
   button.type = "button";
-  button.textContent = "Lobby";
-  button.addEventListener("click", () => openConversation(LOBBY));
+  const mark = document.createElement("span");
+  mark.className = "hash";
+  mark.textContent = "#";
+  const label = document.createElement("span");
+  label.className = "name";
+  label.textContent = conv.name.slice(1);
+  button.append(mark, label);
+  if (conv.topic) button.title = conv.topic;
+  addBadge(button, unreadOf(conv));
+  button.addEventListener("click", () => openConversation(conv.name));
   item.append(button);
   return item;
+}
+
+function renderPeople() {
+  const keys = new Set(state.online.keys());
+  for (const conv of state.conversations.values()) if (conv.kind === "dm") keys.add(conv.key);
+  if (state.me && !state.conversations.has(key(state.me))) keys.delete(key(state.me));
+  const sorted = [...keys].sort((a, b) => {
+    const online = Number(state.online.has(b)) - Number(state.online.has(a));
+    return online || displayName(a).localeCompare(displayName(b));
+  });
+  $("people").replaceChildren(...sorted.map(personItem));
 }
 
 function personItem(k) {
@@ -325,7 +575,7 @@ function personItem(k) {
   dot.title = state.online.has(k) ? "online" : "offline";
   const label = document.createElement("span");
   label.className = "name";
-  label.textContent = name;
+  label.textContent = sameName(name, state.me) ? `${name} (you)` : name;
   button.append(dot, label);
   if (isBot(name)) {
     item.classList.add("bot");
@@ -334,63 +584,156 @@ function personItem(k) {
     tag.textContent = "bot";
     button.append(tag);
   }
-  if (conv?.unread) {
-    const badge = document.createElement("span");
-    badge.className = "unread";
-    badge.textContent = String(conv.unread);
-    badge.setAttribute("aria-label", `${conv.unread} unread`);
-    button.append(badge);
-  }
+  if (conv) addBadge(button, unreadOf(conv));
   button.addEventListener("click", () => openConversation(name));
   item.append(button);
   return item;
 }
 
+function addBadge(button, unread) {
+  if (!unread) return;
+  const badge = document.createElement("span");
+  badge.className = "unread";
+  badge.textContent = String(unread);
+  badge.setAttribute("aria-label", `${unread} unread`);
+  button.append(badge);
+}
+
 function setOnline(names) {
   state.online = new Map(names.map((name) => [key(name), name]));
-  renderPeople();
-  updatePresence();
+  afterPresence();
+}
+
+function afterPresence() {
+  renderSidebar();
+  renderHeader();
+  renderBotPanels();
+}
+
+// Each bot's panel shows while that bot is online, as the server says (not just the name).
+function renderBotPanels() {
+  const up = (name) => state.online.has(key(name)) && isBot(name);
+  const thermo = up(state.config.thermometer);
+  const assistant = up(state.config.bot);
+  $("thermo-panel").hidden = !thermo;
+  $("assistant-panel").hidden = !assistant;
+  $("bots-heading").hidden = !thermo && !assistant;
+}
+
+// --- rooms: members and topic -------------------------------------------------------
+
+function renderMembers() {
+  const conv = activeConversation();
+  const show = state.membersOpen && conv?.kind === "room" && conv.member !== false;
+  $("members").hidden = !show;
+  $("members-toggle").setAttribute("aria-pressed", String(show));
+  if (!show) return;
+  if (!conv.members) {
+    if (!conv.membersAsked && sendCommand(`!members ${conv.name}`, true)) conv.membersAsked = true;
+    $("members-count").textContent = "";
+    $("members-list").replaceChildren();
+    return;
+  }
+  const members = [...conv.members.values()].sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name));
+  $("members-count").textContent = `(${members.length})`;
+  $("members-list").replaceChildren(
+    ...members.map((member) => {
+      const item = document.createElement("li");
+      item.className = `person${member.online ? " online" : ""}`;
+      item.dataset.member = member.name;
+      const button = document.createElement("button");
+      button.type = "button";
+      const dot = document.createElement("span");
+      dot.className = "dot";
+      dot.title = member.online ? "online" : "offline";
+      const label = document.createElement("span");
+      label.className = "name";
+      label.textContent = member.name;
+      button.append(dot, label);
+      if (isBot(member.name)) {
+        const tag = document.createElement("span");
+        tag.className = "tag";
+        tag.textContent = "bot";
+        button.append(tag);
+      }
+      if (!sameName(member.name, state.me)) button.addEventListener("click", () => openConversation(member.name));
+      item.append(button);
+      return item;
+    }),
+  );
+}
+
+function openTopicForm() {
+  const conv = activeConversation();
+  if (conv?.kind !== "room") return;
+  $("topic-text").value = conv.topic;
+  $("topic-form").hidden = false;
+  $("topic-text").focus();
+}
+
+function closeTopicForm() {
+  $("topic-form").hidden = true;
+}
+
+function joinRoom(name) {
+  const conv = state.conversations.get(key(name));
+  if (conv?.member === true) {
+    openConversation(conv.name);
+    return;
+  }
+  state.pendingJoins.add(key(name));
+  sendCommand(`!join ${name}`);
+}
+
+// "hiking" or "#hiking" as a room's name; null if it can't be one.
+function roomName(text) {
+  const word = String(text).trim().split(/\s+/)[0] || "";
+  const room = word.startsWith("#") ? word : `#${word}`;
+  return state.roomRe.test(room) ? room : null;
 }
 
 // --- history ------------------------------------------------------------------------
 
 async function loadHistory(conv) {
   if (!state.session || conv.history === "loading") return;
+  if (conv.kind === "room" && conv.member === false) return;
+  const was = conv.history;
   conv.history = "loading";
-  const params = new URLSearchParams({ limit: String(state.config.history_page) });
-  if (conv.nextBefore) params.set("before", conv.nextBefore);
+  const params = new URLSearchParams({ with: conv.name, limit: String(state.config.history_page) });
+  if (conv.next) params.set("cursor", conv.next);
   try {
-    const response = await fetch(`/api/history/${encodeURIComponent(conv.name)}?${params}`, {
-      headers: { "X-Chatnet-Session": state.session },
-    });
+    const response = await fetch(`/api/history?${params}`, { headers: { "X-Chatnet-Session": state.session } });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
-    conv.nextBefore = body.next_before;
-    insertHistory(conv, body.messages.slice().reverse());
+    conv.next = body.next ?? null;
+    insertHistory(conv, body.messages);
     conv.history = "loaded";
   } catch (error) {
-    conv.history = "none";
+    conv.history = was;
     systemLine(conv, `History unavailable: ${error.message}`, "error");
   }
 }
 
-// Older messages go above what is on screen, oldest first, without duplicates.
+// Older messages (oldest first) go above what is on screen, without duplicates.
 function insertHistory(conv, messages) {
   conv.pane.querySelector(".load-earlier")?.remove();
   const fragment = document.createDocumentFragment();
   for (const msg of messages) {
-    if (conv.ids.has(msg.id) || isLocalEcho(conv, msg)) continue;
+    if (!msg.id || conv.ids.has(msg.id)) continue;
     conv.ids.add(msg.id);
-    fragment.append(messageElement(msg));
+    noteNewest(conv, msg);
+    if (!isLocalEcho(conv, msg)) fragment.append(messageElement(msg));
   }
   const fromBottom = conv.pane.scrollHeight - conv.pane.scrollTop;
   conv.pane.prepend(fragment);
   addLoadEarlier(conv);
   conv.pane.scrollTop = conv.pane.scrollHeight - fromBottom;
+  if (viewing(conv)) markRead(conv);
 }
 
+// "Load earlier messages" while the server says there are more (its cursor), and only then.
 function addLoadEarlier(conv) {
-  if (!conv.nextBefore || conv.pane.querySelector(".load-earlier")) return;
+  if (!conv.next || conv.pane.querySelector(".load-earlier")) return;
   const button = document.createElement("button");
   button.type = "button";
   button.className = "load-earlier";
@@ -412,45 +755,96 @@ function isLocalEcho(conv, msg) {
   return false;
 }
 
+// --- the assistant's personality ----------------------------------------------------
+
+async function loadPersonality() {
+  if (!state.session) return;
+  try {
+    const response = await fetch("/api/personality", { headers: { "X-Chatnet-Session": state.session } });
+    if (response.ok) showPersonality((await response.json()).personality);
+  } catch {
+    // the menu keeps what it shows
+  }
+}
+
+// The assistant's answers to `personality` and `rotate` name the one now in use.
+function notePersonality(text) {
+  const found = /^Personality(?: set to|:) ([^\s.]+)\./.exec(String(text));
+  if (found) showPersonality(found[1]);
+}
+
+function showPersonality(name) {
+  const select = $("personality-name");
+  const option = [...select.options].find((o) => sameName(o.value, name));
+  if (option) select.value = option.value;
+}
+
 // --- frames from the adapter --------------------------------------------------------
 
 function handleFrame(msg) {
   const event = msg.metadata?.event;
   if (msg.type === "chat" || msg.type === "subscription") {
-    showMessage(msg); // should rendering throw, the message is not acknowledged
-    return acknowledge(msg);
+    const conv = showMessage(msg); // should rendering throw, the message is not acknowledged
+    return settle(conv, msg);
   }
   const E = state.config.events; // chatnet.protocol.Event, by name
+  const meta = msg.metadata || {};
+  const kind = msg.type === "error" ? "error" : "info";
   switch (event) {
     case E.WELCOME:
       return onWelcome(msg);
     case E.SESSION:
-      state.session = msg.metadata.token;
-      return;
+      return onSession(meta.token);
     case E.STATUS:
       return onStatus(msg);
     case E.PRESENCE:
-      return onPresence(msg.metadata);
+      return onPresence(meta);
     case E.WHO:
-      markBots(msg.metadata.bots);
-      setOnline([...(msg.metadata.users || []), ...(msg.metadata.bots || [])]);
-      return systemLine(activeConversation(), msg.message);
+      markBots(meta.bots);
+      setOnline([...(meta.users || []), ...(meta.bots || [])]);
+      return systemLine(null, msg.message);
+    case E.HELP:
+      return systemLine(null, msg.message, "help");
     case E.SAVED:
-      return systemLine(conversation(msg.metadata.destination), msg.message, "saved");
+      return systemLine(conversation(meta.destination), msg.message, "saved");
     case E.NOT_SAVED:
     case E.NOT_SENT:
-      return systemLine(conversation(msg.metadata.destination || state.active), msg.message, "error");
+      return systemLine(meta.destination ? conversation(meta.destination) : null, msg.message, "error");
     case E.LOGIN_FAILED:
       return onLoginFailed(msg);
     case E.SHUTDOWN:
       return showBanner(msg.message || "The chat server is shutting down.");
+    case E.JOINED:
+      return onJoined(msg, meta);
+    case E.LEFT:
+      return onLeft(msg, meta);
+    case E.ROOM_PRESENCE:
+      return onRoomPresence(msg, meta);
+    case E.TOPIC:
+      return onTopic(msg, meta);
+    case E.MEMBERS:
+      return onMembers(msg, meta);
+    case E.ROOMS:
+      return onRooms(msg, meta);
+    case E.CATCHUP:
+      return systemLine(roomOf(meta), msg.message, "catchup");
+    case E.HISTORY: {
+      const conv = roomOf(meta);
+      if (conv) conv.historyLines = Number(meta.shown) || 0;
+      return systemLine(conv, msg.message);
+    }
+    case E.INVITED:
+      // To the invitee (not in the room yet): where they are; to the inviter: the room.
+      return systemLine(sameName(meta.user, state.me) ? null : roomOf(meta), msg.message);
     default:
-      return systemLine(activeConversation(), msg.message, msg.type === "error" ? "error" : "info");
+      // A room's notice or refusal goes to its pane; anything else to the open one.
+      return systemLine(roomOf(meta), msg.message, kind);
   }
 }
 
-function activeConversation() {
-  return state.conversations.get(state.active) ?? conversation(LOBBY);
+// The room a notice is about (as the server spells it), or null.
+function roomOf(meta) {
+  return isRoom(meta.room) && state.roomRe.test(meta.room) ? conversation(meta.room, meta.room) : null;
 }
 
 function onWelcome(msg) {
@@ -465,7 +859,22 @@ function onWelcome(msg) {
   showApp();
   markBots(meta.bots);
   setOnline([...(meta.online || []), ...(meta.bots || [])]);
-  systemLine(conversation(LOBBY), msg.message);
+  if (state.active == null) openConversation(landing());
+  if (!state.welcomeShown) {
+    // Once: a reconnect logs in again, and says nothing new.
+    state.welcomeShown = true;
+    systemLine(null, msg.message, "welcome");
+  }
+}
+
+async function onSession(token) {
+  state.session = token;
+  loadPersonality();
+  // The rooms there are, for the join field's suggestions (said only when asked).
+  sendCommand("!rooms", true);
+  await loadConversations(); // first: it says which rooms this user is in
+  const active = activeConversation();
+  if (active && active.history === "none") loadHistory(active);
 }
 
 function onStatus(msg) {
@@ -479,15 +888,88 @@ function onStatus(msg) {
   if (s === "lost") setOnline([]);
 }
 
+// Presence is shown by the dots and the pane's header, never as lines in a conversation.
 function onPresence({ presence, user, bot }) {
   if (!user || sameName(user, state.me)) return;
   if (bot === true) state.bots.add(key(user));
   if (presence === "online") state.online.set(key(user), user);
   else state.online.delete(key(user));
-  renderPeople();
-  updatePresence();
-  const conv = state.conversations.get(key(user));
-  if (conv) systemLine(conv, `${user} is ${presence}.`, "presence");
+  afterPresence();
+}
+
+function onJoined(msg, meta) {
+  const conv = roomOf(meta);
+  if (!conv) return systemLine(null, msg.message);
+  conv.member = true;
+  conv.topic = meta.topic || "";
+  conv.memberCount = Number.isFinite(meta.members) ? meta.members : conv.memberCount;
+  conv.members = null; // asked again when the panel shows
+  systemLine(conv, msg.message, "joined");
+  if (state.pendingJoins.delete(conv.key)) openConversation(conv.name);
+  else if (state.active === conv.key) renderHeader();
+  if (conv.history === "none" && state.active === conv.key) loadHistory(conv);
+  renderSidebar();
+}
+
+function onLeft(msg, meta) {
+  const conv = roomOf(meta);
+  if (!conv) return systemLine(null, msg.message);
+  conv.member = false;
+  conv.held = [];
+  conv.serverUnread = 0;
+  conv.live = [];
+  conv.members = null;
+  systemLine(conv, msg.message, "left");
+  renderHeader();
+  renderSidebar();
+}
+
+function onRoomPresence(msg, meta) {
+  const conv = roomOf(meta);
+  if (!conv || !meta.user) return;
+  const k = key(meta.user);
+  const known = conv.members?.has(k) ?? false;
+  if (meta.presence === "left") {
+    if ((known || !conv.members) && conv.memberCount) conv.memberCount -= 1;
+    conv.members?.delete(k);
+  } else {
+    if (meta.presence === "joined" && !known && conv.memberCount != null) conv.memberCount += 1;
+    conv.members?.set(k, { name: meta.user, online: meta.presence !== "offline" });
+  }
+  // Comings and goings of members are said in the room; going online or offline is not news.
+  if (meta.presence === "joined" || meta.presence === "left") {
+    systemLine(conv, meta.presence === "joined" ? `${meta.user} joined ${conv.name}.` : `${meta.user} left ${conv.name}.`, "presence");
+  }
+  if (state.active === conv.key) renderHeader();
+}
+
+function onTopic(msg, meta) {
+  const conv = roomOf(meta);
+  if (!conv) return systemLine(null, msg.message);
+  conv.topic = meta.topic || "";
+  systemLine(conv, msg.message, "topic");
+  if (state.active === conv.key) renderHeader();
+  renderRooms();
+}
+
+function onMembers(msg, meta) {
+  const conv = roomOf(meta);
+  if (!conv) return systemLine(null, msg.message);
+  const list = Array.isArray(meta.members) ? meta.members : [];
+  conv.members = new Map(list.map((m) => [key(m.name), { name: m.name, online: Boolean(m.online) }]));
+  conv.memberCount = list.length;
+  if (conv.membersAsked) conv.membersAsked = false; // the panel's own question
+  else systemLine(null, msg.message);
+  if (state.active === conv.key) renderHeader();
+}
+
+function onRooms(msg, meta) {
+  const rooms = Array.isArray(meta.rooms) ? meta.rooms : [];
+  $("room-list").replaceChildren(...rooms.map((room) => new Option(room.topic || "", room.name)));
+  if (state.roomsAsked) {
+    state.roomsAsked = false;
+    systemLine(null, msg.message);
+  }
 }
 
 function onLoginFailed(msg) {
@@ -590,9 +1072,9 @@ function stop() {
   ws?.close();
 }
 
-function send(frame) {
+function send(frame, { quiet = false } = {}) {
   if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
-    systemLine(activeConversation(), "Not connected — that was not sent.", "error");
+    if (!quiet) systemLine(null, "Not connected — that was not sent.", "error");
     return false;
   }
   state.ws.send(JSON.stringify(frame));
@@ -600,15 +1082,120 @@ function send(frame) {
 }
 
 function sendChat(destination, text) {
-  if (!send({ type: "chat", destination, message: text })) return;
+  if (!send({ type: "chat", destination, message: text })) return false;
+  if (sameName(destination, state.me)) return true; // to oneself: the server's copy comes back, shown then
   const msg = { id: null, sender: state.me, destination, message: text, timestamp: new Date().toISOString(), type: "chat", metadata: {} };
   const row = messageElement(msg);
   row.classList.add("local");
-  append(conversation(destination), row, { countUnread: false });
+  append(conversation(destination), row);
+  return true;
 }
 
-function sendCommand(text) {
-  send({ type: "command", message: text });
+// `quiet`: the page asks on its own account, so there is no one to tell if it can't.
+function sendCommand(text, quiet = false) {
+  return send({ type: "command", message: text }, { quiet });
+}
+
+// --- the composer: messages, !commands and /commands --------------------------------
+
+const SLASH_HELP = [
+  "Commands in the message box:",
+  "  /msg <name> <text>   send to someone (or a #room) without leaving this conversation's list",
+  "  /join #room          join a room (made if there is none: you own it)",
+  "  /part [#room]        leave this room (or the one named)",
+  "  /topic [text]        show or set this room's topic",
+  "  /members             show this room's members",
+  "  /who  /rooms  /check  /help",
+  "  !<command> ...       a chat server command, as a terminal sends it (!help lists them)",
+  "  //text               send text that starts with '/'",
+].join("\n");
+
+function submitMessage(event) {
+  event.preventDefault();
+  const textarea = $("text");
+  const text = textarea.value.trim();
+  if (!text) return;
+  let done;
+  if (text.startsWith("//")) done = say(activeConversation(), text.slice(1));
+  else if (text.startsWith("/")) done = slashCommand(text);
+  else if (/^![A-Za-z]/.test(text)) done = bangCommand(text);
+  else done = say(activeConversation(), text);
+  if (done) {
+    textarea.value = "";
+    textarea.style.height = "";
+  }
+}
+
+function say(conv, text) {
+  if (!canSend(conv)) return false;
+  if (text.length > state.config.max_message_chars) {
+    systemLine(conv, `Too long: ${text.length} characters (the limit is ${state.config.max_message_chars}).`, "error");
+    return false;
+  }
+  return sendChat(conv.name, text);
+}
+
+function bangCommand(text) {
+  const [word, arg = ""] = text.slice(1).split(/\s+/, 2);
+  const command = word.toLowerCase();
+  if (command === "join" && roomName(arg)) state.pendingJoins.add(key(roomName(arg)));
+  if (command === "rooms") state.roomsAsked = true;
+  return sendCommand(text);
+}
+
+function slashCommand(text) {
+  const [, word, rest] = /^\/(\S+)\s*([\s\S]*)$/.exec(text);
+  const active = activeConversation();
+  const room = active?.kind === "room" ? active.name : null;
+  const usage = (line) => {
+    systemLine(null, line, "error");
+    return false;
+  };
+  switch (word.toLowerCase()) {
+    case "msg":
+    case "m":
+    case "query": {
+      const found = /^(\S+)\s+([\s\S]+)$/.exec(rest);
+      if (!found || !validTarget(found[1])) return usage("Write /msg <name> <message> (or /msg #room <message>).");
+      const target = conversation(found[1]);
+      if (!canSend(target)) return usage(`You are not in ${target.name}; /join ${target.name} first.`);
+      openConversation(target.name);
+      return say(target, found[2].trim());
+    }
+    case "join":
+    case "j": {
+      const name = roomName(rest);
+      if (!name) return usage(`Write /join #room (${state.config.room_rule}).`);
+      joinRoom(name);
+      return true;
+    }
+    case "part":
+    case "leave": {
+      const name = rest.trim() ? roomName(rest) : room;
+      if (!name) return usage("Write /part #room (or use it in the room itself).");
+      return sendCommand(`!leave ${name}`);
+    }
+    case "topic":
+      if (!room) return usage("Use /topic in a room: /topic <text> sets it.");
+      return sendCommand(rest.trim() ? `!topic ${room} ${rest.trim()}` : `!topic ${room}`);
+    case "members":
+      if (!room) return usage("Use /members in a room.");
+      state.membersOpen = true;
+      active.members = null;
+      renderHeader();
+      return true;
+    case "rooms":
+      state.roomsAsked = true;
+      return sendCommand("!rooms");
+    case "who":
+    case "check":
+      return sendCommand(`!${word.toLowerCase()}`);
+    case "help":
+      systemLine(null, SLASH_HELP, "help");
+      return sendCommand("!help");
+    default:
+      return usage(`Unknown command /${word}; /help lists them.`);
+  }
 }
 
 // --- screens and status -------------------------------------------------------------
@@ -630,6 +1217,7 @@ function hideBanner() {
 
 function showLogin(error = "", focus = "login-name") {
   $("app").hidden = true;
+  document.title = TITLE;
   $("login").hidden = false;
   setBusy(false);
   $("login-error").textContent = error;
@@ -642,7 +1230,8 @@ function showApp() {
   $("app").hidden = false;
   $("me").textContent = state.me;
   $("me").title = state.account ? "logged in with your account" : "logged in as a guest";
-  if (!state.conversations.has(LOBBY)) openConversation(LOBBY);
+  renderHeader();
+  renderSidebar();
 }
 
 function setBusy(busy) {
@@ -668,10 +1257,10 @@ function setMode(mode) {
 const UNREACHABLE = "The chat page can't reach its server right now; try again in a moment.";
 
 // A POST of JSON to the adapter; its answer as {ok, body}. Throws when it can't be reached.
-async function post(path, body) {
+async function post(path, body, headers = {}) {
   const response = await fetch(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...headers },
     body: JSON.stringify(body),
     credentials: "same-origin",
   });
@@ -735,11 +1324,12 @@ function begin(name, account) {
     for (const conv of state.conversations.values()) conv.pane.remove();
     state.conversations.clear();
     state.online.clear();
-    state.active = LOBBY;
+    state.active = null;
   }
   state.me = name;
   state.account = account;
   state.welcomed = false;
+  state.welcomeShown = false;
   state.wanted = true;
   state.retryMs = FIRST_RETRY_MS;
   localStorage.setItem("chatnet.name", name);
@@ -759,20 +1349,6 @@ async function leave() {
   setBusy(true);
   await endSession();
   showLogin();
-}
-
-function submitMessage(event) {
-  event.preventDefault();
-  const textarea = $("text");
-  const text = textarea.value.trim();
-  if (!text || state.active === LOBBY) return;
-  if (text.length > state.config.max_message_chars) {
-    systemLine(activeConversation(), `Too long: ${text.length} characters (the limit is ${state.config.max_message_chars}).`, "error");
-    return;
-  }
-  sendChat(state.active, text);
-  textarea.value = "";
-  textarea.style.height = "";
 }
 
 function askBot(which, text) {
@@ -804,11 +1380,15 @@ async function fetchConfig() {
   }
   state.config = config;
   state.nameRe = new RegExp(config.name_pattern);
+  state.roomRe = new RegExp(config.room_pattern);
   for (const input of [$("login-name"), $("new-chat-name")]) {
     input.pattern = config.name_pattern.replace(/^\^|\$$/g, ""); // the attribute is anchored already
     input.title = config.name_rule;
     input.maxLength = config.max_name_chars;
   }
+  $("join-room-name").title = config.room_rule;
+  $("join-room-name").maxLength = config.max_name_chars + 1;
+  $("topic-text").maxLength = config.max_topic_chars;
   if (Array.isArray(config.personalities) && config.personalities.length) {
     const select = $("personality-name");
     select.replaceChildren(...config.personalities.map((name) => new Option(name, name)));
@@ -867,6 +1447,48 @@ function wire() {
     if (!state.nameRe?.test(name)) return;
     $("new-chat-name").value = "";
     openConversation(name);
+  });
+  const joinField = $("join-room-name");
+  joinField.addEventListener("input", () => joinField.setCustomValidity(""));
+  $("join-room").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = roomName(joinField.value);
+    if (!name) {
+      joinField.setCustomValidity(`A room is ${state.config.room_rule}.`);
+      joinField.reportValidity();
+      return;
+    }
+    joinField.value = "";
+    joinRoom(name);
+  });
+  $("room-join").addEventListener("click", () => {
+    const conv = activeConversation();
+    if (conv?.kind === "room") joinRoom(conv.name);
+  });
+  $("room-leave").addEventListener("click", () => {
+    const conv = activeConversation();
+    if (conv?.kind === "room") sendCommand(`!leave ${conv.name}`);
+  });
+  $("members-toggle").addEventListener("click", () => {
+    state.membersOpen = !state.membersOpen;
+    const conv = activeConversation();
+    if (state.membersOpen && conv) conv.members = null; // fresh from the server each time it opens
+    renderHeader();
+  });
+  $("topic-edit").addEventListener("click", openTopicForm);
+  $("topic-cancel").addEventListener("click", closeTopicForm);
+  $("topic-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const conv = activeConversation();
+    const text = $("topic-text").value.trim();
+    if (conv?.kind !== "room" || !text) return;
+    if (sendCommand(`!topic ${conv.name} ${text}`)) closeTopicForm();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState !== "visible" || !state.session) return;
+    loadConversations(); // another device may have read meanwhile
+    const conv = activeConversation();
+    if (conv) markViewed(conv);
   });
   $("menu").addEventListener("click", () => document.body.classList.toggle("drawer-open"));
   $("logout").addEventListener("click", leave);

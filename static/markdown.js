@@ -1,7 +1,8 @@
 // A small Markdown subset for bot replies. Every character of the input is
 // HTML-escaped first; the only markup in the output is what this file adds:
-// paragraphs, **bold**, *italics*, `code`, ``` code blocks ```, lists and
-// [links](https://…) with http(s) targets only.
+// paragraphs, **bold**, *italics*, `code`, ``` code blocks ```, lists,
+// [links](https://…) with http(s) targets only, and lines indented by two or more
+// spaces kept as they are (a bot's help lines up its commands in columns).
 
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 
@@ -30,12 +31,14 @@ function inline(escaped) {
 const BULLET = /^\s*[-*+]\s+(.*)$/;
 const NUMBERED = /^\s*\d+[.)]\s+(.*)$/;
 const HEADING = /^(#{1,6})\s+(.*)$/;
+const INDENTED = /^ {2,}\S/;
 
 // Lines outside code fences: paragraphs, lists and headings.
 function blocks(lines) {
   const out = [];
   let paragraph = [];
   let list = null; // { tag, items }
+  let aligned = []; // indented lines: monospace, spacing kept
   const flushParagraph = () => {
     if (paragraph.length) out.push(`<p>${paragraph.map(inline).join("<br>")}</p>`);
     paragraph = [];
@@ -44,10 +47,21 @@ function blocks(lines) {
     if (list) out.push(`<${list.tag}>${list.items.map((i) => `<li>${inline(i)}</li>`).join("")}</${list.tag}>`);
     list = null;
   };
+  const flushAligned = () => {
+    if (aligned.length) out.push(`<pre class="aligned">${aligned.map(inline).join("\n")}</pre>`);
+    aligned = [];
+  };
   for (const line of lines) {
     const bullet = line.match(BULLET);
     const numbered = bullet ? null : line.match(NUMBERED);
     const heading = line.match(HEADING);
+    if (!(bullet || numbered) && INDENTED.test(line)) {
+      flushParagraph();
+      flushList();
+      aligned.push(line);
+      continue;
+    }
+    flushAligned();
     if (bullet || numbered) {
       flushParagraph();
       const tag = bullet ? "ul" : "ol";
@@ -68,6 +82,7 @@ function blocks(lines) {
   }
   flushParagraph();
   flushList();
+  flushAligned();
   return out.join("");
 }
 

@@ -1,8 +1,8 @@
 """The chat page in a real headless Chromium (Debian's), driven by Playwright, against
 the real processes: embedded store, message API, chat server, web adapter, and the
 bots where a test needs them. Every page reports what its Content-Security-Policy
-blocked (the `securitypolicyviolation` events and the console's CSP errors), and a
-test fails on any."""
+blocked (the `securitypolicyviolation` events and the console's CSP errors) and every
+request it made that was answered 404, and a test fails on any."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, WebSocketRoute, async_playwright, expect
 
 from chatnet.api_client import ApiClient
 from chatnet.peer import Peer
@@ -69,18 +69,21 @@ def web(chat: Network) -> Network:
     return chat
 
 
-# Every tab a test opened, checked for CSP violations when the test ends.
+# Every tab a test opened, checked for CSP violations and missing files when the test ends.
 TABS: list[Person] = []
 
 
 @pytest.fixture(autouse=True)
 def no_csp_violations() -> Iterator[None]:
-    """No test's page may have anything blocked by its Content-Security-Policy."""
+    """No test's page may have anything blocked by its Content-Security-Policy, nor ask
+    for a file that isn't there (a console 404, such as a missing favicon)."""
     TABS.clear()
     yield
     blocked = [(tab.page.url, text) for tab in TABS for text in tab.violations]
+    missing = [url for tab in TABS for url in tab.not_found]
     TABS.clear()
     assert not blocked, f"the CSP blocked: {blocked}"
+    assert not missing, f"the page asked for what isn't there (404): {missing}"
 
 
 class Person:
@@ -90,8 +93,10 @@ class Person:
         self.page = page
         self.dialogs: list[str] = []
         self.violations: list[str] = []
+        self.not_found: list[str] = []
         page.on("dialog", self._dialog)
         page.on("console", self._console)
+        page.on("response", lambda response: self.not_found.append(response.url) if response.status == 404 else None)
 
     @classmethod
     async def arrive(cls, context: BrowserContext, network: Network) -> Person:
@@ -130,15 +135,42 @@ class Person:
         await expect(self.page.locator("#me")).to_have_text(user)
         await expect(self.page.locator("#login")).to_be_hidden()
 
-    def peer(self, name: str):  # type: ignore[no-untyped-def]
+    async def log_in_again(self, user: str) -> None:
+        """After a reload: a guest's name is filled in, Enter logs in."""
+        await expect(self.page.locator("#login-name")).to_have_value(user)
+        await self.page.locator("#login-name").press("Enter")
+        await self.online_as(user)
+
+    def peer(self, name: str) -> Locator:
         return self.page.locator(f'#people li[data-peer="{name}"]')
 
-    def pane(self, name: str):  # type: ignore[no-untyped-def]
+    def room(self, name: str) -> Locator:
+        return self.page.locator(f'#rooms li[data-room="{name}"]')
+
+    def pane(self, name: str) -> Locator:
         return self.page.locator(f'.messages[data-peer="{name}"]')
+
+    def welcome(self) -> Locator:
+        """The welcome line(s), in whichever pane."""
+        return self.page.locator(".messages .system.welcome")
+
+    @property
+    def title(self) -> Locator:
+        return self.page.locator("#pane-title")
 
     async def open(self, name: str) -> None:
         await self.peer(name).locator("button").click()
-        await expect(self.page.locator("#pane-title")).to_have_text(name)
+        await expect(self.title).to_have_text(name)
+
+    async def open_room(self, name: str) -> None:
+        await self.room(name).locator("button").click()
+        await expect(self.title).to_have_text(name)
+
+    async def start(self, name: str) -> None:
+        """Open a conversation with someone through "Message someone…"."""
+        await self.page.locator("#new-chat-name").fill(name)
+        await self.page.locator("#new-chat-name").press("Enter")
+        await expect(self.title).to_have_text(name)
 
     async def say(self, text: str) -> None:
         """Type into the composer and press Enter."""
@@ -363,10 +395,12 @@ async def test_readme_screenshot(browser: Browser, web: Network, tmp_path: Path)
         await expect(alice.pane("openai").locator(".msg.theirs")).to_have_count(1)
         await alice.say("Great, plan a short Saturday hike for Bob and me")
         await expect(alice.pane("openai").locator(".msg.theirs li")).to_have_count(3)
+        await carol.send("#general: Anyone up for a hike on Saturday?")
         await carol.send("alice: Can I join you two?")
         await bob.send("alice: Great, see you at 9")
         await expect(alice.peer("carol").locator(".unread")).to_have_text("1")
         await expect(alice.peer("bob").locator(".unread")).to_have_text("1")
+        await expect(alice.room("#general").locator(".unread")).to_have_text("1")
         await expect(alice.page.locator("#thermo-latest")).to_contain_text("°C")
         update = os.environ.get("CHATNET_UPDATE_SCREENSHOT") == "1"
         path = ROOT / "docs" / "screenshot.png" if update else tmp_path / "screenshot.png"
@@ -549,9 +583,8 @@ async def test_the_page_acknowledges_the_stored_mail_it_shows(browser: Browser, 
     await eventually(lambda: pending_count(web, "alice"), lambda left: left == 0, "alice's pending mail")
 
     await alice.page.reload()
-    await alice.page.locator("#login-name").press("Enter")  # the guest's name is filled in
-    await alice.online_as("alice")
-    await expect(alice.pane("*lobby*").locator(".system").last).to_have_text("Welcome, alice! No stored messages.")
+    await alice.log_in_again("alice")
+    await expect(alice.welcome()).to_have_text(["Welcome, alice! No stored messages."])
 
 
 class Wire:
@@ -616,11 +649,10 @@ async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browse
 
     wire.hold_acks = wire.repeat_stored = False
     await alice.page.reload()  # the page closes before its acks got through
-    await alice.page.locator("#login-name").press("Enter")
-    await alice.online_as("alice")
+    await alice.log_in_again("alice")
     # Its acks never got through, so both notes are pending still, and the live one went
     # to stored mail when the connection closed (the server keeps an ack reader's live lines).
-    await expect(alice.pane("*lobby*").locator(".system").last).to_have_text("Welcome, alice! 3 stored messages.")
+    await expect(alice.welcome()).to_have_text(["Welcome, alice! 3 stored messages."])
     await alice.open("bob")
     await expect(alice.pane("bob").locator(".msg.theirs .body")).to_have_text(["note 0", "note 1", "live now"])
     await expect(alice.pane("bob").locator(".msg.theirs .tag")).to_have_text(["stored"] * 3)
@@ -629,3 +661,348 @@ async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browse
     acks = [frame for frame in wire.to_server if frame.get("type") == "ack"]
     assert all(set(frame) == {"type", "ids"} and 0 < len(frame["ids"]) <= ACK_IDS_PER_FRAME for frame in acks)
     assert set(wire.acked()) == set(wire.received())  # everything it got, and nothing else
+
+
+# --- rooms, and unread counts that come from the server -------------------------------------
+
+
+async def server_unread(network: Network, user: str, name: str) -> int:
+    """The unread count of `user`'s conversation `name`, as the message API has it."""
+    async with ApiClient(network.api_url, network.token) as api:
+        found = {c["name"].lower(): c["unread"] for c in await api.conversations(user)}
+    return int(found.get(name.lower(), 0))
+
+
+async def server_unread_is(network: Network, user: str, name: str, count: int) -> None:
+    await eventually(lambda: server_unread(network, user, name), lambda n: n == count, f"{user}'s unread count of {name}")
+
+
+async def test_general_is_where_a_page_lands_and_chat_there_goes_both_ways(browser: Browser, web: Network) -> None:
+    """Everyone is in #general from the first login: the page lists it under Rooms, opens
+    it with the welcome line, and chats there with a terminal user both ways."""
+    carol = await web.text_client("carol")
+    alice = await join(browser, web, "alice")
+    await expect(alice.room("#general")).to_be_visible()
+    await expect(alice.title).to_have_text("#general")
+    await expect(alice.pane("#general").locator(".system.welcome")).to_have_text([re.compile(r"^Welcome, alice!")])
+
+    await carol.send("#general: hello room, from the terminal")
+    general = alice.pane("#general")
+    await expect(general.locator(".msg.theirs .body")).to_have_text(["hello room, from the terminal"])
+    await expect(general.locator(".msg.theirs .sender")).to_have_text(["carol"])
+    await alice.say("hello carol, from the page")
+    assert "[#general][alice] hello carol, from the page" in await carol.expect("from the page")
+    await expect(general.locator(".msg.mine .body")).to_have_text(["hello carol, from the page"])
+    await expect(alice.peer("carol")).to_have_count(1)  # carol is online, and no one wrote to her:
+    await expect(alice.pane("carol")).to_have_count(0)  # a room's message makes no person's conversation
+
+
+async def test_a_rooms_unread_count_is_in_the_title_and_survives_a_reload(browser: Browser, web: Network) -> None:
+    """Room messages that came while another conversation was open are counted on the
+    room and in the page's title; after a reload the count comes back from the server;
+    reading the room clears it there too, so the next reload counts only what came after."""
+    carol = await web.text_client("carol")
+    alice = await join(browser, web, "alice")
+    await alice.start("bob")
+    await carol.send("#general: one")
+    await carol.send("#general: two")
+    badge = alice.room("#general").locator(".unread")
+    await expect(badge).to_have_text("2")
+    await expect(alice.page).to_have_title("(2) chatnet")
+    await server_unread_is(web, "alice", "#general", 2)  # archived (in batches), and not read
+
+    await alice.page.reload()
+    await alice.log_in_again("alice")
+    await expect(alice.title).to_have_text("bob")  # the tab reopens what it had open
+    await expect(badge).to_have_text("2")
+    await expect(alice.page).to_have_title("(2) chatnet")
+
+    await alice.open_room("#general")
+    await expect(alice.pane("#general").locator(".msg.theirs .body")).to_have_text(["one", "two"])
+    await expect(badge).to_have_count(0)
+    await expect(alice.page).to_have_title("chatnet")
+    await server_unread_is(web, "alice", "#general", 0)
+
+    await alice.start("bob")
+    await carol.send("#general: three")
+    await expect(badge).to_have_text("1")
+    await server_unread_is(web, "alice", "#general", 1)
+    await alice.page.reload()
+    await alice.log_in_again("alice")
+    await expect(badge).to_have_text("1")  # not 3: the first two were read
+    await expect(alice.page).to_have_title("(1) chatnet")
+
+
+async def test_a_second_device_sees_the_same_unread_counts(browser: Browser, web: Network) -> None:
+    """An account logged in on a second device (another browser) sees the counts the
+    first one shows, a room's and a person's; what it reads is read on the first one
+    after a reload."""
+    first = await Person.arrive(await browser.new_context(), web)
+    await first.create_account("alice", PASSWORD)
+    await first.online_as("alice")
+    await first.page.locator("#join-room-name").fill("#hiking")
+    await first.page.locator("#join-room-name").press("Enter")
+    await expect(first.title).to_have_text("#hiking")
+    await first.start("dave")
+    carol = await web.text_client("carol")
+    bob = await web.text_client("bob")
+    await carol.send("!join #hiking")
+    await carol.expect("Joined #hiking")
+    await carol.send("#hiking: anyone for Saturday?")
+    await carol.send("#hiking: 9:00 at the lake")
+    await bob.send("alice: are you coming?")
+    await expect(first.room("#hiking").locator(".unread")).to_have_text("2")
+    await expect(first.peer("bob").locator(".unread")).to_have_text("1")
+    await expect(first.page).to_have_title("(3) chatnet")
+    await server_unread_is(web, "alice", "#hiking", 2)
+    await server_unread_is(web, "alice", "bob", 1)
+
+    second = await Person.arrive(await browser.new_context(), web)
+    await second.log_in("alice", PASSWORD)
+    await second.online_as("alice")
+    await expect(second.room("#hiking").locator(".unread")).to_have_text("2")
+    await expect(second.peer("bob").locator(".unread")).to_have_text("1")
+    await expect(second.page).to_have_title("(3) chatnet")
+
+    await second.open_room("#hiking")
+    await expect(second.pane("#hiking").locator(".msg.theirs .body")).to_have_text(["anyone for Saturday?", "9:00 at the lake"])
+    await second.open("bob")
+    await expect(second.pane("bob").locator(".msg.theirs .body")).to_have_text(["are you coming?"])
+    await second.open_room("#general")
+    await server_unread_is(web, "alice", "#hiking", 0)
+    await server_unread_is(web, "alice", "bob", 0)
+    await carol.send("#hiking: bring water")
+    await expect(second.room("#hiking").locator(".unread")).to_have_text("1")
+    await server_unread_is(web, "alice", "#hiking", 1)
+
+    await first.page.reload()
+    await first.online_as("alice")
+    await expect(first.title).to_have_text("dave")
+    await expect(first.room("#hiking").locator(".unread")).to_have_text("1")
+    await expect(first.peer("bob").locator(".unread")).to_have_count(0)
+    await expect(first.page).to_have_title("(1) chatnet")
+
+
+async def test_join_or_create_a_room_set_its_topic_see_its_members_and_leave(browser: Browser, web: Network) -> None:
+    """The join field creates a room (the page opens it), a terminal user joins and the
+    room says so, the members panel lists who is in, the topic is set from the page and
+    shown, and /join and /part in the composer do what they say."""
+    alice = await join(browser, web, "alice")
+    carol = await web.text_client("carol")
+    await alice.page.locator("#join-room-name").fill("hiking")  # the '#' may be left out
+    await alice.page.locator("#join-room-name").press("Enter")
+    await expect(alice.title).to_have_text("#hiking")
+    await expect(alice.room("#hiking")).to_be_visible()
+    hiking = alice.pane("#hiking")
+    await expect(hiking.locator(".system.joined")).to_have_text(["Created #hiking; you are its owner."])
+
+    await carol.send("!join #hiking")
+    await carol.expect("Joined #hiking")
+    await expect(hiking.locator(".system.presence")).to_have_text(["carol joined #hiking."])
+    await alice.page.locator("#members-toggle").click()
+    members = alice.page.locator("#members-list li")
+    await expect(members).to_have_count(2)
+    await expect(alice.page.locator('#members-list li[data-member="carol"]')).to_have_class(re.compile(r"\bonline\b"))
+    await expect(alice.page.locator("#members-count")).to_have_text("(2)")
+
+    await alice.page.locator("#topic-edit").click()
+    await alice.page.locator("#topic-text").fill("Saturday, 9:00 at the lake")
+    await alice.page.locator("#topic-text").press("Enter")
+    assert "Topic of #hiking set by alice: Saturday, 9:00 at the lake" in await carol.expect("Topic of #hiking")
+    await expect(alice.page.locator("#pane-topic")).to_have_text("Saturday, 9:00 at the lake")
+    await carol.send("#hiking: see you there")
+    await expect(hiking.locator(".msg.theirs .body")).to_have_text(["see you there"])
+    await carol.send("!leave #hiking")
+    await expect(members).to_have_count(1)
+    await expect(hiking.locator(".system.presence")).to_have_text(["carol joined #hiking.", "carol left #hiking."])
+
+    await alice.say("/join #books")
+    await expect(alice.title).to_have_text("#books")
+    await expect(alice.room("#books")).to_be_visible()
+    await alice.say("/part")
+    await expect(alice.pane("#books").locator(".system.left")).to_have_text(["Left #books."])
+    await expect(alice.room("#books")).to_have_count(0)
+    await expect(alice.page.locator("#room-join")).to_be_visible()
+    await expect(alice.page.locator("#text")).to_be_disabled()
+    await alice.page.locator("#room-join").click()
+    await expect(alice.room("#books")).to_be_visible()
+    await expect(alice.page.locator("#text")).to_be_enabled()
+
+
+async def test_commands_typed_in_the_composer_do_what_they_say(browser: Browser, web: Network) -> None:
+    """`/msg bob hi` sends bob "hi"; `!who` and `!help` are asked of the server and
+    answered in the open pane (help in columns); an unknown /command is refused here.
+    None of it reaches the room as text."""
+    carol = await web.text_client("carol")  # in #general, where the page is
+    bob = await web.text_client("bob")
+    alice = await join(browser, web, "alice")
+    await alice.say("/msg bob hi")
+    assert (await bob.expect("] hi")).endswith("[alice] hi")
+    await expect(alice.title).to_have_text("bob")
+    await expect(alice.pane("bob").locator(".msg.mine .body")).to_have_text(["hi"])
+
+    await alice.open_room("#general")
+    general = alice.pane("#general")
+    await alice.say("!who")
+    await expect(general.locator(".system").last).to_have_text(re.compile(r"^Online \(3\): .*alice"))
+    await alice.say("!help")
+    help_line = general.locator(".system.help").last
+    await expect(help_line).to_contain_text("!join    #room")  # the server's columns, spaces kept
+    style = await help_line.evaluate("e => [getComputedStyle(e).fontFamily, getComputedStyle(e).whiteSpace]")
+    assert "monospace" in style[0] and style[1] == "pre-wrap", style
+    await alice.page.locator("#text").fill("/teleport #moon")
+    await alice.page.locator("#text").press("Enter")
+    await expect(general.locator(".system.error").last).to_have_text("Unknown command /teleport; /help lists them.")
+    await expect(alice.page.locator("#text")).to_have_value("/teleport #moon")  # kept, to be corrected
+    await carol.nothing_more()  # the room got none of it as a message
+    assert not [line for line in bob.seen if "!who" in line or "/msg" in line]
+
+
+@pytest.mark.parametrize("where", ["bob", "#general"])
+async def test_sixty_messages_in_one_millisecond_page_back_without_gaps(browser: Browser, web: Network, where: str) -> None:
+    """60 messages that share one timestamp (a person's and a room's): the first page
+    shows the newest 50, "Load earlier messages" the other 10, and then it is gone —
+    every message once, in order."""
+    member = await web.text_client("alice")  # alice's first login: she is in #general
+    await member.close()
+    watcher = await web.text_client("watcher")
+    await watcher.until_online(lambda names: "alice" not in names)  # the name is free again
+    stamp = "2026-01-02T03:04:05.678Z"
+    destination = "alice" if where == "bob" else where
+    burst = [Message(sender="bob", destination=destination, message=f"burst {i:02d}", timestamp=stamp) for i in range(60)]
+    async with ApiClient(web.api_url, web.token) as api:
+        assert await api.archive_encoded(json.dumps([m.model_dump(mode="json") for m in burst])) == 60
+    alice = await join(browser, web, "alice")
+    if where == "bob":
+        await alice.start("bob")
+    pane = alice.pane(where)
+    texts = [m.message for m in burst]
+    await expect(pane.locator(".msg .body")).to_have_text(texts[10:])
+    earlier = pane.locator(".load-earlier")
+    await expect(earlier).to_have_count(1)
+    await earlier.click()
+    await expect(pane.locator(".msg .body")).to_have_text(texts)
+    await expect(earlier).to_have_count(0)  # the server said there is nothing before
+    ids = await pane.locator(".msg").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert ids == [m.id for m in burst]
+
+
+# --- rough edges ------------------------------------------------------------------------------
+
+
+async def test_the_favicon_is_served(browser: Browser, web: Network) -> None:
+    """The page links an icon of its own and /favicon.ico answers too (no console 404)."""
+    person = await Person.arrive(await browser.new_context(), web)
+    href = await person.page.locator('link[rel="icon"]').get_attribute("href")
+    assert href
+    for path in (href, "/favicon.ico"):
+        answer = await person.page.evaluate(
+            "async (path) => { const r = await fetch(path); return [r.status, r.headers.get('content-type'), (await r.text()).length]; }", path
+        )
+        assert answer[0] == 200 and answer[1].startswith("image/svg+xml") and answer[2] > 100, (path, answer)
+
+
+async def test_the_welcome_is_shown_once_across_a_reconnect(browser: Browser, web: Network) -> None:
+    """When the chat server restarts the page logs in again by itself, and says Welcome
+    once, not once per connection."""
+    alice = await join(browser, web, "alice")
+    await expect(alice.welcome()).to_have_count(1)
+    await asyncio.to_thread(web.stop, "server")
+    await expect(alice.page.locator("#conn")).not_to_have_text("online")
+    await asyncio.to_thread(web.start_server)
+    await expect(alice.page.locator("#conn")).to_have_text("online", timeout=20_000)  # a new welcome came
+    await expect(alice.welcome()).to_have_count(1)
+    carol = await web.text_client("carol")
+    await carol.send("#general: are you back?")
+    await expect(alice.pane("#general").locator(".msg.theirs .body")).to_have_text(["are you back?"])
+    await expect(alice.welcome()).to_have_count(1)
+
+
+async def test_a_message_to_yourself_is_shown_once(browser: Browser, web: Network) -> None:
+    """A message to one's own name shows once, in the tab that sent it and in the
+    account's other tab (the server's copy, not a local one and an echo as well)."""
+    context = await browser.new_context()
+    alice = await Person.arrive(context, web)
+    await alice.create_account("alice", PASSWORD)
+    await alice.online_as("alice")
+    other = await Person.arrive(context, web)
+    await other.online_as("alice")
+    await alice.start("alice")
+    await alice.say("note to self")
+    mine = alice.pane("alice").locator(".msg")
+    await expect(mine).to_have_attribute("data-id", re.compile(r".+"))  # one row: the server's copy
+    bob = await web.text_client("bob")
+    await bob.send("alice: after it")  # comes after the note, its copies and echoes
+    for tab in (alice, other):
+        await expect(tab.pane("bob").locator(".msg .body")).to_have_text(["after it"])
+        await expect(tab.pane("alice").locator(".msg .body")).to_have_text(["note to self"])
+
+
+async def test_readings_are_not_unread(browser: Browser, web: Network) -> None:
+    """Thermometer readings arriving while another conversation is open count nowhere:
+    neither on the thermometer nor in the title."""
+    web.start_bot("thermometer1", "thermometer.py", THERMOMETER_INTERVAL="0.3")
+    alice = await join(browser, web, "alice")
+    await expect(alice.page.locator("#thermo-panel")).to_be_visible(timeout=20_000)
+    await alice.page.get_by_role("button", name="Subscribe", exact=True).click()
+    readings = alice.pane("thermometer1").locator(".reading")
+    await expect(readings).not_to_have_count(0)
+    await alice.open_room("#general")
+    seen = await readings.count()
+    await expect(readings).not_to_have_count(seen)  # more came while #general was open
+    await expect(readings).not_to_have_count(seen + 1)
+    await expect(alice.peer("thermometer1").locator(".unread")).to_have_count(0)
+    await expect(alice.page).to_have_title("chatnet")
+    await alice.page.get_by_role("button", name="Unsubscribe").click()
+
+
+async def test_the_bot_panels_show_while_their_bots_are_online(browser: Browser, web: Network) -> None:
+    """The assistant's panel shows only while the assistant is online (as the server
+    says), and the thermometer's only while the thermometer is."""
+    alice = await join(browser, web, "alice")
+    assistant = await bot_client(web, "openai")
+    await expect(alice.page.locator("#assistant-panel")).to_be_visible()
+    await expect(alice.page.locator("#thermo-panel")).to_be_hidden()
+    await assistant.close()
+    await expect(alice.page.locator("#assistant-panel")).to_be_hidden()
+    await expect(alice.page.locator("#bots-heading")).to_be_hidden()
+    thermometer = await bot_client(web, "thermometer1")
+    await expect(alice.page.locator("#thermo-panel")).to_be_visible()
+    await expect(alice.page.locator("#assistant-panel")).to_be_hidden()
+    await thermometer.close()
+
+
+async def test_the_personality_menu_shows_the_current_one_and_help_keeps_its_columns(browser: Browser, web: Network) -> None:
+    """The personality menu shows the one the assistant keeps for this user, follows a
+    change (Rotate, Set) and shows it again after a reload; the assistant's help keeps
+    its columns (monospace, spaces kept)."""
+    with FakeOpenAI() as fake:
+        async with ApiClient(web.api_url, web.token) as api:
+            await api.put_state("openai", "alice", {"personality": "spanish"})
+        start_assistant(web, fake)
+        alice = await join(browser, web, "alice")
+        await expect(alice.page.locator("#assistant-panel")).to_be_visible(timeout=20_000)
+        menu = alice.page.locator("#personality-name")
+        await expect(menu).to_have_value("spanish")
+        await alice.page.get_by_role("button", name="Rotate").click()
+        await expect(menu).to_have_value("happy")  # the one after spanish
+        await menu.select_option("angry")
+        await alice.page.get_by_role("button", name="Set personality").click()
+        await expect(alice.pane("openai").locator(".msg.theirs .body").last).to_have_text("Personality set to angry.")
+        await alice.page.locator("#personality-name").select_option("happy")  # changed here, not sent
+        await alice.page.reload()
+        await alice.log_in_again("alice")
+        await expect(alice.page.locator("#assistant-panel")).to_be_visible()
+        await expect(menu).to_have_value("angry")
+
+        await alice.page.get_by_role("button", name="Help", exact=True).click()
+        columns = alice.page.locator('.messages[data-peer="openai"] .msg.theirs pre.aligned').last
+        await expect(columns).to_contain_text("personality <name>")
+        async with ApiClient(web.api_url, web.token) as api:
+            page = await eventually(
+                lambda: api.history_page("alice", "openai", 1), lambda p: bool(p["messages"]) and "rotate" in p["messages"][-1]["message"], "the help reply"
+            )
+        sent = page["messages"][-1]["message"].splitlines()
+        assert await columns.text_content() == "\n".join(line for line in sent if line.startswith("  "))
+        style = await columns.evaluate("e => [getComputedStyle(e).fontFamily, getComputedStyle(e).whiteSpace]")
+        assert "monospace" in style[0] and style[1] == "pre-wrap", style

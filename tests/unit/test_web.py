@@ -25,7 +25,7 @@ import chatnet.web
 from chatnet.api import create_app
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.limits import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE
+from chatnet.limits import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE, ROOM_PATTERN, ROOM_RULE
 from chatnet.peer import Peer
 from chatnet.personalities import PERSONALITIES
 from chatnet.process import ROOT
@@ -256,6 +256,7 @@ async def test_config_names_the_network_without_a_secret(store_url: str) -> None
     assert (config["max_message_chars"], config["max_name_chars"]) == (MAX_MESSAGE_CHARS, MAX_NAME_CHARS)
     assert (config["name_pattern"], config["name_rule"]) == (NAME_PATTERN, NAME_RULE)
     assert 1 <= config["history_page"] <= HISTORY_LIMIT_MAX
+    assert (config["room_pattern"], config["room_rule"], config["default_rooms"]) == (ROOM_PATTERN, ROOM_RULE, ["#general"])
     assert config["ack_ids_per_frame"] == ACK_IDS_PER_FRAME
 
 
@@ -348,7 +349,7 @@ async def test_a_frame_over_the_websocket_limit_closes_the_socket(web: TestClien
 
 async def test_history_needs_the_session_token(web: TestClient[Any, Any], settings: Settings) -> None:
     """/api/history/{peer} answers 401 without the socket's session token (or with a guessed
-    or revoked one) and with it returns that user's conversation, newest first."""
+    or revoked one) and with it returns that user's conversation, oldest first."""
 
     async def read(peer: str, token: str | None) -> tuple[int, Any]:
         headers = {} if token is None else {SESSION_HEADER: token}
@@ -368,7 +369,8 @@ async def test_history_needs_the_session_token(web: TestClient[Any, Any], settin
         async with asyncio.timeout(TIMEOUT):  # the server archives in batches, off the routing path
             while len((body := (await read("bob", token))[1])["messages"]) < 2:
                 await asyncio.sleep(0.05)
-        assert [m["message"] for m in body["messages"]] == ["reply from bob", "first from alice"]
+        assert [m["message"] for m in body["messages"]] == ["first from alice", "reply from bob"]
+        assert body["next"] is None
         status, body = await read("not a name", token)
         assert status == 422 and "name" in body["error"].lower()
 
@@ -378,6 +380,169 @@ async def test_history_needs_the_session_token(web: TestClient[Any, Any], settin
                 await asyncio.sleep(0.05)
     finally:
         await bob.close()
+
+
+# --- the page's data: conversations, history with a cursor, read markers, personality ------
+
+
+async def get(web: Web, path: str, session: str | None, **params: str) -> tuple[int, Any]:
+    """A GET as the page makes it: with this socket's session handle (None: without one)."""
+    headers = {} if session is None else {SESSION_HEADER: session}
+    async with web.get(path, headers=headers, params=params) as response:
+        return response.status, await response.json()
+
+
+async def read_up_to(web: Web, session: str | None, body: Frame, origin: str | None = None) -> tuple[int, Any]:
+    headers = {"Origin": origin or own_origin(web), **({} if session is None else {SESSION_HEADER: session})}
+    async with web.post("/api/read", json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+def unread(conversations: list[Frame]) -> dict[str, int]:
+    return {c["name"]: c["unread"] for c in conversations}
+
+
+async def all_pages(web: Web, session: str, conversation: str, limit: int) -> list[list[str]]:
+    """Every page of a conversation's history, newest page first, by following `next`."""
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        params = {"with": conversation, "limit": str(limit), **({} if cursor is None else {"cursor": cursor})}
+        status, body = await get(web, "/api/history", session, **params)
+        assert status == 200, body
+        pages.append([m["id"] for m in body["messages"]])
+        cursor = body["next"]
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize("where", ["bob", "#general"])
+async def test_history_pages_back_with_a_cursor_through_one_millisecond(web: Web, settings: Settings, where: str) -> None:
+    """60 messages sharing one timestamp, a person's and a room's, come back page by page
+    through the cursor: every one once, in order, and `next` is null after the last."""
+    page = await open_page(web)
+    _, session = await page.login("alice")  # her first login: she is in #general
+    destination = "alice" if where == "bob" else where
+    burst = [Message(sender="bob", destination=destination, message=f"burst {i:02d}", timestamp="2026-01-02T03:04:05.678Z") for i in range(60)]
+    async with ApiClient.from_settings(settings) as api:
+        assert await api.archive_encoded(json.dumps([m.model_dump(mode="json") for m in burst])) == 60
+    pages = await all_pages(web, session, where, 25)
+    assert [len(p) for p in pages] == [25, 25, 10]
+    assert [i for p in reversed(pages) for i in p] == [m.id for m in burst]  # oldest first, no gap, no repeat
+    status, body = await get(web, "/api/history", session, **{"with": where})  # the page's default page
+    assert status == 200 and len(body["messages"]) == 50 and body["next"]
+
+
+async def test_history_refusals_are_plain(web: Web, settings: Settings) -> None:
+    """Not logged in: 401; a room one is not in: 403; no such room: 404; a bad name,
+    limit or cursor: 422 — each with words the page can show."""
+    async with ApiClient.from_settings(settings) as api:
+        await api.join_room("#secret", "alice")
+    assert (await get(web, "/api/history", None, **{"with": "#secret"}))[0] == 401
+    page = await open_page(web)
+    _, session = await page.login("mallory")
+    assert (await get(web, "/api/history", "guessed", **{"with": "bob"}))[0] == 401
+    status, body = await get(web, "/api/history", session, **{"with": "#secret"})
+    assert status == 403 and body["reason"] == "not_member" and "#secret" in body["error"]
+    status, body = await get(web, "/api/history", session, **{"with": "#nowhere"})
+    assert status == 404 and body["error"] == "There is no room #nowhere."
+    for params in ({"with": "not a name"}, {"with": "#"}, {}, {"with": "bob", "limit": "0"}, {"with": "bob", "cursor": "not-a-cursor"}):
+        status, body = await get(web, "/api/history", session, **params)
+        assert status == 422 and body["error"], params
+    status, body = await get(web, "/api/history", session, **{"with": "#general"})
+    assert (status, body) == (200, {"messages": [], "next": None})
+
+
+async def test_conversations_are_the_logged_in_users_own(web: Web, settings: Settings) -> None:
+    """/api/conversations lists the socket user's people and rooms with unread counts;
+    another user's session (whatever it names in the request) sees only its own."""
+    mail = [Message(sender="bob", destination="alice", message=f"for alice {i}") for i in range(2)]
+    async with ApiClient.from_settings(settings) as api:
+        await api.store_mail(mail)
+    alice = await open_page(web)
+    _, alice_session = await alice.login("alice")
+    mallory = await open_page(web)
+    _, mallory_session = await mallory.login("mallory")
+
+    assert (await get(web, "/api/conversations", None))[0] == 401
+    status, body = await get(web, "/api/conversations", alice_session)
+    assert status == 200
+    assert unread(body["conversations"]) == {"bob": 2, "#general": 0}
+    bob = next(c for c in body["conversations"] if c["name"] == "bob")
+    assert bob["kind"] == "dm" and bob["last"]["message"] == "for alice 1"
+    status, body = await get(web, "/api/conversations", mallory_session, user="alice")
+    assert status == 200 and unread(body["conversations"]) == {"#general": 0}
+    assert "for alice" not in json.dumps(body)
+
+
+async def test_read_moves_the_sockets_users_marker_only(web: Web, settings: Settings) -> None:
+    """POST /api/read moves the read marker of the user logged in on the socket (the
+    count goes to 0); a name in the body changes nothing; bad bodies are 422, no
+    session 401, another site's page 403."""
+    mail = [Message(sender="bob", destination="alice", message=f"for alice {i}") for i in range(2)]
+    async with ApiClient.from_settings(settings) as api:
+        await api.store_mail(mail)
+    alice = await open_page(web)
+    _, alice_session = await alice.login("alice")
+    mallory = await open_page(web)
+    _, mallory_session = await mallory.login("mallory")
+    newest = {"conversation": "bob", "id": mail[1].id, "timestamp": mail[1].model_dump(mode="json")["timestamp"]}
+
+    assert (await read_up_to(web, None, newest))[0] == 401
+    assert (await read_up_to(web, alice_session, newest, origin="https://evil.example"))[0] == 403
+    status, _ = await read_up_to(web, mallory_session, {**newest, "user": "alice"})
+    assert status == 200
+    assert unread((await get(web, "/api/conversations", alice_session))[1]["conversations"])["bob"] == 2
+    for bad in ({**newest, "conversation": "not a name"}, {**newest, "id": ""}, {**newest, "timestamp": "yesterday"}, {**newest, "id": 7}):
+        status, body = await read_up_to(web, alice_session, bad)
+        assert status == 422 and body["error"], bad
+    status, body = await read_up_to(web, alice_session, newest)
+    assert (status, body) == (200, {"advanced": 1})
+    assert unread((await get(web, "/api/conversations", alice_session))[1]["conversations"])["bob"] == 0
+    status, body = await read_up_to(web, alice_session, {**newest, "id": mail[0].id, "timestamp": mail[0].model_dump(mode="json")["timestamp"]})
+    assert (status, body) == (200, {"advanced": 0})  # never back
+
+
+async def test_personality_is_the_users_own(web: Web, settings: Settings) -> None:
+    """/api/personality says the personality the assistant keeps for the socket's user,
+    the first choice for someone who never picked one; 401 without a session."""
+    async with ApiClient.from_settings(settings) as api:
+        await api.put_state(settings.bot_name, "alice", {"personality": "pirate", "turns": [{"role": "user", "content": "a secret", "at": 1.0}]})
+    alice = await open_page(web)
+    _, alice_session = await alice.login("alice")
+    bob = await open_page(web)
+    _, bob_session = await bob.login("bob")
+    assert (await get(web, "/api/personality", None))[0] == 401
+    status, body = await get(web, "/api/personality", alice_session)
+    assert (status, body) == (200, {"personality": "pirate", "choices": [*PERSONALITIES, "pirate"]})  # nothing of the thread
+    status, body = await get(web, "/api/personality", bob_session)
+    assert (status, body["personality"]) == (200, next(iter(PERSONALITIES)))
+
+
+async def test_the_message_api_away_is_503(settings: Settings) -> None:
+    """With the message API out of reach of the adapter, its data routes answer 503 in
+    plain words (the socket and chat go on: the chat server reaches its own API)."""
+    with held_port() as port:
+        web = await serve_web(settings.model_copy(update={"api_port": port}))
+        try:
+            page = await open_page(web)
+            _, session = await page.login("alice")
+            for path, params in (("/api/conversations", {}), ("/api/history", {"with": "bob"}), ("/api/history", {"with": "#general"}), ("/api/personality", {})):
+                status, body = await get(web, path, session, **params)
+                assert status == 503 and "can't be reached" in body["error"], (path, body)
+            status, body = await read_up_to(web, session, {"conversation": "bob", "id": "x", "timestamp": "2026-01-02T03:04:05.678Z"})
+            assert status == 503 and "can't be reached" in body["error"]
+        finally:
+            await web.close()
+
+
+async def test_the_favicon_is_served_as_an_svg(web: Web) -> None:
+    """/favicon.ico (which browsers ask for) and the page's linked icon are one SVG file."""
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        async with web.get(path) as response:
+            assert response.status == 200 and response.content_type == "image/svg+xml", path
+            assert (await response.read()) == (STATIC_DIR / "favicon.svg").read_bytes()
+    assert 'rel="icon" href="/static/favicon.svg"' in (STATIC_DIR / "index.html").read_text()
 
 
 # --- the chat server away --------------------------------------------------------------------
@@ -430,7 +595,8 @@ async def test_every_response_carries_the_security_headers(web: Web) -> None:
     """The page, its files, its data and every refusal (401, 403, 404, 415, 422) carry the
     strict CSP, nosniff and no-referrer."""
     answers = []
-    for path in ("/", "/static/app.js", "/static/style.css", "/static/markdown.js", "/config.json", "/api/session", "/api/history/bob", "/nope"):
+    for path in ("/", "/static/app.js", "/static/style.css", "/static/markdown.js", "/static/favicon.svg", "/favicon.ico", "/config.json",
+                 "/api/session", "/api/history/bob", "/api/conversations", "/nope"):  # fmt: skip
         async with web.get(path) as response:
             answers.append((path, response.status, response.headers))
     for path, body, headers in [
@@ -444,7 +610,7 @@ async def test_every_response_carries_the_security_headers(web: Web) -> None:
     async with web.get("/ws", headers={"Origin": "https://evil.example", "Upgrade": "websocket", "Connection": "Upgrade",
                                        "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as response:  # fmt: skip
         answers.append(("/ws (foreign)", response.status, response.headers))
-    assert [status for _, status, _ in answers] == [200, 200, 200, 200, 200, 200, 401, 404, 422, 403, 415, 403]
+    assert [status for _, status, _ in answers] == [200, 200, 200, 200, 200, 200, 200, 200, 401, 401, 404, 422, 403, 415, 403]
     for path, _, headers in answers:
         assert {name: headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS, path
     assert CONTENT_SECURITY_POLICY.startswith("default-src 'self'") and "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
