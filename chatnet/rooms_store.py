@@ -56,6 +56,7 @@ from chatnet.store import (
     Page,
     Store,
     bucket_id,
+    counts_as_unread,
     encode_cursor,
     key_of,
     message_key,
@@ -379,7 +380,7 @@ class RoomStore:
 
     async def _unread(self, room: str, user: str, mark: Key | None) -> int:
         docs, _ = await self._page(room, MAX_UNREAD, None, mark)
-        return sum(1 for doc in docs if doc["sender"].lower() != user)
+        return sum(1 for doc in docs if doc["sender"].lower() != user and counts_as_unread(doc))
 
     # --- read markers ---------------------------------------------------------------------
 
@@ -449,7 +450,7 @@ class RoomStore:
             answer[m["user"]].append(
                 {
                     "room": room_info(held),
-                    "unread": sum(1 for e in newer if e["sender"].lower() != m["user"]),
+                    "unread": sum(1 for e in newer if e["sender"].lower() != m["user"] and counts_as_unread(e)),
                     "messages": newer[:catchup][::-1],
                     "marker": None if mark is None else encode_cursor(mark),
                 }

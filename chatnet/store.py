@@ -125,6 +125,11 @@ def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
     )
 
 
+def counts_as_unread(doc: Mapping[str, Any]) -> bool:
+    """Chat counts as unread; a service's readings (subscription messages) do not."""
+    return bool(doc.get("type", "chat") == "chat")
+
+
 def pair_key(a: str, b: str) -> str:
     """The same key for both directions of a conversation, whatever the case of the
     names ('|' is not a name character)."""
@@ -523,9 +528,9 @@ class Store:
     async def direct_unread(self, user: str, peer: str, after: Key | None) -> int:
         """How many messages from `peer` to `user` are placed after `after` (a read
         marker; None: nothing read), counting no further back than MAX_UNREAD messages
-        of the conversation."""
+        of the conversation (chat only: a service's readings are not unread)."""
         docs, _ = await self.history_page(user, peer, MAX_UNREAD, None, after)
-        return sum(1 for doc in docs if doc["sender"].lower() == peer.lower() != user.lower())
+        return sum(1 for doc in docs if doc["sender"].lower() == peer.lower() != user.lower() and counts_as_unread(doc))
 
     async def direct_conversations(self, user: str, limit: int) -> list[Document]:
         """The user's pairs (documents of `direct`), the latest message first."""

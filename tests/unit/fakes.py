@@ -737,7 +737,7 @@ class FakeApi:
             for key in sorted(k for k, members in self.room_members.items() if user.lower() in members and k in self.room_docs):
                 mark = self.read_markers.get((user.lower(), key))
                 newer = [m for m in by_key(self.room_log[key].values()) if mark is None or message_key(m) > mark][-MAX_UNREAD:]
-                unread = sum(1 for m in newer if m["sender"].lower() != user.lower())
+                unread = sum(1 for m in newer if m["sender"].lower() != user.lower() and m.get("type", "chat") == "chat")
                 shown = newer[-catchup:] if catchup else []
                 entries.append({"room": self._info(key), "unread": unread, "messages": shown, "marker": None if mark is None else encode_cursor(mark)})
             answer[user.lower()] = entries
@@ -795,7 +795,7 @@ class FakeApi:
         for kind, key, name, messages in items:
             mark = self.read_markers.get((me, key))
             newer = [m for m in messages if mark is None or message_key(m) > mark][-MAX_UNREAD:]
-            unread = sum(1 for m in newer if m["sender"].lower() != me)
+            unread = sum(1 for m in newer if m["sender"].lower() != me and m.get("type", "chat") == "chat")
             answer.append({"kind": kind, "name": name, "last": messages[-1] if messages else None, "unread": unread})
         self._done(call, self._clock)
         return answer

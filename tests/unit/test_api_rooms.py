@@ -561,3 +561,16 @@ def test_a_user_in_the_most_rooms_allowed_is_refused_another(api: TestClient, mo
     assert api.put(f"{path('#one')}/members/alice").status_code == 200
     api.delete(f"{path('#two')}/members/alice")
     join(api, "#three", "alice")
+
+
+def test_readings_are_not_unread(api: TestClient) -> None:
+    """A service's readings (subscription messages) in a room or a DM are never counted unread; chat is."""
+    join(api, "#lab", "alice")
+    join(api, "#lab", "thermo")
+    reading = {**said("thermo", "#lab", "21.5 °C"), "type": "subscription"}
+    direct = {**said("thermo", "alice", "21.6 °C"), "type": "subscription"}
+    archive(api, reading, direct, said("thermo", "#lab", "hello"))
+    unread = {c["name"]: c["unread"] for c in conversations(api, "alice")}
+    assert unread == {"#lab": 1, "thermo": 0}
+    (entry,) = logins(api, "alice")["alice"]
+    assert entry["unread"] == 1
