@@ -6,6 +6,10 @@ back — streamed as chunks when the user's client announced the `stream` featur
 whole messages otherwise. Each user's state (personality, context, thread) is kept
 through the message API's state routes, so it survives a restart of the bot.
 
+In a room the conversation is the room's: one thread per room (each turn says who
+wrote it), bounded like a user's, with its own personality and context, which any
+member may change; direct messages keep the user's own thread.
+
 The model is injected (`ChatModel`): `OpenAIModel` speaks to any OpenAI-compatible
 server through the SDK's `AsyncOpenAI`. Every call has a timeout; any model error
 becomes a plain apology to the user.
@@ -30,7 +34,7 @@ from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.personalities import personalities
-from chatnet.protocol import new_id
+from chatnet.protocol import is_room, new_id
 
 BASE_PROMPT: Final = "You are {name}, an assistant in a chat network. Keep answers short and clear; Markdown is fine."
 
@@ -43,6 +47,19 @@ CACHED_USERS: Final = 1000
 
 APOLOGY: Final = "Sorry, I couldn't get an answer from the model right now. Please try again later."
 APOLOGY_TIMEOUT: Final = "Sorry, the model took too long to answer. Please try again later."
+EMPTY_ANSWER: Final = "(The model gave an empty answer.)"
+ROOM_PROMPT: Final = "You are in the chat room {room}; each user message there starts with the name of whoever wrote it."
+
+
+def state_slot(bot: str, conversation: str) -> tuple[str, str]:
+    """Where a conversation's state is kept in the message API's state routes, as
+    (owner, key): a user's under (bot, user); a room's under (room without '#', bot).
+    The routes take names only, not '#room' keys; this slot can't meet a user's state,
+    because no bot keeps state for another bot (bots never answer bots). Once the state
+    routes take a room as key (chatnet.api: `key` a Destination), (bot, room) will do."""
+    if is_room(conversation):
+        return conversation[1:], bot
+    return bot, conversation
 
 
 class ChatModel(Protocol):
@@ -185,10 +202,11 @@ class Assistant(Bot):
     # --- state -----------------------------------------------------------------------
 
     async def state_of(self, user: str) -> UserState:
+        """The state of a conversation: a user's own, or a room's (`#room`)."""
         state = self._states.get(user)
         if state is None:
             try:
-                value = await self.store.get_state(self.name, user)
+                value = await self.store.get_state(*state_slot(self.name, user))
             except (StoreUnavailable, ApiRejected) as exc:
                 self.log.warning("cannot read %s's thread: %s", user, exc)
                 return UserState(self.default_personality)  # not cached: read again next time
@@ -204,18 +222,20 @@ class Assistant(Bot):
     async def save(self, user: str, state: UserState) -> None:
         state.turns = trim(state.turns, self.bounds, self.clock())
         try:
-            await self.store.put_state(self.name, user, state.to_json())
+            await self.store.put_state(*state_slot(self.name, user), state.to_json())
         except (StoreUnavailable, ApiRejected) as exc:
             self.log.warning("cannot save %s's thread: %s", user, exc)
 
-    def system_prompt(self, state: UserState) -> str:
+    def system_prompt(self, state: UserState, room: str | None = None) -> str:
         prompt = f"{BASE_PROMPT.format(name=self.name)} {self.personalities[state.personality]}"
+        if room is not None:
+            prompt += f" {ROOM_PROMPT.format(room=room)}"
         if state.context:
-            prompt += f"\nContext from the user: {state.context}"
+            prompt += f"\nContext from the {'room' if room is not None else 'user'}: {state.context}"
         return prompt
 
-    def thread_messages(self, state: UserState) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system_prompt(state)}] + [
+    def thread_messages(self, state: UserState, room: str | None = None) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system_prompt(state, room)}] + [
             {"role": t.role, "content": t.content} for t in state.turns
         ]
 
@@ -225,14 +245,16 @@ class Assistant(Bot):
         """A chat turn: the thread plus this message to the model, the answer back."""
         if not req.text:
             return "Say something, or try 'help'."
-        state = await self.state_of(req.sender)
-        state.turns = trim([*state.turns, Turn("user", req.text, self.clock())], self.bounds, self.clock())
-        answer = await self.ask(req, self.thread_messages(state))
+        state = await self.state_of(req.conversation)
+        said = f"{req.sender}: {req.text}" if req.room else req.text  # in a room, who said it
+        state.turns = trim([*state.turns, Turn("user", said, self.clock())], self.bounds, self.clock())
+        answer = await self.ask(req, self.thread_messages(state, req.room))
         if answer is None:
-            state.turns.pop()  # keep the thread a clean question/answer sequence
+            if state.turns and state.turns[-1].content == said:
+                state.turns.pop()  # keep the thread a clean question/answer sequence
             return None
         state.turns.append(Turn("assistant", answer, self.clock()))
-        await self.save(req.sender, state)
+        await self.save(req.conversation, state)
         return None
 
     async def ask(self, req: Request, messages: list[dict[str, str]]) -> str | None:
@@ -246,7 +268,7 @@ class Assistant(Bot):
         except Exception as exc:
             self.reply(req, self._apologize(exc))
             return None
-        self.reply(req, answer or "(The model gave an empty answer.)")
+        self.reply(req, answer or EMPTY_ANSWER)
         return answer
 
     def _apologize(self, exc: BaseException) -> str:
@@ -285,7 +307,7 @@ class Assistant(Bot):
     @command("personality <name>", args=True)
     async def cmd_personality(self, req: Request) -> str:
         """Switch personality (no name: show the current one and the choices)."""
-        state = await self.state_of(req.sender)
+        state = await self.state_of(req.conversation)
         choices = ", ".join(self.personalities)
         wanted = req.args.lower()
         if not wanted:
@@ -293,50 +315,50 @@ class Assistant(Bot):
         if wanted not in self.personalities:
             return f"No personality '{req.args}'. Choices: {choices}."
         state.personality = wanted
-        await self.save(req.sender, state)
+        await self.save(req.conversation, state)
         return f"Personality set to {wanted}."
 
     @command("rotate", args=False)
     async def cmd_rotate(self, req: Request) -> str:
         """Switch to the next personality."""
-        state = await self.state_of(req.sender)
+        state = await self.state_of(req.conversation)
         names = list(self.personalities)
         state.personality = names[(names.index(state.personality) + 1) % len(names)]
-        await self.save(req.sender, state)
+        await self.save(req.conversation, state)
         return f"Personality set to {state.personality}."
 
     @command("clear", args=False)
     async def cmd_clear(self, req: Request) -> str:
         """Forget our conversation (personality and context stay)."""
-        state = await self.state_of(req.sender)
+        state = await self.state_of(req.conversation)
         count = len(state.turns)
         state.turns = []
-        await self.save(req.sender, state)
+        await self.save(req.conversation, state)
         return f"Thread cleared ({count} messages forgotten)."
 
     @command("context <text> | context | context clear", args=True)
     async def cmd_context(self, req: Request) -> str:
         """Set, show or clear a note the model always sees."""
-        state = await self.state_of(req.sender)
+        state = await self.state_of(req.conversation)
         if not req.args:
             return f"Context: {state.context}" if state.context else "No context set. Use 'context <text>'."
         if req.args.lower() == "clear":
             state.context = None
-            await self.save(req.sender, state)
+            await self.save(req.conversation, state)
             return "Context cleared."
         state.context = req.args[:MAX_MESSAGE_CHARS]
-        await self.save(req.sender, state)
+        await self.save(req.conversation, state)
         return "Context set."
 
     @command("summarize", args=False)
     async def cmd_summarize(self, req: Request) -> None:
         """Summarize our conversation so far."""
-        state = await self.state_of(req.sender)
+        state = await self.state_of(req.conversation)
         if not state.turns:
             self.reply(req, "Nothing to summarize yet: our thread is empty.")
             return
         ask = {"role": "user", "content": "Summarize our conversation so far in a few sentences."}
-        await self.ask(req, [*self.thread_messages(state), ask])
+        await self.ask(req, [*self.thread_messages(state, req.room), ask])
 
     @command("analyze <text>", args=True)
     async def cmd_analyze(self, req: Request) -> None:
@@ -365,7 +387,8 @@ class Assistant(Bot):
 class StreamOut:
     """Sends a streamed answer: coalesced chunk frames, then one final frame with the
     whole text. An answer longer than a message is sent as several streams in a row,
-    each final frame within the message limit."""
+    each final frame within the message limit. In a room it goes to the room and starts
+    with whom it answers (`alice: `); `whole` is the model's text alone."""
 
     def __init__(self, bot: Bot, req: Request, clock: Callable[[], float] = time.monotonic) -> None:
         self.bot = bot
@@ -373,7 +396,7 @@ class StreamOut:
         self.clock = clock
         self.whole = ""
         self.part = ""  # the current stream's text, sent so far as chunks
-        self.pending = ""  # received, not yet sent
+        self.pending = req.lead  # received (or the room's address), not yet sent
         self.sid = new_id()
         self.seq = 0
         self.started = False
@@ -401,11 +424,13 @@ class StreamOut:
 
     def finish(self, note: str = "") -> None:
         """The final frame; `note` (an apology after a broken stream) goes at the end."""
+        if not self.whole and not note:
+            note = EMPTY_ANSWER
         self.flush()
         if note and len(self.part) + len(note) > MAX_MESSAGE_CHARS:
             self._final(self.part)
             self.sid, self.seq, self.part, note = new_id(), 0, "", note.strip()
-        self._final(self.part + note or "(The model gave an empty answer.)")
+        self._final(self.part + note)
 
     def _chunk(self, text: str) -> None:
         self.started = True
@@ -416,7 +441,7 @@ class StreamOut:
         self._send(text, {"id": self.sid, "done": True})
 
     def _send(self, text: str, stream: dict[str, Any]) -> None:
-        self.bot.send(self.req.sender, text, {"reply_to": self.req.message.id, "stream": stream})
+        self.bot.send(self.req.answer_to, text, {"reply_to": self.req.message.id, "stream": stream})
 
 
 async def _aclose(iterator: Any) -> None:

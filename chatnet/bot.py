@@ -31,19 +31,34 @@ at the next login. Acks wait `ACK_DELAY` to share a frame and always leave after
 answers queued before them. Ids of recent messages are remembered, so a repeat (mail
 handed over again after a reconnect) is acknowledged again, or, if it is still being
 handled, when it is done, and never handled twice.
+
+Rooms. Invited to a room (an `invited` notice), the bot joins it by itself (`!join`)
+and says hello there once; kicked (a `left` notice), it is out until the next
+invitation. A room message addressed to it (`@bot …`, `bot: …`) is handled like a
+direct message once the address is stripped, and answered in the room, addressed to
+the asker (`alice: …`). The server only hands a bot the room messages addressed to it,
+and none from other bots; the bot checks both again (the catch-up at login is not
+filtered, and a bot never answers a bot: `metadata.bot`, the `bot` login feature in
+`sender_features`, names that presence and the welcome call bots). Each room has a
+reply budget (`ROOM_REPLIES` a minute, `BOT_ROOM_REPLIES`): past it the room hears
+"busy" once a window, then nothing. A room's requests are served in order, apart from
+the asker's direct messages, so a slow room costs that room only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
+import re
 import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, TypeVar
 
 from chatnet.config import Settings
@@ -51,7 +66,7 @@ from chatnet.dialects.json import client_frame
 from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
 from chatnet.limits import ACK_IDS_PER_FRAME, MAIL_PAGE, MAX_MESSAGE_CHARS
 from chatnet.peer import Peer
-from chatnet.protocol import ACK_FEATURE, SERVER_NAME, Ack, Chat, Message, MessageType
+from chatnet.protocol import ACK_FEATURE, SERVER_NAME, Ack, Chat, Command, Event, Message, MessageType, is_room
 
 logger = logging.getLogger("chatnet.bot")
 
@@ -73,24 +88,54 @@ ACKED_TYPES: Final = frozenset({MessageType.CHAT, MessageType.SUBSCRIPTION})
 ACK_DELAY: Final = 0.05
 # Ids of recent messages remembered to drop repeats: a whole page of stored mail.
 SEEN_LIMIT: Final = MAIL_PAGE
+# The login feature every bot announces, so whoever gets its messages sees
+# `"bot"` in their `metadata.sender_features` (a second sign beside `metadata.bot`).
+# It belongs in chatnet.protocol beside ACK_FEATURE.
+BOT_FEATURE: Final = "bot"
+# Replies a bot gives in one room per minute (BOT_ROOM_REPLIES): a busy room can't make
+# it talk without end, and it costs that room only. The setting belongs in
+# chatnet.config.Settings as `bot_room_replies`; until it is there this is the value.
+ROOM_REPLIES: Final = 10
+ROOM_WINDOW: Final = 60.0
+BUSY_IN_ROOM: Final = "busy in this room, try again in a minute"
+# Names of bots learned from presence and welcome notices (bounded: they are few).
+KNOWN_BOTS_LIMIT: Final = 10_000
 
 Handler = Callable[["Bot", "Request"], Awaitable[str | None]]
 # A subclass's handler takes the subclass as `self`: the decorator keeps its type.
 AnyHandler = TypeVar("AnyHandler", bound=Callable[..., Awaitable[str | None]])
 
 
+def strip_address(bot: str, text: str) -> str | None:
+    """The rest of a room message addressed to `bot` — `@bot …`, `@bot: …`, `@bot, …`
+    or `bot: …`, any case — or None when it is not addressed to it. The same rule as
+    the server's (`chatnet.rooms.addressed_to`), which both should share from
+    chatnet.protocol."""
+    match = _address_re(bot).match(text.lstrip())
+    return None if match is None else text.lstrip()[match.end() :].strip()
+
+
+@lru_cache(maxsize=64)
+def _address_re(bot: str) -> re.Pattern[str]:
+    name = re.escape(bot)
+    return re.compile(rf"(?:@{name}(?![^\s:,])[:,]?|{name}:)", re.IGNORECASE)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One chat message addressed to the bot, split into its command word and the rest."""
+    """One chat message addressed to the bot, split into its command word and the rest.
+    In a room, `room` is the room and `body` the message without its address."""
 
     sender: str
     command: str  # first word, lower-cased ("" for an empty message)
     args: str  # the rest, stripped
     message: Message
+    body: str = ""  # what the sender wrote to the bot, stripped (in a room: after the address)
+    room: str | None = None  # the room it was said in; None: a direct message
 
     @property
     def text(self) -> str:
-        return self.message.message.strip()
+        return self.body
 
     @property
     def features(self) -> frozenset[str]:
@@ -98,11 +143,30 @@ class Request:
         raw = self.message.metadata.get("sender_features") or ()
         return frozenset(f for f in raw if isinstance(f, str))
 
+    @property
+    def conversation(self) -> str:
+        """Whose conversation this is: the room's, or the sender's own."""
+        return self.room or self.sender
+
+    @property
+    def answer_to(self) -> str:
+        """Where the answer goes: the room, or the sender."""
+        return self.room or self.sender
+
+    @property
+    def lead(self) -> str:
+        """What an answer in a room starts with: whom it answers."""
+        return f"{self.sender}: " if self.room else ""
+
     @classmethod
-    def parse(cls, message: Message) -> Request:
+    def parse(cls, message: Message, bot: str | None = None) -> Request:
+        """`bot`: the bot's name, to strip the address from a room message."""
         text = message.message.strip()
+        room = message.destination if message.destination and is_room(message.destination) else None
+        if room is not None and bot is not None:
+            text = strip_address(bot, text) or ""
         word, _, rest = text.partition(" ")
-        return cls(message.sender or "", word.lower(), rest.strip(), message)
+        return cls(message.sender or "", word.lower(), rest.strip(), message, text, room)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +216,37 @@ class RateLimiter:
         return True
 
 
+class Budget(enum.Enum):
+    """What a room's budget says about one more request."""
+
+    REPLY = "reply"  # within the budget: answer it
+    BUSY = "busy"  # past it: say so (once a window)
+    QUIET = "quiet"  # past it, and said so already: nothing
+
+
+class RoomBudget:
+    """At most `limit` replies per room per `window` seconds; past it one "busy" line
+    per window, then silence. Apart from the per-user rate limit: a room with many
+    people is still one room."""
+
+    def __init__(self, limit: int, window: float = ROOM_WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._replies = RateLimiter(limit, window, clock)
+        self._warned: dict[str, float] = {}  # room key -> when "busy" was said
+
+    def take(self, room: str) -> Budget:
+        key = room.lower()
+        if self._replies.allow(key):
+            return Budget.REPLY
+        now = self.clock()
+        warned = self._warned.get(key)
+        if warned is not None and now - warned < self.window:
+            return Budget.QUIET
+        self._warned[key] = now
+        return Budget.BUSY
+
+
 def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
     """Pieces of at most `limit` characters, cut at a paragraph, line or word break
     when there is one in the second half of a piece."""
@@ -181,11 +276,23 @@ class Bot:
         super().__init_subclass__(**kwargs)
         cls.commands = _collect_commands(cls)
 
-    def __init__(self, settings: Settings, name: str, *, allow: Iterable[str] | None = None, rate_limit: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        *,
+        allow: Iterable[str] | None = None,
+        rate_limit: RateLimiter | None = None,
+        room_budget: RoomBudget | None = None,
+    ) -> None:
         self.settings = settings
         self.name = name
         self.allow = frozenset(allow) if allow else None
         self.rate_limit = rate_limit
+        replies = getattr(settings, "bot_room_replies", ROOM_REPLIES)  # see ROOM_REPLIES
+        self.room_budget = room_budget if room_budget is not None else RoomBudget(replies)
+        self.known_bots: set[str] = set()  # lower-cased names presence and the welcome said are bots
+        self._greet: set[str] = set()  # rooms (keys) joined on an invitation, hello not said yet
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.connected = asyncio.Event()
         self._queues: dict[str, asyncio.Queue[Message]] = {}
@@ -210,6 +317,16 @@ class Bot:
     async def background(self) -> None:
         """Work that runs for the bot's whole life, connected or not (e.g. a ticker)."""
 
+    def on_joined(self, room: str) -> None:
+        """The bot is in `room` now (a `joined` notice)."""
+
+    def on_left(self, room: str, by: str | None) -> None:
+        """The bot is out of `room` (a `left` notice; `by`: who removed it)."""
+
+    def hello(self, room: str) -> str:
+        """What the bot says in a room it joined on an invitation."""
+        return f"Hello {room}! I'm {self.name}. Write '@{self.name} help' to see what I can do."
+
     # --- the built-in help -------------------------------------------------------------
 
     @command("help", args=False)
@@ -223,7 +340,7 @@ class Bot:
         width = max(len(info.usage) for info in self.commands.values())
         lines = [f"{self.name}: {intro}" if intro else f"{self.name} commands:"]
         lines += [f"  {info.usage:<{width}}  {info.summary}" for info in self.commands.values()]
-        lines.append(f"Write '{self.name}: <command>', e.g. '{self.name}: help'.")
+        lines.append(f"Write '{self.name}: <command>', e.g. '{self.name}: help'; in a room, '@{self.name} <command>'.")
         return "\n".join(lines)
 
     # --- sending -----------------------------------------------------------------------
@@ -231,59 +348,135 @@ class Bot:
     def send(self, destination: str, text: str, metadata: dict[str, Any] | None = None, type: str = MessageType.CHAT) -> None:
         """Queue one frame for the server. Every frame says it comes from a bot, so
         other bots never answer it (no bot-to-bot loops)."""
-        frame = client_frame(Chat(destination, text, {**(metadata or {}), "bot": self.name}, type))
+        self._queue(client_frame(Chat(destination, text, {**(metadata or {}), "bot": self.name}, type)))
+
+    def _queue(self, frame: dict[str, Any]) -> None:
         if self.outbox.qsize() >= OUTBOX_LIMIT:
             dropped = self.outbox.get_nowait()
-            self.log.warning("outbox full; dropped a frame to %s", dropped.get("destination"))
+            self.log.warning("outbox full; dropped a frame to %s", dropped.get("destination", "the server"))
         self.outbox.put_nowait(frame)
         self._wake.set()
 
     def reply(self, req: Request, text: str, metadata: dict[str, Any] | None = None) -> None:
-        """Answer the sender, split into several messages when it is long."""
-        for piece in split_text(text):
-            self.send(req.sender, piece, {"reply_to": req.message.id, **(metadata or {})})
+        """Answer the sender — in a room, in the room, addressed to the sender — split
+        into several messages when it is long."""
+        lead = req.lead
+        for piece in split_text(text, MAX_MESSAGE_CHARS - len(lead)):
+            self.send(req.answer_to, lead + piece, {"reply_to": req.message.id, **(metadata or {})})
+
+    def send_command(self, name: str, args: str = "") -> None:
+        """Queue a server command (`send_command("join", "#hiking")` is `!join #hiking`)."""
+        self._queue(client_frame(Command(name, args)))
+
+    def spawn(self, work: Awaitable[Any], name: str) -> None:
+        """Run `work` beside the handlers (awaited by `drain`, cancelled with the bot)."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                self.log.exception("%s failed", name)
+
+        task = asyncio.create_task(run(), name=f"{self.name}-{name}")
+        self._workers.add(task)
+        task.add_done_callback(self._workers.discard)
 
     # --- receiving ---------------------------------------------------------------------
 
     async def receive(self, message: Message) -> None:
-        """One frame from the server: a person's chat goes to the sender's queue; the
-        rest (server notices, broadcasts, other bots) is ignored. A repeat of a message
-        already received is not handled again."""
+        """One frame from the server: a person's chat goes to the queue of its
+        conversation (the sender's, or the room's); room notices are acted on; the rest
+        (other notices, broadcasts, other bots) is ignored. A repeat of a message already
+        received is not handled again."""
         if not self._first_time(message):
+            return
+        if message.sender == SERVER_NAME and message.type in (MessageType.NOTIFICATION, MessageType.ERROR):
+            self._notice(message)
             return
         if not self._wants(message):
             self._done(message)
             return
-        sender = message.sender or ""
-        if self.allow is not None and sender not in self.allow:
-            self.reply(Request.parse(message), f"Sorry, {self.name} only talks to its allowed users.")
+        req = Request.parse(message, self.name)
+        if req.room is not None:
+            if strip_address(self.name, message.message) is None:
+                self._done(message)  # the catch-up at login hands over the room's every message
+                return
+            verdict = self.room_budget.take(req.room)
+            if verdict is not Budget.REPLY:
+                if verdict is Budget.BUSY:
+                    self.reply(req, BUSY_IN_ROOM)
+                self._done(message)
+                return
+        if self.allow is not None and req.sender not in self.allow:
+            self.reply(req, f"Sorry, {self.name} only talks to its allowed users.")
             self._done(message)
             return
-        if self.rate_limit is not None and not self.rate_limit.allow(sender):
-            self.reply(Request.parse(message), "Slow down, please: too many messages in a minute. Try again shortly.")
+        if self.rate_limit is not None and not self.rate_limit.allow(req.sender):
+            self.reply(req, "Slow down, please: too many messages in a minute. Try again shortly.")
             self._done(message)
             return
-        self._enqueue(sender, message)
+        self._enqueue(req.room.lower() if req.room else req.sender, message)
 
     def _wants(self, message: Message) -> bool:
         # Only chat from a person: never our own frames, the server's, another bot's
         # replies or stream chunks, or subscription broadcasts.
+        features = message.metadata.get("sender_features") or ()
         return (
             message.type == MessageType.CHAT
             and message.sender not in (None, self.name, SERVER_NAME)
             and not message.metadata.get("bot")
             and "stream" not in message.metadata
+            and not (isinstance(features, list | tuple) and BOT_FEATURE in features)
+            and (message.sender or "").lower() not in self.known_bots
         )
 
-    def _enqueue(self, sender: str, message: Message) -> None:
-        queue = self._queues.get(sender)
+    def _notice(self, message: Message) -> None:
+        """What the server says that the bot acts on: invitations, joins and leaves,
+        and which peers are bots."""
+        meta = message.metadata
+        event, room = meta.get("event"), meta.get("room")
+        if event == Event.PRESENCE and isinstance(meta.get("user"), str):
+            self._learn_bot(meta["user"], bool(meta.get("bot")))
+        if not isinstance(room, str) or not is_room(room):
+            return
+        if event == Event.INVITED and str(meta.get("user", "")).lower() == self.name.lower() and meta.get("by") != self.name:
+            self.log.info("invited to %s by %s; joining", room, meta.get("by"))
+            self._greet.add(room.lower())
+            self.send_command("join", room)
+        elif event == Event.JOINED:
+            if room.lower() in self._greet:
+                self._greet.discard(room.lower())
+                self.send(room, self.hello(room))
+            self.on_joined(room)
+        elif event == Event.LEFT:
+            by = meta.get("by")
+            self._greet.discard(room.lower())
+            self.log.info("out of %s%s", room, f" (removed by {by})" if by else "")
+            self.on_left(room, by if isinstance(by, str) else None)
+
+    def _learn_bot(self, name: str, bot: bool) -> None:
+        if bot and len(self.known_bots) < KNOWN_BOTS_LIMIT:
+            self.known_bots.add(name.lower())
+        elif not bot:
+            self.known_bots.discard(name.lower())
+
+    def learn_welcome(self, welcome: Message | None) -> None:
+        """The bots the welcome names as online."""
+        bots = welcome.metadata.get("bots") if welcome is not None else None
+        for name in bots if isinstance(bots, list) else ():
+            if isinstance(name, str) and name.lower() != self.name.lower():
+                self._learn_bot(name, True)
+
+    def _enqueue(self, key: str, message: Message) -> None:
+        """Into the queue of `key`: a sender (direct messages) or a room (its key)."""
+        queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[sender] = asyncio.Queue()
-            task = asyncio.create_task(self._serve_user(sender, queue), name=f"bot-user-{sender}")
+            queue = self._queues[key] = asyncio.Queue()
+            task = asyncio.create_task(self._serve_user(key, queue), name=f"bot-user-{key}")
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
         if queue.qsize() >= USER_QUEUE_LIMIT:
-            self.reply(Request.parse(message), "I'm still working on your earlier messages; please wait a moment.")
+            self.reply(Request.parse(message, self.name), "I'm still working on the earlier messages; please wait a moment.")
             self._done(message)
             return
         queue.put_nowait(message)
@@ -301,8 +494,9 @@ class Bot:
             self._done(message)
 
     async def handle(self, message: Message) -> None:
-        """Dispatch one message and send the handler's answer back to the sender."""
-        req = Request.parse(message)
+        """Dispatch one message and send the handler's answer back to the sender (in a
+        room: to the room)."""
+        req = Request.parse(message, self.name)
         info = self.commands.get(req.command)
         # An argless command given arguments ("help me write a poem") is free text when
         # the bot has its own default handler; otherwise the extra words are ignored.
@@ -381,7 +575,7 @@ class Bot:
                 try:
                     peer = await Peer.connect(
                         self.settings.chat_host, self.settings.chat_port, self.name,
-                        features={*self.features, ACK_FEATURE}, service_token=self.service_token,
+                        features={*self.features, ACK_FEATURE, BOT_FEATURE}, service_token=self.service_token,
                     )  # fmt: skip
                 except (OSError, TimeoutError, LoginRefused, LoginInterrupted, ChatError) as exc:
                     attempt += 1
@@ -401,6 +595,7 @@ class Bot:
             await asyncio.gather(background, *self._workers, return_exceptions=True)
 
     async def _session(self, peer: Peer, stop: asyncio.Event) -> None:
+        self.learn_welcome(peer.welcome)
         self.connected.set()
         self.log.info("online as %s on %s:%s", self.name, self.settings.chat_host, self.settings.chat_port)
         writer = asyncio.create_task(self._write(peer), name=f"{self.name}-writer")

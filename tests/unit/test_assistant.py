@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, Bounds, Turn, UserState, parse_translate, trim
+from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, Bounds, Turn, UserState, parse_translate, state_slot, trim
 from chatnet.config import Settings
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.personalities import PERSONALITIES
@@ -321,3 +321,100 @@ async def test_stream_failing_at_once_gets_a_plain_apology(model: ScriptedModel)
     model.fail = True
     [frame] = await say(bot, "go", features=("stream",))
     assert frame["message"] == APOLOGY and "stream" not in frame["metadata"]
+
+
+# --- rooms ------------------------------------------------------------------------------
+
+
+async def in_room(bot: Assistant, text: str, sender: str = "alice", room: str = "#hiking", features: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    metadata = {"sender_features": list(features)} if features else {}
+    await bot.receive(Message(sender=sender, destination=room, message=text, metadata=metadata))
+    await bot.drain()
+    return sent(bot)
+
+
+async def room_answer(bot: Assistant, text: str, sender: str = "alice", room: str = "#hiking") -> str:
+    [frame] = await in_room(bot, text, sender, room)
+    assert frame["destination"] == room
+    return str(frame["message"])
+
+
+def test_state_slot_keeps_rooms_apart_from_users() -> None:
+    """A user's state is (bot, user); a room's is (room without '#', bot): names the state routes take."""
+    assert state_slot("openai", "alice") == ("openai", "alice")
+    assert state_slot("openai", "#hiking") == ("hiking", "openai")
+
+
+async def test_a_room_has_one_thread_for_its_members_apart_from_theirs(model: ScriptedModel) -> None:
+    """In a room the thread is the room's (each turn says who wrote it); a direct message keeps the user's own thread."""
+    bot = make(model)
+    assert await room_answer(bot, "@openai I am alice") == "alice: echo: alice: I am alice"
+    assert await room_answer(bot, "openai: and I am bob", "bob") == "bob: echo: bob: and I am bob"
+    await room_answer(bot, "@openai who is here?", "carol")
+    system, *thread = model.calls[-1]
+    assert "#hiking" in system["content"]
+    assert [m["content"] for m in thread] == [
+        "alice: I am alice", "echo: alice: I am alice", "bob: and I am bob", "echo: bob: and I am bob", "carol: who is here?",
+    ]  # fmt: skip
+    assert await answer(bot, "just us") == "echo: just us"
+    assert [m["content"] for m in model.calls[-1][1:]] == ["just us"]
+    assert "#hiking" not in model.calls[-1][0]["content"]
+    await room_answer(bot, "@openai hello", room="#other")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["alice: hello"]
+
+
+async def test_a_rooms_thread_is_bounded_and_survives_a_restart(model: ScriptedModel) -> None:
+    """A room's thread keeps BOT_MAX_MESSAGES turns, in the store under the room's slot, for a new bot too."""
+    store = MemoryStore()
+    bot = make(model, store, bot_max_messages=3)
+    for i in range(3):
+        await room_answer(bot, f"@openai turn {i}")
+    assert len(model.calls[-1]) - 1 <= 3
+    assert ("hiking", "openai") in store.state and ("openai", "alice") not in store.state
+    await room_answer(make(model, store, bot_max_messages=3), "@openai after restart", "bob")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["alice: turn 2", "echo: alice: turn 2", "bob: after restart"]
+
+
+async def test_room_commands_act_on_the_rooms_conversation(model: ScriptedModel) -> None:
+    """personality, context and clear in a room change the room's state, not the asker's."""
+    bot = make(model)
+    assert await room_answer(bot, "@openai personality angry") == "alice: Personality set to angry."
+    assert await room_answer(bot, "@openai context we plan a hike", "bob") == "bob: Context set."
+    await room_answer(bot, "@openai where to?")
+    assert PERSONALITIES["angry"] in model.calls[-1][0]["content"] and "we plan a hike" in model.calls[-1][0]["content"]
+    await answer(bot, "hi")
+    assert PERSONALITIES["angry"] not in model.calls[-1][0]["content"] and "hike" not in model.calls[-1][0]["content"]
+    assert await room_answer(bot, "@openai clear", "bob") == "bob: Thread cleared (2 messages forgotten)."
+
+
+async def test_a_failing_model_in_a_room_apologizes_in_the_room(model: ScriptedModel) -> None:
+    """A model error on a room turn: the apology goes to the room, addressed; the room's thread is unchanged."""
+    bot = make(model)
+    model.fail = True
+    assert await room_answer(bot, "@openai hello") == f"alice: {APOLOGY}"
+    model.fail = False
+    await room_answer(bot, "@openai again")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["alice: again"]
+
+
+async def test_streaming_in_a_room_goes_to_the_room_addressed(model: ScriptedModel) -> None:
+    """For a `stream` asker in a room: chunks and the final frame go to the room; the text starts with the asker's name; the thread keeps the answer alone."""
+    bot = make(model)
+    model.answer = " ".join(f"w{i}" for i in range(60))
+    frames = await in_room(bot, "@openai stream please", features=("stream",))
+    chunks, final = frames[:-1], frames[-1]
+    assert {f["destination"] for f in frames} == {"#hiking"}
+    assert len(chunks) >= 2 and final["metadata"]["stream"]["done"] is True
+    assert final["message"] == f"alice: {model.answer}" == "".join(c["message"] for c in chunks)
+    await in_room(bot, "@openai next", features=("stream",))
+    assert model.calls[-1][2] == {"role": "assistant", "content": model.answer}
+
+
+async def test_an_empty_streamed_answer_in_a_room_says_so(model: ScriptedModel) -> None:
+    """A stream that yields nothing ends with the empty-answer note: in a room after the address."""
+    bot = make(model)
+    model.deltas = [""]
+    frames = await in_room(bot, "@openai hm", features=("stream",))
+    assert frames[-1]["message"] == "alice: (The model gave an empty answer.)"
+    [direct] = await say(bot, "hm", features=("stream",))  # directly: the final frame alone, as before
+    assert direct["message"] == "(The model gave an empty answer.)" and direct["metadata"]["stream"]["done"] is True

@@ -15,7 +15,23 @@ import uvicorn
 
 from chatnet.api import create_app
 from chatnet.api_client import ApiClient
-from chatnet.bot import ACK_DELAY, ACK_IDS_PER_FRAME, BACKOFF_CAP, USER_QUEUE_LIMIT, Bot, RateLimiter, Request, backoff, command, split_text
+from chatnet.bot import (
+    ACK_DELAY,
+    ACK_IDS_PER_FRAME,
+    BACKOFF_CAP,
+    BOT_FEATURE,
+    BUSY_IN_ROOM,
+    USER_QUEUE_LIMIT,
+    Bot,
+    Budget,
+    RateLimiter,
+    Request,
+    RoomBudget,
+    backoff,
+    command,
+    split_text,
+    strip_address,
+)
 from chatnet.config import Settings
 from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS
 from chatnet.peer import Peer, encode_frame
@@ -285,6 +301,214 @@ async def test_stopping_finishes_the_requests_under_way() -> None:
                 await alice.close()
             finally:
                 await server.stop()
+
+
+# --- rooms -------------------------------------------------------------------------------
+
+
+def in_room(text: str, sender: str = "alice", room: str = "#hiking", **metadata: Any) -> Message:
+    return Message(sender=sender, destination=room, message=text, metadata=metadata)
+
+
+def notice(event: Event, **metadata: Any) -> Message:
+    return Message(sender="server", destination="echo", message=str(event), type=MessageType.NOTIFICATION, metadata={"event": event, **metadata})
+
+
+async def room_answers(bot: Bot, *messages: Message) -> list[tuple[str, str]]:
+    for message in messages:
+        await bot.receive(message)
+    await bot.drain()
+    return [(frame["destination"], frame["message"]) for frame in sent(bot)]
+
+
+@pytest.mark.parametrize(
+    ("text", "rest"),
+    [
+        ("@echo echo hi", "echo hi"),
+        ("@ECHO: echo hi", "echo hi"),
+        ("@echo, echo hi", "echo hi"),
+        ("@echo:echo hi", "echo hi"),
+        ("Echo: echo hi", "echo hi"),
+        ("@echo", ""),
+        ("  @echo   help  ", "help"),
+        ("@echoes hi", None),
+        ("echo hi", None),
+        ("echo, hi", None),
+        ("hi @echo", None),
+        ("@ec hi", None),
+    ],
+)
+def test_strip_address(text: str, rest: str | None) -> None:
+    """`@bot`, `@bot:`, `@bot,` and `bot:` (any case) address the bot and are stripped; nothing else does."""
+    assert strip_address("echo", text) == rest
+
+
+def test_request_in_a_room_knows_its_room_and_body() -> None:
+    """A room request's command is the first word after the address; it answers to the room, addressed to the sender."""
+    req = Request.parse(in_room("@echo Echo a b", "bob"), "echo")
+    assert (req.room, req.command, req.args, req.text) == ("#hiking", "echo", "a b", "Echo a b")
+    assert (req.answer_to, req.lead, req.conversation) == ("#hiking", "bob: ", "#hiking")
+    direct = Request.parse(chat("echo a"), "echo")
+    assert (direct.room, direct.answer_to, direct.lead, direct.conversation) == (None, "alice", "", "alice")
+
+
+async def test_a_room_message_addressed_to_the_bot_is_answered_in_the_room(bot: EchoBot) -> None:
+    """`@echo echo hi` in a room: handled like a direct message, answered in the room to the asker."""
+    message = in_room("@echo echo hi there", "bob")
+    await bot.receive(message)
+    await bot.drain()
+    [frame] = sent(bot)
+    assert (frame["destination"], frame["message"], frame["type"]) == ("#hiking", "bob: hi there", "chat")
+    assert frame["metadata"] == {"reply_to": message.id, "bot": "echo"}
+    assert acked(bot) == [message.id]
+
+
+async def test_commands_work_in_a_room_with_any_address_form(bot: EchoBot) -> None:
+    """help, unknown commands and every address form behave in a room as in a direct message."""
+    [(where, text)] = await room_answers(bot, in_room("echo: help"))
+    assert where == "#hiking" and text.startswith("alice: echo") and "Say <text> back." in text
+    assert await room_answers(bot, in_room("@Echo, dance")) == [("#hiking", "alice: Unknown command 'dance'. Try 'help'.")]
+    assert await room_answers(bot, in_room("@echo")) == [("#hiking", "alice: Say something: try 'help'.")]
+
+
+async def test_a_room_message_not_addressed_to_the_bot_is_acknowledged_unanswered(bot: EchoBot) -> None:
+    """The catch-up at login hands a bot the room's every message: what is not for it gets no answer."""
+    messages = [in_room("echo hi"), in_room("hello @echo"), in_room("@echoes echo hi")]
+    assert await room_answers(bot, *messages) == []
+    assert acked(bot) == [m.id for m in messages]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        in_room("@echo echo hi", "otherbot", bot="otherbot"),
+        in_room("@echo echo hi", "otherbot", sender_features=[BOT_FEATURE]),
+        in_room("@echo echo hi", "otherbot", stream={"id": "s", "seq": 0, "done": False}),
+        in_room("@echo echo hi", "echo"),
+    ],
+    ids=["metadata-bot", "sender-features-bot", "stream-chunk", "itself"],
+)
+async def test_a_bots_room_message_is_never_answered(bot: EchoBot, message: Message) -> None:
+    """Another bot's room message gets no answer, even addressed to this bot (no bot-to-bot storms)."""
+    assert await room_answers(bot, message) == []
+    assert acked(bot) == [message.id]
+
+
+async def test_names_presence_and_the_welcome_call_bots_are_never_answered(bot: EchoBot) -> None:
+    """A sender that presence or the welcome said is a bot is ignored, in a room and directly."""
+    bot.learn_welcome(notice(Event.WELCOME, bots=["Thermo", "echo"], online=["alice", "Thermo", "echo"]))
+    await bot.receive(notice(Event.PRESENCE, user="openai", presence="online", bot=True))
+    await bot.receive(notice(Event.PRESENCE, user="carol", presence="online", bot=False))
+    assert bot.known_bots == {"thermo", "openai"}
+    assert await room_answers(bot, in_room("@echo echo hi", "thermo"), in_room("@echo echo hi", "OpenAI"), chat("echo hi", "openai")) == []
+    assert await room_answers(bot, in_room("@echo echo hi", "carol")) == [("#hiking", "carol: hi")]
+
+
+async def test_the_bots_login_says_it_is_a_bot() -> None:
+    """Every bot announces the `bot` feature, so whoever gets its messages can tell."""
+    captured: dict[str, Any] = {}
+
+    async def fake_connect(host: str, port: int, user: str, **kwargs: Any) -> Peer:
+        captured.update(kwargs)
+        raise OSError("no server here")
+
+    bot = EchoBot(Settings(_env_file=None), name="echo")
+    stop = asyncio.Event()
+    original = Peer.connect
+    Peer.connect = fake_connect  # type: ignore[method-assign]
+    try:
+        running = asyncio.create_task(bot.run(stop))
+        async with asyncio.timeout(TIMEOUT):
+            while not captured:
+                await asyncio.sleep(0.01)
+        stop.set()
+        await running
+    finally:
+        Peer.connect = original  # type: ignore[method-assign]
+    assert {BOT_FEATURE, "ack"} <= set(captured["features"])
+
+
+async def test_an_invitation_makes_the_bot_join_and_say_hello_once(bot: EchoBot) -> None:
+    """`invited` → `!join #room`; its `joined` → one hello in the room; a repeated `joined` says nothing."""
+    await bot.receive(notice(Event.INVITED, room="#hiking", user="echo", by="alice"))
+    assert sent(bot) == [{"type": "command", "message": "!join #hiking"}]
+    await bot.receive(notice(Event.JOINED, room="#hiking", created=False, members=3, online=2, topic=""))
+    [hello] = sent(bot)
+    assert hello["destination"] == "#hiking" and hello["type"] == "chat" and "@echo help" in hello["message"]
+    await bot.receive(notice(Event.JOINED, room="#hiking", created=False, members=3, online=2, topic=""))
+    assert sent(bot) == []
+    assert acked(bot) == []  # notices are never acknowledged
+
+
+async def test_an_invitation_for_someone_else_is_not_taken(bot: EchoBot) -> None:
+    """The inviter's copy of an invitation (another user's) makes the bot do nothing."""
+    await bot.receive(notice(Event.INVITED, room="#hiking", user="bob", by="echo"))
+    await bot.receive(notice(Event.INVITED, room="not-a-room", user="echo", by="alice"))
+    assert sent(bot) == []
+
+
+async def test_kicked_then_invited_again_the_bot_comes_back(bot: EchoBot) -> None:
+    """A `left` notice (kicked) puts the bot out; a later invitation brings it back, with a hello."""
+    left: list[tuple[str, str | None]] = []
+    bot.on_left = lambda room, by: left.append((room, by))  # type: ignore[method-assign]
+    await bot.receive(notice(Event.INVITED, room="#hiking", user="echo", by="alice"))
+    await bot.receive(notice(Event.LEFT, room="#hiking", by="alice"))  # kicked before the join was answered
+    assert left == [("#hiking", "alice")]
+    await bot.receive(notice(Event.JOINED, room="#hiking"))
+    assert [f["type"] for f in sent(bot)] == ["command"]  # no hello: that invitation was taken back
+    await bot.receive(notice(Event.INVITED, room="#Hiking", user="ECHO", by="alice"))
+    await bot.receive(notice(Event.JOINED, room="#Hiking"))
+    assert [(f["type"], f.get("destination")) for f in sent(bot)] == [("command", None), ("chat", "#Hiking")]
+
+
+def test_room_budget_replies_then_says_busy_once_a_window() -> None:
+    """N replies a window per room; past it one BUSY, then QUIET until the window has passed; rooms apart."""
+    now = [0.0]
+    budget = RoomBudget(2, 60.0, clock=lambda: now[0])
+    assert [budget.take("#a") for _ in range(4)] == [Budget.REPLY, Budget.REPLY, Budget.BUSY, Budget.QUIET]
+    assert budget.take("#b") is Budget.REPLY
+    assert budget.take("#A") is Budget.QUIET  # rooms are case-insensitive
+    now[0] = 30.0
+    assert budget.take("#a") is Budget.QUIET
+    now[0] = 60.5
+    assert [budget.take("#a") for _ in range(4)] == [Budget.REPLY, Budget.REPLY, Budget.BUSY, Budget.QUIET]
+
+
+async def test_past_the_room_budget_one_busy_line_then_silence() -> None:
+    """Over its reply budget a bot says "busy" in the room once, then nothing; other rooms and direct messages go on."""
+    bot = EchoBot(Settings(_env_file=None), name="echo", room_budget=RoomBudget(2, 60.0), rate_limit=RateLimiter(20, 60.0))
+    messages = [in_room(f"@echo echo {i}", "bob" if i % 2 else "alice") for i in range(5)]
+    assert await room_answers(bot, *messages) == [
+        ("#hiking", f"alice: {BUSY_IN_ROOM}"),  # said at once, while the answers are being worked on
+        ("#hiking", "alice: 0"),
+        ("#hiking", "bob: 1"),
+    ]
+    assert acked(bot) == [messages[2].id, messages[3].id, messages[4].id, messages[0].id, messages[1].id]
+    assert await room_answers(bot, in_room("@echo echo there", room="#other"), chat("echo direct")) == [
+        ("#other", "alice: there"),
+        ("alice", "direct"),
+    ]
+
+
+async def test_a_rooms_requests_go_in_order_apart_from_the_askers_direct_messages(bot: EchoBot) -> None:
+    """A slow request in a room holds up that room only: the asker's direct message is answered first."""
+    answers = await room_answers(bot, in_room("@echo slow 0.3 first"), in_room("@echo slow 0 second", "bob"), chat("slow 0 direct"))
+    assert answers == [("alice", "direct"), ("#hiking", "alice: first"), ("#hiking", "bob: second")]
+
+
+async def test_a_long_answer_in_a_room_is_split_each_piece_addressed(bot: EchoBot) -> None:
+    """Each piece of a long room answer starts with the asker's name and fits a message."""
+    text = " ".join(["word"] * 900)
+    bot.reply(Request.parse(in_room("@echo x", "bob"), "echo"), text)
+    pieces = [frame["message"] for frame in sent(bot)]
+    assert len(pieces) >= 3 and all(p.startswith("bob: ") and len(p) <= MAX_MESSAGE_CHARS for p in pieces)
+    assert " ".join(p.removeprefix("bob: ") for p in pieces) == text
+
+
+async def test_a_failing_handler_in_a_room_apologizes_in_the_room(bot: EchoBot) -> None:
+    """A handler's exception on a room request becomes the apology, in that room."""
+    [(where, text)] = await room_answers(bot, in_room("@echo boom"))
+    assert where == "#hiking" and text.startswith("alice: Sorry, something went wrong")
 
 
 # --- acknowledgements ----------------------------------------------------------------
