@@ -58,6 +58,7 @@ from chatnet.protocol import (
     from_mail_document,
     history_entry,
     is_room,
+    name_or_room,
     not_dots_alone,
     parse_timestamp,
     unencodable,
@@ -95,6 +96,8 @@ MAX_SERVED: Final = 20_000
 MAX_SOURCE_CHARS: Final = 64
 
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE), AfterValidator(not_dots_alone)]
+# A state's key: a user's name, or a room's (a bot's thread for a room), '#' as %23.
+PathKey = Annotated[str, Path(pattern=r"^#?[A-Za-z0-9_.\-]{1,32}$", description=f"{NAME_RULE}, or a room"), AfterValidator(name_or_room)]
 PathToken = Annotated[str, Path(min_length=1, max_length=TOKEN_MAX_CHARS, description="a session token")]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -794,14 +797,14 @@ async def unsubscribe(service: PathName, user: PathName, store: StoreDep) -> Rem
     return Removed(removed=await store.unsubscribe(service, user))
 
 
-async def get_state(owner: PathName, key: PathName, store: StoreDep) -> StateOut:
+async def get_state(owner: PathName, key: PathKey, store: StoreDep) -> StateOut:
     return StateOut(value=await store.get_state(owner, key))
 
 
-async def put_state(owner: PathName, key: PathName, body: StateIn, store: StoreDep) -> StateOut:
+async def put_state(owner: PathName, key: PathKey, body: StateIn, store: StoreDep) -> StateOut:
     await store.put_state(owner, key, body.value)
     return StateOut(value=body.value)
 
 
-async def delete_state(owner: PathName, key: PathName, store: StoreDep) -> StateDeleted:
+async def delete_state(owner: PathName, key: PathKey, store: StoreDep) -> StateDeleted:
     return StateDeleted(deleted=await store.delete_state(owner, key))

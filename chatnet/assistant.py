@@ -34,7 +34,7 @@ from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.personalities import personalities
-from chatnet.protocol import is_room, new_id
+from chatnet.protocol import STREAM_FEATURE, new_id
 
 BASE_PROMPT: Final = "You are {name}, an assistant in a chat network. Keep answers short and clear; Markdown is fine."
 
@@ -49,17 +49,6 @@ APOLOGY: Final = "Sorry, I couldn't get an answer from the model right now. Plea
 APOLOGY_TIMEOUT: Final = "Sorry, the model took too long to answer. Please try again later."
 EMPTY_ANSWER: Final = "(The model gave an empty answer.)"
 ROOM_PROMPT: Final = "You are in the chat room {room}; each user message there starts with the name of whoever wrote it."
-
-
-def state_slot(bot: str, conversation: str) -> tuple[str, str]:
-    """Where a conversation's state is kept in the message API's state routes, as
-    (owner, key): a user's under (bot, user); a room's under (room without '#', bot).
-    The routes take names only, not '#room' keys; this slot can't meet a user's state,
-    because no bot keeps state for another bot (bots never answer bots). Once the state
-    routes take a room as key (chatnet.api: `key` a Destination), (bot, room) will do."""
-    if is_room(conversation):
-        return conversation[1:], bot
-    return bot, conversation
 
 
 class ChatModel(Protocol):
@@ -206,7 +195,7 @@ class Assistant(Bot):
         state = self._states.get(user)
         if state is None:
             try:
-                value = await self.store.get_state(*state_slot(self.name, user))
+                value = await self.store.get_state(self.name, user)  # a user's, or a room's (#room)
             except (StoreUnavailable, ApiRejected) as exc:
                 self.log.warning("cannot read %s's thread: %s", user, exc)
                 return UserState(self.default_personality)  # not cached: read again next time
@@ -222,7 +211,7 @@ class Assistant(Bot):
     async def save(self, user: str, state: UserState) -> None:
         state.turns = trim(state.turns, self.bounds, self.clock())
         try:
-            await self.store.put_state(*state_slot(self.name, user), state.to_json())
+            await self.store.put_state(self.name, user, state.to_json())
         except (StoreUnavailable, ApiRejected) as exc:
             self.log.warning("cannot save %s's thread: %s", user, exc)
 
@@ -261,7 +250,7 @@ class Assistant(Bot):
         """Send `messages` to the model and the answer to the user (streamed when the
         user's client wants it). None, after an apology to the user, on any model error."""
         try:
-            if "stream" in req.features:
+            if STREAM_FEATURE in req.features:
                 return await self._stream(req, messages)
             async with asyncio.timeout(self.timeout):
                 answer = await self.model.complete(messages)

@@ -40,7 +40,7 @@ the asker (`alice: …`). The server only hands a bot the room messages addresse
 and none from other bots; the bot checks both again (the catch-up at login is not
 filtered, and a bot never answers a bot: `metadata.bot`, the `bot` login feature in
 `sender_features`, names that presence and the welcome call bots). Each room has a
-reply budget (`ROOM_REPLIES` a minute, `BOT_ROOM_REPLIES`): past it the room hears
+reply budget (`BOT_ROOM_REPLIES` a minute): past it the room hears
 "busy" once a window, then nothing. A room's requests are served in order, apart from
 the asker's direct messages, so a slow room costs that room only.
 """
@@ -51,14 +51,12 @@ import asyncio
 import enum
 import logging
 import random
-import re
 import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final, TypeVar
 
 from chatnet.config import Settings
@@ -66,7 +64,7 @@ from chatnet.dialects.json import client_frame
 from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
 from chatnet.limits import ACK_IDS_PER_FRAME, MAIL_PAGE, MAX_MESSAGE_CHARS
 from chatnet.peer import Peer
-from chatnet.protocol import ACK_FEATURE, SERVER_NAME, Ack, Chat, Command, Event, Message, MessageType, is_room
+from chatnet.protocol import ACK_FEATURE, BOT_FEATURE, SERVER_NAME, Ack, Chat, Command, Event, Message, MessageType, is_room, strip_address
 
 logger = logging.getLogger("chatnet.bot")
 
@@ -90,12 +88,6 @@ ACK_DELAY: Final = 0.05
 SEEN_LIMIT: Final = MAIL_PAGE
 # The login feature every bot announces, so whoever gets its messages sees
 # `"bot"` in their `metadata.sender_features` (a second sign beside `metadata.bot`).
-# It belongs in chatnet.protocol beside ACK_FEATURE.
-BOT_FEATURE: Final = "bot"
-# Replies a bot gives in one room per minute (BOT_ROOM_REPLIES): a busy room can't make
-# it talk without end, and it costs that room only. The setting belongs in
-# chatnet.config.Settings as `bot_room_replies`; until it is there this is the value.
-ROOM_REPLIES: Final = 10
 ROOM_WINDOW: Final = 60.0
 BUSY_IN_ROOM: Final = "busy in this room, try again in a minute"
 # Names of bots learned from presence and welcome notices (bounded: they are few).
@@ -104,21 +96,6 @@ KNOWN_BOTS_LIMIT: Final = 10_000
 Handler = Callable[["Bot", "Request"], Awaitable[str | None]]
 # A subclass's handler takes the subclass as `self`: the decorator keeps its type.
 AnyHandler = TypeVar("AnyHandler", bound=Callable[..., Awaitable[str | None]])
-
-
-def strip_address(bot: str, text: str) -> str | None:
-    """The rest of a room message addressed to `bot` — `@bot …`, `@bot: …`, `@bot, …`
-    or `bot: …`, any case — or None when it is not addressed to it. The same rule as
-    the server's (`chatnet.rooms.addressed_to`), which both should share from
-    chatnet.protocol."""
-    match = _address_re(bot).match(text.lstrip())
-    return None if match is None else text.lstrip()[match.end() :].strip()
-
-
-@lru_cache(maxsize=64)
-def _address_re(bot: str) -> re.Pattern[str]:
-    name = re.escape(bot)
-    return re.compile(rf"(?:@{name}(?![^\s:,])[:,]?|{name}:)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +266,7 @@ class Bot:
         self.name = name
         self.allow = frozenset(allow) if allow else None
         self.rate_limit = rate_limit
-        replies = getattr(settings, "bot_room_replies", ROOM_REPLIES)  # see ROOM_REPLIES
+        replies = settings.bot_room_replies
         self.room_budget = room_budget if room_budget is not None else RoomBudget(replies)
         self.known_bots: set[str] = set()  # lower-cased names presence and the welcome said are bots
         self._greet: set[str] = set()  # rooms (keys) joined on an invitation, hello not said yet

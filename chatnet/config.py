@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     bot_rate_limit: int = 20
     bot_timeout: float = 30.0
     bot_retries: int = 1
+    # Replies a bot gives in one room a minute: a busy room can't make it talk without
+    # end, and that costs the room only.
+    bot_room_replies: int = 10
 
     @field_validator("api_token", "openai_api_key", "openai_base_url", "tls_cert", "tls_key", mode="before")
     @classmethod

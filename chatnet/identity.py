@@ -99,6 +99,10 @@ class Identity:
         token = settings.api_token.get_secret_value() if settings.api_token else ""
         self._service_token = token.encode()
 
+    def is_bot(self, name: str) -> bool:
+        """The name is a bot's account (as far as this server knows)."""
+        return self.known.get(name.lower()) == BOT
+
     # --- logins --------------------------------------------------------------------
 
     def relayed(self, login: Login) -> bool:

@@ -372,6 +372,24 @@ ClientEvent = Login | Chat | Command | Quit | Ack | Pong
 
 # The login feature of clients that acknowledge what they have handled.
 ACK_FEATURE: Final = "ack"
+# The login feature every bot announces: other bots never answer what it says.
+BOT_FEATURE: Final = "bot"
+# The login feature of clients that show a streamed reply as it grows (its pieces).
+STREAM_FEATURE: Final = "stream"
+
+
+def strip_address(bot: str, text: str) -> str | None:
+    """The rest of a room message addressed to `bot` — `@bot …`, `@bot: …`, `@bot, …`
+    or `bot: …`, any case — or None when it is not addressed to it. The server gives a
+    bot only the room messages addressed to it, by this rule, and the bot reads them by it."""
+    match = _address_re(bot).match(text.lstrip())
+    return None if match is None else text.lstrip()[match.end() :].strip()
+
+
+@lru_cache(maxsize=256)
+def _address_re(bot: str) -> re.Pattern[str]:
+    name = re.escape(bot)
+    return re.compile(rf"(?:@{name}(?![^\s:,])[:,]?|{name}:)", re.IGNORECASE)
 
 
 # A live message as the router hands it to a session, and as it is archived: a plain

@@ -30,7 +30,7 @@ from chatnet.directory import Directory
 from chatnet.errors import ApiRejected, ChatError, ProtocolError
 from chatnet.identity import BOT
 from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
-from chatnet.protocol import Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk
+from chatnet.protocol import STREAM_FEATURE, Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk, strip_address
 from chatnet.session import Session
 
 logger = logging.getLogger("chatnet.server")
@@ -40,14 +40,6 @@ MARKER_FLUSH: Final = 1.0
 # `!history` shows this many messages when no count is given, and at most HISTORY_MAX.
 HISTORY_DEFAULT: Final = 20
 HISTORY_MAX: Final = 200
-
-
-def addressed_to(bot: str, text: str) -> bool:
-    """A room message for `bot`: `@bot …` or `bot: …` (any case)."""
-    lowered, name = text.lower(), bot.lower()
-    if lowered.startswith(f"{name}:"):
-        return True
-    return lowered.startswith(f"@{name}") and lowered[len(name) + 1 : len(name) + 2] in ("", " ", ":", ",")
 
 
 class Room:
@@ -123,8 +115,10 @@ class Rooms:
         priority: Priority,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         archive: Callable[[Delivery], None],
+        is_bot: Callable[[str], bool] = lambda name: False,
     ) -> None:
         self.api = api
+        self.is_bot = is_bot  # a name is a bot's account
         self.directory = directory
         self.clock = clock
         self.spawn = spawn
@@ -185,6 +179,10 @@ class Rooms:
             if not session.is_open or not (unread or messages):
                 continue
             name = entry["room"]["name"]
+            if session.kind == BOT:  # a bot is shown what is addressed to it, as when it is online
+                messages = [m for m in messages if strip_address(session.name, m["message"]) is not None]
+                if not messages:
+                    continue
             count = max(unread, len(messages))
             text = f"{name}: {count} new message{'s' if count != 1 else ''} since you were last here:"
             session.notice(text, Event.CATCHUP, room=name, unread=count, shown=len(messages))
@@ -239,18 +237,21 @@ class Rooms:
             return
         delivery = (new_id(), sender.name, room.name, message, self.clock.text, kind, metadata, sender.features)
         from_bot = sender.kind == BOT
+        partial = metadata is not None and partial_chunk(metadata)
         rendered: dict[str, str] = {}  # by dialect: each message rendered once per wire format
         for member in room.here:
             if member is sender or member.paused:
                 continue  # a member not keeping up reads it at its next login (its marker stays)
-            if member.kind == BOT and (from_bot or not addressed_to(member.name, message)):
+            if member.kind == BOT and (from_bot or strip_address(member.name, message) is None):
                 continue
+            if partial and STREAM_FEATURE not in member.features:
+                continue  # the pieces of a streamed reply go to those who asked for them; all get the whole
             dialect = member.dialect.name
             text = rendered.get(dialect)
             if text is None:
                 text = rendered[dialect] = member.dialect.delivery(delivery)
             member.deliver_line(text, delivery)
-        if metadata is None or not partial_chunk(metadata):  # a streamed reply is archived whole, from its final frame
+        if not partial:  # a streamed reply is archived whole, from its final frame
             self.archive(delivery)
 
     async def _not_in(self, session: Session, name: str) -> None:
@@ -416,9 +417,15 @@ class Rooms:
             if session.is_open:
                 session.notice(f"{user} is in {room} already.", Event.INVITED, room=room, user=user, by=session.name)
             return
+        invitees = self.directory.sessions(user.lower())
+        if not invitees and self.is_bot(user):  # a bot joins by itself: for one offline, the server does it
+            await self.api.join_room(room, user)
+            if session.is_open:
+                session.notice(f"{user} (a bot) is in {room} now.", Event.INVITED, room=room, user=user, by=session.name)
+            return
         if session.is_open:
             session.notice(f"Invited {user} to {room}.", Event.INVITED, room=room, user=user, by=session.name)
-        for invitee in self.directory.sessions(user.lower()):
+        for invitee in invitees:
             invitee.notice(f"{session.name} invited you to {room}; !join {room} to come in.", Event.INVITED, room=room, user=invitee.name, by=session.name)
 
     def _cmd_kick(self, session: Session, args: str) -> None:

@@ -93,7 +93,7 @@ class Router:
         self.archiver = Archiver(api, self.priority)
         self.first_look: FirstLook[Looked] = FirstLook(lambda names: api.pending_many(names, MAIL_PAGE), ([], 0), FIRST_LOOK_BATCH, self.priority, self.spawn)
         self._archive = self.archiver.backlog.append  # the routing path's one step for history
-        self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive_one)
+        self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive_one, self.identity.is_bot)
         # Sessions whose stored mail is being handed over, each with whether to look
         # once more when done (None: no; False: quietly; True: someone asked).
         self._handovers: dict[Session, bool | None] = {}

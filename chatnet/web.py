@@ -102,6 +102,7 @@ from chatnet.personalities import personalities
 from chatnet.process import ROOT
 from chatnet.protocol import (
     ACK_FEATURE,
+    STREAM_FEATURE,
     Ack,
     Chat,
     Command,
@@ -144,7 +145,7 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 BODY_TIMEOUT_SECONDS: Final = 5.0
 # Every web user announces streaming (the page renders partial bot replies) and acks
 # (the page acknowledges what it has shown).
-FEATURES: Final = frozenset({"stream", ACK_FEATURE})
+FEATURES: Final = frozenset({STREAM_FEATURE, ACK_FEATURE})
 FIRST_RETRY_SECONDS: Final = 0.5
 MAX_RETRY_SECONDS: Final = 10.0
 HEARTBEAT_SECONDS: Final = 30.0

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from chatnet.assistant import APOLOGY
-from chatnet.bot import BUSY_IN_ROOM, ROOM_REPLIES
+from chatnet.bot import BUSY_IN_ROOM
 from chatnet.peer import Peer
 from chatnet.protocol import Event, Message, MessageType
 from tests.fake_openai import FakeOpenAI
@@ -29,8 +29,11 @@ def fake() -> Iterator[FakeOpenAI]:
         yield server
 
 
+ROOM_REPLIES = 4  # BOT_ROOM_REPLIES for these tests: small, so the budget runs out quickly
+
+
 def start_openai(net: Network, fake: FakeOpenAI) -> None:
-    net.start_bot(OPENAI, "openai_bot.py", BOT_NAME=OPENAI, OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test",
+    net.start_bot(OPENAI, "openai_bot.py", BOT_NAME=OPENAI, OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test", BOT_ROOM_REPLIES=str(ROOM_REPLIES),
                   BOT_TIMEOUT="1.5", BOT_RETRIES="0")  # fmt: skip
 
 

@@ -363,3 +363,10 @@ def test_a_timestamp_past_the_last_utc_instant_is_a_422_not_a_500(api: TestClien
     body = {"messages": [{"sender": "alice", "destination": "bob", "message": "hi", "timestamp": "9999-12-31T23:59:59-10:00"}]}
     for route in ("/mail", "/history"):
         assert api.post(route, json=body).status_code == 422
+
+
+def test_a_bots_state_may_be_kept_under_a_room(api: TestClient) -> None:
+    """A bot's thread for a room: the state's key may be '#room' (as %23 in the path); a bad key is a 422."""
+    assert api.put("/state/openai/%23hiking", json={"value": {"turns": 1}}).status_code == 200
+    assert api.get("/state/openai/%23hiking").json() == {"value": {"turns": 1}}
+    assert api.get("/state/openai/%23").status_code == 422

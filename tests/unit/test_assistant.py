@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, Bounds, Turn, UserState, parse_translate, state_slot, trim
+from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, Bounds, Turn, UserState, parse_translate, trim
 from chatnet.config import Settings
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.personalities import PERSONALITIES
@@ -339,12 +339,6 @@ async def room_answer(bot: Assistant, text: str, sender: str = "alice", room: st
     return str(frame["message"])
 
 
-def test_state_slot_keeps_rooms_apart_from_users() -> None:
-    """A user's state is (bot, user); a room's is (room without '#', bot): names the state routes take."""
-    assert state_slot("openai", "alice") == ("openai", "alice")
-    assert state_slot("openai", "#hiking") == ("hiking", "openai")
-
-
 async def test_a_room_has_one_thread_for_its_members_apart_from_theirs(model: ScriptedModel) -> None:
     """In a room the thread is the room's (each turn says who wrote it); a direct message keeps the user's own thread."""
     bot = make(model)
@@ -364,13 +358,13 @@ async def test_a_room_has_one_thread_for_its_members_apart_from_theirs(model: Sc
 
 
 async def test_a_rooms_thread_is_bounded_and_survives_a_restart(model: ScriptedModel) -> None:
-    """A room's thread keeps BOT_MAX_MESSAGES turns, in the store under the room's slot, for a new bot too."""
+    """A room's thread keeps BOT_MAX_MESSAGES turns, in the store under the room's name, for a new bot too."""
     store = MemoryStore()
     bot = make(model, store, bot_max_messages=3)
     for i in range(3):
         await room_answer(bot, f"@openai turn {i}")
     assert len(model.calls[-1]) - 1 <= 3
-    assert ("hiking", "openai") in store.state and ("openai", "alice") not in store.state
+    assert ("openai", "#hiking") in store.state and ("openai", "alice") not in store.state
     await room_answer(make(model, store, bot_max_messages=3), "@openai after restart", "bob")
     assert [m["content"] for m in model.calls[-1][1:]] == ["alice: turn 2", "echo: alice: turn 2", "bob: after restart"]
 

@@ -19,7 +19,6 @@ from chatnet.bot import (
     ACK_DELAY,
     ACK_IDS_PER_FRAME,
     BACKOFF_CAP,
-    BOT_FEATURE,
     BUSY_IN_ROOM,
     USER_QUEUE_LIMIT,
     Bot,
@@ -30,12 +29,11 @@ from chatnet.bot import (
     backoff,
     command,
     split_text,
-    strip_address,
 )
 from chatnet.config import Settings
 from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS
 from chatnet.peer import Peer, encode_frame
-from chatnet.protocol import Event, Message, MessageType
+from chatnet.protocol import BOT_FEATURE, Event, Message, MessageType, strip_address
 from chatnet.server import ChatServer
 
 HOST = "127.0.0.1"

@@ -206,3 +206,51 @@ async def test_private_rooms_need_an_invitation_and_the_owner_kicks(router: Rout
     await bob.expect("alice removed you from #secret.")
     bob.send("#secret: still here?")
     await bob.expect("Error: You are not in #secret; !join #secret first.")
+
+
+async def test_pieces_of_a_streamed_reply_go_only_to_members_that_asked_for_them(router: Router) -> None:
+    streaming = await json_client(router, "sam", features=("stream",))
+    plain = await json_client(router, "pat")
+    text = await text_client(router, "tom")
+    writer = await json_client(router, "wes")
+    writer.chat("#general", "Hel", {"stream": {"id": "s1", "seq": 0, "done": False}})
+    writer.chat("#general", "Hello", {"stream": {"id": "s1", "seq": 1, "done": True}})
+    for client in (streaming, plain):
+        await client.expect_frame(lambda f: f["type"] == "chat" and f["message"] == "Hello")
+    await text.expect(lambda line: line.endswith("[#general][wes] Hello"))
+    assert [f["message"] for f in streaming.frames() if f["type"] == "chat"] == ["Hel", "Hello"]
+    assert [f["message"] for f in plain.frames() if f["type"] == "chat"] == ["Hello"]
+    assert not [line for line in text.lines() if line.endswith("] Hel")]
+
+
+def bot_login(router: Router, name: str) -> Client:
+    bot = Client(router)
+    bot.send_json({"type": "login", "user": name, "service_token": SERVICE_TOKEN})
+    return bot
+
+
+async def test_a_bot_invited_while_offline_is_made_a_member(router: Router, api: FakeApi) -> None:
+    api.accounts["helper"] = ("helper", "bot", None)
+    router.identity.known["helper"] = "bot"
+    alice = await text_client(router, "alice")
+    alice.send("!join #hiking")
+    await alice.expect("Created #hiking; you are its owner.")
+    alice.send("!invite #hiking helper")
+    await alice.expect("helper (a bot) is in #hiking now.")
+    assert "helper" in api.room_members["#hiking"]
+
+
+async def test_a_bots_catch_up_holds_only_what_was_addressed_to_it(router: Router, api: FakeApi) -> None:
+    api.accounts["helper"] = ("helper", "bot", None)
+    first = bot_login(router, "helper")  # its first login: into #general
+    await first.expect_frame(lambda f: f["metadata"].get("event") == "welcome")
+    first.transport.disconnect()
+    await first.wait_closed()
+    alice = await text_client(router, "alice")
+    alice.send("#general: just chatting", "#general: @helper what's the time?")
+    await until(lambda: len(api.room_log["#general"]) == 2, "archived")
+    again = bot_login(router, "helper")
+    catchup = await again.expect_frame(lambda f: f["metadata"].get("event") == "catchup")
+    assert catchup["metadata"]["shown"] == 1
+    await again.expect_frame(lambda f: f["type"] == "chat" and f["message"] == "@helper what's the time?")
+    assert [f["message"] for f in again.frames() if f["type"] == "chat"] == ["@helper what's the time?"]
