@@ -268,8 +268,11 @@ class Rooms:
 
     def received(self, session: Session, messages: list[Delivery]) -> None:
         """Room messages the session's reader has: its read markers move past them."""
-        for message in messages:
-            if message[1] != session.name:
+        seen: set[str] = set()
+        for message in reversed(messages):  # the newest of each room is the one that counts
+            room = message[2]
+            if room not in seen and message[1] != session.name:
+                seen.add(room)
                 self.markers.note(session.name, message)
 
     # --- commands ------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from chatnet.protocol import (
     partial_chunk,
 )
 from chatnet.rooms import Rooms
-from chatnet.session import CLOSE_LINGER, DRAIN_POLL, Session
+from chatnet.session import CLOSE_LINGER, DRAIN_POLL, Flushes, Session
 
 logger = logging.getLogger("chatnet.server")
 
@@ -83,6 +83,7 @@ class Router:
         self.settings = settings
         self.api = api
         self.clock = Clock()
+        self.flushes = Flushes()  # the sessions' output, written once per loop pass
         self.directory: Directory[Session] = directory if directory is not None else LocalDirectory()
         self._local = self.directory.local  # the routing path's one lookup
         self.identity = Identity(settings, api)

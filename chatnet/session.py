@@ -96,6 +96,29 @@ KEEPALIVE_PROBES: Final = 6
 _FLUSH_CONTEXT: Final = contextvars.Context()
 
 
+class Flushes:
+    """The sessions with output queued in this loop pass, flushed by one callback: a
+    room's line to a thousand members costs one scheduled call, not a thousand."""
+
+    __slots__ = ("waiting", "scheduled")
+
+    def __init__(self) -> None:
+        self.waiting: list[Session] = []
+        self.scheduled = False
+
+    def add(self, session: Session) -> None:
+        self.waiting.append(session)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.run, context=_FLUSH_CONTEXT)
+
+    def run(self) -> None:
+        self.scheduled = False
+        waiting, self.waiting = self.waiting, []
+        for session in waiting:
+            session.flush()
+
+
 class State(StrEnum):  # a str: its hash is C's, and the line table is looked up per line
     LOGIN = "login"
     PASSWORD = "password"
@@ -112,6 +135,7 @@ class Router(Protocol):
     """What a session tells the router (`chatnet.router.Router`)."""
 
     clock: Clock
+    flushes: Flushes
 
     def connected(self, session: Session) -> None: ...
     def login(self, session: Session, login: Login) -> None: ...  # answers through logged_in / refused / ask_password
@@ -140,7 +164,7 @@ class Session(asyncio.Protocol):
 
     # No per-instance dict: ten thousand idle sessions should cost little memory.
     __slots__ = (
-        "router", "clock", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
+        "router", "clock", "flushes", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
@@ -156,6 +180,7 @@ class Session(asyncio.Protocol):
     ) -> None:
         self.router = router
         self.clock = router.clock
+        self.flushes = router.flushes
         self.dialect = dialect
         # On a port shared by several dialects, each login line picks the one it is in.
         self.pick = pick
@@ -657,7 +682,7 @@ class Session(asyncio.Protocol):
         self.written += len(text) if text.isascii() else len(text.encode())
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush, context=_FLUSH_CONTEXT)
+            self.flushes.add(self)
 
     def flush(self) -> None:
         self._flush_scheduled = False
