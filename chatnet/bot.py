@@ -173,6 +173,10 @@ def command(usage: str | None = None, *, name: str | None = None, args: bool | N
     return mark
 
 
+# Keys a rate limiter keeps before it forgets the idle ones.
+KEYS_BEFORE_SWEEP: Final = 10_000
+
+
 class RateLimiter:
     """At most `limit` events per `window` seconds for each key (a sliding window)."""
 
@@ -181,9 +185,12 @@ class RateLimiter:
         self.window = window
         self.clock = clock
         self._events: dict[str, deque[float]] = {}
+        self._sweep_at = KEYS_BEFORE_SWEEP  # past this many keys, the idle ones are forgotten
 
     def allow(self, key: str) -> bool:
         now = self.clock()
+        if len(self._events) >= self._sweep_at:
+            self.forget_idle(now)
         events = self._events.setdefault(key, deque())
         while events and events[0] <= now - self.window:
             events.popleft()
@@ -191,6 +198,13 @@ class RateLimiter:
             return False
         events.append(now)
         return True
+
+    def forget_idle(self, now: float) -> None:
+        """Drop the keys with nothing in the window (every user ever seen must not cost
+        memory for ever); the next sweep waits until the map has doubled."""
+        horizon = now - self.window
+        self._events = {key: events for key, events in self._events.items() if events and events[-1] > horizon}
+        self._sweep_at = max(KEYS_BEFORE_SWEEP, 2 * len(self._events))
 
 
 class Budget(enum.Enum):
@@ -220,6 +234,8 @@ class RoomBudget:
         warned = self._warned.get(key)
         if warned is not None and now - warned < self.window:
             return Budget.QUIET
+        if len(self._warned) >= KEYS_BEFORE_SWEEP:
+            self._warned = {room: when for room, when in self._warned.items() if now - when < self.window}
         self._warned[key] = now
         return Budget.BUSY
 

@@ -20,6 +20,7 @@ from chatnet.bot import (
     ACK_IDS_PER_FRAME,
     BACKOFF_CAP,
     BUSY_IN_ROOM,
+    KEYS_BEFORE_SWEEP,
     USER_QUEUE_LIMIT,
     Bot,
     Budget,
@@ -718,3 +719,18 @@ async def test_mail_a_bot_crashed_on_comes_again(network: Settings) -> None:
         assert message is not None and (message.id, message.metadata.get("stored")) == (mail.id, True)
     finally:
         await again.close()
+
+
+def test_a_rate_limiter_forgets_the_idle_keys() -> None:
+    """Every user ever seen must not cost memory for ever: past KEYS_BEFORE_SWEEP keys the idle ones go, the limits hold."""
+    now = [0.0]
+    limiter = RateLimiter(1, window=10.0, clock=lambda: now[0])
+    for i in range(KEYS_BEFORE_SWEEP - 1):
+        assert limiter.allow(f"u{i}")
+    assert not limiter.allow("u0")  # limited within its window
+    now[0] = 11.0
+    for i in range(KEYS_BEFORE_SWEEP, 2 * KEYS_BEFORE_SWEEP):  # the map doubles: the next sweep is due
+        limiter.allow(f"u{i}")
+    assert limiter.allow("fresh")  # the keys idle since t=0 went at a sweep; the recent ones are kept
+    assert len(limiter._events) == KEYS_BEFORE_SWEEP + 1
+    assert limiter.allow("u0")  # forgotten, so allowed again (its window was over anyway)
