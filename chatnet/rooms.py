@@ -373,8 +373,8 @@ class Rooms:
     async def _topic(self, session: Session, name: str, text: str) -> None:
         if not text:
             info = await self.api.room(name)
-            if info is None:
-                raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)
+            if info is None or (info["private"] and session.key not in {n.lower() for n in info["member_names"]}):
+                raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)  # a private room's topic is its members' business
             topic = info.get("topic") or ""
             if session.is_open:
                 said = f"Topic of {info['name']}: {topic}" if topic else f"{info['name']} has no topic; !topic {info['name']} <text> sets one."

@@ -113,6 +113,8 @@ async def test_a_private_room_is_invisible_and_closed_to_others(chat: Network) -
     await said(other, "Error: That room is private: its owner must invite you first.")
     await other.send("!members #secret")
     await said(other, "Error: There is no such room; !join #name creates one.")
+    await other.send("!topic #secret")
+    await said(other, "Error: There is no such room; !join #name creates one.")
     await other.send("!history #secret")
     await other.expect(lambda line: line.startswith("Error: You are not in that room"))
     await owner.send("!invite #secret oscar")
