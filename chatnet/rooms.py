@@ -356,7 +356,7 @@ class Rooms:
         names: list[str] = info["member_names"] if info is not None else []
         if info is None or (info["private"] and session.key not in {n.lower() for n in names}):
             raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)
-        online = {key for key, _ in ((n.lower(), n) for n in names) if self.directory.sessions(key)}
+        online = {n.lower() for n in names if self.directory.sessions(n.lower())}
         listed = [{"name": n, "online": n.lower() in online} for n in names]
         shown = ", ".join(f"{n} (online)" if n.lower() in online else n for n in names)
         if session.is_open:
