@@ -12,8 +12,9 @@ STAMP  := $(VENV)/.installed
 run: $(STAMP)
 	$(PY) launcher.py $(ARGS)
 
+# The terminal client; it exits 0 when the person leaves (/quit, Ctrl-D, Ctrl-C), so make stays quiet.
 client: $(STAMP)
-	$(PY) async_client.py $(ARGS)
+	@$(PY) async_client.py $(ARGS)
 
 # pytest exits 5 when it collected no tests: a suite that ran nothing is a failure,
 # never a pass, and every other exit code is passed through unchanged.

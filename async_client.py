@@ -1,6 +1,8 @@
 """Terminal client of chatnet: `python async_client.py [--user NAME] [--host H] [--port P] [--tls [--cafile PEM]]`.
 
 A registered name is asked its password without echo; CHATNET_PASSWORD answers instead.
+Inside, /help lists the commands (/join, /msg, /query, /part …); after a break the
+client reconnects and logs in again by itself. /quit, Ctrl-D and Ctrl-C exit 0.
 """
 
 from __future__ import annotations
