@@ -475,3 +475,27 @@ async def test_web_tls_serves_the_page_over_https_and_wss(chat: Network, tmp_pat
         await page.send({"type": "login", "user": "alice"})
         welcome = await page.expect(event("welcome"))
         assert welcome["metadata"]["account"] is True
+
+
+async def test_text_json_and_web_users_talk_in_one_room(web: Network, http: aiohttp.ClientSession) -> None:
+    """A person at nc, a JSON program and a page in #hiking: each one's line reaches the other two."""
+    text = await web.text_client("tina")
+    program = await web.json_client("jay")
+    page, _ = await web_login(http, "wendy")
+    await text.send("!join #hiking")
+    await text.expect("Created #hiking; you are its owner.")
+    await program.command("!join #hiking")
+    await program.expect(lambda m: m.metadata.get("event") == "joined")
+    await page.send({"type": "command", "message": "!join #hiking"})
+    await page.expect(lambda f: f.get("metadata", {}).get("event") == "joined")
+
+    await text.send("#hiking: from the terminal")
+    assert (await program.expect(lambda m: m.type == "chat")).destination == "#hiking"
+    assert (await page.expect(chat_from("tina", "from the terminal")))["destination"] == "#hiking"
+    await program.send("#hiking", "from a program")
+    await text.expect(lambda line: line.endswith("[#hiking][jay] from a program"))
+    await page.expect(chat_from("jay", "from a program"))
+    await page.chat("#hiking", "from the page")
+    await text.expect(lambda line: line.endswith("[#hiking][wendy] from the page"))
+    heard = await program.expect(lambda m: m.type == "chat" and m.sender == "wendy")
+    assert (heard.destination, heard.message) == ("#hiking", "from the page")
