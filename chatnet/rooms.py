@@ -176,8 +176,8 @@ class Rooms:
             return
         for entry in entries:
             unread, messages = int(entry.get("unread") or 0), entry.get("messages") or []
-            if not session.is_open or not (unread or messages):
-                continue
+            if not session.is_open or not unread:
+                continue  # nothing, or only one's own
             name = entry["room"]["name"]
             if session.kind == BOT:  # a bot is shown what is addressed to it, as when it is online
                 messages = [m for m in messages if strip_address(session.name, m["message"]) is not None]
@@ -253,6 +253,7 @@ class Rooms:
             member.deliver_line(text, delivery)
         if not partial:  # a streamed reply is archived whole, from its final frame
             self.archive(delivery)
+            self.markers.note(sender.name, delivery)  # one has read the room up to what one says
 
     async def _not_in(self, session: Session, name: str) -> None:
         try:

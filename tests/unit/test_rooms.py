@@ -254,3 +254,17 @@ async def test_a_bots_catch_up_holds_only_what_was_addressed_to_it(router: Route
     assert catchup["metadata"]["shown"] == 1
     await again.expect_frame(lambda f: f["type"] == "chat" and f["message"] == "@helper what's the time?")
     assert [f["message"] for f in again.frames() if f["type"] == "chat"] == ["@helper what's the time?"]
+
+
+async def test_ones_own_room_messages_are_never_news_at_the_next_login(router: Router, api: FakeApi) -> None:
+    """alice talks in #general and leaves: her next login shows no catch-up of her own lines."""
+    alice = await text_client(router, "alice")
+    alice.send("#general: my own words", "#general: and more")
+    await until(lambda: len(api.room_log["#general"]) == 2, "archived")
+    await until(lambda: ("alice", "#general") in api.read_markers and api.read_markers[("alice", "#general")][1] in api.room_log["#general"], "her marker moved")
+    alice.send("exit")
+    await alice.wait_closed()
+    again = await text_client(router, "alice")
+    again.send("!who")
+    await again.expect(lambda line: line.startswith("Online"))
+    assert not [line for line in again.lines() if "new message" in line or "my own words" in line]
