@@ -28,11 +28,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from chatnet import api_rooms
 from chatnet.accounts import TOKEN_MAX_CHARS, Account, Accounts, Refused
+from chatnet.api_params import MessageId, PathKey, PathName
 from chatnet.config import Settings, get_settings
 from chatnet.limits import (
     HISTORY_PAGE,
@@ -44,8 +45,6 @@ from chatnet.limits import (
     MAX_PASSWORD_CHARS,
     MAX_PENDING_USERS,
     MIN_PASSWORD_CHARS,
-    NAME_PATTERN,
-    NAME_RULE,
 )
 from chatnet.protocol import (
     Destination,
@@ -58,8 +57,6 @@ from chatnet.protocol import (
     from_mail_document,
     history_entry,
     is_room,
-    name_or_room,
-    not_dots_alone,
     parse_timestamp,
     unencodable,
     unstorable,
@@ -95,11 +92,7 @@ MAX_SERVED: Final = 20_000
 # The address a login comes from, as the chat server saw it (an IPv6 one with its zone fits).
 MAX_SOURCE_CHARS: Final = 64
 
-PathName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE), AfterValidator(not_dots_alone)]
-# A state's key: a user's name, or a room's (a bot's thread for a room), '#' as %23.
-PathKey = Annotated[str, Path(pattern=r"^#?[A-Za-z0-9_.\-]{1,32}$", description=f"{NAME_RULE}, or a room"), AfterValidator(name_or_room)]
 PathToken = Annotated[str, Path(min_length=1, max_length=TOKEN_MAX_CHARS, description="a session token")]
-MessageId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 def password_length(value: SecretStr) -> SecretStr:

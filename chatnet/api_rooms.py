@@ -27,10 +27,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from chatnet.api_params import MessageId, PathName, PathRoom, QueryName, RoomName
 from chatnet.limits import (
     HISTORY_PAGE,
     MAX_CATCHUP,
@@ -38,12 +39,8 @@ from chatnet.limits import (
     MAX_MARKERS,
     MAX_ROOM_LOGINS,
     MAX_TOPIC_CHARS,
-    NAME_PATTERN,
-    NAME_RULE,
-    ROOM_PATTERN,
-    ROOM_RULE,
 )
-from chatnet.protocol import Destination, Message, Name, RoomReason, not_dots_alone, parse_timestamp, unencodable
+from chatnet.protocol import Destination, Message, Name, RoomReason, parse_timestamp, unencodable
 from chatnet.rooms_store import RoomRefused, RoomStore, room_info
 from chatnet.store import decode_cursor, encode_cursor
 
@@ -53,11 +50,6 @@ CATCHUP_DEFAULT: Final = 20
 LINE_BREAKS: Final = frozenset("\r\n\0\u2028\u2029\x85")
 
 
-RoomName = Annotated[str, StringConstraints(pattern=ROOM_PATTERN)]
-PathRoom = Annotated[str, Path(pattern=ROOM_PATTERN, description=f"{ROOM_RULE} (in a URL: %23 for '#')")]
-PathName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE), AfterValidator(not_dots_alone)]
-QueryName = Annotated[str, Query(pattern=NAME_PATTERN, description=NAME_RULE), AfterValidator(not_dots_alone)]
-MessageId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 def cursor_key(cursor: str | None) -> tuple[str, str] | None:
