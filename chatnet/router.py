@@ -289,7 +289,7 @@ class Router:
         or not by its TCP stack) go to its stored mail, under the ids it was sent (a repeat
         is one it can drop). Echoes of its own account's messages are not its mail."""
         stored = 0
-        for msg_id, sender, destination, message, timestamp, kind, metadata, _ in session.unreceived():
+        for msg_id, sender, destination, message, timestamp, kind, metadata, _ in session.take_unreceived():
             if (metadata is not None and metadata.get("echo")) or destination[:1] == "#":
                 continue  # a room's message stays unread instead (its marker did not move)
             doc, options = _as_mail(msg_id or new_id(), sender, session.name, message, timestamp, kind, metadata)
@@ -298,10 +298,6 @@ class Router:
         logger.info("%s left with %d message(s) not known to have arrived: stored", session.who, stored)
         if session.forgotten:
             logger.warning("%s: %d older unreceived message(s) were past the limit", session.who, session.forgotten)
-        if session.unacked is not None:
-            session.unacked.clear()
-        session.sent = None
-        session.sent_ends.clear()
 
     def _count_address(self, address: str, change: int) -> int:
         """Open connections from `address`, after `change`."""

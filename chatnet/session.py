@@ -571,11 +571,16 @@ class Session(asyncio.Protocol):
             return None
         return acked
 
-    def unreceived(self) -> list[Delivery]:
-        """Live messages the reader is not known to have (after the connection is lost)."""
+    def take_unreceived(self) -> list[Delivery]:
+        """Live messages the reader is not known to have (after the connection is lost),
+        forgotten here as they are handed out."""
         if self.unacked is not None:
-            return list(self.unacked.values())
-        return list(self.sent or ())
+            taken = list(self.unacked.values())
+            self.unacked.clear()
+            return taken
+        taken, self.sent = self.sent or [], None
+        self.sent_ends.clear()
+        return taken
 
     def _check_alive(self) -> None:
         """A ping after `liveness[0]` s of silence; dropped after `liveness[1]` more."""
