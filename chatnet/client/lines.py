@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
-from chatnet.dialects.text import PASSWORD_PROMPT, PROMPT, SECRET_COMMANDS
+from chatnet.dialects.text import PASSWORD_PROMPT, PROMPT, SECRET_COMMANDS, read_chat_line
 from chatnet.protocol import COMMANDS, NAME_RE, is_room
 
 if TYPE_CHECKING:
@@ -58,11 +58,6 @@ CLIENT_COMMANDS: Final[dict[str, tuple[str, str]]] = {
 ALIASES: Final[dict[str, str]] = {"/leave": "/part", "/exit": "/quit"}
 SERVER_COMMANDS: Final = tuple(f"!{name}" for name in COMMANDS)
 
-# Chat lines as the text dialect writes them (names and rooms never hold `]`).
-_TIME = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)"
-ROOM_LINE: Final = re.compile(rf"\[{_TIME}\]\[(#[^\]\s]+)\]\[([^\]]+)\] ?(.*)", re.S)
-CHAT_LINE: Final = re.compile(rf"\[{_TIME}\]\[([^\]\s]+)\] ?(.*)", re.S)
-STORED_LINE: Final = re.compile(rf"\[Stored\] \[{_TIME}\]\[([^\]]+)\] '(.*)'", re.S)
 _ROOM_IN_TEXT: Final = re.compile(r"#[A-Za-z0-9_.-]{1,32}")
 _JOINED: Final = re.compile(r"(?:Joined (#\S+) \(|Created (#\S+); you are its owner\.$)")
 _LEFT: Final = re.compile(r"(?:Left (#\S+)\.$|\S+ removed you from (#\S+)\.$)")
@@ -147,21 +142,18 @@ class Book:
 
 def render(text: str, book: Book) -> str:
     """A server line as it is shown, noting in `book` the names and rooms it mentions."""
-    if match := ROOM_LINE.fullmatch(text):
-        when, room, sender, message = match.groups()
-        book.room(room)
-        book.name(sender)
-        return f"{local_time(when)} {book.spelled(room)} <{sender}> {message}"
-    if match := STORED_LINE.fullmatch(text):
-        when, sender, message = match.groups()
-        book.name(sender)
-        return f"{local_time(when)} [stored] [{sender}] {message}"
-    if match := CHAT_LINE.fullmatch(text):
-        when, sender, message = match.groups()
-        book.name(sender)
-        return f"{local_time(when)} [{sender}] {message}"
-    note(text, book)
-    return text
+    line = read_chat_line(text)
+    if line is None:
+        note(text, book)
+        return text
+    book.name(line.sender)
+    when = local_time(line.timestamp)
+    if line.room is not None:
+        book.room(line.room)
+        return f"{when} {book.spelled(line.room)} <{line.sender}> {line.message}"
+    if line.stored:
+        return f"{when} [stored] [{line.sender}] {line.message}"
+    return f"{when} [{line.sender}] {line.message}"
 
 
 def note(text: str, book: Book) -> None:

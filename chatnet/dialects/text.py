@@ -19,7 +19,8 @@ users are not flooded with comings and goings) and streamed replies arrive whole
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+import re
+from typing import Any, ClassVar, Final, NamedTuple
 
 from chatnet.errors import ProtocolError
 from chatnet.limits import MAX_MESSAGE_CHARS
@@ -70,6 +71,38 @@ def room_line(shown: str, room: str, sender: str, message: str) -> str:
 def stored_line(shown: str, sender: str, message: str) -> str:
     """Stored mail as a person reads it: `[Stored] [<ts>][<sender>] '<message>'`."""
     return f"[Stored] [{shown}][{sender}] '{message}'\n"
+
+
+class ChatLine(NamedTuple):
+    """A chat line read back by a client (`read_chat_line`): the inverse of the writers above."""
+
+    timestamp: str  # as written: UTC ISO 8601, to the second
+    room: str | None  # "#hiking" for a room line
+    sender: str
+    message: str
+    stored: bool  # handed over from stored mail
+
+
+# What chat_line, room_line and stored_line write (names and rooms never hold `]`).
+_SHOWN_TIME: Final = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)"
+_ROOM_LINE: Final = re.compile(rf"\[{_SHOWN_TIME}\]\[(#[^\]\s]+)\]\[([^\]]+)\] ?(.*)", re.S)
+_CHAT_LINE: Final = re.compile(rf"\[{_SHOWN_TIME}\]\[([^\]\s]+)\] ?(.*)", re.S)
+_STORED_LINE: Final = re.compile(rf"\[Stored\] \[{_SHOWN_TIME}\]\[([^\]]+)\] '(.*)'", re.S)
+
+
+def read_chat_line(line: str) -> ChatLine | None:
+    """A line from the server (without its newline), if it is a chat line: live, in a
+    room, or stored mail."""
+    if match := _ROOM_LINE.fullmatch(line):
+        when, room, sender, message = match.groups()
+        return ChatLine(when, room, sender, message, False)
+    if match := _STORED_LINE.fullmatch(line):
+        when, sender, message = match.groups()
+        return ChatLine(when, None, sender, message, True)
+    if match := _CHAT_LINE.fullmatch(line):
+        when, sender, message = match.groups()
+        return ChatLine(when, None, sender, message, False)
+    return None
 
 
 def parse_line(line: str) -> Chat | Command | Quit:

@@ -10,7 +10,7 @@ import pytest
 
 from chatnet.dialects import JSON, TEXT, pick_text_or_json
 from chatnet.dialects.json import client_frame, parse_frame
-from chatnet.dialects.text import PROMPT, parse_line
+from chatnet.dialects.text import PROMPT, ChatLine, chat_line, parse_line, read_chat_line, room_line, stored_line
 from chatnet.errors import BadFrame, ProtocolError
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, Quit, parse_message
@@ -127,7 +127,6 @@ def test_command_frame() -> None:
         parse_frame('{"type": "command", "message": "  "}')
 
 
-
 # --- rendering ------------------------------------------------------------------------
 
 
@@ -177,8 +176,8 @@ def test_streamed_chunks_reach_text_readers_only_whole() -> None:
 
 def test_json_delivery_round_trip() -> None:
     """A live JSON frame carries every field, the id the router chose, and the sender's features."""
-    frame = parse_message(JSON.delivery(delivery("hé \"q\"", {"k": [1]}, "m1", ("stream",))))
-    assert (frame.id, frame.sender, frame.destination, frame.message) == ("m1", "alice", "bob", "hé \"q\"")
+    frame = parse_message(JSON.delivery(delivery('hé "q"', {"k": [1]}, "m1", ("stream",))))
+    assert (frame.id, frame.sender, frame.destination, frame.message) == ("m1", "alice", "bob", 'hé "q"')
     assert frame.metadata == {"k": [1], "sender_features": ["stream"]}
     assert frame.timestamp == datetime(2026, 11, 21, 10, 0, 5, 123000, tzinfo=timezone.utc)
 
@@ -255,3 +254,14 @@ def test_dots_alone_are_no_name(name: str) -> None:
         TEXT.parse_login(name)
     with pytest.raises(ProtocolError, match="Invalid destination"):
         parse_line(f"{name}: hi")
+
+
+def test_a_client_reads_back_the_chat_lines_the_text_dialect_writes() -> None:
+    """read_chat_line is the inverse of the writers: a client parses what the dialect renders, and nothing else."""
+    shown = "2026-12-01T10:00:05Z"
+    assert read_chat_line(chat_line(shown, "alice", "hi: there").rstrip("\n")) == ChatLine(shown, None, "alice", "hi: there", False)
+    assert read_chat_line(room_line(shown, "#hiking", "bob", "who's in?").rstrip("\n")) == ChatLine(shown, "#hiking", "bob", "who's in?", False)
+    assert read_chat_line(stored_line(shown, "joe", "hello!!").rstrip("\n")) == ChatLine(shown, None, "joe", "hello!!", True)
+    live = TEXT.delivery(("1", "carol", "#hiking", "me", "2026-12-01T10:00:05.123Z", "chat", None, ()))
+    assert read_chat_line(live.rstrip("\n")) == ChatLine(shown, "#hiking", "carol", "me", False)
+    assert read_chat_line("Joined #hiking (3 members, 2 online).") is None
