@@ -29,6 +29,7 @@ from typing import Final
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
 
+from chatnet.accounts_store import AccountStore
 from chatnet.config import Settings
 from chatnet.limits import MAX_PASSWORD_CHARS
 from chatnet.protocol import Kind, LoginReason, utcnow
@@ -192,6 +193,7 @@ class Accounts:
 
     def __init__(self, store: Store, throttle: Throttle, session_days: float, hasher: Hasher | None = None) -> None:
         self.store = store
+        self.records = AccountStore(store)
         self.throttle = throttle
         self.session = timedelta(days=session_days)
         self.hasher = hasher or Hasher()
@@ -209,13 +211,13 @@ class Accounts:
         """A new account, or None when the name (in any case) is registered already. The
         name counts as used from now on (a bot's account is made at its first login)."""
         hashed = None if password is None else await self.hasher.hash(password)
-        if not await self.store.insert_account(name_key(name), name, kind.value, hashed):
+        if not await self.records.insert_account(name_key(name), name, kind.value, hashed):
             return None
         await self.store.record_names([name])
         return Account(name, kind)
 
     async def get(self, name: str) -> Account | None:
-        doc = await self.store.find_account(name_key(name))
+        doc = await self.records.find_account(name_key(name))
         return None if doc is None else Account(doc["name"], Kind(doc["kind"]))
 
     async def login(
@@ -225,7 +227,7 @@ class Accounts:
         password or a live session token of its own. Wrong passwords are counted for the
         name and for the source address (a token can't be guessed, so it is not)."""
         key = name_key(name)
-        doc = await self.store.find_account(key)
+        doc = await self.records.find_account(key)
         if doc is None:
             await self.store.record_names([name])
             return Granted(name, Kind.GUEST, registered=False)
@@ -247,23 +249,23 @@ class Accounts:
         """Set a new password, given the old one (wrong ones count against the name):
         how many session tokens were revoked, a refusal, or None without such an account."""
         key = name_key(name)
-        doc = await self.store.find_account(key)
+        doc = await self.records.find_account(key)
         if doc is None:
             return None
         if doc["kind"] == Kind.BOT:
             return Refused(LoginReason.RESERVED, f"the name '{doc['name']}' belongs to a bot; it has no password")
         if refusal := await self._check_password(key, doc["name"], doc["password_hash"], old, None):
             return refusal
-        await self.store.set_password_hash(key, await self.hasher.hash(new))
-        return await self.store.delete_tokens(key)
+        await self.records.set_password_hash(key, await self.hasher.hash(new))
+        return await self.records.delete_tokens(key)
 
     async def delete(self, name: str) -> bool:
         """Remove the account and its session tokens (the name stays used)."""
-        return await self.store.delete_account(name_key(name))
+        return await self.records.delete_account(name_key(name))
 
     async def revoke(self, name: str, token: str) -> bool:
         """Revoke one session token of the account (a browser's "Leave")."""
-        return await self.store.delete_token(token_digest(token), name_key(name))
+        return await self.records.delete_token(token_digest(token), name_key(name))
 
     # --- the parts ------------------------------------------------------------------------
 
@@ -274,7 +276,7 @@ class Accounts:
         if len(token) > TOKEN_MAX_CHARS:
             return False
         digest = token_digest(token)
-        doc = await self.store.find_token(digest)
+        doc = await self.records.find_token(digest)
         return (
             doc is not None
             and hmac.compare_digest(doc["_id"], digest)
@@ -284,11 +286,11 @@ class Accounts:
 
     async def _issue_token(self, key: str) -> str:
         token = new_token()
-        await self.store.insert_token(token_digest(token), key, utcnow() + self.session)
+        await self.records.insert_token(token_digest(token), key, utcnow() + self.session)
         return token
 
     async def _lock_of(self, name: str, counters: list[str]) -> Refused | None:
-        seconds = retry_after(await self.store.locked_until(counters), utcnow())
+        seconds = retry_after(await self.records.locked_until(counters), utcnow())
         return None if seconds is None else locked(name, seconds)
 
     async def _check_password(self, key: str, name: str, hashed: str | None, password: str, source: str | None) -> Refused | None:
@@ -306,15 +308,15 @@ class Accounts:
         if refusal := await self._lock_of(name, counters):
             return refusal
         now = utcnow()
-        attempt = await self.store.add_login_failures(counters, epoch_ms(now), now + timedelta(seconds=self.throttle.window))
-        counts = await self.store.count_login_failures(counters, self.throttle.since(now))
+        attempt = await self.records.add_login_failures(counters, epoch_ms(now), now + timedelta(seconds=self.throttle.window))
+        counts = await self.records.count_login_failures(counters, self.throttle.since(now))
         if any(self.throttle.too_many(n) for n in counts):
             await self._lock(counters, counts, now)
             return locked(name, max(1, math.ceil(self.throttle.lockout)))
         if hashed is not None and len(password) <= MAX_PASSWORD_CHARS and await self.hasher.verify(hashed, password):
-            await self.store.clear_login_failures(counters[0], attempt)
+            await self.records.clear_login_failures(counters[0], attempt)
             if self.hasher.needs_rehash(hashed):
-                await self.store.set_password_hash(key, await self.hasher.hash(password))
+                await self.records.set_password_hash(key, await self.hasher.hash(password))
             return None
         await self._lock(counters, counts, now)
         return Refused(LoginReason.WRONG_PASSWORD, f"wrong password for '{name}'")
@@ -324,4 +326,4 @@ class Accounts:
         until = now + timedelta(seconds=self.throttle.lockout)
         for counter, count in zip(counters, counts, strict=True):
             if self.throttle.locks(count):
-                await self.store.lock_login(counter, until)
+                await self.records.lock_login(counter, until)

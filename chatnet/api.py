@@ -33,6 +33,7 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from chatnet import api_rooms
 from chatnet.accounts import TOKEN_MAX_CHARS, Account, Accounts, Refused
+from chatnet.accounts_store import AccountStore
 from chatnet.api_params import MessageId, PathKey, PathName
 from chatnet.config import Settings, get_settings
 from chatnet.limits import (
@@ -482,7 +483,7 @@ async def _sweep(store: Store) -> None:
             removed = await store.sweep_expired()
             if removed:
                 logger.info("removed %d expired messages", removed)
-            await store.sweep_expired_logins()
+            await AccountStore(store).sweep_expired_logins()
         except PyMongoError as exc:
             logger.warning("expiry sweep failed: %s", exc)
 
@@ -636,7 +637,7 @@ async def create_account(body: AccountCreate, accounts: AccountsDep) -> AccountP
 
 async def account_kinds(store: StoreDep) -> AccountKinds:
     """Which names are accounts: what a chat server refuses to guests while it can't ask."""
-    return AccountKinds(kinds=await store.account_kinds())
+    return AccountKinds(kinds=await AccountStore(store).account_kinds())
 
 
 async def get_account(name: PathName, accounts: AccountsDep) -> AccountPublic:

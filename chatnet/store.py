@@ -77,7 +77,6 @@ from chatnet.protocol import (
     from_mail_document,
     history_entry,
     mail_document,
-    new_id,
     parse_timestamp,
     utcnow,
 )
@@ -112,6 +111,7 @@ MIGRATION_BUCKET: Final = 1000
 MAX_RECORDED_NAMES: Final = 100_000
 # The marker in `meta` saying that names were folded to lower case (see `_fold_names`).
 NAMES_FOLDED: Final = "names_folded"
+
 
 def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
     """A motor client that fails fast while the database is unreachable."""
@@ -310,7 +310,9 @@ class Page:
 
 
 class Store:
-    """Offline mail, history, subscriptions and bot state over one MongoDB database."""
+    """Offline mail, history, subscriptions, bot state and used names over one MongoDB
+    database, and every collection's indexes (accounts: `chatnet.accounts_store`; rooms:
+    `chatnet.rooms_store`)."""
 
     def __init__(self, client: AsyncIOMotorClient[Document], db_name: str) -> None:
         self.client = client
@@ -483,9 +485,7 @@ class Store:
             return ids - {docs[e["index"]]["_id"] for e in errors}
         return ids
 
-    async def forward(
-        self, collection: AsyncIOMotorCollection[Document], field: str, wanted: Mapping[str, tuple[str, Document]], create: bool = True
-    ) -> set[str]:
+    async def forward(self, collection: AsyncIOMotorCollection[Document], field: str, wanted: Mapping[str, tuple[str, Document]], create: bool = True) -> set[str]:
         """Move `field` (a `seq_of` text) of each document forward to the value given
         with its id, setting the fields given with it, never back: one find, then one
         insert for the documents missing (unless not `create`) and one bulk update
@@ -538,9 +538,7 @@ class Store:
         docs.sort(key=lambda doc: doc["last_seq"], reverse=True)
         return docs[:limit]
 
-    async def store_mail(
-        self, messages: Iterable[MessageLike], ttl_seconds: int | None = None, keep_latest: int | None = None
-    ) -> list[str]:
+    async def store_mail(self, messages: Iterable[MessageLike], ttl_seconds: int | None = None, keep_latest: int | None = None) -> list[str]:
         """Put offline mail in the mailbox; returns the ids (stored now or before)."""
         expires_at = utcnow() + timedelta(seconds=ttl_seconds) if ttl_seconds else None
         docs = [keyed(mail_document(m, expires_at)) for m in messages]
@@ -619,18 +617,16 @@ class Store:
                 docs.sort(key=lambda doc: (doc["timestamp"], doc["_id"]))
         return totals, pages
 
-    async def _count(self, collection: AsyncIOMotorCollection[Document], query: dict[str, Any]) -> int:
+    async def count(self, collection: AsyncIOMotorCollection[Document], query: dict[str, Any]) -> int:
         # An aggregate $count: count_documents is 50x slower on the embedded store.
         result = await collection.aggregate([{"$match": query}, {"$count": "n"}]).to_list(None)
         return result[0]["n"] if result else 0
 
     async def pending_count(self, user: str | None = None) -> int:
         """How much mail is pending (for one user, or for everyone)."""
-        return await self._count(self.mailbox, {} if user is None else {"destination_key": user.lower()})
+        return await self.count(self.mailbox, {} if user is None else {"destination_key": user.lower()})
 
-    async def take_mail(
-        self, user: str, ids: list[str], known: Mapping[str, dict[str, Any]] | None = None
-    ) -> tuple[int, list[dict[str, Any]]]:
+    async def take_mail(self, user: str, ids: list[str], known: Mapping[str, dict[str, Any]] | None = None) -> tuple[int, list[dict[str, Any]]]:
         """Remove the user's mail with these ids from the mailbox (one delete): how many
         went, and the documents as they were, for `archive_delivered`. Documents the
         caller already holds (`known`, by id, as `pending_documents` read them) are not
@@ -655,9 +651,7 @@ class Store:
 
     # --- history ---------------------------------------------------------------------------
 
-    async def history(
-        self, user: str, peer: str, limit: int = 50, before: datetime | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    async def history(self, user: str, peer: str, limit: int = 50, before: datetime | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Messages between two users, delivered or still pending, newest first, and the
         `before` of the next page: the oldest timestamp when the page is full. (`before`
         leaves out the rest of that millisecond; `history_page` pages by cursor, whole.)"""
@@ -665,9 +659,7 @@ class Store:
         docs, _ = await self.history_page(user, peer, limit, key)
         return docs, docs[-1]["timestamp"] if len(docs) == limit else None
 
-    async def history_page(
-        self, user: str, peer: str, limit: int = 50, before: Key | None = None, after: Key | None = None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    async def history_page(self, user: str, peer: str, limit: int = 50, before: Key | None = None, after: Key | None = None) -> tuple[list[dict[str, Any]], bool]:
         """The newest `limit` messages between two users placed between the bounds,
         delivered or still pending, newest first, and whether older ones are left (for a
         `next` cursor). Gathered by message id, so one caught twice (mail acknowledged
@@ -681,9 +673,7 @@ class Store:
         docs = page.result()
         return docs[:limit], len(docs) > limit
 
-    async def _mail_between(
-        self, sender: str, destination: str, limit: int, before: Key | None, after: Key | None = None
-    ) -> list[dict[str, Any]]:
+    async def _mail_between(self, sender: str, destination: str, limit: int, before: Key | None, after: Key | None = None) -> list[dict[str, Any]]:
         """The newest `limit` live mail documents from sender to destination (keys)
         placed between the bounds. The store is asked for whole seconds (exact on any
         store, see `up_to_second`) and the rest of the bounds' seconds is dropped here,
@@ -852,48 +842,6 @@ class Store:
         result = await self.state.delete_one({"_id": f"{owner}|{key}".lower()})
         return result.deleted_count > 0
 
-    # --- accounts and session tokens ---------------------------------------------------------
-
-    async def insert_account(self, key: str, name: str, kind: str, password_hash: str | None) -> bool:
-        """False when an account holds the key already."""
-        doc = {"_id": key, "name": name, "kind": kind, "password_hash": password_hash, "created_at": utcnow()}
-        try:
-            await self.accounts.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def find_account(self, key: str) -> Document | None:
-        return await self.accounts.find_one({"_id": key})
-
-    async def account_kinds(self) -> dict[str, str]:
-        """Every account's key and kind (person or bot)."""
-        return {doc["_id"]: doc["kind"] async for doc in self.accounts.find({}, {"kind": 1})}
-
-    async def set_password_hash(self, key: str, password_hash: str) -> None:
-        await self.accounts.update_one({"_id": key}, {"$set": {"password_hash": password_hash}})
-
-    async def delete_account(self, key: str) -> bool:
-        """Remove the account and its session tokens; False when there was none."""
-        result = await self.accounts.delete_one({"_id": key})
-        await self.delete_tokens(key)
-        return result.deleted_count > 0
-
-    async def insert_token(self, digest: str, key: str, expires_at: datetime) -> None:
-        await self.tokens.insert_one({"_id": digest, "account": key, "created_at": utcnow(), "expires_at": expires_at})
-
-    async def find_token(self, digest: str) -> Document | None:
-        return await self.tokens.find_one({"_id": digest})
-
-    async def delete_token(self, digest: str, key: str) -> bool:
-        result = await self.tokens.delete_one({"_id": digest, "account": key})
-        return result.deleted_count > 0
-
-    async def delete_tokens(self, key: str) -> int:
-        """Revoke every session token of the account; how many there were."""
-        result = await self.tokens.delete_many({"account": key})
-        return result.deleted_count
-
     # --- used names ----------------------------------------------------------------------------
 
     async def record_names(self, names: Iterable[str]) -> None:
@@ -918,40 +866,3 @@ class Store:
             return []
         found = {doc["_id"] for doc in await self.names.find({"_id": {"$in": list(given)}}, {"_id": 1}).to_list(None)}
         return [name for key, name in reversed(given.items()) if key not in found]
-
-    # --- the login throttle ----------------------------------------------------------------------
-    # Times are kept as epoch milliseconds, compared exactly (the embedded store compares
-    # datetimes to the second, see `epoch_ms`, and reads one that `$set` rewrote back as
-    # text); `expires_at` is only for the TTL index and the sweep.
-
-    async def locked_until(self, counters: list[str]) -> list[datetime]:
-        """Until when each of these counters is locked (those locked at all)."""
-        docs = await self.login_locks.find({"_id": {"$in": counters}}).to_list(None)
-        return [EPOCH + doc["until"] * MILLISECOND for doc in docs]
-
-    async def lock_login(self, counter: str, until: datetime) -> None:
-        """Lock the counter until then; its count starts afresh."""
-        await self.login_locks.update_one({"_id": counter}, {"$set": {"until": epoch_ms(until), "expires_at": until}}, upsert=True)
-        await self.login_failures.delete_many({"counter": counter})
-
-    async def add_login_failures(self, counters: list[str], at_ms: int, expires_at: datetime) -> list[str]:
-        """Count an attempt against each counter; the ids of what was written."""
-        docs: list[Document] = [{"_id": new_id(), "counter": c, "at": at_ms, "expires_at": expires_at} for c in counters]
-        await self.login_failures.insert_many(docs)
-        return [doc["_id"] for doc in docs]
-
-    async def count_login_failures(self, counters: list[str], since_ms: int) -> list[int]:
-        """Each counter's attempts since then."""
-        return [await self._count(self.login_failures, {"counter": c, "at": {"$gt": since_ms}}) for c in counters]
-
-    async def clear_login_failures(self, counter: str, attempt: list[str]) -> None:
-        """A right password: the counter starts afresh, and the attempt's own counts go."""
-        await self.login_failures.delete_many({"$or": [{"counter": counter}, {"_id": {"$in": attempt}}]})
-
-    async def sweep_expired_logins(self) -> int:
-        """Delete expired tokens, failures and locks (the TTL index does this on a real MongoDB)."""
-        query = {"expires_at": {"$lte": utcnow()}}
-        removed = 0
-        for collection in (self.tokens, self.login_failures, self.login_locks):
-            removed += (await collection.delete_many(query)).deleted_count
-        return removed
