@@ -147,10 +147,16 @@ class Router(Protocol):
     def disconnected(self, session: Session, was_logged_in: bool) -> None: ...
 
 
-def _keep_alive(sock: Any) -> None:
+def _tune(sock: Any) -> None:
+    """Keepalive finds dead peers. Nagle stays on (the event loop turns it off): a line
+    written while the peer's stack has not yet acknowledged the last one waits in the
+    kernel and leaves with the next, so a room's lines to a member who reads in bursts
+    cost one send, not one each. Everything queued in one loop pass is one write anyway,
+    so a lone answer never waits; ngircd and most IRC servers run the same way."""
     if sock is None:
         return
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
@@ -271,7 +277,7 @@ class Session(asyncio.Protocol):
         if peer:
             self.address = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
-        _keep_alive(transport.get_extra_info("socket"))
+        _tune(transport.get_extra_info("socket"))
         self.router.connected(self)
         self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timeout)
         self.write(self.dialect.greeting())

@@ -266,7 +266,7 @@ async def test_without_debug_lines_are_not_logged(router: Router, caplog: pytest
     assert not [r for r in caplog.records if " < " in r.getMessage() or " > " in r.getMessage()]
 
 
-def test_tcp_keepalive_finds_peers_that_vanished() -> None:
+def test_tcp_keepalive_finds_peers_that_vanished_and_nagle_is_on() -> None:
     """An accepted TCP socket gets keepalive probes, so a dead peer is dropped in about two minutes."""
     import socket
 
@@ -275,7 +275,9 @@ def test_tcp_keepalive_finds_peers_that_vanished() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as _client:
         accepted, _ = server.accept()
         with accepted:
-            session_module._keep_alive(accepted)
+            accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the event loop leaves it
+            session_module._tune(accepted)
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # Nagle on: see _tune
             assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == session_module.KEEPALIVE_IDLE
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == session_module.KEEPALIVE_PROBES
