@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chatnet.cli import add_debug_flag, run, settings_from, setup_logging
+from chatnet.cli import add_debug_flag, add_irc_flags, run, settings_from, setup_logging
 from chatnet.server import serve
 
 
@@ -12,6 +12,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the chatnet chat server.")
     parser.add_argument("--host", dest="chat_host", help="address to listen on (CHAT_HOST)")
     parser.add_argument("--port", dest="chat_port", type=int, help="port to listen on (CHAT_PORT)")
+    add_irc_flags(parser)
     add_debug_flag(parser)
     args = parser.parse_args()
     setup_logging(args.debug)

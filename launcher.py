@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from chatnet.cli import LOG_FORMAT, settings_from
+from chatnet.cli import LOG_FORMAT, add_irc_flags, settings_from
 from chatnet.launcher import optional_children, run
 
 
@@ -15,6 +15,7 @@ def main() -> int:
     for spec in optional_children():
         parser.add_argument(f"--no-{spec.name}", action="append_const", const=spec.name, dest="skip", help=f"don't start the {spec.title}")
     parser.add_argument("--chat-port", dest="chat_port", type=int, help="chat server port (CHAT_PORT)")
+    add_irc_flags(parser)
     parser.add_argument("--api-port", dest="api_port", type=int, help="message API port (API_PORT)")
     parser.add_argument("--web-port", dest="web_port", type=int, help="web page port (WEB_PORT)")
     parser.add_argument("--mongo-url", dest="mongo_url", help="MongoDB to use (MONGO_URL); the embedded store starts when nothing answers there")

@@ -29,6 +29,11 @@ def add_chat_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-port", dest="chat_port", type=int, help="chat server port (CHAT_PORT)")
 
 
+def add_irc_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--irc-port", dest="irc_port", type=int, help="IRC port (IRC_PORT)")
+    parser.add_argument("--no-irc", dest="irc", action="store_false", default=None, help="don't listen for IRC clients (IRC=false)")
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", default=None, help="log every line in and out")
 

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     chat_host: str = "127.0.0.1"
     chat_port: int = 5000
     chat_tls_port: int = 5443
+    # IRC clients (irssi, WeeChat, IRC bots) on ports of their own; IRC=false (--no-irc) closes them.
+    irc: bool = True
+    irc_port: int = 6667
+    irc_tls_port: int = 6697
 
     # TLS for the chat server (and the web page with WEB_TLS): a certificate and its key
     # in PEM files. Unset, the launcher makes a self-signed one under DATA_DIR/tls/.

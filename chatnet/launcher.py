@@ -46,6 +46,8 @@ from chatnet.process import (
     API_LISTENING,
     CHAT_LISTENING,
     CHAT_TLS_LISTENING,
+    IRC_LISTENING,
+    IRC_TLS_LISTENING,
     ROOT,
     STORE_LISTENING,
     WEB_LISTENING,
@@ -163,6 +165,10 @@ def _chat_listeners(s: Settings) -> list[Listener]:
     listeners = [Listener("CHAT_PORT", s.chat_host, s.chat_port, CHAT_LISTENING)]
     if tls_enabled(s):
         listeners.append(Listener("CHAT_TLS_PORT", s.chat_host, s.chat_tls_port, CHAT_TLS_LISTENING))
+    if s.irc:
+        listeners.append(Listener("IRC_PORT", s.chat_host, s.irc_port, IRC_LISTENING))
+        if tls_enabled(s):
+            listeners.append(Listener("IRC_TLS_PORT", s.chat_host, s.irc_tls_port, IRC_TLS_LISTENING))
     return listeners
 
 
@@ -578,6 +584,7 @@ class Launcher:
             f"  Browser:           {web}",
             f"  Terminal client:   {_python()} async_client.py{host_flag}{port_flag}   or   nc {s.chat_host} {s.chat_port}",
             *self._tls_lines(host_flag),
+            *self._irc_lines(),
             f"  Message API docs:  {s.api_url}/docs",
             f"  API token:         {token}",
             f"  Store:             {store}",
@@ -609,6 +616,15 @@ class Launcher:
             f"  With TLS:          {client}   or   openssl s_client -connect {s.chat_host}:{s.chat_tls_port} -quiet",
             f"  TLS certificate:   {cert}",
         ]
+
+    def _irc_lines(self) -> list[str]:
+        s = self.settings
+        if not self._started("server"):
+            return []
+        if not s.irc:
+            return ["  IRC:               off (--no-irc)"]
+        tls = f", TLS on {s.chat_host}:{s.irc_tls_port}" if tls_enabled(s) else ""
+        return [f"  IRC:               {s.chat_host}:{s.irc_port}{tls}   (irssi: /connect {s.chat_host} {s.irc_port})"]
 
     def _started(self, name: str) -> bool:
         return any(entry.child.name == name for entry in self.running)

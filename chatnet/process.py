@@ -39,6 +39,8 @@ STORE_LISTENING = r"Listening on \S*:(\d+)$"  # nx-27017 (asyncio mode)
 API_LISTENING = r"Uvicorn running on \w+://\S*:(\d+) "  # uvicorn logs the real port of port 0
 CHAT_LISTENING = r"listening on \S*:(\d+)$"  # chatnet.server
 CHAT_TLS_LISTENING = r"listening with TLS on \S*:(\d+)$"  # chatnet.server, with TLS_CERT/TLS_KEY
+IRC_LISTENING = r"listening for IRC on \S*:(\d+)$"  # chatnet.server, unless IRC=false
+IRC_TLS_LISTENING = r"listening for IRC with TLS on \S*:(\d+)$"
 WEB_LISTENING = r"web page on https?://\S*:(\d+) "  # chatnet.web (https with WEB_TLS)
 
 

@@ -123,6 +123,7 @@ class RoomReason(StrEnum):
     NOT_MEMBER = "not_member"  # only the room's members may do that
     NO_ROOM = "no_room"  # there is no room of that name
     TOO_MANY_ROOMS = "too_many_rooms"  # the user is in MAX_ROOMS_PER_USER rooms already
+    NOT_IN_ROOM = "not_in_room"  # the one to remove (!kick) is no member
 
 
 def is_valid_name(name: str) -> bool:
@@ -366,6 +367,20 @@ class Ack(NamedTuple):
 
 class Pong(NamedTuple):
     """A client's answer to the server's ping (any line proves it alive; this one says nothing else)."""
+
+
+class Reply(NamedTuple):
+    """What a dialect answers by itself, without the router (IRC's PONG, CAP, numerics)."""
+
+    text: str
+
+
+class Authenticate(NamedTuple):
+    """Credentials to check now, for a login that comes later (IRC's SASL, before
+    registration ends): answered by `Session.authenticated` or a refusal."""
+
+    user: str
+    password: str
 
 
 ClientEvent = Login | Chat | Command | Quit | Ack | Pong

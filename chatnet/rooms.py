@@ -174,6 +174,8 @@ class Rooms:
             if session.is_open:
                 session.error("Your rooms are unavailable right now (the message store can't be reached); try !rooms later.", Event.ROOMS)
             return
+        if session.dialect.rejoins:  # before anything is said in them
+            self._rejoin(session, entries)
         for entry in entries:
             unread, messages = int(entry.get("unread") or 0), entry.get("messages") or []
             if not session.is_open or not unread:
@@ -188,6 +190,21 @@ class Rooms:
             session.notice(text, Event.CATCHUP, room=name, unread=count, shown=len(messages))
             for message in messages:
                 session.deliver(_delivery(message))  # a live line: acknowledged, it moves the marker
+
+    def _rejoin(self, session: Session, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            room = self._rooms.get(str(entry["room"]["name"]).lower())
+            if room is not None and session.is_open:
+                text = f"You are in {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {room.online()} online)."
+                session.notice(
+                    text, Event.JOINED, room=room.name, created=False, members=room.members, online=room.online(),
+                    topic=room.topic, owner=room.owner, names=self._here(room),
+                )  # fmt: skip
+
+    @staticmethod
+    def _here(room: Room) -> list[str]:
+        """The names of the room's members online here, each once."""
+        return sorted({session.name for session in room.here}, key=str.lower)
 
     def left(self, session: Session) -> None:
         """The session is gone."""
@@ -251,6 +268,8 @@ class Rooms:
             if text is None:
                 text = rendered[dialect] = member.dialect.delivery(delivery)
             member.deliver_line(text, delivery)
+        if sender.echoes_own:
+            sender.deliver_line(sender.dialect.delivery(delivery), delivery)
         if not partial:  # a streamed reply is archived whole, from its final frame
             self.archive(delivery)
             self.markers.note(sender.name, delivery)  # one has read the room up to what one says
@@ -263,9 +282,9 @@ class Rooms:
         if not session.is_open:
             return
         if exists:
-            session.error(f"You are not in {name}; !join {name} first.", Event.BAD_INPUT, room=name)
+            session.error(f"You are not in {name}; !join {name} first.", Event.BAD_INPUT, room=name, reason=RoomReason.NOT_MEMBER)
         else:
-            session.error(f"There is no room {name}; !join {name} creates it.", Event.BAD_INPUT, room=name)
+            session.error(f"There is no room {name}; !join {name} creates it.", Event.BAD_INPUT, room=name, reason=RoomReason.NO_ROOM)
 
     def received(self, session: Session, messages: list[Delivery]) -> None:
         """Room messages the session's reader has: its read markers move past them."""
@@ -278,24 +297,32 @@ class Rooms:
 
     # --- commands ------------------------------------------------------------------------
 
-    def _run(self, session: Session, work: Coroutine[Any, Any, None]) -> None:
-        """A command's API work, its refusals said to the session in plain words."""
+    def _run(self, session: Session, work: Coroutine[Any, Any, None], room: str | None = None, hold: bool = False) -> None:
+        """A command's API work about `room`, its refusals said to the session in plain
+        words (and, for clients that map them, with the room and the reason). With
+        `hold`, the session's next lines wait until it is done."""
+        about: dict[str, Any] = {"room": room} if room is not None else {}
+        if hold:
+            session.hold_lines()
 
         async def run() -> None:
             try:
                 await work
             except ApiRejected as exc:
                 if session.is_open:
-                    session.error(_refusal(exc), Event.BAD_INPUT)
+                    session.error(_refusal(exc), Event.BAD_INPUT, **about, reason=exc.reason)
             except ChatError as exc:
                 if session.is_open:
-                    session.error(f"Rooms are unavailable right now: {exc}", Event.BAD_INPUT)
+                    session.error(f"Rooms are unavailable right now: {exc}", Event.BAD_INPUT, **about)
+            finally:
+                if hold:
+                    session.lines_go_on()
 
         self.spawn(run())
 
     def _cmd_join(self, session: Session, args: str) -> None:
         name = _room_arg(args, "!join #room")
-        self._run(session, self._join(session, name))
+        self._run(session, self._join(session, name), name, hold=True)
 
     async def _join(self, session: Session, name: str) -> None:
         answer = await self.api.join_room(name, session.name)
@@ -313,8 +340,9 @@ class Rooms:
             text = f"Created {room.name}; you are its owner."
         else:
             text = f"Joined {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {online} online)."
+        names = self._here(room)
         for each in sessions:
-            each.notice(text, Event.JOINED, room=room.name, created=created, members=room.members, online=online, topic=room.topic)
+            each.notice(text, Event.JOINED, room=room.name, created=created, members=room.members, online=online, topic=room.topic, owner=room.owner, names=names)
             if room.topic:
                 each.notice(f"Topic of {room.name}: {room.topic}", Event.TOPIC, room=room.name, topic=room.topic, by=info.get("topic_by"))
         if newcomer:
@@ -322,7 +350,7 @@ class Rooms:
 
     def _cmd_leave(self, session: Session, args: str) -> None:
         name = _room_arg(args, "!leave #room")
-        self._run(session, self._part(session, name))
+        self._run(session, self._part(session, name), name)
 
     async def _part(self, session: Session, name: str) -> None:
         was_member = await self.api.leave_room(name, session.name)
@@ -334,7 +362,7 @@ class Rooms:
                 if was_member:
                     each.notice(f"Left {shown}.", Event.LEFT, room=shown)
                 else:
-                    each.error(f"You are not in {shown}.", Event.BAD_INPUT, room=shown)
+                    each.error(f"You are not in {shown}.", Event.BAD_INPUT, room=shown, reason=RoomReason.NOT_MEMBER)
         if was_member and room is not None:
             self._tell_members(room, session, "left")
 
@@ -350,7 +378,7 @@ class Rooms:
 
     def _cmd_members(self, session: Session, args: str) -> None:
         name = _room_arg(args, "!members #room")
-        self._run(session, self._members(session, name))
+        self._run(session, self._members(session, name), name)
 
     async def _members(self, session: Session, name: str) -> None:
         info = await self.api.room(name)
@@ -361,7 +389,10 @@ class Rooms:
         listed = [{"name": n, "online": n.lower() in online} for n in names]
         shown = ", ".join(f"{n} (online)" if n.lower() in online else n for n in names)
         if session.is_open:
-            session.notice(f"Members of {info['name']} ({len(names)}): {shown}", Event.MEMBERS, room=info["name"], members=listed)
+            session.notice(
+                f"Members of {info['name']} ({len(names)}): {shown}", Event.MEMBERS,
+                room=info["name"], members=listed, owner=info.get("owner") or "", private=bool(info["private"]),
+            )  # fmt: skip
 
     def _cmd_topic(self, session: Session, args: str) -> None:
         room_arg, _, text = args.strip().partition(" ")
@@ -369,7 +400,7 @@ class Rooms:
         text = text.strip()
         if len(text) > MAX_TOPIC_CHARS:
             raise ProtocolError(f"Topic too long ({len(text)} characters; the limit is {MAX_TOPIC_CHARS}).")
-        self._run(session, self._topic(session, name, text))
+        self._run(session, self._topic(session, name, text), name)
 
     async def _topic(self, session: Session, name: str, text: str) -> None:
         if not text:
@@ -386,7 +417,7 @@ class Rooms:
         if room is not None:
             room.update(info)
             for member in room.here:
-                member.notice(f"Topic of {room.name} set by {session.name}: {text}", Event.TOPIC, room=room.name, topic=text, by=session.name)
+                member.notice(f"Topic of {room.name} set by {session.name}: {text}", Event.TOPIC, room=room.name, topic=text, by=session.name, changed=True)
 
     def _cmd_history(self, session: Session, args: str) -> None:
         room_arg, _, count = args.strip().partition(" ")
@@ -397,7 +428,7 @@ class Rooms:
             raise ProtocolError(f"Write !history {name} <n>, n a number from 1 to {HISTORY_MAX}.") from None
         if not 1 <= limit <= HISTORY_MAX:
             raise ProtocolError(f"Write !history {name} <n>, n a number from 1 to {HISTORY_MAX}.")
-        self._run(session, self._history(session, name, limit))
+        self._run(session, self._history(session, name, limit), name)
 
     async def _history(self, session: Session, name: str, limit: int) -> None:
         page = await self.api.room_history(name, session.name, limit)
@@ -412,7 +443,7 @@ class Rooms:
 
     def _cmd_invite(self, session: Session, args: str) -> None:
         name, user = _room_and_user(args, "!invite #room <name>")
-        self._run(session, self._invite(session, name, user))
+        self._run(session, self._invite(session, name, user), name)
 
     async def _invite(self, session: Session, name: str, user: str) -> None:
         answer = await self.api.invite(name, session.name, user)
@@ -434,7 +465,7 @@ class Rooms:
 
     def _cmd_kick(self, session: Session, args: str) -> None:
         name, user = _room_and_user(args, "!kick #room <name>")
-        self._run(session, self._kick(session, name, user))
+        self._run(session, self._kick(session, name, user), name)
 
     async def _kick(self, session: Session, name: str, user: str) -> None:
         removed = await self.api.kick(name, session.name, user)
@@ -442,23 +473,25 @@ class Rooms:
         shown = room.name if room is not None else name
         if not removed:
             if session.is_open:
-                session.error(f"{user} is not in {shown}.", Event.BAD_INPUT, room=shown)
+                session.error(f"{user} is not in {shown}.", Event.BAD_INPUT, room=shown, user=user, reason=RoomReason.NOT_IN_ROOM)
             return
         for kicked in self.directory.sessions(user.lower()):
             self._leave(kicked, name.lower())
             kicked.notice(f"{session.name} removed you from {shown}.", Event.LEFT, room=shown, by=session.name)
         if session.is_open:
-            session.notice(f"Removed {user} from {shown}.", Event.ROOM_PRESENCE, room=shown, user=user, presence="left")
+            session.notice(f"Removed {user} from {shown}.", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", by=session.name)
         if room is not None:
             for member in room.here:
                 if member.key != session.key and member.wants_presence:
-                    member.notice(f"{user} left {shown}", Event.ROOM_PRESENCE, room=shown, user=user, presence="left")
+                    member.notice(f"{user} left {shown}", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", by=session.name)
 
     def _cmd_private(self, session: Session, args: str) -> None:
-        self._run(session, self._mode(session, _room_arg(args, "!private #room"), True))
+        name = _room_arg(args, "!private #room")
+        self._run(session, self._mode(session, name, True), name)
 
     def _cmd_public(self, session: Session, args: str) -> None:
-        self._run(session, self._mode(session, _room_arg(args, "!public #room"), False))
+        name = _room_arg(args, "!public #room")
+        self._run(session, self._mode(session, name, False), name)
 
     async def _mode(self, session: Session, name: str, private: bool) -> None:
         info = await self.api.set_room(name, session.name, private=private)
@@ -468,7 +501,7 @@ class Rooms:
         shown = info["name"]
         text = f"{shown} is private now: only members see it, and only invited people may join." if private else f"{shown} is public now: anyone may join."
         for member in room.here if room is not None else [session]:
-            member.notice(text, Event.ROOM_MODE, room=shown, private=private)
+            member.notice(text, Event.ROOM_MODE, room=shown, private=private, by=session.name)
 
 
 def _room_arg(args: str, usage: str) -> str:

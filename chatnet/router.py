@@ -40,6 +40,7 @@ from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS
 from chatnet.protocol import (
     COMMANDS,
     Ack,
+    Authenticate,
     Chat,
     Clock,
     Command,
@@ -177,6 +178,10 @@ class Router:
     def login(self, session: Session, login: Login) -> None:
         """Answered through session.logged_in / refused / ask_password, now or once the
         API has checked the credentials."""
+        verified = session.verified
+        if verified is not None and verified.name.lower() == login.user.lower():
+            self._admit(session, login, verified)  # checked a moment ago (SASL)
+            return
         if login.relay_token is not None:
             if not self.identity.relayed(login):
                 session.refused(LoginFailed("Wrong relay token.", LoginReason.WRONG_PASSWORD))
@@ -191,6 +196,37 @@ class Router:
             session.refused(exc)
             return
         self.spawn(self._check_login(session, login))
+
+    def authenticate(self, session: Session, credentials: Authenticate) -> None:
+        """An account's credentials checked ahead of its login (IRC's SASL): answered
+        through session.authenticated / refused, with the limits of any login."""
+        login = Login(credentials.user, password=credentials.password)
+        try:
+            self.identity.screen(login, session.address)
+        except LoginFailed as exc:
+            session.refused(exc)
+            return
+        self.spawn(self._authenticate(session, login))
+
+    async def _authenticate(self, session: Session, login: Login) -> None:
+        try:
+            with self.priority:
+                admission = await self.identity.check(login, session.address, asks_password=False)
+        except LoginFailed as exc:
+            if session.is_open:
+                logger.info("%s: credentials for %s refused (%s)", session.peer, login.user, exc.reason)
+                session.refused(exc)
+            return
+        except Exception:
+            logger.exception("%s: checking the credentials of %s failed", session.peer, login.user)
+            session.fail()
+            return
+        if not session.is_open:
+            return
+        if admission.kind == GUEST:
+            session.refused(LoginFailed(f"'{login.user}' is no account.", LoginReason.WRONG_PASSWORD))
+        else:
+            session.authenticated(admission)
 
     async def _check_login(self, session: Session, login: Login) -> None:
         try:
@@ -326,7 +362,7 @@ class Router:
         now = self.clock.text
         target = self._local.get(destination) or self._local.get(destination.lower())
         partial = metadata is not None and partial_chunk(metadata)
-        if sender.group is not None:
+        if sender.group is not None or sender.echoes_own:
             self._echo(sender, destination, message, now, kind, metadata)
         if target is not None and not target.paused:
             delivery = (new_id() if target.shows_ids else None, sender.name, destination, message, now, kind, metadata, sender.features)
@@ -350,12 +386,16 @@ class Router:
             self.archiver.wake()
 
     def _echo(self, sender: Session, destination: str, message: str, now: str, kind: str, metadata: dict[str, Any] | None) -> None:
-        """A copy for the sender's other sessions that show them (JSON)."""
-        group: Group[Session] = sender.group
+        """A copy for the sender's other sessions that show them (JSON), and for the
+        sender itself if it asked (IRC's echo-message)."""
         echo = (new_id(), sender.name, destination, message, now, kind, {**(metadata or {}), "echo": True}, sender.features)
-        for other in group.others(sender):
-            if other.echoes:
-                other.deliver(echo)
+        if sender.group is not None:
+            group: Group[Session] = sender.group
+            for other in group.others(sender):
+                if other.echoes:
+                    other.deliver(echo)
+        if sender.echoes_own:
+            sender.deliver(echo)
 
     def _mail_stored(self, batch: list[Outcome], saved: bool, unknown: frozenset[str]) -> None:
         """The MailWriter's report: tell each sender that is still here (and when nobody

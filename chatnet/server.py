@@ -21,7 +21,7 @@ from typing import Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.dialects import TEXT, pick_text_or_json
+from chatnet.dialects import TEXT, IrcDialect, pick_text_or_json
 from chatnet.flood import flood_bucket
 from chatnet.router import Router
 from chatnet.session import Session
@@ -42,12 +42,19 @@ class ChatServer:
         self.router = Router(settings, api)
         self._listener: asyncio.Server | None = None
         self._tls_listener: asyncio.Server | None = None
+        self._irc_listener: asyncio.Server | None = None
+        self._irc_tls_listener: asyncio.Server | None = None
 
     def session(self) -> Session:
         """A new connection's session: text and JSON share the port, the flood bucket
         as the settings say."""
         settings = self.settings
         return Session(self.router, TEXT, pick_text_or_json, flood_bucket(settings.flood_rate, settings.flood_burst), settings.liveness)
+
+    def irc_session(self) -> Session:
+        """A new IRC connection's session, with a dialect of its own (IRC negotiates)."""
+        settings = self.settings
+        return Session(self.router, IrcDialect(), None, flood_bucket(settings.flood_rate, settings.flood_burst), settings.liveness)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -60,10 +67,23 @@ class ChatServer:
             self._tls_listener = await loop.create_server(
                 self.session, host, self.settings.chat_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, ssl=context
             )
+        if self.settings.irc:
+            self._irc_listener = await loop.create_server(
+                self.irc_session, host, self.settings.irc_port, backlog=LISTEN_BACKLOG, reuse_address=True
+            )
+            if context is not None:
+                self._irc_tls_listener = await loop.create_server(
+                    self.irc_session, host, self.settings.irc_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, ssl=context
+                )
         self.router.start()
-        logger.info("listening on %s:%d", host, self.port)
+        # The IRC ports first: whoever waits for the chat port's line knows them all then.
+        if self._irc_listener is not None:
+            logger.info("listening for IRC on %s:%d", host, self.irc_port)
+        if self._irc_tls_listener is not None:
+            logger.info("listening for IRC with TLS on %s:%d", host, self.irc_tls_port)
         if self._tls_listener is not None:
             logger.info("listening with TLS on %s:%d", host, self.tls_port)
+        logger.info("listening on %s:%d", host, self.port)
 
     @property
     def port(self) -> int:
@@ -74,9 +94,17 @@ class ChatServer:
     def tls_port(self) -> int:
         return _port(self._tls_listener)
 
+    @property
+    def irc_port(self) -> int:
+        return _port(self._irc_listener)
+
+    @property
+    def irc_tls_port(self) -> int:
+        return _port(self._irc_tls_listener)
+
     async def stop(self) -> None:
         """Stop accepting, say goodbye, store what is queued, close everyone."""
-        for listener in (self._listener, self._tls_listener):
+        for listener in (self._listener, self._tls_listener, self._irc_listener, self._irc_tls_listener):
             if listener is not None:
                 listener.close()
         await self.router.stop(SHUTDOWN_GRACE)

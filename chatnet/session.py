@@ -42,12 +42,33 @@ import termios
 from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from chatnet.dialects import Dialect
 from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
 from chatnet.flood import FloodBucket
-from chatnet.protocol import ACK_FEATURE, Ack, Chat, Clock, Command, Delivery, Event, LineBuffer, Login, LoginReason, Message, Pong, Quit, partial_chunk
+from chatnet.protocol import (
+    ACK_FEATURE,
+    Ack,
+    Authenticate,
+    Chat,
+    ClientEvent,
+    Clock,
+    Command,
+    Delivery,
+    Event,
+    LineBuffer,
+    Login,
+    LoginReason,
+    Message,
+    Pong,
+    Quit,
+    Reply,
+    partial_chunk,
+)  # fmt: skip
+
+if TYPE_CHECKING:
+    from chatnet.identity import Admission
 
 logger = logging.getLogger("chatnet.server")
 
@@ -139,6 +160,7 @@ class Router(Protocol):
 
     def connected(self, session: Session) -> None: ...
     def login(self, session: Session, login: Login) -> None: ...  # answers through logged_in / refused / ask_password
+    def authenticate(self, session: Session, credentials: Authenticate) -> None: ...  # answers through authenticated / refused
     def route(self, session: Session, chat: Chat) -> None: ...
     def act(self, session: Session, event: Command | Quit | Login | Ack) -> None: ...
     def writable(self, session: Session) -> None: ...
@@ -174,6 +196,7 @@ class Session(asyncio.Protocol):
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
+        "verified", "_waits",
     )  # fmt: skip
 
     def __init__(
@@ -207,6 +230,10 @@ class Session(asyncio.Protocol):
         self.flood = flood  # None: not limited (bots, or FLOOD_RATE=0)
         self._held: list[bytes | LineTooLong] | None = None  # lines read but not yet acted on
         self._pending_name = ""  # text mode: the name whose password is asked
+        # The account whose credentials the router checked before the login (IRC's SASL):
+        # set by the router only, so a login under that name needs no password again.
+        self.verified: Admission | None = None
+        self._waits = 0  # commands the next lines wait for (hold_lines)
         # An `ack` reader's live messages not yet acknowledged, oldest first (None for
         # others): what it never had goes to its stored mail if the connection breaks.
         self.unacked: OrderedDict[str, Delivery] | None = None
@@ -252,6 +279,10 @@ class Session(asyncio.Protocol):
     @property
     def echoes(self) -> bool:
         return self.dialect.echoes
+
+    @property
+    def echoes_own(self) -> bool:
+        return self.dialect.echoes_own
 
     @property
     def asks_password(self) -> bool:
@@ -397,8 +428,16 @@ class Session(asyncio.Protocol):
             login = self.dialect.parse_login(line)
         except ProtocolError as exc:
             raise LoginFailed(str(exc), LoginReason.INVALID_NAME) from None
-        self.state = State.WAITING
-        self.router.login(self, login)
+        if type(login) is Login:
+            self.state = State.WAITING
+            self.router.login(self, login)
+        elif type(login) is Reply:  # a login of several lines (IRC's registration) goes on
+            self.write(login.text)
+        elif type(login) is Authenticate:
+            self.state = State.WAITING
+            self.router.authenticate(self, login)
+        else:
+            self.close()
 
     def read_password(self, line: str) -> None:
         self.state = State.WAITING
@@ -408,6 +447,19 @@ class Session(asyncio.Protocol):
         event = self.dialect.parse(line)
         if type(event) is Chat:
             self.router.route(self, event)
+        elif type(event) is list:  # IRC: `JOIN #a,#b`, `PRIVMSG bob,carol :hi`
+            for each in event:
+                if self.state not in OPEN:
+                    break
+                self._act(each)
+        else:
+            self._act(event)  # type: ignore[arg-type]
+
+    def _act(self, event: ClientEvent | Reply) -> None:
+        if type(event) is Chat:
+            self.router.route(self, event)
+        elif type(event) is Reply:
+            self.write(event.text)  # the dialect's own answer (IRC's PONG, a numeric)
         elif type(event) is not Pong:  # a pong has done its work: something arrived
             self.router.act(self, event)  # type: ignore[arg-type]
 
@@ -428,6 +480,16 @@ class Session(asyncio.Protocol):
             self.flood = None  # service sessions are exempt from flood limits
         if self.liveness is not None and self.dialect.pings:
             self._ping_timer = asyncio.get_running_loop().call_later(self.liveness[0], self._check_alive)
+        self.shows_ids = self.dialect.shows_ids  # IRC's depends on what it negotiated
+        self.write(self.dialect.logged_in(name, kind != "guest"))
+
+    def authenticated(self, admission: Admission) -> None:
+        """Credentials checked before the login were good: the login under that name
+        will need no password (IRC's SASL, ahead of the end of registration)."""
+        self.verified = admission
+        self.state = State.LOGIN
+        self.write(self.dialect.authenticated(admission.name))
+        self._release()
 
     def registered(self) -> None:
         """The guest's name became an account (`!register`)."""
@@ -449,6 +511,20 @@ class Session(asyncio.Protocol):
     def resume_lines(self) -> None:
         """After logged_in: act on what arrived meanwhile."""
         self._release()
+
+    def hold_lines(self) -> None:
+        """Lines after this one wait for `lines_go_on` (a `!join`: what the client says in
+        the room next must find it in there; IRC clients send both at once)."""
+        self._waits += 1
+        if self.state is State.ACTIVE:
+            self.state = State.WAITING
+
+    def lines_go_on(self) -> None:
+        self._waits -= 1
+        if self._waits <= 0 and self.state is State.WAITING and self.name:
+            self._waits = 0
+            self.state = State.ACTIVE
+            self._release()
 
     def _hold(self, items: list[bytes | LineTooLong]) -> None:
         self._held = items if self._held is None else [*self._held, *items]
@@ -683,7 +759,7 @@ class Session(asyncio.Protocol):
 
     def write(self, text: str) -> None:
         """Queue text; everything queued in one loop pass goes out in one write."""
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or not text:
             return
         if self.paused and self.transport is not None and self.transport.get_write_buffer_size() > WRITE_HARD_LIMIT:
             logger.warning("%s is not reading; disconnecting", self.who)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,7 +16,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chatnet.peer import Peer
-from chatnet.process import API_LISTENING, CHAT_LISTENING, ROOT, STORE_LISTENING, WEB_LISTENING, Child, embedded_store_argv, http_ok, mongo_reachable, port_open, script
+from chatnet.process import (
+    API_LISTENING,
+    CHAT_LISTENING,
+    IRC_LISTENING,
+    IRC_TLS_LISTENING,
+    ROOT,
+    STORE_LISTENING,
+    WEB_LISTENING,
+    Child,
+    embedded_store_argv,
+    http_ok,
+    mongo_reachable,
+    port_open,
+    script,
+)
 from chatnet.protocol import Message
 
 HOST = "127.0.0.1"
@@ -93,6 +108,7 @@ class Network:
         port = {name: str(self.ports.get(name, 0)) for name in ("api", "server", "web")}
         return {
             "CHAT_HOST": HOST, "CHAT_PORT": port["server"],
+            "IRC_PORT": str(self.ports.get("irc", 0)), "IRC_TLS_PORT": str(self.ports.get("irc_tls", 0)),
             "API_HOST": HOST, "API_PORT": port["api"], "API_TOKEN": self.token,
             "WEB_HOST": HOST, "WEB_PORT": port["web"],
             "MONGO_URL": self.store_url, "MONGO_DB": self.db,
@@ -143,7 +159,16 @@ class Network:
         return self.serve("api", "message_api.py", API_LISTENING, lambda port: http_ok(f"http://{HOST}:{port}/health")(), **env)
 
     def start_server(self, **env: str) -> Child:
-        return self.serve("server", "async_server.py", CHAT_LISTENING, lambda port: port_open(HOST, port)(), **env)
+        child = self.serve("server", "async_server.py", CHAT_LISTENING, lambda port: port_open(HOST, port)(), **env)
+        for name, pattern in (("irc", IRC_LISTENING), ("irc_tls", IRC_TLS_LISTENING)):
+            found = re.findall(pattern, self.log("server"), re.M)
+            if found:  # the last start's: a restart binds the port learned at the first
+                self.ports.setdefault(name, int(found[-1]))
+        return child
+
+    @property
+    def irc_port(self) -> int:
+        return self.port("irc")
 
     def start_web(self, **env: str) -> Child:
         return self.serve("web", "websocket_adapter.py", WEB_LISTENING, lambda port: http_ok(f"http://{HOST}:{port}/")(), **env)

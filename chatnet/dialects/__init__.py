@@ -6,6 +6,8 @@ the router never learns which one a session speaks.
 
     text   people at a terminal or `nc`: `bob: hi`, `!who`          (dialects/text.py)
     json   programs (web adapter, bots): one Message-shaped object per line  (json.py)
+    irc    IRC clients and bots, on a port of their own: one `IrcDialect` per
+           connection, as IRC negotiates (capabilities, registration)  (irc.py)
 
 Text and JSON share one port: the prompt is text, and the first line picks the dialect
 (`pick_text_or_json`).
@@ -13,36 +15,76 @@ Text and JSON share one port: the prompt is text, and the first line picks the d
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
+from chatnet.dialects.irc import IrcDialect
 from chatnet.dialects.json import JSON
 from chatnet.dialects.text import TEXT
-from chatnet.protocol import Ack, Chat, Command, Delivery, Event, Login, Message, Pong, Quit
+from chatnet.protocol import Authenticate, ClientEvent, Delivery, Event, Login, Message, Quit, Reply
 
 
 class Dialect(Protocol):
-    name: ClassVar[str]
-    # The reader is shown message ids (so the router makes one per live message) and
-    # is told who comes and goes.
-    shows_ids: ClassVar[bool]
-    wants_presence: ClassVar[bool]
-    # An account's password is asked for after the name (rather than sent with the login).
-    asks_password: ClassVar[bool]
-    # The reader is sent copies of what its account sends from its other sessions.
-    echoes: ClassVar[bool]
-    # A silent client is pinged and dropped when it does not answer (`ping`).
-    pings: ClassVar[bool]
+    # Read-only: a class constant for text and JSON, what IRC negotiated for IRC.
+    @property
+    def name(self) -> str:
+        """The wire format, and its variant: a room line is rendered once per name."""
+        ...
+
+    @property
+    def shows_ids(self) -> bool:
+        """The reader is shown message ids (so the router makes one per live message)."""
+        ...
+
+    @property
+    def wants_presence(self) -> bool:
+        """The reader is told who comes and goes."""
+        ...
+
+    @property
+    def asks_password(self) -> bool:
+        """An account's password is asked for after the name (rather than sent with the login)."""
+        ...
+
+    @property
+    def echoes(self) -> bool:
+        """The reader is sent copies of what its account sends from its other sessions."""
+        ...
+
+    @property
+    def echoes_own(self) -> bool:
+        """...and of what it sends itself (IRC's echo-message)."""
+        ...
+
+    @property
+    def pings(self) -> bool:
+        """A silent client is pinged and dropped when it does not answer (`ping`)."""
+        ...
+
+    @property
+    def rejoins(self) -> bool:
+        """The reader is told of each room it is in at login (IRC: a window per channel)."""
+        ...
 
     def greeting(self) -> str:
         """What a new connection is sent before its first line."""
         ...
 
-    def parse_login(self, line: str) -> Login:
-        """The login line; raises ProtocolError with the reason."""
+    def parse_login(self, line: str) -> Login | Reply | Authenticate | Quit:
+        """A line before the login: the login, or (IRC, whose registration takes several
+        lines) an answer, credentials to check first, or a quit. Raises ProtocolError
+        with the reason."""
         ...
 
-    def parse(self, line: str) -> Chat | Command | Quit | Login | Ack | Pong:
-        """A line after login; raises ProtocolError with the reason."""
+    def parse(self, line: str) -> ClientEvent | Reply | list[ClientEvent | Reply]:
+        """A line after login (IRC: `JOIN #a,#b` is several); raises ProtocolError with the reason."""
+        ...
+
+    def authenticated(self, name: str) -> str:
+        """Credentials checked before the login (`Authenticate`) were good."""
+        ...
+
+    def logged_in(self, name: str, account: bool) -> str:
+        """What a logged-in connection is sent before anything else (IRC's 001-005)."""
         ...
 
     def delivery(self, message: Delivery) -> str:
@@ -86,4 +128,4 @@ def pick_text_or_json(line: str) -> Dialect:
     return JSON if line.lstrip().startswith("{") else TEXT
 
 
-__all__ = ["JSON", "TEXT", "Dialect", "pick_text_or_json"]
+__all__ = ["JSON", "TEXT", "Dialect", "IrcDialect", "pick_text_or_json"]

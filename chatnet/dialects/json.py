@@ -17,6 +17,7 @@ import math
 import re
 from typing import Any, ClassVar, Final
 
+from chatnet.dialects.base import OneLineLogin
 from chatnet.errors import BadFrame
 from chatnet.limits import INT64_MAX, INT64_MIN, MAX_BATCH
 from chatnet.protocol import (
@@ -169,7 +170,7 @@ def server_frame(kind: MessageType, text: str, event: Event, details: dict[str, 
     return json_line(new_id(), sender, recipient or None, text, timestamp, kind, {"event": event, **details})
 
 
-class JsonDialect:
+class JsonDialect(OneLineLogin):
     name: ClassVar[str] = "json"
     shows_ids: ClassVar[bool] = True
     wants_presence: ClassVar[bool] = True

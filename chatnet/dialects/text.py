@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Final, NamedTuple
 
+from chatnet.dialects.base import OneLineLogin
 from chatnet.errors import ProtocolError
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.protocol import (
@@ -132,7 +133,7 @@ def parse_line(line: str) -> Chat | Command | Quit:
     raise ProtocolError("Write 'name: message' to send a message, or !help for the commands.")
 
 
-class TextDialect:
+class TextDialect(OneLineLogin):
     name: ClassVar[str] = "text"
     shows_ids: ClassVar[bool] = False
     wants_presence: ClassVar[bool] = False

@@ -1,0 +1,16 @@
+"""What the dialects whose login is one line (text, JSON) share: nothing to negotiate."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OneLineLogin:
+    rejoins: ClassVar[bool] = False
+    echoes_own: ClassVar[bool] = False
+
+    def logged_in(self, name: str, account: bool) -> str:
+        return ""  # the router's welcome notice says it all
+
+    def authenticated(self, name: str) -> str:
+        return ""  # never asked: credentials come with the login

@@ -1,0 +1,796 @@
+"""The IRC dialect: irssi, WeeChat, HexChat and IRC bots, as they are.
+
+    C: CAP LS 302
+    C: NICK alice
+    C: USER alice 0 * :Alice
+    S: :chatnet CAP * LS :echo-message message-tags sasl=PLAIN server-time
+    C: CAP REQ :server-time message-tags
+    S: :chatnet CAP * ACK :server-time message-tags
+    C: CAP END
+    S: :chatnet 001 alice :Welcome to the chatnet IRC network, alice!alice@chatnet
+    ...                                   (002-005, 422: no MOTD)
+    S: @time=2026-12-01T10:00:05.123Z;msgid=ab12 :joe!joe@chatnet PRIVMSG alice :hello!!
+    C: PRIVMSG #hiking :who's in?
+
+RFC 1459/2812 as modern.ircdocs.horse describes the client protocol, with IRCv3's
+`server-time`, `message-tags` (`msgid`), `echo-message` and `sasl` (PLAIN). Channels
+are chatnet's rooms, nicks its names; IRC commands become the router's (`JOIN` is
+`!join`, `NAMES` is `!members`, ...), and its answers (notices with an `Event` and
+details) become numerics here.
+
+Unlike text and JSON, IRC negotiates: a connection has one `IrcDialect` of its own,
+which keeps what the client asked for (its capabilities, its registration) and which
+of its questions are still unanswered. It is pure all the same: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from typing import Any, ClassVar, Final
+
+from chatnet.dialects import ircline
+from chatnet.dialects.ircline import IrcLine, IrcLineError, render
+from chatnet.limits import MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
+from chatnet.protocol import (
+    COMMANDS,
+    SERVER_NAME,
+    Authenticate,
+    Chat,
+    ClientEvent,
+    Command,
+    Delivery,
+    Event,
+    Login,
+    LoginReason,
+    Message,
+    MessageType,
+    Pong,
+    Quit,
+    Reply,
+    RoomReason,
+    format_datetime,
+    is_room,
+    is_valid_name,
+    partial_chunk,
+    short_timestamp,
+)
+
+# The server's name in prefixes, and every user's host: addresses are nobody's business.
+SERVER: Final = "chatnet"
+HOST: Final = "chatnet"
+VERSION: Final = "chatnet-1"
+CAPABILITIES: Final = {"echo-message": "", "message-tags": "", "sasl": "PLAIN", "server-time": ""}
+ISUPPORT: Final = (
+    "AWAYLEN=200",
+    "CASEMAPPING=ascii",
+    f"CHANLIMIT=#:{MAX_ROOMS_PER_USER}",
+    "CHANMODES=,,,it",
+    f"CHANNELLEN={MAX_NAME_CHARS + 1}",
+    "CHANTYPES=#",
+    "NETWORK=chatnet",
+    f"NICKLEN={MAX_NAME_CHARS}",
+    "PREFIX=(o)@",
+    "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:10,PART:10,KICK:1,WHOIS:1,NAMES:1",
+    f"TOPICLEN={MAX_TOPIC_CHARS}",
+)
+# PRIVMSG/NOTICE to more targets than this in one line: the rest are refused (407).
+MAX_TARGETS: Final = 4
+MAX_JOINS: Final = 10
+# SASL PLAIN: the payload comes in pieces of 400 base64 characters; more is no password.
+SASL_CHUNK: Final = 400
+MAX_SASL_BYTES: Final = 1200
+# Questions waiting for the router's answer (WHOIS, NAMES, ...): older ones are dropped.
+MAX_ASKED: Final = 64
+# Room reasons from the router, and the numerics IRC clients know them by.
+_ROOM_NUMERICS: Final = {
+    RoomReason.NOT_MEMBER: ("442", "You're not on that channel"),
+    RoomReason.NO_ROOM: ("403", "No such channel"),
+    RoomReason.NOT_OWNER: ("482", "You're not channel operator"),
+    RoomReason.PRIVATE: ("473", "Cannot join channel (+i)"),
+    RoomReason.TOO_MANY_ROOMS: ("405", "You have joined too many channels"),
+}
+# Room refusals that answer a question (NAMES, WHO, MODE, TOPIC) about that room.
+_ANSWERED_BY_ROOM: Final = ("names", "who", "mode", "topic")
+_SECRET_COMMANDS: Final = frozenset({"PASS", "AUTHENTICATE", "REGISTER", "PASSWORD"})
+
+
+def source(name: str) -> str:
+    """A user's prefix, the same for everyone who sees it: `alice!alice@chatnet`."""
+    return f"{name}!{name}@{HOST}"
+
+
+def _ident(text: str) -> str:
+    return text.lower()
+
+
+class IrcDialect:
+    """One IRC connection's dialect: its registration, its capabilities, its questions."""
+
+    asks_password: ClassVar[bool] = False  # PASS or SASL come before the login
+    pings: ClassVar[bool] = True
+    wants_presence: ClassVar[bool] = True  # for JOIN and PART in channels; network-wide presence is dropped
+    rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
+
+    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "away", "channels")
+
+    def __init__(self) -> None:
+        # "irc", or with the tags it was asked for ("irc+server-time+message-tags"): a
+        # room line is rendered once per name.
+        self.name = "irc"
+        self.nick = ""  # as registered, then the chatnet name
+        self.user = ""
+        self.realname = ""
+        self.password: str | None = None  # from PASS: an account's password
+        self.caps: frozenset[str] = frozenset()
+        self.negotiating = False  # CAP LS or REQ seen, CAP END not yet
+        self.account = ""  # the account SASL logged in, once it has
+        self._sasl: list[str] | None = None  # PLAIN payload pieces while AUTHENTICATE goes on
+        self._asked: deque[tuple[str, str]] = deque(maxlen=MAX_ASKED)
+        self._registered = False
+        self.away = ""
+        self.channels: set[str] = set()  # the rooms it was told it is in, by key
+
+    # --- what the session and router ask of every dialect ---------------------------------
+
+    @property
+    def shows_ids(self) -> bool:
+        return "message-tags" in self.caps
+
+    @property
+    def echoes(self) -> bool:
+        """Copies of what this account sends, from this connection too (`echo-message`)."""
+        return "echo-message" in self.caps
+
+    @property
+    def echoes_own(self) -> bool:
+        return "echo-message" in self.caps
+
+    def greeting(self) -> str:
+        return ""  # an IRC server speaks once it is spoken to
+
+    def password_prompt(self) -> str:
+        return ""  # never asked (`asks_password` is False)
+
+    def ping(self, recipient: str, timestamp: str) -> str:
+        return f"PING :{SERVER}\r\n"
+
+    def loggable(self, line: str, secret: bool) -> str:
+        command = line.split(" ", 1)[0].lstrip(":").upper()
+        if line.startswith("@") or line.startswith(":"):
+            parts = line.split(" ")
+            command = next((part.upper() for part in parts if part and part[0] not in "@:"), "")
+        if command in _SECRET_COMMANDS and not line.rstrip().upper().endswith(("AUTHENTICATE PLAIN", "AUTHENTICATE *")):
+            return f"{command} <hidden>"
+        return line
+
+    # --- registration: lines before the login -------------------------------------------
+
+    def parse_login(self, line: str) -> Login | Reply | Authenticate | Quit:
+        try:
+            msg = ircline.parse(line)
+        except IrcLineError as exc:
+            return Reply(self._numeric("NOTICE", str(exc), target="*"))
+        command, params = msg.command, msg.params
+        if command == "CAP":
+            return self._cap(params) or self._maybe_login()
+        if command == "NICK":
+            if not params or not params[0]:
+                return Reply(self._numeric("431", "No nickname given"))
+            if not is_valid_name(params[0]):
+                return Reply(self._numeric("432", params[0], "Erroneous nickname"))
+            self.nick = params[0]
+            return self._maybe_login()
+        if command == "USER":
+            if len(params) < 4 or not params[0]:
+                return Reply(self._numeric("461", "USER", "Not enough parameters"))
+            if self.user:
+                return Reply(self._numeric("462", "You may not reregister"))
+            self.user, self.realname = params[0][:MAX_NAME_CHARS], params[3]
+            return self._maybe_login()
+        if command == "PASS":
+            if not params:
+                return Reply(self._numeric("461", "PASS", "Not enough parameters"))
+            self.password = params[0]
+            return Reply("")
+        if command == "AUTHENTICATE":
+            return self._authenticate(params)
+        if command == "PING":
+            return Reply(render("PONG", SERVER, params[0] if params else "", source=SERVER))
+        if command == "PONG":
+            return Reply("")
+        if command == "QUIT":
+            return Quit()
+        return Reply(self._numeric("451", "You have not registered"))
+
+    def _maybe_login(self) -> Login | Reply:
+        if not self.nick or not self.user or self.negotiating or self._sasl is not None:
+            return Reply("")
+        if self.account:
+            return Login(self.account)  # SASL checked the password already (the router knows)
+        return Login(self.nick, password=self.password)
+
+    def _cap(self, params: tuple[str, ...]) -> Reply | None:
+        sub = params[0].upper() if params else ""
+        target = self.nick or "*"
+        if sub == "LS":
+            if not self._registered:
+                self.negotiating = True
+            modern = len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302
+            offered = " ".join(f"{cap}={value}" if value and modern else cap for cap, value in sorted(CAPABILITIES.items()))
+            return Reply(render("CAP", target, "LS", offered, source=SERVER))
+        if sub == "LIST":
+            return Reply(render("CAP", target, "LIST", " ".join(sorted(self.caps)), source=SERVER))
+        if sub == "REQ":
+            if not self._registered:
+                self.negotiating = True
+            asked = (params[1] if len(params) > 1 else "").split()
+            wanted, dropped = set(self.caps), set[str]()
+            for cap in asked:
+                name = cap.lstrip("-")
+                if name not in CAPABILITIES or (self._registered and name == "sasl" and cap.startswith("-")):
+                    return Reply(render("CAP", target, "NAK", " ".join(asked), source=SERVER))
+                (dropped if cap.startswith("-") else wanted).add(name)
+            self.caps = frozenset(wanted - dropped)
+            self._rename()
+            return Reply(render("CAP", target, "ACK", " ".join(asked), source=SERVER))
+        if sub == "END":
+            self.negotiating = False
+            return None
+        return Reply(self._numeric("410", sub or "*", "Invalid CAP command"))
+
+    def _rename(self) -> None:
+        tags = [cap for cap in ("server-time", "message-tags") if cap in self.caps]
+        self.name = "+".join(["irc", *tags])
+
+    def _authenticate(self, params: tuple[str, ...]) -> Reply | Authenticate:
+        if not params:
+            return Reply(self._numeric("461", "AUTHENTICATE", "Not enough parameters"))
+        if "sasl" not in self.caps:
+            return Reply(self._numeric("904", "SASL authentication failed: CAP REQ sasl first"))
+        if self.account:
+            return Reply(self._numeric("907", "You have already authenticated using SASL"))
+        word = params[0]
+        if word == "*":
+            self._sasl = None
+            return Reply(self._numeric("906", "SASL authentication aborted"))
+        if self._sasl is None:
+            if word.upper() != "PLAIN":
+                return Reply(self._numeric("908", "PLAIN", "are available SASL mechanisms") + self._numeric("904", "SASL authentication failed"))
+            self._sasl = []
+            return Reply("AUTHENTICATE +\r\n")
+        if word != "+":
+            self._sasl.append(word)
+        if len(word) == SASL_CHUNK and sum(map(len, self._sasl)) < MAX_SASL_BYTES:
+            return Reply("")  # more follows
+        pieces, self._sasl = self._sasl, None
+        try:
+            authzid, authcid, password = base64.b64decode("".join(pieces), validate=True).decode().split("\0")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return Reply(self._numeric("904", "SASL authentication failed: not PLAIN"))
+        user = authcid or authzid
+        if not is_valid_name(user) or (authzid and authzid.lower() != user.lower()):
+            return Reply(self._numeric("904", "SASL authentication failed: no such account"))
+        self._sasl = []  # a check is under way: registration waits for its answer
+        return Authenticate(user, password)
+
+    def authenticated(self, name: str) -> str:
+        """SASL: the router found the credentials good."""
+        self._sasl = None
+        self.account = name
+        return self._numeric("900", source(self.nick or name), name, f"You are now logged in as {name}") + self._numeric(
+            "903", "SASL authentication successful"
+        )
+
+    def logged_in(self, name: str, account: bool) -> str:
+        """The registration burst, before anything else the router says."""
+        renamed = render("NICK", name, source=source(self.nick)) if self.nick and self.nick != name else ""
+        self.nick, self._registered = name, True
+        return renamed + "".join(
+            (
+                self._numeric("001", f"Welcome to the chatnet IRC network, {source(name)}"),
+                self._numeric("002", f"Your host is {SERVER}, running version {VERSION}"),
+                self._numeric("003", "This server has been chatnet all along"),
+                self._numeric("004", SERVER, VERSION, "i", "it", "o"),
+                self._numeric("005", *ISUPPORT, "are supported by this server"),
+                self._numeric("422", "MOTD File is missing"),
+                self._numeric("900", source(name), name, f"You are now logged in as {name}") if account and not self.account else "",
+            )
+        )
+
+    def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:
+        reason = details.get("reason")
+        if self._sasl is not None:  # the SASL check said no; registration goes on
+            self._sasl = None
+            return self._numeric("904", f"SASL authentication failed: {text}")
+        nick, self.nick = self.nick or "*", ""
+        if reason == LoginReason.NAME_TAKEN:
+            return self._numeric("433", nick, "Nickname is already in use", target="*")
+        if reason == LoginReason.PASSWORD_REQUIRED:
+            return self._numeric("433", nick, "Nickname is registered: connect with its password (PASS or SASL)", target="*")
+        if reason in (LoginReason.WRONG_PASSWORD, LoginReason.LOCKED):
+            self.password = None
+            return self._numeric("464", f"Password incorrect: {text}", target="*")
+        if reason in (LoginReason.INVALID_NAME, LoginReason.RESERVED):
+            return self._numeric("432", nick, f"Erroneous nickname: {text}", target="*")
+        return self._numeric("NOTICE", text, target="*")
+
+    # --- lines after the login --------------------------------------------------------------
+
+    def parse(self, line: str) -> ClientEvent | Reply | list[ClientEvent | Reply]:
+        msg = ircline.parse(line)  # IrcLineError is a ProtocolError: the session says what is wrong
+        handler = _HANDLERS.get(msg.command)
+        if handler is not None:
+            return handler(self, msg)
+        name = msg.command.lower()
+        if name in COMMANDS:  # chatnet's own commands by name: /quote CHECK, /quote HISTORY #room
+            return Command(name, " ".join(msg.params))
+        return Reply(self._numeric("421", msg.command, "Unknown command"))
+
+    def _privmsg(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
+        params, notice = msg.params, msg.command == "NOTICE"
+        if not params or not params[0]:
+            return Reply("" if notice else self._numeric("411", f"No recipient given ({msg.command})"))
+        if len(params) < 2 or not params[1]:
+            return Reply("" if notice else self._numeric("412", "No text to send"))
+        text = params[1]
+        events: list[ClientEvent | Reply] = []
+        for number, target in enumerate(params[0].split(",")):
+            if number >= MAX_TARGETS:
+                events.append(Reply(self._numeric("407", target, f"Too many targets (at most {MAX_TARGETS})")))
+                break
+            if is_room(target) or is_valid_name(target):
+                events.append(Chat(target, text, {"notice": True} if notice else None, MessageType.CHAT))
+            elif target.startswith("#") and not notice:
+                events.append(Reply(self._numeric("403", target, "No such channel")))
+            elif not notice:
+                events.append(Reply(self._numeric("401", target, "No such nick/channel")))
+        return events
+
+    def _join(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
+        if not msg.params or not msg.params[0]:
+            return Reply(self._numeric("461", "JOIN", "Not enough parameters"))
+        if msg.params[0] == "0":
+            return Reply(self._numeric("NOTICE", "JOIN 0 is not supported here: PART each channel"))
+        events: list[ClientEvent | Reply] = []
+        for number, room in enumerate(msg.params[0].split(",")):  # keys (a second parameter) mean nothing here
+            if number >= MAX_JOINS:
+                events.append(Reply(self._numeric("407", room, f"Too many channels at once (at most {MAX_JOINS})")))
+                break
+            if not is_room(room):
+                events.append(Reply(self._numeric("403", room, "No such channel")))
+            elif _ident(room) not in self.channels:  # a JOIN of a channel one is in is nothing
+                events.append(Command("join", room))
+        return events
+
+    def _part(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
+        if not msg.params or not msg.params[0]:
+            return Reply(self._numeric("461", "PART", "Not enough parameters"))
+        return [Command("leave", room) if is_room(room) else Reply(self._numeric("403", room, "No such channel")) for room in msg.params[0].split(",")[:MAX_JOINS]]
+
+    def _room_question(self, msg: IrcLine, kind: str, command: str = "members") -> ClientEvent | Reply:
+        """NAMES/WHO/MODE/TOPIC about a room: the router's answer is rendered as `kind` says."""
+        room = msg.params[0]
+        if not is_room(room):
+            return Reply(self._numeric("403", room, "No such channel"))
+        self._asked.append((kind, _ident(room)))
+        return Command(command, room)
+
+    def _names(self, msg: IrcLine) -> ClientEvent | Reply:
+        if not msg.params:
+            return Reply(self._numeric("366", "*", "End of /NAMES list"))
+        msg = msg._replace(params=(msg.params[0].split(",")[0],))
+        if not is_room(msg.params[0]):
+            return Reply(self._numeric("366", msg.params[0], "End of /NAMES list"))
+        return self._room_question(msg, "names")
+
+    def _topic(self, msg: IrcLine) -> ClientEvent | Reply:
+        if not msg.params:
+            return Reply(self._numeric("461", "TOPIC", "Not enough parameters"))
+        room = msg.params[0]
+        if len(msg.params) == 1:
+            return self._room_question(msg, "topic", "topic")
+        if not is_room(room):
+            return Reply(self._numeric("403", room, "No such channel"))
+        if not msg.params[1].strip():
+            return Reply(self._numeric("NOTICE", "A topic can be changed, not cleared, here"))
+        return Command("topic", f"{room} {msg.params[1]}")
+
+    def _who(self, msg: IrcLine) -> ClientEvent | Reply:
+        mask = msg.params[0] if msg.params else "*"
+        if is_room(mask):
+            return self._room_question(msg._replace(params=(mask,)), "who")
+        self._asked.append(("who", _ident(mask)))
+        return Command("who")
+
+    def _whois(self, msg: IrcLine) -> ClientEvent | Reply:
+        if not msg.params:
+            return Reply(self._numeric("431", "No nickname given"))
+        nick = msg.params[-1].split(",")[0]
+        self._asked.append(("whois", _ident(nick)))
+        return Command("who")
+
+    def _names_question(self, kind: str, names: tuple[str, ...], command: str) -> ClientEvent | Reply:
+        if not names:
+            return Reply(self._numeric("461", command, "Not enough parameters"))
+        self._asked.append((kind, " ".join(names)))
+        return Command("who")
+
+    def _ison(self, msg: IrcLine) -> ClientEvent | Reply:
+        return self._names_question("ison", tuple(" ".join(msg.params).split()), "ISON")
+
+    def _userhost(self, msg: IrcLine) -> ClientEvent | Reply:
+        return self._names_question("userhost", msg.params[:5], "USERHOST")
+
+    def _lusers(self, msg: IrcLine) -> ClientEvent | Reply:
+        self._asked.append(("lusers", ""))
+        return Command("who")
+
+    def _list(self, msg: IrcLine) -> ClientEvent | Reply:
+        return Command("rooms")
+
+    def _kick(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
+        if len(msg.params) < 2:
+            return Reply(self._numeric("461", "KICK", "Not enough parameters"))
+        room = msg.params[0]
+        if not is_room(room):
+            return Reply(self._numeric("403", room, "No such channel"))
+        return [Command("kick", f"{room} {user}") for user in msg.params[1].split(",")[:MAX_TARGETS]]
+
+    def _invite(self, msg: IrcLine) -> ClientEvent | Reply:
+        if len(msg.params) < 2:
+            return Reply(self._numeric("461", "INVITE", "Not enough parameters"))
+        user, room = msg.params[0], msg.params[1]
+        if not is_room(room):
+            return Reply(self._numeric("403", room, "No such channel"))
+        return Command("invite", f"{room} {user}")
+
+    def _mode(self, msg: IrcLine) -> ClientEvent | Reply | list[ClientEvent | Reply]:
+        if not msg.params:
+            return Reply(self._numeric("461", "MODE", "Not enough parameters"))
+        target = msg.params[0]
+        if not target.startswith("#"):
+            if _ident(target) != _ident(self.nick):
+                return Reply(self._numeric("502", "Can't change mode for other users"))
+            if len(msg.params) == 1:
+                return Reply(self._numeric("221", "+i"))
+            unknown = {c for c in msg.params[1] if c not in "+-i"}
+            return Reply(self._numeric("501", "Unknown MODE flag") if unknown else "")
+        if not is_room(target):
+            return Reply(self._numeric("403", target, "No such channel"))
+        if len(msg.params) == 1:
+            return self._room_question(msg, "mode")
+        changes, events = msg.params[1], list[ClientEvent | Reply]()
+        adding = True
+        for char in changes:
+            if char in "+-":
+                adding = char == "+"
+            elif char == "i":
+                events.append(Command("private" if adding else "public", target))
+            elif char == "b" and len(msg.params) == 2:
+                events.append(Reply(self._numeric("368", target, "End of channel ban list")))
+            elif char == "e" and len(msg.params) == 2:
+                events.append(Reply(self._numeric("349", target, "End of channel exception list")))
+            elif char == "I" and len(msg.params) == 2:
+                events.append(Reply(self._numeric("347", target, "End of channel invite list")))
+            elif char in "to":
+                events.append(Reply(self._numeric("482", target, "Only the channel's owner is operator, and topics are always +t")))
+            else:
+                events.append(Reply(self._numeric("472", char, "is unknown mode char to me")))
+        return events
+
+    def _away(self, msg: IrcLine) -> Reply:
+        self.away = msg.params[0] if msg.params else ""
+        if self.away:
+            return Reply(self._numeric("306", "You have been marked as being away"))
+        return Reply(self._numeric("305", "You are no longer marked as being away"))
+
+    def _ping(self, msg: IrcLine) -> Reply:
+        if not msg.params:
+            return Reply(self._numeric("409", "No origin specified"))
+        return Reply(render("PONG", SERVER, msg.params[0], source=SERVER))
+
+    def _pong(self, msg: IrcLine) -> Pong:
+        return Pong()
+
+    def _quit(self, msg: IrcLine) -> Quit:
+        return Quit()
+
+    def _nick(self, msg: IrcLine) -> Reply:
+        if not msg.params or not msg.params[0]:
+            return Reply(self._numeric("431", "No nickname given"))
+        if msg.params[0] == self.nick:
+            return Reply("")
+        return Reply(self._numeric("447", "Names can't change during a connection here: reconnect with the new one"))
+
+    def _registered_again(self, msg: IrcLine) -> Reply:
+        return Reply(self._numeric("462", "You may not reregister"))
+
+    def _cap_later(self, msg: IrcLine) -> Reply:
+        return self._cap(msg.params) or Reply("")
+
+    def _motd(self, msg: IrcLine) -> Reply:
+        return Reply(self._numeric("422", "MOTD File is missing"))
+
+    def _version(self, msg: IrcLine) -> Reply:
+        return Reply(self._numeric("351", VERSION, SERVER, "chatnet") + self._numeric("005", *ISUPPORT, "are supported by this server"))
+
+    def _help(self, msg: IrcLine) -> Command:
+        return Command("help")
+
+    # --- what the server says, as IRC lines -------------------------------------------------
+
+    def _numeric(self, command: str, *params: str, target: str | None = None) -> str:
+        return render(command, target or self.nick or "*", *params, source=SERVER)
+
+    def _tags(self, msg_id: str | None, timestamp: str) -> dict[str, str] | None:
+        caps = self.caps
+        if not caps:
+            return None
+        tags: dict[str, str] = {}
+        if "server-time" in caps:
+            tags["time"] = timestamp
+        if msg_id is not None and "message-tags" in caps:
+            tags["msgid"] = msg_id
+        return tags
+
+    def _message(self, verb: str, sender: str, target: str, text: str, tags: dict[str, str] | None) -> str:
+        """One PRIVMSG per line of `text`, each cut to fit IRC's 512 bytes."""
+        head = render(verb, target, "x", source=sender)
+        room = ircline.MAX_LINE_BYTES - len(head.encode()) + 1  # the "x" makes room for ":"
+        out: list[str] = []
+        for line in text.split("\n"):
+            for piece in _cut(line.rstrip("\r") or " ", room):
+                out.append(render(verb, target, piece if piece.strip() else " ", source=sender, tags=tags))
+        return "".join(out)
+
+    def delivery(self, message: Delivery) -> str:
+        msg_id, sender, destination, text, timestamp, kind, metadata, _ = message
+        if metadata is not None and partial_chunk(metadata):
+            return ""  # IRC readers get a streamed reply whole, from its final frame
+        verb = "NOTICE" if kind == MessageType.SUBSCRIPTION or (metadata is not None and metadata.get("notice")) else "PRIVMSG"
+        return self._message(verb, source(sender), destination, text, self._tags(msg_id, timestamp))
+
+    def stored(self, message: Message) -> str:
+        timestamp = format_datetime(message.timestamp)
+        text = message.message if "server-time" in self.caps else f"[{short_timestamp(timestamp)}] {message.message}"
+        sender = message.sender or SERVER_NAME
+        return self._message("PRIVMSG", source(sender), message.destination or self.nick, text, self._tags(message.id, timestamp))
+
+    def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        render_event = _NOTICES.get(event)
+        if render_event is not None:
+            return render_event(self, text, details)
+        return self._server_notice(text)
+
+    def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
+        room, reason = details.get("room"), details.get("reason")
+        if room is not None:
+            self._forget(str(room))
+        if room is not None and reason in _ROOM_NUMERICS:
+            numeric, said = _ROOM_NUMERICS[reason]
+            return self._numeric(numeric, str(room), said)
+        if reason == RoomReason.NOT_IN_ROOM and details.get("user"):
+            return self._numeric("441", str(details["user"]), str(room), "They aren't on that channel")
+        if event == Event.NOT_SAVED and details.get("destination"):
+            return self._server_notice(text)
+        return self._server_notice(f"Error: {text}")
+
+    def _server_notice(self, text: str) -> str:
+        return "".join(self._numeric("NOTICE", line) for line in text.split("\n") if line)
+
+    def _forget(self, room: str) -> None:
+        """A refusal about `room` answers the question asked about it, if one was."""
+        self._take(_ANSWERED_BY_ROOM, _ident(room))
+
+    def _take(self, kinds: tuple[str, ...], key: str | None = None) -> tuple[str, str] | None:
+        for asked in self._asked:
+            if asked[0] in kinds and (key is None or asked[1] == key):
+                self._asked.remove(asked)
+                return asked
+        return None
+
+    # Notices, one renderer per event.
+
+    def _welcome(self, text: str, details: dict[str, Any]) -> str:
+        return self._server_notice(text)
+
+    def _goodbye(self, text: str, details: dict[str, Any]) -> str:
+        return render("ERROR", f"Closing link: {text}")
+
+    def _unknown_name(self, text: str, details: dict[str, Any]) -> str:
+        name = str(details.get("destination", "*"))
+        return self._numeric("401", name, f"No such nick: nobody has used it yet; your message was saved for {name}")
+
+    def _who_answer(self, text: str, details: dict[str, Any]) -> str:
+        online: list[str] = [*details.get("users", []), *details.get("bots", [])]
+        by_key = {_ident(name): name for name in online}
+        asked = self._take(("who", "whois", "ison", "userhost", "lusers"))
+        if asked is None:
+            return self._server_notice(text)
+        kind, key = asked
+        if kind == "ison":
+            return self._numeric("303", " ".join(by_key[_ident(n)] for n in key.split() if _ident(n) in by_key))
+        if kind == "userhost":
+            found = (by_key[_ident(n)] for n in key.split() if _ident(n) in by_key)
+            return self._numeric("302", " ".join(f"{name}=+{name}@{HOST}" for name in found))
+        if kind == "lusers":
+            return self._numeric("251", f"There are {len(online)} users and 0 invisible on 1 servers") + self._numeric(
+                "255", f"I have {len(online)} clients and 0 servers"
+            )
+        if kind == "whois":
+            name = by_key.get(key)
+            if name is None:
+                return self._numeric("401", key, "No such nick/channel") + self._numeric("318", key, "End of /WHOIS list")
+            bot = name in details.get("bots", [])
+            return "".join(
+                (
+                    self._numeric("311", name, name, HOST, "*", f"{name} (a bot)" if bot else name),
+                    self._numeric("312", name, SERVER, "chatnet"),
+                    self._numeric("318", name, "End of /WHOIS list"),
+                )
+            )
+        matching = [name for name in online if key in ("*", "0") or _ident(name) == key]
+        return "".join(self._numeric("352", "*", name, HOST, SERVER, name, "H", f"0 {name}") for name in matching) + self._numeric(
+            "315", key, "End of WHO list"
+        )
+
+    def _joined(self, text: str, details: dict[str, Any]) -> str:
+        room = str(details["room"])
+        self.channels.add(_ident(room))
+        lines = [render("JOIN", room, source=source(self.nick))]
+        topic = details.get("topic")
+        if topic:
+            lines.append(self._numeric("332", room, str(topic)))
+        names = [str(name) for name in details.get("names", [])] or [self.nick]
+        lines.append(self._names_lines(room, names, str(details.get("owner") or "")))
+        return "".join(lines)
+
+    def _names_lines(self, room: str, names: list[str], owner: str) -> str:
+        shown = [f"@{name}" if _ident(name) == _ident(owner) else name for name in names]
+        lines, line = [], []
+        for name in shown:  # 353s of at most ~400 bytes of names
+            line.append(name)
+            if sum(map(len, line)) + len(line) > 400:
+                lines.append(self._numeric("353", "=", room, " ".join(line)))
+                line = []
+        if line:
+            lines.append(self._numeric("353", "=", room, " ".join(line)))
+        return "".join(lines) + self._numeric("366", room, "End of /NAMES list")
+
+    def _left(self, text: str, details: dict[str, Any]) -> str:
+        room, by = str(details["room"]), details.get("by")
+        self.channels.discard(_ident(room))
+        if by:
+            return render("KICK", room, self.nick, f"Removed by {by}", source=source(str(by)))
+        return render("PART", room, source=source(self.nick))
+
+    def _room_presence(self, text: str, details: dict[str, Any]) -> str:
+        room, user, presence, by = str(details["room"]), str(details["user"]), details.get("presence"), details.get("by")
+        if by:
+            return render("KICK", room, user, f"Removed by {by}", source=source(str(by)))
+        if presence in ("joined", "online"):
+            return render("JOIN", room, source=source(user))
+        if presence == "offline":
+            return render("PART", room, "offline", source=source(user))
+        return render("PART", room, source=source(user))
+
+    def _topic_notice(self, text: str, details: dict[str, Any]) -> str:
+        room, topic = str(details["room"]), str(details.get("topic") or "")
+        if details.get("changed"):
+            return render("TOPIC", room, topic, source=source(str(details.get("by") or SERVER)))
+        if self._take(("topic",), _ident(room)) is None:
+            return ""  # the one after a join: the JOIN's 332 said it
+        if not topic:
+            return self._numeric("331", room, "No topic is set")
+        by = details.get("by")
+        return self._numeric("332", room, topic) + (self._numeric("333", room, str(by), "0") if by else "")
+
+    def _rooms(self, text: str, details: dict[str, Any]) -> str:
+        rooms = details.get("rooms", [])
+        return (
+            self._numeric("321", "Channel", "Users  Name")
+            + "".join(self._numeric("322", str(r["name"]), str(r["members"]), str(r.get("topic") or "")) for r in rooms)
+            + self._numeric("323", "End of /LIST")
+        )
+
+    def _members(self, text: str, details: dict[str, Any]) -> str:
+        room = str(details["room"])
+        asked = self._take(("names", "who", "mode"), _ident(room))
+        kind = asked[0] if asked else "names"
+        members = details.get("members", [])
+        here = [str(m["name"]) for m in members if m.get("online")]
+        if kind == "mode":
+            return self._numeric("324", room, "+it" if details.get("private") else "+t")
+        if kind == "who":
+            owner = _ident(str(details.get("owner") or ""))
+            return "".join(
+                self._numeric("352", room, name, HOST, SERVER, name, "H@" if _ident(name) == owner else "H", f"0 {name}") for name in here
+            ) + self._numeric("315", room, "End of WHO list")
+        return self._names_lines(room, here, str(details.get("owner") or ""))
+
+    def _catchup(self, text: str, details: dict[str, Any]) -> str:
+        return render("NOTICE", str(details["room"]), text, source=SERVER)
+
+    def _invited(self, text: str, details: dict[str, Any]) -> str:
+        room, user, by = str(details["room"]), str(details["user"]), str(details.get("by") or "")
+        if _ident(user) == _ident(self.nick) and _ident(by) != _ident(self.nick):
+            return render("INVITE", self.nick, room, source=source(by))
+        return self._numeric("341", user, room)
+
+    def _room_mode(self, text: str, details: dict[str, Any]) -> str:
+        room, by = str(details["room"]), str(details.get("by") or SERVER)
+        return render("MODE", room, "+i" if details.get("private") else "-i", source=source(by) if by != SERVER else SERVER)
+
+    def _quiet(self, text: str, details: dict[str, Any]) -> str:
+        return ""
+
+
+def _cut(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` UTF-8 bytes, at spaces where it can."""
+    if len(text) <= limit // 4 or len(text.encode()) <= limit:
+        return [text]
+    pieces: list[str] = []
+    while text:
+        data = text.encode()
+        if len(data) <= limit:
+            pieces.append(text)
+            break
+        cut = data[:limit].decode(errors="ignore")  # never half a character
+        space = cut.rfind(" ")
+        if space > len(cut) // 2:
+            cut = cut[: space + 1]
+        pieces.append(cut)
+        text = text[len(cut) :]
+    return pieces
+
+
+_HANDLERS: Final = {
+    "PRIVMSG": IrcDialect._privmsg,
+    "NOTICE": IrcDialect._privmsg,
+    "JOIN": IrcDialect._join,
+    "PART": IrcDialect._part,
+    "NAMES": IrcDialect._names,
+    "TOPIC": IrcDialect._topic,
+    "LIST": IrcDialect._list,
+    "WHO": IrcDialect._who,
+    "WHOIS": IrcDialect._whois,
+    "ISON": IrcDialect._ison,
+    "USERHOST": IrcDialect._userhost,
+    "LUSERS": IrcDialect._lusers,
+    "KICK": IrcDialect._kick,
+    "INVITE": IrcDialect._invite,
+    "MODE": IrcDialect._mode,
+    "AWAY": IrcDialect._away,
+    "PING": IrcDialect._ping,
+    "PONG": IrcDialect._pong,
+    "QUIT": IrcDialect._quit,
+    "NICK": IrcDialect._nick,
+    "USER": IrcDialect._registered_again,
+    "PASS": IrcDialect._registered_again,
+    "AUTHENTICATE": IrcDialect._registered_again,
+    "CAP": IrcDialect._cap_later,
+    "MOTD": IrcDialect._motd,
+    "VERSION": IrcDialect._version,
+    "HELP": IrcDialect._help,
+}
+
+_NOTICES: Final = {
+    Event.WELCOME: IrcDialect._welcome,
+    Event.GOODBYE: IrcDialect._goodbye,
+    Event.UNKNOWN_NAME: IrcDialect._unknown_name,
+    Event.WHO: IrcDialect._who_answer,
+    Event.PRESENCE: IrcDialect._quiet,  # network-wide comings and goings: IRC shows them per channel
+    Event.PING: IrcDialect._quiet,
+    Event.JOINED: IrcDialect._joined,
+    Event.LEFT: IrcDialect._left,
+    Event.ROOM_PRESENCE: IrcDialect._room_presence,
+    Event.TOPIC: IrcDialect._topic_notice,
+    Event.ROOMS: IrcDialect._rooms,
+    Event.MEMBERS: IrcDialect._members,
+    Event.CATCHUP: IrcDialect._catchup,
+    Event.HISTORY: IrcDialect._catchup,
+    Event.INVITED: IrcDialect._invited,
+    Event.ROOM_MODE: IrcDialect._room_mode,
+}
