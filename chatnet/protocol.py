@@ -98,10 +98,11 @@ class Event(StrEnum):
     PASSWORD_CHANGED = "password_changed"  # !password changed it; other sessions signed out
     BAD_INPUT = "bad_input"  # a line or frame was refused; the text says why
     PING = "ping"  # the client has been silent a while: answer {"type": "pong"} (or send anything)
+    RENAMED = "renamed"  # !nick changed your name: old, user
     # rooms
     JOINED = "joined"  # you are in a room now: room, created, members, online, topic
     LEFT = "left"  # you left a room (or were removed: by): room
-    ROOM_PRESENCE = "room_presence"  # a member joined, left, came online or went offline: room, user, presence
+    ROOM_PRESENCE = "room_presence"  # a member joined, left, came online, went offline or was renamed (old): room, user, presence
     TOPIC = "topic"  # a room's topic, at a join or as it changes: room, topic, by
     ROOMS = "rooms"  # answer to !rooms: rooms [{name, members, private, topic}]
     MEMBERS = "members"  # answer to !members: room, members [{name, online}]
@@ -432,6 +433,7 @@ COMMANDS: Final[dict[str, str]] = {
     "kick": "#room <name>  remove someone (the owner)",
     "private": "#room  only invited people may join (the owner)",
     "public": "#room  anyone may join (the owner)",
+    "nick": "<name>  change your name (guests: to a free name that is no account)",
     "register": "<password>  make your name an account (8-128 characters)",
     "password": "<old> <new>  change your password (signs your other sessions out)",
     "help": "show this help",

@@ -206,6 +206,26 @@ class Rooms:
         """The names of the room's members online here, each once."""
         return sorted({session.name for session in room.here}, key=str.lower)
 
+    async def renamed(self, session: Session, old: str) -> None:
+        """A guest took a new name (`!nick`): it stays in its rooms, their members are
+        told, and the store's memberships follow (but into a private room only the old
+        name was invited to: it leaves that one)."""
+        rooms = [room for room in map(self._rooms.get, list(self._in.get(session, ()))) if room is not None]
+        for room in rooms:
+            for other in room.here:
+                if other.key != session.key and other.wants_presence:
+                    other.notice(f"{old} is {session.name} now in {room.name}", Event.ROOM_PRESENCE, room=room.name, user=session.name, old=old, presence="renamed")
+        for room in rooms:
+            try:
+                await self.api.join_room(room.name, session.name)
+                await self.api.leave_room(room.name, old)
+            except ChatError as exc:
+                logger.info("%s (was %s) left %s: %s", session.name, old, room.name, exc)
+                self._leave(session, room.key)
+                if session.is_open:
+                    session.notice(f"Left {room.name}: {old} was its member, {session.name} may not be.", Event.LEFT, room=room.name)
+                self._tell_members(room, session, "left")
+
     def left(self, session: Session) -> None:
         """The session is gone."""
         keys = self._in.pop(session, set())

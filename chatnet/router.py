@@ -50,6 +50,7 @@ from chatnet.protocol import (
     LoginReason,
     MessageType,
     Quit,
+    check_name,
     help_lines,
     mail_hints,
     message_dict,
@@ -111,6 +112,7 @@ class Router:
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
+            "nick": self._cmd_nick,
             "register": self._cmd_register,
             "password": self._cmd_password,
             "help": self._cmd_help,
@@ -550,6 +552,49 @@ class Router:
         shown = ", ".join(f"{name} (bot)" if kind == BOT else name for name, kind in members)
         online = self._online()
         session.notice(f"Online ({len(members)}): {shown}", Event.WHO, users=online["online"], bots=online["bots"])
+
+    def _cmd_nick(self, session: Session, args: str) -> None:
+        new = check_name(args.strip(), "name")
+        if new == session.name:
+            return
+        if session.kind != GUEST:
+            session.error(f"'{session.name}' is an account: its name stays. Log in under another to be someone else.", Event.RENAMED, user=new)
+            return
+        session.hold_lines()  # what it says next, it says under the new name
+        self.spawn(self._rename(session, new))
+
+    async def _rename(self, session: Session, new: str) -> None:
+        """A guest takes a free name that is no account; its rooms follow it."""
+        try:
+            await self._take_name(session, new)
+        finally:
+            session.lines_go_on()
+
+    async def _take_name(self, session: Session, new: str) -> None:
+        try:
+            with self.priority:
+                admission = await self.identity.check(Login(new), session.address, asks_password=False)
+        except LoginFailed as exc:
+            if session.is_open:
+                session.error(str(exc), Event.RENAMED, user=new, reason=exc.reason)
+            return
+        if not session.is_open:
+            return
+        if admission.kind != GUEST:  # an account's name, for all a guest can tell
+            session.error(f"'{new}' is an account's name.", Event.RENAMED, user=new, reason=LoginReason.PASSWORD_REQUIRED)
+            return
+        if new.lower() != session.key and not self.directory.admits(new.lower(), shared=False):
+            session.error(f"The name '{new}' is already online; choose another.", Event.RENAMED, user=new, reason=LoginReason.NAME_TAKEN)
+            return
+        old = session.name
+        if self.directory.remove(session):
+            self._announce(session, "offline")
+        session.renamed(admission.name)
+        self.directory.add(session)
+        self._announce(session, "online")
+        logger.info("%s is %s now", old, session.name)
+        session.notice(f"You are {session.name} now (were {old}).", Event.RENAMED, old=old, user=session.name)
+        await self.rooms.renamed(session, old)
 
     def _cmd_register(self, session: Session, args: str) -> None:
         if session.kind != GUEST:

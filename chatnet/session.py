@@ -491,6 +491,10 @@ class Session(asyncio.Protocol):
         self.write(self.dialect.authenticated(admission.name))
         self._release()
 
+    def renamed(self, name: str) -> None:
+        """A guest's new name (`!nick`)."""
+        self.name, self.key = name, name.lower()
+
     def registered(self) -> None:
         """The guest's name became an account (`!register`)."""
         self.kind = "person"

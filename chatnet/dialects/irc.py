@@ -113,7 +113,7 @@ class IrcDialect:
     wants_presence: ClassVar[bool] = True  # for JOIN and PART in channels; network-wide presence is dropped
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
 
-    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "away", "channels")
+    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "away", "channels", "_shown_rename")
 
     def __init__(self) -> None:
         # "irc", or with the tags it was asked for ("irc+server-time+message-tags"): a
@@ -131,6 +131,7 @@ class IrcDialect:
         self._registered = False
         self.away = ""
         self.channels: set[str] = set()  # the rooms it was told it is in, by key
+        self._shown_rename = ("", "")  # the last NICK shown of someone else: told once per shared room, shown once
 
     # --- what the session and router ask of every dialect ---------------------------------
 
@@ -497,12 +498,13 @@ class IrcDialect:
     def _quit(self, msg: IrcLine) -> Quit:
         return Quit()
 
-    def _nick(self, msg: IrcLine) -> Reply:
+    def _nick(self, msg: IrcLine) -> ClientEvent | Reply:
         if not msg.params or not msg.params[0]:
             return Reply(self._numeric("431", "No nickname given"))
-        if msg.params[0] == self.nick:
-            return Reply("")
-        return Reply(self._numeric("447", "Names can't change during a connection here: reconnect with the new one"))
+        new = msg.params[0]
+        if not is_valid_name(new):
+            return Reply(self._numeric("432", new, "Erroneous nickname"))
+        return Reply("") if new == self.nick else Command("nick", new)  # a guest's; an account's name stays
 
     def _registered_again(self, msg: IrcLine) -> Reply:
         return Reply(self._numeric("462", "You may not reregister"))
@@ -566,6 +568,8 @@ class IrcDialect:
 
     def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         room, reason = details.get("room"), details.get("reason")
+        if event == Event.RENAMED:
+            return self._not_renamed(text, str(details.get("user", "*")), reason)
         if room is not None:
             self._forget(str(room))
         if room is not None and reason in _ROOM_NUMERICS:
@@ -575,6 +579,17 @@ class IrcDialect:
             return self._numeric("441", str(details["user"]), str(room), "They aren't on that channel")
         if event == Event.NOT_SAVED and details.get("destination"):
             return self._server_notice(text)
+        return self._server_notice(f"Error: {text}")
+
+    def _not_renamed(self, text: str, new: str, reason: Any) -> str:
+        if reason == LoginReason.NAME_TAKEN:
+            return self._numeric("433", new, "Nickname is already in use")
+        if reason == LoginReason.PASSWORD_REQUIRED:
+            return self._numeric("433", new, "Nickname is registered (an account's)")
+        if reason in (LoginReason.INVALID_NAME, LoginReason.RESERVED):
+            return self._numeric("432", new, f"Erroneous nickname: {text}")
+        if reason is None:  # an account's own name stays
+            return self._numeric("447", f"Cannot change nickname: {text}")
         return self._server_notice(f"Error: {text}")
 
     def _server_notice(self, text: str) -> str:
@@ -595,6 +610,10 @@ class IrcDialect:
 
     def _welcome(self, text: str, details: dict[str, Any]) -> str:
         return self._server_notice(text)
+
+    def _renamed(self, text: str, details: dict[str, Any]) -> str:
+        old, self.nick = self.nick, str(details["user"])
+        return render("NICK", self.nick, source=source(old))
 
     def _goodbye(self, text: str, details: dict[str, Any]) -> str:
         return render("ERROR", f"Closing link: {text}")
@@ -670,6 +689,12 @@ class IrcDialect:
         room, user, presence, by = str(details["room"]), str(details["user"]), details.get("presence"), details.get("by")
         if by:
             return render("KICK", room, user, f"Removed by {by}", source=source(str(by)))
+        if presence == "renamed":
+            change = (str(details.get("old")), user)
+            if change == self._shown_rename:
+                return ""
+            self._shown_rename = change
+            return render("NICK", user, source=source(change[0]))
         if presence in ("joined", "online"):
             return render("JOIN", room, source=source(user))
         if presence == "offline":
@@ -779,6 +804,7 @@ _HANDLERS: Final = {
 _NOTICES: Final = {
     Event.WELCOME: IrcDialect._welcome,
     Event.GOODBYE: IrcDialect._goodbye,
+    Event.RENAMED: IrcDialect._renamed,
     Event.UNKNOWN_NAME: IrcDialect._unknown_name,
     Event.WHO: IrcDialect._who_answer,
     Event.PRESENCE: IrcDialect._quiet,  # network-wide comings and goings: IRC shows them per channel
