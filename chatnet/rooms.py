@@ -189,7 +189,8 @@ class Rooms:
             text = f"{name}: {count} new message{'s' if count != 1 else ''} since you were last here:"
             session.notice(text, Event.CATCHUP, room=name, unread=count, shown=len(messages))
             for message in messages:
-                session.deliver(_delivery(message))  # a live line: acknowledged, it moves the marker
+                delivery = _delivery(message)
+                session.deliver_line(session.dialect.replayed(delivery), delivery)  # acknowledged, it moves the marker
 
     def _rejoin(self, session: Session, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
@@ -302,9 +303,9 @@ class Rooms:
         if not session.is_open:
             return
         if exists:
-            session.error(f"You are not in {name}; !join {name} first.", Event.BAD_INPUT, room=name, reason=RoomReason.NOT_MEMBER)
+            session.error(f"You are not in {name}; !join {name} first.", Event.BAD_INPUT, room=name, reason=RoomReason.NOT_MEMBER, sending=True)
         else:
-            session.error(f"There is no room {name}; !join {name} creates it.", Event.BAD_INPUT, room=name, reason=RoomReason.NO_ROOM)
+            session.error(f"There is no room {name}; !join {name} creates it.", Event.BAD_INPUT, room=name, reason=RoomReason.NO_ROOM, sending=True)
 
     def received(self, session: Session, messages: list[Delivery]) -> None:
         """Room messages the session's reader has: its read markers move past them."""
@@ -459,7 +460,7 @@ class Rooms:
         text = f"Last {len(messages)} message{'s' if len(messages) != 1 else ''} in {shown}:" if messages else f"No messages in {shown} yet."
         session.notice(text, Event.HISTORY, room=shown, shown=len(messages), next=page.get("next"))
         for message in messages:
-            session.write(session.dialect.delivery(_delivery(message)))  # not news: no read marker moves
+            session.write(session.dialect.replayed(_delivery(message)))  # not news: no read marker moves
 
     def _cmd_invite(self, session: Session, args: str) -> None:
         name, user = _room_and_user(args, "!invite #room <name>")

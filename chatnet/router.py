@@ -364,10 +364,13 @@ class Router:
         now = self.clock.text
         target = self._local.get(destination) or self._local.get(destination.lower())
         partial = metadata is not None and partial_chunk(metadata)
-        if sender.group is not None or sender.echoes_own:
-            self._echo(sender, destination, message, now, kind, metadata)
+        # One id per message, whoever sees it (its echoes too); none for a text reader alone.
+        echoing = sender.group is not None or sender.echoes_own
+        msg_id = new_id() if echoing or (target is not None and target.shows_ids) else None
+        if echoing:
+            self._echo(sender, msg_id, destination, message, now, kind, metadata)
         if target is not None and not target.paused:
-            delivery = (new_id() if target.shows_ids else None, sender.name, destination, message, now, kind, metadata, sender.features)
+            delivery = (msg_id, sender.name, destination, message, now, kind, metadata, sender.features)
             target.deliver(delivery)
             if not partial:
                 self._archive(delivery)
@@ -376,7 +379,7 @@ class Router:
             return
         if partial:
             return  # chunks of a streamed reply are for live readers only; the final frame follows
-        doc, options = _as_mail(new_id(), sender.name, destination, message, now, kind, metadata)
+        doc, options = _as_mail(msg_id or new_id(), sender.name, destination, message, now, kind, metadata)
         if target is not None:
             self._diverted.update(target.sessions if isinstance(target, Group) else (target,))
         self._owed[sender] = self._owed.get(sender, 0) + 1
@@ -387,10 +390,10 @@ class Router:
         if self.archiver.asleep:
             self.archiver.wake()
 
-    def _echo(self, sender: Session, destination: str, message: str, now: str, kind: str, metadata: dict[str, Any] | None) -> None:
+    def _echo(self, sender: Session, msg_id: str | None, destination: str, message: str, now: str, kind: str, metadata: dict[str, Any] | None) -> None:
         """A copy for the sender's other sessions that show them (JSON), and for the
-        sender itself if it asked (IRC's echo-message)."""
-        echo = (new_id(), sender.name, destination, message, now, kind, {**(metadata or {}), "echo": True}, sender.features)
+        sender itself if it asked (IRC's echo-message), under the message's id."""
+        echo = (msg_id, sender.name, destination, message, now, kind, {**(metadata or {}), "echo": True}, sender.features)
         if sender.group is not None:
             group: Group[Session] = sender.group
             for other in group.others(sender):

@@ -92,6 +92,10 @@ class Dialect(Protocol):
         partial chunk of a streamed reply to a reader that only sees the whole)."""
         ...
 
+    def replayed(self, message: Delivery) -> str:
+        """A room's message from before (catch-up at login, !history)."""
+        ...
+
     def stored(self, message: Message) -> str:
         """A message handed over from the reader's stored mail."""
         ...

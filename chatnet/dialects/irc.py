@@ -524,7 +524,7 @@ class IrcDialect:
     # --- what the server says, as IRC lines -------------------------------------------------
 
     def _numeric(self, command: str, *params: str, target: str | None = None) -> str:
-        return render(command, target or self.nick or "*", *params, source=SERVER)
+        return render(command, target or self.nick or "*", *params, source=SERVER, text=True)
 
     def _tags(self, msg_id: str | None, timestamp: str) -> dict[str, str] | None:
         caps = self.caps
@@ -544,7 +544,7 @@ class IrcDialect:
         out: list[str] = []
         for line in text.split("\n"):
             for piece in _cut(line.rstrip("\r") or " ", room):
-                out.append(render(verb, target, piece if piece.strip() else " ", source=sender, tags=tags))
+                out.append(render(verb, target, piece if piece.strip() else " ", source=sender, tags=tags, text=True))
         return "".join(out)
 
     def delivery(self, message: Delivery) -> str:
@@ -553,6 +553,13 @@ class IrcDialect:
             return ""  # IRC readers get a streamed reply whole, from its final frame
         verb = "NOTICE" if kind == MessageType.SUBSCRIPTION or (metadata is not None and metadata.get("notice")) else "PRIVMSG"
         return self._message(verb, source(sender), destination, text, self._tags(msg_id, timestamp))
+
+    def replayed(self, message: Delivery) -> str:
+        """A room's message from before: its time in a tag, or leading the text."""
+        if "server-time" in self.caps:
+            return self.delivery(message)
+        text = f"[{short_timestamp(message[4])}] {message[3]}"
+        return self.delivery((*message[:3], text, *message[4:]))
 
     def stored(self, message: Message) -> str:
         timestamp = format_datetime(message.timestamp)
@@ -572,6 +579,8 @@ class IrcDialect:
             return self._not_renamed(text, str(details.get("user", "*")), reason)
         if room is not None:
             self._forget(str(room))
+        if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in
+            return self._numeric("404", str(room), "Cannot send to channel (join it first)")
         if room is not None and reason in _ROOM_NUMERICS:
             numeric, said = _ROOM_NUMERICS[reason]
             return self._numeric(numeric, str(room), said)
@@ -698,13 +707,13 @@ class IrcDialect:
         if presence in ("joined", "online"):
             return render("JOIN", room, source=source(user))
         if presence == "offline":
-            return render("PART", room, "offline", source=source(user))
+            return render("PART", room, "offline", source=source(user), text=True)
         return render("PART", room, source=source(user))
 
     def _topic_notice(self, text: str, details: dict[str, Any]) -> str:
         room, topic = str(details["room"]), str(details.get("topic") or "")
         if details.get("changed"):
-            return render("TOPIC", room, topic, source=source(str(details.get("by") or SERVER)))
+            return render("TOPIC", room, topic, source=source(str(details.get("by") or SERVER)), text=True)
         if self._take(("topic",), _ident(room)) is None:
             return ""  # the one after a join: the JOIN's 332 said it
         if not topic:

@@ -105,9 +105,10 @@ def parse(line: str) -> IrcLine:
     return IrcLine(command, tuple(params), source, tags)
 
 
-def render(command: str, *params: str, source: str | None = None, tags: dict[str, str] | None = None) -> str:
+def render(command: str, *params: str, source: str | None = None, tags: dict[str, str] | None = None, text: bool = False) -> str:
     """A line the server sends, CR LF included. The last parameter goes after ':' when
-    it must (empty, a space, or a leading ':'), and only then, as most servers do."""
+    it must (empty, a space, or a leading ':'), or when it is `text` (a message, a
+    numeric's words: clients have long expected the colon there)."""
     parts: list[str] = []
     if tags:
         parts.append("@" + ";".join(f"{key}={escape_tag(value)}" if value else key for key, value in tags.items()))
@@ -117,5 +118,5 @@ def render(command: str, *params: str, source: str | None = None, tags: dict[str
     if params:
         *middle, last = params
         parts.extend(middle)
-        parts.append(":" + last if not last or " " in last or last.startswith(":") else last)
+        parts.append(":" + last if text or not last or " " in last or last.startswith(":") else last)
     return " ".join(parts) + "\r\n"

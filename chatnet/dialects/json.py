@@ -195,6 +195,8 @@ class JsonDialect(OneLineLogin):
             metadata = {**(metadata or {}), "sender_features": sender_features}
         return json_line(id or new_id(), sender, destination, text, timestamp, kind, metadata)
 
+    replayed = delivery  # the frames carry their time already
+
     def stored(self, message: Message) -> str:
         metadata = {**message.metadata, "stored": True}
         timestamp = format_datetime(message.timestamp)

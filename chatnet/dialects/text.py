@@ -157,6 +157,8 @@ class TextDialect(OneLineLogin):
             return f"[{timestamp[:19]}Z][{destination}][{sender}] {text}\n"  # room_line, inlined
         return f"[{timestamp[:19]}Z][{sender}] {text}\n"  # chat_line, inlined: once per message
 
+    replayed = delivery  # the lines carry their time already
+
     def stored(self, message: Message) -> str:
         return stored_line(short_timestamp(format_datetime(message.timestamp)), message.sender or SERVER_NAME, message.message)
 
