@@ -412,12 +412,14 @@ class Bot:
 
     def _wants(self, message: Message) -> bool:
         # Only chat from a person: never our own frames, the server's, another bot's
-        # replies or stream chunks, or subscription broadcasts.
+        # replies or stream chunks, subscription broadcasts, or an IRC NOTICE (which, by
+        # IRC's oldest rule, is never answered automatically).
         features = message.metadata.get("sender_features") or ()
         return (
             message.type == MessageType.CHAT
             and message.sender not in (None, self.name, SERVER_NAME)
             and not message.metadata.get("bot")
+            and not message.metadata.get("notice")
             and "stream" not in message.metadata
             and not (isinstance(features, list | tuple) and BOT_FEATURE in features)
             and (message.sender or "").lower() not in self.known_bots
