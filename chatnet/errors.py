@@ -30,7 +30,7 @@ class ProtocolError(ChatError):
 
 
 class LineTooLong(ProtocolError):
-    pass
+    """Longer than the wire format allows: the error says so with `reason` "too_long"."""
 
 
 class BadEncoding(ProtocolError):

@@ -116,6 +116,10 @@ class Event(StrEnum):
     NOT_SENT = "not_sent"  # a frame from the page could not reach the chat server
 
 
+# `reason` of the error about a line longer than the wire format allows.
+TOO_LONG: Final = "too_long"
+
+
 class RoomReason(StrEnum):
     """Why the message API refused a room request (its answer's `reason`)."""
 

@@ -49,6 +49,7 @@ from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, Pro
 from chatnet.flood import FloodBucket
 from chatnet.protocol import (
     ACK_FEATURE,
+    TOO_LONG,
     Ack,
     Authenticate,
     Chat,
@@ -709,6 +710,8 @@ class Session(asyncio.Protocol):
         elif self.state in (State.LOGIN, State.PASSWORD):
             self.state = State.LOGIN
             self.write(self.dialect.login_failed(str(exc), {"reason": LoginReason.INVALID_NAME}, self.clock.tick()))
+        elif isinstance(exc, LineTooLong):
+            self.error(str(exc), reason=TOO_LONG)
         else:
             self.error(str(exc))
         self.bogus += 1

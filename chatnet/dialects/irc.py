@@ -36,6 +36,7 @@ from chatnet.limits import MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
 from chatnet.protocol import (
     COMMANDS,
     SERVER_NAME,
+    TOO_LONG,
     Authenticate,
     Chat,
     ClientEvent,
@@ -92,7 +93,7 @@ _ROOM_NUMERICS: Final = {
     RoomReason.TOO_MANY_ROOMS: ("405", "You have joined too many channels"),
 }
 # Room refusals that answer a question (NAMES, WHO, MODE, TOPIC) about that room.
-_ANSWERED_BY_ROOM: Final = ("names", "who", "mode", "topic")
+_ANSWERED_BY_ROOM: Final = ("names", "room_who", "mode", "topic")
 _SECRET_COMMANDS: Final = frozenset({"PASS", "AUTHENTICATE", "REGISTER", "PASSWORD"})
 
 
@@ -158,11 +159,12 @@ class IrcDialect:
         return f"PING :{SERVER}\r\n"
 
     def loggable(self, line: str, secret: bool) -> str:
-        command = line.split(" ", 1)[0].lstrip(":").upper()
-        if line.startswith("@") or line.startswith(":"):
-            parts = line.split(" ")
-            command = next((part.upper() for part in parts if part and part[0] not in "@:"), "")
-        if command in _SECRET_COMMANDS and not line.rstrip().upper().endswith(("AUTHENTICATE PLAIN", "AUTHENTICATE *")):
+        words = line.split()  # any whitespace: hiding too much is fine here
+        while words and words[0][:1] in ("@", ":"):  # tags, a source
+            del words[0]
+        command = words[0].upper() if words else ""
+        mechanism = words[1].upper() if command == "AUTHENTICATE" and len(words) > 1 else ""
+        if command in _SECRET_COMMANDS and mechanism not in ("PLAIN", "*"):
             return f"{command} <hidden>"
         return line
 
@@ -401,7 +403,7 @@ class IrcDialect:
     def _who(self, msg: IrcLine) -> ClientEvent | Reply:
         mask = msg.params[0] if msg.params else "*"
         if is_room(mask):
-            return self._room_question(msg._replace(params=(mask,)), "who")
+            return self._room_question(msg._replace(params=(mask,)), "room_who")
         self._asked.append(("who", _ident(mask)))
         return Command("who")
 
@@ -539,11 +541,11 @@ class IrcDialect:
 
     def _message(self, verb: str, sender: str, target: str, text: str, tags: dict[str, str] | None) -> str:
         """One PRIVMSG per line of `text`, each cut to fit IRC's 512 bytes."""
-        head = render(verb, target, "x", source=sender)
-        room = ircline.MAX_LINE_BYTES - len(head.encode()) + 1  # the "x" makes room for ":"
+        head = render(verb, target, "x", source=sender, text=True)
+        room = ircline.MAX_LINE_BYTES - len(head.encode()) + 1  # what "x" held
         out: list[str] = []
         for line in text.split("\n"):
-            for piece in _cut(line.rstrip("\r") or " ", room):
+            for piece in _cut(line.rstrip("\r").replace("\r", " ").replace("\0", "") or " ", room):
                 out.append(render(verb, target, piece if piece.strip() else " ", source=sender, tags=tags, text=True))
         return "".join(out)
 
@@ -577,6 +579,8 @@ class IrcDialect:
         room, reason = details.get("room"), details.get("reason")
         if event == Event.RENAMED:
             return self._not_renamed(text, str(details.get("user", "*")), reason)
+        if reason == TOO_LONG:
+            return self._numeric("417", f"Input line was too long: {text}")
         if room is not None:
             self._forget(str(room))
         if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in
@@ -731,13 +735,13 @@ class IrcDialect:
 
     def _members(self, text: str, details: dict[str, Any]) -> str:
         room = str(details["room"])
-        asked = self._take(("names", "who", "mode"), _ident(room))
+        asked = self._take(("names", "room_who", "mode"), _ident(room))
         kind = asked[0] if asked else "names"
         members = details.get("members", [])
         here = [str(m["name"]) for m in members if m.get("online")]
         if kind == "mode":
             return self._numeric("324", room, "+it" if details.get("private") else "+t")
-        if kind == "who":
+        if kind == "room_who":
             owner = _ident(str(details.get("owner") or ""))
             return "".join(
                 self._numeric("352", room, name, HOST, SERVER, name, "H@" if _ident(name) == owner else "H", f"0 {name}") for name in here

@@ -12,9 +12,10 @@ tags from a client, 8,191 in all.
 
 from __future__ import annotations
 
+import re
 from typing import Final, NamedTuple
 
-from chatnet.errors import ProtocolError
+from chatnet.errors import LineTooLong, ProtocolError
 
 # The line without its tags, CR LF included (RFC 1459), and the tags (IRCv3).
 MAX_LINE_BYTES: Final = 512
@@ -23,12 +24,17 @@ MAX_TAG_BYTES: Final = 8191
 # Parameters a command may have, the trailing one included (RFC 2812).
 MAX_PARAMS: Final = 15
 
+_ONE_LINE: Final = re.compile(r"[\r\n\0]+")
 _UNESCAPE: Final = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 _ESCAPE: Final = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
 
 
 class IrcLineError(ProtocolError):
     """A line that is not IRC; the text says why (the dialect answers with a numeric)."""
+
+
+class IrcLineTooLong(IrcLineError, LineTooLong):
+    """Past IRC's 512 bytes (or its tags past theirs)."""
 
 
 class IrcLine(NamedTuple):
@@ -75,13 +81,13 @@ def parse(line: str) -> IrcLine:
     if rest.startswith("@"):
         text, space, rest = rest[1:].partition(" ")
         if len(text.encode()) + 1 > MAX_CLIENT_TAG_BYTES:
-            raise IrcLineError(f"Message tags too long (at most {MAX_CLIENT_TAG_BYTES} bytes).")
+            raise IrcLineTooLong(f"Message tags too long (at most {MAX_CLIENT_TAG_BYTES} bytes).")
         tags = _parse_tags(text)
         if not space:
             raise IrcLineError("Message tags and no command.")
     rest = rest.lstrip(" ")
     if len(rest.encode()) + 2 > MAX_LINE_BYTES:
-        raise IrcLineError(f"Line too long (at most {MAX_LINE_BYTES} bytes with CR LF, tags apart).")
+        raise IrcLineTooLong(f"Line too long (at most {MAX_LINE_BYTES} bytes with CR LF, tags apart).")
     source = None
     if rest.startswith(":"):
         source, _, rest = rest[1:].partition(" ")
@@ -109,6 +115,8 @@ def render(command: str, *params: str, source: str | None = None, tags: dict[str
     """A line the server sends, CR LF included. The last parameter goes after ':' when
     it must (empty, a space, or a leading ':'), or when it is `text` (a message, a
     numeric's words: clients have long expected the colon there)."""
+    if any("\r" in param or "\n" in param or "\0" in param for param in params):
+        params = tuple(_ONE_LINE.sub(" ", param) for param in params)  # never a second line smuggled in
     parts: list[str] = []
     if tags:
         parts.append("@" + ";".join(f"{key}={escape_tag(value)}" if value else key for key, value in tags.items()))
