@@ -31,7 +31,7 @@ from collections import deque
 from typing import Any, ClassVar, Final
 
 from chatnet.dialects import ircline
-from chatnet.dialects.ircline import IrcLine, IrcLineError, render
+from chatnet.dialects.ircline import IrcLine, IrcLineError, escape_tag, render
 from chatnet.limits import MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
 from chatnet.protocol import (
     COMMANDS,
@@ -54,6 +54,7 @@ from chatnet.protocol import (
     format_datetime,
     is_room,
     is_valid_name,
+    new_chat,
     partial_chunk,
     short_timestamp,
 )
@@ -76,6 +77,11 @@ ISUPPORT: Final = (
     "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:10,PART:10,KICK:1,WHOIS:1,NAMES:1",
     f"TOPICLEN={MAX_TOPIC_CHARS}",
 )
+# A PRIVMSG line this short (in bytes, CR LF apart) is within every limit ircline checks.
+_FAST_LINE_BYTES: Final = ircline.MAX_LINE_BYTES - 2
+# A message this short fits one line whatever it holds: 4 bytes a character, and room
+# for `:name!name@chatnet PRIVMSG #room :` with the longest names.
+_FAST_TEXT_CHARS: Final = 90
 # PRIVMSG/NOTICE to more targets than this in one line: the rest are refused (407).
 MAX_TARGETS: Final = 4
 MAX_JOINS: Final = 10
@@ -322,6 +328,14 @@ class IrcDialect:
     # --- lines after the login --------------------------------------------------------------
 
     def parse(self, line: str) -> ClientEvent | Reply | list[ClientEvent | Reply]:
+        if line[:8] == "PRIVMSG ":  # the common case first, kept lean: once per routed message
+            target, colon, text = line[8:].partition(" :")
+            if (
+                colon and text and target and " " not in target and "," not in target
+                and "\r" not in line and "\0" not in line and len(line.encode()) <= _FAST_LINE_BYTES
+                and (is_room(target) or is_valid_name(target))
+            ):  # fmt: skip
+                return new_chat((target, text, None, MessageType.CHAT))
         msg = ircline.parse(line)  # IrcLineError is a ProtocolError: the session says what is wrong
         handler = _HANDLERS.get(msg.command)
         if handler is not None:
@@ -331,13 +345,15 @@ class IrcDialect:
             return Command(name, " ".join(msg.params))
         return Reply(self._numeric("421", msg.command, "Unknown command"))
 
-    def _privmsg(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
+    def _privmsg(self, msg: IrcLine) -> ClientEvent | Reply | list[ClientEvent | Reply]:
         params, notice = msg.params, msg.command == "NOTICE"
         if not params or not params[0]:
             return Reply("" if notice else self._numeric("411", f"No recipient given ({msg.command})"))
         if len(params) < 2 or not params[1]:
             return Reply("" if notice else self._numeric("412", "No text to send"))
         text = params[1]
+        if "," not in params[0] and (is_room(params[0]) or is_valid_name(params[0])):
+            return Chat(params[0], text, {"notice": True} if notice else None, MessageType.CHAT)
         events: list[ClientEvent | Reply] = []
         for number, target in enumerate(params[0].split(",")):
             if number >= MAX_TARGETS:
@@ -551,9 +567,19 @@ class IrcDialect:
 
     def delivery(self, message: Delivery) -> str:
         msg_id, sender, destination, text, timestamp, kind, metadata, _ = message
-        if metadata is not None and partial_chunk(metadata):
-            return ""  # IRC readers get a streamed reply whole, from its final frame
-        verb = "NOTICE" if kind == MessageType.SUBSCRIPTION or (metadata is not None and metadata.get("notice")) else "PRIVMSG"
+        verb = "NOTICE" if kind == MessageType.SUBSCRIPTION else "PRIVMSG"
+        if metadata is not None:
+            if partial_chunk(metadata):
+                return ""  # IRC readers get a streamed reply whole, from its final frame
+            if metadata.get("notice"):
+                verb = "NOTICE"  # shown as what it was
+        if len(text) <= _FAST_TEXT_CHARS and "\n" not in text and "\r" not in text and "\0" not in text:
+            # The common case, kept lean: one line that fits (names are ASCII, 32 at most).
+            line = f":{sender}!{sender}@{HOST} {verb} {destination} :{text}\r\n"
+            if not self.caps:
+                return line
+            tags = self._tags(msg_id, timestamp)
+            return f"@{';'.join(f'{key}={escape_tag(value)}' for key, value in tags.items())} {line}" if tags else line
         return self._message(verb, source(sender), destination, text, self._tags(msg_id, timestamp))
 
     def replayed(self, message: Delivery) -> str:
