@@ -361,7 +361,7 @@ class Command(NamedTuple):
 
 
 class Quit(NamedTuple):
-    pass
+    reason: str = ""  # IRC's `QUIT :reason`, which the others in its rooms are shown
 
 
 class Ack(NamedTuple):

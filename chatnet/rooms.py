@@ -163,6 +163,8 @@ class Rooms:
             room = self._rooms.get(str(entry["room"]["name"]).lower())
             first = room is None or not any(other.key == session.key for other in room.here)
             room = self._enter(session, entry["room"])
+            if session.dialect.rejoins:  # its own JOIN before anything said in the room
+                self._rejoin(session, room)
             if first:  # not for a second session of someone online already
                 self._tell_members(room, session, "online")
         return entries
@@ -174,8 +176,6 @@ class Rooms:
             if session.is_open:
                 session.error("Your rooms are unavailable right now (the message store can't be reached); try !rooms later.", Event.ROOMS)
             return
-        if session.dialect.rejoins:  # before anything is said in them
-            self._rejoin(session, entries)
         for entry in entries:
             unread, messages = int(entry.get("unread") or 0), entry.get("messages") or []
             if not session.is_open or not unread:
@@ -192,15 +192,12 @@ class Rooms:
                 delivery = _delivery(message)
                 session.deliver_line(session.dialect.replayed(delivery), delivery)  # acknowledged, it moves the marker
 
-    def _rejoin(self, session: Session, entries: list[dict[str, Any]]) -> None:
-        for entry in entries:
-            room = self._rooms.get(str(entry["room"]["name"]).lower())
-            if room is not None and session.is_open:
-                text = f"You are in {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {room.online()} online)."
-                session.notice(
-                    text, Event.JOINED, room=room.name, created=False, members=room.members, online=room.online(),
-                    topic=room.topic, owner=room.owner, names=self._here(room),
-                )  # fmt: skip
+    def _rejoin(self, session: Session, room: Room) -> None:
+        text = f"You are in {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {room.online()} online)."
+        session.notice(
+            text, Event.JOINED, room=room.name, created=False, members=room.members, online=room.online(),
+            topic=room.topic, owner=room.owner, names=self._here(room),
+        )  # fmt: skip
 
     @staticmethod
     def _here(room: Room) -> list[str]:
@@ -236,7 +233,7 @@ class Rooms:
                 continue
             room.here.discard(session)
             if not any(other.key == session.key for other in room.here):
-                self._tell_members(room, session, "offline")
+                self._tell_members(room, session, "offline", reason=session.quit_reason)
             if not room.here:
                 del self._rooms[key]
 
@@ -259,11 +256,11 @@ class Rooms:
             if not room.here:
                 del self._rooms[key]
 
-    def _tell_members(self, room: Room, about: Session, presence: str) -> None:
-        """Room presence for the members who are told of comings and goings (JSON)."""
+    def _tell_members(self, room: Room, about: Session, presence: str, **details: Any) -> None:
+        """Room presence for the members who are told of comings and goings (JSON, IRC)."""
         for other in room.here:
             if other.key != about.key and other.wants_presence:
-                other.notice(f"{about.name} {presence} in {room.name}", Event.ROOM_PRESENCE, room=room.name, user=about.name, presence=presence)
+                other.notice(f"{about.name} {presence} in {room.name}", Event.ROOM_PRESENCE, room=room.name, user=about.name, presence=presence, **details)
 
     # --- room lines (the fan-out) -------------------------------------------------------
 

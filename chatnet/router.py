@@ -36,7 +36,7 @@ from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, Mail
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
-from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS
+from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS
 from chatnet.protocol import (
     COMMANDS,
     Ack,
@@ -287,6 +287,7 @@ class Router:
                 waiting.acked.update(event.ids)
                 waiting.arrived.set()
         elif type(event) is Quit:
+            session.quit_reason = event.reason[:MAX_QUIT_CHARS]
             session.close(f"Goodbye, {session.name}!")
         else:
             raise ProtocolError("You are already logged in.")

@@ -197,7 +197,7 @@ class Session(asyncio.Protocol):
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
-        "verified", "_waits",
+        "verified", "_waits", "quit_reason",
     )  # fmt: skip
 
     def __init__(
@@ -235,6 +235,7 @@ class Session(asyncio.Protocol):
         # set by the router only, so a login under that name needs no password again.
         self.verified: Admission | None = None
         self._waits = 0  # commands the next lines wait for (hold_lines)
+        self.quit_reason = ""  # what the client said when it left (IRC's QUIT :reason)
         # An `ack` reader's live messages not yet acknowledged, oldest first (None for
         # others): what it never had goes to its stored mail if the connection breaks.
         self.unacked: OrderedDict[str, Delivery] | None = None

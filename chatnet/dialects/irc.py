@@ -120,7 +120,7 @@ class IrcDialect:
     wants_presence: ClassVar[bool] = True  # for JOIN and PART in channels; network-wide presence is dropped
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
 
-    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "away", "channels", "_shown_rename")
+    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "away", "channels", "_shown")
 
     def __init__(self) -> None:
         # "irc", or with the tags it was asked for ("irc+server-time+message-tags"): a
@@ -138,7 +138,7 @@ class IrcDialect:
         self._registered = False
         self.away = ""
         self.channels: set[str] = set()  # the rooms it was told it is in, by key
-        self._shown_rename = ("", "")  # the last NICK shown of someone else: told once per shared room, shown once
+        self._shown = ("", "", "")  # the last NICK or QUIT shown of someone else
 
     # --- what the session and router ask of every dialect ---------------------------------
 
@@ -514,7 +514,7 @@ class IrcDialect:
         return Pong()
 
     def _quit(self, msg: IrcLine) -> Quit:
-        return Quit()
+        return Quit(msg.params[0] if msg.params else "")
 
     def _nick(self, msg: IrcLine) -> ClientEvent | Reply:
         if not msg.params or not msg.params[0]:
@@ -696,6 +696,8 @@ class IrcDialect:
 
     def _joined(self, text: str, details: dict[str, Any]) -> str:
         room = str(details["room"])
+        if _ident(room) in self.channels:
+            return ""  # in it already (told at login, and the client's autojoin asked again)
         self.channels.add(_ident(room))
         lines = [render("JOIN", room, source=source(self.nick))]
         topic = details.get("topic")
@@ -728,17 +730,22 @@ class IrcDialect:
         room, user, presence, by = str(details["room"]), str(details["user"]), details.get("presence"), details.get("by")
         if by:
             return render("KICK", room, user, f"Removed by {by}", source=source(str(by)))
+        # A rename or a quit is told once per room shared with its reader, and shown once.
         if presence == "renamed":
-            change = (str(details.get("old")), user)
-            if change == self._shown_rename:
-                return ""
-            self._shown_rename = change
-            return render("NICK", user, source=source(change[0]))
+            return self._once(("NICK", str(details.get("old")), user), render("NICK", user, source=source(str(details.get("old")))))
+        if presence == "offline":
+            reason = str(details.get("reason") or "")
+            return self._once(("QUIT", user, ""), render("QUIT", f"Quit: {reason}" if reason else "Connection closed", source=source(user), text=True))
+        self._shown = ("", "", "")
         if presence in ("joined", "online"):
             return render("JOIN", room, source=source(user))
-        if presence == "offline":
-            return render("PART", room, "offline", source=source(user), text=True)
         return render("PART", room, source=source(user))
+
+    def _once(self, change: tuple[str, str, str], line: str) -> str:
+        if change == self._shown:
+            return ""
+        self._shown = change
+        return line
 
     def _topic_notice(self, text: str, details: dict[str, Any]) -> str:
         room, topic = str(details["room"]), str(details.get("topic") or "")
