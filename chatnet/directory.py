@@ -25,6 +25,7 @@ class Member(Protocol):
     group: Any
     paused: bool
     shows_ids: bool
+    away: str
 
     @property
     def wants_presence(self) -> bool: ...
@@ -60,6 +61,11 @@ class Group(Generic[S]):
     @property
     def shows_ids(self) -> bool:
         return any(session.shows_ids for session in self.sessions)
+
+    @property
+    def away(self) -> str:
+        """The account is away when each of its sessions is."""
+        return self.sessions[0].away if all(session.away for session in self.sessions) else ""
 
     def deliver(self, message: Any) -> None:
         for session in self.sessions:

@@ -99,6 +99,7 @@ class Event(StrEnum):
     BAD_INPUT = "bad_input"  # a line or frame was refused; the text says why
     PING = "ping"  # the client has been silent a while: answer {"type": "pong"} (or send anything)
     RENAMED = "renamed"  # !nick changed your name: old, user
+    AWAY = "away"  # !away answered (user is you), or the one you wrote to is away: user, away ("" = back)
     # rooms
     JOINED = "joined"  # you are in a room now: room, created, members, online, topic
     LEFT = "left"  # you left a room (or were removed: by): room
@@ -437,6 +438,7 @@ COMMANDS: Final[dict[str, str]] = {
     "kick": "#room <name>  remove someone (the owner)",
     "private": "#room  only invited people may join (the owner)",
     "public": "#room  anyone may join (the owner)",
+    "away": "[text]  say you are away: whoever writes to you is told; alone: you are back",
     "nick": "<name>  change your name (guests: to a free name that is no account)",
     "register": "<password>  make your name an account (8-128 characters)",
     "password": "<old> <new>  change your password (signs your other sessions out)",

@@ -268,7 +268,8 @@ class Rooms:
         destination, message, metadata, kind = chat
         room = self._rooms.get(destination.lower())
         if room is None or sender not in room.here:
-            self.spawn(self._not_in(sender, destination))
+            if metadata is None or not metadata.get("notice"):  # an IRC NOTICE gets no error back
+                self.spawn(self._not_in(sender, destination))
             return
         delivery = (new_id(), sender.name, room.name, message, self.clock.text, kind, metadata, sender.features)
         from_bot = sender.kind == BOT

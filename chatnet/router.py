@@ -36,7 +36,7 @@ from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, Mail
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
-from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS
+from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS
 from chatnet.protocol import (
     COMMANDS,
     Ack,
@@ -112,6 +112,7 @@ class Router:
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
+            "away": self._cmd_away,
             "nick": self._cmd_nick,
             "register": self._cmd_register,
             "password": self._cmd_password,
@@ -373,6 +374,8 @@ class Router:
         if target is not None and not target.paused:
             delivery = (msg_id, sender.name, destination, message, now, kind, metadata, sender.features)
             target.deliver(delivery)
+            if target.away and not partial and (metadata is None or not metadata.get("notice")):
+                sender.notice(f"{target.name} is away: {target.away}", Event.AWAY, user=target.name, away=target.away)
             if not partial:
                 self._archive(delivery)
                 if self.archiver.asleep:
@@ -423,7 +426,7 @@ class Router:
             if not saved:
                 text = f"Message to '{destination}' was NOT saved: the message store is unavailable. Please try again later."
                 sender.error(text, Event.NOT_SAVED, destination=destination, id=doc["id"])
-            elif doc["type"] == MessageType.CHAT:
+            elif doc["type"] == MessageType.CHAT and not (doc.get("metadata") or {}).get("notice"):  # a NOTICE is never answered
                 how = "is not keeping up" if outcome.busy else "is offline"
                 sender.notice(f"User '{destination}' {how}. Message saved.", Event.SAVED, destination=destination, id=doc["id"])
                 if destination.lower() in unknown:
@@ -556,6 +559,11 @@ class Router:
         shown = ", ".join(f"{name} (bot)" if kind == BOT else name for name, kind in members)
         online = self._online()
         session.notice(f"Online ({len(members)}): {shown}", Event.WHO, users=online["online"], bots=online["bots"])
+
+    def _cmd_away(self, session: Session, args: str) -> None:
+        session.away = text = args.strip()[:MAX_AWAY_CHARS]
+        said = f"You are marked away: {text}" if text else "You are back: no longer marked away."
+        session.notice(said, Event.AWAY, user=session.name, away=text)
 
     def _cmd_nick(self, session: Session, args: str) -> None:
         new = check_name(args.strip(), "name")

@@ -197,7 +197,7 @@ class Session(asyncio.Protocol):
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
-        "verified", "_waits", "quit_reason",
+        "verified", "_waits", "quit_reason", "away",
     )  # fmt: skip
 
     def __init__(
@@ -236,6 +236,7 @@ class Session(asyncio.Protocol):
         self.verified: Admission | None = None
         self._waits = 0  # commands the next lines wait for (hold_lines)
         self.quit_reason = ""  # what the client said when it left (IRC's QUIT :reason)
+        self.away = ""  # !away: whoever writes to it is told this
         # An `ack` reader's live messages not yet acknowledged, oldest first (None for
         # others): what it never had goes to its stored mail if the connection breaks.
         self.unacked: OrderedDict[str, Delivery] | None = None
@@ -439,7 +440,7 @@ class Session(asyncio.Protocol):
             self.state = State.WAITING
             self.router.authenticate(self, login)
         else:
-            self.close()
+            self.close("Goodbye.")
 
     def read_password(self, line: str) -> None:
         self.state = State.WAITING
@@ -462,6 +463,7 @@ class Session(asyncio.Protocol):
             self.router.route(self, event)
         elif type(event) is Reply:
             self.write(event.text)  # the dialect's own answer (IRC's PONG, a numeric)
+            self.shows_ids = self.dialect.shows_ids  # a CAP REQ may have changed it
         elif type(event) is not Pong:  # a pong has done its work: something arrived
             self.router.act(self, event)  # type: ignore[arg-type]
 
@@ -710,7 +712,7 @@ class Session(asyncio.Protocol):
             self.write(self.dialect.login_failed(str(exc), details, self.clock.tick()))
         elif self.state in (State.LOGIN, State.PASSWORD):
             self.state = State.LOGIN
-            self.write(self.dialect.login_failed(str(exc), {"reason": LoginReason.INVALID_NAME}, self.clock.tick()))
+            self.write(self.dialect.login_failed(str(exc), {"reason": LoginReason.INVALID_NAME, "line": True}, self.clock.tick()))
         elif isinstance(exc, LineTooLong):
             self.error(str(exc), reason=TOO_LONG)
         else:

@@ -82,6 +82,9 @@ _FAST_LINE_BYTES: Final = ircline.MAX_LINE_BYTES - 2
 # A message this short fits one line whatever it holds: 4 bytes a character, and room
 # for `:name!name@chatnet PRIVMSG #room :` with the longest names.
 _FAST_TEXT_CHARS: Final = 90
+# Of a 332/322/TOPIC line's 512 bytes, what the topic may take (the rest: numeric,
+# nick, channel).
+_TOPIC_BYTES: Final = 400
 # PRIVMSG/NOTICE to more targets than this in one line: the rest are refused (407).
 MAX_TARGETS: Final = 4
 MAX_JOINS: Final = 10
@@ -120,7 +123,7 @@ class IrcDialect:
     wants_presence: ClassVar[bool] = True  # for JOIN and PART in channels; network-wide presence is dropped
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
 
-    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "away", "channels", "_shown")
+    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "channels", "_shown")
 
     def __init__(self) -> None:
         # "irc", or with the tags it was asked for ("irc+server-time+message-tags"): a
@@ -136,7 +139,6 @@ class IrcDialect:
         self._sasl: list[str] | None = None  # PLAIN payload pieces while AUTHENTICATE goes on
         self._asked: deque[tuple[str, str]] = deque(maxlen=MAX_ASKED)
         self._registered = False
-        self.away = ""
         self.channels: set[str] = set()  # the rooms it was told it is in, by key
         self._shown = ("", "", "")  # the last NICK or QUIT shown of someone else
 
@@ -177,6 +179,8 @@ class IrcDialect:
     # --- registration: lines before the login -------------------------------------------
 
     def parse_login(self, line: str) -> Login | Reply | Authenticate | Quit:
+        if not line.strip():
+            return Reply("")  # empty lines are ignored (RFC 1459, 2.3.1)
         try:
             msg = ircline.parse(line)
         except IrcLineError as exc:
@@ -321,6 +325,9 @@ class IrcDialect:
         if reason in (LoginReason.WRONG_PASSWORD, LoginReason.LOCKED):
             self.password = None
             return self._numeric("464", f"Password incorrect: {text}", target="*")
+        if details.get("line"):  # a line that was no IRC at all: the registration goes on
+            self.nick = "" if nick == "*" else nick
+            return self._numeric("NOTICE", f"Error: {text}", target="*")
         if reason in (LoginReason.INVALID_NAME, LoginReason.RESERVED):
             return self._numeric("432", nick, f"Erroneous nickname: {text}", target="*")
         return self._numeric("NOTICE", text, target="*")
@@ -336,6 +343,8 @@ class IrcDialect:
                 and (is_room(target) or is_valid_name(target))
             ):  # fmt: skip
                 return new_chat((target, text, None, MessageType.CHAT))
+        if not line.strip():
+            return Reply("")  # empty lines are ignored (RFC 1459, 2.3.1)
         msg = ircline.parse(line)  # IrcLineError is a ProtocolError: the session says what is wrong
         handler = _HANDLERS.get(msg.command)
         if handler is not None:
@@ -493,17 +502,16 @@ class IrcDialect:
                 events.append(Reply(self._numeric("349", target, "End of channel exception list")))
             elif char == "I" and len(msg.params) == 2:
                 events.append(Reply(self._numeric("347", target, "End of channel invite list")))
-            elif char in "to":
-                events.append(Reply(self._numeric("482", target, "Only the channel's owner is operator, and topics are always +t")))
+            elif char == "t":
+                pass  # always on: only members set a room's topic
+            elif char == "o":
+                events.append(Reply(self._numeric("NOTICE", f"{target}: its owner is its only operator (+o is not given here)")))
             else:
                 events.append(Reply(self._numeric("472", char, "is unknown mode char to me")))
         return events
 
-    def _away(self, msg: IrcLine) -> Reply:
-        self.away = msg.params[0] if msg.params else ""
-        if self.away:
-            return Reply(self._numeric("306", "You have been marked as being away"))
-        return Reply(self._numeric("305", "You are no longer marked as being away"))
+    def _away(self, msg: IrcLine) -> Command:
+        return Command("away", msg.params[0] if msg.params else "")
 
     def _ping(self, msg: IrcLine) -> Reply:
         if not msg.params:
@@ -593,7 +601,8 @@ class IrcDialect:
         timestamp = format_datetime(message.timestamp)
         text = message.message if "server-time" in self.caps else f"[{short_timestamp(timestamp)}] {message.message}"
         sender = message.sender or SERVER_NAME
-        return self._message("PRIVMSG", source(sender), message.destination or self.nick, text, self._tags(message.id, timestamp))
+        verb = "NOTICE" if message.type == MessageType.SUBSCRIPTION or message.metadata.get("notice") else "PRIVMSG"
+        return self._message(verb, source(sender), message.destination or self.nick, text, self._tags(message.id, timestamp))
 
     def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         render_event = _NOTICES.get(event)
@@ -607,8 +616,8 @@ class IrcDialect:
             return self._not_renamed(text, str(details.get("user", "*")), reason)
         if reason == TOO_LONG:
             return self._numeric("417", f"Input line was too long: {text}")
-        if room is not None:
-            self._forget(str(room))
+        if room is not None and reason in (RoomReason.NO_ROOM, None) and not details.get("sending"):
+            self._forget(str(room))  # the question about it (NAMES, WHO, MODE, TOPIC) is answered so
         if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in
             return self._numeric("404", str(room), "Cannot send to channel (join it first)")
         if room is not None and reason in _ROOM_NUMERICS:
@@ -649,6 +658,14 @@ class IrcDialect:
 
     def _welcome(self, text: str, details: dict[str, Any]) -> str:
         return self._server_notice(text)
+
+    def _away_notice(self, text: str, details: dict[str, Any]) -> str:
+        user, away = str(details.get("user", "")), str(details.get("away") or "")
+        if _ident(user) != _ident(self.nick):
+            return self._numeric("301", user, away)
+        if away:
+            return self._numeric("306", "You have been marked as being away")
+        return self._numeric("305", "You are no longer marked as being away")
 
     def _renamed(self, text: str, details: dict[str, Any]) -> str:
         old, self.nick = self.nick, str(details["user"])
@@ -702,7 +719,7 @@ class IrcDialect:
         lines = [render("JOIN", room, source=source(self.nick))]
         topic = details.get("topic")
         if topic:
-            lines.append(self._numeric("332", room, str(topic)))
+            lines.append(self._numeric("332", room, _fit(str(topic))))
         names = [str(name) for name in details.get("names", [])] or [self.nick]
         lines.append(self._names_lines(room, names, str(details.get("owner") or "")))
         return "".join(lines)
@@ -750,19 +767,19 @@ class IrcDialect:
     def _topic_notice(self, text: str, details: dict[str, Any]) -> str:
         room, topic = str(details["room"]), str(details.get("topic") or "")
         if details.get("changed"):
-            return render("TOPIC", room, topic, source=source(str(details.get("by") or SERVER)), text=True)
+            return render("TOPIC", room, _fit(topic), source=source(str(details.get("by") or SERVER)), text=True)
         if self._take(("topic",), _ident(room)) is None:
             return ""  # the one after a join: the JOIN's 332 said it
         if not topic:
             return self._numeric("331", room, "No topic is set")
         by = details.get("by")
-        return self._numeric("332", room, topic) + (self._numeric("333", room, str(by), "0") if by else "")
+        return self._numeric("332", room, _fit(topic)) + (self._numeric("333", room, str(by), "0") if by else "")
 
     def _rooms(self, text: str, details: dict[str, Any]) -> str:
         rooms = details.get("rooms", [])
         return (
             self._numeric("321", "Channel", "Users  Name")
-            + "".join(self._numeric("322", str(r["name"]), str(r["members"]), str(r.get("topic") or "")) for r in rooms)
+            + "".join(self._numeric("322", str(r["name"]), str(r["members"]), _fit(str(r.get("topic") or ""))) for r in rooms)
             + self._numeric("323", "End of /LIST")
         )
 
@@ -796,6 +813,12 @@ class IrcDialect:
 
     def _quiet(self, text: str, details: dict[str, Any]) -> str:
         return ""
+
+
+def _fit(text: str) -> str:
+    """A topic, cut to what a numeric line has room for (topics are counted in
+    characters, lines in bytes)."""
+    return _cut(text, _TOPIC_BYTES)[0] if text else text
 
 
 def _cut(text: str, limit: int) -> list[str]:
@@ -850,7 +873,9 @@ _HANDLERS: Final = {
 _NOTICES: Final = {
     Event.WELCOME: IrcDialect._welcome,
     Event.GOODBYE: IrcDialect._goodbye,
+    Event.SHUTDOWN: IrcDialect._goodbye,
     Event.RENAMED: IrcDialect._renamed,
+    Event.AWAY: IrcDialect._away_notice,
     Event.UNKNOWN_NAME: IrcDialect._unknown_name,
     Event.WHO: IrcDialect._who_answer,
     Event.PRESENCE: IrcDialect._quiet,  # network-wide comings and goings: IRC shows them per channel
