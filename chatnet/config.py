@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatnet.limits import CLUSTER_TTL
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -60,6 +62,14 @@ class Settings(BaseSettings):
     # not answer within PING_TIMEOUT (0 = never pinged; text mode relies on TCP keepalive).
     ping_interval: float = 120.0
     ping_timeout: float = 60.0
+
+    # Several nodes, one network: CLUSTER_URL (redis://host:6379/0) is the Redis they
+    # share (presence, and the way to each other: nothing durable rides on it); a node's
+    # names are freed within CLUSTER_TTL seconds after it dies. Networks sharing one Redis
+    # need their own CLUSTER_PREFIX. Unset: one node alone, everything in process.
+    cluster_url: str | None = None
+    cluster_ttl: float = CLUSTER_TTL
+    cluster_prefix: str = "chatnet"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -109,7 +119,7 @@ class Settings(BaseSettings):
     # end, and that costs the room only.
     bot_room_replies: int = 10
 
-    @field_validator("api_token", "openai_api_key", "openai_base_url", "tls_cert", "tls_key", mode="before")
+    @field_validator("api_token", "openai_api_key", "openai_base_url", "tls_cert", "tls_key", "cluster_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -64,6 +64,8 @@ ROOM_PATTERN: Final = r"^#[A-Za-z0-9_.\-]{1,32}$"
 ROOM_RULE: Final = "'#' and 1-32 letters, digits, '_', '.' or '-'"
 # A topic is a line people read at a join: a tweet's worth (IRC servers allow ~300).
 MAX_TOPIC_CHARS: Final = 300
+# A dead node's names are free again within this many seconds (CLUSTER_TTL).
+CLUSTER_TTL: Final = 10.0
 # An away message (!away, IRC's AWAY; its ISUPPORT AWAYLEN).
 MAX_AWAY_CHARS: Final = 200
 # What the others are shown of why someone left (IRC's QUIT :reason).

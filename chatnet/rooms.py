@@ -30,7 +30,8 @@ from chatnet.directory import Directory
 from chatnet.errors import ApiRejected, ChatError, ProtocolError
 from chatnet.identity import BOT
 from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
-from chatnet.protocol import STREAM_FEATURE, Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk, strip_address
+from chatnet.nodes import Nodes
+from chatnet.protocol import BOT_FEATURE, STREAM_FEATURE, Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk, strip_address
 from chatnet.session import Session
 
 logger = logging.getLogger("chatnet.server")
@@ -40,6 +41,8 @@ MARKER_FLUSH: Final = 1.0
 # `!history` shows this many messages when no count is given, and at most HISTORY_MAX.
 HISTORY_DEFAULT: Final = 20
 HISTORY_MAX: Final = 200
+# What one node tells the others' members of a room.
+_TOLD: Final = frozenset({Event.ROOM_PRESENCE, Event.TOPIC, Event.ROOM_MODE})
 
 
 class Room:
@@ -116,8 +119,10 @@ class Rooms:
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         archive: Callable[[Delivery], None],
         is_bot: Callable[[str], bool] = lambda name: False,
+        nodes: Nodes | None = None,
     ) -> None:
         self.api = api
+        self.nodes = nodes  # the other nodes, when there are: each room line is published once to them
         self.is_bot = is_bot  # a name is a bot's account
         self.directory = directory
         self.clock = clock
@@ -192,6 +197,10 @@ class Rooms:
                 delivery = _delivery(message)
                 session.deliver_line(session.dialect.replayed(delivery), delivery)  # acknowledged, it moves the marker
 
+    def _online(self, key: str) -> bool:
+        """Online anywhere in the network."""
+        return bool(self.directory.sessions(key)) or (self.nodes is not None and bool(self.nodes.where(key)))
+
     def _rejoin(self, session: Session, room: Room) -> None:
         text = f"You are in {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {room.online()} online)."
         session.notice(
@@ -235,13 +244,15 @@ class Rooms:
             if not any(other.key == session.key for other in room.here):
                 self._tell_members(room, session, "offline", reason=session.quit_reason)
             if not room.here:
-                del self._rooms[key]
+                self._forget(key)
 
     def _enter(self, session: Session, info: dict[str, Any]) -> Room:
         key = str(info["name"]).lower()
         room = self._rooms.get(key)
         if room is None:
             room = self._rooms[key] = Room(info)
+            if self.nodes is not None:
+                self.nodes.hear_room(key)  # its first member here: its lines from elsewhere come to this node
         else:
             room.update(info)
         room.here.add(session)
@@ -254,13 +265,24 @@ class Rooms:
         if room is not None:
             room.here.discard(session)
             if not room.here:
-                del self._rooms[key]
+                self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        """The room has no member here any more."""
+        del self._rooms[key]
+        if self.nodes is not None:
+            self.nodes.leave_room(key)
 
     def _tell_members(self, room: Room, about: Session, presence: str, **details: Any) -> None:
-        """Room presence for the members who are told of comings and goings (JSON, IRC)."""
+        """Room presence for the members who are told of comings and goings (JSON, IRC),
+        here and on the other nodes."""
+        text = f"{about.name} {presence} in {room.name}"
+        details = {"room": room.name, "user": about.name, "presence": presence, **details}
         for other in room.here:
             if other.key != about.key and other.wants_presence:
-                other.notice(f"{about.name} {presence} in {room.name}", Event.ROOM_PRESENCE, room=room.name, user=about.name, presence=presence, **details)
+                other.notice(text, Event.ROOM_PRESENCE, **details)
+        if self.nodes is not None:
+            self.nodes.tell_room(room.key, about.key, text, Event.ROOM_PRESENCE, details)
 
     # --- room lines (the fan-out) -------------------------------------------------------
 
@@ -272,7 +294,23 @@ class Rooms:
                 self.spawn(self._not_in(sender, destination))
             return
         delivery = (new_id(), sender.name, room.name, message, self.clock.text, kind, metadata, sender.features)
-        from_bot = sender.kind == BOT
+        self._fan_out(room, delivery, sender, sender.kind == BOT)
+        if sender.echoes_own:
+            sender.deliver_line(sender.dialect.delivery(delivery), delivery)
+        if self.nodes is not None:
+            self.nodes.publish_room(room.key, delivery)  # once: each node fans it out to its own
+        if metadata is None or not partial_chunk(metadata):  # a streamed reply is archived whole, from its final frame
+            self.archive(delivery)
+            self.markers.note(sender.name, delivery)  # one has read the room up to what one says
+
+    def fan_out_here(self, room_key: str, delivery: Delivery) -> None:
+        """A room's line from another node, for the room's members here."""
+        room = self._rooms.get(room_key)
+        if room is not None:
+            self._fan_out(room, delivery, None, BOT_FEATURE in delivery[7])
+
+    def _fan_out(self, room: Room, delivery: Delivery, sender: Session | None, from_bot: bool) -> None:
+        message, metadata = delivery[3], delivery[6]
         partial = metadata is not None and partial_chunk(metadata)
         rendered: dict[str, str] = {}  # by dialect: each message rendered once per wire format
         for member in room.here:
@@ -287,11 +325,15 @@ class Rooms:
             if text is None:
                 text = rendered[dialect] = member.dialect.delivery(delivery)
             member.deliver_line(text, delivery)
-        if sender.echoes_own:
-            sender.deliver_line(sender.dialect.delivery(delivery), delivery)
-        if not partial:  # a streamed reply is archived whole, from its final frame
-            self.archive(delivery)
-            self.markers.note(sender.name, delivery)  # one has read the room up to what one says
+
+    def told_here(self, room_key: str, skip: str, text: str, event: str, details: dict[str, Any]) -> None:
+        """A room's notice from another node (presence, topic, mode), for its members here."""
+        room = self._rooms.get(room_key)
+        if room is None or event not in _TOLD:
+            return
+        for member in room.here:
+            if member.key != skip and (member.wants_presence or event != Event.ROOM_PRESENCE):
+                member.notice(text, Event(event), **details)
 
     async def _not_in(self, session: Session, name: str) -> None:
         try:
@@ -404,7 +446,7 @@ class Rooms:
         names: list[str] = info["member_names"] if info is not None else []
         if info is None or (info["private"] and session.key not in {n.lower() for n in names}):
             raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)
-        online = {n.lower() for n in names if self.directory.sessions(n.lower())}
+        online = {n.lower() for n in names if self._online(n.lower())}
         listed = [{"name": n, "online": n.lower() in online} for n in names]
         shown = ", ".join(f"{n} (online)" if n.lower() in online else n for n in names)
         if session.is_open:
@@ -435,8 +477,12 @@ class Rooms:
         room = self._rooms.get(name.lower())
         if room is not None:
             room.update(info)
+            said = f"Topic of {room.name} set by {session.name}: {text}"
+            details = {"room": room.name, "topic": text, "by": session.name, "changed": True}
             for member in room.here:
-                member.notice(f"Topic of {room.name} set by {session.name}: {text}", Event.TOPIC, room=room.name, topic=text, by=session.name, changed=True)
+                member.notice(said, Event.TOPIC, **details)
+            if self.nodes is not None:
+                self.nodes.tell_room(room.key, "", said, Event.TOPIC, details)
 
     def _cmd_history(self, session: Session, args: str) -> None:
         room_arg, _, count = args.strip().partition(" ")
@@ -521,6 +567,8 @@ class Rooms:
         text = f"{shown} is private now: only members see it, and only invited people may join." if private else f"{shown} is public now: anyone may join."
         for member in room.here if room is not None else [session]:
             member.notice(text, Event.ROOM_MODE, room=shown, private=private, by=session.name)
+        if self.nodes is not None and room is not None:
+            self.nodes.tell_room(room.key, "", text, Event.ROOM_MODE, {"room": shown, "private": private, "by": session.name})
 
 
 def _room_arg(args: str, usage: str) -> str:

@@ -25,18 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from chatnet.api_client import ApiClient
+from chatnet.cluster import ClusterUnavailable
 from chatnet.config import Settings
 from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, MailOptions, MailWriter, Outcome, Priority
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
 from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS
+from chatnet.nodes import Nodes
 from chatnet.protocol import (
     COMMANDS,
     Ack,
@@ -78,6 +81,11 @@ class Awaited:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# Forwards to other nodes whose senders are remembered (to be told if one comes back
+# as mail): the newest this many.
+MAX_FORWARDS_REMEMBERED: Final = 10_000
+
+
 class Router:
     """Who is online, and what happens to each line they send."""
 
@@ -96,7 +104,9 @@ class Router:
         self.archiver = Archiver(api, self.priority)
         self.first_look: FirstLook[Looked] = FirstLook(lambda names: api.pending_many(names, MAIL_PAGE), ([], 0), FIRST_LOOK_BATCH, self.priority, self.spawn)
         self._archive = self.archiver.backlog.append  # the routing path's one step for history
-        self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive_one, self.identity.is_bot)
+        # The other nodes, when there are (CLUSTER_URL): claims, forwarding, rooms across.
+        self.nodes = Nodes(settings.cluster_url, settings.cluster_ttl, settings.cluster_prefix, self, self.spawn) if settings.cluster_url else None
+        self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive_one, self.identity.is_bot, self.nodes)
         # Sessions whose stored mail is being handed over, each with whether to look
         # once more when done (None: no; False: quietly; True: someone asked).
         self._handovers: dict[Session, bool | None] = {}
@@ -109,6 +119,8 @@ class Router:
         # Hand-overs waiting for a client's acknowledgements (the `ack` feature).
         self._awaited: dict[Session, Awaited] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Forwards to other nodes by id, and who sent them: told if one comes back as mail.
+        self._senders: OrderedDict[str, Session] = OrderedDict()
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
@@ -122,6 +134,12 @@ class Router:
         assert self._commands.keys() == COMMANDS.keys()
 
     # --- lifecycle ---------------------------------------------------------------
+
+    async def join_network(self) -> None:
+        """With CLUSTER_URL: this node among the others (ClusterUnavailable: Redis is not there)."""
+        if self.nodes is not None:
+            await self.nodes.start()
+            logger.info("node %s of the network through Redis", self.nodes.node)
 
     def start(self) -> None:
         self.spawn(self.mail.run())
@@ -152,6 +170,8 @@ class Router:
                 await self.rooms.markers.flush()
         except TimeoutError:
             logger.warning("shutdown: %d connection(s) still closing, %d message(s) not stored", len(self.connections), len(self.mail.queue))
+        if self.nodes is not None:
+            await self.nodes.stop()  # its names let go at once, not a CLUSTER_TTL later
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -183,7 +203,7 @@ class Router:
         API has checked the credentials."""
         verified = session.verified
         if verified is not None and verified.name.lower() == login.user.lower():
-            self._admit(session, login, verified)  # checked a moment ago (SASL)
+            self.spawn(self._claim_and_admit(session, login, verified))  # checked a moment ago (SASL)
             return
         if login.relay_token is not None:
             if not self.identity.relayed(login):
@@ -249,18 +269,41 @@ class Router:
             logger.exception("%s: checking the login as %s failed", session.peer, login.user)
             session.fail()
             return
+        await self._claim_and_admit(session, login, admission)
+
+    async def _claim_and_admit(self, session: Session, login: Login, admission: Admission) -> None:
+        """With other nodes, the name is claimed network-wide first."""
+        if self.nodes is not None:
+            name, shared = admission.name, admission.kind != GUEST
+            try:
+                claimed = await self.nodes.claim(name.lower(), name, admission.kind, shared)
+            except ClusterUnavailable:
+                session.refused(LoginFailed(f"Logins can't be checked across the network right now; try '{name}' again shortly.", LoginReason.UNAVAILABLE))
+                return
+            if not claimed:
+                session.refused(LoginFailed(f"The name '{name}' is already online; choose another.", LoginReason.NAME_TAKEN))
+                return
+            if not session.is_open:
+                self._released(name.lower())
+                return
         if session.is_open:
             self._admit(session, login, admission)
+
+    def _released(self, key: str) -> None:
+        """No session of the name is left here (with other nodes: let the claim go)."""
+        if self.nodes is not None and not self.directory.sessions(key):
+            self.nodes.release(key)
 
     def _admit(self, session: Session, login: Login, admission: Admission) -> None:
         name, kind = admission.name, admission.kind
         if not self.directory.admits(name.lower(), shared=kind != GUEST):
             session.refused(LoginFailed(f"The name '{name}' is already online; choose another.", LoginReason.NAME_TAKEN))
+            self._released(name.lower())
             return
         session.logged_in(name, login.features, kind)
         first = self.directory.add(session)
         logger.info("%s logged in from %s (%s mode, %s)", name, session.peer, session.dialect.name, kind)
-        if first:
+        if first and self.nodes is None:  # with other nodes, presence comes from the network (`presence`)
             self._announce(session, "online")
         welcome: dict[str, Any] = {"account": kind != GUEST, "bot": kind == BOT}
         if admission.token is not None:
@@ -322,7 +365,10 @@ class Router:
         self.rooms.left(session)
         if was_logged_in and self.directory.remove(session):
             logger.info("%s left", session.name)
-            self._announce(session, "offline")
+            if self.nodes is not None:
+                self.nodes.release(session.key)  # the others hear it, and so do we (`presence`)
+            else:
+                self._announce(session, "offline")
 
     def _store_unreceived(self, session: Session) -> None:
         """Live messages the reader was sent but is not known to have (never acknowledged,
@@ -349,9 +395,11 @@ class Router:
         return count
 
     def _announce(self, session: Session, presence: str) -> None:
-        name, bot = session.name, session.kind == BOT
+        self._announce_name(session.name, session.key, session.kind == BOT, presence)
+
+    def _announce_name(self, name: str, key: str, bot: bool, presence: str) -> None:
         for other in self.directory.watchers():
-            if other.key != session.key:
+            if other.key != key:
                 other.notice(f"{name} is {presence}", Event.PRESENCE, presence=presence, user=name, bot=bot)
 
     # --- routing (the hot path) --------------------------------------------------
@@ -371,6 +419,16 @@ class Router:
         msg_id = new_id() if echoing or (target is not None and target.shows_ids) else None
         if echoing:
             self._echo(sender, msg_id, destination, message, now, kind, metadata)
+        if target is None and self.nodes is not None and (nodes := self.nodes.where(destination.lower())):
+            # Held on another node: forwarded (a forward nobody takes comes back as mail).
+            forwarded = (msg_id or new_id(), sender.name, destination, message, now, kind, metadata, sender.features)
+            self.nodes.forward(nodes, forwarded)
+            if not partial:
+                self._archive_one(forwarded)
+            self._senders[forwarded[0]] = sender  # to tell it "saved" if it comes back as mail
+            if len(self._senders) > MAX_FORWARDS_REMEMBERED:
+                self._senders.popitem(last=False)
+            return
         if target is not None and not target.paused:
             delivery = (msg_id, sender.name, destination, message, now, kind, metadata, sender.features)
             target.deliver(delivery)
@@ -388,6 +446,50 @@ class Router:
             self._diverted.update(target.sessions if isinstance(target, Group) else (target,))
         self._owed[sender] = self._owed.get(sender, 0) + 1
         self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
+
+    # --- what the other nodes hand us (chatnet.nodes.Here) --------------------------------
+
+    def deliver_here(self, delivery: Delivery) -> None:
+        """A DM forwarded by another node: delivered, or stored if its reader is gone."""
+        destination = delivery[2]
+        target = self._local.get(destination) or self._local.get(destination.lower())
+        metadata = delivery[6]
+        if target is not None and not target.paused:
+            target.deliver(delivery)
+            return
+        if metadata is not None and partial_chunk(metadata):
+            return
+        msg_id, sender, _, message, timestamp, kind, _, _ = delivery
+        doc, options = _as_mail(msg_id or new_id(), sender, destination, message, timestamp, kind, metadata)
+        self.mail.submit(Outcome(doc, None, busy=target is not None), options)  # its sender is elsewhere: stored quietly
+
+    def unsent(self, deliveries: list[Delivery]) -> None:
+        """Forwards no node took: mail now, and their senders told as for anyone offline."""
+        for msg_id, sender_name, destination, message, timestamp, kind, metadata, _ in deliveries:
+            if metadata is not None and partial_chunk(metadata):
+                continue
+            sender = self._senders.pop(msg_id, None) if msg_id is not None else None
+            if sender is not None and not sender.is_open:
+                sender = None
+            doc, options = _as_mail(msg_id or new_id(), sender_name, destination, message, timestamp, kind, metadata)
+            if sender is not None:
+                self._owed[sender] = self._owed.get(sender, 0) + 1
+            self.mail.submit(Outcome(doc, sender), options)
+
+    def room_here(self, room_key: str, delivery: Delivery) -> None:
+        self.rooms.fan_out_here(room_key, delivery)
+
+    def told_here(self, room_key: str, skip: str, text: str, event: str, details: dict[str, Any]) -> None:
+        self.rooms.told_here(room_key, skip, text, event, details)
+
+    def presence(self, event: str, key: str, name: str, kind: str) -> None:
+        """A name came online or went offline network-wide (this node's own too)."""
+        self._announce_name(name, key, kind == BOT, event)
+
+    def lost(self, key: str) -> None:
+        """A name held here was taken elsewhere while Redis was away: this one goes."""
+        for session in self.directory.sessions(key):
+            session.close("Your name was taken on another server of the network while this one was cut off; log in again.")
 
     def _archive_one(self, delivery: Delivery) -> None:
         self._archive(delivery)
@@ -546,7 +648,7 @@ class Router:
 
     def _online(self) -> dict[str, list[str]]:
         """Who is online, and which of them are bots (welcome and who notices)."""
-        members = self.directory.online()
+        members = self.online()
         return {"online": [name for name, _ in members], "bots": [name for name, kind in members if kind == BOT]}
 
     # --- commands ----------------------------------------------------------------
@@ -554,8 +656,12 @@ class Router:
     def _cmd_check(self, session: Session, args: str) -> None:
         self.spawn(self.hand_over_mail(session))
 
+    def online(self) -> list[tuple[str, str]]:
+        """Every name online (network-wide with other nodes) and its kind, sorted by key."""
+        return self.nodes.online() if self.nodes is not None else self.directory.online()
+
     def _cmd_who(self, session: Session, args: str) -> None:
-        members = self.directory.online()
+        members = self.online()
         shown = ", ".join(f"{name} (bot)" if kind == BOT else name for name, kind in members)
         online = self._online()
         session.notice(f"Online ({len(members)}): {shown}", Event.WHO, users=online["online"], bots=online["bots"])
@@ -598,12 +704,24 @@ class Router:
         if new.lower() != session.key and not self.directory.admits(new.lower(), shared=False):
             session.error(f"The name '{new}' is already online; choose another.", Event.RENAMED, user=new, reason=LoginReason.NAME_TAKEN)
             return
+        if self.nodes is not None:
+            try:
+                claimed = await self.nodes.claim(new.lower(), admission.name, GUEST, shared=False)
+            except ClusterUnavailable:
+                claimed = False
+            if not claimed:
+                session.error(f"The name '{new}' is already online, or can't be claimed now; choose another.", Event.RENAMED, user=new, reason=LoginReason.NAME_TAKEN)
+                return
         old = session.name
         if self.directory.remove(session):
-            self._announce(session, "offline")
+            if self.nodes is not None:
+                self.nodes.release(session.key)
+            else:
+                self._announce(session, "offline")
         session.renamed(admission.name)
         self.directory.add(session)
-        self._announce(session, "online")
+        if self.nodes is None:
+            self._announce(session, "online")
         logger.info("%s is %s now", old, session.name)
         session.notice(f"You are {session.name} now (were {old}).", Event.RENAMED, old=old, user=session.name)
         await self.rooms.renamed(session, old)

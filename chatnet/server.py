@@ -20,6 +20,7 @@ import signal
 from typing import Final
 
 from chatnet.api_client import ApiClient
+from chatnet.cluster import ClusterUnavailable
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, IrcDialect, pick_text_or_json
 from chatnet.flood import flood_bucket
@@ -59,21 +60,24 @@ class ChatServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         host = self.settings.chat_host
+        await self.router.join_network()  # with CLUSTER_URL: Redis first, or no node
+        # Several nodes on one host share the ports; the kernel spreads the connections.
+        share = self.settings.cluster_url is not None
         self._listener = await loop.create_server(
-            self.session, host, self.settings.chat_port, backlog=LISTEN_BACKLOG, reuse_address=True
+            self.session, host, self.settings.chat_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share
         )
         context = server_context(self.settings)
         if context is not None:
             self._tls_listener = await loop.create_server(
-                self.session, host, self.settings.chat_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, ssl=context
+                self.session, host, self.settings.chat_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context
             )
         if self.settings.irc:
             self._irc_listener = await loop.create_server(
-                self.irc_session, host, self.settings.irc_port, backlog=LISTEN_BACKLOG, reuse_address=True
+                self.irc_session, host, self.settings.irc_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share
             )
             if context is not None:
                 self._irc_tls_listener = await loop.create_server(
-                    self.irc_session, host, self.settings.irc_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, ssl=context
+                    self.irc_session, host, self.settings.irc_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context
                 )
         self.router.start()
         # The IRC ports first: whoever waits for the chat port's line knows them all then.
@@ -126,7 +130,11 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with ApiClient.from_settings(settings) as api:
         server = ChatServer(settings, api)
-        await server.start()
+        try:
+            await server.start()
+        except ClusterUnavailable as exc:
+            logger.error("cannot join the network: %s (CLUSTER_URL=%s)", exc, settings.cluster_url)
+            raise SystemExit(1) from None
         # Everything made so far lives as long as the process: keep it out of the
         # garbage collector's full passes, which would otherwise pause routing.
         gc.freeze()

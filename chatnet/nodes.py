@@ -1,0 +1,180 @@
+"""Several nodes, one network: this node's side of it (`chatnet.cluster` underneath).
+
+    Router ──> Nodes ──> Cluster ──> Redis ──> the other nodes' Cluster ──> Nodes ──> Router
+                 claims, who is online, a DM for a name held elsewhere, a room's line
+
+The router asks `Nodes` to claim a name at login (network-wide: a guest name once
+anywhere), where a name it doesn't hold is (`where`), and to forward what it can't
+deliver here; the rooms publish each room line once (`publish_room`) and each node
+fans it out to its own members. What arrives is handed back through `Here`, the
+router's side. Forwarding is at most once: a forward nobody heard, or one Redis never
+took, comes back through `Here.unsent` and is stored as mail, as offline mail always is.
+
+Without CLUSTER_URL there is no Nodes: one node alone keeps everything in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Protocol
+
+from chatnet.cluster import DIRECT, Cluster, ClusterUnavailable
+from chatnet.protocol import Delivery
+
+logger = logging.getLogger("chatnet.nodes")
+
+# Forwards queued for the other nodes, at most this many per publish.
+MAX_FORWARD_BATCH: Final = 500
+
+
+class Here(Protocol):
+    """What the other nodes' messages become on this one (the router's side)."""
+
+    def deliver_here(self, delivery: Delivery) -> None: ...  # a DM for a name held here
+    def room_here(self, room_key: str, delivery: Delivery) -> None: ...  # a room's line, for its members here
+    def told_here(self, room_key: str, skip: str, text: str, event: str, details: dict[str, Any]) -> None: ...  # a room's notice
+    def presence(self, event: str, key: str, name: str, kind: str) -> None: ...  # a name came or went, network-wide
+    def lost(self, key: str) -> None: ...  # a name held here was taken elsewhere while Redis was away
+    def unsent(self, deliveries: list[Delivery]) -> None: ...  # forwards no node took: mail now
+
+
+def node_id() -> str:
+    """Unique per process start: host, pid and a few random hex digits."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Nodes:
+    """This node among the others: claims, forwarding in order, rooms heard."""
+
+    def __init__(
+        self,
+        url: str,
+        ttl: float,
+        prefix: str,
+        here: Here,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+    ) -> None:
+        self.here = here
+        self.spawn = spawn
+        self.cluster = Cluster(
+            url, node_id(), ttl, on_message=self._heard, on_presence=here.presence, on_lost=here.lost, prefix=prefix
+        )
+        # What is to go out, in the order it was said: (node, or "#" + room key, payload).
+        # One sender drains it, so a sender's lines reach each node in order.
+        self._out: deque[tuple[str, dict[str, Any], list[Delivery]]] = deque()
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    @property
+    def node(self) -> str:
+        return self.cluster.node
+
+    @property
+    def available(self) -> bool:
+        return self.cluster.available
+
+    async def start(self) -> None:
+        await self.cluster.start()  # ClusterUnavailable: no Redis, no node
+        self._sender = self.spawn(self._send_all())
+
+    async def stop(self) -> None:
+        """What is queued goes first (briefly), then this node's names are let go."""
+        if self._out:
+            self._wake.set()
+            for _ in range(50):
+                if not self._out:
+                    break
+                await asyncio.sleep(0.02)
+        if self._sender is not None:
+            self._sender.cancel()
+        await self.cluster.stop()
+
+    # --- names -------------------------------------------------------------------------
+
+    async def claim(self, key: str, name: str, kind: str, shared: bool) -> bool:
+        return await self.cluster.claim(key, name, kind, shared)  # ClusterUnavailable: say so, admit nobody
+
+    def release(self, key: str) -> None:
+        self.spawn(self.cluster.release(key))
+
+    def online(self) -> list[tuple[str, str]]:
+        return self.cluster.online()
+
+    def where(self, key: str) -> list[str]:
+        """The other nodes holding the name."""
+        return [node for node in self.cluster.nodes_of(key) if node != self.cluster.node]
+
+    # --- out ---------------------------------------------------------------------------
+
+    def forward(self, nodes: list[str], delivery: Delivery) -> None:
+        """A DM for a name held on `nodes` (each gets it; one taker is enough)."""
+        for node in nodes:
+            self._queue(node, {"t": "dm", "d": [list(delivery)]}, [delivery] if node == nodes[0] else [])
+
+    def publish_room(self, room_key: str, delivery: Delivery) -> None:
+        self._queue("#" + room_key, {"t": "room", "d": [list(delivery)]}, [])
+
+    def tell_room(self, room_key: str, skip: str, text: str, event: str, details: dict[str, Any]) -> None:
+        """A room's notice for its members on the other nodes (`skip`: the key it is about)."""
+        self._queue("#" + room_key, {"t": "tell", "skip": skip, "text": text, "event": event, "details": details}, [])
+
+    def hear_room(self, room_key: str) -> None:
+        self.spawn(self.cluster.join_room(room_key))
+
+    def leave_room(self, room_key: str) -> None:
+        self.spawn(self.cluster.leave_room(room_key))
+
+    def _queue(self, target: str, payload: dict[str, Any], owned: list[Delivery]) -> None:
+        last = self._out[-1] if self._out else None
+        if last is not None and last[0] == target and last[1]["t"] == payload["t"] and "d" in payload and len(last[1]["d"]) < MAX_FORWARD_BATCH:
+            last[1]["d"].extend(payload["d"])  # one publish for what one pass said to one place
+            last[2].extend(owned)
+        else:
+            self._out.append((target, payload, owned))
+        self._wake.set()
+
+    async def _send_all(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._out:
+                target, payload, owned = self._out.popleft()
+                try:
+                    if target[:1] == "#":
+                        await self.cluster.publish_room(target[1:], payload)
+                        continue
+                    heard = await self.cluster.send(target, payload)
+                except ClusterUnavailable as exc:
+                    logger.warning("could not reach %s through Redis: %s", target, exc)
+                    heard = False
+                if not heard and owned:
+                    self.here.unsent(owned)  # nobody took them: mail, as for anyone offline
+
+    # --- in ----------------------------------------------------------------------------
+
+    def _heard(self, where: str, payload: dict[str, Any]) -> None:
+        kind = payload.get("t")
+        if kind == "dm" and where == DIRECT:
+            for item in payload.get("d", []):
+                self.here.deliver_here(_delivery(item))
+        elif kind == "room" and where != DIRECT:
+            for item in payload.get("d", []):
+                self.here.room_here(where, _delivery(item))
+        elif kind == "tell" and where != DIRECT:
+            details = payload.get("details")
+            skip, text, event = str(payload.get("skip") or ""), str(payload.get("text", "")), str(payload.get("event", ""))
+            self.here.told_here(where, skip, text, event, details if isinstance(details, dict) else {})
+        else:
+            logger.warning("a message of kind %r on %s not understood", kind, where or "this node's channel")
+
+
+def _delivery(item: list[Any]) -> Delivery:
+    """A delivery as it went over the wire (a JSON list), back into its tuple."""
+    msg_id, sender, destination, text, timestamp, kind, metadata, features = item
+    return (msg_id, str(sender), str(destination), str(text), str(timestamp), str(kind), metadata, tuple(features or ()))
