@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -32,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -340,10 +341,12 @@ class Running:
 
 
 class Launcher:
-    def __init__(self, settings: Settings, skip: set[str]) -> None:
+    def __init__(self, settings: Settings, skip: set[str], nodes: int = 1) -> None:
         updates: dict[str, Any] = {"data_dir": settings.data_dir.resolve(), "log_dir": settings.log_dir.resolve()}
         self.settings = settings.model_copy(update=updates)
         self.skip = skip
+        self.nodes = max(1, nodes)  # chat-server nodes sharing the chat and IRC ports
+        self.redis_started = False  # CLUSTER_URL is the Redis we started
         self.given_mongo_url = settings.mongo_url
         # Where the generated token is kept (None: it came from API_TOKEN).
         self.token_file: Path | None = None
@@ -366,6 +369,7 @@ class Launcher:
         try:
             self._prepare()
             self._start_store()
+            self._start_redis()
             self._start_children()
             logger.info(self.banner())
             self._supervise()
@@ -404,8 +408,11 @@ class Launcher:
                 self.skipped[spec.name] = reason
             else:
                 self.plan.append(spec)
+                if spec.name == "server":  # the other nodes share its ports (SO_REUSEPORT)
+                    self.plan.extend(replace(spec, name=f"server{n}", title=f"chat server node {n}") for n in range(2, self.nodes + 1))
         self._name_tls_files()
-        problems = port_problems([listener for spec in self.plan for listener in spec.listeners(self.settings)])
+        first_nodes = [spec for spec in self.plan if not _another_node(spec)]
+        problems = port_problems([listener for spec in first_nodes for listener in spec.listeners(self.settings)])
         if problems:
             raise StartFailed("\n".join(problems))
         if self.settings.api_token is None:
@@ -452,6 +459,26 @@ class Launcher:
         spec = ChildSpec("store", "embedded store", "", ready=lambda s, child: lambda: port_open("127.0.0.1", child.port or 0)(), address=lambda s: s.mongo_url)
         child = self._start(spec, lambda port: embedded_store_argv(port, store_path), listening=STORE_LISTENING)
         self.settings = self.settings.model_copy(update={"mongo_url": f"mongodb://127.0.0.1:{child.port}"})
+        logger.info("%s ready at %s (pid %s)", spec.title, spec.address(self.settings), child.pid)
+
+    def _start_redis(self) -> None:
+        """Several nodes without CLUSTER_URL: a Redis of our own, on loopback, keeping
+        nothing on disk (nothing durable rides on it)."""
+        if self.nodes == 1 or self.settings.cluster_url or "server" not in {spec.name for spec in self.plan}:
+            return
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StartFailed(
+                f"--nodes {self.nodes} needs Redis: install Debian's redis-server (sudo apt-get install -y redis-server), "
+                "or set CLUSTER_URL to a Redis you run."
+            )
+        self._check_stop()
+        port = _free_port()
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        spec = ChildSpec("redis", "Redis (for the nodes)", "", ready=lambda s, child: port_open("127.0.0.1", port), address=lambda s: f"127.0.0.1:{port}")
+        child = self._start(spec, argv)
+        self.settings = self.settings.model_copy(update={"cluster_url": f"redis://127.0.0.1:{port}/0"})
+        self.redis_started = True
         logger.info("%s ready at %s (pid %s)", spec.title, spec.address(self.settings), child.pid)
 
     def _start_children(self) -> None:
@@ -588,6 +615,7 @@ class Launcher:
             f"  Message API docs:  {s.api_url}/docs",
             f"  API token:         {token}",
             f"  Store:             {store}",
+            *self._node_lines(),
             f"  Logs:              {s.log_dir}",
             "  Processes:",
         ]
@@ -617,6 +645,13 @@ class Launcher:
             f"  TLS certificate:   {cert}",
         ]
 
+    def _node_lines(self) -> list[str]:
+        s = self.settings
+        if self.nodes == 1 and not s.cluster_url:
+            return []
+        redis = f"Redis at {redact_url(s.cluster_url or '')}" + (" (started here, nothing kept on disk)" if self.redis_started else "")
+        return [f"  Nodes:             {self.nodes} sharing the chat and IRC ports, through {redis}"]
+
     def _irc_lines(self) -> list[str]:
         s = self.settings
         if not self._started("server"):
@@ -628,6 +663,18 @@ class Launcher:
 
     def _started(self, name: str) -> bool:
         return any(entry.child.name == name for entry in self.running)
+
+
+def _another_node(spec: ChildSpec) -> bool:
+    """A chat-server node after the first: it listens where the first does."""
+    return spec.name.startswith("server") and spec.name != "server"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -643,6 +690,6 @@ def _python() -> str:
         return "python"
 
 
-def run(settings: Settings, skip: set[str]) -> int:
+def run(settings: Settings, skip: set[str], nodes: int = 1) -> int:
     """Run the network until SIGINT/SIGTERM; the exit code."""
-    return Launcher(settings, skip).run()
+    return Launcher(settings, skip, nodes).run()
