@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -54,6 +55,7 @@ def launcher_env(tmp_path: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "API_TOKEN"))}
     env.update(
         CHAT_HOST=HOST, CHAT_PORT=str(free_port()), CHAT_TLS_PORT=str(free_port()),
+        IRC_PORT=str(free_port()), IRC_TLS_PORT=str(free_port()),
         API_HOST=HOST, API_PORT=str(free_port()),
         WEB_HOST=HOST, WEB_PORT=str(free_port()),
         MONGO_URL=f"mongodb://{HOST}:{free_port()}", MONGO_DB="launchertest",
@@ -152,6 +154,38 @@ async def test_crashed_chat_server_is_restarted(start_launcher, launcher_env: di
     assert "Hurrying" in "\n".join(launcher.seen)
     for name, pid in pids.items():
         assert await gone(pid), f"{name} (pid {pid}) still running after two Ctrl-Cs"
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server")
+async def test_nodes_share_the_ports_and_a_killed_one_comes_back(start_launcher, launcher_env: dict[str, str]) -> None:
+    """--nodes 2: two chat servers on one port joined by a Redis the launcher starts; users
+    spread over both see each other and talk; a node killed outright is started again."""
+    chat_port = int(launcher_env["CHAT_PORT"])
+    launcher = await start_launcher(flags=("--no-web", "--no-thermometer", "--no-openai", "--nodes", "2"))
+    banner = await launcher.banner()
+    assert "Nodes:             2 sharing the chat and IRC ports, through Redis at redis://127.0.0.1:" in banner
+    pids = launcher.pids()
+    assert {"redis", "server", "server2"} <= set(pids)
+    users = [await login(chat_port, f"n{i}") for i in range(8)]
+    logs = Path(launcher_env["LOG_DIR"])
+    on = {name: (logs / f"{name}.log").read_text().count(" logged in from ") for name in ("server", "server2")}
+    assert on["server"] and on["server2"], on  # the kernel spread them over both nodes
+    await users[0].send("!who")
+    assert await users[0].expect("Online (8): ") == "Online (8): " + ", ".join(f"n{i}" for i in range(8))
+    for i in range(1, 8):
+        await users[i].send(f"n0: hello from n{i}")
+    heard = {(await users[0].line()).split("]", 1)[1] for _ in range(1, 8)}  # from both nodes: in any order
+    assert heard == {f"[n{i}] hello from n{i}" for i in range(1, 8)}
+
+    os.kill(pids["server2"], signal.SIGKILL)
+    await launcher.expect("chat server node 2 exited with code -9; restarting in 1 s", timeout=15)
+    await launcher.expect("chat server node 2 restarted (pid", timeout=45)
+    for user in users:
+        await user.close()
+    assert await launcher.interrupt() == 0
+    for name, pid in pids.items():
+        if name != "server2":
+            assert await gone(pid), f"{name} (pid {pid}) still running after the launcher stopped"
 
 
 def test_children_read_back_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
