@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}")
     parser.add_argument("--servers", default="chatnet,ngircd", help="comma list of chatnet, ngircd")
+    parser.add_argument("--front", choices=("text", "irc", "both"), default="both",
+                        help="chatnet's door for the load: text mode (as at nc), IRC (the adapter ngircd gets), or both (default)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="short windows and smaller sizes (a minute, not ten)")
     parser.add_argument("--workers", type=int, help="generator processes (default 2)")
     parser.add_argument("--clients", help="throughput sizes, comma list (default 100,1000)")
@@ -47,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--room-rate", type=float, help="messages/s offered to the room by all senders (default 100)")
     parser.add_argument("--mongo-url", help="use this MongoDB instead of the embedded store")
     parser.add_argument("--profile", type=Path,
-                        help="py-spy the chatnet server during room and throughput; write here (FILE.<workload> when both run)")  # fmt: skip
+                        help="py-spy the chatnet server during room and throughput; write here "
+                             "(FILE.<workload> when both run, .irc appended for the IRC front when both fronts run)")  # fmt: skip
     parser.add_argument("--no-install", action="store_true", help="never apt-get install ngircd")
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<date>.json)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -80,12 +83,23 @@ def main(argv: list[str] | None = None) -> None:
     results = report.new_results(dataclasses.asdict(sizes))
     with tempfile.TemporaryDirectory(prefix="chatnet-bench-") as tmp:
         servers = build_servers(names, Path(tmp), args)
+        fronts = sum(isinstance(server, Chatnet) for server in servers)
+        failed: dict[str, str] = {}
         for server in servers:
-            run_server(server, only, sizes, results, args.profile)
+            # One server (or front) that fails is reported, not the end of the others' runs.
+            try:
+                run_server(server, only, sizes, results, _front_profile(args.profile, server, fronts))
+            except Exception as exc:
+                logger.exception("%s failed", server.name)
+                failed[server.name] = f"{type(exc).__name__}: {exc}"
+    if failed:
+        results["failed"] = failed
     print()
     print(report.header(results))
     print(report.table(results))
     print(f"\nJSON: {report.write_json(results, args.out)}")
+    if failed:
+        raise SystemExit("\n".join(f"{name} failed: {why}" for name, why in failed.items()))
 
 
 def build_servers(names: list[str], tmp: Path, args: argparse.Namespace) -> list[Server]:
@@ -93,19 +107,28 @@ def build_servers(names: list[str], tmp: Path, args: argparse.Namespace) -> list
     for name in names:
         if name == "ngircd":
             servers.append(Ngircd(tmp / "ngircd", binary=ensure_ngircd(install=not args.no_install)))
-        else:
-            servers.append(Chatnet(tmp / "chatnet", mongo_url=args.mongo_url))
+        else:  # one fresh network per front, each over its own database
+            for front in ("text", "irc") if args.front == "both" else (args.front,):
+                servers.append(Chatnet(tmp / f"chatnet-{front}", front=front, mongo_url=args.mongo_url))
     return servers
+
+
+def _front_profile(profile: Path | None, server: Server, fronts: int) -> Path | None:
+    """With both chatnet fronts profiled, the IRC one's stacks go to FILE.irc (then
+    FILE.irc.<workload>), so neither overwrites the other."""
+    if profile is None or fronts < 2 or not isinstance(server, Chatnet) or server.front != "irc":
+        return profile
+    return profile.with_name(f"{profile.name}.irc")
 
 
 def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str, Any], profile: Path | None) -> None:
     """Every chosen workload against one server; the other is not running meanwhile."""
     logger.info("starting %s", server.name)
-    server.start()
-    results["versions"][server.name] = server.version()
-    mine = results[server.name]
+    mine = results.setdefault(server.name, {})
     profiles = _profile_paths(profile, only)
     try:
+        server.start()  # inside the try: what did start (chatnet's store, its API) is stopped too
+        results["versions"][server.name] = server.version()
         steps: dict[str, Callable[[], Any]] = {
             "throughput": lambda: _profiled(server, profiles.get("throughput"), lambda: workloads.throughput(server, sizes)),
             "room": lambda: _profiled(server, profiles.get("room"), lambda: workloads.room(server, sizes)),
@@ -113,7 +136,7 @@ def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str,
             "idle": lambda: workloads.idle(server, sizes),
             "storm": lambda: workloads.storm(server, sizes),
         }
-        if isinstance(server, Chatnet):
+        if isinstance(server, Chatnet) and server.front == "text":  # offline mail is text mode's
             steps["mail"] = lambda: workloads.offline_mail(server, sizes)
         for name in WORKLOADS:
             if name in only and name in steps:

@@ -57,7 +57,7 @@ class Fuzz:
 
     def text(self, size: int = 20) -> str:
         r = self.rng
-        alphabet = "abcXYZ019 _.-:!{}[]\"\\\t\r\x00\x7fé€😀\u202e\ufeff"
+        alphabet = 'abcXYZ019 _.-:!{}[]"\\\t\r\x00\x7fé€😀\u202e\ufeff'
         return "".join(r.choice(alphabet) for _ in range(r.randint(0, size)))
 
     def name(self) -> str:
@@ -149,7 +149,7 @@ class Fuzz:
         if roll < 0.2:
             return self.text_line()
         if roll < 0.25:
-            return self.dumps(self.value())[:MAX_LINE_BYTES * 2].encode("utf-8", "surrogatepass")
+            return self.dumps(self.value())[: MAX_LINE_BYTES * 2].encode("utf-8", "surrogatepass")
         return self.dumps(self.frame()).encode("utf-8", "surrogatepass")
 
     def text_login(self, own: str) -> bytes:

@@ -66,9 +66,8 @@ async def run_mail(server: Chatnet, messages: int, senders: int, window: int, ta
     names = [f"{tag}s{i}" for i in range(senders)]
     slices = [range(i, messages, senders) for i in range(senders)]
     started = time.monotonic()
-    sent = await asyncio.wait_for(
-        asyncio.gather(*(_send_offline(server.port, n, recipient, s, window) for n, s in zip(names, slices, strict=True))), TIMEOUT
-    )
+    sending = [_send_offline(server.chat_port, n, recipient, s, window) for n, s in zip(names, slices, strict=True)]
+    sent = await asyncio.wait_for(asyncio.gather(*sending), TIMEOUT)
     store_s = time.monotonic() - started
     confirmed = sum(r["confirmed"] for r in sent)
 
@@ -90,7 +89,7 @@ async def run_mail(server: Chatnet, messages: int, senders: int, window: int, ta
 async def _receive_all(server: Chatnet, api: aiohttp.ClientSession, user: str, expected: int) -> dict[str, Any]:
     """Log `user` in; time the last [Stored] line and the moment nothing is pending."""
     started = time.monotonic()
-    reader, writer, welcome = await _login(server.port, user)
+    reader, writer, welcome = await _login(server.chat_port, user)
     seen: set[int] = set()
     received = 0
     last_line_s = None

@@ -1,4 +1,5 @@
-"""Results as a table (side by side, with the ratio and the issue's goals) and as JSON."""
+"""Results as a table (chatnet text, chatnet IRC and ngircd side by side, each chatnet
+front's ratio to ngircd, the issues' goals) and as JSON."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import json
 import os
 import platform
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -36,109 +38,159 @@ def _loop_name() -> str:
         return "asyncio"
 
 
+# Where each server's runs are kept in the results, in the table's column order: chatnet
+# through its text mode, chatnet through its IRC front, ngircd (the reference).
+SERVERS: Final = ("chatnet", "chatnet-irc", "ngircd")
+FRONTS: Final = ("chatnet", "chatnet-irc")  # each compared with ngircd
+REFERENCE: Final = "ngircd"
+LABELS: Final = {"chatnet": "chatnet text", "chatnet-irc": "chatnet IRC", "ngircd": "ngircd"}
+SHORT: Final = {"chatnet": "text", "chatnet-irc": "IRC"}
+# The per-CPU goal at N = 1,000 of each front: issue 5 set text mode's, issue 12 IRC's
+# (on the identical IRC workload ngircd gets).
+THROUGHPUT_GOAL: Final = {"chatnet": 1.0, "chatnet-irc": 1.2}
+
+Runs = dict[str, dict[str, Any] | None]  # server → its run of one workload (None: not run)
+
+
 @dataclass(frozen=True)
 class Row:
     workload: str
     metric: str
-    chatnet: float | None
-    ngircd: float | None
+    values: dict[str, float | None]  # server → figure
     unit: str
-    goal: str = ""
-    met: bool | None = None
+    goals: dict[str, tuple[str, bool | None]] = field(default_factory=dict)  # front → (goal, met)
     higher_is_better: bool = True
 
-    @property
-    def ratio(self) -> float | None:
-        if self.chatnet is None or self.ngircd is None or self.ngircd == 0:
+    def value(self, server: str) -> float | None:
+        return self.values.get(server)
+
+    def ratio(self, front: str) -> float | None:
+        """This front's figure against ngircd's."""
+        mine, theirs = self.values.get(front), self.values.get(REFERENCE)
+        if mine is None or theirs is None or theirs == 0:
             return None
-        return self.chatnet / self.ngircd
+        return mine / theirs
+
+    @property
+    def chatnet(self) -> float | None:
+        return self.value("chatnet")
+
+    @property
+    def ngircd(self) -> float | None:
+        return self.value("ngircd")
 
 
 def _by_clients(runs: list[dict[str, Any]] | None, clients: int) -> dict[str, Any] | None:
     return next((r for r in runs or [] if r["clients"] == clients), None)
 
 
+def _runs(results: dict[str, Any], workload: str) -> Runs:
+    return {server: results.get(server, {}).get(workload) for server in SERVERS}
+
+
+def _row(workload: str, metric: str, runs: Runs, key: str, unit: str, higher_is_better: bool = True,
+         goals: dict[str, tuple[str, bool | None]] | None = None) -> Row:  # fmt: skip
+    values = {server: (run[key] if run else None) for server, run in runs.items()}
+    return Row(workload, metric, values, unit, goals or {}, higher_is_better)
+
+
+def _per_cpu_goals(runs: Runs, wanted: dict[str, float]) -> dict[str, tuple[str, bool | None]]:
+    """Each front's delivered-per-server-CPU-second figure against ngircd's × its target."""
+    reference = runs.get(REFERENCE)
+    goals: dict[str, tuple[str, bool | None]] = {}
+    for front, factor in wanted.items():
+        run = runs.get(front)
+        if run is None:
+            continue
+        met = None
+        if reference and run["delivered_per_cpu_s"] and reference["delivered_per_cpu_s"]:
+            met = run["delivered_per_cpu_s"] >= factor * reference["delivered_per_cpu_s"]
+        goals[front] = (f"≥ {factor:.1f}× ngircd", met)
+    return goals
+
+
+def _each_front(runs: Runs, goal: str, test: Callable[[dict[str, Any]], bool]) -> dict[str, tuple[str, bool | None]]:
+    """The same goal for every front that ran."""
+    return {front: (goal, test(run)) for front in FRONTS if (run := runs.get(front))}
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
-    """The table: one row per figure the issue asks for."""
+    """The table: one row per figure the issues ask for, every server side by side."""
     out: list[Row] = []
-    chat, irc = results.get("chatnet", {}), results.get("ngircd", {})
-    for n in sorted({r["clients"] for r in chat.get("throughput", []) + irc.get("throughput", [])}):
-        c, i = _by_clients(chat.get("throughput"), n), _by_clients(irc.get("throughput"), n)
-        out.append(Row(f"throughput N={n}", "delivered msg/s", _figure(c, "delivered_per_s"), _figure(i, "delivered_per_s"), "msg/s"))
-        ratio_goal = None
-        if c and i and c["delivered_per_cpu_s"] and i["delivered_per_cpu_s"]:
-            ratio_goal = c["delivered_per_cpu_s"] / i["delivered_per_cpu_s"] >= 1.0
-        out.append(Row(f"throughput N={n}", "delivered msg per server-CPU-s", _figure(c, "delivered_per_cpu_s"),
-                       _figure(i, "delivered_per_cpu_s"), "msg/cpu-s", "≥ 1.0× ngircd" if n == 1000 else "",
-                       ratio_goal if n == 1000 else None))  # fmt: skip
-        out.append(Row(f"throughput N={n}", "server CPU share", _figure(c, "server_cpu_share"), _figure(i, "server_cpu_share"), "cores"))
-        out.append(Row(f"throughput N={n}", "generator CPU share", _figure(c, "generator_cpu_share"), _figure(i, "generator_cpu_share"), "cores"))
-        out.append(_lost_row(f"throughput N={n}", c, i))
-    out.extend(_room_rows(chat.get("room"), irc.get("room")))
-    c, i = chat.get("latency"), irc.get("latency")
-    if c or i:
-        name = f"latency N={(c or i)['clients']} @ {(c or i)['offered_per_s']:.0f} msg/s"
+    throughput = {server: results.get(server, {}).get("throughput") or [] for server in SERVERS}
+    for n in sorted({r["clients"] for runs in throughput.values() for r in runs}):
+        runs: Runs = {server: _by_clients(throughput[server], n) for server in SERVERS}
+        name = f"throughput N={n}"
+        goals = _per_cpu_goals(runs, THROUGHPUT_GOAL) if n == 1000 else {}
+        out += [
+            _row(name, "delivered msg/s", runs, "delivered_per_s", "msg/s"),
+            _row(name, "delivered msg per server-CPU-s", runs, "delivered_per_cpu_s", "msg/cpu-s", goals=goals),
+            _row(name, "server CPU share", runs, "server_cpu_share", "cores"),
+            _row(name, "generator CPU share", runs, "generator_cpu_share", "cores"),
+            _lost_row(name, runs),
+        ]  # fmt: skip
+    out.extend(_room_rows(_runs(results, "room")))
+    runs = _runs(results, "latency")
+    if first := _first(runs):
+        name = f"latency N={first['clients']} @ {first['offered_per_s']:.0f} msg/s"
         for key, label in (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99"), ("latency_max_ms", "max")):
-            goal, met = ("≤ 1 ms", c[key] <= 1.0) if key == "latency_p99_ms" and c and c[key] is not None else ("", None)
-            out.append(Row(name, label, c and c[key], i and i[key], "ms", goal, met, higher_is_better=False))
-        out.append(Row(name, "delivered msg/s", c and c["delivered_per_s"], i and i["delivered_per_s"], "msg/s"))
-        out.append(_lost_row(name, c, i))
-    c, i = chat.get("idle"), irc.get("idle")
-    if c or i:
-        name = f"idle N={(c or i)['clients']}"
-        out.append(Row(name, "server RSS", c and c["rss_mb"], i and i["rss_mb"], "MB", "≤ 80 MB",
-                       c["rss_mb"] <= 80 if c else None, higher_is_better=False))  # fmt: skip
-        out.append(Row(name, "time to log all in", c and c["login_all_s"], i and i["login_all_s"], "s", higher_is_better=False))
-    c, i = chat.get("storm"), irc.get("storm")
-    if c or i:
-        name = f"login storm N={(c or i)['clients']}"
-        out.append(Row(name, "time to the last welcome", c and c["login_all_s"], i and i["login_all_s"], "s", higher_is_better=False))
-        if c:
-            unavailable = c.get("mail_unavailable", 0)
-            out.append(Row(name, "welcomed without a mail count", unavailable, None, "logins", "0", unavailable == 0, higher_is_better=False))
-    m = chat.get("mail")
+            goals = _each_front(runs, "≤ 1 ms", lambda r, k=key: r[k] is not None and r[k] <= 1.0) if label == "p99" else {}
+            out.append(_row(name, label, runs, key, "ms", higher_is_better=False, goals=goals))
+        out.append(_row(name, "delivered msg/s", runs, "delivered_per_s", "msg/s"))
+        out.append(_lost_row(name, runs))
+    runs = _runs(results, "idle")
+    if first := _first(runs):
+        name = f"idle N={first['clients']}"
+        out.append(_row(name, "server RSS", runs, "rss_mb", "MB", False, _each_front(runs, "≤ 80 MB", lambda r: r["rss_mb"] <= 80)))
+        out.append(_row(name, "time to log all in", runs, "login_all_s", "s", higher_is_better=False))
+    runs = _runs(results, "storm")
+    if first := _first(runs):
+        name = f"login storm N={first['clients']}"
+        out.append(_row(name, "time to the last welcome", runs, "login_all_s", "s", higher_is_better=False))
+        if text := runs.get("chatnet"):  # a mail count is text mode's welcome
+            unavailable = text.get("mail_unavailable", 0)
+            out.append(Row(name, "welcomed without a mail count", {"chatnet": unavailable}, "logins",
+                           {"chatnet": ("0", unavailable == 0)}, higher_is_better=False))  # fmt: skip
+    m = results.get("chatnet", {}).get("mail")
     if m:
         name = f"offline mail {m['messages']}"
-        out.append(Row(name, "stored/s (each confirmed)", m["stored_per_s"], None, "msg/s", "",
-                       m["confirmed"] == m["messages"] or None))  # fmt: skip
-        out.append(Row(name, "login: last [Stored] line", m["last_line_s"], None, "s", higher_is_better=False))
+        text_only = {"chatnet": ("", m["confirmed"] == m["messages"] or None)}
+        out.append(Row(name, "stored/s (each confirmed)", {"chatnet": m["stored_per_s"]}, "msg/s", text_only))
+        out.append(Row(name, "login: last [Stored] line", {"chatnet": m["last_line_s"]}, "s", higher_is_better=False))
         acked = m["acked_s"]
-        out.append(Row(name, "login: all delivered + acked", acked, None, "s", "≤ 1 s",
-                       acked is not None and acked <= 1.0, higher_is_better=False))  # fmt: skip
-        out.append(Row(name, "lost", m["lost"], None, "msgs", "0", m["lost"] == 0, higher_is_better=False))
+        out.append(Row(name, "login: all delivered + acked", {"chatnet": acked}, "s",
+                       {"chatnet": ("≤ 1 s", acked is not None and acked <= 1.0)}, higher_is_better=False))  # fmt: skip
+        out.append(Row(name, "lost", {"chatnet": m["lost"]}, "msgs", {"chatnet": ("0", m["lost"] == 0)}, higher_is_better=False))
     return out
 
 
-def _room_rows(c: dict[str, Any] | None, i: dict[str, Any] | None) -> list[Row]:
+def _first(runs: Runs) -> dict[str, Any] | None:
+    return next((run for run in runs.values() if run), None)
+
+
+def _room_rows(runs: Runs) -> list[Row]:
     """The room fan-out (issue 11): deliveries, per server-CPU-second (the goal), p99."""
-    if not (c or i):
+    first = _first(runs)
+    if first is None:
         return []
-    either = c or i
-    assert either is not None
-    name = f"room N={either['clients']} @ {either['offered_per_s']:.0f} msg/s"
-    met = None
-    if c and i and c["delivered_per_cpu_s"] and i["delivered_per_cpu_s"]:
-        met = c["delivered_per_cpu_s"] >= i["delivered_per_cpu_s"]
+    name = f"room N={first['clients']} @ {first['offered_per_s']:.0f} msg/s"
+    goals = _per_cpu_goals(runs, {front: 1.0 for front in FRONTS})
     return [
-        Row(name, "deliveries/s", _figure(c, "delivered_per_s"), _figure(i, "delivered_per_s"), "deliveries/s"),
-        Row(name, "deliveries per server-CPU-s", _figure(c, "delivered_per_cpu_s"), _figure(i, "delivered_per_cpu_s"),
-            "deliveries/cpu-s", "≥ 1.0× ngircd", met),
-        Row(name, "server CPU share", _figure(c, "server_cpu_share"), _figure(i, "server_cpu_share"), "cores"),
-        Row(name, "generator CPU share", _figure(c, "generator_cpu_share"), _figure(i, "generator_cpu_share"), "cores"),
-        Row(name, "p50 send → receive", _figure(c, "latency_p50_ms"), _figure(i, "latency_p50_ms"), "ms", higher_is_better=False),
-        Row(name, "p99 send → receive", _figure(c, "latency_p99_ms"), _figure(i, "latency_p99_ms"), "ms", higher_is_better=False),
-        _lost_row(name, c, i),
-        Row(name, "log in + join, all members", _figure(c, "login_all_s"), _figure(i, "login_all_s"), "s", higher_is_better=False),
+        _row(name, "deliveries/s", runs, "delivered_per_s", "deliveries/s"),
+        _row(name, "deliveries per server-CPU-s", runs, "delivered_per_cpu_s", "deliveries/cpu-s", goals=goals),
+        _row(name, "server CPU share", runs, "server_cpu_share", "cores"),
+        _row(name, "generator CPU share", runs, "generator_cpu_share", "cores"),
+        _row(name, "p50 send → receive", runs, "latency_p50_ms", "ms", higher_is_better=False),
+        _row(name, "p99 send → receive", runs, "latency_p99_ms", "ms", higher_is_better=False),
+        _lost_row(name, runs),
+        _row(name, "log in + join, all members", runs, "login_all_s", "s", higher_is_better=False),
     ]  # fmt: skip
 
 
-def _figure(run: dict[str, Any] | None, key: str) -> float | None:
-    return run[key] if run else None
-
-
-def _lost_row(name: str, c: dict[str, Any] | None, i: dict[str, Any] | None) -> Row:
-    met = (_lost(c) == 0) if c else None
-    return Row(name, "lost (+ out of order)", _lost(c), _lost(i), "msgs", "0", met, higher_is_better=False)
+def _lost_row(name: str, runs: Runs) -> Row:
+    values: dict[str, float | None] = {server: _lost(run) for server, run in runs.items()}
+    goals = _each_front(runs, "0", lambda run: _lost(run) == 0)
+    return Row(name, "lost (+ out of order)", values, "msgs", goals, higher_is_better=False)
 
 
 def _lost(run: dict[str, Any] | None) -> int | None:
@@ -155,22 +207,50 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f}"
 
 
+_MET: Final = {True: "met", False: "**not met**", None: ""}
+
+
+def _goal_cells(row: Row) -> tuple[str, str]:
+    """The goal and whether it is met; per front ("text …; IRC …") where they differ."""
+    goals = {front: goal for front, goal in row.goals.items() if goal[0] or goal[1] is not None}
+    if not goals:
+        return "", ""
+    texts = {text for text, _ in goals.values()}
+    verdicts = {met for _, met in goals.values()}
+    goal = texts.pop() if len(texts) == 1 else "; ".join(f"{SHORT[f]} {text}" for f, (text, _) in goals.items())
+    met = _MET[verdicts.pop()] if len(verdicts) == 1 else ", ".join(f"{SHORT[f]} {_MET[m]}" for f, (_, m) in goals.items())
+    return goal, met
+
+
+def columns(results: dict[str, Any]) -> list[str]:
+    """The servers that have figures in these results (a server not run has no column)."""
+    return [server for server in SERVERS if results.get(server)]
+
+
 def table(results: dict[str, Any]) -> str:
-    """A Markdown table (what bench/README.md keeps as the record)."""
-    lines = ["| workload | metric | chatnet | ngircd | chatnet / ngircd | goal | met |",
-             "|---|---|---:|---:|---:|---|---|"]  # fmt: skip
+    """A Markdown table (what bench/README.md keeps as the record): every server that ran,
+    then each chatnet front's ratio to ngircd, the goal and whether it is met."""
+    shown = columns(results) or ["chatnet", "ngircd"]
+    ratios = [front for front in FRONTS if front in shown] if REFERENCE in shown else []
+    head = ["workload", "metric", *(LABELS[s] for s in shown), *(f"{LABELS[f]} / ngircd" for f in ratios), "goal", "met"]
+    align = ["---", "---", *("---:" for _ in shown), *("---:" for _ in ratios), "---", "---"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for row in rows(results):
-        ratio = f"{row.ratio:.2f}×" if row.ratio is not None else "—"
-        met = {True: "met", False: "**not met**", None: ""}[row.met]
-        lines.append(f"| {row.workload} | {row.metric} ({row.unit}) | {_fmt(row.chatnet, row.unit)} | "
-                     f"{_fmt(row.ngircd, row.unit)} | {ratio} | {row.goal} | {met} |")  # fmt: skip
+        cells = [row.workload, f"{row.metric} ({row.unit})", *(_fmt(row.value(s), row.unit) for s in shown)]
+        cells += [f"{r:.2f}×" if (r := row.ratio(f)) is not None else "—" for f in ratios]
+        cells += _goal_cells(row)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
-    return (f"{results['date']} — {m['nproc']} × {m['cpu']}, Python {m['python']} ({m['loop']}), "
-            f"{results['versions'].get('ngircd', 'ngircd not run')}, {results['versions'].get('chatnet', '')}")  # fmt: skip
+    versions = results["versions"]
+    chatnet = versions.get("chatnet") or versions.get("chatnet-irc", "")
+    fronts = ", ".join(SHORT[f] for f in FRONTS if results.get(f))
+    parts = [f"{results['date']} — {m['nproc']} × {m['cpu']}", f"Python {m['python']} ({m['loop']})",
+             versions.get("ngircd", "ngircd not run"), f"{chatnet or 'chatnet not run'}{f' ({fronts})' if fronts else ''}"]  # fmt: skip
+    return ", ".join(parts)
 
 
 def write_json(results: dict[str, Any], path: Path | None = None) -> Path:
@@ -182,4 +262,4 @@ def write_json(results: dict[str, Any], path: Path | None = None) -> Path:
 
 def new_results(args: dict[str, Any]) -> dict[str, Any]:
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
-            "argv": sys.argv[1:], "settings": args, "versions": {}, "chatnet": {}, "ngircd": {}}  # fmt: skip
+            "argv": sys.argv[1:], "settings": args, "versions": {}, **{server: {} for server in SERVERS}}  # fmt: skip

@@ -1,9 +1,11 @@
-"""The routing path in-process: CPU time per routed text line, no sockets, no kernel.
+"""The routing path in-process: CPU time per routed line, no sockets, no kernel.
 
-    .venv/bin/python -m bench.routing
+    .venv/bin/python -m bench.routing               # text mode (`bob: hi`)
+    .venv/bin/python -m bench.routing --front irc   # the IRC front (`PRIVMSG bob :hi`)
 
-Pairs of logged-in text sessions over recording transports send each other lines of
-the benchmark's shape; what is timed is `data_received` -> parse -> route -> deliver ->
+Pairs of logged-in sessions (text, or IRC registered with NICK/USER as the benchmark's
+IRC adapter does) over recording transports send each other lines of the benchmark's
+shape; what is timed is `data_received` -> parse -> route -> deliver ->
 write, plus the flush once per loop pass: the Python the routing path costs, repeatable
 within a few per cent where the whole benchmark moves with the machine. The best of
 several rounds is printed.
@@ -76,18 +78,30 @@ class Api:
         return {}
 
 
-async def measure(pairs: int, rounds: int, passes: int) -> float:
+def _login(front: str, name: str) -> bytes:
+    if front == "irc":
+        return f"NICK {name}\r\nUSER {name} 0 * :{name}\r\n".encode()
+    return f"{name}\n".encode()
+
+
+def _line(front: str, to: str) -> bytes:
+    """One message of the benchmark's shape (`<seq> <send time ns>`), as its adapter writes it."""
+    payload = "12345 1733040000000000000"
+    return f"PRIVMSG {to} :{payload}\r\n".encode() if front == "irc" else f"{to}: {payload}\n".encode()
+
+
+async def measure(pairs: int, rounds: int, passes: int, front: str = "text") -> float:
     settings = Settings(_env_file=None, flood_rate=0, login_rate=0, max_connections_per_ip=0)
     server = ChatServer(settings, Api())  # type: ignore[arg-type]
+    new_session = server.irc_session if front == "irc" else server.session
     sessions: list[tuple[Session, Session, bytes, bytes]] = []
     for i in range(pairs):
-        a, b = server.session(), server.session()
+        a, b = new_session(), new_session()
         a.connection_made(Transport(2 * i))  # type: ignore[arg-type]
         b.connection_made(Transport(2 * i + 1))  # type: ignore[arg-type]
-        a.data_received(f"a{i}\n".encode())
-        b.data_received(f"b{i}\n".encode())
-        payload = " 12345 1733040000000000000\n"
-        sessions.append((a, b, f"b{i}:{payload}".encode() * 4, f"a{i}:{payload}".encode() * 4))
+        a.data_received(_login(front, f"a{i}"))
+        b.data_received(_login(front, f"b{i}"))
+        sessions.append((a, b, _line(front, f"b{i}") * 4, _line(front, f"a{i}") * 4))
     await asyncio.sleep(0.2)  # the logins' checks and welcomes
     gc.freeze()
     backlog = server.router.archiver.backlog
@@ -110,6 +124,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--passes", type=int, default=50)
+    parser.add_argument("--front", choices=("text", "irc"), default="text", help="chatnet's text mode or its IRC front")
     args = parser.parse_args()
     try:
         import uvloop
@@ -117,7 +132,7 @@ def main() -> None:
         run: Any = uvloop.run
     except ImportError:
         run = asyncio.run
-    print(f"{run(measure(args.pairs, args.rounds, args.passes)):.0f} ns of CPU per routed line")
+    print(f"{run(measure(args.pairs, args.rounds, args.passes, args.front)):.0f} ns of CPU per routed {args.front} line")
 
 
 if __name__ == "__main__":

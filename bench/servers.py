@@ -1,5 +1,6 @@
-"""The two servers under test, started the same way: own config, free loopback port,
-foreground process whose CPU time and memory we read from /proc."""
+"""The servers under test (chatnet through each of its fronts, and ngircd), started the
+same way: own config, free loopback port, foreground process whose CPU time and memory
+we read from /proc."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import resource
 import shutil
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,10 +99,8 @@ def ensure_ngircd(install: bool = True) -> str:
     if found:
         return found
     if not install or os.geteuid() != 0:
-        raise SystemExit(
-            "ngircd is not installed. Install it with `sudo apt-get install -y ngircd` "
-            "(the benchmark does this itself when run as root), or run with --servers chatnet."
-        )
+        hint = "the benchmark does this itself when run as root"
+        raise SystemExit(f"ngircd is not installed. Install it with `sudo apt-get install -y ngircd` ({hint}), or run with --servers chatnet.")
     logger.info("installing ngircd from Debian (apt-get install -y ngircd)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "ngircd"], check=False, env=env)
@@ -190,21 +190,46 @@ class Ngircd(Server):
         return out.splitlines()[0] if out else "unknown"
 
 
+# chatnet's fronts: the text mode of `nc` on CHAT_PORT, and IRC on IRC_PORT (the same
+# chat server, driven by the same IRC adapter as ngircd).
+FRONTS: Final = {"text": ("chatnet", "chatnet"), "irc": ("chatnet-irc", "irc")}  # front → (name, adapter)
+
+
 @dataclass
 class Chatnet(Server):
     """The embedded store, the message API and the chat server, as tests/support.py's
-    Network starts them."""
+    Network starts them. `front` is the door the load generator uses: text mode on
+    CHAT_PORT ("chatnet") or IRC on IRC_PORT ("chatnet-irc"); both listen either way, as
+    in a deployment, each on a free port."""
 
     tmp: Path
-    name: str = "chatnet"
-    protocol: str = "chatnet"
-    port: int = field(default_factory=free_port)
+    front: str = "text"
+    chat_port: int = field(default_factory=free_port)
+    irc_port: int = field(default_factory=free_port)
+    irc_tls_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     store_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     db: str = field(default_factory=lambda: f"bench{uuid.uuid4().hex[:8]}")
     mongo_url: str | None = None  # an existing MongoDB instead of the embedded store
     children: dict[str, Child] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.front not in FRONTS:
+            raise ValueError(f"unknown chatnet front {self.front!r} (one of {', '.join(FRONTS)})")
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return FRONTS[self.front][0]
+
+    @property  # type: ignore[override]
+    def protocol(self) -> str:
+        return FRONTS[self.front][1]
+
+    @property  # type: ignore[override]
+    def port(self) -> int:
+        """Where the load generator connects: the front's port."""
+        return self.irc_port if self.front == "irc" else self.chat_port
 
     @property
     def pid(self) -> int:
@@ -218,29 +243,47 @@ class Chatnet(Server):
 
     def env(self) -> dict[str, str]:
         return {
-            "CHAT_HOST": HOST, "CHAT_PORT": str(self.port),
+            "CHAT_HOST": HOST, "CHAT_PORT": str(self.chat_port), "IRC_PORT": str(self.irc_port),
+            "IRC_TLS_PORT": str(self.irc_tls_port),  # only opened with a certificate; never the default 6697
             "API_HOST": HOST, "API_PORT": str(self.api_port), "API_TOKEN": self.token,
             "MONGO_URL": self.mongo_url or f"mongodb://{HOST}:{self.store_port}", "MONGO_DB": self.db,
             "DATA_DIR": str(self.tmp / "data"), "LOG_DIR": str(self.tmp / "logs"),
             "PYTHONUNBUFFERED": "1",
             # Flood control and the per-address limits off, as ngircd's penalties and
             # connection limits are (README, "Fairness"): every client comes from 127.0.0.1.
+            # The same settings hold for the IRC front.
             "FLOOD_RATE": "0", "LOGIN_RATE": "0", "MAX_CONNECTIONS_PER_IP": "0",
             # No room joined at a first login: bench users would all pile into #general
             # (the room workload makes its own room).
             "DEFAULT_ROOMS": "",
         }  # fmt: skip
 
-    def _start(self, name: str, argv: list[str], ready: Probe) -> None:
+    def _start(self, name: str, argv: list[str], ready: Probe, timeout: float = 60) -> None:
         child = Child(name, argv, ready, env=self.env(), log_path=self.tmp / "logs" / f"{name}.log")
         self.children[name] = child
-        child.start(60)
+        child.start(timeout)
 
     def start(self) -> None:
         if self.mongo_url is None:
             self._start("store", embedded_store_argv(self.store_port, self.tmp / "data"), port_open(HOST, self.store_port))
         self._start("api", script("message_api.py"), http_ok(f"{self.api_url}/health"))
-        self._start("server", script("async_server.py"), port_open(HOST, self.port))
+        self._start("server", script("async_server.py"), port_open(HOST, self.chat_port))
+        if self.front == "irc":
+            self._wait_for_irc()
+
+    def _wait_for_irc(self, timeout: float = 10.0) -> None:
+        """The chat server is up on CHAT_PORT; its IRC front opens beside it, or we stop."""
+        irc = port_open(HOST, self.irc_port)
+        deadline = time.monotonic() + timeout
+        while not irc():
+            if time.monotonic() > deadline:
+                self.stop()
+                log = self.tmp / "logs" / "server.log"
+                tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+                raise RuntimeError(f"chatnet's chat server runs but nothing answers IRC on IRC_PORT={self.irc_port} "
+                                   f"within {timeout:.0f} s (run with --front text to leave it out). Its log ends:\n"
+                                   + "\n".join(tail))  # fmt: skip
+            time.sleep(0.05)
 
     def stop(self) -> None:
         for name in reversed(list(self.children)):
