@@ -197,7 +197,7 @@ class Session(asyncio.Protocol):
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
-        "verified", "_waits", "quit_reason", "away",
+        "verified", "_waits", "quit_reason", "away", "echoes_own",
     )  # fmt: skip
 
     def __init__(
@@ -217,6 +217,7 @@ class Session(asyncio.Protocol):
         # Whether the reader is shown message ids: the router asks once per message, so
         # it is kept beside the dialect rather than looked up through it.
         self.shows_ids = dialect.shows_ids
+        self.echoes_own = dialect.echoes_own  # likewise (IRC's echo-message)
         self.state = State.LOGIN
         self.name = ""  # as its owner spells it; set at login, and only then
         self.key = ""  # the name for identity (lower case)
@@ -282,10 +283,6 @@ class Session(asyncio.Protocol):
     @property
     def echoes(self) -> bool:
         return self.dialect.echoes
-
-    @property
-    def echoes_own(self) -> bool:
-        return self.dialect.echoes_own
 
     @property
     def asks_password(self) -> bool:
@@ -426,7 +423,7 @@ class Session(asyncio.Protocol):
     def read_login(self, line: str) -> None:
         if self.pick is not None:
             self.dialect = self.pick(line)
-            self.shows_ids = self.dialect.shows_ids
+            self.shows_ids, self.echoes_own = self.dialect.shows_ids, self.dialect.echoes_own
         try:
             login = self.dialect.parse_login(line)
         except ProtocolError as exc:
@@ -463,7 +460,7 @@ class Session(asyncio.Protocol):
             self.router.route(self, event)
         elif type(event) is Reply:
             self.write(event.text)  # the dialect's own answer (IRC's PONG, a numeric)
-            self.shows_ids = self.dialect.shows_ids  # a CAP REQ may have changed it
+            self.shows_ids, self.echoes_own = self.dialect.shows_ids, self.dialect.echoes_own  # a CAP REQ may change them
         elif type(event) is not Pong:  # a pong has done its work: something arrived
             self.router.act(self, event)  # type: ignore[arg-type]
 
@@ -484,7 +481,8 @@ class Session(asyncio.Protocol):
             self.flood = None  # service sessions are exempt from flood limits
         if self.liveness is not None and self.dialect.pings:
             self._ping_timer = asyncio.get_running_loop().call_later(self.liveness[0], self._check_alive)
-        self.shows_ids = self.dialect.shows_ids  # IRC's depends on what it negotiated
+        self.shows_ids = self.dialect.shows_ids  # IRC's depend on what it negotiated
+        self.echoes_own = self.dialect.echoes_own
         self.write(self.dialect.logged_in(name, kind != "guest"))
 
     def authenticated(self, admission: Admission) -> None:

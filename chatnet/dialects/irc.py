@@ -35,6 +35,7 @@ from chatnet.dialects.ircline import IrcLine, IrcLineError, escape_tag, render
 from chatnet.limits import MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
 from chatnet.protocol import (
     COMMANDS,
+    KNOWN_DESTINATIONS,
     SERVER_NAME,
     TOO_LONG,
     Authenticate,
@@ -57,6 +58,7 @@ from chatnet.protocol import (
     new_chat,
     partial_chunk,
     short_timestamp,
+    valid_destination,
 )
 
 # The server's name in prefixes, and every user's host: addresses are nobody's business.
@@ -77,6 +79,9 @@ ISUPPORT: Final = (
     "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:10,PART:10,KICK:1,WHOIS:1,NAMES:1",
     f"TOPICLEN={MAX_TOPIC_CHARS}",
 )
+# Read once per message: a module constant is a quarter of an enum member's lookup.
+_CHAT: Final = MessageType.CHAT
+_SUBSCRIPTION: Final = MessageType.SUBSCRIPTION
 # A PRIVMSG line this short (in bytes, CR LF apart) is within every limit ircline checks.
 _FAST_LINE_BYTES: Final = ircline.MAX_LINE_BYTES - 2
 # A message this short fits one line whatever it holds: 4 bytes a character, and room
@@ -340,9 +345,9 @@ class IrcDialect:
             if (
                 colon and text and target and " " not in target and "," not in target
                 and "\r" not in line and "\0" not in line and len(line.encode()) <= _FAST_LINE_BYTES
-                and (is_room(target) or is_valid_name(target))
+                and (target in KNOWN_DESTINATIONS or valid_destination(target))
             ):  # fmt: skip
-                return new_chat((target, text, None, MessageType.CHAT))
+                return new_chat((target, text, None, _CHAT))
         if not line.strip():
             return Reply("")  # empty lines are ignored (RFC 1459, 2.3.1)
         msg = ircline.parse(line)  # IrcLineError is a ProtocolError: the session says what is wrong
@@ -575,7 +580,7 @@ class IrcDialect:
 
     def delivery(self, message: Delivery) -> str:
         msg_id, sender, destination, text, timestamp, kind, metadata, _ = message
-        verb = "NOTICE" if kind == MessageType.SUBSCRIPTION else "PRIVMSG"
+        verb = "NOTICE" if kind == _SUBSCRIPTION else "PRIVMSG"
         if metadata is not None:
             if partial_chunk(metadata):
                 return ""  # IRC readers get a streamed reply whole, from its final frame

@@ -26,7 +26,7 @@ from chatnet.dialects.base import OneLineLogin
 from chatnet.errors import ProtocolError
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.protocol import (
-    NAME_RE,
+    KNOWN_DESTINATIONS,
     QUIT_WORDS,
     SERVER_NAME,
     Chat,
@@ -41,21 +41,17 @@ from chatnet.protocol import (
     check_message,
     check_name,
     format_datetime,
-    is_room,
     new_chat,
     parse_command,
     partial_chunk,
     short_timestamp,
+    valid_destination,
 )
 
 PROMPT: Final = "Enter username:\n"
 PASSWORD_PROMPT: Final = "Password:\n"
 # Commands whose arguments are passwords: never in a log.
 SECRET_COMMANDS: Final = frozenset({"!register", "!password"})
-# Destinations already seen to be valid names: a set lookup is a sixth of the regex's
-# cost, and the routing path checks one per message. Bounded: emptied when full.
-_VALID_DESTINATIONS: set[str] = set()
-_VALID_DESTINATIONS_MAX: Final = 10_000
 
 
 def chat_line(shown: str, sender: str, message: str) -> str:
@@ -111,16 +107,11 @@ def parse_line(line: str) -> Chat | Command | Quit:
     destination, colon, message = line.partition(":")
     if colon and not destination.lstrip().startswith("!"):
         # The common case first, kept lean: it runs once per routed message.
-        if destination not in _VALID_DESTINATIONS:
-            if (NAME_RE.fullmatch(destination) is None or not destination.strip(".")) and not is_room(destination):
-                destination = destination.strip()
-                if not destination:
-                    raise ProtocolError("No destination: write 'name: message'.")
-                check_destination(destination)
-            elif len(_VALID_DESTINATIONS) < _VALID_DESTINATIONS_MAX:
-                _VALID_DESTINATIONS.add(destination)
-            else:
-                _VALID_DESTINATIONS.clear()
+        if destination not in KNOWN_DESTINATIONS and not valid_destination(destination):
+            destination = destination.strip()
+            if not destination:
+                raise ProtocolError("No destination: write 'name: message'.")
+            check_destination(destination)
         message = message.strip()
         if not message or len(message) > MAX_MESSAGE_CHARS:
             check_message(message)  # raises with the reason
