@@ -66,6 +66,8 @@ ROOM_RULE: Final = "'#' and 1-32 letters, digits, '_', '.' or '-'"
 MAX_TOPIC_CHARS: Final = 300
 # A dead node's names are free again within this many seconds (CLUSTER_TTL).
 CLUSTER_TTL: Final = 10.0
+# `!join #a #b …`: rooms joined at once, at most (IRC's JOIN #a,#b; its TARGMAX).
+MAX_JOINS_AT_ONCE: Final = 10
 # An away message (!away, IRC's AWAY; its ISUPPORT AWAYLEN).
 MAX_AWAY_CHARS: Final = 200
 # What the others are shown of why someone left (IRC's QUIT :reason).

@@ -85,7 +85,7 @@ class Event(StrEnum):
     # from the chat server
     WELCOME = "welcome"  # login accepted: user, pending (None: the store is unavailable), online
     PRESENCE = "presence"  # someone came online or left: user, presence
-    SAVED = "saved"  # offline mail stored: destination, id
+    SAVED = "saved"  # offline mail stored: destination, id (unknown: nobody has used the name yet)
     UNKNOWN_NAME = "unknown_name"  # after "saved": nobody has logged in under that name yet
     NOT_SAVED = "not_saved"  # offline mail could not be stored: destination, id
     WHO = "who"  # answer to !who: users

@@ -29,7 +29,7 @@ from chatnet.delivery import FirstLook, Priority
 from chatnet.directory import Directory
 from chatnet.errors import ApiRejected, ChatError, ProtocolError
 from chatnet.identity import BOT
-from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
+from chatnet.limits import MAX_CATCHUP, MAX_JOINS_AT_ONCE, MAX_MARKERS, MAX_QUIT_CHARS, MAX_ROOM_LOGINS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
 from chatnet.nodes import Nodes
 from chatnet.protocol import BOT_FEATURE, STREAM_FEATURE, Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk, strip_address
 from chatnet.session import Session
@@ -362,28 +362,43 @@ class Rooms:
         """A command's API work about `room`, its refusals said to the session in plain
         words (and, for clients that map them, with the room and the reason). With
         `hold`, the session's next lines wait until it is done."""
-        about: dict[str, Any] = {"room": room} if room is not None else {}
         if hold:
             session.hold_lines()
 
         async def run() -> None:
             try:
-                await work
-            except ApiRejected as exc:
-                if session.is_open:
-                    session.error(_refusal(exc), Event.BAD_INPUT, **about, reason=exc.reason)
-            except ChatError as exc:
-                if session.is_open:
-                    session.error(f"Rooms are unavailable right now: {exc}", Event.BAD_INPUT, **about)
+                await self._answered(session, work, room)
             finally:
                 if hold:
                     session.lines_go_on()
 
         self.spawn(run())
 
+    async def _answered(self, session: Session, work: Coroutine[Any, Any, None], room: str | None) -> None:
+        about: dict[str, Any] = {"room": room} if room is not None else {}
+        try:
+            await work
+        except ApiRejected as exc:
+            if session.is_open:
+                session.error(_refusal(exc), Event.BAD_INPUT, **about, reason=exc.reason)
+        except ChatError as exc:
+            if session.is_open:
+                session.error(f"Rooms are unavailable right now: {exc}", Event.BAD_INPUT, **about)
+
     def _cmd_join(self, session: Session, args: str) -> None:
-        name = _room_arg(args, "!join #room")
-        self._run(session, self._join(session, name), name, hold=True)
+        names = [check_room(word) for word in args.split()]
+        if not names or len(names) > MAX_JOINS_AT_ONCE:
+            raise ProtocolError(f"Write !join #room (or up to {MAX_JOINS_AT_ONCE} rooms: !join #a #b).")
+        session.hold_lines()
+
+        async def joins() -> None:  # one after the other: answered in the order asked
+            try:
+                for name in names:
+                    await self._answered(session, self._join(session, name), name)
+            finally:
+                session.lines_go_on()
+
+        self.spawn(joins())
 
     async def _join(self, session: Session, name: str) -> None:
         answer = await self.api.join_room(name, session.name)
@@ -410,10 +425,11 @@ class Rooms:
             self._tell_members(room, session, "joined")
 
     def _cmd_leave(self, session: Session, args: str) -> None:
-        name = _room_arg(args, "!leave #room")
-        self._run(session, self._part(session, name), name)
+        room_arg, _, reason = args.strip().partition(" ")
+        name = _room_arg(room_arg, "!leave #room [why]")
+        self._run(session, self._part(session, name, reason.strip()[:MAX_QUIT_CHARS]), name)
 
-    async def _part(self, session: Session, name: str) -> None:
+    async def _part(self, session: Session, name: str, reason: str = "") -> None:
         was_member = await self.api.leave_room(name, session.name)
         room = self._rooms.get(name.lower())
         shown = room.name if room is not None else name
@@ -425,7 +441,7 @@ class Rooms:
                 else:
                     each.error(f"You are not in {shown}.", Event.BAD_INPUT, room=shown, reason=RoomReason.NOT_MEMBER)
         if was_member and room is not None:
-            self._tell_members(room, session, "left")
+            self._tell_members(room, session, "left", **({"reason": reason} if reason else {}))
 
     def _cmd_rooms(self, session: Session, args: str) -> None:
         self._run(session, self._list(session))
@@ -529,10 +545,12 @@ class Rooms:
             invitee.notice(f"{session.name} invited you to {room}; !join {room} to come in.", Event.INVITED, room=room, user=invitee.name, by=session.name)
 
     def _cmd_kick(self, session: Session, args: str) -> None:
-        name, user = _room_and_user(args, "!kick #room <name>")
-        self._run(session, self._kick(session, name, user), name)
+        words = args.split(None, 2)
+        name, user = _room_and_user(" ".join(words[:2]), "!kick #room <name> [why]")
+        why = words[2].strip()[:MAX_QUIT_CHARS] if len(words) > 2 else ""
+        self._run(session, self._kick(session, name, user, why), name)
 
-    async def _kick(self, session: Session, name: str, user: str) -> None:
+    async def _kick(self, session: Session, name: str, user: str, why: str = "") -> None:
         removed = await self.api.kick(name, session.name, user)
         room = self._rooms.get(name.lower())
         shown = room.name if room is not None else name
@@ -540,15 +558,16 @@ class Rooms:
             if session.is_open:
                 session.error(f"{user} is not in {shown}.", Event.BAD_INPUT, room=shown, user=user, reason=RoomReason.NOT_IN_ROOM)
             return
+        said = {"by": session.name, **({"reason": why} if why else {})}
         for kicked in self.directory.sessions(user.lower()):
             self._leave(kicked, name.lower())
-            kicked.notice(f"{session.name} removed you from {shown}.", Event.LEFT, room=shown, by=session.name)
+            kicked.notice(f"{session.name} removed you from {shown}" + (f": {why}" if why else "."), Event.LEFT, room=shown, **said)
         if session.is_open:
-            session.notice(f"Removed {user} from {shown}.", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", by=session.name)
+            session.notice(f"Removed {user} from {shown}.", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", **said)
         if room is not None:
             for member in room.here:
-                if member.key != session.key and member.wants_presence:
-                    member.notice(f"{user} left {shown}", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", by=session.name)
+                if member.key != session.key and member.key != user.lower() and member.wants_presence:
+                    member.notice(f"{user} left {shown}", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", **said)
 
     def _cmd_private(self, session: Session, args: str) -> None:
         name = _room_arg(args, "!private #room")

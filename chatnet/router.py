@@ -318,8 +318,11 @@ class Router:
         except Exception:  # a fault of ours in the rooms must not keep anyone from logging in
             logger.exception("%s: entering the rooms failed", session.who)
             rooms = None
-        await self.hand_over_mail(session, announce=True, welcome=welcome)
-        self.rooms.catch_up(session, rooms)
+        try:
+            await self.hand_over_mail(session, announce=True, welcome=welcome)
+            self.rooms.catch_up(session, rooms)
+        finally:
+            session.settled()
 
     def act(self, session: Session, event: Command | Quit | Login | Ack) -> None:
         if type(event) is Command:
@@ -530,8 +533,10 @@ class Router:
                 sender.error(text, Event.NOT_SAVED, destination=destination, id=doc["id"])
             elif doc["type"] == MessageType.CHAT and not (doc.get("metadata") or {}).get("notice"):  # a NOTICE is never answered
                 how = "is not keeping up" if outcome.busy else "is offline"
-                sender.notice(f"User '{destination}' {how}. Message saved.", Event.SAVED, destination=destination, id=doc["id"])
-                if destination.lower() in unknown:
+                never_seen = destination.lower() in unknown
+                said = {"unknown": True} if never_seen else {}
+                sender.notice(f"User '{destination}' {how}. Message saved.", Event.SAVED, destination=destination, id=doc["id"], **said)
+                if never_seen:
                     text = f"Note: nobody named '{destination}' has logged in here yet."
                     sender.notice(text, Event.UNKNOWN_NAME, destination=destination)
         for sender in answered:

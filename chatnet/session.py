@@ -475,6 +475,8 @@ class Session(asyncio.Protocol):
         # `ack` is about this connection, not news for whom it writes to: left out of the
         # features sent along with its messages.
         self.features, self.state = tuple(sorted(features - {ACK_FEATURE})), State.ACTIVE
+        if self.dialect.settles:
+            self.state = State.WAITING  # until `settled`
         if ACK_FEATURE in features:
             self.unacked = OrderedDict()
         if kind == "bot":
@@ -517,6 +519,13 @@ class Session(asyncio.Protocol):
     def resume_lines(self) -> None:
         """After logged_in: act on what arrived meanwhile."""
         self._release()
+
+    def settled(self) -> None:
+        """The login has settled (rooms, welcome, mail, catch-up): for dialects that
+        wait for it, lines are acted on from now."""
+        if self.dialect.settles and self.state is State.WAITING and self.name and not self._waits:
+            self.state = State.ACTIVE
+            self._release()
 
     def hold_lines(self) -> None:
         """Lines after this one wait for `lines_go_on` (a `!join`: what the client says in

@@ -61,6 +61,13 @@ class Dialect(Protocol):
         ...
 
     @property
+    def settles(self) -> bool:
+        """Its lines wait until the login has settled (rooms entered, welcome, mail,
+        catch-up): an IRC client reads each answer after all of that, in order. (Not
+        for `ack` readers: their acks are lines the hand-over waits for.)"""
+        ...
+
+    @property
     def rejoins(self) -> bool:
         """The reader is told of each room it is in at login (IRC: a window per channel)."""
         ...

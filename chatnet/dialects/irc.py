@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Final
 
 from chatnet.dialects import ircline
 from chatnet.dialects.ircline import IrcLine, IrcLineError, escape_tag, render
-from chatnet.limits import MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
+from chatnet.limits import MAX_JOINS_AT_ONCE, MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
 from chatnet.protocol import (
     COMMANDS,
     KNOWN_DESTINATIONS,
@@ -92,7 +92,7 @@ _FAST_TEXT_CHARS: Final = 90
 _TOPIC_BYTES: Final = 400
 # PRIVMSG/NOTICE to more targets than this in one line: the rest are refused (407).
 MAX_TARGETS: Final = 4
-MAX_JOINS: Final = 10
+MAX_JOINS: Final = MAX_JOINS_AT_ONCE
 # SASL PLAIN: the payload comes in pieces of 400 base64 characters; more is no password.
 SASL_CHUNK: Final = 400
 MAX_SASL_BYTES: Final = 1200
@@ -127,6 +127,7 @@ class IrcDialect:
     pings: ClassVar[bool] = True
     wants_presence: ClassVar[bool] = True  # for JOIN and PART in channels; network-wide presence is dropped
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
+    settles: ClassVar[bool] = True  # answers in order: nothing is acted on while the login settles
 
     __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "channels", "_shown")
 
@@ -387,6 +388,7 @@ class IrcDialect:
         if msg.params[0] == "0":
             return Reply(self._numeric("NOTICE", "JOIN 0 is not supported here: PART each channel"))
         events: list[ClientEvent | Reply] = []
+        joins: list[str] = []
         for number, room in enumerate(msg.params[0].split(",")):  # keys (a second parameter) mean nothing here
             if number >= MAX_JOINS:
                 events.append(Reply(self._numeric("407", room, f"Too many channels at once (at most {MAX_JOINS})")))
@@ -394,13 +396,17 @@ class IrcDialect:
             if not is_room(room):
                 events.append(Reply(self._numeric("403", room, "No such channel")))
             elif _ident(room) not in self.channels:  # a JOIN of a channel one is in is nothing
-                events.append(Command("join", room))
+                joins.append(room)
+        if joins:
+            events.insert(0, Command("join", " ".join(joins)))  # one after the other, in the order given
         return events
 
     def _part(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
         if not msg.params or not msg.params[0]:
             return Reply(self._numeric("461", "PART", "Not enough parameters"))
-        return [Command("leave", room) if is_room(room) else Reply(self._numeric("403", room, "No such channel")) for room in msg.params[0].split(",")[:MAX_JOINS]]
+        reason = f" {msg.params[1]}" if len(msg.params) > 1 and msg.params[1].strip() else ""
+        rooms = msg.params[0].split(",")[:MAX_JOINS]
+        return [Command("leave", room + reason) if is_room(room) else Reply(self._numeric("403", room, "No such channel")) for room in rooms]
 
     def _room_question(self, msg: IrcLine, kind: str, command: str = "members") -> ClientEvent | Reply:
         """NAMES/WHO/MODE/TOPIC about a room: the router's answer is rendered as `kind` says."""
@@ -461,6 +467,7 @@ class IrcDialect:
         return Command("who")
 
     def _list(self, msg: IrcLine) -> ClientEvent | Reply:
+        self._asked.append(("list", ",".join(_ident(room) for room in msg.params[0].split(",")) if msg.params else ""))
         return Command("rooms")
 
     def _kick(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
@@ -469,7 +476,8 @@ class IrcDialect:
         room = msg.params[0]
         if not is_room(room):
             return Reply(self._numeric("403", room, "No such channel"))
-        return [Command("kick", f"{room} {user}") for user in msg.params[1].split(",")[:MAX_TARGETS]]
+        comment = f" {msg.params[2]}" if len(msg.params) > 2 and msg.params[2].strip() else ""
+        return [Command("kick", f"{room} {user}{comment}") for user in msg.params[1].split(",")[:MAX_TARGETS]]
 
     def _invite(self, msg: IrcLine) -> ClientEvent | Reply:
         if len(msg.params) < 2:
@@ -622,7 +630,9 @@ class IrcDialect:
         if reason == TOO_LONG:
             return self._numeric("417", f"Input line was too long: {text}")
         if room is not None and reason in (RoomReason.NO_ROOM, None) and not details.get("sending"):
-            self._forget(str(room))  # the question about it (NAMES, WHO, MODE, TOPIC) is answered so
+            asked = self._take(_ANSWERED_BY_ROOM, _ident(str(room)))  # the question about it is answered so
+            if asked is not None and asked[0] in ("names", "room_who"):  # an empty list, as for any channel nobody is in
+                return self._numeric("366", str(room), "End of /NAMES list") if asked[0] == "names" else self._numeric("315", str(room), "End of WHO list")
         if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in
             return self._numeric("404", str(room), "Cannot send to channel (join it first)")
         if room is not None and reason in _ROOM_NUMERICS:
@@ -648,10 +658,6 @@ class IrcDialect:
     def _server_notice(self, text: str) -> str:
         return "".join(self._numeric("NOTICE", line) for line in text.split("\n") if line)
 
-    def _forget(self, room: str) -> None:
-        """A refusal about `room` answers the question asked about it, if one was."""
-        self._take(_ANSWERED_BY_ROOM, _ident(room))
-
     def _take(self, kinds: tuple[str, ...], key: str | None = None) -> tuple[str, str] | None:
         for asked in self._asked:
             if asked[0] in kinds and (key is None or asked[1] == key):
@@ -662,7 +668,7 @@ class IrcDialect:
     # Notices, one renderer per event.
 
     def _welcome(self, text: str, details: dict[str, Any]) -> str:
-        return self._server_notice(text)
+        return self._server_notice(text)  # the mail count, after 001-005 (its lines come before any answer)
 
     def _away_notice(self, text: str, details: dict[str, Any]) -> str:
         user, away = str(details.get("user", "")), str(details.get("away") or "")
@@ -679,7 +685,10 @@ class IrcDialect:
     def _goodbye(self, text: str, details: dict[str, Any]) -> str:
         return render("ERROR", f"Closing link: {text}")
 
-    def _unknown_name(self, text: str, details: dict[str, Any]) -> str:
+    def _saved(self, text: str, details: dict[str, Any]) -> str:
+        """Mail stored: a NOTICE, or for a nick nobody has used yet the 401 clients expect."""
+        if not details.get("unknown"):
+            return self._server_notice(text)
         name = str(details.get("destination", "*"))
         return self._numeric("401", name, f"No such nick: nobody has used it yet; your message was saved for {name}")
 
@@ -742,16 +751,17 @@ class IrcDialect:
         return "".join(lines) + self._numeric("366", room, "End of /NAMES list")
 
     def _left(self, text: str, details: dict[str, Any]) -> str:
-        room, by = str(details["room"]), details.get("by")
+        room, by, reason = str(details["room"]), details.get("by"), str(details.get("reason") or "")
         self.channels.discard(_ident(room))
         if by:
-            return render("KICK", room, self.nick, f"Removed by {by}", source=source(str(by)))
-        return render("PART", room, source=source(self.nick))
+            return render("KICK", room, self.nick, reason or str(by), source=source(str(by)), text=True)
+        return render("PART", room, reason, source=source(self.nick), text=True) if reason else render("PART", room, source=source(self.nick))
 
     def _room_presence(self, text: str, details: dict[str, Any]) -> str:
         room, user, presence, by = str(details["room"]), str(details["user"]), details.get("presence"), details.get("by")
-        if by:
-            return render("KICK", room, user, f"Removed by {by}", source=source(str(by)))
+        reason = str(details.get("reason") or "")
+        if by:  # the kick's comment, or (RFC 2812) the kicker's nick
+            return render("KICK", room, user, reason or str(by), source=source(str(by)), text=True)
         # A rename or a quit is told once per room shared with its reader, and shown once.
         if presence == "renamed":
             return self._once(("NICK", str(details.get("old")), user), render("NICK", user, source=source(str(details.get("old")))))
@@ -761,6 +771,8 @@ class IrcDialect:
         self._shown = ("", "", "")
         if presence in ("joined", "online"):
             return render("JOIN", room, source=source(user))
+        if reason:
+            return render("PART", room, reason, source=source(user), text=True)
         return render("PART", room, source=source(user))
 
     def _once(self, change: tuple[str, str, str], line: str) -> str:
@@ -781,7 +793,9 @@ class IrcDialect:
         return self._numeric("332", room, _fit(topic)) + (self._numeric("333", room, str(by), "0") if by else "")
 
     def _rooms(self, text: str, details: dict[str, Any]) -> str:
-        rooms = details.get("rooms", [])
+        asked = self._take(("list",))
+        wanted = set(asked[1].split(",")) if asked is not None and asked[1] else None
+        rooms = [r for r in details.get("rooms", []) if wanted is None or _ident(str(r["name"])) in wanted]
         return (
             self._numeric("321", "Channel", "Users  Name")
             + "".join(self._numeric("322", str(r["name"]), str(r["members"]), _fit(str(r.get("topic") or ""))) for r in rooms)
@@ -881,7 +895,8 @@ _NOTICES: Final = {
     Event.SHUTDOWN: IrcDialect._goodbye,
     Event.RENAMED: IrcDialect._renamed,
     Event.AWAY: IrcDialect._away_notice,
-    Event.UNKNOWN_NAME: IrcDialect._unknown_name,
+    Event.SAVED: IrcDialect._saved,
+    Event.UNKNOWN_NAME: IrcDialect._quiet,  # the 401 said it
     Event.WHO: IrcDialect._who_answer,
     Event.PRESENCE: IrcDialect._quiet,  # network-wide comings and goings: IRC shows them per channel
     Event.PING: IrcDialect._quiet,
