@@ -96,6 +96,7 @@ class Outcome:
     doc: dict[str, Any]  # the message in its JSON shape
     sender: Any  # whom to tell (the caller's; None: nobody)
     busy: bool = False  # the recipient was online but not keeping up (rather than offline)
+    held: bool = False  # the sender's lines wait for this outcome (Session.hold_lines)
 
 
 # Called once per batch: its outcomes, whether the store confirmed them, and (when it

@@ -362,6 +362,7 @@ class Rooms:
         """A command's API work about `room`, its refusals said to the session in plain
         words (and, for clients that map them, with the room and the reason). With
         `hold`, the session's next lines wait until it is done."""
+        hold = hold or session.dialect.in_order  # answered before the next line is acted on
         if hold:
             session.hold_lines()
 

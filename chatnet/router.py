@@ -448,7 +448,10 @@ class Router:
         if target is not None:
             self._diverted.update(target.sessions if isinstance(target, Group) else (target,))
         self._owed[sender] = self._owed.get(sender, 0) + 1
-        self.mail.submit(Outcome(doc, sender, busy=target is not None), options)
+        held = sender.dialect.in_order
+        if held:
+            sender.hold_lines()  # "saved" (or not) comes before the answer to its next line
+        self.mail.submit(Outcome(doc, sender, busy=target is not None, held=held), options)
 
     # --- what the other nodes hand us (chatnet.nodes.Here) --------------------------------
 
@@ -520,6 +523,8 @@ class Router:
             sender, doc = outcome.sender, outcome.doc
             if saved and outcome.busy:
                 self._catch_up(doc["destination"])
+            if sender is not None and outcome.held:
+                sender.lines_go_on()
             if sender is not None and sender in self._owed:
                 self._owed[sender] -= 1
                 if not self._owed[sender]:
@@ -736,7 +741,23 @@ class Router:
             raise ProtocolError(f"'{session.name}' is an account already; !password changes its password.")
         if not args:
             raise ProtocolError("Write !register <password> (8 to 128 characters).")
-        self.spawn(self._register(session, args))
+        self._answer(session, self._register(session, args))
+
+    def _answer(self, session: Session, work: Coroutine[Any, Any, None]) -> None:
+        """A command's work off the line; for a dialect whose answers come in order,
+        the lines after it wait for it."""
+        if not session.dialect.in_order:
+            self.spawn(work)
+            return
+        session.hold_lines()
+
+        async def answered() -> None:
+            try:
+                await work
+            finally:
+                session.lines_go_on()
+
+        self.spawn(answered())
 
     async def _register(self, session: Session, password: str) -> None:
         try:
@@ -756,7 +777,7 @@ class Router:
             raise ProtocolError("Guests have no password; !register <password> makes your name an account.")
         if session.kind == BOT or not old or not new.strip():
             raise ProtocolError("Write !password <old> <new>.")
-        self.spawn(self._change_password(session, old, new.strip()))
+        self._answer(session, self._change_password(session, old, new.strip()))
 
     async def _change_password(self, session: Session, old: str, new: str) -> None:
         try:

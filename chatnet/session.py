@@ -475,8 +475,8 @@ class Session(asyncio.Protocol):
         # `ack` is about this connection, not news for whom it writes to: left out of the
         # features sent along with its messages.
         self.features, self.state = tuple(sorted(features - {ACK_FEATURE})), State.ACTIVE
-        if self.dialect.settles:
-            self.state = State.WAITING  # until `settled`
+        if self.dialect.in_order:
+            self.state = State.WAITING  # until `settled`: its answers come in order
         if ACK_FEATURE in features:
             self.unacked = OrderedDict()
         if kind == "bot":
@@ -521,9 +521,9 @@ class Session(asyncio.Protocol):
         self._release()
 
     def settled(self) -> None:
-        """The login has settled (rooms, welcome, mail, catch-up): for dialects that
-        wait for it, lines are acted on from now."""
-        if self.dialect.settles and self.state is State.WAITING and self.name and not self._waits:
+        """The login has settled (rooms, welcome, mail, catch-up): for dialects whose
+        answers come in order, lines are acted on from now."""
+        if self.dialect.in_order and self.state is State.WAITING and self.name and not self._waits:
             self.state = State.ACTIVE
             self._release()
 

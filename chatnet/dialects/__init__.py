@@ -61,10 +61,12 @@ class Dialect(Protocol):
         ...
 
     @property
-    def settles(self) -> bool:
-        """Its lines wait until the login has settled (rooms entered, welcome, mail,
-        catch-up): an IRC client reads each answer after all of that, in order. (Not
-        for `ack` readers: their acks are lines the hand-over waits for.)"""
+    def in_order(self) -> bool:
+        """Each answer comes before anything the client says next (IRC clients and
+        irctest read them so): its lines wait until the login has settled (rooms,
+        welcome, mail, catch-up), and after a command or a message for the mailbox
+        until that is answered. (Not for `ack` readers: their acks are lines the
+        hand-over waits for.)"""
         ...
 
     @property

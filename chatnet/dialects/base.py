@@ -7,7 +7,7 @@ from typing import ClassVar
 
 class OneLineLogin:
     rejoins: ClassVar[bool] = False
-    settles: ClassVar[bool] = False
+    in_order: ClassVar[bool] = False
     echoes_own: ClassVar[bool] = False
 
     def logged_in(self, name: str, account: bool) -> str:

@@ -127,7 +127,7 @@ class IrcDialect:
     pings: ClassVar[bool] = True
     wants_presence: ClassVar[bool] = True  # for JOIN and PART in channels; network-wide presence is dropped
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
-    settles: ClassVar[bool] = True  # answers in order: nothing is acted on while the login settles
+    in_order: ClassVar[bool] = True  # each answer before what the client says next (see Dialect.in_order)
 
     __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "channels", "_shown")
 
@@ -348,7 +348,9 @@ class IrcDialect:
                 and "\r" not in line and "\0" not in line and len(line.encode()) <= _FAST_LINE_BYTES
                 and (target in KNOWN_DESTINATIONS or valid_destination(target))
             ):  # fmt: skip
-                return new_chat((target, text, None, _CHAT))
+                if target[0] != "#" or target.lower() in self.channels:
+                    return new_chat((target, text, None, _CHAT))
+                return Reply(self._numeric("404", target, "Cannot send to channel (join it first)"))
         if not line.strip():
             return Reply("")  # empty lines are ignored (RFC 1459, 2.3.1)
         msg = ircline.parse(line)  # IrcLineError is a ProtocolError: the session says what is wrong
@@ -367,14 +369,17 @@ class IrcDialect:
         if len(params) < 2 or not params[1]:
             return Reply("" if notice else self._numeric("412", "No text to send"))
         text = params[1]
-        if "," not in params[0] and (is_room(params[0]) or is_valid_name(params[0])):
+        if "," not in params[0] and (is_valid_name(params[0]) or (is_room(params[0]) and _ident(params[0]) in self.channels)):
             return Chat(params[0], text, {"notice": True} if notice else None, MessageType.CHAT)
         events: list[ClientEvent | Reply] = []
         for number, target in enumerate(params[0].split(",")):
             if number >= MAX_TARGETS:
                 events.append(Reply(self._numeric("407", target, f"Too many targets (at most {MAX_TARGETS})")))
                 break
-            if is_room(target) or is_valid_name(target):
+            if is_room(target) and _ident(target) not in self.channels:
+                if not notice:  # known here, at once: the answer comes before the next line's
+                    events.append(Reply(self._numeric("404", target, "Cannot send to channel (join it first)")))
+            elif is_room(target) or is_valid_name(target):
                 events.append(Chat(target, text, {"notice": True} if notice else None, MessageType.CHAT))
             elif target.startswith("#") and not notice:
                 events.append(Reply(self._numeric("403", target, "No such channel")))

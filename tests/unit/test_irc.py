@@ -325,8 +325,9 @@ def test_the_burst_renames_a_nick_to_the_accounts_spelling_and_says_900_for_an_a
 
 
 def test_privmsg_to_several_targets_is_one_chat_each() -> None:
-    """PRIVMSG bob,#hiking,carol :hi is three messages."""
+    """PRIVMSG bob,#hiking,carol :hi is three messages (in #hiking: once one is in it)."""
     dialect = registered()
+    dialect.notice("Joined #hiking", Event.JOINED, {"room": "#hiking", "names": ["alice"], "owner": "bob"}, "alice", NOW)
     assert events(dialect.parse("PRIVMSG bob,#hiking,carol :hi there")) == [Chat("bob", "hi there"), Chat("#hiking", "hi there"), Chat("carol", "hi there")]
     assert events(dialect.parse("PRIVMSG bob hi")) == [Chat("bob", "hi")]
 
@@ -341,8 +342,11 @@ def test_privmsg_past_four_targets_is_407_for_the_rest() -> None:
 
 
 def test_notice_is_a_chat_marked_notice_and_never_answered_with_an_error() -> None:
-    """NOTICE goes as a message marked notice; a NOTICE nobody can get is dropped silently."""
+    """NOTICE goes as a message marked notice; a NOTICE nobody can get (a bad name, a
+    channel one is not in) is dropped silently."""
     dialect = registered()
+    assert events(dialect.parse("NOTICE #hiking :not in it")) == []
+    dialect.notice("Joined #hiking", Event.JOINED, {"room": "#hiking", "names": ["alice"], "owner": "bob"}, "alice", NOW)
     assert events(dialect.parse("NOTICE bob,#hiking :ping!")) == [Chat("bob", "ping!", {"notice": True}), Chat("#hiking", "ping!", {"notice": True})]
     assert all(reply(event) == "" for event in events(dialect.parse("NOTICE b@d :x")) if type(event) is Reply)
     assert reply(dialect.parse("NOTICE")) == ""
@@ -350,10 +354,12 @@ def test_notice_is_a_chat_marked_notice_and_never_answered_with_an_error() -> No
 
 @pytest.mark.parametrize(
     ("line", "numeric"),
-    [("PRIVMSG", "411"), ("PRIVMSG bob", "412"), ("PRIVMSG bob :", "412"), ("PRIVMSG b@d :hi", "401"), ("PRIVMSG #b@d :hi", "403")],
+    [("PRIVMSG", "411"), ("PRIVMSG bob", "412"), ("PRIVMSG bob :", "412"), ("PRIVMSG b@d :hi", "401"), ("PRIVMSG #b@d :hi", "403"),
+     ("PRIVMSG #hiking :hi", "404")],
 )
 def test_privmsg_mistakes_get_their_numerics(line: str, numeric: str) -> None:
-    """411 no recipient, 412 no text, 401 no such nick, 403 no such channel."""
+    """411 no recipient, 412 no text, 401 no such nick, 403 no such channel, 404 a channel
+    one is not in (known at once: the answer comes before the next line's)."""
     dialect = registered()
     assert [numerics(reply(event)) for event in events(dialect.parse(line))] == [[numeric]]
 
@@ -588,7 +594,7 @@ def test_left_is_part_and_a_removal_is_kick() -> None:
         ("online", None, IrcLine("JOIN", ("#hiking",), "carol!carol@chatnet")),
         ("left", None, IrcLine("PART", ("#hiking",), "carol!carol@chatnet")),
         ("offline", None, IrcLine("QUIT", ("Connection closed",), "carol!carol@chatnet")),
-        ("left", "bob", IrcLine("KICK", ("#hiking", "carol", "Removed by bob"), "bob!bob@chatnet")),
+        ("left", "bob", IrcLine("KICK", ("#hiking", "carol", "bob"), "bob!bob@chatnet")),  # no comment: the kicker's nick (RFC 2812)
     ],
 )
 def test_room_presence_is_join_part_or_kick(presence: str, by: str | None, expected: IrcLine) -> None:
@@ -764,7 +770,9 @@ def test_other_notices_and_errors() -> None:
     ]
     assert numerics(dialect.notice("line one\nline two", Event.HELP, {}, "alice", NOW)) == ["NOTICE", "NOTICE"]
     assert parsed(dialect.notice("Goodbye, alice!", Event.GOODBYE, {}, "alice", NOW)) == [IrcLine("ERROR", ("Closing link: Goodbye, alice!",))]
-    [unknown] = parsed(dialect.notice("Note: nobody named 'zed'", Event.UNKNOWN_NAME, {"destination": "zed"}, "alice", NOW))
+    assert dialect.notice("Note: nobody named 'zed'", Event.UNKNOWN_NAME, {"destination": "zed"}, "alice", NOW) == ""  # the 401 said it
+    saved = {"destination": "zed", "id": "m1", "unknown": True}
+    [unknown] = parsed(dialect.notice("User 'zed' is offline. Message saved.", Event.SAVED, saved, "alice", NOW))
     assert unknown.command == "401" and unknown.params[:2] == ("alice", "zed") and "saved" in unknown.params[-1]
     assert dialect.notice("bob is online", Event.PRESENCE, {"user": "bob", "presence": "online"}, "alice", NOW) == ""
     assert dialect.notice("Still there?", Event.PING, {}, "alice", NOW) == ""
@@ -1097,9 +1105,9 @@ async def test_in_process_who_of_a_channel_and_ison_sent_together_get_their_own_
     await alice.expect(lambda line: line.startswith(":chatnet 366 alice #hiking"))
     alice.take()
     alice.send("MODE #hiking", "WHO #hiking", "ISON bob carol")
-    await alice.expect(lambda line: " 303 " in line)
-    await alice.expect(lambda line: " 315 alice #hiking " in line)
+    await alice.expect(lambda line: " 303 " in line)  # the last question's answer: each comes in order
     got = [ircline.parse(line) for line in alice.lines()]
+    assert [line.command for line in got if line.command in ("324", "315", "303")] == ["324", "315", "303"]
     assert [line.params for line in got if line.command == "303"] == [("alice", "bob")]
     assert [line.params[:3] for line in got if line.command == "324"] == [("alice", "#hiking", "+t")]
     assert [line.params[:3] for line in got if line.command == "352"] == [("alice", "#hiking", "alice")]
