@@ -22,6 +22,7 @@ import secrets
 import socket
 from collections import deque
 from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from typing import Any, Final, Protocol
 
 from chatnet.cluster import DIRECT, Cluster, ClusterUnavailable
@@ -37,6 +38,7 @@ class Here(Protocol):
     """What the other nodes' messages become on this one (the router's side)."""
 
     def deliver_here(self, delivery: Delivery) -> None: ...  # a DM for a name held here
+    def user_here(self, key: str, payload: dict[str, Any]) -> None: ...  # for a name's sessions here: a notice, a close, a kick
     def room_here(self, room_key: str, delivery: Delivery) -> None: ...  # a room's line, for its members here
     def told_here(self, room_key: str, skip: str, text: str, event: str, details: dict[str, Any]) -> None: ...  # a room's notice
     def presence(self, event: str, key: str, name: str, kind: str) -> None: ...  # a name came or went, network-wide
@@ -70,6 +72,8 @@ class Nodes:
         self._out: deque[tuple[str, dict[str, Any], list[Delivery]]] = deque()
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._releases: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     @property
     def node(self) -> str:
@@ -85,6 +89,9 @@ class Nodes:
 
     async def stop(self) -> None:
         """What is queued goes first (briefly), then this node's names are let go."""
+        self._stopping = True  # from here the leave below lets go of every name at once
+        if self._releases:
+            await asyncio.wait(self._releases, timeout=self.cluster.ttl)
         if self._out:
             self._wake.set()
             for _ in range(50):
@@ -101,7 +108,17 @@ class Nodes:
         return await self.cluster.claim(key, name, kind, shared)  # ClusterUnavailable: say so, admit nobody
 
     def release(self, key: str) -> None:
-        self.spawn(self.cluster.release(key))
+        if self._stopping:
+            return  # stop() lets go of them all
+        task = self.spawn(self.cluster.release(key))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def reclaim(self, key: str, name: str, kind: str) -> None:
+        """A guest's name became an account's (!register): held as one from now."""
+        await self.cluster.release(key)
+        with suppress(ClusterUnavailable):
+            await self.cluster.claim(key, name, kind, shared=True)
 
     def online(self) -> list[tuple[str, str]]:
         return self.cluster.online()
@@ -116,6 +133,11 @@ class Nodes:
         """A DM for a name held on `nodes` (each gets it; one taker is enough)."""
         for node in nodes:
             self._queue(node, {"t": "dm", "d": [list(delivery)]}, [delivery] if node == nodes[0] else [])
+
+    def tell_user(self, key: str, payload: dict[str, Any]) -> None:
+        """Something for a name's sessions on the other nodes (`Here.user_here`)."""
+        for node in self.where(key):
+            self._queue(node, {"t": "user", "to": key, **payload}, [])
 
     def publish_room(self, room_key: str, delivery: Delivery) -> None:
         self._queue("#" + room_key, {"t": "room", "d": [list(delivery)]}, [])
@@ -163,6 +185,8 @@ class Nodes:
         if kind == "dm" and where == DIRECT:
             for item in payload.get("d", []):
                 self.here.deliver_here(_delivery(item))
+        elif kind == "user" and where == DIRECT:
+            self.here.user_here(str(payload.get("to", "")), payload)
         elif kind == "room" and where != DIRECT:
             for item in payload.get("d", []):
                 self.here.room_here(where, _delivery(item))

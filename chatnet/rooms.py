@@ -219,9 +219,13 @@ class Rooms:
         name was invited to: it leaves that one)."""
         rooms = [room for room in map(self._rooms.get, list(self._in.get(session, ()))) if room is not None]
         for room in rooms:
+            text = f"{old} is {session.name} now in {room.name}"
+            details = {"room": room.name, "user": session.name, "old": old, "presence": "renamed"}
             for other in room.here:
                 if other.key != session.key and other.wants_presence:
-                    other.notice(f"{old} is {session.name} now in {room.name}", Event.ROOM_PRESENCE, room=room.name, user=session.name, old=old, presence="renamed")
+                    other.notice(text, Event.ROOM_PRESENCE, **details)
+            if self.nodes is not None:
+                self.nodes.tell_room(room.key, session.key, text, Event.ROOM_PRESENCE, details)
         for room in rooms:
             try:
                 await self.api.join_room(room.name, session.name)
@@ -412,12 +416,16 @@ class Rooms:
         for each in sessions:
             room = self._enter(each, info)
         assert room is not None
-        online = room.online()
+        names = self._here(room)
+        if self.nodes is not None:  # who is in it anywhere in the network, not only here
+            detail = await self.api.room(room.name)
+            if detail is not None:
+                names = sorted((n for n in detail["member_names"] if self._online(n.lower())), key=str.lower)
+        online = len(names)
         if created:
             text = f"Created {room.name}; you are its owner."
         else:
             text = f"Joined {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {online} online)."
-        names = self._here(room)
         for each in sessions:
             each.notice(text, Event.JOINED, room=room.name, created=created, members=room.members, online=online, topic=room.topic, owner=room.owner, names=names)
             if room.topic:
@@ -542,8 +550,11 @@ class Rooms:
             return
         if session.is_open:
             session.notice(f"Invited {user} to {room}.", Event.INVITED, room=room, user=user, by=session.name)
+        text = f"{session.name} invited you to {room}; !join {room} to come in."
         for invitee in invitees:
-            invitee.notice(f"{session.name} invited you to {room}; !join {room} to come in.", Event.INVITED, room=room, user=invitee.name, by=session.name)
+            invitee.notice(text, Event.INVITED, room=room, user=invitee.name, by=session.name)
+        if self.nodes is not None:
+            self.nodes.tell_user(user.lower(), {"do": "notice", "text": text, "event": Event.INVITED, "details": {"room": room, "user": user, "by": session.name}})
 
     def _cmd_kick(self, session: Session, args: str) -> None:
         words = args.split(None, 2)
@@ -560,15 +571,24 @@ class Rooms:
                 session.error(f"{user} is not in {shown}.", Event.BAD_INPUT, room=shown, user=user, reason=RoomReason.NOT_IN_ROOM)
             return
         said = {"by": session.name, **({"reason": why} if why else {})}
-        for kicked in self.directory.sessions(user.lower()):
-            self._leave(kicked, name.lower())
-            kicked.notice(f"{session.name} removed you from {shown}" + (f": {why}" if why else "."), Event.LEFT, room=shown, **said)
+        removed_text = f"{session.name} removed you from {shown}" + (f": {why}" if why else ".")
+        self.kicked_here(self.directory.sessions(user.lower()), shown, removed_text, said)
+        if self.nodes is not None:
+            self.nodes.tell_user(user.lower(), {"do": "kicked", "room": shown, "text": removed_text, "details": said})
+            if room is not None:
+                self.nodes.tell_room(room.key, session.key, f"{user} left {shown}", Event.ROOM_PRESENCE, {"room": shown, "user": user, "presence": "left", **said})
         if session.is_open:
             session.notice(f"Removed {user} from {shown}.", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", **said)
         if room is not None:
             for member in room.here:
                 if member.key != session.key and member.key != user.lower() and member.wants_presence:
                     member.notice(f"{user} left {shown}", Event.ROOM_PRESENCE, room=shown, user=user, presence="left", **said)
+
+    def kicked_here(self, sessions: list[Session], room: str, text: str, details: dict[str, Any]) -> None:
+        """A name's sessions here are out of a room (kicked, here or on another node)."""
+        for kicked in sessions:
+            self._leave(kicked, room.lower())
+            kicked.notice(text, Event.LEFT, room=room, **details)
 
     def _cmd_private(self, session: Session, args: str) -> None:
         name = _room_arg(args, "!private #room")

@@ -81,6 +81,8 @@ class Awaited:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# What another node may say to a name's sessions here.
+_TOLD_USER: Final = frozenset({Event.INVITED, Event.AWAY})
 # Forwards to other nodes whose senders are remembered (to be told if one comes back
 # as mail): the newest this many.
 MAX_FORWARDS_REMEMBERED: Final = 10_000
@@ -462,12 +464,29 @@ class Router:
         metadata = delivery[6]
         if target is not None and not target.paused:
             target.deliver(delivery)
+            if target.away and self.nodes is not None and (metadata is None or not metadata.get("notice")):
+                away = {"user": target.name, "away": target.away}
+                self.nodes.tell_user(delivery[1].lower(), {"do": "notice", "text": f"{target.name} is away: {target.away}", "event": Event.AWAY, "details": away})
             return
         if metadata is not None and partial_chunk(metadata):
             return
         msg_id, sender, _, message, timestamp, kind, _, _ = delivery
         doc, options = _as_mail(msg_id or new_id(), sender, destination, message, timestamp, kind, metadata)
         self.mail.submit(Outcome(doc, None, busy=target is not None), options)  # its sender is elsewhere: stored quietly
+
+    def user_here(self, key: str, payload: dict[str, Any]) -> None:
+        """For a name's sessions here, from another node: a notice, or a close (its
+        password changed), or a kick from a room (the rooms' part)."""
+        sessions = self.directory.sessions(key)
+        what, text = payload.get("do"), str(payload.get("text", ""))
+        if what == "close":
+            for session in sessions:
+                session.close(text)
+        elif what == "kicked":
+            self.rooms.kicked_here(sessions, str(payload.get("room", "")), text, payload.get("details") or {})
+        elif what == "notice" and str(payload.get("event")) in _TOLD_USER:
+            for session in sessions:
+                session.notice(text, Event(str(payload["event"])), **(payload.get("details") or {}))
 
     def unsent(self, deliveries: list[Delivery]) -> None:
         """Forwards no node took: mail now, and their senders told as for anyone offline."""
@@ -769,6 +788,8 @@ class Router:
             return
         if session.is_open:
             session.registered()
+            if self.nodes is not None:
+                await self.nodes.reclaim(session.key, session.name, "person")  # one account's name now, for any node
             session.notice(f"Account '{name}' registered.", Event.REGISTERED, user=name)
 
     def _cmd_password(self, session: Session, args: str) -> None:
@@ -787,9 +808,12 @@ class Router:
             if session.is_open:
                 session.error(str(exc))
             return
+        signed_out = "The password of this account was changed; log in again."
         for other in self.directory.sessions(session.key):
             if other is not session:
-                other.close("The password of this account was changed; log in again.")
+                other.close(signed_out)
+        if self.nodes is not None:
+            self.nodes.tell_user(session.key, {"do": "close", "text": signed_out})
         if session.is_open:
             session.notice("Password changed; your other sessions were signed out.", Event.PASSWORD_CHANGED)
 
