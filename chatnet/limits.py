@@ -68,6 +68,8 @@ MAX_TOPIC_CHARS: Final = 300
 CLUSTER_TTL: Final = 10.0
 # `!join #a #b …`: rooms joined at once, at most (IRC's JOIN #a,#b; its TARGMAX).
 MAX_JOINS_AT_ONCE: Final = 10
+# Names that left this node remembered for !whowas (IRC's WHOWAS), the newest.
+MAX_WHOWAS: Final = 1000
 # An away message (!away, IRC's AWAY; its ISUPPORT AWAYLEN).
 MAX_AWAY_CHARS: Final = 200
 # What the others are shown of why someone left (IRC's QUIT :reason).

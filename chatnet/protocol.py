@@ -99,6 +99,8 @@ class Event(StrEnum):
     BAD_INPUT = "bad_input"  # a line or frame was refused; the text says why
     PING = "ping"  # the client has been silent a while: answer {"type": "pong"} (or send anything)
     RENAMED = "renamed"  # !nick changed your name: old, user
+    WHOIS = "whois"  # answer to !whois: user, online, kind, ident [username, realname], away
+    WHOWAS = "whowas"  # answer to !whowas: user, seen [{name, ident, left}] (newest first; [] = nobody)
     AWAY = "away"  # !away answered (user is you), or the one you wrote to is away: user, away ("" = back)
     # rooms
     JOINED = "joined"  # you are in a room now: room, created, members, online, topic
@@ -458,6 +460,8 @@ COMMANDS: Final[dict[str, str]] = {
     "private": "#room  only invited people may join (the owner)",
     "public": "#room  anyone may join (the owner)",
     "away": "[text]  say you are away: whoever writes to you is told; alone: you are back",
+    "whois": "<name>  who someone is: online or not, an account or a bot",
+    "whowas": "<name>  who was here under that name lately",
     "nick": "<name>  change your name (guests: to a free name that is no account)",
     "register": "<password>  make your name an account (8-128 characters)",
     "password": "<old> <new>  change your password (signs your other sessions out)",

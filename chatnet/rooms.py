@@ -446,7 +446,7 @@ class Rooms:
             self._leave(each, name.lower())
             if each.is_open:
                 if was_member:
-                    each.notice(f"Left {shown}.", Event.LEFT, room=shown)
+                    each.notice(f"Left {shown}.", Event.LEFT, room=shown, **({"reason": reason} if reason else {}))
                 else:
                     each.error(f"You are not in {shown}.", Event.BAD_INPUT, room=shown, reason=RoomReason.NOT_MEMBER)
         if was_member and room is not None:

@@ -38,7 +38,7 @@ from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, Mail
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
-from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS
+from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS, MAX_WHOWAS
 from chatnet.nodes import Nodes
 from chatnet.protocol import (
     COMMANDS,
@@ -59,6 +59,7 @@ from chatnet.protocol import (
     message_dict,
     new_id,
     partial_chunk,
+    short_timestamp,
 )
 from chatnet.rooms import Rooms
 from chatnet.session import CLOSE_LINGER, DRAIN_POLL, Flushes, Session
@@ -81,6 +82,8 @@ class Awaited:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# A name's last sessions remembered for !whowas.
+MAX_WHOWAS_PER_NAME: Final = 5
 # What another node may say to a name's sessions here.
 _TOLD_USER: Final = frozenset({Event.INVITED, Event.AWAY})
 # Forwards to other nodes whose senders are remembered (to be told if one comes back
@@ -123,10 +126,14 @@ class Router:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Forwards to other nodes by id, and who sent them: told if one comes back as mail.
         self._senders: OrderedDict[str, Session] = OrderedDict()
+        # Who left lately (!whowas), by key, the newest last: (name, ident, when).
+        self._gone: OrderedDict[str, list[tuple[str, tuple[str, str], str]]] = OrderedDict()
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
             "away": self._cmd_away,
+            "whois": self._cmd_whois,
+            "whowas": self._cmd_whowas,
             "nick": self._cmd_nick,
             "register": self._cmd_register,
             "password": self._cmd_password,
@@ -368,6 +375,8 @@ class Router:
         if session.unacked or session.sent:
             self._store_unreceived(session)
         self.rooms.left(session)
+        if was_logged_in:
+            self._remember_gone(session)
         if was_logged_in and self.directory.remove(session):
             logger.info("%s left", session.name)
             if self.nodes is not None:
@@ -694,6 +703,34 @@ class Router:
         shown = ", ".join(f"{name} (bot)" if kind == BOT else name for name, kind in members)
         online = self._online()
         session.notice(f"Online ({len(members)}): {shown}", Event.WHO, users=online["online"], bots=online["bots"])
+
+    def _remember_gone(self, session: Session) -> None:
+        seen = self._gone.pop(session.key, [])
+        seen.append((session.name, session.ident, self.clock.tick()))
+        self._gone[session.key] = seen[-MAX_WHOWAS_PER_NAME:]
+        if len(self._gone) > MAX_WHOWAS:
+            self._gone.popitem(last=False)
+
+    def _cmd_whois(self, session: Session, args: str) -> None:
+        name = check_name(args.strip(), "name")
+        here = self.directory.sessions(name.lower())
+        online = dict(self.online())
+        known = next((n for n in online if n.lower() == name.lower()), None)
+        if known is None:
+            session.notice(f"{name} is not online.", Event.WHOIS, user=name, online=False)
+            return
+        ident = next((each.ident for each in here if each.ident[0]), ("", ""))
+        away = here[0].away if here else ""
+        kind = online[known]
+        said = f"{known} is online ({'a bot' if kind == BOT else 'an account' if kind != GUEST else 'a guest'})" + (f", away: {away}" if away else ".")
+        session.notice(said, Event.WHOIS, user=known, online=True, kind=kind, ident=list(ident), away=away)
+
+    def _cmd_whowas(self, session: Session, args: str) -> None:
+        name = check_name(args.strip(), "name")
+        seen = list(reversed(self._gone.get(name.lower(), [])))
+        listed: list[dict[str, Any]] = [{"name": shown, "ident": list(ident), "left": when} for shown, ident, when in seen]
+        said = "; ".join(f"{shown} left at {short_timestamp(when)}" for shown, _, when in seen) or f"Nobody named {name} left here lately."
+        session.notice(said, Event.WHOWAS, user=name, seen=listed)
 
     def _cmd_away(self, session: Session, args: str) -> None:
         session.away = text = args.strip()[:MAX_AWAY_CHARS]

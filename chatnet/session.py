@@ -197,7 +197,7 @@ class Session(asyncio.Protocol):
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
-        "verified", "_waits", "quit_reason", "away", "echoes_own",
+        "verified", "_waits", "quit_reason", "away", "echoes_own", "ident",
     )  # fmt: skip
 
     def __init__(
@@ -238,6 +238,7 @@ class Session(asyncio.Protocol):
         self._waits = 0  # commands the next lines wait for (hold_lines)
         self.quit_reason = ""  # what the client said when it left (IRC's QUIT :reason)
         self.away = ""  # !away: whoever writes to it is told this
+        self.ident = ("", "")  # the username and real name its client gave (IRC's USER)
         # An `ack` reader's live messages not yet acknowledged, oldest first (None for
         # others): what it never had goes to its stored mail if the connection breaks.
         self.unacked: OrderedDict[str, Delivery] | None = None
@@ -483,6 +484,7 @@ class Session(asyncio.Protocol):
             self.flood = None  # service sessions are exempt from flood limits
         if self.liveness is not None and self.dialect.pings:
             self._ping_timer = asyncio.get_running_loop().call_later(self.liveness[0], self._check_alive)
+        self.ident = self.dialect.ident()
         self.shows_ids = self.dialect.shows_ids  # IRC's depend on what it negotiated
         self.echoes_own = self.dialect.echoes_own
         self.write(self.dialect.logged_in(name, kind != "guest"))

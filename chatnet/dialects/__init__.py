@@ -88,6 +88,10 @@ class Dialect(Protocol):
         """A line after login (IRC: `JOIN #a,#b` is several); raises ProtocolError with the reason."""
         ...
 
+    def ident(self) -> tuple[str, str]:
+        """The username and real name the client gave (IRC's USER), or empty."""
+        ...
+
     def authenticated(self, name: str) -> str:
         """Credentials checked before the login (`Authenticate`) were good."""
         ...

@@ -13,5 +13,8 @@ class OneLineLogin:
     def logged_in(self, name: str, account: bool) -> str:
         return ""  # the router's welcome notice says it all
 
+    def ident(self) -> tuple[str, str]:
+        return ("", "")  # no username or real name: the name is all
+
     def authenticated(self, name: str) -> str:
         return ""  # never asked: credentials come with the login

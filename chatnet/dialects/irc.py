@@ -166,6 +166,9 @@ class IrcDialect:
     def greeting(self) -> str:
         return ""  # an IRC server speaks once it is spoken to
 
+    def ident(self) -> tuple[str, str]:
+        return (self.user, self.realname)
+
     def password_prompt(self) -> str:
         return ""  # never asked (`asks_password` is False)
 
@@ -452,8 +455,17 @@ class IrcDialect:
         if not msg.params:
             return Reply(self._numeric("431", "No nickname given"))
         nick = msg.params[-1].split(",")[0]
-        self._asked.append(("whois", _ident(nick)))
-        return Command("who")
+        if not is_valid_name(nick):  # no name anyone could have (pydle asks about "<unregistered>")
+            return Reply(self._numeric("401", nick, "No such nick/channel") + self._numeric("318", nick, "End of /WHOIS list"))
+        return Command("whois", nick)
+
+    def _whowas(self, msg: IrcLine) -> ClientEvent | Reply:
+        if not msg.params or not msg.params[0]:
+            return Reply(self._numeric("431", "No nickname given"))
+        nick = msg.params[0].split(",")[0]
+        if not is_valid_name(nick):
+            return Reply(self._numeric("406", nick, "There was no such nickname") + self._numeric("369", nick, "End of WHOWAS"))
+        return Command("whowas", nick)
 
     def _names_question(self, kind: str, names: tuple[str, ...], command: str) -> ClientEvent | Reply:
         if not names:
@@ -700,7 +712,7 @@ class IrcDialect:
     def _who_answer(self, text: str, details: dict[str, Any]) -> str:
         online: list[str] = [*details.get("users", []), *details.get("bots", [])]
         by_key = {_ident(name): name for name in online}
-        asked = self._take(("who", "whois", "ison", "userhost", "lusers"))
+        asked = self._take(("who", "ison", "userhost", "lusers"))
         if asked is None:
             return self._server_notice(text)
         kind, key = asked
@@ -713,22 +725,38 @@ class IrcDialect:
             return self._numeric("251", f"There are {len(online)} users and 0 invisible on 1 servers") + self._numeric(
                 "255", f"I have {len(online)} clients and 0 servers"
             )
-        if kind == "whois":
-            name = by_key.get(key)
-            if name is None:
-                return self._numeric("401", key, "No such nick/channel") + self._numeric("318", key, "End of /WHOIS list")
-            bot = name in details.get("bots", [])
-            return "".join(
-                (
-                    self._numeric("311", name, name, HOST, "*", f"{name} (a bot)" if bot else name),
-                    self._numeric("312", name, SERVER, "chatnet"),
-                    self._numeric("318", name, "End of /WHOIS list"),
-                )
-            )
         matching = [name for name in online if key in ("*", "0") or _ident(name) == key]
         return "".join(self._numeric("352", "*", name, HOST, SERVER, name, "H", f"0 {name}") for name in matching) + self._numeric(
             "315", key, "End of WHO list"
         )
+
+    def _whois_answer(self, text: str, details: dict[str, Any]) -> str:
+        name = str(details.get("user", "*"))
+        if not details.get("online"):
+            return self._numeric("401", name, "No such nick/channel") + self._numeric("318", name, "End of /WHOIS list")
+        user, realname = (list(details.get("ident") or []) + ["", ""])[:2]
+        bot = details.get("kind") == "bot"
+        lines = [
+            self._numeric("311", name, str(user) or name, HOST, "*", str(realname) or (f"{name} (a bot)" if bot else name)),
+            self._numeric("312", name, SERVER, "chatnet"),
+        ]
+        if details.get("away"):
+            lines.append(self._numeric("301", name, str(details["away"])))
+        if details.get("kind") in ("person", "bot"):
+            lines.append(self._numeric("330", name, name, "is logged in as"))
+        lines.append(self._numeric("318", name, "End of /WHOIS list"))
+        return "".join(lines)
+
+    def _whowas_answer(self, text: str, details: dict[str, Any]) -> str:
+        name, seen = str(details.get("user", "*")), details.get("seen") or []
+        if not seen:
+            return self._numeric("406", name, "There was no such nickname") + self._numeric("369", name, "End of WHOWAS")
+        lines = []
+        for entry in seen:
+            shown = str(entry.get("name") or name)
+            user, realname = (list(entry.get("ident") or []) + ["", ""])[:2]
+            lines.append(self._numeric("314", shown, str(user) or shown, HOST, "*", str(realname) or shown))
+        return "".join(lines) + self._numeric("369", name, "End of WHOWAS")
 
     def _joined(self, text: str, details: dict[str, Any]) -> str:
         room = str(details["room"])
@@ -874,6 +902,7 @@ _HANDLERS: Final = {
     "LIST": IrcDialect._list,
     "WHO": IrcDialect._who,
     "WHOIS": IrcDialect._whois,
+    "WHOWAS": IrcDialect._whowas,
     "ISON": IrcDialect._ison,
     "USERHOST": IrcDialect._userhost,
     "LUSERS": IrcDialect._lusers,
@@ -903,6 +932,8 @@ _NOTICES: Final = {
     Event.SAVED: IrcDialect._saved,
     Event.UNKNOWN_NAME: IrcDialect._quiet,  # the 401 said it
     Event.WHO: IrcDialect._who_answer,
+    Event.WHOIS: IrcDialect._whois_answer,
+    Event.WHOWAS: IrcDialect._whowas_answer,
     Event.PRESENCE: IrcDialect._quiet,  # network-wide comings and goings: IRC shows them per channel
     Event.PING: IrcDialect._quiet,
     Event.JOINED: IrcDialect._joined,

@@ -487,22 +487,34 @@ def test_userhost_is_a_who_answered_by_302() -> None:
 
 
 def test_whois_of_someone_online_is_311_312_318() -> None:
-    """WHOIS bob: 311 with user, host and realname; 312 the server; 318 the end. A bot says so."""
+    """WHOIS bob: the router's !whois; 311 with the username and real name bob's client
+    gave (or the name), 312 the server, 301 if away, 330 for an account, 318 the end."""
     dialect = registered()
-    assert dialect.parse("WHOIS bob") == Command("who")
-    lines = parsed(who_notice(dialect, ["alice", "bob"]))
+    assert dialect.parse("WHOIS bob") == Command("whois", "bob")
+    bob = {"user": "bob", "online": True, "kind": "guest", "ident": ["bobby", "Bob B."], "away": ""}
+    lines = parsed(dialect.notice("bob is online (a guest).", Event.WHOIS, bob, "alice", NOW))
     assert [line.command for line in lines] == ["311", "312", "318"]
-    assert lines[0].params == ("alice", "bob", "bob", "chatnet", "*", "bob")
-    assert lines[2].params[:2] == ("alice", "bob")
-    dialect.parse("WHOIS openai")
-    assert "bot" in parsed(who_notice(dialect, ["alice"], ["openai"]))[0].params[-1]
+    assert lines[0].params == ("alice", "bob", "bobby", "chatnet", "*", "Bob B.")
+    bot = {"user": "openai", "online": True, "kind": "bot", "ident": ["", ""], "away": "busy"}
+    lines = parsed(dialect.notice("openai is online (a bot).", Event.WHOIS, bot, "alice", NOW))
+    assert [line.command for line in lines] == ["311", "312", "301", "330", "318"]
+    assert "bot" in lines[0].params[-1]
 
 
 def test_whois_of_someone_offline_is_401_then_318() -> None:
     dialect = registered()
-    dialect.parse("WHOIS nobody")
-    assert numerics(who_notice(dialect, ["alice"])) == ["401", "318"]
+    assert numerics(dialect.notice("nobody is not online.", Event.WHOIS, {"user": "nobody", "online": False}, "alice", NOW)) == ["401", "318"]
+    assert numerics(reply(dialect.parse("WHOIS <unregistered>"))) == ["401", "318"]  # no name anyone could have: at once
     assert numerics(reply(dialect.parse("WHOIS"))) == ["431"]
+
+
+def test_whowas_is_314_each_then_369_or_406() -> None:
+    dialect = registered()
+    assert dialect.parse("WHOWAS bob") == Command("whowas", "bob")
+    seen = {"user": "bob", "seen": [{"name": "bob", "ident": ["bobby", "Bob B."], "left": NOW}]}
+    lines = parsed(dialect.notice("bob left at ...", Event.WHOWAS, seen, "alice", NOW))
+    assert [(line.command, line.params[1:]) for line in lines] == [("314", ("bob", "bobby", "chatnet", "*", "Bob B.")), ("369", ("bob", "End of WHOWAS"))]
+    assert numerics(dialect.notice("Nobody named zed left here lately.", Event.WHOWAS, {"user": "zed", "seen": []}, "alice", NOW)) == ["406", "369"]
 
 
 def test_who_of_everyone_is_352_each_then_315() -> None:
@@ -1028,7 +1040,7 @@ def everything_rendered() -> list[str]:
     many_joins = "JOIN " + ",".join(f"#r{i}" for i in range(11))
     for line in ("PRIVMSG a,b,c,d,e :x", many_joins, "MODE alice", "MODE #a b", "MODE #a +o x", "FROB", "PING :p q", "VERSION", "AWAY :x"):
         out.extend(event.text for event in events(dialect.parse(line)) if type(event) is Reply)
-    for line in ("WHO *", "WHOIS bob", "WHOIS nobody", "ISON bob", "USERHOST bob", "LUSERS"):
+    for line in ("WHO *", "ISON bob", "USERHOST bob", "LUSERS"):
         dialect.parse(line)
         out.append(who_notice(dialect, ["alice", "bob"], ["openai"]))
     out.append(joined(dialect, topic="a topic: with colons", names=["alice", "bob"]))
