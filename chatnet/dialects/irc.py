@@ -465,6 +465,8 @@ class IrcDialect:
         nick = msg.params[0].split(",")[0]
         if not is_valid_name(nick):
             return Reply(self._numeric("406", nick, "There was no such nickname") + self._numeric("369", nick, "End of WHOWAS"))
+        count = msg.params[1] if len(msg.params) > 1 and msg.params[1].lstrip("-").isdigit() else "0"
+        self._asked.append(("whowas", count))  # how many of the newest to show (0 or less: all)
         return Command("whowas", nick)
 
     def _names_question(self, kind: str, names: tuple[str, ...], command: str) -> ClientEvent | Reply:
@@ -749,6 +751,10 @@ class IrcDialect:
 
     def _whowas_answer(self, text: str, details: dict[str, Any]) -> str:
         name, seen = str(details.get("user", "*")), details.get("seen") or []
+        asked = self._take(("whowas",))
+        count = int(asked[1]) if asked is not None else 0
+        if count > 0:
+            seen = seen[:count]
         if not seen:
             return self._numeric("406", name, "There was no such nickname") + self._numeric("369", name, "End of WHOWAS")
         lines = []

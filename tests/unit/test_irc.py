@@ -515,6 +515,9 @@ def test_whowas_is_314_each_then_369_or_406() -> None:
     lines = parsed(dialect.notice("bob left at ...", Event.WHOWAS, seen, "alice", NOW))
     assert [(line.command, line.params[1:]) for line in lines] == [("314", ("bob", "bobby", "chatnet", "*", "Bob B.")), ("369", ("bob", "End of WHOWAS"))]
     assert numerics(dialect.notice("Nobody named zed left here lately.", Event.WHOWAS, {"user": "zed", "seen": []}, "alice", NOW)) == ["406", "369"]
+    assert dialect.parse("WHOWAS bob 1") == Command("whowas", "bob")  # the newest one only
+    twice = {"user": "bob", "seen": [{"name": "bob", "ident": ["b2", "Second"], "left": NOW}, {"name": "bob", "ident": ["b1", "First"], "left": NOW}]}
+    assert [line.params[-1] for line in parsed(dialect.notice("...", Event.WHOWAS, twice, "alice", NOW))] == ["Second", "End of WHOWAS"]
 
 
 def test_who_of_everyone_is_352_each_then_315() -> None:
