@@ -316,6 +316,9 @@ class Cluster:
         self._view: dict[str, _Entry] = {}
         self._seq = 0
         self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Names a reload did not find (Redis came back empty, their nodes not yet):
+        # said offline only if still gone a ttl later, by when a live node is back.
+        self._absent: dict[str, asyncio.TimerHandle] = {}
 
         self._up = False
         self._stopped = False
@@ -675,7 +678,7 @@ class Cluster:
             if entry is None:
                 entry = self._view[key] = _Entry(name, kind)
             entry.nodes.add(node)
-            if event["edge"]:
+            if event["edge"] and not self._back(key):
                 self._call_back("on_presence", self._on_presence, "online", key, name, kind)
         else:
             if entry is not None:
@@ -693,11 +696,27 @@ class Cluster:
             view[str(snapshot[i])] = _Entry(str(info["name"]), str(info["kind"]), {str(node) for node in snapshot[i + 2]})
         old, self._view, self._seq = self._view, view, int(snapshot[0])
         if announce:
+            loop = asyncio.get_running_loop()
             for key in sorted(old.keys() - view.keys()):
-                self._call_back("on_presence", self._on_presence, "offline", key, old[key].name, old[key].kind)
+                if key not in self._absent:  # its node may not have put it back yet
+                    self._absent[key] = loop.call_later(self.ttl, self._gone_for_good, key, old[key])
             for key in sorted(view.keys() - old.keys()):
-                self._call_back("on_presence", self._on_presence, "online", key, view[key].name, view[key].kind)
+                if not self._back(key):
+                    self._call_back("on_presence", self._on_presence, "online", key, view[key].name, view[key].kind)
         self._wake(None)
+
+    def _back(self, key: str) -> bool:
+        """A name missing from a reload is held again: it never went (nothing to say)."""
+        timer = self._absent.pop(key, None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
+    def _gone_for_good(self, key: str, entry: _Entry) -> None:
+        self._absent.pop(key, None)
+        if key not in self._view:
+            self._call_back("on_presence", self._on_presence, "offline", key, entry.name, entry.kind)
 
     def _wake(self, seq: int | None) -> None:
         """Wake who waits for event `seq` (None: everyone, the view was reloaded)."""
@@ -763,6 +782,10 @@ class Cluster:
     async def _teardown(self) -> None:
         """Forget the connections of the last attempt (they failed, or we stop)."""
         self._up = False
+        if self._stopped:
+            for timer in self._absent.values():
+                timer.cancel()
+            self._absent.clear()
         for task in (self._reader, self._beater):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()

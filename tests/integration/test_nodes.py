@@ -30,7 +30,7 @@ from tests.support import HOST, TIMEOUT, JsonClient, Network, TextClient, eventu
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
 
-TTL = 2.0  # CLUSTER_TTL of the nodes: a dead node's names are free again within this
+TTL = 3.0  # CLUSTER_TTL of the nodes: a dead node's names are free again within this (a heartbeat each second: a loaded CI machine keeps up)
 MARGIN = 1.5  # what a loaded machine may add to it
 NODES = ("server", "server2", "server3")  # node 1 is the Network's "server"
 PASSWORD = "correct horse battery"
@@ -627,10 +627,6 @@ async def test_redis_away_and_back(cluster: Cluster) -> None:
     assert set(await json_who(wes)) == {"alice", "bob", "carol", "newbie", "wes"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a node back from a Redis restart before another takes the other's names, absent from the fresh snapshot, for gone",
-)
 async def test_redis_back_tells_nobody_that_a_user_who_stayed_went_offline(cluster: Cluster) -> None:
     """Redis restarts empty and node 1 is back before node 2 (held up for a moment): a
     user on node 2 who never left is not announced offline (and online again) on node 1."""
