@@ -39,6 +39,7 @@ class Here(Protocol):
 
     def deliver_here(self, delivery: Delivery) -> None: ...  # a DM for a name held here
     def user_here(self, key: str, payload: dict[str, Any]) -> None: ...  # for a name's sessions here: a notice, a close, a kick
+    def echo_here(self, key: str, delivery: Delivery) -> None: ...  # what the name said from another node, for its sessions here
     def room_here(self, room_key: str, delivery: Delivery) -> None: ...  # a room's line, for its members here
     def told_here(self, room_key: str, skip: str, text: str, event: str, details: dict[str, Any]) -> None: ...  # a room's notice
     def presence(self, event: str, key: str, name: str, kind: str) -> None: ...  # a name came or went, network-wide
@@ -134,6 +135,11 @@ class Nodes:
         for node in nodes:
             self._queue(node, {"t": "dm", "d": [list(delivery)]}, [delivery] if node == nodes[0] else [])
 
+    def echo(self, key: str, delivery: Delivery) -> None:
+        """What an account said, for its sessions on the other nodes."""
+        for node in self.where(key):
+            self._queue(node, {"t": "echo", "to": key, "d": [list(delivery)]}, [])
+
     def tell_user(self, key: str, payload: dict[str, Any]) -> None:
         """Something for a name's sessions on the other nodes (`Here.user_here`)."""
         for node in self.where(key):
@@ -185,6 +191,9 @@ class Nodes:
         if kind == "dm" and where == DIRECT:
             for item in payload.get("d", []):
                 self.here.deliver_here(_delivery(item))
+        elif kind == "echo" and where == DIRECT:
+            for item in payload.get("d", []):
+                self.here.echo_here(str(payload.get("to", "")), _delivery(item))
         elif kind == "user" and where == DIRECT:
             self.here.user_here(str(payload.get("to", "")), payload)
         elif kind == "room" and where != DIRECT:

@@ -429,7 +429,7 @@ class Router:
         target = self._local.get(destination) or self._local.get(destination.lower())
         partial = metadata is not None and partial_chunk(metadata)
         # One id per message, whoever sees it (its echoes too); none for a text reader alone.
-        echoing = sender.group is not None or sender.echoes_own
+        echoing = sender.group is not None or sender.echoes_own or (self.nodes is not None and sender.kind != GUEST)
         msg_id = new_id() if echoing or (target is not None and target.shows_ids) else None
         if echoing:
             self._echo(sender, msg_id, destination, message, now, kind, metadata)
@@ -482,6 +482,11 @@ class Router:
         msg_id, sender, _, message, timestamp, kind, _, _ = delivery
         doc, options = _as_mail(msg_id or new_id(), sender, destination, message, timestamp, kind, metadata)
         self.mail.submit(Outcome(doc, None, busy=target is not None), options)  # its sender is elsewhere: stored quietly
+
+    def echo_here(self, key: str, delivery: Delivery) -> None:
+        for session in self.directory.sessions(key):
+            if session.echoes:
+                session.deliver(delivery)
 
     def user_here(self, key: str, payload: dict[str, Any]) -> None:
         """For a name's sessions here, from another node: a notice, or a close (its
@@ -541,6 +546,8 @@ class Router:
                     other.deliver(echo)
         if sender.echoes_own:
             sender.deliver(echo)
+        if self.nodes is not None and sender.kind != GUEST:  # its sessions on other nodes too
+            self.nodes.echo(sender.key, echo)
 
     def _mail_stored(self, batch: list[Outcome], saved: bool, unknown: frozenset[str]) -> None:
         """The MailWriter's report: tell each sender that is still here (and when nobody

@@ -742,3 +742,24 @@ async def test_a_renamed_guest_is_renamed_on_every_node(cluster: Cluster) -> Non
     assert (heard.sender, heard.message) == ("robert", "under my new name")
     renamed = [m.message for m in watcher.seen if event("room_presence")(m) and m.metadata.get("presence") == "renamed"]
     assert sorted(renamed) == ["bob is robert now in #general", "bob is robert now in #room"], renamed  # each room they share
+
+
+async def test_what_an_account_says_on_one_node_its_sessions_on_another_see(cluster: Cluster) -> None:
+    """An account's JSON sessions on two nodes: a DM sent from one reaches its
+    recipient once, and the other session gets the echo (as on one node), under the
+    same id."""
+    guest = await cluster.text(1, "yan")
+    await guest.send(f"!register {PASSWORD}")
+    assert await guest.expect("registered") == "Account 'yan' registered."
+    await guest.send("exit")
+    await guest.lines_until_closed()
+    here = JsonClient(await Peer.connect(HOST, cluster.port(1), "yan", password=PASSWORD))
+    there = JsonClient(await Peer.connect(HOST, cluster.port(2), "yan", password=PASSWORD))
+    friend = await cluster.text(3, "friend")
+    await here.send("friend", "from node 1")
+    assert (await friend.expect("from node 1")).endswith("[yan] from node 1")
+    echo = await there.expect(lambda m: m.type == "chat" and m.message == "from node 1")
+    assert echo.metadata.get("echo") is True and echo.destination == "friend"
+    await friend.nothing_more()
+    await here.close()
+    await there.close()
