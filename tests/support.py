@@ -7,7 +7,11 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import signal
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -446,3 +450,57 @@ class ConsoleProcess:
         if self.process.returncode is None:
             self.process.kill()
 
+
+# A redis-server of Debian's (several nodes share one); tests that need it skip without.
+REDIS_SERVER = shutil.which("redis-server")
+
+
+class RedisServer:
+    """A redis-server of our own on a loopback port, nothing saved; killed and started
+    again on the same port when a test wants Redis to go away."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            self.port: int = sock.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None, "redis-server is not installed"
+        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(self.tmp), "--loglevel", "warning"]
+        with open(self.tmp / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {(self.tmp / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.02)
+
+    def pause(self) -> None:
+        """Redis hangs: connections open, nothing answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """What kill -9 does: no goodbye to anyone."""
+        if self.process is not None:
+            self.process.kill()  # a stopped process dies of SIGKILL as well
+            self.process.wait()
+            self.process = None
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False

@@ -5,10 +5,7 @@ room messages, a node that dies without a word, and Redis itself going away and 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -22,10 +19,9 @@ import redis.asyncio as aioredis
 
 from chatnet.cluster import DIRECT, OP_TIMEOUT, Cluster, ClusterUnavailable
 from chatnet.process import ROOT
-from tests.support import HOST, TIMEOUT, eventually
+from tests.support import HOST, REDIS_SERVER, TIMEOUT, RedisServer, eventually
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 SHORT_TTL = 1.0  # the nodes of the expiry tests: a dead one is gone within this
 MARGIN = 0.5  # what a loaded machine may add to it
@@ -36,54 +32,6 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-class RedisServer:
-    """A redis-server of our own on a loopback port, nothing saved; killed and started
-    again on the same port when a test wants Redis to go away."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(self.tmp), "--loglevel", "warning"]
-        with open(self.tmp / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + TIMEOUT
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {(self.tmp / 'redis.log').read_text()[-2000:]}")
-            time.sleep(0.02)
-
-    def pause(self) -> None:
-        """Redis hangs: connections open, nothing answered."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """What kill -9 does: no goodbye to anyone."""
-        if self.process is not None:
-            self.process.kill()  # a stopped process dies of SIGKILL as well
-            self.process.wait()
-            self.process = None
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,7 @@ mid-traffic, and Redis itself going away and coming back."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,10 +21,9 @@ from chatnet.errors import LoginRefused
 from chatnet.peer import Peer
 from chatnet.process import CHAT_LISTENING, port_open
 from chatnet.protocol import Message
-from tests.support import HOST, TIMEOUT, JsonClient, Network, TextClient, eventually
+from tests.support import HOST, REDIS_SERVER, JsonClient, Network, RedisServer, TextClient, eventually
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 TTL = 3.0  # CLUSTER_TTL of the nodes: a dead node's names are free again within this (a heartbeat each second: a loaded CI machine keeps up)
 MARGIN = 1.5  # what a loaded machine may add to it
@@ -36,46 +31,6 @@ NODES = ("server", "server2", "server3")  # node 1 is the Network's "server"
 PASSWORD = "correct horse battery"
 ONE_WORD = "correct-horse-battery"  # for !password <old> <new>
 QUICK = 3.0  # what crosses nodes arrives in milliseconds: a wait for what never comes ends sooner
-
-
-class RedisServer:
-    """A redis-server of our own on a loopback port, nothing saved; killed (kill -9) and
-    started again on the same port when a test wants Redis to go away."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            self.port: int = sock.getsockname()[1]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(self.tmp), "--loglevel", "warning"]
-        with open(self.tmp / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + TIMEOUT
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {(self.tmp / 'redis.log').read_text()[-2000:]}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
 
 
 @pytest.fixture
