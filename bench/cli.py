@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, workloads
-from bench.servers import Chatnet, Ngircd, Server, ensure_ngircd, raise_open_files
+from bench.servers import Chatnet, ChatnetNodes, Ngircd, Server, ensure_ngircd, find_redis, raise_open_files
 from bench.workloads import Sizes
 
 logger = logging.getLogger("chatnet.bench")
@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--servers", default="chatnet,ngircd", help="comma list of chatnet, ngircd")
     parser.add_argument("--front", choices=("text", "irc", "both"), default="both",
                         help="chatnet's door for the load: text mode (as at nc), IRC (the adapter ngircd gets), or both (default)")  # fmt: skip
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="with throughput chosen: also run it, and a paced run, against chatnet as 1 node and as N "
+                             "nodes behind one port, joined by a redis-server of the bench's own (each chosen front; "
+                             "default 1: no node rows)")  # fmt: skip
+    parser.add_argument("--nodes-rate", type=float, help="--nodes: offered load of the paced run, msg/s (default 20000)")
+    parser.add_argument("--nodes-clients", type=int, help="--nodes: clients of the paced run (default 1000)")
     parser.add_argument("--quick", action="store_true", help="short windows and smaller sizes (a minute, not ten)")
     parser.add_argument("--workers", type=int, help="generator processes (default 2)")
     parser.add_argument("--clients", help="throughput sizes, comma list (default 100,1000)")
@@ -63,7 +69,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "workers": args.workers, "window": args.window, "warmup": args.warmup, "duration": args.duration,
         "latency_rate": args.rate, "idle_clients": args.idle_clients, "mail_messages": args.mail,
         "storm_clients": args.storm_clients, "room_members": args.room_members, "room_senders": args.room_senders,
-        "room_rate": args.room_rate,
+        "room_rate": args.room_rate, "nodes_rate": args.nodes_rate, "nodes_clients": args.nodes_clients,
         "throughput_clients": tuple(int(n) for n in args.clients.split(",")) if args.clients else None,
     }  # fmt: skip
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
@@ -78,12 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(only) - set(WORKLOADS) | set(names) - {"chatnet", "ngircd"}
     if unknown:
         raise SystemExit(f"unknown workload or server: {', '.join(sorted(unknown))}")
+    if args.nodes < 1:
+        raise SystemExit("--nodes wants 1 or more")
+    if args.nodes > 1 and ("chatnet" not in names or "throughput" not in only):
+        logger.warning("--nodes %d adds its runs beside chatnet's throughput: without chatnet in --servers and throughput in --only, none", args.nodes)
+    elif args.nodes > 1 and find_redis() is None:
+        raise SystemExit("--nodes needs redis-server: sudo apt-get install -y redis-server")
     sizes = sizes_from(args)
-    raise_open_files(max(sizes.idle_clients, sizes.storm_clients, sizes.room_members, max(sizes.throughput_clients)) * 2 + 1000)
+    raise_open_files(max(sizes.idle_clients, sizes.storm_clients, sizes.room_members, sizes.nodes_clients, max(sizes.throughput_clients)) * 2 + 1000)
     results = report.new_results(dataclasses.asdict(sizes))
     with tempfile.TemporaryDirectory(prefix="chatnet-bench-") as tmp:
         servers = build_servers(names, Path(tmp), args)
-        fronts = sum(isinstance(server, Chatnet) for server in servers)
+        fronts = sum(_is_front(server) for server in servers)
         failed: dict[str, str] = {}
         for server in servers:
             # One server (or front) that fails is reported, not the end of the others' runs.
@@ -97,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(report.header(results))
     print(report.table(results))
+    if nodes_table := report.nodes_table(results):
+        print()
+        print(nodes_table)
     print(f"\nJSON: {report.write_json(results, args.out)}")
     if failed:
         raise SystemExit("\n".join(f"{name} failed: {why}" for name, why in failed.items()))
@@ -110,13 +125,28 @@ def build_servers(names: list[str], tmp: Path, args: argparse.Namespace) -> list
         else:  # one fresh network per front, each over its own database
             for front in ("text", "irc") if args.front == "both" else (args.front,):
                 servers.append(Chatnet(tmp / f"chatnet-{front}", front=front, mongo_url=args.mongo_url))
+                servers += _node_servers(tmp, front, args)
     return servers
+
+
+def _node_servers(tmp: Path, front: str, args: argparse.Namespace) -> list[Server]:
+    """With --nodes N (N ≥ 2): this front's network as one node and as N nodes, each
+    node with CLUSTER_URL, behind one port; each a fresh network (throughput only)."""
+    only = {w.strip() for w in args.only.split(",")}
+    if args.nodes < 2 or "throughput" not in only:
+        return []
+    return [ChatnetNodes(tmp / f"chatnet-{front}-nodes-{n}", front=front, mongo_url=args.mongo_url, nodes=n) for n in (1, args.nodes)]
+
+
+def _is_front(server: Server) -> bool:
+    """One of chatnet's regular runs (a front), not a node-scaling one."""
+    return isinstance(server, Chatnet) and not isinstance(server, ChatnetNodes)
 
 
 def _front_profile(profile: Path | None, server: Server, fronts: int) -> Path | None:
     """With both chatnet fronts profiled, the IRC one's stacks go to FILE.irc (then
     FILE.irc.<workload>), so neither overwrites the other."""
-    if profile is None or fronts < 2 or not isinstance(server, Chatnet) or server.front != "irc":
+    if profile is None or fronts < 2 or not _is_front(server) or not isinstance(server, Chatnet) or server.front != "irc":
         return profile
     return profile.with_name(f"{profile.name}.irc")
 
@@ -129,6 +159,12 @@ def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str,
     try:
         server.start()  # inside the try: what did start (chatnet's store, its API) is stopped too
         results["versions"][server.name] = server.version()
+        if isinstance(server, ChatnetNodes):  # the node-scaling rows, never profiled
+            # The paced run first: throughput leaves the history archive busy behind it.
+            for name, step in (("paced", workloads.paced), ("throughput", workloads.throughput)):
+                logger.info("%s: %s", server.name, name)
+                mine[name] = step(server, sizes)
+            return
         steps: dict[str, Callable[[], Any]] = {
             "throughput": lambda: _profiled(server, profiles.get("throughput"), lambda: workloads.throughput(server, sizes)),
             "room": lambda: _profiled(server, profiles.get("room"), lambda: workloads.room(server, sizes)),

@@ -82,6 +82,11 @@ class WorkerResult:
     disconnected: int = 0
     mail_unavailable: int = 0  # chatnet logins welcomed without their mail count
     latencies_us: list[float] = field(default_factory=list)
+    # Private messages (throughput, latency): what each receiver got inside the window,
+    # and the latencies it sampled, by name, so the parent can tell the messages that
+    # crossed from node to node from the others.
+    by_receiver: dict[str, int] = field(default_factory=dict)
+    latencies_by_receiver: dict[str, list[float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +112,8 @@ class Client(asyncio.Protocol):
         self.peer: Client | None = None
         self.sent = 0  # sequence number of the last message this client sent
         self.received = 0  # messages received from the partner
+        self.in_window = 0  # of them, inside the measurement window
+        self.latencies: list[float] = []  # the latency samples of those (µs)
         self.in_flight = 0
         # (receiver, count, lines): every chat line of a read, or only its last one.
         self.on_delivered: Callable[[Client, int, list[bytes]], None] | None = None
@@ -407,6 +414,7 @@ class Load:
         schedule = self.schedule
         if schedule is not None and schedule.window_start <= now < schedule.window_end:
             self.stats.delivered_in_window += count
+            receiver.in_window += count
             if self.sample_every_line:
                 for offset, line in enumerate(lines):
                     self._check(receiver, line, now, first + offset)
@@ -448,7 +456,9 @@ class Load:
         seq, sent_ns = receiver.payload(line).split(b" ")
         if int(seq) != expected_seq:
             self.stats.out_of_order += 1
-        self.stats.latencies_us.append((now * 1e9 - int(sent_ns)) / 1000)
+        latency = (now * 1e9 - int(sent_ns)) / 1000
+        self.stats.latencies_us.append(latency)
+        receiver.latencies.append(latency)
 
     async def run(self, schedule: Schedule) -> WorkerResult:
         self.schedule = schedule
@@ -474,6 +484,9 @@ class Load:
                 await self._paced(schedule)
             self.sending = False
             await self._drain(schedule.window_end + schedule.grace, self.stats.sent)
+            paired = [c for c in self.clients if c.peer is not None]
+            self.stats.by_receiver = {c.name: c.in_window for c in paired}
+            self.stats.latencies_by_receiver = {c.name: c.latencies for c in paired}
         else:
             await _sleep_until(schedule.window_end)
         return self.stats

@@ -1,5 +1,6 @@
 """Results as a table (chatnet text, chatnet IRC and ngircd side by side, each chatnet
-front's ratio to ngircd, the issues' goals) and as JSON."""
+front's ratio to ngircd, the issues' goals), the node-scaling table (--nodes N: chatnet
+alone, as 1 node and as N nodes behind one port), and as JSON."""
 
 from __future__ import annotations
 
@@ -241,6 +242,162 @@ def table(results: dict[str, Any]) -> str:
         cells += _goal_cells(row)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# --- chatnet as several nodes (--nodes N) --------------------------------------------
+
+# Each front's baseline (chatnet alone, no Redis: the regular run) and its node runs
+# ("chatnet-nodes-1", "chatnet-nodes-2", …), in the results under those names.
+NODE_FRONTS: Final = {"chatnet": "text", "chatnet-irc": "IRC"}
+NODE_WORKLOADS: Final = ("paced", "throughput")  # in the table's order
+
+NodeRun = dict[str, Any]
+# (metric, unit, figure of a run given the 1-node run of its front and workload)
+NodeMetric = tuple[str, str, Callable[[NodeRun, NodeRun | None], float | None]]
+
+
+def node_runs(results: dict[str, Any]) -> dict[str, list[tuple[int, str]]]:
+    """Per front that has node runs: (node count, results key), fewest nodes first."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for key, value in results.items():
+        for front in NODE_FRONTS:
+            prefix = f"{front}-nodes-"
+            if key.startswith(prefix) and key[len(prefix) :].isdigit() and isinstance(value, dict) and value:
+                found.setdefault(front, []).append((int(key[len(prefix) :]), key))
+    return {front: sorted(runs) for front, runs in found.items()}
+
+
+def _node_columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(results key, label, front) per column: each front's regular run (one node, no
+    Redis) when it ran throughput, then its node runs."""
+    columns: list[tuple[str, str, str]] = []
+    for front, runs in node_runs(results).items():
+        if results.get(front, {}).get("throughput"):
+            columns.append((front, f"{NODE_FRONTS[front]}, 1 node, no Redis", front))
+        columns += [(key, f"{NODE_FRONTS[front]}, {n} node{'s' if n > 1 else ''}", front) for n, key in runs]
+    return columns
+
+
+def _key(name: str) -> Callable[[NodeRun, NodeRun | None], float | None]:
+    return lambda run, one: run.get(name)
+
+
+def _per_msg_us(run: NodeRun, one: NodeRun | None) -> float | None:
+    per_cpu = run.get("delivered_per_cpu_s")
+    return 1e6 / per_cpu if per_cpu else None
+
+
+def _cross_cost_us(run: NodeRun, one: NodeRun | None) -> float | None:
+    """Node CPU per cross-node message (all nodes: the sender's publish, the other's
+    receive and delivery), estimated: this run's node CPU less its local messages at
+    the 1-node run's cost per message, over its cross-node messages."""
+    cross = run.get("cross_node_delivered")
+    if not cross or one is None or run.get("nodes", 1) < 2 or not one.get("delivered_in_window"):
+        return None
+    local_cost = one["server_cpu_s"] / one["delivered_in_window"]
+    local = run["delivered_in_window"] - cross
+    return float((run["server_cpu_s"] - local * local_cost) / cross * 1e6)
+
+
+def _percent(name: str) -> Callable[[NodeRun, NodeRun | None], float | None]:
+    def get(run: NodeRun, one: NodeRun | None) -> float | None:
+        value = run.get(name)
+        if value is None:
+            return 0.0 if "nodes" not in run or run.get("nodes") == 1 else None
+        return 100 * float(value)
+
+    return get
+
+
+NODE_METRICS: Final[list[NodeMetric]] = [
+    ("delivered msg/s", "msg/s", _key("delivered_per_s")),
+    ("delivered msg per node-CPU-s (all nodes)", "msg/cpu-s", _key("delivered_per_cpu_s")),
+    ("delivered msg per CPU-s, nodes + Redis", "msg/cpu-s", lambda r, one: r.get("delivered_per_cpu_s_with_redis", r.get("delivered_per_cpu_s"))),
+    ("node CPU per delivered msg", "µs", _per_msg_us),
+    ("node CPU per cross-node msg (est.)", "µs", _cross_cost_us),
+    ("node CPU share, all nodes", "cores", _key("server_cpu_share")),
+    ("Redis CPU share", "cores", _key("redis_cpu_share")),
+    ("Redis CPU per cross-node msg", "µs", _key("redis_cpu_us_per_cross_msg")),
+    ("cross-node msgs per Redis PUBLISH", "msgs/publish", _key("cross_node_msgs_per_publish")),
+    ("generator CPU share", "cores", _key("generator_cpu_share")),
+    ("clients per node", "clients", lambda r, one: None),  # a list: see _node_cell
+    ("cross-node share of pairs", "%", _percent("cross_node_pair_share")),
+    ("cross-node share of deliveries", "%", _percent("cross_node_share")),
+    ("p50 send → receive, local / cross-node", "ms", lambda r, one: None),  # two figures: see _node_cell
+    ("p99 send → receive, local / cross-node", "ms", lambda r, one: None),
+    ("lost (+ out of order)", "msgs", lambda r, one: r["lost"] + r["out_of_order"]),
+]  # fmt: skip
+
+
+def _node_cell(run: NodeRun | None, one: NodeRun | None, metric: str, unit: str, get: Callable[[NodeRun, NodeRun | None], float | None]) -> str:
+    if run is None:
+        return "—"
+    if metric == "clients per node":
+        counts = run.get("clients_per_node")
+        return " / ".join(f"{c:,}" for c in counts.values()) if counts else f"{run['clients']:,}"
+    if metric.startswith(("p50 ", "p99 ")):
+        q = metric[:3]
+        local, cross = run.get(f"local_latency_{q}_ms"), run.get(f"cross_node_latency_{q}_ms")
+        if local is None and cross is None:  # a run without the split: all of it is local
+            local = run.get(f"latency_{q}_ms")
+        return f"{_fmt(local, unit)} / {_fmt(cross, unit)}"
+    value = get(run, one)
+    if unit == "%":
+        return "—" if value is None else f"{value:.1f} %"
+    if unit == "µs":
+        return "—" if value is None else f"{value:.2f}"
+    if unit == "msgs/publish":
+        return "—" if value is None else f"{value:.1f}"
+    return _fmt(value, unit)
+
+
+def nodes_table(results: dict[str, Any]) -> str:
+    """The node-scaling rows (--nodes N) as a Markdown table, "" without node runs: per
+    workload (the paced run, then throughput per size), each front alone (no Redis), as
+    1 node and as N nodes (CLUSTER_URL, one port), and N nodes' figure against 1 node's."""
+    columns = _node_columns(results)
+    if not columns:
+        return ""
+    fronts = node_runs(results)
+    ratios = [(front, runs[0][1], runs[-1]) for front, runs in fronts.items() if len(runs) > 1 and runs[0][0] == 1]
+    head = ["workload", "metric", *(label for _, label, _ in columns),
+            *(f"{NODE_FRONTS[f]}: {last[0]} nodes / 1 node" for f, _, last in ratios)]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---", *("---:" for _ in head[2:])]) + "|"]
+    for workload, clients, label in _node_workloads(results, columns):
+        runs = {key: _node_run(results, key, workload, clients) for key, _, _ in columns}
+        ones = {front: _node_run(results, runs_[0][1], workload, clients) if runs_[0][0] == 1 else None for front, runs_ in fronts.items()}
+        for metric, unit, get in NODE_METRICS:
+            cells = [label, f"{metric} ({unit})"]
+            cells += [_node_cell(runs[key], ones.get(front), metric, unit, get) for key, _, front in columns]
+            for front, one_key, (_, last_key) in ratios:
+                one, last = runs.get(one_key), runs.get(last_key)
+                va = get(one, ones.get(front)) if one else None
+                vb = get(last, ones.get(front)) if last else None
+                useful = unit in ("msg/s", "msg/cpu-s", "cores") or metric == "node CPU per delivered msg"
+                cells.append(f"{vb / va:.2f}×" if useful and va and vb is not None else "")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _node_run(results: dict[str, Any], key: str, workload: str, clients: int) -> NodeRun | None:
+    found = results.get(key, {}).get(workload)
+    if isinstance(found, list):
+        return _by_clients(found, clients)
+    return found if found and found.get("clients") == clients else None
+
+
+def _node_workloads(results: dict[str, Any], columns: list[tuple[str, str, str]]) -> list[tuple[str, int, str]]:
+    """(workload, clients, label) for each block of rows, in the table's order."""
+    blocks: list[tuple[str, int, str]] = []
+    for workload in NODE_WORKLOADS:
+        seen: dict[int, str] = {}
+        for key, _, _ in columns:
+            found = results.get(key, {}).get(workload)
+            for run in found if isinstance(found, list) else [found] if found else []:
+                rate = f" @ {run['offered_per_s']:,.0f} msg/s" if run.get("offered_per_s") else ""
+                seen.setdefault(run["clients"], f"{workload} N={run['clients']}{rate}")
+        blocks += [(workload, n, seen[n]) for n in sorted(seen)]
+    return blocks
 
 
 def header(results: dict[str, Any]) -> str:

@@ -1,13 +1,17 @@
 """The servers under test (chatnet through each of its fronts, and ngircd), started the
 same way: own config, free loopback port, foreground process whose CPU time and memory
-we read from /proc."""
+we read from /proc. `ChatnetNodes` is chatnet as several nodes behind one port (one
+Redis of its own joining them), for the node-scaling rows (`--nodes N`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import shutil
+import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -15,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from chatnet.process import Child, Probe, embedded_store_argv, free_port, http_ok, port_open, script
+from chatnet.process import CHAT_LISTENING, IRC_LISTENING, Child, Probe, embedded_store_argv, free_port, http_ok, on_port, port_open, script
 
 logger = logging.getLogger("chatnet.bench")
 
 HOST: Final = "127.0.0.1"
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 NGIRCD_PATHS: Final = ("/usr/sbin/ngircd", "/usr/bin/ngircd")
+REDIS_PATHS: Final = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 
 
 # --- /proc ---------------------------------------------------------------------------
@@ -75,6 +80,10 @@ class Server:
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
+
+    def counters(self) -> dict[str, float]:
+        """Anything else read at the window's edges (its change is in the results)."""
+        return {}
 
     def rss(self) -> float:
         return rss_mb(self.pid)
@@ -297,3 +306,169 @@ class Chatnet(Server):
     def version(self) -> str:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
         return f"chatnet {head.stdout.strip() or 'unknown'}"
+
+
+# --- chatnet as several nodes --------------------------------------------------------
+
+
+def find_redis() -> str | None:
+    return shutil.which("redis-server") or next((p for p in REDIS_PATHS if os.access(p, os.X_OK)), None)
+
+
+# What a node logs when it admits someone (chatnet.router's `_admit`, e.g. "… INFO
+# chatnet.server: r3a12 logged in from 127.0.0.1:52864 (text mode, guest)"): which node
+# each client landed on, so which messages crossed from node to node is counted, not guessed.
+LOGGED_IN: Final = re.compile(r"^\S+ \S+ INFO \S+: (\S+) logged in from \S+ \(", re.M)
+
+
+@dataclass
+class ChatnetNodes(Chatnet):
+    """chatnet as `nodes` chat-server nodes sharing CHAT_PORT and IRC_PORT (SO_REUSEPORT:
+    the kernel spreads the connections), joined by a redis-server of its own on a free
+    loopback port, keeping nothing on disk; the store and the message API as for
+    `Chatnet`. Every node runs with CLUSTER_URL, even a single one (so one node here
+    pays what a node of a network pays: its claims in Redis, its presence)."""
+
+    nodes: int = 2
+    redis_port: int = field(default_factory=free_port)
+    redis_binary: str = field(default_factory=lambda: find_redis() or "redis-server")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.nodes < 1:
+            raise ValueError("a network needs at least one node")
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return f"{FRONTS[self.front][0]}-nodes-{self.nodes}"
+
+    @property
+    def node_names(self) -> list[str]:
+        """The nodes' child names (and log files): server, server2, server3, …"""
+        return ["server", *(f"server{n}" for n in range(2, self.nodes + 1))]
+
+    @property
+    def node_pids(self) -> list[int]:
+        return [pid for name in self.node_names if (pid := self.children[name].pid) is not None]
+
+    @property
+    def redis_pid(self) -> int | None:
+        child = self.children.get("redis")
+        return child.pid if child else None
+
+    def cpu(self) -> float:
+        """CPU seconds of every node together (Redis's is apart: `cpu_all()["redis"]`)."""
+        return sum(cpu_seconds(pid) for pid in self.node_pids)
+
+    def cpu_all(self) -> dict[str, float]:
+        """As for `Chatnet`, with Redis's CPU from its own `INFO cpu` (microseconds) when
+        it answers: it uses a few hundredths of a core, a few clock ticks in a window."""
+        found = super().cpu_all()
+        if "redis" in found and (precise := self.redis_cpu()) is not None:
+            found["redis"] = precise
+        return found
+
+    def redis_cpu(self) -> float | None:
+        """used_cpu_sys + used_cpu_user of `INFO cpu` (the process, all its threads)."""
+        fields = self.redis_info("cpu")
+        try:
+            return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
+        except (KeyError, ValueError):
+            return None
+
+    def counters(self) -> dict[str, float]:
+        """Redis's PUBLISH calls so far (`INFO commandstats`): the forwards between nodes
+        (one per batch) and the presence events; with the deliveries that crossed they
+        say how many messages one publish carried."""
+        stats = self.redis_info("commandstats").get("cmdstat_publish", "")
+        calls = dict(item.split("=", 1) for item in stats.split(",") if "=" in item).get("calls")
+        return {"redis_publish_calls": float(calls)} if calls and calls.isdigit() else {}
+
+    def redis_info(self, section: str) -> dict[str, str]:
+        """One section of Redis's INFO as field → value ({} when Redis does not answer)."""
+        try:
+            with socket.create_connection((HOST, self.redis_port), timeout=2.0) as sock:
+                sock.sendall(b"INFO %s\r\n" % section.encode())
+                data = b""
+                while b"\r\n" not in data or len(data) < _bulk_end(data):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return {}
+        lines = data.decode(errors="replace").splitlines()[1:]
+        return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
+
+    def rss(self) -> float:
+        return sum(rss_mb(pid) for pid in self.node_pids)
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "CLUSTER_URL": f"redis://{HOST}:{self.redis_port}/0"}
+
+    def start(self) -> None:
+        if self.mongo_url is None:
+            self._start("store", embedded_store_argv(self.store_port, self.tmp / "data"), port_open(HOST, self.store_port))
+        self._start_redis()
+        self._start("api", script("message_api.py"), http_ok(f"{self.api_url}/health"))
+        for name in self.node_names:
+            self._start_node(name)
+
+    def _start_redis(self) -> None:
+        if not os.access(self.redis_binary, os.X_OK) and shutil.which(self.redis_binary) is None:
+            raise RuntimeError("chatnet's nodes need redis-server: sudo apt-get install -y redis-server")
+        argv = [self.redis_binary, "--port", str(self.redis_port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--dir", str(self.tmp)]  # fmt: skip
+        self._start("redis", argv, port_open(HOST, self.redis_port))
+
+    def _start_node(self, name: str) -> None:
+        """One node; ready once it says it listens on the shared ports itself (another
+        node answering there proves nothing)."""
+        child = Child(
+            name, script("async_server.py"), port_open(HOST, self.chat_port), env=self.env(),
+            log_path=self.tmp / "logs" / f"{name}.log",
+            listening=on_port(CHAT_LISTENING, self.chat_port), also_logged=[on_port(IRC_LISTENING, self.irc_port)],
+        )  # fmt: skip
+        self.children[name] = child
+        child.start(60)
+
+    def stop(self) -> None:
+        """Every node told to stop at once (each may spend its shutdown grace on the
+        history backlog), then everything in reverse order, Redis and the store last."""
+        for name in self.node_names:
+            child = self.children.get(name)
+            if child is not None and child.process is not None and child.running:
+                child.process.send_signal(signal.SIGTERM)
+        super().stop()
+
+    def placement(self, names: set[str]) -> dict[str, list[str]]:
+        """Which node(s) logged each of `names` in (from the nodes' logs). A client seen on
+        two nodes (a login retried on a new connection) has both."""
+        where: dict[str, list[str]] = {}
+        for node in self.node_names:
+            log = self.tmp / "logs" / f"{node}.log"
+            for name in LOGGED_IN.findall(log.read_text(errors="replace")):
+                if name in names and node not in where.setdefault(name, []):
+                    where[name].append(node)
+        return where
+
+    def log_problems(self) -> dict[str, list[str]]:
+        """Each node's (and Redis's) lines at WARNING and above, and tracebacks."""
+        found: dict[str, list[str]] = {}
+        for name in [*self.node_names, "api"]:
+            log = self.tmp / "logs" / f"{name}.log"
+            if log.exists():
+                lines = [line for line in log.read_text(errors="replace").splitlines()
+                         if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", line)]  # fmt: skip
+                if lines:
+                    found[name] = lines[:20]
+        return found
+
+
+def _bulk_end(data: bytes) -> int:
+    """Where a RESP bulk string (`$<length>\\r\\n<bytes>\\r\\n`) that starts `data` ends."""
+    head, _, _ = data.partition(b"\r\n")
+    try:
+        return len(head) + 2 + int(head[1:]) + 2
+    except ValueError:
+        return len(data)

@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.loadgen import RoomShare, Schedule, worker_main
-from bench.servers import HOST, Chatnet, Server, cpu_seconds
+from bench.servers import HOST, Chatnet, ChatnetNodes, Server, cpu_seconds
 
 logger = logging.getLogger("chatnet.bench")
 
@@ -48,6 +48,11 @@ class Sizes:
     room_senders: int = 10
     room_rate: float = 100.0
     room_sample_every: int = 10
+    # --nodes N: besides throughput, a paced run at a load the nodes carry without
+    # queueing, so every pair sends alike and the cross-node share of messages is the
+    # share of pairs split over the nodes (≈ (N − 1)/N): the cost of a cross-node DM.
+    nodes_clients: int = 1000
+    nodes_rate: float = 20_000.0
 
 
 def pair_names(count: int, tag: str) -> list[tuple[str, str]]:
@@ -111,8 +116,11 @@ def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float 
     """Log `clients` in, then warm up and measure one window of `mode` traffic."""
     pairs = pair_names(clients, f"r{next(_run_ids)}")
     workers = Workers(server, pairs, sizes.workers)
+    placement: dict[str, list[str]] | None = None
     try:
         login_s, rss_logged_in = _log_in(server, workers, sizes)
+        if isinstance(server, ChatnetNodes):  # which node each client landed on
+            placement = server.placement({name for pair in pairs for name in pair})
         duration = sizes.duration if mode != "idle" else 1.0
         start = time.monotonic() + 0.3
         window_start = start + (sizes.warmup if mode != "idle" else 0.0)
@@ -121,7 +129,84 @@ def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float 
         window = _measure(server, workers, [schedule] * len(workers.pipes), sizes)
     finally:
         workers.close()
-    return _summarise(server, mode, clients, duration=duration, login_s=login_s, rss_logged_in=rss_logged_in, rate=rate, **window)
+    summary = _summarise(server, mode, clients, duration=duration, login_s=login_s, rss_logged_in=rss_logged_in, rate=rate, **window)
+    if isinstance(server, ChatnetNodes) and placement is not None:
+        summary.update(_across_nodes(server, pairs, placement, window, summary))
+        logger.info("%s %s N=%d: %s", server.name, mode, clients, _brief_nodes(summary))
+        summary["in_flight_per_sender"] = sizes.window if mode == "throughput" else None
+    return summary
+
+
+def _across_nodes(server: ChatnetNodes, pairs: list[tuple[str, str]], placement: dict[str, list[str]],
+                  window: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The node-scaling figures of one run: where the clients landed (from the nodes'
+    logs), the share of the window's deliveries whose sender and receiver were on
+    different nodes, every node's CPU and Redis's apart."""
+    by_receiver: dict[str, int] = {}
+    latencies: dict[str, list[float]] = {}
+    for result in window["results"]:
+        by_receiver.update(result.get("by_receiver", {}))
+        latencies.update(result.get("latencies_by_receiver", {}))
+    node_of = {name: nodes[0] for name, nodes in placement.items() if len(nodes) == 1}
+    cross = local = 0
+    cross_pairs = local_pairs = 0
+    cross_lat: list[float] = []
+    local_lat: list[float] = []
+    for a, b in pairs:
+        if a not in node_of or b not in node_of:
+            continue  # unplaced or on two nodes: counted apart, in neither share
+        split = node_of[a] != node_of[b]
+        got = by_receiver.get(a, 0) + by_receiver.get(b, 0)
+        sampled = latencies.get(a, []) + latencies.get(b, [])
+        if split:
+            cross, cross_pairs = cross + got, cross_pairs + 1
+            cross_lat += sampled
+        else:
+            local, local_pairs = local + got, local_pairs + 1
+            local_lat += sampled
+    counted = cross + local
+    names = [name for pair in pairs for name in pair]
+    cpu = window["cpu_by_process"]
+    nodes_cpu = summary["server_cpu_s"]
+    redis_cpu = cpu.get("redis", 0.0)
+    delivered = summary["delivered_in_window"]
+    duration = summary["window_s"]
+    return {
+        "nodes": server.nodes,
+        "clients_per_node": {node: sum(1 for n in names if node_of.get(n) == node) for node in server.node_names},
+        "unplaced": sum(1 for n in names if n not in placement),
+        "placed_twice": sum(1 for n in names if len(placement.get(n, ())) > 1),
+        "pairs": len(pairs), "cross_node_pairs": cross_pairs, "local_pairs": local_pairs,
+        "cross_node_pair_share": cross_pairs / (cross_pairs + local_pairs) if cross_pairs + local_pairs else None,
+        "cross_node_delivered": cross, "placed_delivered": counted,
+        "cross_node_share": cross / counted if counted else None,
+        # Each direction of a pair: its deliveries a second (throughput: `window` always
+        # in flight, so by Little's law its mean send → receive time is window / this).
+        "cross_node_per_sender_per_s": cross / duration / (2 * cross_pairs) if cross_pairs else None,
+        "local_per_sender_per_s": local / duration / (2 * local_pairs) if local_pairs else None,
+        "cross_node_latency_p50_ms": _ms(cross_lat, 0.50), "cross_node_latency_p99_ms": _ms(cross_lat, 0.99),
+        "local_latency_p50_ms": _ms(local_lat, 0.50), "local_latency_p99_ms": _ms(local_lat, 0.99),
+        "node_cpu_s": {node: cpu.get(node, 0.0) for node in server.node_names},
+        "redis_cpu_s": redis_cpu, "redis_cpu_share": redis_cpu / duration,
+        "delivered_per_cpu_s_with_redis": delivered / (nodes_cpu + redis_cpu) if nodes_cpu + redis_cpu > 0 else None,
+        "redis_cpu_us_per_cross_msg": redis_cpu / cross * 1e6 if cross else None,
+        "redis_publishes": (publishes := window.get("counters", {}).get("redis_publish_calls")),
+        "cross_node_msgs_per_publish": cross / publishes if cross and publishes else None,
+        "node_log_problems": server.log_problems(),
+    }  # fmt: skip
+
+
+def _ms(latencies_us: list[float], q: float) -> float | None:
+    return percentile(latencies_us, q) / 1000 if latencies_us else None
+
+
+def _brief_nodes(s: dict[str, Any]) -> str:
+    share = s["cross_node_share"]
+    p50, p99 = s["cross_node_latency_p50_ms"], s["cross_node_latency_p99_ms"]
+    return (f"{s['nodes']} node(s), clients per node {list(s['clients_per_node'].values())}, "
+            f"cross-node {share if share is not None else float('nan'):.1%} of deliveries "
+            f"({s['cross_node_pairs']} of {s['pairs']} pairs, p50/p99 {p50 or float('nan'):.3f}/{p99 or float('nan'):.3f} ms), "
+            f"redis cpu {s['redis_cpu_share']:.0%}, {s['delivered_per_cpu_s_with_redis'] or 0:.0f} per cpu-s with redis")  # fmt: skip
 
 
 def _log_in(server: Server, workers: Workers, sizes: Sizes) -> tuple[float, float]:
@@ -141,9 +226,9 @@ def _measure(server: Server, workers: Workers, schedules: list[Schedule], sizes:
     for pipe, schedule in zip(workers.pipes, schedules, strict=True):
         pipe.send(("go", schedule))
     _sleep_until(schedules[0].window_start)
-    cpu0, gen0, all0 = server.cpu(), workers.cpu(), _cpu_all(server)
+    cpu0, gen0, all0, count0 = server.cpu(), workers.cpu(), _cpu_all(server), server.counters()
     _sleep_until(schedules[0].window_end)
-    cpu1, gen1, all1 = server.cpu(), workers.cpu(), _cpu_all(server)
+    cpu1, gen1, all1, count1 = server.cpu(), workers.cpu(), _cpu_all(server), server.counters()
     rss = server.rss()
     results = []
     for pipe, proc in zip(workers.pipes, workers.procs, strict=True):
@@ -151,7 +236,8 @@ def _measure(server: Server, workers: Workers, schedules: list[Schedule], sizes:
             raise RuntimeError(f"{proc.name} did not finish")
         results.append(pipe.recv()[1])
     return {"results": results, "server_cpu": cpu1 - cpu0, "generator_cpu": gen1 - gen0, "rss": rss,
-            "cpu_by_process": {k: all1[k] - all0.get(k, 0.0) for k in all1}}  # fmt: skip
+            "cpu_by_process": {k: all1[k] - all0.get(k, 0.0) for k in all1},
+            "counters": {k: count1[k] - count0[k] for k in count1 if k in count0}}  # fmt: skip
 
 
 def _cpu_all(server: Server) -> dict[str, float]:
@@ -160,7 +246,8 @@ def _cpu_all(server: Server) -> dict[str, float]:
 
 def _summarise(server: Server, mode: str, clients: int, *, results: list[dict[str, Any]], duration: float,
                server_cpu: float, generator_cpu: float, login_s: float, rss: float, rss_logged_in: float,
-               cpu_by_process: dict[str, float], rate: float, expected: int | None = None) -> dict[str, Any]:  # fmt: skip
+               cpu_by_process: dict[str, float], rate: float, expected: int | None = None,
+               counters: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     """One run's figures. `expected`: deliveries that should have arrived (default: one
     per message sent; a room's is sent × (members − 1))."""
     sent = sum(r["sent"] for r in results)
@@ -182,6 +269,7 @@ def _summarise(server: Server, mode: str, clients: int, *, results: list[dict[st
         "generator_cpu_s": generator_cpu,
         "generator_cpu_share": generator_cpu / duration,
         "cpu_by_process_s": cpu_by_process,
+        **({"counters": counters} if counters else {}),
         "login_all_s": login_s,
         "rss_mb": rss, "rss_logged_in_mb": rss_logged_in,
         "offered_per_s": rate or None,
@@ -209,6 +297,12 @@ def throughput(server: Server, sizes: Sizes) -> list[dict[str, Any]]:
 
 def latency(server: Server, sizes: Sizes) -> dict[str, Any]:
     return run_load(server, "latency", sizes.latency_clients, sizes, rate=sizes.latency_rate)
+
+
+def paced(server: Server, sizes: Sizes) -> dict[str, Any]:
+    """--nodes: `nodes_clients` in pairs at a fixed `nodes_rate` (round robin over the
+    senders, every line's latency taken), the nodes' CPU per message at a known load."""
+    return run_load(server, "latency", sizes.nodes_clients, sizes, rate=sizes.nodes_rate)
 
 
 def room(server: Server, sizes: Sizes) -> dict[str, Any]:

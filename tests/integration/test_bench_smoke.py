@@ -1,16 +1,22 @@
 """A small run of the benchmark's load generator against the real chat server, so the
 benchmark can't rot: every message sent arrives, in order, and nobody is dropped; in a
 room, at every other member. The same through chatnet's IRC front, with the adapter the
-benchmark gives ngircd; and the table that sets the fronts beside ngircd."""
+benchmark gives ngircd; chatnet as two nodes behind one port (`--nodes 2`), with which
+node each client landed on; and the tables that set the fronts beside ngircd and the
+nodes beside one node."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
-from bench import report
+import pytest
+
+from bench import report, workloads
 from bench.loadgen import Load, RoomShare, Schedule
-from bench.workloads import pair_names
+from bench.servers import ChatnetNodes, find_redis
+from bench.workloads import Sizes, pair_names
 from chatnet.process import free_port, port_open
 from tests.support import HOST, Network, eventually
 
@@ -148,3 +154,60 @@ def test_table_sets_each_front_beside_ngircd() -> None:
     irc_only = report.table(results).splitlines()
     assert irc_only[0] == "| workload | metric | chatnet IRC | ngircd | chatnet IRC / ngircd | goal | met |"
     assert any("| 121 | 100 | 1.21× | ≥ 1.2× ngircd | met |" in line for line in irc_only)
+
+
+@pytest.mark.skipif(find_redis() is None, reason="redis-server is not installed")
+def test_two_nodes_behind_one_port_lose_nothing(store_url: str, tmp_path: Path) -> None:
+    """The bench's two-node target (both nodes on one port, a redis-server of its own):
+    a tiny throughput run loses nothing, the nodes' logs place every client, both nodes
+    got some, and the DMs of pairs split over the nodes are counted as cross-node."""
+    server = ChatnetNodes(tmp_path / "nodes", mongo_url=store_url, nodes=2)
+    sizes = Sizes(workers=1, throughput_clients=(40,), window=1, warmup=0.2, duration=0.5, grace=5.0)
+    try:
+        server.start()
+        (run,) = workloads.throughput(server, sizes)
+    finally:
+        server.stop()
+    assert run["server"] == "chatnet-nodes-2" and run["nodes"] == 2
+    assert run["lost"] == 0 and run["out_of_order"] == 0 and run["disconnected"] == 0
+    assert run["sent"] > 100 and run["delivered_in_window"] > 0
+    assert run["unplaced"] == 0 and run["placed_twice"] == 0
+    assert sum(run["clients_per_node"].values()) == 40 and min(run["clients_per_node"].values()) > 0
+    assert run["placed_delivered"] == run["delivered_in_window"]
+    # 20 pairs spread by the kernel: all of them on one node is a 1-in-a-million chance.
+    assert run["cross_node_pairs"] > 0 and 0 < run["cross_node_share"] < 1
+    assert run["cross_node_latency_p50_ms"] is not None and run["local_latency_p50_ms"] is not None
+    assert set(run["node_cpu_s"]) == {"server", "server2"} and run["server_cpu_s"] > 0
+    assert run["redis_cpu_s"] >= 0 and "redis" in run["cpu_by_process_s"]
+    assert run["redis_publishes"] > 0 and run["cross_node_msgs_per_publish"] >= 1  # the forwards went through Redis
+    assert not run["node_log_problems"], run["node_log_problems"]
+
+
+def test_nodes_table_sets_nodes_beside_one_node() -> None:
+    """--nodes 2: each front alone, as 1 node and as 2 nodes, and 2 nodes against 1; the
+    node CPU a cross-node message costs, estimated from the 1-node run's cost per message."""
+    results = report.new_results({})
+    results["chatnet"]["throughput"] = [_run_figures(1000, 100.0)]
+    one = {**_run_figures(1000, 90.0), "nodes": 1, "clients_per_node": {"server": 1000}, "cross_node_share": 0.0,
+           "cross_node_pair_share": 0.0, "redis_cpu_share": 0.05, "redis_cpu_us_per_cross_msg": None,
+           "delivered_per_cpu_s_with_redis": 85.0, "delivered_in_window": 1_000_000, "server_cpu_s": 4.0,
+           "local_latency_p50_ms": 0.3, "cross_node_latency_p50_ms": None}  # fmt: skip
+    two = {**one, "nodes": 2, "delivered_per_s": 135.0, "delivered_per_cpu_s": 72.0, "server_cpu_share": 1.9,
+           "clients_per_node": {"server": 480, "server2": 520}, "cross_node_share": 0.1, "cross_node_pair_share": 0.5,
+           "redis_cpu_us_per_cross_msg": 1.5, "cross_node_delivered": 100_000, "server_cpu_s": 4.9,
+           "cross_node_latency_p50_ms": 2.5}  # fmt: skip
+    results["chatnet-nodes-1"] = {"throughput": [one], "paced": {**one, "offered_per_s": 20000.0}}
+    results["chatnet-nodes-2"] = {"throughput": [two], "paced": {**two, "offered_per_s": 20000.0}}
+    assert report.table(results).splitlines()[0].startswith("| workload | metric | chatnet text |")
+    lines = report.nodes_table(results).splitlines()
+    assert lines[0] == ("| workload | metric | text, 1 node, no Redis | text, 1 node | text, 2 nodes | "
+                        "text: 2 nodes / 1 node |")  # fmt: skip
+    assert lines[2].startswith("| paced N=1000 @ 20,000 msg/s | delivered msg/s (msg/s) | — | 90 | 135 | 1.50× |")
+    assert "| throughput N=1000 | delivered msg/s (msg/s) | 100 | 90 | 135 | 1.50× |" in lines
+    assert "| throughput N=1000 | cross-node share of pairs (%) | 0.0 % | 0.0 % | 50.0 % |  |" in lines
+    assert "| throughput N=1000 | cross-node share of deliveries (%) | 0.0 % | 0.0 % | 10.0 % |  |" in lines
+    assert "| throughput N=1000 | clients per node (clients) | 1,000 | 1,000 | 480 / 520 |  |" in lines
+    # 900,000 local messages at the 1-node run's 4 µs: 3.6 s; the other 1.3 s over 100,000 cross-node ones.
+    assert "| throughput N=1000 | node CPU per cross-node msg (est.) (µs) | — | — | 13.00 |  |" in lines
+    assert "| throughput N=1000 | p50 send → receive, local / cross-node (ms) | — / — | 0.300 / — | 0.300 / 2.500 |  |" in lines
+    assert report.nodes_table(report.new_results({})) == ""
