@@ -20,7 +20,6 @@ import logging
 import os
 import secrets
 import socket
-from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from typing import Any, Final, Protocol
@@ -30,7 +29,7 @@ from chatnet.protocol import Delivery
 
 logger = logging.getLogger("chatnet.nodes")
 
-# Forwards queued for the other nodes, at most this many per publish.
+# Items for one place, at most this many per publish.
 MAX_FORWARD_BATCH: Final = 500
 
 
@@ -68,9 +67,9 @@ class Nodes:
         self.cluster = Cluster(
             url, node_id(), ttl, on_message=self._heard, on_presence=here.presence, on_lost=here.lost, prefix=prefix
         )
-        # What is to go out, in the order it was said: (node, or "#" + room key, payload).
-        # One sender drains it, so a sender's lines reach each node in order.
-        self._out: deque[tuple[str, dict[str, Any], list[Delivery]]] = deque()
+        # What is to go out, by where (a node, or "#" + a room key), in the order it was
+        # said: one publish per place per pass, each place's in order, the places at once.
+        self._out: dict[str, _Outgoing] = {}
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
@@ -159,12 +158,15 @@ class Nodes:
         self.spawn(self.cluster.leave_room(room_key))
 
     def _queue(self, target: str, payload: dict[str, Any], owned: list[Delivery]) -> None:
-        last = self._out[-1] if self._out else None
-        if last is not None and last[0] == target and last[1]["t"] == payload["t"] and "d" in payload and len(last[1]["d"]) < MAX_FORWARD_BATCH:
-            last[1]["d"].extend(payload["d"])  # one publish for what one pass said to one place
-            last[2].extend(owned)
+        outgoing = self._out.get(target)
+        if outgoing is None:
+            outgoing = self._out[target] = _Outgoing()
+        items = outgoing.items
+        if items and items[-1]["t"] == payload["t"] and "d" in payload and items[-1].get("to") == payload.get("to"):
+            items[-1]["d"].extend(payload["d"])  # what one pass said to one place: one item
         else:
-            self._out.append((target, payload, owned))
+            items.append(payload)
+        outgoing.owned.extend(owned)
         self._wake.set()
 
     async def _send_all(self) -> None:
@@ -172,21 +174,36 @@ class Nodes:
             await self._wake.wait()
             self._wake.clear()
             while self._out:
-                target, payload, owned = self._out.popleft()
-                try:
-                    if target[:1] == "#":
-                        await self.cluster.publish_room(target[1:], payload)
-                        continue
-                    heard = await self.cluster.send(target, payload)
-                except ClusterUnavailable as exc:
-                    logger.warning("could not reach %s through Redis: %s", target, exc)
-                    heard = False
-                if not heard and owned:
-                    self.here.unsent(owned)  # nobody took them: mail, as for anyone offline
+                out, self._out = self._out, {}
+                await asyncio.gather(*(self._send(target, outgoing) for target, outgoing in out.items()))
+
+    async def _send(self, target: str, outgoing: _Outgoing) -> None:
+        items, owned = outgoing.items, outgoing.owned
+        for start in range(0, len(items), MAX_FORWARD_BATCH):
+            payload = {"t": "batch", "items": items[start : start + MAX_FORWARD_BATCH]}
+            try:
+                if target[:1] == "#":
+                    await self.cluster.publish_room(target[1:], payload)
+                    continue
+                heard = await self.cluster.send(target, payload)
+            except ClusterUnavailable as exc:
+                logger.warning("could not reach %s through Redis: %s", target, exc)
+                heard = False
+            if not heard and owned:
+                self.here.unsent(owned)  # nobody took them: mail, as for anyone offline
+                owned = []
 
     # --- in ----------------------------------------------------------------------------
 
     def _heard(self, where: str, payload: dict[str, Any]) -> None:
+        if payload.get("t") == "batch":
+            for item in payload.get("items", []):
+                if isinstance(item, dict):
+                    self._heard_one(where, item)
+        else:
+            self._heard_one(where, payload)
+
+    def _heard_one(self, where: str, payload: dict[str, Any]) -> None:
         kind = payload.get("t")
         if kind == "dm" and where == DIRECT:
             for item in payload.get("d", []):
@@ -205,6 +222,17 @@ class Nodes:
             self.here.told_here(where, skip, text, event, details if isinstance(details, dict) else {})
         else:
             logger.warning("a message of kind %r on %s not understood", kind, where or "this node's channel")
+
+
+class _Outgoing:
+    """What one pass says to one place: its items in order, and the DMs among them that
+    become mail if nobody hears them."""
+
+    __slots__ = ("items", "owned")
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.owned: list[Delivery] = []
 
 
 def _delivery(item: list[Any]) -> Delivery:
