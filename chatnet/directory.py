@@ -1,9 +1,10 @@
 """The directory: who is online, and where.
 
-The router asks it which names are taken, whose sessions are on this node, and who is
-to hear about comings and goings. `LocalDirectory` keeps all of that in this process
-(one node alone); a cluster puts an implementation over Redis behind the same interface,
-where a name is claimed network-wide and one not found locally may live on another node.
+The router asks it which names are taken here, whose sessions are on this node, and who
+is to hear about comings and goings. `LocalDirectory` keeps that in this process. With
+several nodes the network's part sits beside it (`chatnet.nodes`: a name claimed
+network-wide first, one not found here looked for on the other nodes), since claims
+wait for Redis and the routing path reads this directory directly.
 
 Names are kept by their key (lower case: identity is case-insensitive). A name has one
 session, or — an account logged in from a terminal and a browser and a phone — a

@@ -4,7 +4,7 @@
         │  events                                          ^
         v                                                  │ renders
     Router (who is online, routing, commands, hand-over) ──┘ through the session
-        ├── Directory (who is online where: in process, or a cluster's)
+        ├── Directory (who is online here) and, with CLUSTER_URL, Nodes (the others, through Redis)
         └── MailWriter, Archiver (delivery off the routing path, through the message API)
 
 `ChatServer` owns the listener and the order of start and stop; `serve` runs one until
