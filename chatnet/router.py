@@ -222,23 +222,21 @@ class Router:
             self._count_address(session.address, -1)  # the browser's, not the relay's
             session.address = login.address[:MAX_ADDRESS_CHARS]
             self._count_address(session.address, +1)
-        try:
-            self.identity.screen(login, session.address)
-        except LoginFailed as exc:
-            session.refused(exc)
-            return
-        self.spawn(self._check_login(session, login))
+        self._screened(session, login, self._check_login)
 
     def authenticate(self, session: Session, credentials: Authenticate) -> None:
         """An account's credentials checked ahead of its login (IRC's SASL): answered
         through session.authenticated / refused, with the limits of any login."""
-        login = Login(credentials.user, password=credentials.password)
+        self._screened(session, Login(credentials.user, password=credentials.password), self._authenticate)
+
+    def _screened(self, session: Session, login: Login, check: Callable[[Session, Login], Coroutine[Any, Any, None]]) -> None:
+        """The login's limits first (refused at once), then `check` off the line."""
         try:
             self.identity.screen(login, session.address)
         except LoginFailed as exc:
             session.refused(exc)
             return
-        self.spawn(self._authenticate(session, login))
+        self.spawn(check(session, login))
 
     async def _authenticate(self, session: Session, login: Login) -> None:
         try:
