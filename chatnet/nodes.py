@@ -99,7 +99,9 @@ class Nodes:
                     break
                 await asyncio.sleep(0.02)
         if self._sender is not None:
-            self._sender.cancel()
+            self._sender.cancel()  # and gone before the connections close under it
+            with suppress(asyncio.CancelledError):
+                await self._sender
         await self.cluster.stop()
 
     # --- names -------------------------------------------------------------------------
