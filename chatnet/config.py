@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     thermometer_name: str = "thermometer1"
     thermometer_interval: float = 100.0
 
+    # The bot host (openai_bot.py): the HTTP chat with any bot (POST /bots/{name}/chat)
+    # that the message API passes on to it.
+    bots_host: str = "127.0.0.1"
+    bots_port: int = 8001
+
     bot_name: str = "openai"
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
@@ -132,6 +137,10 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def bots_url(self) -> str:
+        return f"http://{self.bots_host}:{self.bots_port}"
 
 
 @lru_cache

@@ -102,6 +102,7 @@ class Event(StrEnum):
     WHOIS = "whois"  # answer to !whois: user, online, kind, ident [username, realname], away
     WHOWAS = "whowas"  # answer to !whowas: user, seen [{name, ident, left}] (newest first; [] = nobody)
     AWAY = "away"  # !away answered (user is you), or the one you wrote to is away: user, away ("" = back)
+    TYPING = "typing"  # a peer is working on an answer to you (or in a room): user, active, room (None in a DM)
     # rooms
     JOINED = "joined"  # you are in a room now: room, created, members, online, topic
     LEFT = "left"  # you left a room (or were removed: by): room
@@ -410,7 +411,14 @@ class Authenticate(NamedTuple):
     password: str
 
 
-ClientEvent = Login | Chat | Command | Quit | Ack | Pong
+class Typing(NamedTuple):
+    """A client is writing (a bot: its model is working) to `destination`, or has stopped."""
+
+    destination: str
+    active: bool
+
+
+ClientEvent = Login | Chat | Command | Quit | Ack | Pong | Typing
 
 # The login feature of clients that acknowledge what they have handled.
 ACK_FEATURE: Final = "ack"
@@ -418,6 +426,8 @@ ACK_FEATURE: Final = "ack"
 BOT_FEATURE: Final = "bot"
 # The login feature of clients that show a streamed reply as it grows (its pieces).
 STREAM_FEATURE: Final = "stream"
+# The login feature of clients that show "… is typing" (the page): only they are sent TYPING notices.
+TYPING_FEATURE: Final = "typing"
 
 
 def strip_address(bot: str, text: str) -> str | None:
