@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, workloads
-from bench.servers import Chatnet, ChatnetNodes, Ngircd, Server, ensure_ngircd, find_redis, raise_open_files
+from bench.servers import Chatnet, ChatnetNodes, Inspircd, Ngircd, Server, ensure_inspircd, ensure_ngircd, find_redis, raise_open_files
 from bench.workloads import Sizes
 
 logger = logging.getLogger("chatnet.bench")
@@ -22,6 +22,7 @@ logger = logging.getLogger("chatnet.bench")
 # Run order: the idle and mail runs first, before throughput leaves the history
 # archive busy behind it.
 WORKLOADS = ("idle", "storm", "mail", "room", "latency", "throughput")
+SERVERS = ("chatnet", "ngircd", "inspircd")
 # The workloads --profile attaches py-spy to (chatnet only).
 PROFILED = ("room", "throughput")
 QUICK = Sizes(throughput_clients=(100, 1000), warmup=1.0, duration=3.0, grace=3.0, latency_clients=1000,
@@ -31,7 +32,7 @@ QUICK = Sizes(throughput_clients=(100, 1000), warmup=1.0, duration=3.0, grace=3.
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}")
-    parser.add_argument("--servers", default="chatnet,ngircd", help="comma list of chatnet, ngircd")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}")
     parser.add_argument("--front", choices=("text", "irc", "both"), default="both",
                         help="chatnet's door for the load: text mode (as at nc), IRC (the adapter ngircd gets), or both (default)")  # fmt: skip
     parser.add_argument("--nodes", type=int, default=1,
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path,
                         help="py-spy the chatnet server during room and throughput; write here "
                              "(FILE.<workload> when both run, .irc appended for the IRC front when both fronts run)")  # fmt: skip
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install ngircd")
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install ngircd or inspircd")
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<date>.json)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")  # fmt: skip
     only = [w.strip() for w in args.only.split(",") if w.strip()]
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = set(only) - set(WORKLOADS) | set(names) - {"chatnet", "ngircd"}
+    unknown = set(only) - set(WORKLOADS) | set(names) - set(SERVERS)
     if unknown:
         raise SystemExit(f"unknown workload or server: {', '.join(sorted(unknown))}")
     if args.nodes < 1:
@@ -122,6 +123,8 @@ def build_servers(names: list[str], tmp: Path, args: argparse.Namespace) -> list
     for name in names:
         if name == "ngircd":
             servers.append(Ngircd(tmp / "ngircd", binary=ensure_ngircd(install=not args.no_install)))
+        elif name == "inspircd":
+            servers.append(Inspircd(tmp / "inspircd", binary=ensure_inspircd(install=not args.no_install)))
         else:  # one fresh network per front, each over its own database
             for front in ("text", "irc") if args.front == "both" else (args.front,):
                 servers.append(Chatnet(tmp / f"chatnet-{front}", front=front, mongo_url=args.mongo_url))

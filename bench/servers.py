@@ -1,5 +1,5 @@
-"""The servers under test (chatnet through each of its fronts, and ngircd), started the
-same way: own config, free loopback port, foreground process whose CPU time and memory
+"""The servers under test (chatnet through each of its fronts, ngircd and InspIRCd),
+started the same way: own config, free loopback port, foreground process whose CPU time and memory
 we read from /proc. `ChatnetNodes` is chatnet as several nodes behind one port (one
 Redis of its own joining them), for the node-scaling rows (`--nodes N`)."""
 
@@ -26,6 +26,7 @@ logger = logging.getLogger("chatnet.bench")
 HOST: Final = "127.0.0.1"
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 NGIRCD_PATHS: Final = ("/usr/sbin/ngircd", "/usr/bin/ngircd")
+INSPIRCD_PATHS: Final = ("/usr/sbin/inspircd", "/usr/bin/inspircd")
 REDIS_PATHS: Final = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 
 
@@ -73,6 +74,8 @@ class Server:
     name: str
     protocol: str
     port: int
+    # Logins the generator keeps in progress per worker at the least (see Inspircd).
+    min_connect_concurrency: int = 0
 
     @property
     def pid(self) -> int:
@@ -98,30 +101,47 @@ class Server:
         raise NotImplementedError
 
 
+def find_binary(name: str, paths: tuple[str, ...]) -> str | None:
+    return shutil.which(name) or next((p for p in paths if os.access(p, os.X_OK)), None)
+
+
 def find_ngircd() -> str | None:
-    return shutil.which("ngircd") or next((p for p in NGIRCD_PATHS if os.access(p, os.X_OK)), None)
+    return find_binary("ngircd", NGIRCD_PATHS)
 
 
-def ensure_ngircd(install: bool = True) -> str:
-    """The ngircd binary; installed from Debian when missing and we are root."""
-    found = find_ngircd()
+def find_inspircd() -> str | None:
+    return find_binary("inspircd", INSPIRCD_PATHS)
+
+
+def ensure_package(name: str, paths: tuple[str, ...], install: bool = True) -> str:
+    """A peer server's binary (Debian's package of that name); installed when missing
+    and we are root. Debian enables its system service on install; it listens on 6667
+    where a system has one running, and the benchmark never uses it."""
+    found = find_binary(name, paths)
     if found:
         return found
     if not install or os.geteuid() != 0:
         hint = "the benchmark does this itself when run as root"
-        raise SystemExit(f"ngircd is not installed. Install it with `sudo apt-get install -y ngircd` ({hint}), or run with --servers chatnet.")
-    logger.info("installing ngircd from Debian (apt-get install -y ngircd)")
+        raise SystemExit(f"{name} is not installed. Install it with `sudo apt-get install -y {name}` ({hint}), or leave it out of --servers.")
+    logger.info("installing %s from Debian (apt-get install -y %s)", name, name)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "ngircd"], check=False, env=env)
-    found = find_ngircd()
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", name], check=False, env=env)
+    found = find_binary(name, paths)
     if not found:
         subprocess.run(["apt-get", "update"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "ngircd"], check=True, env=env)
-        found = find_ngircd()
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", name], check=True, env=env)
+        found = find_binary(name, paths)
     if not found:
-        raise SystemExit("apt-get could not install ngircd")
-    # Debian starts the system service on install; it listens on 6667, we never use it.
+        raise SystemExit(f"apt-get could not install {name}")
     return found
+
+
+def ensure_ngircd(install: bool = True) -> str:
+    return ensure_package("ngircd", NGIRCD_PATHS, install)
+
+
+def ensure_inspircd(install: bool = True) -> str:
+    return ensure_package("inspircd", INSPIRCD_PATHS, install)
 
 
 # Flood protection off and every count limit raised: we measure routing, not throttling
@@ -197,6 +217,76 @@ class Ngircd(Server):
     def version(self) -> str:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout
         return out.splitlines()[0] if out else "unknown"
+
+
+# InspIRCd 3 as a fair peer (bench/README.md, "Fairness"): loopback only; no DNS or
+# ident lookups (resolvehostnames, useident); flood control off as for ngircd and chatnet
+# (fakelag off, and a penalty threshold no client reaches, drained at a million commands
+# a second: threshold 0 is not "off", it quits a client after 20 lines); clone and
+# connection limits, send and receive queues and channels per user raised past any
+# workload; nothing linked, no services, WHOWAS off (it keeps a record per quit).
+INSPIRCD_CONF: Final = """\
+<server name="irc.bench.local" description="chatnet benchmark peer" network="bench">
+<admin name="chatnet benchmark" nick="bench" email="bench@localhost">
+<bind address="{host}" port="{port}" type="clients">
+<connect name="bench" allow="*" timeout="3600" pingfreq="3600" threshold="1000000000" commandrate="1000000000" fakelag="off"
+         hardsendq="1048576" softsendq="1048576" recvq="1048576" localmax="1000000" globalmax="1000000"
+         limit="1000000" maxconnwarn="no" resolvehostnames="no" useident="no" uniqueusername="no">
+<performance netbuffersize="10240" somaxconn="4096" softlimit="1000000" clonesonconnect="no" quietbursts="yes">
+<channels users="1000000" opers="1000000">
+<limits maxnick="30" maxchan="64" maxtopic="307">
+<security maxtargets="20" hideserver="" userstats="Pu">
+<dns timeout="1">
+<pid file="{tmp}/inspircd.pid">
+<files motd="{tmp}/motd">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{tmp}/inspircd-events.log">
+<options prefixquit="Quit: " syntaxhints="no">
+<whowas groupsize="0" maxgroups="0">
+"""
+
+
+@dataclass
+class Inspircd(Server):
+    """InspIRCd (Debian's), in the foreground. It completes registrations in a pass it
+    makes once a second, so a login waits up to a second for its 001: the generator
+    starts more logins at once for it (`min_connect_concurrency`), or logging in 10,000
+    clients would take minutes; that is the server's pace, not the load's."""
+
+    tmp: Path
+    binary: str = field(default_factory=lambda: find_inspircd() or "inspircd")
+    name: str = "inspircd"
+    protocol: str = "irc"
+    port: int = field(default_factory=free_port)
+    min_connect_concurrency: int = 1000
+    child: Child | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.child is not None and self.child.pid is not None
+        return self.child.pid
+
+    def write_config(self) -> Path:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        (self.tmp / "motd").write_text("benchmark\n")
+        config = self.tmp / "inspircd.conf"
+        config.write_text(INSPIRCD_CONF.format(host=HOST, port=self.port, tmp=self.tmp))
+        return config
+
+    def start(self) -> None:
+        config = self.write_config()
+        # --runasroot: the benchmark runs as root (it installs the peers); InspIRCd
+        # refuses root without it. --nofork keeps it the child whose CPU we read.
+        argv = [self.binary, "--nofork", "--runasroot", f"--config={config}"]
+        self.child = Child("inspircd", argv, port_open(HOST, self.port), log_path=self.tmp / "inspircd.log")
+        self.child.start()
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+    def version(self) -> str:
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout
+        return out.strip().splitlines()[0] if out.strip() else "unknown"
 
 
 # chatnet's fronts: the text mode of `nc` on CHAT_PORT, and IRC on IRC_PORT (the same

@@ -213,7 +213,7 @@ def _log_in(server: Server, workers: Workers, sizes: Sizes) -> tuple[float, floa
     """Every worker's clients logged in (and into the room, for a room run): the time it
     took, and the server's RSS then."""
     started = time.monotonic()
-    ready = workers.ask("connect", sizes.connect_concurrency, 300)
+    ready = workers.ask("connect", max(sizes.connect_concurrency, server.min_connect_concurrency), 300)
     login_s = time.monotonic() - started
     failed = sum(r["failed"] for r in ready)
     if failed:

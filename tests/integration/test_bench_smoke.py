@@ -135,25 +135,26 @@ def _run_figures(clients: int, per_cpu: float, lost: int = 0) -> dict[str, Any]:
             "generator_cpu_share": 0.3, "lost": lost, "out_of_order": 0}  # fmt: skip
 
 
-def test_table_sets_each_front_beside_ngircd() -> None:
-    """A column per server that ran, each chatnet front's ratio to ngircd, and each
-    front's own goal at N = 1,000 (text ≥ 1.0×, IRC ≥ 1.2× ngircd); a front not run has
-    no column."""
+def test_table_sets_each_front_beside_the_peers() -> None:
+    """A column per server that ran, each chatnet front's ratio to each peer that ran, and
+    the goals against ngircd (issue 15: 1.5× at N = 1,000, level at N = 100); a server not
+    run has no column."""
     results = report.new_results({})
-    results["chatnet"]["throughput"] = [_run_figures(1000, 110.0)]
+    results["chatnet"]["throughput"] = [_run_figures(1000, 160.0), _run_figures(100, 90.0)]
     results["chatnet-irc"]["throughput"] = [_run_figures(1000, 115.0)]
-    results["ngircd"]["throughput"] = [_run_figures(1000, 100.0)]
+    results["ngircd"]["throughput"] = [_run_figures(1000, 100.0), _run_figures(100, 100.0)]
+    results["inspircd"]["throughput"] = [_run_figures(1000, 200.0)]
     lines = report.table(results).splitlines()
-    assert lines[0] == ("| workload | metric | chatnet text | chatnet IRC | ngircd | chatnet text / ngircd | "
-                        "chatnet IRC / ngircd | goal | met |")  # fmt: skip
-    per_cpu = next(line for line in lines if "per server-CPU-s" in line)
-    assert "| 110 | 115 | 100 | 1.10× | 1.15× | text ≥ 1.0× ngircd; IRC ≥ 1.2× ngircd | text met, IRC **not met** |" in per_cpu
-    results["chatnet-irc"]["throughput"] = [_run_figures(1000, 121.0)]
-    assert "| 1.10× | 1.21× | text ≥ 1.0× ngircd; IRC ≥ 1.2× ngircd | met |" in report.table(results)
+    assert lines[0] == ("| workload | metric | chatnet text | chatnet IRC | ngircd | InspIRCd | chatnet text / ngircd | "
+                        "chatnet IRC / ngircd | chatnet text / InspIRCd | chatnet IRC / InspIRCd | goal | met |")  # fmt: skip
+    per_cpu = [line for line in lines if "per server-CPU-s" in line]
+    assert "| 160 | 115 | 100 | 200 | 1.60× | 1.15× | 0.80× | 0.57× | ≥ 1.5× ngircd | text met, IRC **not met** |" in per_cpu[1]
+    assert "| 90 | — | 100 | — | 0.90× | — | — | — | ≥ 1.0× ngircd | **not met** |" in per_cpu[0]
     results["chatnet"] = {}
+    results["inspircd"] = {}
     irc_only = report.table(results).splitlines()
     assert irc_only[0] == "| workload | metric | chatnet IRC | ngircd | chatnet IRC / ngircd | goal | met |"
-    assert any("| 121 | 100 | 1.21× | ≥ 1.2× ngircd | met |" in line for line in irc_only)
+    assert any("| 115 | 100 | 1.15× | ≥ 1.5× ngircd | **not met** |" in line for line in irc_only)
 
 
 @pytest.mark.skipif(find_redis() is None, reason="redis-server is not installed")
