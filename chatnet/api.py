@@ -31,7 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
-from chatnet import api_rooms
+from chatnet import api_bots, api_rooms
 from chatnet.accounts import TOKEN_MAX_CHARS, Account, Accounts, Refused
 from chatnet.accounts_store import AccountStore
 from chatnet.api_params import MessageId, PathKey, PathName
@@ -496,10 +496,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.accounts = Accounts.from_settings(store, settings)
     app.state.rooms = rooms = RoomStore(store)
     app.state.copier = copier = HistoryCopier(store)
+    app.state.bots = bots = api_bots.bot_store(store, app.state.accounts, settings)
+    app.state.bot_proxy = proxy = api_bots.HostProxy(settings)
     app.state.served = ServedMail()
     app.state.started = time.monotonic()
     try:
         await rooms.ensure_indexes()
+        await bots.ensure_ready()
         logger.info("database %s ready", settings.mongo_db)
     except PyMongoError as exc:
         logger.warning("database not reachable at start (%s); indexes will be made when it is", exc)
@@ -511,6 +514,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with suppress(asyncio.CancelledError):
             await sweeper
         await copier.drain()
+        await proxy.close()
         store.close()
 
 
@@ -585,6 +589,7 @@ def _routes() -> APIRouter:
     router.put("/state/{owner}/{key}", response_model=StateOut, tags=["state"])(put_state)
     router.delete("/state/{owner}/{key}", response_model=StateDeleted, tags=["state"])(delete_state)
     router.include_router(api_rooms.routes())
+    router.include_router(api_bots.routes())
     return router
 
 
@@ -774,9 +779,12 @@ async def history(
     return JSONResponse({"messages": messages, "next_before": next_before, "next": next_cursor})
 
 
-async def clear_history(user: PathName, store: StoreDep) -> Deleted:
-    """Delete the delivered messages the user sent or received (pending mail stays)."""
-    return Deleted(deleted=await store.clear_history(user))
+async def clear_history(user: PathName, store: StoreDep, bots: api_bots.BotsDep) -> Deleted:
+    """Delete the delivered messages the user sent or received (pending mail stays), and
+    the user's thread with every bot (so the bots forget it too)."""
+    deleted = await store.clear_history(user)
+    await bots.clear_threads(user)
+    return Deleted(deleted=deleted)
 
 
 async def subscribers(service: PathName, store: StoreDep) -> Subscribers:

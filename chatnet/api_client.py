@@ -35,11 +35,11 @@ a `cursor` / `next` is opaque text, handed back as it came.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -136,6 +136,16 @@ class MailReceipt:
 
     ids: list[str]
     unknown: list[str]
+
+
+# A chat with a bot waits for a model: the most seconds between two events of a streamed
+# answer, or for a whole one (the bot's own timeout per model call is 30 s by default).
+CHAT_SECONDS: Final = 120.0
+
+
+def _read_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """No bound on the whole (an answer streams as long as the model writes), one on each read."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 class ApiClient:
@@ -462,3 +472,110 @@ class ApiClient:
 
     async def put_state(self, owner: str, key: str, value: Any) -> None:
         await self._request("PUT", self._state_path(owner, key), {"value": value})
+
+    # --- bots (see `chatnet.api_bots`) -------------------------------------------------------
+    # A definition is a dict in the API's shape (`id, name, system, personality, model,
+    # base_url, has_api_key, respond_to, max_messages, max_characters, max_days,
+    # rate_limit, timeout, rooms, owner, created_at, updated_at, version`); what is given
+    # is the same minus the answered fields, plus the write-only `api_key`.
+
+    def _bot_path(self, name: str) -> str:
+        return f"/bots/{quote(name, safe='')}"
+
+    async def _request_list(self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The API's answer when it is a JSON array; a 4xx raises ApiRejected."""
+        status, text = await self._exchange(method, path, body, params)
+        if status >= 400:
+            self._answer(status, text)  # raises
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, list):
+            raise StoreUnavailable(f"message API answered {status} with a body that is not a JSON array")
+        return answer
+
+    async def bot_definitions(self) -> list[dict[str, Any]]:
+        """The bot host's feed: every definition, each with its `api_key` (str or None)."""
+        return await self._request_list("GET", "/bot-host/definitions")
+
+    async def report_bot_status(self, statuses: list[dict[str, Any]]) -> None:
+        """The bot host's report on every bot it runs: `{"name", "online", "model_ok",
+        "last_error", "last_error_at", "requests", "errors", "p50_ms", "queued"}` each."""
+        status, text = await self._exchange("PUT", "/bot-host/status", list(statuses))
+        if status >= 400:
+            self._answer(status, text)  # raises
+
+    async def bots(self) -> list[dict[str, Any]]:
+        """Every bot definition, by name (without api_key)."""
+        return await self._request_list("GET", "/bots")
+
+    async def bot(self, name: str) -> dict[str, Any] | None:
+        """The bot's definition, or None when there is no such bot."""
+        status, text = await self._exchange("GET", self._bot_path(name))
+        return None if status == 404 else self._answer(status, text)
+
+    async def put_bots(self, definitions: list[dict[str, Any]], replace: bool = True) -> list[dict[str, Any]]:
+        """Create the bots, or replace the definitions of their names whole (`replace`
+        false: an existing one is refused instead): `[{"name", "id", "created"}]`. All or
+        nothing; ApiRejected 409 (a name held by a person or a service; `detail` says
+        which) or 422 (a bad field, with the reason)."""
+        return await self._request_list("PUT", "/bots", list(definitions), {"replace": "true" if replace else "false"})
+
+    async def patch_bot(self, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Change some fields of a definition (`api_key` "" or None removes the key): the
+        definition as it is now. No such bot: ApiRejected 404."""
+        return await self._request("PATCH", self._bot_path(name), dict(fields))
+
+    async def delete_bot(self, name: str) -> bool:
+        """Remove the bot (its definition, account and threads); False when there was none."""
+        status, text = await self._exchange("DELETE", self._bot_path(name))
+        return False if status == 404 else bool(self._answer(status, text)["deleted"])
+
+    async def bot_status(self, name: str) -> dict[str, Any] | None:
+        """The bot host's last figures on the bot (`online` false once they are 5 s old),
+        or None when there is no such bot."""
+        status, text = await self._exchange("GET", f"{self._bot_path(name)}/status")
+        return None if status == 404 else self._answer(status, text)
+
+    async def bot_chat_simple(self, name: str, user: str, message: str, timeout: float = CHAT_SECONDS) -> dict[str, Any]:
+        """A chat turn in the user's thread with the bot, answered whole:
+        `{"content", "bot", "user"}`. Refusals raise ApiRejected (404 no such bot, 403
+        refused user, 429 rate limited); 502 (the model failed) and 503 (no bot host)
+        raise StoreUnavailable."""
+        url = f"{self.base_url}{self._bot_path(name)}/chat/simple"
+        body = dumps({"user": user, "message": message})
+        try:
+            async with self._open().post(url, data=body, headers={"Content-Type": "application/json"}, timeout=_read_timeout(timeout)) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip()) from None
+        if status >= 500:
+            raise StoreUnavailable(f"message API answered {status}: {_detail(text)}")
+        return self._answer(status, text)
+
+    async def bot_chat(self, name: str, user: str, message: str, timeout: float = CHAT_SECONDS) -> AsyncIterator[dict[str, Any]]:
+        """A chat turn in the user's thread with the bot, streamed: each event's data as
+        it comes (`{"content", "done"}`, or `{"error", "done": true}`), up to `[DONE]`.
+        `timeout`: the most seconds between two events. Refusals as `bot_chat_simple`."""
+        url = f"{self.base_url}{self._bot_path(name)}/chat"
+        try:
+            async with self._open().post(
+                url, data=dumps({"user": user, "message": message}), headers={"Content-Type": "application/json"}, timeout=_read_timeout(timeout)
+            ) as response:
+                if response.status >= 400:
+                    text = await response.text()
+                    if response.status >= 500:
+                        raise StoreUnavailable(f"message API answered {response.status}: {_detail(text)}")
+                    self._answer(response.status, text)  # raises
+                async for raw in response.content:
+                    line = raw.decode().strip()
+                    if not line.startswith("data:"):
+                        continue  # the blank line between events, a comment
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        return
+                    yield json.loads(data)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip()) from None

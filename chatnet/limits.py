@@ -91,3 +91,15 @@ MAX_ROOMS_PER_USER: Final = 100
 MAX_MARKERS: Final = 1000
 # Conversations listed for one user (the page's list), most recent first.
 MAX_CONVERSATIONS: Final = 500
+
+# --- bots as a service (bot definitions in the message API, run by the bot host) ------------
+
+# Bot definitions at most: each is a peer on the network, and the bot host reads them all
+# every second.
+MAX_BOTS: Final = 100
+# A bot's system prompt: a few pages (the thread it comes with is bounded apart, by the
+# definition's max_characters).
+MAX_BOT_PROMPT_CHARS: Final = 8000
+# The bot host reports every bot's status about once a second; a report older than this
+# means the host (or its loop) is gone, and the API answers online false.
+BOT_STATUS_STALE_SECONDS: Final = 5.0
