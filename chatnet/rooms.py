@@ -197,6 +197,10 @@ class Rooms:
                 delivery = _delivery(message)
                 session.deliver_line(session.dialect.replayed(delivery), delivery)  # acknowledged, it moves the marker
 
+    def local(self, name: str) -> Room | None:
+        """The room of that name, when a member is logged in here (the router's typing relay)."""
+        return self._rooms.get(name.lower())
+
     def _online(self, key: str) -> bool:
         """Online anywhere in the network."""
         return bool(self.directory.sessions(key)) or (self.nodes is not None and bool(self.nodes.where(key)))

@@ -42,6 +42,7 @@ from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_
 from chatnet.nodes import Nodes
 from chatnet.protocol import (
     COMMANDS,
+    TYPING_FEATURE,
     Ack,
     Authenticate,
     Chat,
@@ -53,6 +54,7 @@ from chatnet.protocol import (
     LoginReason,
     MessageType,
     Quit,
+    Typing,
     check_name,
     help_lines,
     mail_hints,
@@ -331,7 +333,7 @@ class Router:
         finally:
             session.settled()
 
-    def act(self, session: Session, event: Command | Quit | Login | Ack) -> None:
+    def act(self, session: Session, event: Command | Quit | Login | Ack | Typing) -> None:
         if type(event) is Command:
             self._commands[event.name](session, event.args)
         elif type(event) is Ack:
@@ -343,6 +345,8 @@ class Router:
         elif type(event) is Quit:
             session.quit_reason = event.reason[:MAX_QUIT_CHARS]
             session.close(f"Goodbye, {session.name}!")
+        elif type(event) is Typing:
+            self._typing(session, event)
         else:
             raise ProtocolError("You are already logged in.")
 
@@ -413,6 +417,37 @@ class Router:
         for other in self.directory.watchers():
             if other.key != key:
                 other.notice(f"{name} is {presence}", Event.PRESENCE, presence=presence, user=name, bot=bot)
+
+    # --- typing: relayed as it comes, never kept ------------------------------------
+
+    def _typing(self, sender: Session, typing: Typing) -> None:
+        """A `typing` notice for the sessions that show one (TYPING_FEATURE): the person's,
+        or a room's members here but the sender. Nothing is stored, queued for the offline
+        or archived, and nobody is answered: a notice that finds nobody is simply gone."""
+        destination, active = typing
+        text = f"{sender.name} is typing…" if active else f"{sender.name} stopped typing."
+        if destination[0] == "#":
+            room = self.rooms.local(destination)
+            if room is None or sender not in room.here:
+                return  # not a member (here): nothing to say, nor to anyone
+            details: dict[str, Any] = {"user": sender.name, "active": active, "room": room.name}
+            for member in room.here:
+                if member.key != sender.key and TYPING_FEATURE in member.features and not member.paused:
+                    member.notice(text, Event.TYPING, **details)
+            return
+        key = destination.lower()
+        if key == sender.key:
+            return
+        details = {"user": sender.name, "active": active, "room": None}
+        self._tell_typing(self.directory.sessions(key), text, details)
+        if self.nodes is not None and self.nodes.where(key):
+            self.nodes.tell_user(key, {"do": "typing", "text": text, "details": details})
+
+    @staticmethod
+    def _tell_typing(sessions: list[Session], text: str, details: dict[str, Any]) -> None:
+        for session in sessions:
+            if TYPING_FEATURE in session.features and not session.paused:
+                session.notice(text, Event.TYPING, **details)
 
     # --- routing (the hot path) --------------------------------------------------
 
@@ -488,7 +523,7 @@ class Router:
 
     def user_here(self, key: str, payload: dict[str, Any]) -> None:
         """For a name's sessions here, from another node: a notice, or a close (its
-        password changed), or a kick from a room (the rooms' part)."""
+        password changed), a kick from a room (the rooms' part), or someone typing."""
         sessions = self.directory.sessions(key)
         what, text = payload.get("do"), str(payload.get("text", ""))
         if what == "close":
@@ -496,6 +531,8 @@ class Router:
                 session.close(text)
         elif what == "kicked":
             self.rooms.kicked_here(sessions, str(payload.get("room", "")), text, payload.get("details") or {})
+        elif what == "typing" and isinstance(details := payload.get("details"), dict):
+            self._tell_typing(sessions, text, details)
         elif what == "notice" and str(payload.get("event")) in _TOLD_USER:
             for session in sessions:
                 session.notice(text, Event(str(payload["event"])), **(payload.get("details") or {}))

@@ -65,6 +65,7 @@ from chatnet.protocol import (
     Pong,
     Quit,
     Reply,
+    Typing,
     partial_chunk,
 )  # fmt: skip
 
@@ -163,7 +164,7 @@ class Router(Protocol):
     def login(self, session: Session, login: Login) -> None: ...  # answers through logged_in / refused / ask_password
     def authenticate(self, session: Session, credentials: Authenticate) -> None: ...  # answers through authenticated / refused
     def route(self, session: Session, chat: Chat) -> None: ...
-    def act(self, session: Session, event: Command | Quit | Login | Ack) -> None: ...
+    def act(self, session: Session, event: Command | Quit | Login | Ack | Typing) -> None: ...  # Typing: relayed, never kept
     def writable(self, session: Session) -> None: ...
     def received(self, session: Session, messages: list[Delivery]) -> None: ...  # room messages the reader has
     def input_ended(self, session: Session) -> None: ...

@@ -4,10 +4,12 @@ One `Message`-shaped object per line each way. The first line from the client lo
 
     {"type": "login", "user": "alice", "features": ["stream"]}
 
-then `chat`, `subscription` and `command` frames. The server sets `id`, `sender` and
-`timestamp` itself (whatever the client put there is ignored) and drops metadata only
-it may write (`SERVER_METADATA`). Its notices are `notification` / `error` frames from
-sender `server` whose `metadata.event` says what they are (`Event`).
+then `chat`, `subscription` and `command` frames, `ack` and `pong`, and `typing`
+(`{"type": "typing", "destination": "bob", "active": true}`: relayed to whoever shows
+it, never kept). The server sets `id`, `sender` and `timestamp` itself (whatever the
+client put there is ignored) and drops metadata only it may write (`SERVER_METADATA`).
+Its notices are `notification` / `error` frames from sender `server` whose
+`metadata.event` says what they are (`Event`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from chatnet.protocol import (
     Message,
     MessageType,
     Pong,
+    Typing,
     check_destination,
     check_message,
     check_name,
@@ -101,7 +104,14 @@ def parse_frame(line: str) -> ClientEvent:
         if not isinstance(message, str) or not message.strip():
             raise BadFrame("A command frame needs a 'message' such as '!who'.")
         return parse_command(message.strip())
-    raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription', 'command', 'ack' or 'pong'.")
+    if kind == "typing":
+        destination, active = frame.get("destination"), frame.get("active")
+        if not isinstance(destination, str) or not destination:
+            raise BadFrame("A typing frame needs a 'destination'.")
+        if not isinstance(active, bool):
+            raise BadFrame("A typing frame needs 'active': true or false.")
+        return Typing(check_destination(destination), active)
+    raise BadFrame(f"Unknown frame type {quote(str(kind))}; expected 'chat', 'subscription', 'command', 'ack', 'pong' or 'typing'.")
 
 
 def _no_constant(name: str) -> Any:
@@ -142,10 +152,12 @@ def _parse_login(frame: dict[str, Any]) -> Login:
     return Login(check_name(user, "username"), frozenset(features), password, token, want_token, service_token, relay_token, address)
 
 
-def client_frame(event: Chat | Command | Login | Ack | Pong) -> dict[str, Any]:
+def client_frame(event: Chat | Command | Login | Ack | Pong | Typing) -> dict[str, Any]:
     """The frame a client sends for an event (`parse_frame` is its inverse)."""
     if isinstance(event, Pong):
         return {"type": "pong"}
+    if isinstance(event, Typing):
+        return {"type": "typing", "destination": event.destination, "active": event.active}
     if isinstance(event, Ack):
         return {"type": "ack", "ids": list(event.ids)}
     if isinstance(event, Command):

@@ -13,7 +13,7 @@ from chatnet.dialects.json import client_frame, parse_frame
 from chatnet.dialects.text import PROMPT, ChatLine, chat_line, parse_line, read_chat_line, room_line, stored_line
 from chatnet.errors import BadFrame, ProtocolError
 from chatnet.limits import MAX_MESSAGE_CHARS
-from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, Quit, parse_message
+from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, Quit, Typing, parse_message
 
 NOW = "2026-11-21T10:00:05.123Z"
 
@@ -106,6 +106,13 @@ def test_subscription_frame_keeps_its_type() -> None:
         ('{"metadata": ' * 2000 + "1" + "}" * 2000, "nesting too deep"),
         ('{"type": "chat", "destination": "bob", "message": "\\ud800 half"}', "lone surrogate"),
         ('{"type": "chat", "destination": "bob", "message": "hi", "metadata": {"x": NaN}}', "NaN is not a JSON number"),
+        ('{"type": "typing", "active": true}', "A typing frame needs a 'destination'"),
+        ('{"type": "typing", "destination": "", "active": true}', "A typing frame needs a 'destination'"),
+        ('{"type": "typing", "destination": "b b", "active": true}', "Invalid destination"),
+        ('{"type": "typing", "destination": "#", "active": true}', "Invalid room"),
+        ('{"type": "typing", "destination": "bob"}', "'active': true or false"),
+        ('{"type": "typing", "destination": "bob", "active": 1}', "'active': true or false"),
+        ('{"type": "typing", "destination": "bob", "active": "yes"}', "'active': true or false"),
     ],
 )
 def test_bad_frames_say_what_is_wrong(line: str, reason: str) -> None:
@@ -117,6 +124,19 @@ def test_bad_frames_say_what_is_wrong(line: str, reason: str) -> None:
 def test_escaped_characters_are_welcome() -> None:
     """Escapes that make real characters (a pair of surrogates included) parse as text."""
     assert parse_frame('{"type": "chat", "destination": "bob", "message": "\\u00e9 \\ud83d\\ude00"}') == Chat("bob", "é 😀")
+
+
+def test_unknown_frame_types_name_every_type_there_is() -> None:
+    """The refusal of an unknown type lists the ones a client may send, typing among them."""
+    with pytest.raises(BadFrame, match="'chat', 'subscription', 'command', 'ack', 'pong' or 'typing'"):
+        parse_frame('{"type": "dance"}')
+
+
+@pytest.mark.parametrize(("destination", "active"), [("bob", True), ("bob", False), ("#hiking", True)])
+def test_typing_frame(destination: str, active: bool) -> None:
+    """A typing frame, to a person or a room, becomes a Typing event."""
+    event = parse_frame(json.dumps({"type": "typing", "destination": destination, "active": active}))
+    assert type(event) is Typing and event == Typing(destination, active)
 
 
 def test_command_frame() -> None:
@@ -213,6 +233,8 @@ def test_json_notices_say_what_they_are(render, kind) -> None:  # type: ignore[n
         Command("check"),
         Login("alice", frozenset({"stream", "ack"})),
         Login("alice", frozenset(), "secret words"),
+        Typing("bob", True),
+        Typing("#hiking", False),
     ],
 )
 def test_client_frames_round_trip(event: object) -> None:

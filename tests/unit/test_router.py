@@ -774,3 +774,114 @@ async def test_a_look_that_fails_once_is_asked_again(router: Router, api: FakeAp
     joe.send("joe")
     assert await joe.expect(lambda line: line.startswith("Welcome")) == "Welcome, joe! 1 stored message."
     assert [call.outcome for call in api.requests("pending_many")] == ["StoreUnavailable", "ok"]
+
+
+# --- typing ------------------------------------------------------------------------------
+
+
+def typing_frame(destination: str, active: bool) -> dict[str, Any]:
+    return {"type": "typing", "destination": destination, "active": active}
+
+
+def typing_notices(client: Client) -> list[dict[str, Any]]:
+    return [f["metadata"] for f in client.frames() if f["metadata"].get("event") == "typing"]
+
+
+async def join_room(client: Client, room: str) -> None:
+    client.send_json({"type": "command", "message": f"!join {room}"})
+    await client.expect_frame(lambda f: f["metadata"].get("event") == "joined" and f["metadata"]["room"] == room)
+
+
+async def test_typing_reaches_the_sessions_that_show_it_and_is_never_kept(router: Router, api: FakeApi) -> None:
+    """A typing frame to a person becomes a `typing` notice for that person's sessions
+    that announced the typing feature; nothing is stored, archived or answered."""
+    web = await json_client(router, "web", features=("typing", "stream"))
+    plain = await json_client(router, "plain")
+    terminal = await text_client(router, "terminal")
+    bot = await json_client(router, "helper", features=("bot",))
+    await turns(5)
+    asked = len(api.calls)
+    for client in (web, plain, terminal, bot):
+        client.take()
+    bot.send_json(typing_frame("web", True), typing_frame("plain", True), typing_frame("terminal", True), typing_frame("joe", True))
+    notice = await web.expect_frame(lambda f: f["metadata"].get("event") == "typing")
+    assert (notice["type"], notice["sender"], notice["destination"]) == ("notification", "server", "web")
+    assert notice["metadata"] == {"event": "typing", "user": "helper", "active": True, "room": None}
+    bot.send_json(typing_frame("web", False))
+    await web.expect_frame(lambda f: f["metadata"].get("event") == "typing" and f["metadata"]["active"] is False)
+    await turns(10)
+    assert plain.take() == [] and terminal.take() == []
+    assert bot.take() == []  # no answer, not even for the one offline
+    assert len(api.calls) == asked  # no mail, no archive, no lookup
+
+
+async def test_typing_in_a_room_reaches_its_members_with_the_feature_but_the_sender(router: Router) -> None:
+    """In a room the notice says the room and goes to the members online that show it,
+    never back to the sender; someone not in the room is not relayed at all."""
+    alice = await json_client(router, "alice", features=("typing",))
+    bob = await json_client(router, "bob", features=("typing",))
+    carol = await json_client(router, "carol")
+    helper = await json_client(router, "helper", features=("bot", "typing"))
+    outsider = await json_client(router, "outsider", features=("typing",))
+    for client in (alice, bob, carol, helper):
+        await join_room(client, "#hiking")
+    await turns(5)
+    for client in (alice, bob, carol, helper, outsider):
+        client.take()
+    helper.send_json(typing_frame("#Hiking", True))
+    for member in (alice, bob):
+        notice = await member.expect_frame(lambda f: f["metadata"].get("event") == "typing")
+        assert notice["metadata"] == {"event": "typing", "user": "helper", "active": True, "room": "#hiking"}
+    outsider.send_json(typing_frame("#hiking", True))
+    await turns(10)
+    assert carol.take() == [] and helper.take() == [] and outsider.take() == []
+    assert [n["user"] for n in typing_notices(alice)] == ["helper"]
+
+
+async def test_typing_to_oneself_goes_nowhere(router: Router) -> None:
+    """A typing frame to one's own name is dropped."""
+    web = await json_client(router, "web", features=("typing",))
+    web.take()
+    web.send_json(typing_frame("web", True))
+    await turns(10)
+    assert web.take() == []
+
+
+class RecordingNodes:
+    """The other nodes, as far as the typing relay uses them: who holds a name, and what was told."""
+
+    def __init__(self, held: dict[str, list[str]]) -> None:
+        self.held = held
+        self.told: list[tuple[str, dict[str, Any]]] = []
+
+    def where(self, key: str) -> list[str]:
+        return self.held.get(key, [])
+
+    def tell_user(self, key: str, payload: dict[str, Any]) -> None:
+        self.told.append((key, payload))
+
+
+async def test_typing_for_a_name_on_another_node_goes_there_and_is_shown_there(router: Router) -> None:
+    """With other nodes, a typing frame for a name held elsewhere is told to that node;
+    a node told one shows it to the name's sessions there that show typing."""
+    helper = await json_client(router, "helper")
+    nodes = RecordingNodes({"bob": ["node2"]})
+    router.nodes = nodes  # type: ignore[assignment]
+    try:
+        helper.send_json(typing_frame("Bob", True), typing_frame("nobody", True))
+        await until(lambda: nodes.told, "the tell to bob's node")
+        details = {"user": "helper", "active": True, "room": None}
+        assert nodes.told == [("bob", {"do": "typing", "text": "helper is typing…", "details": details})]
+    finally:
+        router.nodes = None
+
+    web = await json_client(router, "web", features=("typing",))
+    plain = await json_client(router, "plain")
+    web.take()
+    plain.take()
+    for name in ("web", "plain"):
+        router.user_here(name, {"do": "typing", "text": "helper is typing…", "details": details})
+    notice = await web.expect_frame(lambda f: f["metadata"].get("event") == "typing")
+    assert notice["metadata"] == {"event": "typing", **details}
+    await turns(5)
+    assert plain.take() == []
