@@ -11,8 +11,11 @@
 `Bot.run` connects and logs in, reconnects with capped, jittered exponential backoff
 when the server goes away or refuses the login, and dispatches every chat message
 addressed to the bot: the first word picks a `@command` handler, whatever it returns
-goes back to the sender. Users are served concurrently, each user's messages in order.
-A handler's exception is logged once and becomes a polite reply; the bot keeps going.
+goes back to the sender. Users are served concurrently, each user's messages in order
+— but for an `immediate` command (`stop`), run the moment it arrives, beside the
+request it is about. A handler's exception is logged once and becomes a polite reply;
+the bot keeps going. `typing(destination, active)` tells a user or a room that an
+answer is being written (the page shows it; text and IRC users see nothing).
 
 What the bot sends goes through `outbox` (a bounded queue drained by the connection's
 writer), so handlers never block on the socket and tests can read replies straight
@@ -64,7 +67,7 @@ from chatnet.dialects.json import client_frame
 from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
 from chatnet.limits import ACK_IDS_PER_FRAME, MAIL_PAGE, MAX_MESSAGE_CHARS
 from chatnet.peer import Peer
-from chatnet.protocol import ACK_FEATURE, BOT_FEATURE, SERVER_NAME, Ack, Chat, Command, Event, Message, MessageType, is_room, strip_address
+from chatnet.protocol import ACK_FEATURE, BOT_FEATURE, SERVER_NAME, Ack, Chat, Command, Event, Message, MessageType, Typing, is_room, strip_address
 
 logger = logging.getLogger("chatnet.bot")
 
@@ -153,21 +156,23 @@ class CommandInfo:
     summary: str
     takes_args: bool
     handler: Handler
+    immediate: bool = False  # handled the moment it arrives, not queued behind the user's other requests
 
 
-def command(usage: str | None = None, *, name: str | None = None, args: bool | None = None) -> Callable[[AnyHandler], AnyHandler]:
+def command(usage: str | None = None, *, name: str | None = None, args: bool | None = None, immediate: bool = False) -> Callable[[AnyHandler], AnyHandler]:
     """Mark a method as a command. The docstring's first line is its help text.
 
     `usage` is shown in help (default: the name). `args=False` means the command takes
     none, so in a bot with its own `default` "help me with this" goes there instead
-    (default: whether the usage mentions an argument)."""
+    (default: whether the usage mentions an argument). `immediate`: run at once, beside
+    whatever the user's queue is busy with (`stop` must not wait for what it stops)."""
 
     def mark(func: AnyHandler) -> AnyHandler:
         word = name or func.__name__.removeprefix("cmd_")
         shown = usage or word
         takes = args if args is not None else (" " in shown)
         summary = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else ""
-        func.__chatnet_command__ = CommandInfo(word, shown, summary, takes, func)  # type: ignore[attr-defined]
+        func.__chatnet_command__ = CommandInfo(word, shown, summary, takes, func, immediate)  # type: ignore[attr-defined]
         return func
 
     return mark
@@ -280,7 +285,7 @@ class Bot:
     ) -> None:
         self.settings = settings
         self.name = name
-        self.allow = frozenset(allow) if allow else None
+        self.allow = frozenset(user.lower() for user in allow) if allow else None  # names match in any case
         self.rate_limit = rate_limit
         replies = settings.bot_room_replies
         self.room_budget = room_budget if room_budget is not None else RoomBudget(replies)
@@ -357,6 +362,11 @@ class Bot:
         for piece in split_text(text, MAX_MESSAGE_CHARS - len(lead)):
             self.send(req.answer_to, lead + piece, {"reply_to": req.message.id, **(metadata or {})})
 
+    def typing(self, destination: str, active: bool) -> None:
+        """Tell `destination` (a user or a room) that an answer is being written to it, or
+        no longer is (the page shows "… is working")."""
+        self._queue(client_frame(Typing(destination, active)))
+
     def send_command(self, name: str, args: str = "") -> None:
         """Queue a server command (`send_command("join", "#hiking")` is `!join #hiking`)."""
         self._queue(client_frame(Command(name, args)))
@@ -400,15 +410,32 @@ class Bot:
                     self.reply(req, BUSY_IN_ROOM)
                 self._done(message)
                 return
-        if self.allow is not None and req.sender not in self.allow:
+        if not self.allows(req.sender):
             self.reply(req, f"Sorry, {self.name} only talks to its allowed users.")
             self._done(message)
+            return
+        info = self.command_for(req)
+        if info is not None and info.immediate:
+            self.spawn(self._handle_now(message), f"{info.name}-{req.sender}")
             return
         if self.rate_limit is not None and not self.rate_limit.allow(req.sender):
             self.reply(req, "Slow down, please: too many messages in a minute. Try again shortly.")
             self._done(message)
             return
         self._enqueue(req.room.lower() if req.room else req.sender, message)
+
+    def allows(self, user: str) -> bool:
+        """Whether the allow-list (if any) lets `user` talk to the bot."""
+        return self.allow is None or user.lower() in self.allow
+
+    async def _handle_now(self, message: Message) -> None:
+        await self.handle(message)
+        self._done(message)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for their turn (not those being handled)."""
+        return sum(queue.qsize() for queue in self._queues.values())
 
     def _wants(self, message: Message) -> bool:
         # Only chat from a person: never our own frames, the server's, another bot's
@@ -492,10 +519,8 @@ class Bot:
         """Dispatch one message and send the handler's answer back to the sender (in a
         room: to the room)."""
         req = Request.parse(message, self.name)
-        info = self.commands.get(req.command)
-        # An argless command given arguments ("help me write a poem") is free text when
-        # the bot has its own default handler; otherwise the extra words are ignored.
-        if info is not None and (info.takes_args or not req.args or type(self).default is Bot.default):
+        info = self.command_for(req)
+        if info is not None:
             call: Callable[[], Awaitable[str | None]] = lambda: info.handler(self, req)  # noqa: E731
             what = req.command
         else:
@@ -507,6 +532,15 @@ class Bot:
             answer = f"Sorry, something went wrong with that {what}. Please try again later."
         if answer:
             self.reply(req, answer)
+
+    def command_for(self, req: Request) -> CommandInfo | None:
+        """The command `req` runs, or None: free text for `default`. An argless command
+        given arguments ("help me write a poem") is free text when the bot has its own
+        default handler; otherwise the extra words are ignored."""
+        info = self.commands.get(req.command)
+        if info is not None and (info.takes_args or not req.args or type(self).default is Bot.default):
+            return info
+        return None
 
     async def drain(self) -> None:
         """Wait until every queued user message has been handled (shutdown)."""

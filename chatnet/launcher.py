@@ -1,7 +1,7 @@
 """The launcher: the whole network from one command, supervised.
 
     embedded store (only when nothing answers at MONGO_URL)
-      → message API → chat server → web adapter → thermometer → openai bot
+      → message API → chat server → web adapter → thermometer → bot host (openai_bot.py)
 
 Before anything starts, every port the network will listen on is checked free: a taken
 one is an error naming the port and the setting that chooses it, never a false
@@ -152,10 +152,19 @@ def peer_online(host: str, port: int, name: str, service_token: str | None = Non
     return probe
 
 
-def _openai_unmet(settings: Settings) -> str | None:
+# The line the bot host logs once its HTTP chat listens (chatnet.bot_http.LISTENING).
+BOTS_LISTENING: Final = r"bot chat API on http://\S*:(\d+) "
+
+
+def _bots_ready(settings: Settings) -> Probe:
+    """The bot host is ready once its HTTP chat answers and, when the host's settings
+    give the default bot a provider, that bot is online. Without OPENAI_* it starts
+    all the same: the bots defined through the API may bring their own provider."""
+    answers = http_ok(f"{settings.bots_url}/health")
     if settings.openai_api_key is None and settings.openai_base_url is None:
-        return "set OPENAI_API_KEY or OPENAI_BASE_URL to start it"
-    return None
+        return answers
+    online = peer_online(settings.chat_host, settings.chat_port, settings.bot_name, _secret(settings.api_token))
+    return lambda: answers() and online()
 
 
 def tls_enabled(settings: Settings) -> bool:
@@ -203,10 +212,10 @@ CHILDREN: tuple[ChildSpec, ...] = (
         address=lambda s: f"peer '{s.thermometer_name}'",
     ),
     ChildSpec(
-        "openai", "openai bot", "openai_bot.py", optional=True,
-        ready=lambda s, child: peer_online(s.chat_host, s.chat_port, s.bot_name, _secret(s.api_token)),
-        address=lambda s: f"peer '{s.bot_name}'",
-        unmet=_openai_unmet,
+        "openai", "bot host", "openai_bot.py", optional=True,
+        ready=lambda s, child: _bots_ready(s),
+        address=lambda s: f"{s.bots_url} (peer '{s.bot_name}' and the API's bots)",
+        listeners=lambda s: [Listener("BOTS_PORT", s.bots_host, s.bots_port, BOTS_LISTENING)],
     ),
 )  # fmt: skip
 
@@ -613,6 +622,7 @@ class Launcher:
             *self._tls_lines(host_flag),
             *self._irc_lines(),
             f"  Message API docs:  {s.api_url}/docs",
+            *self._bot_lines(),
             f"  API token:         {token}",
             f"  Store:             {store}",
             *self._node_lines(),
@@ -660,6 +670,13 @@ class Launcher:
             return ["  IRC:               off (--no-irc)"]
         tls = f", TLS on {s.chat_host}:{s.irc_tls_port}" if tls_enabled(s) else ""
         return [f"  IRC:               {s.chat_host}:{s.irc_port}{tls}   (irssi: /connect {s.chat_host} {s.irc_port})"]
+
+    def _bot_lines(self) -> list[str]:
+        s = self.settings
+        if not self._started("openai"):
+            return []
+        provider = "" if s.openai_api_key is not None or s.openai_base_url is not None else " (no OPENAI_*: only bots with a provider of their own answer)"
+        return [f"  Bot API:           {s.api_url}/bots (chat: POST /bots/<name>/chat; the bot host serves it on {s.bots_url}){provider}"]
 
     def _started(self, name: str) -> bool:
         return any(entry.child.name == name for entry in self.running)

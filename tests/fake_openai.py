@@ -12,6 +12,11 @@ make it fail (HTTP 500) or stall (sleep longer than the bot's timeout):
         fake.mode = "fail"
         assert fake.requests[-1]["messages"][0]["role"] == "system"
 
+Several bots can share one server and behave apart, by the model each asks for:
+`modes["m2"] = "stall"` stalls only requests for model m2, `chunk_delays["m3"]` slows
+only m3's streams, and `keys["m4"] = "k"` answers 401 (the SDK's AuthenticationError)
+to a request for m4 without that API key.
+
 Run it by hand with `python -m tests.fake_openai --port 8765`.
 """
 
@@ -45,6 +50,9 @@ class FakeOpenAI:
         self.chunk_delay = 0.0  # seconds between streamed chunks
         self.chunk_words = 1  # words per streamed chunk
         self.reply: Callable[[dict[str, Any]], str] = echo_reply
+        self.modes: dict[str, Mode] = {}  # by model: overrides `mode`
+        self.chunk_delays: dict[str, float] = {}  # by model: overrides `chunk_delay`
+        self.keys: dict[str, str] = {}  # by model: the API key it wants
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -55,13 +63,13 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def received(self) -> list[dict[str, Any]]:
-        """A copy of every request body so far."""
+    def received(self, model: str | None = None) -> list[dict[str, Any]]:
+        """A copy of every request body so far (for `model` only, when given)."""
         with self._lock:
-            return list(self.requests)
+            return [body for body in self.requests if model is None or body.get("model") == model]
 
-    def system_prompts(self) -> list[str]:
-        return [m["content"] for body in self.received() for m in body["messages"][:1] if m.get("role") == "system"]
+    def system_prompts(self, model: str | None = None) -> list[str]:
+        return [m["content"] for body in self.received(model) for m in body["messages"][:1] if m.get("role") == "system"]
 
     # --- the HTTP side -------------------------------------------------------------
 
@@ -69,12 +77,17 @@ class FakeOpenAI:
         body = await request.json()
         with self._lock:
             self.requests.append(body)
-        if self.mode == "fail":
+        model = body.get("model", "fake")
+        wanted_key = self.keys.get(model)
+        if wanted_key is not None and request.headers.get("Authorization") != f"Bearer {wanted_key}":
+            error = {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}
+            return web.json_response({"error": error}, status=401)
+        mode = self.modes.get(model, self.mode)
+        if mode == "fail":
             return web.json_response({"error": {"message": "the fake provider was told to fail", "type": "server_error"}}, status=500)
-        if self.mode == "stall":
+        if mode == "stall":
             await asyncio.sleep(self.stall_seconds)
         text = self.reply(body)
-        model = body.get("model", "fake")
         if body.get("stream"):
             return await self._stream(request, text, model)
         return web.json_response(
@@ -103,8 +116,9 @@ class FakeOpenAI:
                 "choices": [{"index": 0, "delta": piece, "finish_reason": None}],
             }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            if i and self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
+            delay = self.chunk_delays.get(model, self.chunk_delay)
+            if i and delay:
+                await asyncio.sleep(delay)
         final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}  # fmt: skip
         await response.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())

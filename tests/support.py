@@ -30,6 +30,7 @@ from chatnet.process import (
     WEB_LISTENING,
     Child,
     embedded_store_argv,
+    free_port,
     http_ok,
     mongo_reachable,
     port_open,
@@ -73,7 +74,9 @@ class Network:
     Each server binds port 0 at its first start and logs the port it got; that port is
     kept, so a restart binds it again and clients and peers find the server back. Start
     a server before what connects to it (api, server, then the rest): a port not learned
-    yet reaches the children as 0, where nothing answers."""
+    yet reaches the children as 0, where nothing answers. The bot host's port is the
+    exception, picked here before anything starts: the API, started first, passes the
+    HTTP chat on to it (BOTS_PORT)."""
 
     store_url: str
     tmp: Path
@@ -82,6 +85,9 @@ class Network:
     ports: dict[str, int] = field(default_factory=dict)  # name → port learned at its first start
     children: dict[str, Child] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ports.setdefault("bots", free_port(HOST))
 
     @property
     def api_port(self) -> int:
@@ -105,6 +111,10 @@ class Network:
         return f"http://{HOST}:{self.api_port}"
 
     @property
+    def bots_url(self) -> str:
+        return f"http://{HOST}:{self.port('bots')}"
+
+    @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
@@ -115,6 +125,7 @@ class Network:
             "IRC_PORT": str(self.ports.get("irc", 0)), "IRC_TLS_PORT": str(self.ports.get("irc_tls", 0)),
             "API_HOST": HOST, "API_PORT": port["api"], "API_TOKEN": self.token,
             "WEB_HOST": HOST, "WEB_PORT": port["web"],
+            "BOTS_HOST": HOST, "BOTS_PORT": str(self.ports["bots"]),
             "MONGO_URL": self.store_url, "MONGO_DB": self.db,
             "DATA_DIR": str(self.tmp / "data"), "LOG_DIR": str(self.tmp / "logs"),
             "PYTHONUNBUFFERED": "1",
@@ -183,6 +194,17 @@ class Network:
         from chatnet.launcher import peer_online
 
         return self.start(name, script(script_name), peer_online(HOST, self.chat_port, name, self.token), **env)
+
+    def start_bot_host(self, online: tuple[str, ...] = (), **env: str) -> Child:
+        """Start the bot host (openai_bot.py) as children["bots"]; ready once its HTTP
+        chat answers and every bot named in `online` is online on the chat server."""
+        from chatnet.launcher import BOTS_LISTENING, peer_online
+
+        probes = [peer_online(HOST, self.chat_port, name, self.token) for name in online]
+        return self.serve(
+            "bots", "openai_bot.py", BOTS_LISTENING,
+            lambda port: http_ok(f"http://{HOST}:{port}/health")() and all(probe() for probe in probes), **env,
+        )  # fmt: skip
 
     def stop(self, name: str) -> None:
         child = self.children.pop(name, None)

@@ -58,6 +58,7 @@ def launcher_env(tmp_path: Path) -> dict[str, str]:
         IRC_PORT=str(free_port()), IRC_TLS_PORT=str(free_port()),
         API_HOST=HOST, API_PORT=str(free_port()),
         WEB_HOST=HOST, WEB_PORT=str(free_port()),
+        BOTS_HOST=HOST, BOTS_PORT=str(free_port()),
         MONGO_URL=f"mongodb://{HOST}:{free_port()}", MONGO_DB="launchertest",
         DATA_DIR=str(tmp_path / "data"), LOG_DIR=str(tmp_path / "logs"),
         PYTHONUNBUFFERED="1",
@@ -232,12 +233,12 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason=
 
 
 @needs_proc
-@pytest.mark.parametrize("setting", ["CHAT_PORT", "CHAT_TLS_PORT", "API_PORT"])
+@pytest.mark.parametrize("setting", ["CHAT_PORT", "CHAT_TLS_PORT", "API_PORT", "BOTS_PORT"])
 async def test_port_taken_by_something_else_is_a_clear_error(start_launcher, launcher_env: dict[str, str], setting: str) -> None:
     """A port another program listens on stops the start: the port and its setting named with a free one to use, exit 1, nothing started or left running."""
     port = int(launcher_env[setting])
     with socket.create_server((HOST, port)):  # something else, listening there
-        launcher = await start_launcher()
+        launcher = await start_launcher(flags=("--no-web", "--no-thermometer"))  # the bot host too: its BOTS_PORT is checked
         code, output = await launcher.finish(timeout=30)
     assert code == 1
     assert f"Port {port} ({setting}) is already in use: another chatnet, or something else, is listening there." in output
@@ -376,3 +377,15 @@ async def test_children_die_with_a_launcher_killed_outright(start_launcher) -> N
     await launcher.process.wait()
     for name, pid in children.items():
         assert await gone(pid, timeout=20), f"{name} (pid {pid}) outlived its launcher"
+
+
+async def test_bot_host_starts_without_openai_settings(start_launcher, launcher_env: dict[str, str]) -> None:
+    """Without OPENAI_* the bot host starts all the same (API-defined bots may bring their own provider): the banner shows the bot API, its HTTP chat answers."""
+    bots_url = f"http://{HOST}:{launcher_env['BOTS_PORT']}"
+    launcher = await start_launcher(flags=("--no-web", "--no-thermometer"))
+    banner = await launcher.banner()
+    assert "openai" in launcher.pids()
+    assert "Bot API:" in banner and bots_url in banner and "no OPENAI_*" in banner
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{bots_url}/health")).status_code == 200
+    assert await launcher.interrupt() == 0

@@ -1,5 +1,7 @@
 """The openai bot on a real network, talking to a local OpenAI-compatible test server
-through the real SDK: answers, personalities, threads, failures, streaming, reconnects."""
+through the real SDK: answers, personalities, threads, failures, streaming, reconnects.
+It is the default bot of the bot host: its bounds and timeout are its definition's, set
+through the API."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from chatnet.api_client import ApiClient
 from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT
 from chatnet.launcher import peer_online
 from chatnet.personalities import PERSONALITIES
@@ -16,7 +19,7 @@ from tests.fake_openai import FakeOpenAI
 from tests.support import HOST, JsonClient, Network, TextClient
 
 NAME = "openai"
-TIMEOUT = 1.5  # the bot's BOT_TIMEOUT
+TIMEOUT = 1.5  # the bot's timeout (its definition's)
 
 
 @pytest.fixture
@@ -25,14 +28,16 @@ def fake() -> Iterator[FakeOpenAI]:
         yield server
 
 
-def start_bot(net: Network, fake: FakeOpenAI, **env: str) -> None:
-    net.start_bot(NAME, "openai_bot.py", BOT_NAME=NAME, OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test",
-                  BOT_TIMEOUT=str(TIMEOUT), BOT_RETRIES="0", **env)  # fmt: skip
+async def start_bot(net: Network, fake: FakeOpenAI, **fields: int | float) -> None:
+    """The default bot's definition given `fields` (and the test's timeout), then the host."""
+    async with ApiClient(net.api_url, net.token) as api:
+        await api.patch_bot(NAME, {"timeout": TIMEOUT, **fields})
+    net.start_bot(NAME, "openai_bot.py", BOT_NAME=NAME, OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test", BOT_RETRIES="0")
 
 
 @pytest.fixture
-def bot(chat: Network, fake: FakeOpenAI) -> Network:
-    start_bot(chat, fake)
+async def bot(chat: Network, fake: FakeOpenAI) -> Network:
+    await start_bot(chat, fake)
     return chat
 
 
@@ -102,14 +107,14 @@ async def test_clear_empties_the_thread_and_users_stay_apart(bot: Network, fake:
 
 
 async def test_thread_bounds_hold_and_survive_a_restart(chat: Network, fake: FakeOpenAI) -> None:
-    """The provider never gets more than BOT_MAX_MESSAGES turns; a restarted bot continues the thread."""
-    start_bot(chat, fake, BOT_MAX_MESSAGES="4")
+    """The provider never gets more than the definition's max_messages turns; a restarted bot continues the thread."""
+    await start_bot(chat, fake, max_messages=4)
     alice = await chat.text_client("alice")
     for i in range(4):
         await ask(alice, f"turn {i}")
     assert thread_of(fake) == ["turn 2", "echo: turn 2", "turn 3"]
     chat.stop(NAME)
-    start_bot(chat, fake, BOT_MAX_MESSAGES="4")
+    await start_bot(chat, fake, max_messages=4)
     await ask(alice, "after restart")
     assert thread_of(fake) == ["turn 3", "echo: turn 3", "after restart"]
     await alice.close()

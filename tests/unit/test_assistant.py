@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, Bounds, Turn, UserState, parse_translate, trim
+from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, AssistantConfig, Bounds, Turn, UserState, parse_translate, trim
 from chatnet.config import Settings
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.personalities import PERSONALITIES
@@ -53,14 +53,16 @@ class ScriptedModel:
 
 
 def make(model: ScriptedModel, store: MemoryStore | None = None, **overrides: Any) -> Assistant:
-    return Assistant(Settings(_env_file=None, bot_name="openai", **overrides), model, store or MemoryStore())
+    settings = Settings(_env_file=None, bot_name="openai", **overrides)
+    return Assistant(settings, AssistantConfig.from_settings(settings), model, store or MemoryStore())
 
 
-def sent(bot: Assistant) -> list[dict[str, Any]]:
+def sent(bot: Assistant, typing: bool = False) -> list[dict[str, Any]]:
+    """What the bot queued for the server (its typing frames too, when asked)."""
     frames = []
     while not bot.outbox.empty():
         frames.append(bot.outbox.get_nowait())
-    return frames
+    return [f for f in frames if typing or f.get("type") != "typing"]
 
 
 async def say(bot: Assistant, text: str, sender: str = "alice", features: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -412,3 +414,127 @@ async def test_an_empty_streamed_answer_in_a_room_says_so(model: ScriptedModel) 
     assert frames[-1]["message"] == "alice: (The model gave an empty answer.)"
     [direct] = await say(bot, "hm", features=("stream",))  # directly: the final frame alone, as before
     assert direct["message"] == "(The model gave an empty answer.)" and direct["metadata"]["stream"]["done"] is True
+
+
+# --- stop, regenerate, typing, HTTP turns -------------------------------------------------
+
+
+async def until(probe: Any, what: str, timeout: float = 5.0) -> None:
+    """Yield to the loop until `probe()` holds (for states no event announces)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not probe():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"never saw {what} within {timeout} s") from None
+
+
+def queued_frames(bot: Assistant) -> list[dict[str, Any]]:
+    return [f for f in list(bot.outbox._queue) if f.get("type") != "typing"]  # type: ignore[attr-defined]
+
+
+async def test_stop_ends_a_streamed_answer_at_once_and_the_thread_keeps_the_part(model: ScriptedModel) -> None:
+    """`stop` is not queued behind the answer it stops: the final frame holds what came plus " (stopped)", the thread keeps the part."""
+    store = MemoryStore()
+    bot = make(model, store)
+    model.deltas = [f"w{i} " for i in range(200)]
+    model.stall = 0.02
+    await bot.receive(Message(sender="alice", destination="openai", message="tell me a long story", metadata={"sender_features": ["stream"]}))
+    await until(lambda: len(queued_frames(bot)) >= 2, "some chunks")
+    await bot.receive(Message(sender="alice", destination="openai", message="stop"))
+    async with asyncio.timeout(2):  # long before the 4 s the whole answer would take
+        await bot.drain()
+    frames = sent(bot)
+    final = frames[-1]
+    assert final["metadata"]["stream"]["done"] is True and final["message"].endswith(" (stopped)")
+    kept = store.state[("openai", "alice")]["turns"]
+    assert kept[-1]["role"] == "assistant" and final["message"] == kept[-1]["content"] + " (stopped)"
+    assert 0 < len(kept[-1]["content"]) < len("".join(model.deltas))
+    assert bot.stats.requests == 1 and bot.stats.errors == 0
+
+
+async def test_stop_with_nothing_running_says_so(model: ScriptedModel) -> None:
+    """`stop` when no answer is being written tells the user so."""
+    assert (await answer(make(model), "stop")).startswith("Nothing to stop")
+
+
+async def test_regenerate_replaces_the_last_answer(model: ScriptedModel) -> None:
+    """`regenerate` drops the last answer, asks again for the last question, and the thread keeps the new answer."""
+    store = MemoryStore()
+    bot = make(model, store)
+    assert "Nothing to regenerate" in await answer(bot, "regenerate")
+    await answer(bot, "hello")
+    model.answer = "a better hello"
+    assert await answer(bot, "regenerate") == "a better hello"
+    assert [m["content"] for m in model.calls[-1][1:]] == ["hello"]
+    assert [t["content"] for t in store.state[("openai", "alice")]["turns"]] == ["hello", "a better hello"]
+
+
+async def test_typing_frames_surround_each_model_call(model: ScriptedModel) -> None:
+    """The bot says it is working before the model call and that it stopped after the answer (or the apology)."""
+    bot = make(model)
+    for failing in (False, True):
+        model.fail = failing
+        await bot.receive(Message(sender="alice", destination="openai", message="hi"))
+        await bot.drain()
+        frames = sent(bot, typing=True)
+        assert frames[0] == {"type": "typing", "destination": "alice", "active": True}
+        assert frames[-1] == {"type": "typing", "destination": "alice", "active": False}
+        assert frames[1]["type"] == "chat"
+    await bot.receive(Message(sender="alice", destination="openai", message="help"))
+    await bot.drain()
+    assert all(f["type"] != "typing" for f in sent(bot, typing=True))  # no model call, no typing
+
+
+async def test_an_http_turn_shares_the_users_thread_and_waits_its_turn(model: ScriptedModel) -> None:
+    """A turn over HTTP continues the thread of the user's direct messages, and one arriving meanwhile comes after it."""
+    bot = make(model)
+    await answer(bot, "one")
+    answer_two = await bot.http_turn("alice", "two", None)
+    assert answer_two.text == "echo: two"
+    assert [m["content"] for m in model.calls[-1][1:]] == ["one", "echo: one", "two"]
+    model.stall = 0.05
+    http = asyncio.create_task(bot.http_turn("alice", "three", None))
+    await until(lambda: bot.locks.waiting == 0 and len(model.calls) == 3, "the HTTP turn under way")
+    await bot.receive(Message(sender="alice", destination="openai", message="four"))
+    await until(lambda: bot.queued == 1, "the chat turn waiting")
+    await http
+    await bot.drain()
+    assert [m["content"] for m in model.calls[-1][1:]] == ["one", "echo: one", "two", "echo: two", "three", "echo: three", "four"]
+
+
+async def test_the_thread_is_read_again_at_every_turn(model: ScriptedModel) -> None:
+    """A thread cleared in the store behind the bot's back (DELETE /history/{user}) is forgotten at the next turn."""
+    store = MemoryStore()
+    bot = make(model, store)
+    await answer(bot, "remember this")
+    del store.state[("openai", "alice")]
+    await answer(bot, "what did I say?")
+    assert [m["content"] for m in model.calls[-1][1:]] == ["what did I say?"]
+
+
+async def test_a_thread_that_cannot_be_read_is_not_overwritten(model: ScriptedModel) -> None:
+    """When the store can't be read, the bot still answers but doesn't save over the thread it could not see."""
+    from chatnet.errors import StoreUnavailable
+
+    store = MemoryStore()
+    bot = make(model, store)
+    await answer(bot, "keep me")
+    kept = store.state[("openai", "alice")]
+
+    async def down(owner: str, key: str) -> Any:
+        raise StoreUnavailable("down")
+
+    store.get_state = down  # type: ignore[method-assign]
+    assert await answer(bot, "and now?") == "echo: and now?"
+    assert store.state[("openai", "alice")] == kept
+
+
+async def test_a_config_with_a_system_prompt_replaces_the_personality(model: ScriptedModel) -> None:
+    """A bot defined with `system` sends that prompt, not a personality's, and says personalities don't apply."""
+    settings = Settings(_env_file=None)
+    config = AssistantConfig(name="pirate", model="m", system="Talk like a pirate.")
+    bot = Assistant(settings, config, model, MemoryStore())
+    assert await answer(bot, "hi") == "echo: hi"
+    assert "Talk like a pirate." in model.calls[-1][0]["content"] and PERSONALITIES["happy"] not in model.calls[-1][0]["content"]
+    assert "personalities don't apply" in await answer(bot, "personality angry")

@@ -205,6 +205,30 @@ async def test_allow_list_refuses_others_politely() -> None:
     assert "only talks to its allowed users" in refusal
 
 
+async def test_allow_list_ignores_case() -> None:
+    """Names on the allow-list match in any case, as chat names do."""
+    bot = EchoBot(Settings(_env_file=None), name="echo", allow=["Alice"])
+    assert await ask(bot, "echo hi", "alice") == ["hi"] and await ask(bot, "echo hi", "ALICE") == ["hi"]
+
+
+class StoppableBot(EchoBot):
+    @command("cancel", args=False, immediate=True)
+    async def cancel(self, req: Request) -> str:
+        """Let the waiting handler go."""
+        self.release.set()
+        return "released"
+
+
+async def test_an_immediate_command_is_not_queued_behind_the_users_request() -> None:
+    """An immediate command runs while the same user's earlier request is still being handled (else `stop` would wait for what it stops)."""
+    bot = StoppableBot(Settings(_env_file=None), name="echo")
+    await bot.receive(chat("wait"))
+    await asyncio.wait_for(bot.waiting.wait(), TIMEOUT)
+    await bot.receive(chat("cancel"))
+    await asyncio.wait_for(bot.drain(), TIMEOUT)
+    assert [frame["message"] for frame in sent(bot)] == ["released", "done waiting"]
+
+
 async def test_rate_limit_says_slow_down() -> None:
     """Past the per-user limit the bot answers 'slow down' instead; other users are unaffected."""
     bot = EchoBot(Settings(_env_file=None), name="echo", rate_limit=RateLimiter(3, 60.0))
@@ -275,7 +299,7 @@ async def test_stopping_finishes_the_requests_under_way() -> None:
     sends the answer before it leaves."""
     with socket.socket() as no_api:  # bound, not listening: the message API is away
         no_api.bind(("127.0.0.1", 0))
-        settings = Settings(_env_file=None, chat_host="127.0.0.1", chat_port=0, api_port=no_api.getsockname()[1])
+        settings = Settings(_env_file=None, chat_host="127.0.0.1", chat_port=0, irc=False, api_port=no_api.getsockname()[1])
         async with ApiClient.from_settings(settings) as api:
             server = ChatServer(settings, api)
             # With no API, the server lets nobody in unchecked until it has learned which
@@ -638,7 +662,7 @@ async def network(store_url: str) -> AsyncIterator[Settings]:
     sock.bind((HOST, 0))
     sock.listen()  # connections wait in the backlog until uvicorn has started
     settings = Settings(
-        _env_file=None, chat_host=HOST, chat_port=0, api_host=HOST, api_port=sock.getsockname()[1], api_token=TOKEN,
+        _env_file=None, chat_host=HOST, chat_port=0, irc=False, api_host=HOST, api_port=sock.getsockname()[1], api_token=TOKEN,
         mongo_url=store_url, mongo_db=f"b{uuid.uuid4().hex[:12]}",
     )  # fmt: skip
     api_server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
