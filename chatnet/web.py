@@ -54,7 +54,11 @@ The page's data, read through the message API with API_TOKEN (which the page nev
   share a millisecond; a room's only for its members (403 otherwise);
 - `POST /api/read` {conversation, id, timestamp}: the user has read up to there (the
   read marker moves; never back);
-- `GET /api/personality`: the user's personality of the assistant, from its state.
+- `GET /api/personality`: the user's personality of the assistant, from its state;
+- `POST /api/bots` {name, system, model}: a new LLM bot, owned by the user (an
+  account's person, not a guest): the message API's `PUT /bots` with that one
+  definition; the bot host starts it within a few seconds. A name in use (a bot's or
+  an account's) is 409, a bad field 422, the user's MAX_BOTS_PER_OWNER reached 403.
 
 Not logged in: 401; the message API unreachable or failing: 503.
 
@@ -102,7 +106,9 @@ from chatnet.personalities import personalities
 from chatnet.process import ROOT
 from chatnet.protocol import (
     ACK_FEATURE,
+    SERVER_NAME,
     STREAM_FEATURE,
+    TYPING_FEATURE,
     Ack,
     Chat,
     Command,
@@ -114,6 +120,7 @@ from chatnet.protocol import (
     Pong,
     Quit,
     RoomReason,
+    Typing,
     check_name,
     check_room,
     format_datetime,
@@ -143,9 +150,9 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 # sending a body a byte a second held its POST open for ever. Past it: 408, and the
 # connection closes.
 BODY_TIMEOUT_SECONDS: Final = 5.0
-# Every web user announces streaming (the page renders partial bot replies) and acks
-# (the page acknowledges what it has shown).
-FEATURES: Final = frozenset({STREAM_FEATURE, ACK_FEATURE})
+# Every web user announces streaming (the page renders partial bot replies), acks
+# (the page acknowledges what it has shown) and typing (it shows "… is working").
+FEATURES: Final = frozenset({STREAM_FEATURE, ACK_FEATURE, TYPING_FEATURE})
 FIRST_RETRY_SECONDS: Final = 0.5
 MAX_RETRY_SECONDS: Final = 10.0
 HEARTBEAT_SECONDS: Final = 30.0
@@ -156,6 +163,11 @@ HISTORY_LIMIT_MAX: Final = 200
 # A history cursor is the API's opaque text (well under this); a message id is at most 64.
 MAX_CURSOR_CHARS: Final = 200
 MAX_ID_CHARS: Final = 64
+# Bots a person may make on the page: each one costs the bot host a peer and model calls.
+MAX_BOTS_PER_OWNER: Final = 5
+# A bot's personality prompt from the page (its system prompt), and its model's name, at most.
+MAX_PROMPT_CHARS: Final = 4000
+MAX_MODEL_CHARS: Final = 100
 # How long the adapter waits for the message API (history, accounts) before saying it is unavailable.
 API_TIMEOUT_SECONDS: Final = 10.0
 # Every notice name and every login refusal, for the page (served by /config.json, never retyped there).
@@ -238,6 +250,7 @@ class Bridge:
     peer: Peer | None = None  # the live chat-server connection, when there is one
     token: str | None = None  # this socket's session handle, once a login succeeded
     account_token: str | None = None  # the cookie's session token, when this socket logged in with it
+    account: bool = False  # the user is an account's person (the welcome says so, or a !register since)
     _chat_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -305,7 +318,7 @@ class Bridge:
         features = FEATURES | login.features
         self._chat_task = asyncio.create_task(self._keep_connected(login.user, features, token))
 
-    async def _forward(self, event: Chat | Command | Ack) -> None:
+    async def _forward(self, event: Chat | Command | Ack | Typing) -> None:
         peer = self.peer
         # An ack gets no answer; one that can't reach the server is no loss (see above).
         quiet = isinstance(event, Ack)
@@ -373,6 +386,7 @@ class Bridge:
             assert peer.welcome is not None
             welcome = peer.welcome
             self.user = str(welcome.metadata.get("user") or peer.user)  # as the server spells it
+            self.account = welcome.metadata.get("account") is True and welcome.metadata.get("bot") is not True
             self._start_session()
             # A token in the welcome would be page-readable: the cookie is where it lives.
             shown = {key: value for key, value in welcome.metadata.items() if key != "token"}
@@ -381,6 +395,8 @@ class Bridge:
             await self._send(notice(Event.STATUS, "Connected to the chat server.", state="connected"))
             logger.info("%s joined from the web", self.user)
             while (message := await self._next(peer)) is not None:
+                if message.metadata.get("event") == Event.REGISTERED and message.sender == SERVER_NAME:
+                    self.account = True  # a guest's !register made the name an account
                 await self._send(message.model_dump_json())
         finally:
             self.peer = None
@@ -602,6 +618,44 @@ async def personality(request: web.Request) -> web.Response:
     return web.json_response({"personality": chosen if chosen in choices else choices[0], "choices": choices})
 
 
+async def create_bot(request: web.Request) -> web.Response:
+    """{name, system, model}: a new LLM bot owned by the socket's user, who must be an
+    account's person. One definition through the message API's PUT /bots, with
+    replace=false: a name that is any bot's already is refused there, never replaced."""
+    body = await _form(request, "name", "system", "model")
+    if isinstance(body, web.Response):
+        return body
+    bridge = request.app[BRIDGES].get(request.headers.get(SESSION_HEADER, ""))
+    if bridge is None or not bridge.logged_in or bridge.user is None:
+        return _not_logged_in()
+    user = bridge.user
+    if not bridge.account:
+        return failure(403, "Only registered users may create bots: create an account first.", reason="not_registered")
+    name = str(body.get("name", "")).strip()
+    system = str(body.get("system", "")).strip() or None
+    model = str(body.get("model", "")).strip() or None
+    if not is_valid_name(name):
+        return failure(422, f"A bot's name: use {NAME_RULE}.", reason=LoginReason.INVALID_NAME)
+    if system is not None and len(system) > MAX_PROMPT_CHARS:
+        return failure(422, f"The personality prompt is too long ({len(system)} characters; the limit is {MAX_PROMPT_CHARS}).")
+    if model is not None and len(model) > MAX_MODEL_CHARS:
+        return failure(422, f"The model's name is too long (the limit is {MAX_MODEL_CHARS} characters).")
+    api = request.app[API]
+    try:
+        existing = await api.bots()
+        if any(same_name(str(bot.get("name")), name) for bot in existing):
+            return failure(409, f"There is a bot named '{name}' already; choose another name.", reason=LoginReason.NAME_TAKEN)
+        if sum(same_name(str(bot.get("owner") or ""), user) for bot in existing) >= MAX_BOTS_PER_OWNER:
+            return failure(403, f"You have {MAX_BOTS_PER_OWNER} bots already, the most one person may make here.", reason="too_many_bots")
+        [created] = await api.put_bots([{"name": name, "system": system, "model": model, "owner": user}], replace=False)
+    except StoreUnavailable as exc:
+        return _api_down("bots", user, exc)
+    except ApiRejected as exc:  # the API's reason, in its words: a name held by an account (409), a bad field (422)
+        return failure(409 if exc.status == 409 else 422, exc.detail, reason=LoginReason.NAME_TAKEN if exc.status == 409 else None)
+    logger.info("%s made the bot %s on the web", user, created["name"])
+    return web.json_response({"name": created["name"], "id": created["id"], "created": created["created"]}, status=201)
+
+
 async def favicon(request: web.Request) -> web.FileResponse:
     """Browsers ask for /favicon.ico whatever the page links: the same icon."""
     return web.FileResponse(FAVICON, headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"})
@@ -809,6 +863,8 @@ async def page_config(request: web.Request) -> web.Response:
             "room_pattern": ROOM_PATTERN,
             "room_rule": ROOM_RULE,
             "max_topic_chars": MAX_TOPIC_CHARS,
+            "max_prompt_chars": MAX_PROMPT_CHARS,
+            "max_model_chars": MAX_MODEL_CHARS,
             "default_rooms": [room.strip() for room in settings.default_rooms.split(",") if room.strip()],
             "history_page": HISTORY_LIMIT_DEFAULT,
             "ack_ids_per_frame": ACK_IDS_PER_FRAME,
@@ -855,6 +911,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/conversations", conversations)
     app.router.add_get("/api/personality", personality)
     app.router.add_post("/api/read", read)
+    app.router.add_post("/api/bots", create_bot)
     app.router.add_get("/api/session", session)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/register", register)

@@ -33,8 +33,16 @@
 // that closes before comes back to it at the next login. A page that closes first
 // simply hasn't acknowledged: that mail comes again at the next login, and ids keep a
 // repeat from being shown twice.
+//
+// Bots: a `typing` notice shows "<bot> is working…" above the composer of its
+// conversation until the bot says it stopped, its answer comes, or TYPING_TIMEOUT_MS
+// pass. A bot's answer in a DM has Stop while it streams and Regenerate once it is the
+// last one; they send the bot `stop` and `regenerate`, which the page shows (live and in
+// history) as small lines of its own. Code blocks have a Copy button. A registered user
+// can make a bot with "New bot" (POST /api/bots); it shows online once the bot host
+// has started it.
 
-import { renderMarkdown } from "./markdown.js";
+import { renderMarkdown, renderText } from "./markdown.js";
 
 const TITLE = "chatnet";
 const FIRST_RETRY_MS = 1000;
@@ -48,6 +56,17 @@ const READ_DELAY_MS = 300;
 // chat server keeps as many for an ack reader); past it the oldest are let go unread.
 const MAX_HELD = 2000;
 const OPEN_KEY = "chatnet.open"; // sessionStorage: the conversation open in this tab (a reload reopens it)
+// "… is working" goes when the bot says it is done or its answer comes; one that goes
+// away mid-answer says neither, so the line also goes after this long without news
+// (longer than a model call may take by default: the bot host's timeout is 30 s).
+const TYPING_TIMEOUT_MS = 60000;
+// What a bot's answer controls send it, as a DM: these words are its commands. The page
+// shows its own such messages as a small line, not as a chat bubble.
+const STOP = "stop";
+const REGENERATE = "regenerate";
+const CONTROL_LINES = { [STOP]: (bot) => `You asked ${bot} to stop.`, [REGENERATE]: (bot) => `You asked ${bot} for another answer.` };
+// How long a code block's button says "Copied".
+const COPIED_MS = 1500;
 
 const $ = (id) => document.getElementById(id);
 
@@ -115,6 +134,7 @@ function conversation(name, spelling = null) {
       newest: null, // the newest message shown ({id, timestamp}): where "read" moves to
       marked: null, // [timestamp, id] the read marker was last moved to
       readTimer: null,
+      typing: new Map(), // key -> {name, timer}: who is working on an answer here
     };
     state.conversations.set(k, conv);
   }
@@ -199,6 +219,7 @@ function renderHeader() {
   $("text").placeholder = !conv ? "Pick a room or someone to chat with" : sendable ? `Message ${conv.name}` : `Join ${conv.name} to write here`;
   $("text").title = sendable ? "Enter sends, Shift+Enter starts a new line; /help lists the commands" : "";
   renderMembers();
+  renderTyping();
 }
 
 function nearEnd(pane) {
@@ -211,6 +232,8 @@ function scrollToEnd(conv, force = false) {
 
 function append(conv, element) {
   const stick = nearEnd(conv.pane);
+  // Regenerate is for the last answer only: anything said after it takes the button away.
+  if (element.classList.contains("msg")) for (const button of conv.pane.querySelectorAll(".regenerate")) button.remove();
   conv.pane.append(element);
   if (stick) conv.pane.scrollTop = conv.pane.scrollHeight;
 }
@@ -346,12 +369,12 @@ function timeElement(timestamp) {
 }
 
 function setBody(body, msg) {
-  // Bot replies are Markdown (escaped first); people's messages are plain text.
+  // Bot replies are Markdown (sanitised); people's messages are plain text. Links are clickable in both.
   if (isBot(msg.sender) || msg.metadata?.stream) {
     body.classList.add("markdown");
-    body.innerHTML = renderMarkdown(msg.message);
+    body.replaceChildren(renderMarkdown(msg.message));
   } else {
-    body.textContent = msg.message;
+    body.replaceChildren(renderText(msg.message));
   }
 }
 
@@ -371,8 +394,30 @@ function readingElement(msg) {
   return row;
 }
 
+// One's own `stop` or `regenerate` to a bot (from its buttons, typed, or in history).
+function controlWord(msg) {
+  const word = String(msg.message ?? "").trim().toLowerCase();
+  const control = Object.hasOwn(CONTROL_LINES, word) && sameName(msg.sender, state.me) && !isRoom(msg.destination) && isBot(msg.destination);
+  return control ? word : null;
+}
+
+function controlElement(msg, word) {
+  const line = document.createElement("div");
+  line.className = "system control";
+  if (msg.id) line.dataset.id = msg.id;
+  line.textContent = CONTROL_LINES[word](msg.destination);
+  line.title = timestampTitle(msg.timestamp);
+  return line;
+}
+
+function timestampTitle(timestamp) {
+  return `${timestamp} (${clock(timestamp)})`;
+}
+
 function messageElement(msg) {
   if (msg.type === "subscription" && msg.metadata && "value" in msg.metadata) return readingElement(msg);
+  const word = controlWord(msg);
+  if (word) return controlElement(msg, word);
   const mine = sameName(msg.sender, state.me);
   const row = document.createElement("div");
   row.className = `msg ${mine ? "mine" : "theirs"}`;
@@ -416,6 +461,7 @@ function showMessage(msg) {
   if (!peer) return null;
   const conv = conversation(peer, toRoom ? msg.destination : mine ? null : msg.sender);
   if (msg.id && conv.ids.has(msg.id)) return conv; // a repeat (mail handed over again): shown already
+  if (!mine) stopTyping(conv, msg.sender); // its answer is here (or coming in): no longer "working"
   const stream = msg.metadata?.stream;
   if (stream?.id && showStreamPart(conv, msg, stream)) {
     if (msg.id) conv.ids.add(msg.id);
@@ -431,9 +477,43 @@ function showMessage(msg) {
   if (reading && sameName(peer, state.config.thermometer)) showLatestReading(msg);
   const old = toRoom && conv.historyLines > 0; // a line of a !history answer
   if (old) conv.historyLines -= 1;
-  append(conv, messageElement(msg));
+  const row = messageElement(msg);
+  append(conv, row);
+  if (msg.metadata?.stream && answerControls(conv, msg)) addRegenerate(conv, row, msg.sender);
   afterMessage(conv, msg, mine || reading || old, reading);
   return conv;
+}
+
+// A bot's streamed answer in a DM gets Stop while it streams and Regenerate once done.
+function answerControls(conv, msg) {
+  return conv.kind === "dm" && !sameName(msg.sender, state.me) && isBot(msg.sender);
+}
+
+function controlButton(className, label, title, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `answer-control ${className}`;
+  button.textContent = label;
+  button.title = title;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+function addRegenerate(conv, row, bot) {
+  const button = controlButton("regenerate", "Regenerate", `Ask ${bot} to answer the last question again`, () => {
+    if (sendControl(bot, REGENERATE)) button.remove();
+  });
+  row.querySelector(".meta")?.append(button);
+}
+
+function isLastMessage(row) {
+  for (let next = row.nextElementSibling; next; next = next.nextElementSibling) if (next.classList.contains("msg")) return false;
+  return true;
+}
+
+// `stop` or `regenerate` to `bot`, shown as a small line of its own.
+function sendControl(bot, word) {
+  return sendChat(bot, word);
 }
 
 function afterMessage(conv, msg, notNews, reading) {
@@ -454,6 +534,8 @@ function showStreamPart(conv, msg, stream) {
     conv.ids.add(msg.id);
     setBody(entry.body, msg);
     conv.streams.delete(stream.id);
+    entry.row.querySelector(".stop-answer")?.remove();
+    if (answerControls(conv, msg) && isLastMessage(entry.row)) addRegenerate(conv, entry.row, msg.sender);
     scrollToEnd(conv);
     return true;
   }
@@ -463,11 +545,151 @@ function showStreamPart(conv, msg, stream) {
     entry = { row, body: row.querySelector(".body"), text: "" };
     conv.streams.set(stream.id, entry);
     append(conv, row);
+    if (answerControls(conv, msg)) {
+      const bot = msg.sender;
+      const stop = controlButton("stop-answer", "Stop", `Ask ${bot} to stop this answer`, () => {
+        if (sendControl(bot, STOP)) stop.disabled = true;
+      });
+      row.querySelector(".meta")?.append(stop);
+    }
   }
   entry.text += msg.message;
   setBody(entry.body, { ...msg, message: entry.text });
   scrollToEnd(conv);
   return true;
+}
+
+// --- "… is working": the typing notice --------------------------------------------
+
+// Someone is working on an answer here (a bot: its model is), or has stopped.
+function onTyping(meta) {
+  if (typeof meta.user !== "string" || !state.nameRe.test(meta.user) || sameName(meta.user, state.me)) return;
+  const conv = meta.room == null ? conversation(meta.user, meta.user) : roomOf(meta);
+  if (!conv) return;
+  if (meta.active === true) startTyping(conv, meta.user);
+  else stopTyping(conv, meta.user);
+}
+
+function startTyping(conv, name) {
+  const k = key(name);
+  clearTimeout(conv.typing.get(k)?.timer);
+  conv.typing.set(k, { name, timer: setTimeout(() => stopTyping(conv, name), TYPING_TIMEOUT_MS) });
+  if (conv.key === state.active) renderTyping();
+}
+
+function stopTyping(conv, name) {
+  const entry = conv.typing.get(key(name));
+  if (!entry) return;
+  clearTimeout(entry.timer);
+  conv.typing.delete(key(name));
+  if (conv.key === state.active) renderTyping();
+}
+
+// The line above the composer says who is working in the open conversation; in a DM
+// with a bot it has a Stop button (the answer can be stopped before it starts to come).
+function renderTyping() {
+  const conv = activeConversation();
+  const line = $("typing");
+  const working = conv ? [...conv.typing.values()] : [];
+  line.hidden = !working.length;
+  if (!working.length) {
+    line.replaceChildren();
+    return;
+  }
+  const said = working.map(({ name }) => `${name} is ${isBot(name) ? "working" : "typing"}…`).join(" ");
+  const text = document.createElement("span");
+  text.className = "typing-text";
+  text.textContent = said;
+  line.replaceChildren(text);
+  const bot = working[0].name;
+  if (conv.kind === "dm" && isBot(bot)) {
+    const stop = controlButton("stop-answer", "Stop", `Ask ${bot} to stop this answer`, () => {
+      if (sendControl(bot, STOP)) stop.disabled = true;
+    });
+    line.append(stop);
+  }
+}
+
+// --- code blocks: the copy button -------------------------------------------------
+
+async function copyCode(button) {
+  const code = button.parentElement?.querySelector("pre")?.textContent ?? "";
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(code);
+    copied = true;
+  } catch {
+    copied = copyBySelection(code); // no clipboard API (a page over plain http on another host)
+  }
+  button.textContent = copied ? "Copied" : "Copy failed";
+  setTimeout(() => {
+    button.textContent = "Copy";
+  }, COPIED_MS);
+}
+
+function copyBySelection(text) {
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.className = "offscreen";
+  document.body.append(area);
+  area.select();
+  let copied = false;
+  try {
+    copied = document.execCommand("copy");
+  } catch {
+    copied = false;
+  }
+  area.remove();
+  return copied;
+}
+
+// --- the "New bot" form --------------------------------------------------------------
+
+function renderNewBot() {
+  $("new-bot").hidden = !state.account;
+  $("new-bot-guest").hidden = state.account;
+}
+
+function showNewBotResult(text, error = false) {
+  const result = $("new-bot-result");
+  result.textContent = text;
+  result.classList.toggle("error", error);
+  result.classList.toggle("muted", !error);
+  result.hidden = !text;
+}
+
+async function createBot(event) {
+  event.preventDefault();
+  const name = $("new-bot-name").value.trim();
+  if (!state.nameRe.test(name)) {
+    showNewBotResult(`A bot's name: use ${state.config.name_rule}.`, true);
+    return;
+  }
+  if (!state.session) {
+    showNewBotResult("Not connected — try again in a moment.", true);
+    return;
+  }
+  const body = { name, system: $("new-bot-system").value.trim(), model: $("new-bot-model").value.trim() };
+  $("new-bot-submit").disabled = true;
+  showNewBotResult("Creating…");
+  let answer;
+  try {
+    answer = await post("/api/bots", body, { "X-Chatnet-Session": state.session });
+  } catch {
+    answer = { ok: false, body: { error: UNREACHABLE } };
+  } finally {
+    $("new-bot-submit").disabled = false;
+  }
+  if (!answer.ok) {
+    showNewBotResult(answer.body.error || "The bot was not created.", true);
+    return;
+  }
+  for (const id of ["new-bot-name", "new-bot-system", "new-bot-model"]) $(id).value = "";
+  const made = answer.body.name || name;
+  showNewBotResult(`${made} is made; it comes online in a moment.`);
+  conversation(made, made);
+  renderSidebar();
 }
 
 // --- acknowledgements -------------------------------------------------------------
@@ -745,8 +967,8 @@ function addLoadEarlier(conv) {
 // A message this page showed when it was sent (the server gives it its id later).
 function isLocalEcho(conv, msg) {
   if (!sameName(msg.sender, state.me)) return false;
-  for (const row of conv.pane.querySelectorAll(".msg.mine.local")) {
-    if (row.querySelector(".body").textContent === msg.message) {
+  for (const row of conv.pane.querySelectorAll(".msg.mine.local, .system.control.local")) {
+    if (row.sentText === msg.message) {
       row.classList.remove("local");
       row.dataset.id = msg.id;
       return true;
@@ -812,6 +1034,12 @@ function handleFrame(msg) {
       return systemLine(meta.destination ? conversation(meta.destination) : null, msg.message, "error");
     case E.LOGIN_FAILED:
       return onLoginFailed(msg);
+    case E.TYPING:
+      return onTyping(meta);
+    case E.REGISTERED:
+      state.account = true; // a guest's !register: the name is an account's now
+      renderNewBot();
+      return systemLine(null, msg.message);
     case E.SHUTDOWN:
       return showBanner(msg.message || "The chat server is shutting down.");
     case E.JOINED:
@@ -1028,7 +1256,7 @@ function connect() {
   state.ws = ws;
   setConn("connecting", "connecting…");
   ws.addEventListener("open", () => {
-    ws.send(JSON.stringify({ type: "login", user: state.me, features: ["stream", "ack"] }));
+    ws.send(JSON.stringify({ type: "login", user: state.me, features: ["stream", "ack", "typing"] }));
   });
   ws.addEventListener("message", (event) => {
     let frame;
@@ -1087,6 +1315,7 @@ function sendChat(destination, text) {
   const msg = { id: null, sender: state.me, destination, message: text, timestamp: new Date().toISOString(), type: "chat", metadata: {} };
   const row = messageElement(msg);
   row.classList.add("local");
+  row.sentText = text; // what its copy in history will say (a control line shows other words)
   append(conversation(destination), row);
   return true;
 }
@@ -1232,6 +1461,7 @@ function showApp() {
   $("me").title = state.account ? "logged in with your account" : "logged in as a guest";
   renderHeader();
   renderSidebar();
+  renderNewBot();
 }
 
 function setBusy(busy) {
@@ -1389,6 +1619,11 @@ async function fetchConfig() {
   $("join-room-name").title = config.room_rule;
   $("join-room-name").maxLength = config.max_name_chars + 1;
   $("topic-text").maxLength = config.max_topic_chars;
+  $("new-bot-name").pattern = $("login-name").pattern;
+  $("new-bot-name").title = config.name_rule;
+  $("new-bot-name").maxLength = config.max_name_chars;
+  $("new-bot-system").maxLength = config.max_prompt_chars;
+  $("new-bot-model").maxLength = config.max_model_chars;
   if (Array.isArray(config.personalities) && config.personalities.length) {
     const select = $("personality-name");
     select.replaceChildren(...config.personalities.map((name) => new Option(name, name)));
@@ -1491,6 +1726,11 @@ function wire() {
     if (conv) markViewed(conv);
   });
   $("menu").addEventListener("click", () => document.body.classList.toggle("drawer-open"));
+  $("panes").addEventListener("click", (event) => {
+    const button = event.target.closest?.(".copy-code");
+    if (button) copyCode(button);
+  });
+  $("new-bot").addEventListener("submit", createBot);
   $("logout").addEventListener("click", leave);
   $("login-name").value = localStorage.getItem("chatnet.name") || "";
 }

@@ -259,7 +259,7 @@ async def test_streamed_reply_grows_in_place(browser: Browser, web: Network) -> 
     await alice.open("openai")
     await alice.say("tell me something")
     asked = await bot.expect(lambda m: m.type == "chat" and m.sender == "alice")
-    assert asked.metadata["sender_features"] == ["stream"]
+    assert asked.metadata["sender_features"] == ["stream", "typing"]
 
     bubble = alice.pane("openai").locator(".msg.theirs")
     for seq, (chunk, shown) in enumerate([("Once upon", "Once upon"), (" a **time**", "Once upon a time")]):
@@ -482,22 +482,26 @@ async def test_refusals_are_shown_on_the_login_form(browser: Browser, web: Netwo
 async def test_bots_are_marked_by_what_the_server_says(browser: Browser, web: Network) -> None:
     """A bot is marked as one from the server's word (the welcome's bots, presence's
     `bot`), whatever its name; a person named like the configured bot is not."""
+    # The page's configured bot: a name no bot definition holds (the API's default bot,
+    # openai, has its name reserved), so a guest can take it.
+    web.stop("web")
+    web.start_web(BOT_NAME="lookalike")
     early = await bot_client(web, "weather")  # online before alice: from the welcome
-    impostor = await web.json_client("openai")  # a guest with the configured bot's name
+    impostor = await web.json_client("lookalike")  # a guest with the configured bot's name
     alice = await join(browser, web, "alice")
     late = await bot_client(web, "helper")  # comes online after: from its presence frame
     for name in ("weather", "helper"):
         await expect(alice.peer(name)).to_have_class(re.compile(r"\bonline\b"))
         await expect(alice.peer(name).locator(".tag")).to_have_text("bot")
-    await expect(alice.peer("openai")).to_have_class(re.compile(r"\bonline\b"))
-    await expect(alice.peer("openai").locator(".tag")).to_have_count(0)
+    await expect(alice.peer("lookalike")).to_have_class(re.compile(r"\bonline\b"))
+    await expect(alice.peer("lookalike").locator(".tag")).to_have_count(0)
 
     await late.send("alice", "**hello** from a bot")
     await impostor.send("alice", "**hello** from a person")
     await alice.open("helper")
     await expect(alice.pane("helper").locator(".msg .body strong")).to_have_text("hello")
-    await alice.open("openai")
-    await expect(alice.pane("openai").locator(".msg .body")).to_have_text("**hello** from a person")
+    await alice.open("lookalike")
+    await expect(alice.pane("lookalike").locator(".msg .body")).to_have_text("**hello** from a person")
     for client in (early, impostor, late):
         await client.close()
 
@@ -550,6 +554,7 @@ async def test_a_whole_session_runs_under_the_csp(browser: Browser, web: Network
         }"""
     )
     assert ran == ["rgb(29, 36, 51)", False]  # the page's ink colour, not red; the script never ran
+
     def reported(found: list[str]) -> bool:  # by the events, whose text starts with the directive
         return {"style-src-attr", "script-src-elem"} <= {text.split()[0] for text in found}
 
@@ -1006,3 +1011,164 @@ async def test_the_personality_menu_shows_the_current_one_and_help_keeps_its_col
         assert await columns.text_content() == "\n".join(line for line in sent if line.startswith("  "))
         style = await columns.evaluate("e => [getComputedStyle(e).fontFamily, getComputedStyle(e).whiteSpace]")
         assert "monospace" in style[0] and style[1] == "pre-wrap", style
+
+
+# --- bot replies: Markdown, links, code, and the answer controls -------------------------
+
+TABLE_REPLY = (
+    "# Trip plan\n\n"
+    "| Day | Walk |\n|---|---|\n| Sat | Lake loop |\n| Sun | Ridge |\n\n"
+    "- Pack\n  - water\n  - a warm layer\n- Go\n\n"
+    '[the map](https://example.com/map) and [a trap](javascript:alert(3)) and <a href="javascript:alert(4)">raw</a>'
+)
+
+
+async def test_bot_markdown_renders_tables_headings_nested_lists_and_only_safe_links(browser: Browser, web: Network) -> None:
+    """A bot's Markdown shows as a heading, a table and a nested list; its http(s) link
+    opens in a new tab without the opener; a `javascript:` link is no link; a person's
+    plain-text URL is clickable too, a `javascript:` one is not."""
+    alice = await join(browser, web, "alice")
+    bot = await bot_client(web, "openai")
+    await expect(alice.peer("openai")).to_have_class(re.compile(r"\bonline\b"))
+    await bot.send("alice", TABLE_REPLY)
+    await alice.open("openai")
+    body = alice.pane("openai").locator(".msg.theirs .body")
+    await expect(body.locator("h1")).to_have_text("Trip plan")
+    await expect(body.locator("table th")).to_have_text(["Day", "Walk"])
+    await expect(body.locator("table td")).to_have_text(["Sat", "Lake loop", "Sun", "Ridge"])
+    await expect(body.locator("ul > li > ul > li")).to_have_text(["water", "a warm layer"])
+    link = body.locator("a", has_text="the map")
+    await expect(link).to_have_attribute("href", "https://example.com/map")
+    await expect(link).to_have_attribute("target", "_blank")
+    await expect(link).to_have_attribute("rel", re.compile(r"\bnoopener\b"))
+    await expect(body).to_contain_text("a trap")
+    await expect(body).to_contain_text('<a href="javascript:alert(4)">raw</a>')  # raw HTML is shown, not run
+    assert await alice.page.locator(".messages a[href^='javascript'], .messages a:not([href])").count() == 0
+
+    bob = await web.text_client("bob")
+    await bob.send("alice: look at https://example.org/trail, not javascript:alert(5)")
+    await alice.open("bob")
+    said = alice.pane("bob").locator(".msg.theirs .body")
+    await expect(said).to_have_text("look at https://example.org/trail, not javascript:alert(5)")
+    await expect(said.locator("a")).to_have_attribute("href", "https://example.org/trail")
+    await expect(said.locator("a")).to_have_attribute("target", "_blank")
+    assert await alice.page.locator(".messages a[href^='javascript']").count() == 0
+    assert alice.dialogs == []
+
+
+async def test_a_code_block_has_a_copy_button_that_copies_it(browser: Browser, web: Network) -> None:
+    """Each code block of a bot's reply has a Copy button; it puts the code on the clipboard."""
+    alice = await join(browser, web, "alice")
+    await alice.page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    bot = await bot_client(web, "openai")
+    await expect(alice.peer("openai")).to_have_class(re.compile(r"\bonline\b"))
+    await bot.send("alice", "Try this:\n\n```python\nprint('hi')\n```\n\nand `inline` code has none.")
+    await alice.open("openai")
+    block = alice.pane("openai").locator(".code-block")
+    await expect(block).to_have_count(1)
+    await expect(block.locator("pre code")).to_have_text("print('hi')")
+    await block.locator("button.copy-code").click()
+    await expect(block.locator("button.copy-code")).to_have_text("Copied")
+    assert await alice.page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+
+
+async def test_the_working_indicator_follows_the_typing_notice(browser: Browser, web: Network) -> None:
+    """A bot's typing notice shows "<bot> is working…" in its conversation; it goes when
+    the bot says it stopped, when its answer comes, and after a while without news."""
+    alice = await join(browser, web, "alice")
+    bot = await bot_client(web, "openai")
+    await expect(alice.peer("openai")).to_have_class(re.compile(r"\bonline\b"))
+    await alice.open("openai")
+    working = alice.page.locator("#typing")
+    await expect(working).to_be_hidden()
+    await bot.send_raw({"type": "typing", "destination": "alice", "active": True})
+    await expect(working).to_be_visible()
+    await expect(working).to_contain_text("openai is working…")
+    await alice.open_room("#general")
+    await expect(working).to_be_hidden()  # it is about the bot's conversation only
+    await alice.open("openai")
+    await expect(working).to_be_visible()
+    await bot.send_raw({"type": "typing", "destination": "alice", "active": False})
+    await expect(working).to_be_hidden()
+
+    await bot.send_raw({"type": "typing", "destination": "alice", "active": True})
+    await expect(working).to_be_visible()
+    await bot.send("alice", "Here you are.")
+    await expect(working).to_be_hidden()
+
+    await alice.page.clock.install()
+    await bot.send_raw({"type": "typing", "destination": "alice", "active": True})
+    await expect(working).to_be_visible()
+    await alice.page.clock.fast_forward(61_000)  # a bot that went away mid-answer says nothing more
+    await expect(working).to_be_hidden()
+
+
+async def test_stop_while_an_answer_streams_and_regenerate_the_last_one(browser: Browser, web: Network) -> None:
+    """While a bot's answer streams its bubble has Stop, which sends the bot `stop`; the
+    finished answer has Regenerate, which sends `regenerate`. The page shows its own
+    stop and regenerate as small lines, never as bubbles."""
+    alice = await join(browser, web, "alice")
+    bot = await bot_client(web, "openai")
+    await expect(alice.peer("openai")).to_have_class(re.compile(r"\bonline\b"))
+    await alice.open("openai")
+    pane = alice.pane("openai")
+    await bot.send("alice", "Once upon", stream={"id": "s1", "seq": 0, "done": False})
+    bubble = pane.locator(".msg.theirs.streaming")
+    await expect(bubble).to_have_count(1)
+    await bubble.get_by_role("button", name="Stop").click()
+    asked = await bot.expect(lambda m: m.type == "chat" and m.sender == "alice")
+    assert (asked.destination, asked.message) == ("openai", "stop")
+    await expect(pane.locator(".system.control")).to_have_text(["You asked openai to stop."])
+    await bot.send("alice", "Once upon (stopped)", stream={"id": "s1", "done": True})
+    answer = pane.locator(".msg.theirs")
+    await expect(answer).not_to_have_class(re.compile(r"\bstreaming\b"))
+    await expect(answer.get_by_role("button", name="Stop")).to_have_count(0)
+
+    await answer.get_by_role("button", name="Regenerate").click()
+    asked = await bot.expect(lambda m: m.type == "chat" and m.sender == "alice")
+    assert (asked.destination, asked.message) == ("openai", "regenerate")
+    await expect(pane.locator(".system.control")).to_have_text(["You asked openai to stop.", "You asked openai for another answer."])
+    await expect(pane.get_by_role("button", name="Regenerate")).to_have_count(0)
+    await bot.send("alice", "Once upon a time", stream={"id": "s2", "done": True})
+    await expect(pane.get_by_role("button", name="Regenerate")).to_have_count(1)
+    await expect(pane.locator(".msg.theirs").last.get_by_role("button", name="Regenerate")).to_have_count(1)
+    assert await pane.locator(".msg.mine").count() == 0
+
+    await alice.page.reload()  # from history too: one's own controls are lines, not bubbles
+    await alice.log_in_again("alice")
+    await alice.open("openai")
+    await expect(pane.locator(".system.control")).to_have_count(2)
+    assert await pane.locator(".msg.mine").count() == 0
+
+
+async def test_the_new_bot_form_makes_a_bot_that_comes_online(browser: Browser, web: Network) -> None:
+    """A registered user fills in "New bot" (name, personality prompt, model): the
+    definition exists, owned by them, and the bot host starts it, so it shows online;
+    a name in use is refused on the form; a guest is told to create an account."""
+    with FakeOpenAI() as fake:
+        start_assistant(web, fake)
+        ctx = await browser.new_context()
+        alice = await Person.arrive(ctx, web)
+        await alice.create_account("alice", PASSWORD)
+        await alice.online_as("alice")
+        await alice.page.locator("#new-bot-panel summary").click()
+        await alice.page.locator("#new-bot-name").fill("poet")
+        await alice.page.locator("#new-bot-system").fill("You answer in rhymes.")
+        await alice.page.locator("#new-bot-model").fill("tiny-model")
+        await alice.page.get_by_role("button", name="Create bot").click()
+        await expect(alice.page.locator("#new-bot-result")).to_have_text("poet is made; it comes online in a moment.")
+        async with ApiClient(web.api_url, web.token) as api:
+            made = await api.bot("poet")
+        assert made is not None and (made["owner"], made["system"], made["model"]) == ("alice", "You answer in rhymes.", "tiny-model")
+        await expect(alice.peer("poet")).to_have_class(re.compile(r"\bonline\b"), timeout=20_000)
+        await expect(alice.peer("poet").locator(".tag")).to_have_text("bot")
+
+        await alice.page.locator("#new-bot-name").fill("openai")
+        await alice.page.get_by_role("button", name="Create bot").click()
+        await expect(alice.page.locator("#new-bot-result")).to_have_text(re.compile("openai"))
+        await expect(alice.page.locator("#new-bot-result")).to_have_class(re.compile(r"\berror\b"))
+
+        guest = await join(browser, web, "visitor")
+        await guest.page.locator("#new-bot-panel summary").click()
+        await expect(guest.page.locator("#new-bot")).to_be_hidden()
+        await expect(guest.page.locator("#new-bot-guest")).to_be_visible()

@@ -172,11 +172,23 @@ async def test_web_user_announces_streaming_and_sees_presence(web: Network, http
 
     await alice.chat("helper", "write me a poem")
     incoming = await bot.expect(lambda m: m.type == "chat" and m.sender == "alice")
-    assert incoming.metadata.get("sender_features") == ["stream"]
+    assert incoming.metadata.get("sender_features") == ["stream", "typing"]
 
     await bot.close()
     left = await alice.expect(event("presence"))
     assert left["metadata"]["presence"] == "offline" and left["metadata"]["user"] == "helper"
+
+
+async def test_a_bots_typing_reaches_the_page(web: Network, http: aiohttp.ClientSession) -> None:
+    """Every page announces typing: a peer's typing frame reaches it as a `typing` notice."""
+    alice, _ = await web_login(http, "alice")
+    bot = await web.json_client("helper")
+    await bot.send_raw({"type": "typing", "destination": "alice", "active": True})
+    notice = await alice.expect(event("typing"))
+    assert notice["metadata"] == {"event": "typing", "user": "helper", "active": True, "room": None}
+    await bot.send_raw({"type": "typing", "destination": "alice", "active": False})
+    assert (await alice.expect(event("typing")))["metadata"]["active"] is False
+    await bot.close()
 
 
 async def test_closing_the_socket_logs_the_user_out(web: Network, http: aiohttp.ClientSession) -> None:

@@ -135,7 +135,7 @@ def overrides() -> dict[str, Any]:
 def settings_for(store_url: str, **overrides: Any) -> Settings:
     """Settings for this test only (no .env); the ports are filled in as servers start."""
     return Settings(
-        _env_file=None, chat_host=HOST, chat_port=0, api_host=HOST, api_token=TOKEN, mongo_url=store_url,
+        _env_file=None, chat_host=HOST, chat_port=0, irc=False, api_host=HOST, api_token=TOKEN, mongo_url=store_url,
         mongo_db=f"w{uuid.uuid4().hex[:12]}", bot_personalities={"Pirate": "Talk like a pirate."}, **overrides,
     )  # fmt: skip
 
@@ -290,7 +290,7 @@ async def test_a_page_and_a_json_peer_chat_both_ways(web: TestClient[Any, Any], 
         await page.send({"type": "chat", "destination": "bob", "message": "hi bob, from the page"})
         got = await expect_message(bob, lambda m: m.type == MessageType.CHAT)
         assert (got.sender, got.message) == ("alice", "hi bob, from the page")
-        assert got.metadata.get("sender_features") == ["stream"]  # what the adapter announces for every page (ack is the connection's own)
+        assert got.metadata.get("sender_features") == ["stream", "typing"]  # what the adapter announces for every page (ack is the connection's own)
         await bob.send("alice", "hello page")
         frame = await page.expect(chat_from("bob", "hello page"))
         assert frame["destination"] == "alice" and frame["id"] and frame["timestamp"].endswith("Z")
@@ -994,3 +994,68 @@ async def test_a_pong_from_the_page_is_dropped_quietly(web: Web) -> None:
     await page.send({"type": "command", "message": "!who"})
     await page.expect(event(Event.WHO))
     assert not [f for f in page.seen[seen:] if f["type"] == MessageType.ERROR]
+
+
+async def test_a_pages_typing_frame_reaches_another_page_as_a_notice(web: Web) -> None:
+    """A typing frame from one page is passed on; every page shows typing, so another
+    page gets the `typing` notice (and a bad one is refused, the socket stays)."""
+    alice, bob = await open_page(web), await open_page(web)
+    await alice.login("alice")
+    await bob.login("bob")
+    await alice.send({"type": "typing", "destination": "bob", "active": True})
+    notice = await bob.expect(event(Event.TYPING))
+    assert notice["metadata"] == {"event": "typing", "user": "alice", "active": True, "room": None}
+    await alice.send({"type": "typing", "destination": "bob", "active": "maybe"})
+    refusal = await alice.expect(event(Event.BAD_INPUT))
+    assert "true or false" in refusal["message"]
+
+
+# --- POST /api/bots: the page's "New bot" form --------------------------------------------
+
+
+async def test_an_account_makes_a_bot_it_owns_and_refusals_are_plain(web: Web, settings: Settings) -> None:
+    """A registered user's {name, system, model} becomes a bot definition the user owns;
+    a name in use (a bot's, a person's) is 409, a bad name 422, each with words the page shows."""
+    await post(web, "/api/register", {"user": "Alice", "password": PASSWORD})
+    page = await open_page(web)
+    _, session = await page.login("alice")
+    status, body, _ = await post(web, "/api/bots", {"name": "poet", "system": "You answer in rhymes.", "model": "tiny"}, **{SESSION_HEADER: session})
+    assert status == 201 and body["name"] == "poet" and body["created"] is True and body["id"]
+    async with ApiClient.from_settings(settings) as api:
+        made = await api.bot("poet")
+    assert made is not None
+    wanted = {"owner": "Alice", "system": "You answer in rhymes.", "model": "tiny", "personality": None}
+    assert {k: made[k] for k in wanted} == wanted
+
+    status, body, _ = await post(web, "/api/bots", {"name": "Poet", "system": "another"}, **{SESSION_HEADER: session})
+    assert status == 409 and "poet" in body["error"].lower()
+    async with ApiClient.from_settings(settings) as api:
+        assert (await api.bot("poet") or {}).get("system") == "You answer in rhymes."  # never replaced
+    status, body, _ = await post(web, "/api/bots", {"name": "alice"}, **{SESSION_HEADER: session})
+    assert status == 409 and body["error"]
+    status, body, _ = await post(web, "/api/bots", {"name": "no spaces"}, **{SESSION_HEADER: session})
+    assert status == 422 and NAME_RULE in body["error"]
+    status, body, _ = await post(web, "/api/bots", {"name": "ok", "system": "x" * (chatnet.web.MAX_PROMPT_CHARS + 1)}, **{SESSION_HEADER: session})
+    assert status == 422 and "too long" in body["error"]
+
+
+async def test_a_guest_or_nobody_cannot_make_a_bot(web: Web) -> None:
+    """Without a logged-in socket: 401; a guest: 403, told to create an account."""
+    status, _, _ = await post(web, "/api/bots", {"name": "poet"})
+    assert status == 401
+    guest = await open_page(web)
+    _, session = await guest.login("visitor")
+    status, body, _ = await post(web, "/api/bots", {"name": "poet"}, **{SESSION_HEADER: session})
+    assert status == 403 and "account" in body["error"]
+
+
+async def test_one_person_makes_at_most_so_many_bots(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_BOTS_PER_OWNER bots of one's own the form is refused (403)."""
+    monkeypatch.setattr(chatnet.web, "MAX_BOTS_PER_OWNER", 2)
+    await post(web, "/api/register", {"user": "alice", "password": PASSWORD})
+    page = await open_page(web)
+    _, session = await page.login("alice")
+    for name in ("one", "two"):
+        assert (await post(web, "/api/bots", {"name": name}, **{SESSION_HEADER: session}))[0] == 201
+    status, body, _ = await post(web, "/api/bots", {"name": "three"}, **{SESSION_HEADER: session})
+    assert status == 403 and "2 bots" in body["error"]
