@@ -29,7 +29,7 @@ class Member(Protocol):
     away: str
 
     @property
-    def wants_presence(self) -> bool: ...
+    def follows_network(self) -> bool: ...
     @property
     def echoes(self) -> bool: ...
     def deliver(self, message: Any) -> None: ...
@@ -112,6 +112,9 @@ class LocalDirectory(Generic[S]):
     def __init__(self) -> None:
         self.local: dict[str, S | Group[S]] = {}
         self._watchers: dict[int, S] = {}
+        # online(), sorted, kept until a name comes or goes: a burst of welcomes that show
+        # it sorts once per change, not once per welcome.
+        self._online: list[tuple[str, str]] | None = None
 
     def admits(self, key: str, shared: bool) -> bool:
         present = self.local.get(key)
@@ -121,6 +124,7 @@ class LocalDirectory(Generic[S]):
         present = self.local.get(session.key)
         if present is None:
             self.local[session.key] = session
+            self._online = None
         elif isinstance(present, Group):
             present.sessions.append(session)
             session.group = present
@@ -128,7 +132,7 @@ class LocalDirectory(Generic[S]):
             group = Group([present, session])
             present.group = session.group = group
             self.local[session.key] = group
-        if session.wants_presence:
+        if session.follows_network:
             self._watchers[id(session)] = session
         return present is None
 
@@ -137,6 +141,7 @@ class LocalDirectory(Generic[S]):
         present = self.local.get(session.key)
         if present is session:
             del self.local[session.key]
+            self._online = None
             return True
         if isinstance(present, Group) and session in present.sessions:
             present.sessions.remove(session)
@@ -154,7 +159,9 @@ class LocalDirectory(Generic[S]):
         return list(present.sessions) if isinstance(present, Group) else [present]
 
     def online(self) -> list[tuple[str, str]]:
-        return [(present.name, present.kind) for _, present in sorted(self.local.items())]
+        if self._online is None:
+            self._online = [(present.name, present.kind) for _, present in sorted(self.local.items())]
+        return list(self._online)
 
     def watchers(self) -> list[S]:
         return list(self._watchers.values())

@@ -712,7 +712,7 @@ class Router:
         counted = f"{total} stored message{'s' if total != 1 else ''}"
         if announce:
             text = f"Welcome, {session.name}! {'No stored messages' if total == 0 else counted}."
-            session.notice(text, Event.WELCOME, user=session.name, pending=total, **self._online(), **welcome)
+            session.notice(text, Event.WELCOME, user=session.name, pending=total, **self._welcome_online(session), **welcome)
         elif total == 0:
             session.notice("No stored messages.", Event.CHECK, pending=0)
         else:
@@ -721,10 +721,15 @@ class Router:
     def _say_mail_unavailable(self, session: Session, announce: bool, welcome: dict[str, Any]) -> None:
         text = "Stored messages are unavailable right now (the message store can't be reached); try !check later."
         if announce:
-            details = {**self._online(), **welcome}
+            details = {**self._welcome_online(session), **welcome}
             session.notice(f"Welcome, {session.name}! {text}", Event.WELCOME, user=session.name, pending=None, **details)
         else:
             session.error(text, Event.CHECK)
+
+    def _welcome_online(self, session: Session) -> dict[str, list[str]]:
+        """Who is online, for a welcome that shows it: building the list is O(network), so
+        a login storm of readers that never show it would be quadratic."""
+        return self._online() if session.follows_network else {}
 
     def _online(self) -> dict[str, list[str]]:
         """Who is online, and which of them are bots (welcome and who notices)."""

@@ -301,6 +301,10 @@ class Session(asyncio.Protocol):
     def wants_presence(self) -> bool:
         return self.dialect.wants_presence
 
+    @property
+    def follows_network(self) -> bool:
+        return self.dialect.follows_network
+
     # --- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -41,6 +41,13 @@ class Dialect(Protocol):
         ...
 
     @property
+    def follows_network(self) -> bool:
+        """The reader follows who is online network-wide: its welcome lists everyone and
+        it is told each coming and going. Both cost O(network) per login, so only readers
+        that show them get them (a room's members are `wants_presence`)."""
+        ...
+
+    @property
     def asks_password(self) -> bool:
         """An account's password is asked for after the name (rather than sent with the login)."""
         ...

@@ -126,6 +126,7 @@ class IrcDialect:
     asks_password: ClassVar[bool] = False  # PASS or SASL come before the login
     pings: ClassVar[bool] = True
     wants_presence: ClassVar[bool] = True  # for JOIN and PART in channels; network-wide presence is dropped
+    follows_network: ClassVar[bool] = False  # channels' JOIN/PART only; LUSERS, WHO and ISON ask
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
     in_order: ClassVar[bool] = True  # each answer before what the client says next (see Dialect.in_order)
 

@@ -186,6 +186,7 @@ class JsonDialect(OneLineLogin):
     name: ClassVar[str] = "json"
     shows_ids: ClassVar[bool] = True
     wants_presence: ClassVar[bool] = True
+    follows_network: ClassVar[bool] = True
     asks_password: ClassVar[bool] = False
     echoes: ClassVar[bool] = True
     pings: ClassVar[bool] = True

@@ -128,6 +128,7 @@ class TextDialect(OneLineLogin):
     name: ClassVar[str] = "text"
     shows_ids: ClassVar[bool] = False
     wants_presence: ClassVar[bool] = False
+    follows_network: ClassVar[bool] = False  # "Welcome, ann! No stored messages." (!who lists them)
     asks_password: ClassVar[bool] = True
     echoes: ClassVar[bool] = False
     pings: ClassVar[bool] = False  # netcat can't answer one: TCP keepalive finds dead peers
