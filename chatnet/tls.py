@@ -15,14 +15,16 @@ import ipaddress
 import os
 import ssl
 from pathlib import Path
-from typing import Final
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING, Final
 
 from chatnet.config import Settings
+
+# `cryptography` is imported where a certificate is made or checked, not here: the chat
+# server and the adapter only load PEM files through `ssl`, and the library costs each
+# of them 8 MB of memory it would never use (the launcher makes the certificate).
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 CERT_FILE: Final = "cert.pem"
 KEY_FILE: Final = "key.pem"
@@ -59,6 +61,9 @@ def client_context(cafile: Path | None = None) -> ssl.SSLContext:
 def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     """(cert.pem, key.pem) under `directory`: the ones there while they are valid and
     belong together, else a new self-signed pair (the key readable by its owner only)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     if not _usable(cert_path, key_path):
         directory.mkdir(parents=True, exist_ok=True)
@@ -74,6 +79,9 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
 
 def _usable(cert_path: Path, key_path: Path) -> bool:
     """Both files readable, the certificate valid for a while yet, the key its own."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -88,6 +96,10 @@ def _usable(cert_path: Path, key_path: Path) -> bool:
 def _self_signed(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     """A certificate for this machine's loopback names, signed by its own key, with the
     extensions strict verifiers (Python 3.13's VERIFY_X509_STRICT) ask for."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chatnet (self-signed)")])
     now = datetime.datetime.now(datetime.timezone.utc)
     alt_names: list[x509.GeneralName] = [x509.DNSName(host) for host in HOSTNAMES]
