@@ -45,7 +45,7 @@ from chatnet.api_params import PathName, RoomName
 from chatnet.api_rooms import in_utc
 from chatnet.bots_store import BotConflict, BotStore, Definition, Written, public
 from chatnet.config import Settings
-from chatnet.limits import MAX_BOT_PROMPT_CHARS, MAX_BOTS, MAX_MESSAGE_CHARS, MAX_ROOMS_PER_USER
+from chatnet.limits import MAX_BOT_MODEL_CHARS, MAX_BOT_PROMPT_CHARS, MAX_BOTS, MAX_MESSAGE_CHARS, MAX_ROOMS_PER_USER
 from chatnet.personalities import personalities
 from chatnet.protocol import Name, format_datetime, is_valid_name, unencodable
 from chatnet.store import Store
@@ -61,7 +61,6 @@ MAX_THREAD_CHARACTERS: Final = 100_000
 MAX_THREAD_DAYS: Final = 365.0
 MAX_RATE_LIMIT: Final = 1000  # per user per minute
 MAX_TIMEOUT_SECONDS: Final = 600.0  # per model call
-MAX_MODEL_CHARS: Final = 200
 MAX_URL_CHARS: Final = 2000
 MAX_API_KEY_CHARS: Final = 1000
 MAX_RESPOND_TO: Final = 1000
@@ -140,7 +139,7 @@ def unique(names: list[str]) -> list[str]:
 ApiKey = Annotated[SecretStr | None, AfterValidator(key_rule)]
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_BOT_PROMPT_CHARS), AfterValidator(utf8)]
 PersonalityName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")]
-ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_CHARS, pattern=r"^[^\s]+$")]
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_BOT_MODEL_CHARS, pattern=r"^[^\s]+$")]
 BaseUrl = Annotated[str, Field(max_length=MAX_URL_CHARS), AfterValidator(http_url)]
 
 

@@ -100,6 +100,8 @@ MAX_BOTS: Final = 100
 # A bot's system prompt: a few pages (the thread it comes with is bounded apart, by the
 # definition's max_characters).
 MAX_BOT_PROMPT_CHARS: Final = 8000
+# A model's name ("gpt-4o-mini", "llama3.2:70b-instruct-q4_K_M", a path on some servers).
+MAX_BOT_MODEL_CHARS: Final = 200
 # The bot host reports every bot's status about once a second; a report older than this
 # means the host (or its loop) is gone, and the API answers online false.
 BOT_STATUS_STALE_SECONDS: Final = 5.0

@@ -92,6 +92,8 @@ from chatnet.dialects.json import client_frame, parse_frame, server_frame
 from chatnet.errors import ApiRejected, BadFrame, LoginInterrupted, LoginRefused, ProtocolError, StoreUnavailable
 from chatnet.limits import (
     ACK_IDS_PER_FRAME,
+    MAX_BOT_MODEL_CHARS,
+    MAX_BOT_PROMPT_CHARS,
     MAX_LINE_BYTES,
     MAX_MESSAGE_CHARS,
     MAX_NAME_CHARS,
@@ -165,9 +167,6 @@ MAX_CURSOR_CHARS: Final = 200
 MAX_ID_CHARS: Final = 64
 # Bots a person may make on the page: each one costs the bot host a peer and model calls.
 MAX_BOTS_PER_OWNER: Final = 5
-# A bot's personality prompt from the page (its system prompt), and its model's name, at most.
-MAX_PROMPT_CHARS: Final = 4000
-MAX_MODEL_CHARS: Final = 100
 # How long the adapter waits for the message API (history, accounts) before saying it is unavailable.
 API_TIMEOUT_SECONDS: Final = 10.0
 # Every notice name and every login refusal, for the page (served by /config.json, never retyped there).
@@ -636,10 +635,10 @@ async def create_bot(request: web.Request) -> web.Response:
     model = str(body.get("model", "")).strip() or None
     if not is_valid_name(name):
         return failure(422, f"A bot's name: use {NAME_RULE}.", reason=LoginReason.INVALID_NAME)
-    if system is not None and len(system) > MAX_PROMPT_CHARS:
-        return failure(422, f"The personality prompt is too long ({len(system)} characters; the limit is {MAX_PROMPT_CHARS}).")
-    if model is not None and len(model) > MAX_MODEL_CHARS:
-        return failure(422, f"The model's name is too long (the limit is {MAX_MODEL_CHARS} characters).")
+    if system is not None and len(system) > MAX_BOT_PROMPT_CHARS:
+        return failure(422, f"The personality prompt is too long ({len(system)} characters; the limit is {MAX_BOT_PROMPT_CHARS}).")
+    if model is not None and len(model) > MAX_BOT_MODEL_CHARS:
+        return failure(422, f"The model's name is too long (the limit is {MAX_BOT_MODEL_CHARS} characters).")
     api = request.app[API]
     try:
         existing = await api.bots()
@@ -863,8 +862,8 @@ async def page_config(request: web.Request) -> web.Response:
             "room_pattern": ROOM_PATTERN,
             "room_rule": ROOM_RULE,
             "max_topic_chars": MAX_TOPIC_CHARS,
-            "max_prompt_chars": MAX_PROMPT_CHARS,
-            "max_model_chars": MAX_MODEL_CHARS,
+            "max_prompt_chars": MAX_BOT_PROMPT_CHARS,
+            "max_model_chars": MAX_BOT_MODEL_CHARS,
             "default_rooms": [room.strip() for room in settings.default_rooms.split(",") if room.strip()],
             "history_page": HISTORY_LIMIT_DEFAULT,
             "ack_ids_per_frame": ACK_IDS_PER_FRAME,

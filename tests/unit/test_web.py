@@ -25,7 +25,7 @@ import chatnet.web
 from chatnet.api import create_app
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.limits import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE, ROOM_PATTERN, ROOM_RULE
+from chatnet.limits import MAX_BOT_PROMPT_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE, ROOM_PATTERN, ROOM_RULE
 from chatnet.peer import Peer
 from chatnet.personalities import PERSONALITIES
 from chatnet.process import ROOT
@@ -1035,7 +1035,7 @@ async def test_an_account_makes_a_bot_it_owns_and_refusals_are_plain(web: Web, s
     assert status == 409 and body["error"]
     status, body, _ = await post(web, "/api/bots", {"name": "no spaces"}, **{SESSION_HEADER: session})
     assert status == 422 and NAME_RULE in body["error"]
-    status, body, _ = await post(web, "/api/bots", {"name": "ok", "system": "x" * (chatnet.web.MAX_PROMPT_CHARS + 1)}, **{SESSION_HEADER: session})
+    status, body, _ = await post(web, "/api/bots", {"name": "ok", "system": "x" * (MAX_BOT_PROMPT_CHARS + 1)}, **{SESSION_HEADER: session})
     assert status == 422 and "too long" in body["error"]
 
 
