@@ -178,19 +178,34 @@ NGIRCD_CONF: Final = """\
 """
 
 
+class PeerServer(Server):
+    """A peer IRC server: one foreground process of a Debian binary."""
+
+    binary: str
+    child: Child | None
+
+    @property
+    def pid(self) -> int:
+        assert self.child is not None and self.child.pid is not None
+        return self.child.pid
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+    def version(self) -> str:
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        return out.splitlines()[0] if out else "unknown"
+
+
 @dataclass
-class Ngircd(Server):
+class Ngircd(PeerServer):
     tmp: Path
     binary: str = field(default_factory=lambda: find_ngircd() or "ngircd")
     name: str = "ngircd"
     protocol: str = "irc"
     port: int = field(default_factory=free_port)
     child: Child | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.child is not None and self.child.pid is not None
-        return self.child.pid
 
     def write_config(self) -> Path:
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -209,14 +224,6 @@ class Ngircd(Server):
         self.child = Child("ngircd", [self.binary, "--nodaemon", "-f", str(config)], port_open(HOST, self.port),
                            log_path=self.tmp / "ngircd.log")  # fmt: skip
         self.child.start()
-
-    def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop()
-
-    def version(self) -> str:
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout
-        return out.splitlines()[0] if out else "unknown"
 
 
 # InspIRCd 3 as a fair peer (bench/README.md, "Fairness"): loopback only; no DNS or
@@ -246,7 +253,7 @@ INSPIRCD_CONF: Final = """\
 
 
 @dataclass
-class Inspircd(Server):
+class Inspircd(PeerServer):
     """InspIRCd (Debian's), in the foreground. It completes registrations in a pass it
     makes once a second, so a login waits up to a second for its 001: the generator
     starts more logins at once for it (`min_connect_concurrency`), or logging in 10,000
@@ -259,11 +266,6 @@ class Inspircd(Server):
     port: int = field(default_factory=free_port)
     min_connect_concurrency: int = 1000
     child: Child | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.child is not None and self.child.pid is not None
-        return self.child.pid
 
     def write_config(self) -> Path:
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -279,14 +281,6 @@ class Inspircd(Server):
         argv = [self.binary, "--nofork", "--runasroot", f"--config={config}"]
         self.child = Child("inspircd", argv, port_open(HOST, self.port), log_path=self.tmp / "inspircd.log")
         self.child.start()
-
-    def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop()
-
-    def version(self) -> str:
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout
-        return out.strip().splitlines()[0] if out.strip() else "unknown"
 
 
 # chatnet's fronts: the text mode of `nc` on CHAT_PORT, and IRC on IRC_PORT (the same
