@@ -360,11 +360,11 @@ class ApiClient:
     # Room names are '#' and a name, in any case; users likewise. See the module docstring
     # for the shapes and the refusals.
 
-    async def join_room(self, room: str, user: str) -> dict[str, Any]:
+    async def join_room(self, room: str, user: str, key: str | None = None) -> dict[str, Any]:
         """The user joins the room, made (owned by the user) if missing:
-        `{"room": RoomInfo, "created": bool}`. A private room the user was not invited
-        to: ApiRejected, reason "private". Joining again changes nothing."""
-        return await self._request("PUT", f"{_room(room)}/members/{quote(user, safe='')}")
+        `{"room": RoomInfo, "created": bool}`. Refusals (ApiRejected): reason "private",
+        "banned", "bad_key" (`key` missing or wrong), "full". Joining again changes nothing."""
+        return await self._request("PUT", f"{_room(room)}/members/{quote(user, safe='')}", {"key": key} if key is not None else None)
 
     async def leave_room(self, room: str, user: str) -> bool:
         """False when the user was not a member. An owner may leave; the room stays."""
@@ -383,11 +383,14 @@ class ApiClient:
         rooms: list[dict[str, Any]] = (await self._request("GET", "/rooms", params={"user": user}))["rooms"]
         return rooms
 
-    async def set_room(self, room: str, by: str, *, topic: str | None = None, private: bool | None = None) -> dict[str, Any]:
-        """Change the topic (any member; "" clears it) and/or make the room private or
-        public (the owner only); None leaves it. The RoomInfo as it is now. Refusals:
-        reason "no_room", "not_member", "not_owner"."""
-        body: dict[str, Any] = {"by": by}
+    async def set_room(self, room: str, by: str, *, topic: str | None = None, private: bool | None = None, **settings: Any) -> dict[str, Any]:
+        """Change the topic (any member, or under topic_lock an operator; "" clears it),
+        make the room private or public, and/or change its `settings` (an operator:
+        moderated, no_external, secret, topic_lock, key, limit, ban, unban, op, deop,
+        voice, devoice: see `chatnet.api_rooms.RoomChange`); None leaves it. The
+        RoomInfo as it is now. Refusals: reason "no_room", "not_member",
+        "not_owner", "not_in_room", "bad_mode"."""
+        body: dict[str, Any] = {"by": by, **{name: value for name, value in settings.items() if value is not None}}
         if topic is not None:
             body["topic"] = topic
         if private is not None:
@@ -398,11 +401,11 @@ class ApiClient:
         """Record an invitation (into a private room it lets the user join; telling the
         invitee is the caller's part): `{"room": RoomInfo, "user": as given, "created":
         bool (a new invitation), "member": bool (a member already)}`. Any member may
-        invite to a public room, only the owner to a private one."""
+        invite to a public room, only an operator to a private one."""
         return await self._request("POST", f"{_room(room)}/invitations", {"by": by, "user": user})
 
     async def kick(self, room: str, by: str, user: str) -> bool:
-        """The owner removes the user's membership and invitation; False when there was
+        """An operator removes the user's membership and invitation; False when there was
         neither. Refusals: reason "no_room", "not_member", "not_owner"."""
         return bool((await self._request("POST", f"{_room(room)}/kicks", {"by": by, "user": user}))["kicked"])
 

@@ -1,11 +1,11 @@
 """The message API's rooms, read markers and conversation lists (tags "rooms" and
 "conversations"); `chatnet.api` mounts these behind the same bearer token as the rest.
 
-    PUT    /rooms/{room}/members/{user}   join (the room is made if missing)     {"room", "created"}
+    PUT    /rooms/{room}/members/{user}   join (the room is made if missing; body {"key"}?)  {"room", "created"}
     DELETE /rooms/{room}/members/{user}   leave                                  {"left"}
     GET    /rooms/{room}                  the room and its members' names        RoomDetail | 404
     GET    /rooms?user=                   public rooms and the user's private ones {"rooms"}
-    PATCH  /rooms/{room}                  {"by", "topic"?, "private"?}           RoomInfo
+    PATCH  /rooms/{room}                  {"by", "topic"?, "private"?, settings?}  RoomInfo
     POST   /rooms/{room}/invitations      {"by", "user"}                         {"room", "user", "created", "member"}
     POST   /rooms/{room}/kicks            {"by", "user"}                         {"kicked"}
     GET    /rooms/{room}/history?user=&limit=&cursor=   members only             {"messages": oldest first, "next"}
@@ -13,7 +13,15 @@
     POST   /markers                       {"markers": [{"user", "conversation", "id", "timestamp"}]}  {"advanced"}
     GET    /conversations/{user}          the user's DMs and rooms, latest first {"user", "conversations"}
 
-A room refuses with 403 (`reason`: private, not_member, not_owner, too_many_rooms) or 404 (no_room),
+A room's settings (IRC's channel modes, for every client): `moderated` (+m: only
+operators and `voiced` members write), `no_external` (+n, on by default: only members
+write), `secret` (+s: listed to members only), `topic_lock` (+t: operators set the
+topic), `key` (+k: a join needs it), `limit` (+l: members at most), `bans` (+b:
+`nick!user@host` masks with `*` and `?`), `ops` (+o: the owner and whom operators
+name). A join is refused for a ban, and unless invited for a missing key or a full room.
+
+A room refuses with 403 (`reason`: private, not_member, not_owner, too_many_rooms,
+banned, bad_key, full, not_in_room, bad_mode) or 404 (no_room),
 the body `{"detail", "reason"}`; a body or name it can't take is 422, never a 500.
 
 Privacy: only the chat server (and what else holds the API token) calls these, and it
@@ -34,22 +42,29 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator
 from chatnet.api_params import MessageId, PathName, PathRoom, QueryName, RoomName
 from chatnet.limits import (
     HISTORY_PAGE,
+    MAX_BANS,
     MAX_CATCHUP,
     MAX_DEFAULT_ROOMS,
+    MAX_KEY_CHARS,
     MAX_MARKERS,
+    MAX_MASK_CHARS,
+    MAX_MODE_CHANGES,
+    MAX_ROOM_LIMIT,
     MAX_ROOM_LOGINS,
     MAX_TOPIC_CHARS,
 )
 from chatnet.protocol import Destination, Message, Name, RoomReason, parse_timestamp, unencodable
-from chatnet.rooms_store import RoomRefused, RoomStore, room_info
+from chatnet.rooms_store import ModeChange, RoomRefused, RoomStore, room_info
 from chatnet.store import decode_cursor, encode_cursor
 
 HISTORY_PAGE_DEFAULT: Final = 50
 CATCHUP_DEFAULT: Final = 20
 # Characters a topic can't hold: it is shown as one line of text.
 LINE_BREAKS: Final = frozenset("\r\n\0\u2028\u2029\x85")
-
-
+# A key and a ban mask are words (RFC 2812's key: no spaces, no control characters).
+WORD_PATTERN: Final = r"^[^\s\x00-\x1f,]+$"
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS, pattern=WORD_PATTERN)]
+Mask = Annotated[str, Field(min_length=1, max_length=MAX_MASK_CHARS, pattern=WORD_PATTERN)]
 
 
 def cursor_key(cursor: str | None) -> tuple[str, str] | None:
@@ -65,6 +80,12 @@ def cursor_key(cursor: str | None) -> tuple[str, str] | None:
 # --- models ------------------------------------------------------------------------------
 
 
+class Ban(BaseModel):
+    mask: str = Field(description="nick!user@host; '*' any characters, '?' one")
+    by: str
+    at: int = Field(description="set at, in seconds since the epoch")
+
+
 class RoomInfo(BaseModel):
     name: str = Field(description="as its creator spelled it")
     owner: str
@@ -72,10 +93,23 @@ class RoomInfo(BaseModel):
     topic_by: str | None = Field(description="who set the topic")
     private: bool = Field(description="invitations only; listed to members only")
     members: int
+    moderated: bool = Field(False, description="+m: only operators and voiced members write to it")
+    no_external: bool = Field(True, description="+n: only members write to it")
+    secret: bool = Field(False, description="+s: listed (LIST, NAMES) to members only")
+    topic_lock: bool = Field(False, description="+t: only operators set the topic")
+    key: str | None = Field(None, description="+k: a join needs it")
+    limit: int | None = Field(None, description="+l: members at most (the invited come in all the same, as for +k)")
+    bans: list[Ban] = Field(default_factory=list, description="+b: whom a join refuses")
+    ops: list[str] = Field(default_factory=list, description="+o: its operators (the owner's, as made)")
+    voiced: list[str] = Field(default_factory=list, description="+v: who may write to it when moderated")
 
 
 class RoomDetail(RoomInfo):
     member_names: list[str] = Field(description="as each spelled it when joining")
+
+
+class JoinIn(BaseModel):
+    key: str | None = Field(None, max_length=MAX_KEY_CHARS * 4, description="the room's key (+k), when it has one")
 
 
 class Joined(BaseModel):
@@ -94,7 +128,25 @@ class RoomList(BaseModel):
 class RoomChange(BaseModel):
     by: Name = Field(description="who asks: a member (for private, the owner)")
     topic: str | None = Field(None, max_length=MAX_TOPIC_CHARS, description='the new topic ("" clears it); any member')
-    private: bool | None = Field(None, description="invitations only, or open to all; the owner only")
+    private: bool | None = Field(None, description="invitations only, or open to all; an operator")
+    moderated: bool | None = Field(None, description="+m / -m; an operator, as for every setting below")
+    no_external: bool | None = None
+    secret: bool | None = None
+    topic_lock: bool | None = None
+    key: Key | Literal[""] | None = Field(None, description='the key a join needs ("" removes it)')
+    limit: int | None = Field(None, ge=0, le=MAX_ROOM_LIMIT, description="members at most (0 removes it)")
+    ban: list[Mask] = Field(default_factory=list, max_length=MAX_BANS)
+    unban: list[Mask] = Field(default_factory=list, max_length=MAX_BANS)
+    op: list[Name] = Field(default_factory=list, max_length=MAX_MODE_CHANGES, description="members made operators")
+    deop: list[Name] = Field(default_factory=list, max_length=MAX_MODE_CHANGES)
+    voice: list[Name] = Field(default_factory=list, max_length=MAX_MODE_CHANGES, description="members who may write when moderated")
+    devoice: list[Name] = Field(default_factory=list, max_length=MAX_MODE_CHANGES)
+
+    def mode(self) -> ModeChange:
+        return ModeChange(
+            self.moderated, self.no_external, self.secret, self.topic_lock, self.key, self.limit,
+            tuple(self.ban), tuple(self.unban), tuple(self.op), tuple(self.deop), tuple(self.voice), tuple(self.devoice),
+        )  # fmt: skip
 
     @field_validator("topic")
     @classmethod
@@ -108,7 +160,7 @@ class RoomChange(BaseModel):
 
 
 class InviteIn(BaseModel):
-    by: Name = Field(description="a member (of a private room: the owner)")
+    by: Name = Field(description="a member (of a private room: an operator)")
     user: Name
 
 
@@ -120,7 +172,7 @@ class Invited(BaseModel):
 
 
 class KickIn(BaseModel):
-    by: Name = Field(description="the owner")
+    by: Name = Field(description="an operator")
     user: Name
 
 
@@ -136,9 +188,7 @@ class RoomHistory(BaseModel):
 class RoomLoginsIn(BaseModel):
     users: list[Name] = Field(min_length=1, max_length=MAX_ROOM_LOGINS)
     catchup: int = Field(CATCHUP_DEFAULT, ge=0, le=MAX_CATCHUP, description="newest unread messages shown per room, at most")
-    defaults: list[RoomName] = Field(
-        default_factory=list, max_length=MAX_DEFAULT_ROOMS, description="rooms a user joins at the first login ever (made if missing)"
-    )
+    defaults: list[RoomName] = Field(default_factory=list, max_length=MAX_DEFAULT_ROOMS, description="rooms a user joins at the first login ever (made if missing)")
 
 
 class RoomCatchup(BaseModel):
@@ -206,7 +256,7 @@ async def get_rooms(request: Request) -> RoomStore:
 RoomsDep = Annotated[RoomStore, Depends(get_rooms)]
 
 REFUSED: Final[dict[int | str, dict[str, Any]]] = {
-    403: {"model": RoomRefusal, "description": "refused: private, not_member, not_owner or too_many_rooms"},
+    403: {"model": RoomRefusal, "description": "refused: private, not_member, too_many_rooms, banned, bad_key, full, not_in_room or bad_mode"},
     404: {"model": RoomRefusal, "description": "no_room: there is no such room"},
 }
 
@@ -237,10 +287,12 @@ def routes() -> APIRouter:
 # --- routes --------------------------------------------------------------------------------
 
 
-async def join_room(room: PathRoom, user: PathName, rooms: RoomsDep) -> Joined:
+async def join_room(room: PathRoom, user: PathName, rooms: RoomsDep, body: JoinIn | None = None) -> Joined:
     """The user joins the room; a room nobody has made yet is made, owned by the user.
-    A private room takes its owner and those invited (else 403, reason private)."""
-    doc, created = await rooms.join(room, user)
+    Its owner and operators always come in; others are refused (403) by a ban that
+    matches them (banned), and unless invited by a private room (private), a key not
+    given (bad_key) or a full room (full)."""
+    doc, created = await rooms.join(room, user, body.key if body is not None else None)
     return Joined(room=RoomInfo(**room_info(doc)), created=created)
 
 
@@ -263,8 +315,10 @@ async def list_rooms(user: QueryName, rooms: RoomsDep) -> RoomList:
 
 
 async def change_room(room: PathRoom, body: RoomChange, rooms: RoomsDep) -> RoomInfo:
-    """Set the topic (any member) or make the room private or public (the owner)."""
-    return RoomInfo(**room_info(await rooms.set_room(room, body.by, body.topic, body.private)))
+    """Set the topic (any member; under topic_lock an operator) or change the room's
+    settings (an operator; the owner may always make itself one again). Operators
+    and voices named must be members (else 403, reason not_in_room)."""
+    return RoomInfo(**room_info(await rooms.set_room(room, body.by, body.topic, body.private, body.mode())))
 
 
 async def invite(room: PathRoom, body: InviteIn, rooms: RoomsDep) -> Invited:
@@ -276,7 +330,7 @@ async def invite(room: PathRoom, body: InviteIn, rooms: RoomsDep) -> Invited:
 
 
 async def kick(room: PathRoom, body: KickIn, rooms: RoomsDep) -> Kicked:
-    """The owner removes a user's membership and invitation."""
+    """An operator removes a user's membership and invitation."""
     return Kicked(kicked=await rooms.kick(room, body.by, body.user))
 
 

@@ -87,6 +87,16 @@ MAX_DEFAULT_ROOMS: Final = 16
 # Rooms one user may be in (IRC servers bound joins per client likewise): each is a
 # catch-up at every login and a line in the page's list.
 MAX_ROOMS_PER_USER: Final = 100
+# A room's key (+k): a word, as RFC 2812 has it (1-23 characters, no spaces).
+MAX_KEY_CHARS: Final = 23
+# A member limit (+l) beyond this is no limit: a room this size is a broadcast.
+MAX_ROOM_LIMIT: Final = 100_000
+# Bans (+b) per room (IRC's MAXLIST b:100), and a mask's length (nick!user@host, with
+# names of 32 characters and wildcards around them).
+MAX_BANS: Final = 100
+MAX_MASK_CHARS: Final = 100
+# Changes in one !mode (IRC's MODES): each one with a value is a lookup in the store.
+MAX_MODE_CHANGES: Final = 6
 # Read markers in one POST /markers: a batch of acknowledgements, folded per conversation.
 MAX_MARKERS: Final = 1000
 # Conversations listed for one user (the page's list), most recent first.

@@ -47,6 +47,9 @@ NAME_RE: Final = re.compile(NAME_PATTERN.strip("^$"))
 ROOM_RE: Final = re.compile(ROOM_PATTERN.strip("^$"))
 # Sender of what the server itself says; nobody can log in under this name.
 SERVER_NAME: Final = "server"
+# Everyone's host in a `nick!user@host` mask (IRC prefixes, room bans): addresses are
+# nobody's business, so a ban matches names only.
+USER_HOST: Final = "chatnet"
 # Metadata only the server writes (what a notice is; what the sender announced at login;
 # mail handed over from the store; a copy of one's own message): a client that sends
 # them has them dropped, so nobody can fake a notice, another peer's features, a stored
@@ -113,7 +116,7 @@ class Event(StrEnum):
     CATCHUP = "catchup"  # at login, before a room's unseen messages: room, unread, shown
     HISTORY = "history"  # answer to !history, before its messages: room, shown, next
     INVITED = "invited"  # someone invited you (or, to the inviter: the invitation is made): room, by, user
-    ROOM_MODE = "room_mode"  # a room became private or public: room, private
+    ROOM_MODE = "room_mode"  # a room's settings changed (by, changes) or asked (!mode): room, private, modes, settings, bans
     # from the web adapter
     STATUS = "status"  # the adapter's chat-server connection: state, retry_in
     SESSION = "session"  # the page's session token after a login: token
@@ -128,11 +131,16 @@ class RoomReason(StrEnum):
     """Why the message API refused a room request (its answer's `reason`)."""
 
     PRIVATE = "private"  # a private room, and no invitation to it
-    NOT_OWNER = "not_owner"  # only the room's owner may do that
+    NOT_OWNER = "not_owner"  # only the room's operators (its owner, and whom it made +o) may do that
     NOT_MEMBER = "not_member"  # only the room's members may do that
     NO_ROOM = "no_room"  # there is no room of that name
     TOO_MANY_ROOMS = "too_many_rooms"  # the user is in MAX_ROOMS_PER_USER rooms already
-    NOT_IN_ROOM = "not_in_room"  # the one to remove (!kick) is no member
+    NOT_IN_ROOM = "not_in_room"  # the one to remove (!kick), op or voice (!mode) is no member
+    BAD_KEY = "bad_key"  # the room has a key (+k) and it was not given
+    FULL = "full"  # the room has its member limit (+l)
+    BANNED = "banned"  # a ban (+b) matches the user
+    MODERATED = "moderated"  # the room is moderated (+m) and the sender has no voice (+v)
+    BAD_MODE = "bad_mode"  # a !mode change chatnet does not know, or its value is not valid (details: mode)
 
 
 def is_valid_name(name: str) -> bool:
@@ -459,16 +467,17 @@ new_chat = partial(tuple.__new__, Chat)
 COMMANDS: Final[dict[str, str]] = {
     "check": "show stored messages you have not seen yet",
     "who": "list who is online",
-    "join": "#room  join a room (creates it if there is none: you are its owner)",
+    "join": "#room [key]  join a room (creates it if there is none: you are its owner)",
     "leave": "#room  leave a room",
     "rooms": "list the rooms",
     "members": "#room  list a room's members",
-    "topic": "#room [text]  show or set a room's topic",
+    "topic": "#room [text|-]  show, set or (-) clear a room's topic",
     "history": "#room [n]  the last n messages of a room (default 20)",
     "invite": "#room <name>  invite someone (a bot joins by itself)",
-    "kick": "#room <name>  remove someone (the owner)",
-    "private": "#room  only invited people may join (the owner)",
-    "public": "#room  anyone may join (the owner)",
+    "kick": "#room <name>  remove someone (operators)",
+    "private": "#room  only invited people may join (operators)",
+    "public": "#room  anyone may join (operators)",
+    "mode": "#room [+-modes [args]]  show or change a room's settings (operators): +k key, +l n, +b mask, +o/+v name, +m +n +s +t +i",
     "away": "[text]  say you are away: whoever writes to you is told; alone: you are back",
     "whois": "<name>  who someone is: online or not, an account or a bot",
     "whowas": "<name>  who was here under that name lately",

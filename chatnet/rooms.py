@@ -14,6 +14,13 @@ batches (`Markers`).
 
 Bots get a room message only when it is addressed to them (`@bot …` or `bot: …`) and
 not from another bot, so bots never talk among themselves without end.
+
+A room's settings are IRC's channel modes, for every client (`!mode #room +k key`, IRC's
+MODE is the same command): the store keeps them and refuses the joins they forbid; the
+fan-out checks the two that concern a line (+m, +n) against what the room holds here,
+two attribute reads and a set lookup.
+
+    !mode #hiking +ml 20    ->  alice set #hiking +ml 20 (moderated: only operators and voiced members write; at most 20 members)
 """
 
 from __future__ import annotations
@@ -29,7 +36,18 @@ from chatnet.delivery import FirstLook, Priority
 from chatnet.directory import Directory
 from chatnet.errors import ApiRejected, ChatError, ProtocolError
 from chatnet.identity import BOT
-from chatnet.limits import MAX_CATCHUP, MAX_JOINS_AT_ONCE, MAX_MARKERS, MAX_QUIT_CHARS, MAX_ROOM_LOGINS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
+from chatnet.limits import (
+    MAX_CATCHUP,
+    MAX_JOINS_AT_ONCE,
+    MAX_KEY_CHARS,
+    MAX_MARKERS,
+    MAX_MODE_CHANGES,
+    MAX_QUIT_CHARS,
+    MAX_ROOM_LIMIT,
+    MAX_ROOM_LOGINS,
+    MAX_ROOMS_PER_USER,
+    MAX_TOPIC_CHARS,
+)
 from chatnet.nodes import Nodes
 from chatnet.protocol import BOT_FEATURE, STREAM_FEATURE, Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk, strip_address
 from chatnet.session import Session
@@ -43,12 +61,115 @@ HISTORY_DEFAULT: Final = 20
 HISTORY_MAX: Final = 200
 # What one node tells the others' members of a room.
 _TOLD: Final = frozenset({Event.ROOM_PRESENCE, Event.TOPIC, Event.ROOM_MODE})
+# `!topic #room -` clears the topic (IRC's `TOPIC #room :`).
+CLEAR_TOPIC: Final = "-"
+# A room's settings as the API names them, and as members are told of them.
+SETTINGS: Final = ("private", "moderated", "no_external", "secret", "topic_lock", "key", "limit", "ops", "voiced")
+# `!mode` letters: flags (the API's setting each one is), those with a value, lists.
+MODE_FLAGS: Final = {"i": "private", "m": "moderated", "n": "no_external", "s": "secret", "t": "topic_lock"}
+MODE_LISTS: Final = {"b": ("ban", "unban"), "o": ("op", "deop"), "v": ("voice", "devoice")}
+# What a change means, to a person reading it.
+_MEANING: Final = {
+    "+i": "private: only invited people may join", "-i": "public: anyone may join",
+    "+m": "moderated: only operators and voiced members write", "-m": "not moderated",
+    "+n": "only members write to it", "-n": "anyone may write to it",
+    "+s": "secret: listed to members only", "-s": "listed",
+    "+t": "only operators set the topic", "-t": "any member sets the topic",
+    "+k": "a key to join", "-k": "no key", "+l": "at most {} members", "-l": "no member limit",
+    "+b": "{} banned", "-b": "{} no longer banned", "+o": "{} an operator", "-o": "{} no longer an operator",
+    "+v": "{} voiced", "-v": "{} no longer voiced",
+}  # fmt: skip
+
+
+# !private and !public say it as they always have.
+_PRIVACY: Final[dict[tuple[tuple[str, str | None], ...], str]] = {
+    (("+i", None),): "{room} is private now: only members see it, and only invited people may join.",
+    (("-i", None),): "{room} is public now: anyone may join.",
+}
+
+
+def room_settings(info: dict[str, Any]) -> dict[str, Any]:
+    """A room's settings (of an API RoomInfo), as its members are told of them."""
+    return {name: info.get(name) for name in SETTINGS}
+
+
+def mode_string(settings: dict[str, Any], with_key: bool = True) -> str:
+    """The settings as IRC writes a channel's modes: `+iklnt secret 20`."""
+    letters = sorted(letter for letter, name in MODE_FLAGS.items() if settings.get(name))
+    values: list[str] = []
+    if settings.get("key"):
+        letters.append("k")
+        values.append(str(settings["key"]) if with_key else "*")
+    if settings.get("limit"):
+        letters.append("l")
+        values.append(str(settings["limit"]))
+    return " ".join(["+" + "".join(letters), *values])
+
+
+def parse_modes(words: list[str]) -> tuple[list[tuple[str, str | None]], list[tuple[str, str, str | None]], bool]:
+    """`!mode` changes (IRC's: `+kl-m key 20`) as [(sign and letter, value)], the
+    refused ones as [(letter, why, the value or None)], and whether the ban list is asked."""
+    changes: list[tuple[str, str | None]] = []
+    refused: list[tuple[str, str, str | None]] = []
+    asked = False
+    values = words[1:]
+    sign = "+"
+    for letter in words[0] if words else "":
+        if letter in "+-":
+            sign = letter
+            continue
+        if letter in MODE_FLAGS:
+            changes.append((sign + letter, None))
+        elif letter == "k":
+            if sign == "-":  # no value (IRC's -k <key>: the dialect drops it)
+                changes.append(("-k", None))
+                continue
+            key = values.pop(0) if values else None
+            if key is None or not key.strip() or len(key) > MAX_KEY_CHARS or "," in key:
+                refused.append(("k", f"a key is one word of 1-{MAX_KEY_CHARS} characters", key))
+            else:
+                changes.append(("+k", key))
+        elif letter == "l":
+            if sign == "-":
+                changes.append(("-l", None))
+                continue
+            limit = values.pop(0) if values else ""
+            if not limit.isdigit() or not 1 <= int(limit) <= MAX_ROOM_LIMIT:
+                refused.append(("l", f"a member limit is a number from 1 to {MAX_ROOM_LIMIT}", limit))
+            else:
+                changes.append(("+l", str(int(limit))))
+        elif letter in MODE_LISTS:
+            if values:
+                changes.append((sign + letter, values.pop(0)))
+            elif letter == "b":
+                asked = True
+        else:
+            refused.append((letter, "unknown", None))
+    return changes[:MAX_MODE_CHANGES], refused, asked
+
+
+def changes_string(changes: list[tuple[str, str | None]]) -> str:
+    """Changes as IRC writes them, the letters grouped by sign: `+kl-m beer 20`."""
+    letters, sign = "", ""
+    for change, _ in changes:
+        if change[0] != sign:
+            sign = change[0]
+            letters += sign
+        letters += change[1]
+    return " ".join([letters, *(value for _, value in changes if value is not None)])
+
+
+def describe(changes: list[tuple[str, str | None]]) -> str:
+    """Changes as a person reads them: `+l 20 (at most 20 members)`."""
+    said = changes_string(changes)
+    meaning = "; ".join(_MEANING[change].format(value) for change, value in changes)
+    return f"{said} ({meaning})"
 
 
 class Room:
     """A room with members online here: what its lines and notices need."""
 
-    __slots__ = ("key", "name", "owner", "topic", "private", "members", "here")
+    __slots__ = ("key", "name", "owner", "topic", "private", "members", "here", "settings", "moderated", "no_external", "secret", "speakers", "ops")
 
     def __init__(self, info: dict[str, Any]) -> None:
         self.key = str(info["name"]).lower()
@@ -61,6 +182,18 @@ class Room:
         self.topic: str = info.get("topic") or ""
         self.private: bool = bool(info.get("private"))
         self.members: int = int(info.get("members") or 0)
+        self.configure(room_settings(info))
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        """The room's settings, as the store has them (here or told by another node)."""
+        self.settings = settings
+        self.private = bool(settings.get("private"))
+        self.moderated: bool = bool(settings.get("moderated"))
+        self.no_external: bool = settings.get("no_external") is not False
+        self.secret: bool = bool(settings.get("secret"))
+        self.ops: list[str] = list(settings.get("ops") or [])
+        # Who writes to it when moderated: its operators and voiced members (keys).
+        self.speakers: frozenset[str] = frozenset(name.lower() for name in (self.owner, *self.ops, *(settings.get("voiced") or [])))
 
     def online(self) -> int:
         return len({session.key for session in self.here})
@@ -147,6 +280,7 @@ class Rooms:
             "kick": self._cmd_kick,
             "private": self._cmd_private,
             "public": self._cmd_public,
+            "mode": self._cmd_mode,
         }
 
     # --- coming and going ------------------------------------------------------------
@@ -209,7 +343,7 @@ class Rooms:
         text = f"You are in {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {room.online()} online)."
         session.notice(
             text, Event.JOINED, room=room.name, created=False, members=room.members, online=room.online(),
-            topic=room.topic, owner=room.owner, names=self._here(room),
+            topic=room.topic, owner=room.owner, names=self._here(room), **_roles(room.settings),
         )  # fmt: skip
 
     @staticmethod
@@ -232,7 +366,7 @@ class Rooms:
                 self.nodes.tell_room(room.key, session.key, text, Event.ROOM_PRESENCE, details)
         for room in rooms:
             try:
-                await self.api.join_room(room.name, session.name)
+                await self.api.join_room(room.name, session.name, room.settings.get("key"))
                 await self.api.leave_room(room.name, old)
             except ChatError as exc:
                 logger.info("%s (was %s) left %s: %s", session.name, old, room.name, exc)
@@ -297,16 +431,26 @@ class Rooms:
     def send(self, sender: Session, chat: Chat) -> None:
         destination, message, metadata, kind = chat
         room = self._rooms.get(destination.lower())
-        if room is None or sender not in room.here:
-            if metadata is None or not metadata.get("notice"):  # an IRC NOTICE gets no error back
-                self.spawn(self._not_in(sender, destination))
+        if room is None or (sender not in room.here and room.no_external):
+            self._not_in(sender, chat, room)
             return
-        delivery = (new_id(), sender.name, room.name, message, self.clock.text, kind, metadata, sender.features)
-        self._fan_out(room, delivery, sender, sender.kind == BOT)
+        if room.moderated and sender.key not in room.speakers:
+            if metadata is None or not metadata.get("notice"):  # an IRC NOTICE gets no error back
+                text = f"{room.name} is moderated: only its operators and voiced members write to it."
+                sender.error(text, Event.BAD_INPUT, room=room.name, reason=RoomReason.MODERATED, sending=True)
+            return
+        self._say(sender, room, (new_id(), sender.name, room.name, message, self.clock.text, kind, metadata, sender.features))
+
+    def _say(self, sender: Session, room: Room | None, delivery: Delivery) -> None:
+        """A room line from a sender here: to the room's members here (`room`, when it
+        has any), on the other nodes, in its history."""
+        metadata = delivery[6]
+        if room is not None:
+            self._fan_out(room, delivery, sender, sender.kind == BOT)
         if sender.echoes_own:
             sender.deliver_line(sender.dialect.delivery(delivery), delivery)
         if self.nodes is not None:
-            self.nodes.publish_room(room.key, delivery)  # once: each node fans it out to its own
+            self.nodes.publish_room(delivery[2].lower(), delivery)  # once: each node fans it out to its own
         if metadata is None or not partial_chunk(metadata):  # a streamed reply is archived whole, from its final frame
             self.archive(delivery)
             self.markers.note(sender.name, delivery)  # one has read the room up to what one says
@@ -339,18 +483,47 @@ class Rooms:
         room = self._rooms.get(room_key)
         if room is None or event not in _TOLD:
             return
+        if event == Event.ROOM_MODE and isinstance(details.get("settings"), dict):
+            room.configure(details["settings"])  # what +m and -n let through, here as there
         for member in room.here:
             if member.key != skip and (member.wants_presence or event != Event.ROOM_PRESENCE):
                 member.notice(text, Event(event), **details)
 
-    async def _not_in(self, session: Session, name: str) -> None:
+    def _not_in(self, sender: Session, chat: Chat, room: Room | None) -> None:
+        """A line to a room the sender is not in: refused, unless the room takes lines
+        from outside (-n), which the store says when nobody of it is here."""
+        notice = chat[2] is not None and bool(chat[2].get("notice"))  # an IRC NOTICE gets no error back
+        if room is not None:  # +n, known here
+            if not notice:
+                sender.error(f"You are not in {room.name}; !join {room.name} first.", Event.BAD_INPUT, room=room.name, reason=RoomReason.NOT_MEMBER, sending=True)
+            return
+        held = sender.dialect.in_order  # the answer before what the sender says next
+        if held:
+            sender.hold_lines()
+
+        async def look() -> None:
+            try:
+                await self._outside(sender, chat, notice)
+            finally:
+                if held:
+                    sender.lines_go_on()
+
+        self.spawn(look())
+
+    async def _outside(self, session: Session, chat: Chat, notice: bool) -> None:
+        name = chat[0]
         try:
-            exists = await self.api.room(name) is not None
+            info = await self.api.room(name)
         except ChatError:
-            exists = True
+            info = {"name": name}
         if not session.is_open:
             return
-        if exists:
+        if info is not None and info.get("no_external") is False and (not info.get("moderated") or session.key in Room(info).speakers):
+            destination, message, metadata, kind = chat
+            self._say(session, self._rooms.get(name.lower()), (new_id(), session.name, info["name"], message, self.clock.text, kind, metadata, session.features))
+        elif notice:
+            return
+        elif info is not None:
             session.error(f"You are not in {name}; !join {name} first.", Event.BAD_INPUT, room=name, reason=RoomReason.NOT_MEMBER, sending=True)
         else:
             session.error(f"There is no room {name}; !join {name} creates it.", Event.BAD_INPUT, room=name, reason=RoomReason.NO_ROOM, sending=True)
@@ -395,22 +568,27 @@ class Rooms:
                 session.error(f"Rooms are unavailable right now: {exc}", Event.BAD_INPUT, **about)
 
     def _cmd_join(self, session: Session, args: str) -> None:
-        names = [check_room(word) for word in args.split()]
-        if not names or len(names) > MAX_JOINS_AT_ONCE:
-            raise ProtocolError(f"Write !join #room (or up to {MAX_JOINS_AT_ONCE} rooms: !join #a #b).")
+        joins_asked: list[tuple[str, str | None]] = []  # each room, and its key when one follows it
+        for word in args.split():
+            if word.startswith("#") or not joins_asked or joins_asked[-1][1] is not None:
+                joins_asked.append((check_room(word), None))
+            else:
+                joins_asked[-1] = (joins_asked[-1][0], word)
+        if not joins_asked or len(joins_asked) > MAX_JOINS_AT_ONCE:
+            raise ProtocolError(f"Write !join #room [key] (or up to {MAX_JOINS_AT_ONCE} rooms: !join #a #b).")
         session.hold_lines()
 
         async def joins() -> None:  # one after the other: answered in the order asked
             try:
-                for name in names:
-                    await self._answered(session, self._join(session, name), name)
+                for name, key in joins_asked:
+                    await self._answered(session, self._join(session, name, key), name)
             finally:
                 session.lines_go_on()
 
         self.spawn(joins())
 
-    async def _join(self, session: Session, name: str) -> None:
-        answer = await self.api.join_room(name, session.name)
+    async def _join(self, session: Session, name: str, key: str | None = None) -> None:
+        answer = await self.api.join_room(name, session.name, key)
         info, created = answer["room"], answer["created"]
         sessions = [s for s in self.directory.sessions(session.key) if s.is_open]
         if not sessions:
@@ -431,7 +609,10 @@ class Rooms:
         else:
             text = f"Joined {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {online} online)."
         for each in sessions:
-            each.notice(text, Event.JOINED, room=room.name, created=created, members=room.members, online=online, topic=room.topic, owner=room.owner, names=names)
+            each.notice(
+                text, Event.JOINED, room=room.name, created=created, members=room.members, online=online, topic=room.topic,
+                owner=room.owner, names=names, topic_by=info.get("topic_by"), **_roles(room.settings),
+            )  # fmt: skip
             if room.topic:
                 each.notice(f"Topic of {room.name}: {room.topic}", Event.TOPIC, room=room.name, topic=room.topic, by=info.get("topic_by"))
         if newcomer:
@@ -462,7 +643,7 @@ class Rooms:
     async def _list(self, session: Session) -> None:
         rooms = await self.api.rooms(session.name)
         shown = ", ".join(f"{r['name']} ({r['members']} member{'s' if r['members'] != 1 else ''}{', private' if r['private'] else ''})" for r in rooms)
-        listed = [{"name": r["name"], "members": r["members"], "private": r["private"], "topic": r.get("topic") or ""} for r in rooms]
+        listed = [{"name": r["name"], "members": r["members"], "private": r["private"], "secret": bool(r.get("secret")), "topic": r.get("topic") or ""} for r in rooms]
         if session.is_open:
             session.notice(f"Rooms ({len(rooms)}): {shown}" if rooms else "Rooms (0): none yet; !join #name makes one.", Event.ROOMS, rooms=listed)
 
@@ -473,7 +654,7 @@ class Rooms:
     async def _members(self, session: Session, name: str) -> None:
         info = await self.api.room(name)
         names: list[str] = info["member_names"] if info is not None else []
-        if info is None or (info["private"] and session.key not in {n.lower() for n in names}):
+        if info is None or ((info["private"] or info.get("secret")) and session.key not in {n.lower() for n in names}):
             raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)
         online = {n.lower() for n in names if self._online(n.lower())}
         listed = [{"name": n, "online": n.lower() in online} for n in names]
@@ -481,12 +662,12 @@ class Rooms:
         if session.is_open:
             session.notice(
                 f"Members of {info['name']} ({len(names)}): {shown}", Event.MEMBERS,
-                room=info["name"], members=listed, owner=info.get("owner") or "", private=bool(info["private"]),
+                room=info["name"], members=listed, owner=info.get("owner") or "", private=bool(info["private"]), **_roles(room_settings(info)),
             )  # fmt: skip
 
     def _cmd_topic(self, session: Session, args: str) -> None:
         room_arg, _, text = args.strip().partition(" ")
-        name = _room_arg(room_arg, "!topic #room [text]")
+        name = _room_arg(room_arg, "!topic #room [text|-]")
         text = text.strip()
         if len(text) > MAX_TOPIC_CHARS:
             raise ProtocolError(f"Topic too long ({len(text)} characters; the limit is {MAX_TOPIC_CHARS}).")
@@ -495,18 +676,20 @@ class Rooms:
     async def _topic(self, session: Session, name: str, text: str) -> None:
         if not text:
             info = await self.api.room(name)
-            if info is None or (info["private"] and session.key not in {n.lower() for n in info["member_names"]}):
+            if info is None or ((info["private"] or info.get("secret")) and session.key not in {n.lower() for n in info["member_names"]}):
                 raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)  # a private room's topic is its members' business
             topic = info.get("topic") or ""
             if session.is_open:
                 said = f"Topic of {info['name']}: {topic}" if topic else f"{info['name']} has no topic; !topic {info['name']} <text> sets one."
                 session.notice(said, Event.TOPIC, room=info["name"], topic=topic, by=info.get("topic_by"))
             return
+        if text == CLEAR_TOPIC:
+            text = ""
         info = await self.api.set_room(name, session.name, topic=text)
         room = self._rooms.get(name.lower())
         if room is not None:
             room.update(info)
-            said = f"Topic of {room.name} set by {session.name}: {text}"
+            said = f"Topic of {room.name} set by {session.name}: {text}" if text else f"Topic of {room.name} cleared by {session.name}."
             details = {"room": room.name, "topic": text, "by": session.name, "changed": True}
             for member in room.here:
                 member.notice(said, Event.TOPIC, **details)
@@ -596,23 +779,80 @@ class Rooms:
 
     def _cmd_private(self, session: Session, args: str) -> None:
         name = _room_arg(args, "!private #room")
-        self._run(session, self._mode(session, name, True), name)
+        self._run(session, self._mode(session, name, [("+i", None)]), name)
 
     def _cmd_public(self, session: Session, args: str) -> None:
         name = _room_arg(args, "!public #room")
-        self._run(session, self._mode(session, name, False), name)
+        self._run(session, self._mode(session, name, [("-i", None)]), name)
 
-    async def _mode(self, session: Session, name: str, private: bool) -> None:
-        info = await self.api.set_room(name, session.name, private=private)
+    def _cmd_mode(self, session: Session, args: str) -> None:
+        words = args.split()
+        if not words:
+            raise ProtocolError("Write !mode #room, or !mode #room <+-modes> [values] (!help lists them).")
+        name = check_room(words[0])
+        changes, refused, bans = parse_modes(words[1:])
+        for letter, why, value in refused:  # said first: IRC clients read them as the answer to this line
+            said = f"Unknown setting {letter!r}; !help lists them." if value is None and why == "unknown" else f"Not a valid +{letter}: {why}."
+            session.error(said, Event.BAD_INPUT, room=name, reason=RoomReason.BAD_MODE, mode=letter, **({"value": value} if why != "unknown" else {}))
+        if bans:
+            self._run(session, self._modes(session, name, bans=True), name)
+        if changes:
+            self._run(session, self._mode(session, name, changes), name)
+        elif len(words) == 1:
+            self._run(session, self._modes(session, name), name)
+        # else nothing to change (a lone sign, an op without a name): nothing said, as IRC servers do
+
+    async def _modes(self, session: Session, name: str, bans: bool = False) -> None:
+        """`!mode #room`: its settings; with `+b`, its bans. A private or secret room's
+        are its members' business; its key too."""
+        info = await self.api.room(name)
+        member = info is not None and session.key in {n.lower() for n in info["member_names"]}
+        if info is None or ((info["private"] or info.get("secret")) and not member):
+            raise ApiRejected(404, "no such room", RoomReason.NO_ROOM)
+        shown, settings = info["name"], room_settings(info)
+        if not session.is_open:
+            return
+        if bans:
+            listed = info.get("bans") or []
+            said = ", ".join(f"{ban['mask']} (by {ban['by']})" for ban in listed) or "none"
+            session.notice(f"Bans in {shown} ({len(listed)}): {said}", Event.ROOM_MODE, room=shown, list="b", bans=listed)
+            return
+        modes = mode_string(settings, with_key=member)
+        if not member:
+            settings["key"] = "*" if settings.get("key") else None
+        ops = ", ".join(settings.get("ops") or []) or "none"
+        session.notice(
+            f"Settings of {shown}: {modes} (operators: {ops})", Event.ROOM_MODE,
+            room=shown, private=bool(settings["private"]), modes=modes, settings=settings,
+        )  # fmt: skip
+
+    async def _mode(self, session: Session, name: str, changes: list[tuple[str, str | None]]) -> None:
+        """Change a room's settings (an operator): its members are told, here and on
+        the other nodes."""
+        asked: dict[str, Any] = {}
+        for change, value in changes:
+            sign, letter = change[0] == "+", change[1]
+            if letter in MODE_FLAGS:
+                asked[MODE_FLAGS[letter]] = sign
+            elif letter == "k":
+                asked["key"] = value if sign else ""
+            elif letter == "l":
+                asked["limit"] = int(value or 0) if sign else 0
+            else:
+                field = MODE_LISTS[letter][0 if sign else 1]
+                asked.setdefault(field, []).append(value)
+        info = await self.api.set_room(name, session.name, **asked)
         room = self._rooms.get(name.lower())
         if room is not None:
             room.update(info)
         shown = info["name"]
-        text = f"{shown} is private now: only members see it, and only invited people may join." if private else f"{shown} is public now: anyone may join."
+        settings = room_settings(info)
+        text = _PRIVACY.get(tuple(changes), "{by} set {room} " + describe(changes)).format(room=shown, by=session.name)
+        details = {"room": shown, "by": session.name, "changes": [list(change) for change in changes], "private": bool(info["private"]), "settings": settings}
         for member in room.here if room is not None else [session]:
-            member.notice(text, Event.ROOM_MODE, room=shown, private=private, by=session.name)
+            member.notice(text, Event.ROOM_MODE, **details)
         if self.nodes is not None and room is not None:
-            self.nodes.tell_room(room.key, "", text, Event.ROOM_MODE, {"room": shown, "private": private, "by": session.name})
+            self.nodes.tell_room(room.key, "", text, Event.ROOM_MODE, details)
 
 
 def _room_arg(args: str, usage: str) -> str:
@@ -629,6 +869,11 @@ def _room_and_user(args: str, usage: str) -> tuple[str, str]:
     return check_room(parts[0]), check_name(parts[1], "name")
 
 
+def _roles(settings: dict[str, Any]) -> dict[str, Any]:
+    """What a client shows of a room's members and listing: operators, voices, secrecy."""
+    return {"ops": list(settings.get("ops") or []), "voiced": list(settings.get("voiced") or []), "secret": bool(settings.get("secret"))}
+
+
 def _delivery(message: dict[str, Any]) -> Delivery:
     """A stored room message as the fan-out's tuple (its original time kept)."""
     return (message["id"], message["sender"], message["destination"], message["message"], message["timestamp"],
@@ -637,7 +882,11 @@ def _delivery(message: dict[str, Any]) -> Delivery:
 
 _REFUSALS: Final[dict[str, str]] = {
     RoomReason.PRIVATE: "That room is private: its owner must invite you first.",
-    RoomReason.NOT_OWNER: "Only the room's owner may do that.",
+    RoomReason.NOT_OWNER: "Only the room's operators may do that.",
+    RoomReason.BANNED: "You are banned from that room.",
+    RoomReason.BAD_KEY: "That room has a key: !join #room <key>.",
+    RoomReason.FULL: "That room is full.",
+    RoomReason.NOT_IN_ROOM: "They are not in that room.",
     RoomReason.NOT_MEMBER: "You are not in that room; !join it first.",
     RoomReason.NO_ROOM: "There is no such room; !join #name creates one.",
     RoomReason.TOO_MANY_ROOMS: f"You are in {MAX_ROOMS_PER_USER} rooms already; !leave one first.",

@@ -4,7 +4,10 @@ Collections (beside `chatnet.store`'s, in the same database):
 
     rooms          one per room, keyed by its name lower-cased ('#' included): the name
                    as its creator spelled it, the owner (as spelled, and its key), the
-                   topic and who set it, `visibility` (public or private), how many
+                   topic and who set it, `visibility` (public or private), its settings
+                   (`modes`: the letters of the flags set among "mnst", "n" when missing;
+                   `key`, `limit` (0: none), `bans` [{mask, by, at}], `ops` and `voiced`:
+                   names as spelled; `ops` is [owner] when missing), how many
                    members it has (kept with `$inc` as people join and leave; `room`
                    counts them again and mends it), and its newest message (`last`, as
                    JSON text, with `last_seq`, its `seq_of`).
@@ -38,17 +41,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from motor.motor_asyncio import AsyncIOMotorCollection
 from pymongo import ASCENDING, DESCENDING
 
 from chatnet.errors import ChatError
-from chatnet.limits import MAX_CONVERSATIONS, MAX_ROOMS_PER_USER, MAX_UNREAD
-from chatnet.protocol import SERVER_NAME, RoomReason, dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, utcnow
+from chatnet.limits import MAX_BANS, MAX_CONVERSATIONS, MAX_ROOMS_PER_USER, MAX_UNREAD
+from chatnet.protocol import SERVER_NAME, USER_HOST, RoomReason, dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, utcnow
 from chatnet.store import (
     MAX_BUCKET,
     Document,
@@ -76,6 +82,35 @@ INVITED: Final = "invited"
 DIRECT_SUMMARISED: Final = "direct_summarised"
 # Documents written at once by that summary.
 SUMMARY_CHUNK: Final = 1000
+# A room's flags (`modes`), as IRC letters: moderated, no external messages, secret,
+# topic lock. A new room has "n" (only members write to it), as IRC servers do; any
+# member may set the topic until an operator sets +t.
+FLAGS: Final = {"moderated": "m", "no_external": "n", "secret": "s", "topic_lock": "t"}
+DEFAULT_MODES: Final = "n"
+
+
+@dataclass(frozen=True)
+class ModeChange:
+    """Settings to change (None, or empty: left as they are); see `RoomStore.set_room`."""
+
+    moderated: bool | None = None
+    no_external: bool | None = None
+    secret: bool | None = None
+    topic_lock: bool | None = None
+    key: str | None = None  # "" removes it
+    limit: int | None = None  # 0 removes it
+    ban: tuple[str, ...] = ()
+    unban: tuple[str, ...] = ()
+    op: tuple[str, ...] = ()
+    deop: tuple[str, ...] = ()
+    voice: tuple[str, ...] = ()
+    devoice: tuple[str, ...] = ()
+
+    def flags(self) -> dict[str, bool]:
+        return {name: value for name in FLAGS if (value := getattr(self, name)) is not None}
+
+    def any(self) -> bool:
+        return bool(self.flags() or self.key is not None or self.limit is not None or self.ban or self.unban or self.op or self.deop or self.voice or self.devoice)
 
 
 class RoomRefused(ChatError):
@@ -106,7 +141,48 @@ def room_info(doc: Mapping[str, Any]) -> dict[str, Any]:
         "topic_by": doc.get("topic_by"),
         "private": doc.get("visibility") == PRIVATE,
         "members": max(0, int(doc.get("members") or 0)),
+        **{name: letter in modes_of(doc) for name, letter in FLAGS.items()},
+        "key": doc.get("key") or None,
+        "limit": int(doc.get("limit") or 0) or None,
+        "bans": [dict(ban) for ban in doc.get("bans") or []],
+        "ops": ops_of(doc),
+        "voiced": list(doc.get("voiced") or []),
     }
+
+
+def modes_of(doc: Mapping[str, Any]) -> str:
+    modes = doc.get("modes")
+    return DEFAULT_MODES if modes is None else str(modes)
+
+
+def ops_of(doc: Mapping[str, Any]) -> list[str]:
+    """The room's operators as spelled (a room from before operators: its owner)."""
+    ops = doc.get("ops")
+    return [doc["owner"]] if ops is None else list(ops)
+
+
+def normal_mask(mask: str) -> str:
+    """A ban mask in full, as IRC servers complete one: `bob` is `bob!*@*`, `bob!x` is
+    `bob!x@*`, `*@host` is `*!*@host`."""
+    if "!" not in mask and "@" not in mask:
+        return f"{mask}!*@*"
+    if "!" not in mask:
+        return f"*!{mask}"
+    if "@" not in mask:
+        return f"{mask}@*"
+    return mask
+
+
+@lru_cache(maxsize=1024)
+def _mask_re(mask: str) -> re.Pattern[str]:
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in mask.lower()), re.S)
+
+
+def banned(bans: Iterable[Mapping[str, Any]], user: str) -> bool:
+    """A ban's mask (`*` any characters, `?` one; case-insensitive) matches the user as
+    `name!name@chatnet` (chatnet shows no addresses, so bans match names)."""
+    who = f"{user}!{user}@{USER_HOST}".lower()
+    return any(_mask_re(str(ban["mask"])).fullmatch(who) for ban in bans)
 
 
 def new_room(name: str, owner: str, now: datetime) -> Document:
@@ -118,6 +194,12 @@ def new_room(name: str, owner: str, now: datetime) -> Document:
         "topic": None,
         "topic_by": None,
         "visibility": PUBLIC,
+        "modes": DEFAULT_MODES,
+        "key": None,
+        "limit": 0,
+        "bans": [],
+        "ops": [owner],
+        "voiced": [],
         "members": 0,
         "last": None,
         "last_seq": "",
@@ -224,15 +306,19 @@ class RoomStore:
         if await self.members.find_one({"_id": member_id(doc["_id"], user), "state": MEMBER}, {"_id": 1}) is None:
             raise RoomRefused(RoomReason.NOT_MEMBER, f"{user} is not in {doc['name']}.")
 
-    def _owner(self, doc: Mapping[str, Any], user: str, what: str) -> None:
-        """Refuse unless the user owns the room."""
-        if user.lower() != doc["owner_key"]:
-            raise RoomRefused(RoomReason.NOT_OWNER, f"Only {doc['owner']}, the owner of {doc['name']}, may {what}.")
+    @staticmethod
+    def _operator(doc: Mapping[str, Any], user: str, what: str) -> None:
+        """Refuse unless the user is one of the room's operators."""
+        if user.lower() not in {op.lower() for op in ops_of(doc)}:
+            raise RoomRefused(RoomReason.NOT_OWNER, f"Only the operators of {doc['name']} may {what}.")
 
-    async def join(self, room: str, user: str) -> tuple[Document, bool]:
+    async def join(self, room: str, user: str, key: str | None = None) -> tuple[Document, bool]:
         """The user joins the room, which is created (owned by them) if there is none:
-        the room, and whether it was created. A private room lets in its owner and
-        those invited, and refuses the rest (PRIVATE). Joining again changes nothing."""
+        the room, and whether it was created. Its owner and operators always come in;
+        anyone else is refused by a ban that matches them (BANNED: an operator's ban
+        outweighs a member's invitation), and unless invited by a private room
+        (PRIVATE), a key (+k) not given (BAD_KEY) or a full room (FULL). Joining again
+        changes nothing."""
         doc = await self.rooms.find_one({"_id": room.lower()})
         if await self.members.count_documents({"user": user.lower(), "state": MEMBER}) >= MAX_ROOMS_PER_USER and (
             doc is None or await self.members.find_one({"_id": member_id(room, user), "state": MEMBER}, {"_id": 1}) is None
@@ -243,21 +329,36 @@ class RoomStore:
             fresh = new_room(room, user, utcnow())
             created = bool(await self.store.insert_new(self.rooms, [fresh]))
             doc = fresh if created else await self._room(room)  # else: another request made it meanwhile
-        invited = doc["visibility"] == PUBLIC or user.lower() == doc["owner_key"]
-        if not invited and await self.members.find_one({"_id": member_id(room, user)}, {"_id": 1}) is None:
-            raise RoomRefused(RoomReason.PRIVATE, f"{doc['name']} is private: only people invited may join.")
+        if not created and user.lower() != doc["owner_key"] and user.lower() not in {op.lower() for op in ops_of(doc)}:
+            held = await self.members.find_one({"_id": member_id(room, user)}, {"state": 1})
+            if held is None or held["state"] != MEMBER:
+                self._admit(doc, user, key, invited=held is not None)
         if await self._enrol(doc["_id"], {user.lower(): user}):
             doc["members"] = int(doc.get("members") or 0) + 1
         return doc, created
+
+    @staticmethod
+    def _admit(doc: Mapping[str, Any], user: str, key: str | None, invited: bool) -> None:
+        """Refuse someone coming in who may not (see `join`)."""
+        name = doc["name"]
+        if banned(doc.get("bans") or [], user):
+            raise RoomRefused(RoomReason.BANNED, f"You are banned from {name}.")
+        if invited:
+            return
+        if doc["visibility"] != PUBLIC:
+            raise RoomRefused(RoomReason.PRIVATE, f"{name} is private: only people invited may join.")
+        if doc.get("key") and key != doc["key"]:
+            raise RoomRefused(RoomReason.BAD_KEY, f"{name} needs its key: !join {name} <key>.")
+        limit = int(doc.get("limit") or 0)
+        if limit and int(doc.get("members") or 0) >= limit:
+            raise RoomRefused(RoomReason.FULL, f"{name} is full ({limit} members).")
 
     async def _enrol(self, room: str, users: Mapping[str, str]) -> set[str]:
         """Make these users (key → name as spelled) members of the room (its key); the
         keys of those who were not members before. Their read markers move to now: what
         was said before they joined is not unread."""
         now = utcnow()
-        docs: list[Document] = [
-            {"_id": f"{room}|{key}", "room": room, "user": key, "name": name, "state": MEMBER, "since": now} for key, name in users.items()
-        ]
+        docs: list[Document] = [{"_id": f"{room}|{key}", "room": room, "user": key, "name": name, "state": MEMBER, "since": now} for key, name in users.items()]
         inserted = await self.store.insert_new(self.members, docs)
         joined: set[str] = {key for key in users if f"{room}|{key}" in inserted}
         for doc in docs:
@@ -292,39 +393,88 @@ class RoomStore:
         return doc, [member["name"] for member in members]
 
     async def rooms_for(self, user: str) -> list[Document]:
-        """Every public room, and the private rooms the user is a member of, by name."""
-        docs = {doc["_id"]: doc for doc in await self.rooms.find({"visibility": PUBLIC}).to_list(None)}
-        mine = [m["room"] for m in await self.members.find({"user": user.lower(), "state": MEMBER}, {"room": 1}).to_list(None)]
+        """Every public room that is not secret (+s), and the rooms the user is a member
+        of, by name."""
+        mine = {m["room"] for m in await self.members.find({"user": user.lower(), "state": MEMBER}, {"room": 1}).to_list(None)}
+        docs = {doc["_id"]: doc for doc in await self.rooms.find({"visibility": PUBLIC}).to_list(None) if "s" not in modes_of(doc) or doc["_id"] in mine}
         hidden = [key for key in mine if key not in docs]
         if hidden:
             docs.update({doc["_id"]: doc for doc in await self.rooms.find({"_id": {"$in": hidden}}).to_list(None)})
         return [docs[key] for key in sorted(docs)]
 
-    async def set_room(self, room: str, by: str, topic: str | None = None, private: bool | None = None) -> Document:
-        """Change the topic (any member; "" clears it) or make the room private or public
-        (its owner only); None leaves a setting as it is. The room as it is now."""
+    async def set_room(self, room: str, by: str, topic: str | None = None, private: bool | None = None, mode: ModeChange | None = None) -> Document:
+        """Change the topic (any member, or under a topic lock an operator; "" clears
+        it), make the room private or public, or change its settings (`mode`: an
+        operator; the owner may always make itself an operator again); None leaves a
+        setting as it is. Operators and voices are members (else NOT_IN_ROOM). The
+        room as it is now."""
         doc = await self._room(room)
         await self._member(doc, by)
-        if private is not None:
-            self._owner(doc, by, "make it private or public")
+        mode = mode or ModeChange()
+        owner_ops_itself = private is None and mode == ModeChange(op=mode.op) and {n.lower() for n in mode.op} == {doc["owner_key"]}
+        if (private is not None or mode.any()) and not owner_ops_itself:
+            self._operator(doc, by, "change its settings")
+        if topic is not None and "t" in modes_of(doc):
+            self._operator(doc, by, "set its topic (+t)")
         changes: dict[str, Any] = {}
         if topic is not None:
             changes.update(topic=topic or None, topic_by=by if topic else None)
         if private is not None:
             changes["visibility"] = PRIVATE if private else PUBLIC
+        changes.update(await self._settings(doc, by, mode))
         if changes:
             await self.rooms.update_one({"_id": doc["_id"]}, {"$set": changes})
             doc.update(changes)
         return doc
 
+    async def _settings(self, doc: Mapping[str, Any], by: str, mode: ModeChange) -> dict[str, Any]:
+        """What `mode` changes in the room's document."""
+        changes: dict[str, Any] = {}
+        if flags := mode.flags():
+            letters = set(modes_of(doc))
+            for name, on in flags.items():
+                (letters.add if on else letters.discard)(FLAGS[name])
+            changes["modes"] = "".join(sorted(letters))
+        if mode.key is not None:
+            changes["key"] = mode.key or None
+        if mode.limit is not None:
+            changes["limit"] = mode.limit
+        if mode.ban or mode.unban:
+            gone = {normal_mask(mask).lower() for mask in mode.unban}
+            bans = [ban for ban in doc.get("bans") or [] if str(ban["mask"]).lower() not in gone]
+            held = {str(ban["mask"]).lower() for ban in bans}
+            for mask in map(normal_mask, mode.ban):
+                if mask.lower() not in held:
+                    held.add(mask.lower())
+                    bans.append({"mask": mask, "by": by, "at": int(utcnow().timestamp())})
+            if len(bans) > MAX_BANS:
+                raise RoomRefused(RoomReason.BAD_MODE, f"{doc['name']} has {MAX_BANS} bans already; lift one first.")
+            changes["bans"] = bans
+        spelled_as: dict[str, str] = {}
+        if mode.op or mode.voice:
+            wanted = {name.lower(): name for name in (*mode.op, *mode.voice)}
+            found = self.members.find({"_id": {"$in": [member_id(doc["_id"], key) for key in wanted]}, "state": MEMBER}, {"user": 1, "name": 1})
+            spelled_as = {m["user"]: m["name"] async for m in found}
+            for key, name in wanted.items():
+                if key not in spelled_as:
+                    raise RoomRefused(RoomReason.NOT_IN_ROOM, f"{name} is not in {doc['name']}.")
+        for field, add, remove, now in (("ops", mode.op, mode.deop, ops_of(doc)), ("voiced", mode.voice, mode.devoice, list(doc.get("voiced") or []))):
+            if add or remove:
+                gone = {name.lower() for name in remove} - {name.lower() for name in add}
+                kept = [name for name in now if name.lower() not in gone]
+                kept += [spelled_as[key] for key in dict.fromkeys(n.lower() for n in add) if key not in {n.lower() for n in kept}]
+                changes[field] = kept
+        return changes
+
     async def invite(self, room: str, by: str, user: str) -> tuple[Document, bool, bool]:
-        """Record an invitation of `user` (into a private room it lets them join): any
-        member may invite to a public room, only the owner to a private one. The room,
-        whether the invitation is new, and whether the user is a member already."""
+        """Record an invitation of `user` (it lets them into a private, keyed or full
+        room, not past a ban): any member may invite to a public room, only an
+        operator to a private one. The room, whether the invitation is new, and whether the user
+        is a member already."""
         doc = await self._room(room)
         await self._member(doc, by)
         if doc["visibility"] == PRIVATE:
-            self._owner(doc, by, "invite people to it")
+            self._operator(doc, by, "invite people to it")
         invitation = {"_id": member_id(room, user), "room": doc["_id"], "user": user.lower(), "name": user, "state": INVITED, "since": utcnow()}
         if await self.store.insert_new(self.members, [invitation]):
             return doc, True, False
@@ -332,11 +482,15 @@ class RoomStore:
         return doc, False, held is not None and held["state"] == MEMBER
 
     async def kick(self, room: str, by: str, user: str) -> bool:
-        """The owner removes the user's membership and invitation; False when there was neither."""
+        """An operator removes the user's membership and invitation (and its operator
+        and voice); False when there was neither."""
         doc = await self._room(room)
         await self._member(doc, by)
-        self._owner(doc, by, "remove people from it")
+        self._operator(doc, by, "remove people from it")
         held = member_id(room, user)
+        roles = {field: [n for n in names if n.lower() != user.lower()] for field, names in (("ops", ops_of(doc)), ("voiced", doc.get("voiced") or []))}
+        if any(len(roles[field]) != len(names) for field, names in (("ops", ops_of(doc)), ("voiced", doc.get("voiced") or []))):
+            await self.rooms.update_one({"_id": doc["_id"]}, {"$set": roles})
         if (await self.members.delete_one({"_id": held, "state": MEMBER})).deleted_count:
             await self.rooms.update_one({"_id": doc["_id"]}, {"$inc": {"members": -1}})
             return True

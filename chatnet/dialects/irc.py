@@ -32,12 +32,13 @@ from typing import Any, ClassVar, Final
 
 from chatnet.dialects import ircline
 from chatnet.dialects.ircline import IrcLine, IrcLineError, escape_tag, render
-from chatnet.limits import MAX_JOINS_AT_ONCE, MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
+from chatnet.limits import MAX_BANS, MAX_JOINS_AT_ONCE, MAX_KEY_CHARS, MAX_MODE_CHANGES, MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
 from chatnet.protocol import (
     COMMANDS,
     KNOWN_DESTINATIONS,
     SERVER_NAME,
     TOO_LONG,
+    USER_HOST,
     Authenticate,
     Chat,
     ClientEvent,
@@ -63,22 +64,30 @@ from chatnet.protocol import (
 
 # The server's name in prefixes, and every user's host: addresses are nobody's business.
 SERVER: Final = "chatnet"
-HOST: Final = "chatnet"
+HOST: Final = USER_HOST
 VERSION: Final = "chatnet-1"
 CAPABILITIES: Final = {"echo-message": "", "message-tags": "", "sasl": "PLAIN", "server-time": ""}
+# PRIVMSG/NOTICE (KICK, NAMES) to more targets than this in one line: the rest are
+# refused (407).
+MAX_TARGETS: Final = 4
 ISUPPORT: Final = (
     "AWAYLEN=200",
     "CASEMAPPING=ascii",
     f"CHANLIMIT=#:{MAX_ROOMS_PER_USER}",
-    "CHANMODES=,,,it",
+    "CHANMODES=b,k,l,imnst",
     f"CHANNELLEN={MAX_NAME_CHARS + 1}",
     "CHANTYPES=#",
+    f"KEYLEN={MAX_KEY_CHARS}",
+    f"MAXLIST=b:{MAX_BANS}",
+    f"MODES={MAX_MODE_CHANGES}",
     "NETWORK=chatnet",
     f"NICKLEN={MAX_NAME_CHARS}",
-    "PREFIX=(o)@",
-    "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:10,PART:10,KICK:1,WHOIS:1,NAMES:1",
+    "PREFIX=(ov)@+",
+    f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:10,PART:10,KICK:{MAX_TARGETS},WHOIS:1,NAMES:{MAX_TARGETS}",
     f"TOPICLEN={MAX_TOPIC_CHARS}",
 )
+# ISUPPORT tokens in one 005 line (at most 13 do: RFC 2812's 15 parameters, less two).
+ISUPPORT_PER_LINE: Final = 12
 # Read once per message: a module constant is a quarter of an enum member's lookup.
 _CHAT: Final = MessageType.CHAT
 _SUBSCRIPTION: Final = MessageType.SUBSCRIPTION
@@ -90,8 +99,6 @@ _FAST_TEXT_CHARS: Final = 90
 # Of a 332/322/TOPIC line's 512 bytes, what the topic may take (the rest: numeric,
 # nick, channel).
 _TOPIC_BYTES: Final = 400
-# PRIVMSG/NOTICE to more targets than this in one line: the rest are refused (407).
-MAX_TARGETS: Final = 4
 MAX_JOINS: Final = MAX_JOINS_AT_ONCE
 # SASL PLAIN: the payload comes in pieces of 400 base64 characters; more is no password.
 SASL_CHUNK: Final = 400
@@ -103,11 +110,20 @@ _ROOM_NUMERICS: Final = {
     RoomReason.NOT_MEMBER: ("442", "You're not on that channel"),
     RoomReason.NO_ROOM: ("403", "No such channel"),
     RoomReason.NOT_OWNER: ("482", "You're not channel operator"),
+    RoomReason.BANNED: ("474", "Cannot join channel (+b)"),
+    RoomReason.BAD_KEY: ("475", "Cannot join channel (+k)"),
+    RoomReason.FULL: ("471", "Cannot join channel (+l)"),
     RoomReason.PRIVATE: ("473", "Cannot join channel (+i)"),
     RoomReason.TOO_MANY_ROOMS: ("405", "You have joined too many channels"),
 }
+# MODE letters that take a value: always, and only when set (+k's value is optional
+# when it is unset: clients send it all the same).
+_MODE_VALUES: Final = frozenset("bovk")
+_MODE_SET_VALUES: Final = frozenset("l")
+# Lists a MODE query asks for that chatnet has none of: their end at once.
+_EMPTY_LISTS: Final = {"e": ("349", "End of channel exception list"), "I": ("347", "End of channel invite list")}
 # Room refusals that answer a question (NAMES, WHO, MODE, TOPIC) about that room.
-_ANSWERED_BY_ROOM: Final = ("names", "room_who", "mode", "topic")
+_ANSWERED_BY_ROOM: Final = ("names", "names-part", "room_who", "mode", "topic")
 _SECRET_COMMANDS: Final = frozenset({"PASS", "AUTHENTICATE", "REGISTER", "PASSWORD"})
 
 
@@ -130,7 +146,10 @@ class IrcDialect:
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
     in_order: ClassVar[bool] = True  # each answer before what the client says next (see Dialect.in_order)
 
-    __slots__ = ("name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "channels", "_shown")
+    __slots__ = (
+        "name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "channels", "_shown",
+        "_names_end",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         # "irc", or with the tags it was asked for ("irc+server-time+message-tags"): a
@@ -148,6 +167,7 @@ class IrcDialect:
         self._registered = False
         self.channels: set[str] = set()  # the rooms it was told it is in, by key
         self._shown = ("", "", "")  # the last NICK or QUIT shown of someone else
+        self._names_end: dict[str, str] = {}  # NAMES #a,#b: the one 366 after #b's names says "#a,#b"
 
     # --- what the session and router ask of every dialect ---------------------------------
 
@@ -302,9 +322,7 @@ class IrcDialect:
         """SASL: the router found the credentials good."""
         self._sasl = None
         self.account = name
-        return self._numeric("900", source(self.nick or name), name, f"You are now logged in as {name}") + self._numeric(
-            "903", "SASL authentication successful"
-        )
+        return self._numeric("900", source(self.nick or name), name, f"You are now logged in as {name}") + self._numeric("903", "SASL authentication successful")
 
     def logged_in(self, name: str, account: bool) -> str:
         """The registration burst, before anything else the router says."""
@@ -315,8 +333,8 @@ class IrcDialect:
                 self._numeric("001", f"Welcome to the chatnet IRC network, {source(name)}"),
                 self._numeric("002", f"Your host is {SERVER}, running version {VERSION}"),
                 self._numeric("003", "This server has been chatnet all along"),
-                self._numeric("004", SERVER, VERSION, "i", "it", "o"),
-                self._numeric("005", *ISUPPORT, "are supported by this server"),
+                self._numeric("004", SERVER, VERSION, "i", "biklmnostv", "bklov"),
+                self._isupport(),
                 self._numeric("422", "MOTD File is missing"),
                 self._numeric("900", source(name), name, f"You are now logged in as {name}") if account and not self.account else "",
             )
@@ -352,9 +370,7 @@ class IrcDialect:
                 and "\r" not in line and "\0" not in line and len(line.encode()) <= _FAST_LINE_BYTES
                 and (target in KNOWN_DESTINATIONS or valid_destination(target))
             ):  # fmt: skip
-                if target[0] != "#" or target.lower() in self.channels:
-                    return new_chat((target, text, None, _CHAT))
-                return Reply(self._numeric("404", target, "Cannot send to channel (join it first)"))
+                return new_chat((target, text, None, _CHAT))  # to a channel one is not in: the room's -n may let it in
         if not line.strip():
             return Reply("")  # empty lines are ignored (RFC 1459, 2.3.1)
         msg = ircline.parse(line)  # IrcLineError is a ProtocolError: the session says what is wrong
@@ -373,17 +389,14 @@ class IrcDialect:
         if len(params) < 2 or not params[1]:
             return Reply("" if notice else self._numeric("412", "No text to send"))
         text = params[1]
-        if "," not in params[0] and (is_valid_name(params[0]) or (is_room(params[0]) and _ident(params[0]) in self.channels)):
+        if "," not in params[0] and (is_valid_name(params[0]) or is_room(params[0])):
             return Chat(params[0], text, {"notice": True} if notice else None, MessageType.CHAT)
         events: list[ClientEvent | Reply] = []
         for number, target in enumerate(params[0].split(",")):
             if number >= MAX_TARGETS:
                 events.append(Reply(self._numeric("407", target, f"Too many targets (at most {MAX_TARGETS})")))
                 break
-            if is_room(target) and _ident(target) not in self.channels:
-                if not notice:  # known here, at once: the answer comes before the next line's
-                    events.append(Reply(self._numeric("404", target, "Cannot send to channel (join it first)")))
-            elif is_room(target) or is_valid_name(target):
+            if is_room(target) or is_valid_name(target):
                 events.append(Chat(target, text, {"notice": True} if notice else None, MessageType.CHAT))
             elif target.startswith("#") and not notice:
                 events.append(Reply(self._numeric("403", target, "No such channel")))
@@ -398,14 +411,16 @@ class IrcDialect:
             return Reply(self._numeric("NOTICE", "JOIN 0 is not supported here: PART each channel"))
         events: list[ClientEvent | Reply] = []
         joins: list[str] = []
-        for number, room in enumerate(msg.params[0].split(",")):  # keys (a second parameter) mean nothing here
+        keys = msg.params[1].split(",") if len(msg.params) > 1 else []
+        for number, room in enumerate(msg.params[0].split(",")):  # each with its key, by place
             if number >= MAX_JOINS:
                 events.append(Reply(self._numeric("407", room, f"Too many channels at once (at most {MAX_JOINS})")))
                 break
             if not is_room(room):
                 events.append(Reply(self._numeric("403", room, "No such channel")))
             elif _ident(room) not in self.channels:  # a JOIN of a channel one is in is nothing
-                joins.append(room)
+                key = keys[number].split()[0] if number < len(keys) and keys[number].split() else ""
+                joins.append(f"{room} {key}" if key and not key.startswith("#") else room)
         if joins:
             events.insert(0, Command("join", " ".join(joins)))  # one after the other, in the order given
         return events
@@ -425,13 +440,22 @@ class IrcDialect:
         self._asked.append((kind, _ident(room)))
         return Command(command, room)
 
-    def _names(self, msg: IrcLine) -> ClientEvent | Reply:
+    def _names(self, msg: IrcLine) -> ClientEvent | Reply | list[ClientEvent | Reply]:
         if not msg.params:
             return Reply(self._numeric("366", "*", "End of /NAMES list"))
-        msg = msg._replace(params=(msg.params[0].split(",")[0],))
-        if not is_room(msg.params[0]):
-            return Reply(self._numeric("366", msg.params[0], "End of /NAMES list"))
-        return self._room_question(msg, "names")
+        asked = msg.params[0]
+        rooms = [room for room in asked.split(",")[:MAX_TARGETS] if is_room(room)]
+        if not rooms:
+            return Reply(self._numeric("366", asked, "End of /NAMES list"))
+        if len(rooms) == 1:
+            return self._room_question(msg._replace(params=(rooms[0],)), "names")
+        # Each room's 353s, then one 366 for them all (modern.ircdocs.horse).
+        events: list[ClientEvent | Reply] = [self._room_question(msg._replace(params=(room,)), "names-part") for room in rooms[:-1]]
+        if len(self._names_end) >= MAX_ASKED:  # answers that never came (their deque forgot them too)
+            self._names_end.clear()
+        self._names_end[_ident(rooms[-1])] = asked
+        events.append(self._room_question(msg._replace(params=(rooms[-1],)), "names"))
+        return events
 
     def _topic(self, msg: IrcLine) -> ClientEvent | Reply:
         if not msg.params:
@@ -442,7 +466,7 @@ class IrcDialect:
         if not is_room(room):
             return Reply(self._numeric("403", room, "No such channel"))
         if not msg.params[1].strip():
-            return Reply(self._numeric("NOTICE", "A topic can be changed, not cleared, here"))
+            return Command("topic", f"{room} -")  # `TOPIC #room :` clears it (`!topic #room -`)
         return Command("topic", f"{room} {msg.params[1]}")
 
     def _who(self, msg: IrcLine) -> ClientEvent | Reply:
@@ -494,12 +518,20 @@ class IrcDialect:
         if len(msg.params) < 2:
             return Reply(self._numeric("461", "KICK", "Not enough parameters"))
         room = msg.params[0]
-        if not is_room(room):
+        if not is_room(room.split(",")[0]):
             return Reply(self._numeric("403", room, "No such channel"))
         comment = f" {msg.params[2]}" if len(msg.params) > 2 and msg.params[2].strip() else ""
-        return [Command("kick", f"{room} {user}{comment}") for user in msg.params[1].split(",")[:MAX_TARGETS]]
+        users = msg.params[1].split(",")[:MAX_TARGETS]
+        rooms = room.split(",")
+        if len(rooms) == 1:
+            return [Command("kick", f"{room} {user}{comment}") for user in users]
+        if len(rooms) != len(users) or not all(map(is_room, rooms)):  # KICK #a,#b x,y: x from #a, y from #b
+            return Reply(self._numeric("461", "KICK", "Channels and nicks do not pair up"))
+        return [Command("kick", f"{where} {user}{comment}") for where, user in zip(rooms, users, strict=True)]
 
     def _invite(self, msg: IrcLine) -> ClientEvent | Reply:
+        if not msg.params:  # the list of one's invitations: chatnet keeps them to let people in, not to list them
+            return Reply(self._numeric("337", "End of /INVITE list"))
         if len(msg.params) < 2:
             return Reply(self._numeric("461", "INVITE", "Not enough parameters"))
         user, room = msg.params[0], msg.params[1]
@@ -521,26 +553,29 @@ class IrcDialect:
         if not is_room(target):
             return Reply(self._numeric("403", target, "No such channel"))
         if len(msg.params) == 1:
-            return self._room_question(msg, "mode")
-        changes, events = msg.params[1], list[ClientEvent | Reply]()
-        adding = True
-        for char in changes:
+            return self._room_question(msg, "mode", "mode")
+        # To chatnet's `!mode #room <modes> [values]`, each value a word; the rest is the router's.
+        values, events = list(msg.params[2:]), list[ClientEvent | Reply]()
+        letters, kept, adding = "", list[str](), True
+        for char in msg.params[1]:
             if char in "+-":
                 adding = char == "+"
-            elif char == "i":
-                events.append(Command("private" if adding else "public", target))
-            elif char == "b" and len(msg.params) == 2:
-                events.append(Reply(self._numeric("368", target, "End of channel ban list")))
-            elif char == "e" and len(msg.params) == 2:
-                events.append(Reply(self._numeric("349", target, "End of channel exception list")))
-            elif char == "I" and len(msg.params) == 2:
-                events.append(Reply(self._numeric("347", target, "End of channel invite list")))
-            elif char == "t":
-                pass  # always on: only members set a room's topic
-            elif char == "o":
-                events.append(Reply(self._numeric("NOTICE", f"{target}: its owner is its only operator (+o is not given here)")))
-            else:
-                events.append(Reply(self._numeric("472", char, "is unknown mode char to me")))
+                letters += char
+                continue
+            if char in _EMPTY_LISTS and not values:
+                events.append(Reply(self._numeric(_EMPTY_LISTS[char][0], target, _EMPTY_LISTS[char][1])))
+                continue
+            value = values.pop(0) if values and (char in _MODE_VALUES or (adding and char in _MODE_SET_VALUES)) else None
+            if char == "k" and not adding:
+                value = None  # -k needs no key here
+            elif value is not None and (not value.strip() or " " in value):
+                events.append(Reply(self._numeric("696", target, char, "*", "A value is one word")))
+                continue
+            letters += char
+            if value is not None:
+                kept.append(value)
+        if letters.strip("+-"):
+            events.insert(0, Command("mode", " ".join([target, letters, *kept])))
         return events
 
     def _away(self, msg: IrcLine) -> Command:
@@ -575,12 +610,23 @@ class IrcDialect:
         return Reply(self._numeric("422", "MOTD File is missing"))
 
     def _version(self, msg: IrcLine) -> Reply:
-        return Reply(self._numeric("351", VERSION, SERVER, "chatnet") + self._numeric("005", *ISUPPORT, "are supported by this server"))
+        return Reply(self._numeric("351", VERSION, SERVER, "chatnet") + self._isupport())
+
+    def _links(self, msg: IrcLine) -> Reply:
+        """A network of nodes behind one name: the links are not shown (as servers that
+        redact them do)."""
+        return Reply(self._numeric("365", "*", "End of /LINKS list"))
 
     def _help(self, msg: IrcLine) -> Command:
         return Command("help")
 
     # --- what the server says, as IRC lines -------------------------------------------------
+
+    def _isupport(self) -> str:
+        """005s, each within IRC's 15 parameters (the nick and the text take two)."""
+        return "".join(
+            self._numeric("005", *ISUPPORT[start : start + ISUPPORT_PER_LINE], "are supported by this server") for start in range(0, len(ISUPPORT), ISUPPORT_PER_LINE)
+        )
 
     def _numeric(self, command: str, *params: str, target: str | None = None) -> str:
         return render(command, target or self.nick or "*", *params, source=SERVER, text=True)
@@ -651,10 +697,20 @@ class IrcDialect:
             return self._numeric("417", f"Input line was too long: {text}")
         if room is not None and reason in (RoomReason.NO_ROOM, None) and not details.get("sending"):
             asked = self._take(_ANSWERED_BY_ROOM, _ident(str(room)))  # the question about it is answered so
+            if asked is not None and asked[0] == "names-part":
+                return ""  # a room of several asked at once: the last one's 366 ends them all
             if asked is not None and asked[0] in ("names", "room_who"):  # an empty list, as for any channel nobody is in
-                return self._numeric("366", str(room), "End of /NAMES list") if asked[0] == "names" else self._numeric("315", str(room), "End of WHO list")
-        if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in
-            return self._numeric("404", str(room), "Cannot send to channel (join it first)")
+                if asked[0] == "room_who":
+                    return self._numeric("315", str(room), "End of WHO list")
+                return self._numeric("366", self._names_end.pop(asked[1], str(room)), "End of /NAMES list")
+        if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in, or +m without voice
+            said = "Cannot send to channel (+m)" if reason == RoomReason.MODERATED else "Cannot send to channel (join it first)"
+            return self._numeric("404", str(room), said)
+        if reason == RoomReason.BAD_MODE:
+            mode = str(details.get("mode") or "*")
+            if "value" in details:
+                return self._numeric("696", str(room or "*"), mode, "*", text)
+            return self._numeric("472", mode, "is unknown mode char to me")
         if room is not None and reason in _ROOM_NUMERICS:
             numeric, said = _ROOM_NUMERICS[reason]
             return self._numeric(numeric, str(room), said)
@@ -729,9 +785,7 @@ class IrcDialect:
                 "255", f"I have {len(online)} clients and 0 servers"
             )
         matching = [name for name in online if key in ("*", "0") or _ident(name) == key]
-        return "".join(self._numeric("352", "*", name, HOST, SERVER, name, "H", f"0 {name}") for name in matching) + self._numeric(
-            "315", key, "End of WHO list"
-        )
+        return "".join(self._numeric("352", "*", name, HOST, SERVER, name, "H", f"0 {name}") for name in matching) + self._numeric("315", key, "End of WHO list")
 
     def _whois_answer(self, text: str, details: dict[str, Any]) -> str:
         name = str(details.get("user", "*"))
@@ -774,21 +828,30 @@ class IrcDialect:
         topic = details.get("topic")
         if topic:
             lines.append(self._numeric("332", room, _fit(str(topic))))
+            if details.get("topic_by"):
+                lines.append(self._numeric("333", room, str(details["topic_by"]), "0"))
         names = [str(name) for name in details.get("names", [])] or [self.nick]
-        lines.append(self._names_lines(room, names, str(details.get("owner") or "")))
+        lines.append(self._names_lines(room, names, details))
         return "".join(lines)
 
-    def _names_lines(self, room: str, names: list[str], owner: str) -> str:
-        shown = [f"@{name}" if _ident(name) == _ident(owner) else name for name in names]
+    def _names_lines(self, room: str, names: list[str], details: dict[str, Any], end: str | None = "") -> str:
+        """353s and 366 (for `end`, the room by default; None: none): operators `@`,
+        voiced `+`; a secret channel's symbol is `@`."""
+        ops = {_ident(str(name)) for name in details.get("ops") or [details.get("owner") or ""]}
+        voiced = {_ident(str(name)) for name in details.get("voiced") or []}
+        shown = [f"@{name}" if _ident(name) in ops else f"+{name}" if _ident(name) in voiced else name for name in names]
+        symbol = "@" if details.get("secret") else "="
         lines, line = [], []
         for name in shown:  # 353s of at most ~400 bytes of names
             line.append(name)
             if sum(map(len, line)) + len(line) > 400:
-                lines.append(self._numeric("353", "=", room, " ".join(line)))
+                lines.append(self._numeric("353", symbol, room, " ".join(line)))
                 line = []
         if line:
-            lines.append(self._numeric("353", "=", room, " ".join(line)))
-        return "".join(lines) + self._numeric("366", room, "End of /NAMES list")
+            lines.append(self._numeric("353", symbol, room, " ".join(line)))
+        if end is None:
+            return "".join(lines)
+        return "".join(lines) + self._numeric("366", end or room, "End of /NAMES list")
 
     def _left(self, text: str, details: dict[str, Any]) -> str:
         room, by, reason = str(details["room"]), details.get("by"), str(details.get("reason") or "")
@@ -844,18 +907,18 @@ class IrcDialect:
 
     def _members(self, text: str, details: dict[str, Any]) -> str:
         room = str(details["room"])
-        asked = self._take(("names", "room_who", "mode"), _ident(room))
+        asked = self._take(("names", "names-part", "room_who"), _ident(room))
         kind = asked[0] if asked else "names"
         members = details.get("members", [])
         here = [str(m["name"]) for m in members if m.get("online")]
-        if kind == "mode":
-            return self._numeric("324", room, "+it" if details.get("private") else "+t")
         if kind == "room_who":
-            owner = _ident(str(details.get("owner") or ""))
-            return "".join(
-                self._numeric("352", room, name, HOST, SERVER, name, "H@" if _ident(name) == owner else "H", f"0 {name}") for name in here
-            ) + self._numeric("315", room, "End of WHO list")
-        return self._names_lines(room, here, str(details.get("owner") or ""))
+            ops = {_ident(str(name)) for name in details.get("ops") or [details.get("owner") or ""]}
+            return "".join(self._numeric("352", room, name, HOST, SERVER, name, "H@" if _ident(name) in ops else "H", f"0 {name}") for name in here) + self._numeric(
+                "315", room, "End of WHO list"
+            )
+        if kind == "names-part":
+            return self._names_lines(room, here, details, end=None)
+        return self._names_lines(room, here, details, end=self._names_end.pop(_ident(room), room))
 
     def _catchup(self, text: str, details: dict[str, Any]) -> str:
         return render("NOTICE", str(details["room"]), text, source=SERVER)
@@ -867,8 +930,29 @@ class IrcDialect:
         return self._numeric("341", user, room)
 
     def _room_mode(self, text: str, details: dict[str, Any]) -> str:
+        """A change (MODE, from whoever made it), the ban list (367s, 368) or the
+        answer to MODE #room (324)."""
         room, by = str(details["room"]), str(details.get("by") or SERVER)
-        return render("MODE", room, "+i" if details.get("private") else "-i", source=source(by) if by != SERVER else SERVER)
+        if details.get("list") == "b":
+            bans = details.get("bans") or []
+            return "".join(self._numeric("367", room, str(ban["mask"]), str(ban["by"]), str(ban["at"])) for ban in bans) + self._numeric(
+                "368", room, "End of channel ban list"
+            )
+        changes = details.get("changes")
+        if changes is None and details.get("by") is None:
+            self._take(("mode",), _ident(room))
+            return self._numeric("324", room, *str(details.get("modes") or "+").split())
+        if changes is None:  # from a node that knew only +i
+            changes = [["+i" if details.get("private") else "-i", None]]
+        letters, values, sign = "", [], ""
+        for change, value in changes:
+            if change[0] != sign:
+                sign = change[0]
+                letters += sign
+            letters += change[1]
+            if value is not None:
+                values.append(str(value))
+        return render("MODE", room, letters, *values, source=source(by) if by != SERVER else SERVER)
 
     def _quiet(self, text: str, details: dict[str, Any]) -> str:
         return ""
@@ -928,6 +1012,7 @@ _HANDLERS: Final = {
     "MOTD": IrcDialect._motd,
     "VERSION": IrcDialect._version,
     "HELP": IrcDialect._help,
+    "LINKS": IrcDialect._links,
 }
 
 _NOTICES: Final = {

@@ -295,6 +295,8 @@ async def test_every_room_method_through_the_client(api: ApiClient) -> None:
     whole in pages of 10 for a room and a DM; markers, logins, conversation lists."""
     seen = await rooms_scenario(api, utcnow() + timedelta(hours=1))
     hiking = {"name": "#Hiking", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 1}
+    hiking |= {"moderated": False, "no_external": True, "secret": False, "topic_lock": False, "key": None, "limit": None}
+    hiking |= {"bans": [], "ops": ["Alice"], "voiced": []}  # a new room's settings (channel modes)
     assert seen[0] == {"room": hiking, "created": True}
     assert seen[2]["topic"] == "at the lake" and seen[2]["topic_by"] == "Bob"
     assert seen[3] == ("refused", 403, "not_owner") and seen[5] == ("refused", 403, "private") and seen[6] == ("refused", 403, "not_owner")

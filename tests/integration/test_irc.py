@@ -235,9 +235,10 @@ async def test_registration_without_cap_is_the_burst_the_welcome_and_the_default
     ann = await Irc.connect(net.irc_port)
     await ann.send("NICK ann", "USER ann 0 * :Ann Example")
     lines = await ann.lines_until(welcome("ann"))
-    assert [line.command for line in lines[:6]] == ["001", "002", "003", "004", "005", "422"]
-    assert all(line.params[0] == "ann" and line.source == "chatnet" for line in lines[:6])
-    assert {"CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=33", "PREFIX=(o)@", "NETWORK=chatnet"} <= set(lines[4].params)
+    assert [line.command for line in lines[:7]] == ["001", "002", "003", "004", "005", "005", "422"]
+    assert all(line.params[0] == "ann" and line.source == "chatnet" for line in lines[:7])
+    tokens = {*lines[4].params, *lines[5].params}
+    assert {"CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=33", "PREFIX=(ov)@+", "NETWORK=chatnet"} <= tokens
     await ann.in_channel("#general")
     lines = [ircline.parse(text) for text in ann.seen]
     joins = [index for index, line in enumerate(lines) if from_("ann", "JOIN", "#general")(line)]
@@ -446,7 +447,7 @@ async def test_what_irssi_sends_after_a_join_gets_its_answers(net: Network) -> N
     await kai.send("MODE #irssi", "WHO #irssi", "ISON kai_friend nobody_here")
     lines = await kai.lines_until_all(lambda line: line.command == "303", numeric("324", "#irssi"), numeric("315", "#irssi"))
     assert [line.params for line in lines if line.command == "303"] == [("kai", "kai_friend")]
-    assert [line.params[1:3] for line in lines if line.command == "324"] == [("#irssi", "+t")]
+    assert [line.params[1:3] for line in lines if line.command == "324"] == [("#irssi", "+n")]
     assert [line.params[1:3] for line in lines if line.command == "352"] == [("#irssi", "kai")]
     await kai.quit()
     await friend.quit()
@@ -710,7 +711,6 @@ async def test_empty_lines_are_silently_ignored(net: Network) -> None:
     await eli.quit()
 
 
-
 async def test_a_line_over_512_bytes_is_417_and_the_connection_goes_on(net: Network) -> None:
     """512 bytes with CR LF, tags apart: a longer line is refused (417), the next works;
     a line that is long only in its tags goes through."""
@@ -834,3 +834,111 @@ async def test_the_openai_bot_answers_an_irc_user(net: Network) -> None:
             await zoe.quit()
         finally:
             net.stop("openai")
+
+
+# --- channel modes: chatnet's room settings over IRC --------------------------------------------
+
+
+async def test_channel_modes_key_limit_and_ban_refuse_joins_with_their_numerics(net: Network) -> None:
+    """MODE +k is echoed and JOIN without the key is 475 (with it: JOIN); +l is 471 once
+    full; +b is 474 for a matching nick, the list 367/368, -b lets it in."""
+    kim = await irc(net, "kim_op")
+    kai = await irc(net, "kai_in")
+    await kim.send("JOIN #vault")
+    await kim.in_channel("#vault")
+    await kim.send("MODE #vault +k beer")
+    await kim.expect(from_("kim_op", "MODE", "#vault", "+k", "beer"))
+    await kai.send("JOIN #vault")
+    await kai.expect(numeric("475", "#vault"))
+    await kai.send("JOIN #vault wine")
+    await kai.expect(numeric("475", "#vault"))
+    await kai.send("JOIN #vault beer")
+    await kai.expect(from_("kai_in", "JOIN", "#vault"))
+    await kim.send("MODE #vault -k+l beer 2")  # -k takes the key (RFC 2812), which it needs no more
+    await kim.expect(from_("kim_op", "MODE", "#vault", "-k+l", "2"))
+    third = await irc(net, "kit_out")
+    await third.send("JOIN #vault")
+    await third.expect(numeric("471", "#vault"))
+    await kim.send("MODE #vault -l+b kit*", "MODE #vault +b")
+    await kim.expect(from_("kim_op", "MODE", "#vault", "-l+b", "kit*"))
+    listed = await kim.lines_until(numeric("368", "#vault"))
+    assert [line.params[2] for line in listed if line.command == "367"] == ["kit*!*@*"]
+    await third.send("JOIN #vault")
+    await third.expect(numeric("474", "#vault"))
+    await kim.send("MODE #vault -b kit*")
+    await kim.expect(from_("kim_op", "MODE", "#vault", "-b", "kit*"))
+    await third.send("JOIN #vault")
+    await third.expect(from_("kit_out", "JOIN", "#vault"))
+    await kim.send("MODE #vault")
+    assert (await kim.expect(numeric("324", "#vault"))).params[2] == "+n"
+    for client in (kim, kai, third):
+        await client.quit()
+
+
+async def test_moderated_no_external_and_secret_channels(net: Network) -> None:
+    """+m: 404 for the unvoiced, +v lets them speak; -n lets someone outside write in;
+    +s hides the channel from LIST for non-members, and NAMES shows it as @."""
+    mod = await irc(net, "mod_op")
+    talker = await irc(net, "mod_talker")
+    outside = await irc(net, "mod_outside")
+    await mod.send("JOIN #stage")
+    await mod.in_channel("#stage")
+    await talker.send("JOIN #stage")
+    await talker.in_channel("#stage")
+    await mod.send("MODE #stage +m")
+    await talker.expect(from_("mod_op", "MODE", "#stage", "+m"))
+    await talker.send("PRIVMSG #stage :hello?")
+    await talker.expect(numeric("404", "#stage"))
+    await mod.send("MODE #stage +v mod_talker")
+    await talker.expect(from_("mod_op", "MODE", "#stage", "+v", "mod_talker"))
+    await talker.send("PRIVMSG #stage :now?")
+    await mod.expect(from_("mod_talker", "PRIVMSG", "#stage", "now?"))
+    await mod.send("MODE #stage -m")
+    await mod.expect(from_("mod_op", "MODE", "#stage", "-m"))
+    await outside.send("PRIVMSG #stage :knock knock")
+    await outside.expect(numeric("404", "#stage"))
+    await mod.send("MODE #stage -n")
+    await mod.expect(from_("mod_op", "MODE", "#stage", "-n"))
+    await outside.send("PRIVMSG #stage :knock knock")
+    await mod.expect(from_("mod_outside", "PRIVMSG", "#stage", "knock knock"))
+    await mod.send("MODE #stage +s", "NAMES #stage")
+    names = await mod.expect(numeric("353"))
+    assert names.params[1:3] == ("@", "#stage") and "@mod_op" in names.params[-1].split() and "+mod_talker" in names.params[-1].split()
+    await outside.send("LIST")
+    assert "#stage" not in [line.params[1] for line in await outside.lines_until("323") if line.command == "322"]
+    await mod.send("LIST")
+    assert "#stage" in [line.params[1] for line in await mod.lines_until("323") if line.command == "322"]
+    for client in (mod, talker, outside):
+        await client.quit()
+
+
+async def test_operators_topic_lock_and_clearing_the_topic(net: Network) -> None:
+    """+o makes another operator (@ in NAMES) who may kick; +t leaves the topic to
+    operators (482 for others); TOPIC #c : clears it (an empty TOPIC, then 331)."""
+    top = await irc(net, "top_owner")
+    sub = await irc(net, "top_sub")
+    low = await irc(net, "top_low")
+    for client in (top, sub, low):
+        await client.send("JOIN #tower")
+        await client.in_channel("#tower")
+    await low.send("KICK #tower top_sub")
+    await low.expect(numeric("482", "#tower"))
+    await top.send("MODE #tower +o top_sub")
+    await sub.expect(from_("top_owner", "MODE", "#tower", "+o", "top_sub"))
+    await sub.send("NAMES #tower")
+    names = (await sub.expect(numeric("353"))).params[-1].split()
+    assert "@top_owner" in names and "@top_sub" in names and "top_low" in names
+    await top.send("MODE #tower +t")
+    await low.expect(from_("top_owner", "MODE", "#tower", "+t"))
+    await low.send("TOPIC #tower :mine")
+    await low.expect(numeric("482", "#tower"))
+    await sub.send("TOPIC #tower :ours")
+    await low.expect(from_("top_sub", "TOPIC", "#tower", "ours"))
+    await sub.send("TOPIC #tower :")
+    await low.expect(from_("top_sub", "TOPIC", "#tower", ""))
+    await low.send("TOPIC #tower")
+    await low.expect(numeric("331", "#tower"))
+    await sub.send("KICK #tower top_low :enough")
+    await low.expect(from_("top_sub", "KICK", "#tower", "top_low"))
+    for client in (top, sub, low):
+        await client.quit()

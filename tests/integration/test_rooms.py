@@ -123,7 +123,7 @@ async def test_a_private_room_is_invisible_and_closed_to_others(chat: Network) -
     await other.send("!join #secret")
     await said(other, "Joined #secret (2 members, 2 online).")
     await other.send("!kick #secret olga")
-    await said(other, "Error: Only the room's owner may do that.")
+    await said(other, "Error: Only the room's operators may do that.")
     await owner.send("!kick #secret oscar")
     await said(owner, "Removed oscar from #secret.")
     await said(other, "olga removed you from #secret.")
@@ -140,9 +140,69 @@ async def test_json_clients_get_the_room_notices(chat: Network) -> None:
     await ann.command("!members #general")
     members = await ann.expect(lambda m: m.metadata.get("event") == "members")
     assert members.metadata["members"] == [{"name": "ann", "online": True}]
-    await ann.command("!join #bad room")  # two rooms, and the second is no room's name
+    await ann.command("!join #bad #b@d")  # two rooms, and the second is no room's name (a word without '#' would be a key)
     refused = await ann.expect(lambda m: m.type == "error")
-    assert refused.message.startswith("Invalid room 'room'")
+    assert refused.message.startswith("Invalid room '#b@d'")
     await ann.command("!join general")
     refused = await ann.expect(lambda m: m.type == "error")
     assert refused.message.startswith("Invalid room 'general'")
+
+
+async def test_room_settings_over_text_lines_survive_a_restart(chat: Network) -> None:
+    """!mode sets a key, a limit, a ban, moderation and another operator; joins are
+    refused for them in words; after a restart of the API and the chat server the room
+    keeps every setting."""
+    owner = await chat.text_client("mona")
+    helper = await chat.text_client("mick")
+    other = await chat.text_client("milo")
+    await owner.send("!join #locked")
+    await said(owner, "Created #locked; you are its owner.")
+    await helper.send("!join #locked")
+    await helper.expect(lambda line: line.startswith("Joined #locked"))
+    await owner.send("!mode #locked +kmb beer milo")
+    await said(helper, "mona set #locked +kmb beer milo (a key to join; moderated: only operators and voiced members write; milo banned)")
+    await helper.send("#locked: may I?")
+    await said(helper, "Error: #locked is moderated: only its operators and voiced members write to it.")
+    await owner.send("!mode #locked +o mick")
+    await said(helper, "mona set #locked +o mick (mick an operator)")
+    await helper.send("#locked: now I may")
+    await room_line(owner, "#locked", "mick", "now I may")
+    await other.send("!join #locked beer")
+    await said(other, "Error: You are banned from that room.")
+    await helper.send("!mode #locked -b milo")
+    await said(owner, "mick set #locked -b milo (milo no longer banned)")
+    for client in (owner, helper, other):
+        await client.close()
+    chat.stop("server")
+    chat.stop("api")
+    chat.start_api()
+    chat.start_server()
+    back = await chat.text_client("mona")
+    await back.send("!mode #locked")
+    await said(back, "Settings of #locked: +mnk beer (operators: mona, mick)")
+    milo = await chat.text_client("milo")
+    await milo.send("!join #locked")
+    await said(milo, "Error: That room has a key: !join #room <key>.")
+    await milo.send("!join #locked beer")
+    await milo.expect(lambda line: line.startswith("Joined #locked"))
+    await milo.send("#locked: hello?")
+    await said(milo, "Error: #locked is moderated: only its operators and voiced members write to it.")
+
+
+async def test_json_clients_see_the_settings_and_a_secret_room_is_hidden(chat: Network) -> None:
+    """A JSON member gets room_mode with the changes and the settings; +s hides the room
+    from !rooms for people not in it."""
+    owner = await chat.text_client("sara")
+    watcher = await chat.json_client("sid")
+    outsider = await chat.text_client("sam")
+    await owner.send("!join #hush")
+    await said(owner, "Created #hush; you are its owner.")
+    await watcher.command("!join #hush")
+    await watcher.expect(lambda m: m.metadata.get("event") == "joined")
+    await owner.send("!mode #hush +s")
+    told = await watcher.expect(lambda m: m.metadata.get("event") == "room_mode")
+    assert told.metadata["changes"] == [["+s", None]] and told.metadata["settings"]["secret"] is True
+    await outsider.send("!rooms")
+    assert "#hush" not in await outsider.expect(lambda line: line.startswith("Rooms ("))
+    await owner.send("!rooms")
+    assert "#hush" in await owner.expect(lambda line: line.startswith("Rooms ("))

@@ -34,6 +34,7 @@ from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.flood import flood_bucket
 from chatnet.limits import MAX_ROOMS_PER_USER, MAX_UNREAD
 from chatnet.protocol import SERVER_NAME, Message, format_datetime, is_room, parse_timestamp, utcnow
+from chatnet.rooms_store import banned, normal_mask
 from chatnet.router import Router
 from chatnet.session import WRITE_HIGH_WATER, Session
 from chatnet.store import Key, decode_cursor, encode_cursor
@@ -416,11 +417,13 @@ class FakeApi:
         gate = self._gates[method] = Gate()
         return gate
 
-    def put_room(
-        self, room: str, owner: str = SERVER_NAME, members: Iterable[str] = (), private: bool = False, topic: str | None = None
-    ) -> None:
+    def put_room(self, room: str, owner: str = SERVER_NAME, members: Iterable[str] = (), private: bool = False, topic: str | None = None) -> None:
         """A room already in the store before the test (not a request)."""
-        self.room_docs[room.lower()] = {"name": room, "owner": owner, "topic": topic, "topic_by": owner if topic else None, "private": private}
+        self.room_docs[room.lower()] = {
+            "name": room, "owner": owner, "topic": topic, "topic_by": owner if topic else None, "private": private,
+            "moderated": False, "no_external": True, "secret": False, "topic_lock": False, "key": None, "limit": None,
+            "bans": [], "ops": [owner], "voiced": [],
+        }  # fmt: skip
         for user in members:
             self.room_members[room.lower()][user.lower()] = user
             self.read_markers[(user.lower(), room.lower())] = (format_datetime(utcnow()), "")
@@ -635,8 +638,8 @@ class FakeApi:
             raise self._refuse(call, 404, "no_room", f"There is no room {room}.")
         if by is not None and by.lower() not in self.room_members[key]:
             raise self._refuse(call, 403, "not_member", f"{by} is not in {room}.")
-        if by is not None and owner_for is not None and by.lower() != self.room_docs[key]["owner"].lower():
-            raise self._refuse(call, 403, "not_owner", f"Only the owner of {room} may {owner_for}.")
+        if by is not None and owner_for is not None and by.lower() not in {op.lower() for op in self.room_docs[key]["ops"]}:
+            raise self._refuse(call, 403, "not_owner", f"Only the operators of {room} may {owner_for}.")
         return key
 
     def _enrol(self, key: str, user: str) -> bool:
@@ -654,8 +657,8 @@ class FakeApi:
         self.read_markers[(user.lower(), conversation.lower())] = key
         return True
 
-    async def join_room(self, room: str, user: str) -> dict[str, Any]:
-        call = await self._request("join_room", room=room, user=user)
+    async def join_room(self, room: str, user: str, key: str | None = None) -> dict[str, Any]:
+        call = await self._request("join_room", room=room, user=user, **({"key": key} if key is not None else {}))
         key, created = room.lower(), False
         held = sum(1 for members in self.room_members.values() if user.lower() in members)
         if held >= MAX_ROOMS_PER_USER and user.lower() not in self.room_members.get(key, {}):
@@ -664,8 +667,17 @@ class FakeApi:
             self.put_room(room, owner=user)
             created = True
         doc = self.room_docs[key]
-        if doc["private"] and user.lower() != doc["owner"].lower() and user.lower() not in self.room_members[key] | self.room_invited[key]:
+        privileged = user.lower() in {n.lower() for n in [doc["owner"], *doc["ops"]]} or user.lower() in self.room_members[key]
+        invited = user.lower() in self.room_invited[key]
+        if not privileged and banned(doc["bans"], user):
+            raise self._refuse(call, 403, "banned", f"You are banned from {doc['name']}.")
+        privileged = privileged or invited
+        if doc["private"] and not privileged:
             raise self._refuse(call, 403, "private", f"{doc['name']} is private: only people invited may join.")
+        if not privileged and doc["key"] and key != doc["key"]:
+            raise self._refuse(call, 403, "bad_key", f"{doc['name']} needs its key.")
+        if not privileged and doc["limit"] and len(self.room_members[key]) >= doc["limit"]:
+            raise self._refuse(call, 403, "full", f"{doc['name']} is full.")
         self._enrol(key, user)
         self._done(call, self._clock)
         return {"room": self._info(key), "created": created}
@@ -687,16 +699,39 @@ class FakeApi:
     async def rooms(self, user: str) -> list[dict[str, Any]]:
         call = await self._request("rooms", user=user)
         self._done(call, self._clock)
-        return [self._info(key) for key in sorted(self.room_docs) if not self.room_docs[key]["private"] or user.lower() in self.room_members[key]]
+        return [
+            self._info(key) for key in sorted(self.room_docs)
+            if not (self.room_docs[key]["private"] or self.room_docs[key]["secret"]) or user.lower() in self.room_members[key]
+        ]  # fmt: skip
 
-    async def set_room(self, room: str, by: str, *, topic: str | None = None, private: bool | None = None) -> dict[str, Any]:
-        call = await self._request("set_room", room=room, by=by, topic=topic, private=private)
-        key = self._check(call, room, by, "make it private or public" if private is not None else None)
-        doc = self.room_docs[key]
+    async def set_room(self, room: str, by: str, *, topic: str | None = None, private: bool | None = None, **settings: Any) -> dict[str, Any]:
+        settings = {name: value for name, value in settings.items() if value is not None}
+        call = await self._request("set_room", room=room, by=by, topic=topic, private=private, **settings)
+        doc = self.room_docs.get(room.lower(), {})
+        selfop = settings.keys() == {"op"} and private is None and [n.lower() for n in settings["op"]] == [str(doc.get("owner", "")).lower()]
+        changing = (private is not None or bool(settings)) and not selfop
+        key = self._check(call, room, by, "change its settings" if changing or (topic is not None and doc.get("topic_lock")) else None)
+        for name in (*settings.get("op", []), *settings.get("voice", [])):
+            if name.lower() not in self.room_members[key]:
+                raise self._refuse(call, 403, "not_in_room", f"{name} is not in {room}.")
         if topic is not None:
             doc["topic"], doc["topic_by"] = (topic, by) if topic else (None, None)
         if private is not None:
             doc["private"] = private
+        for name in ("moderated", "no_external", "secret", "topic_lock"):
+            if name in settings:
+                doc[name] = settings[name]
+        if "key" in settings:
+            doc["key"] = settings["key"] or None
+        if "limit" in settings:
+            doc["limit"] = settings["limit"] or None
+        gone = {normal_mask(m).lower() for m in settings.get("unban", [])}
+        doc["bans"] = [b for b in doc["bans"] if b["mask"].lower() not in gone]
+        doc["bans"] += [{"mask": normal_mask(m), "by": by, "at": 0} for m in settings.get("ban", [])]
+        for role, add, remove in (("ops", "op", "deop"), ("voiced", "voice", "devoice")):
+            dropped = {n.lower() for n in settings.get(remove, [])}
+            doc[role] = [n for n in doc[role] if n.lower() not in dropped]
+            doc[role] += [n for n in settings.get(add, []) if n.lower() not in {m.lower() for m in doc[role]}]
         self._done(call, self._clock)
         return self._info(key)
 
@@ -715,6 +750,8 @@ class FakeApi:
     async def kick(self, room: str, by: str, user: str) -> bool:
         call = await self._request("kick", room=room, by=by, user=user)
         key = self._check(call, room, by, "remove people from it")
+        for role in ("ops", "voiced"):
+            self.room_docs[key][role] = [n for n in self.room_docs[key][role] if n.lower() != user.lower()]
         member = self.room_members[key].pop(user.lower(), None) is not None
         invited = self.room_invited[key].pop(user.lower(), None) is not None
         self._done(call, self._clock)

@@ -51,6 +51,12 @@ def archive(api: TestClient, *messages: dict[str, Any]) -> None:
     assert ok(api.post("/history", json={"messages": list(messages)}), 201) == {"stored": len(messages)}
 
 
+# A room's settings as a new room has them (RoomInfo's fields beside name, owner, topic).
+SETTINGS: dict[str, Any] = {
+    "moderated": False, "no_external": True, "secret": False, "topic_lock": False, "key": None, "limit": None, "bans": [], "voiced": [],
+}  # fmt: skip
+
+
 def join(api: TestClient, room: str, user: str) -> dict[str, Any]:
     answer: dict[str, Any] = ok(api.put(f"{path(room)}/members/{user}"))
     return answer
@@ -100,7 +106,7 @@ def test_join_creates_a_room_once_and_keeps_its_spelling(api: TestClient) -> Non
     """The first join creates the room, owned by the joiner, spelled as they spelled it;
     later joins in any case reach the same room; joining again changes nothing."""
     assert join(api, "#Hiking", "Alice") == {
-        "room": {"name": "#Hiking", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 1},
+        "room": {"name": "#Hiking", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 1, **SETTINGS, "ops": ["Alice"]},
         "created": True,
     }
     second = join(api, "#hiking", "bob")
@@ -108,6 +114,7 @@ def test_join_creates_a_room_once_and_keeps_its_spelling(api: TestClient) -> Non
     assert join(api, "#HIKING", "BOB")["room"]["members"] == 2
     assert ok(api.get(path("#hIkInG"))) == {
         "name": "#Hiking", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 2, "member_names": ["Alice", "bob"],
+        **SETTINGS, "ops": ["Alice"],
     }  # fmt: skip
 
 
@@ -201,6 +208,109 @@ def test_kick_is_the_owners_and_takes_the_invitation_too(api: TestClient) -> Non
     refused(api.put(f"{path('#secret')}/members/bob"), 403, "private")
     refused(api.put(f"{path('#secret')}/members/carol"), 403, "private")
     assert ok(api.get(path("#secret")))["member_names"] == ["alice"]
+
+
+# --- room settings (IRC's channel modes, for every client) ------------------------------------
+
+
+def change(api: TestClient, room: str, by: str, **fields: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = ok(api.patch(path(room), json={"by": by, **fields}))
+    return answer
+
+
+def test_settings_are_the_operators_and_the_owner_makes_more(api: TestClient) -> None:
+    """Flags, key, limit, bans and roles change by an operator only; +o makes one; the
+    owner who gave up +o may take it back; a role needs a member (not_in_room)."""
+    join(api, "#hiking", "alice")
+    join(api, "#hiking", "bob")
+    refused(api.patch(path("#hiking"), json={"by": "bob", "moderated": True}), 403, "not_owner")
+    info = change(api, "#hiking", "alice", moderated=True, secret=True, topic_lock=True, no_external=False, key="beer", limit=5, voice=["BOB"])
+    assert {name: info[name] for name in SETTINGS if name != "bans"} == {
+        "moderated": True, "no_external": False, "secret": True, "topic_lock": True, "key": "beer", "limit": 5, "voiced": ["bob"],
+    }  # fmt: skip
+    refused(api.patch(path("#hiking"), json={"by": "alice", "op": ["carol"]}), 403, "not_in_room")
+    assert change(api, "#hiking", "alice", op=["bob"])["ops"] == ["alice", "bob"]
+    assert change(api, "#hiking", "bob", deop=["alice"])["ops"] == ["bob"]
+    refused(api.patch(path("#hiking"), json={"by": "alice", "limit": 9}), 403, "not_owner")
+    assert change(api, "#hiking", "alice", op=["alice"])["ops"] == ["bob", "alice"]
+    info = change(api, "#hiking", "alice", key="", limit=0, moderated=False)
+    assert (info["key"], info["limit"], info["moderated"]) == (None, None, False)
+    assert ok(api.get(path("#hiking")))["ops"] == ["bob", "alice"]  # stored: the next look says the same
+
+
+def test_a_topic_lock_leaves_the_topic_to_operators(api: TestClient) -> None:
+    """+t: a member who is no operator may not set the topic; -t: any member may."""
+    join(api, "#hiking", "alice")
+    join(api, "#hiking", "bob")
+    change(api, "#hiking", "alice", topic_lock=True)
+    refused(api.patch(path("#hiking"), json={"by": "bob", "topic": "mine"}), 403, "not_owner")
+    assert change(api, "#hiking", "alice", topic="ours")["topic"] == "ours"
+    change(api, "#hiking", "alice", topic_lock=False)
+    assert change(api, "#hiking", "bob", topic="mine")["topic"] == "mine"
+
+
+def test_joins_are_refused_by_a_key_a_limit_and_a_ban(api: TestClient) -> None:
+    """bad_key without the key (or with a wrong one); full at the limit (the invited
+    come in without a key, past the limit); banned for a matching mask (nick!user@host,
+    * and ?, any case), invited or not; an operator and a member joining again always
+    come in."""
+    join(api, "#hiking", "alice")
+    change(api, "#hiking", "alice", key="beer", limit=2, ban=["Car?l", "*!*@*.example"])
+    refused(api.put(f"{path('#hiking')}/members/bob"), 403, "bad_key")
+    refused(api.put(f"{path('#hiking')}/members/bob", json={"key": "wine"}), 403, "bad_key")
+    assert ok(api.put(f"{path('#hiking')}/members/bob", json={"key": "beer"}))["room"]["members"] == 2
+    assert join(api, "#hiking", "bob")["room"]["members"] == 2  # a member: no key asked again
+    refused(api.put(f"{path('#hiking')}/members/dave", json={"key": "beer"}), 403, "full")
+    ok(api.post(f"{path('#hiking')}/invitations", json={"by": "alice", "user": "dave"}))
+    assert ok(api.put(f"{path('#hiking')}/members/dave"))["room"]["members"] == 3  # invited: no key, no limit
+    change(api, "#hiking", "alice", limit=0)
+    refused(api.put(f"{path('#hiking')}/members/CAROL", json={"key": "beer"}), 403, "banned")
+    ok(api.post(f"{path('#hiking')}/invitations", json={"by": "bob", "user": "carol"}))
+    refused(api.put(f"{path('#hiking')}/members/carol"), 403, "banned")  # a ban outweighs an invitation
+    bans = ok(api.get(path("#hiking")))["bans"]
+    assert [ban["mask"] for ban in bans] == ["Car?l!*@*", "*!*@*.example"] and bans[0]["by"] == "alice"
+    change(api, "#hiking", "alice", unban=["car?l"])
+    assert ok(api.put(f"{path('#hiking')}/members/carol", json={"key": "beer"}))["room"]["members"] == 4
+    ok(api.delete(f"{path('#hiking')}/members/alice"))
+    assert join(api, "#hiking", "alice")["room"]["members"] == 4  # an operator: no key needed
+
+
+def test_a_secret_room_is_listed_to_its_members_only(api: TestClient) -> None:
+    """+s: GET /rooms?user= leaves it out for anyone not in it."""
+    join(api, "#hiking", "alice")
+    change(api, "#hiking", "alice", secret=True)
+    assert [room["name"] for room in ok(api.get("/rooms", params={"user": "bob"}))["rooms"]] == []
+    assert [room["name"] for room in ok(api.get("/rooms", params={"user": "alice"}))["rooms"]] == ["#hiking"]
+
+
+def test_a_kick_takes_the_roles_too(api: TestClient) -> None:
+    """An operator kicks (the owner too); the kicked lose +o and +v."""
+    join(api, "#hiking", "alice")
+    join(api, "#hiking", "bob")
+    join(api, "#hiking", "carol")
+    change(api, "#hiking", "alice", op=["bob"], voice=["carol"])
+    assert ok(api.post(f"{path('#hiking')}/kicks", json={"by": "bob", "user": "carol"})) == {"kicked": True}
+    assert ok(api.post(f"{path('#hiking')}/kicks", json={"by": "bob", "user": "alice"})) == {"kicked": True}
+    info = ok(api.get(path("#hiking")))
+    assert (info["ops"], info["voiced"], info["member_names"]) == (["bob"], [], ["bob"])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"key": "two words"}, {"key": "x" * 24}, {"limit": -1}, {"ban": ["a b"]}, {"op": ["b@d"]}, {"moderated": "maybe"}],
+)
+def test_a_setting_it_cannot_take_is_422(api: TestClient, fields: dict[str, Any]) -> None:
+    """A key is one word of at most 23 characters, a limit not negative, a mask one word."""
+    join(api, "#hiking", "alice")
+    assert api.patch(path("#hiking"), json={"by": "alice", **fields}).status_code == 422
+
+
+def test_ban_masks_match_names_as_irc_does() -> None:
+    """A bare nick is nick!*@*; * and ? wildcards; any case; everyone's host is chatnet."""
+    assert rooms_store.normal_mask("bob") == "bob!*@*" and rooms_store.normal_mask("*@x") == "*!*@x" and rooms_store.normal_mask("b!u") == "b!u@*"
+    bans = [{"mask": "BA?!*@*"}]
+    assert rooms_store.banned(bans, "bar") and rooms_store.banned(bans, "Baz") and not rooms_store.banned(bans, "barn")
+    assert rooms_store.banned([{"mask": "*!*@chatnet"}], "anyone") and not rooms_store.banned([{"mask": "*!*@elsewhere"}], "anyone")
 
 
 # --- room history ---------------------------------------------------------------------------
@@ -332,7 +442,9 @@ def test_logins_join_the_defaults_once_and_a_leave_sticks(api: TestClient) -> No
     first = logins(api, "Alice", "bob", defaults=("#General", "#news"))
     assert set(first) == {"alice", "bob"}
     assert [entry["room"]["name"] for entry in first["alice"]] == ["#General", "#news"]
-    assert first["bob"][0]["room"] == {"name": "#General", "owner": "server", "topic": None, "topic_by": None, "private": False, "members": 2}
+    assert first["bob"][0]["room"] == {
+        "name": "#General", "owner": "server", "topic": None, "topic_by": None, "private": False, "members": 2, **SETTINGS, "ops": ["server"],
+    }  # fmt: skip
     assert ok(api.delete(f"{path('#general')}/members/alice")) == {"left": True}
     again = logins(api, "alice", "bob", "carol", defaults=("#general", "#news"))
     assert [entry["room"]["name"] for entry in again["alice"]] == ["#news"]

@@ -299,15 +299,16 @@ def test_a_refused_login_is_its_numeric_and_a_new_nick_registers(reason: LoginRe
 
 
 def test_the_registration_burst_says_001_to_005_and_no_motd() -> None:
-    """001-004, 005 with the ISUPPORT tokens DESIGN names, and 422: all to the nick."""
+    """001-004, 005s with the ISUPPORT tokens DESIGN names (and the channel modes), each
+    within 15 parameters, and 422: all to the nick."""
     dialect = registered()
     lines = parsed(dialect.logged_in("alice", False))
-    assert [line.command for line in lines] == ["001", "002", "003", "004", "005", "422"]
+    assert [line.command for line in lines] == ["001", "002", "003", "004", "005", "005", "422"]
     assert all(line.params[0] == "alice" and line.source == "chatnet" for line in lines)
     assert "alice!alice@chatnet" in lines[0].params[-1]
-    tokens = set(lines[4].params[1:-1])
-    assert {"CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=33", "PREFIX=(o)@", "NETWORK=chatnet"} <= tokens
-    assert lines[4].params[-1] == "are supported by this server"
+    tokens = {token for line in lines[4:6] for token in line.params[1:-1]}
+    assert {"CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=33", "PREFIX=(ov)@+", "NETWORK=chatnet", "CHANMODES=b,k,l,imnst"} <= tokens
+    assert all(line.params[-1] == "are supported by this server" and len(line.params) <= 15 for line in lines[4:6])
 
 
 def test_the_burst_renames_a_nick_to_the_accounts_spelling_and_says_900_for_an_account() -> None:
@@ -342,10 +343,10 @@ def test_privmsg_past_four_targets_is_407_for_the_rest() -> None:
 
 
 def test_notice_is_a_chat_marked_notice_and_never_answered_with_an_error() -> None:
-    """NOTICE goes as a message marked notice; a NOTICE nobody can get (a bad name, a
-    channel one is not in) is dropped silently."""
+    """NOTICE goes as a message marked notice (to a channel one is not in too: the room's
+    -n may take it); a NOTICE nobody can get (a bad name) is dropped silently."""
     dialect = registered()
-    assert events(dialect.parse("NOTICE #hiking :not in it")) == []
+    assert events(dialect.parse("NOTICE #hiking :not in it")) == [Chat("#hiking", "not in it", {"notice": True})]
     dialect.notice("Joined #hiking", Event.JOINED, {"room": "#hiking", "names": ["alice"], "owner": "bob"}, "alice", NOW)
     assert events(dialect.parse("NOTICE bob,#hiking :ping!")) == [Chat("bob", "ping!", {"notice": True}), Chat("#hiking", "ping!", {"notice": True})]
     assert all(reply(event) == "" for event in events(dialect.parse("NOTICE b@d :x")) if type(event) is Reply)
@@ -354,21 +355,30 @@ def test_notice_is_a_chat_marked_notice_and_never_answered_with_an_error() -> No
 
 @pytest.mark.parametrize(
     ("line", "numeric"),
-    [("PRIVMSG", "411"), ("PRIVMSG bob", "412"), ("PRIVMSG bob :", "412"), ("PRIVMSG b@d :hi", "401"), ("PRIVMSG #b@d :hi", "403"),
-     ("PRIVMSG #hiking :hi", "404")],
+    [("PRIVMSG", "411"), ("PRIVMSG bob", "412"), ("PRIVMSG bob :", "412"), ("PRIVMSG b@d :hi", "401"), ("PRIVMSG #b@d :hi", "403")],
 )
 def test_privmsg_mistakes_get_their_numerics(line: str, numeric: str) -> None:
-    """411 no recipient, 412 no text, 401 no such nick, 403 no such channel, 404 a channel
-    one is not in (known at once: the answer comes before the next line's)."""
+    """411 no recipient, 412 no text, 401 no such nick, 403 no such channel."""
     dialect = registered()
     assert [numerics(reply(event)) for event in events(dialect.parse(line))] == [[numeric]]
 
 
-def test_join_of_several_channels_with_keys_is_one_join_of_them_in_order() -> None:
-    """JOIN #a,#b key1,key2: one !join of both, answered in the order given; keys mean
-    nothing here; a channel one is in is not joined again; 0 and bad names are answered."""
+def test_privmsg_to_a_channel_one_is_not_in_goes_to_the_router() -> None:
+    """Whether a room takes lines from outside (-n) is the room's business: the PRIVMSG
+    goes on, and a refusal comes back as 404 (+m: 404 too)."""
     dialect = registered()
-    assert events(dialect.parse("JOIN #hiking,#Climbing secret,other")) == [Command("join", "#hiking #Climbing")]
+    assert dialect.parse("PRIVMSG #hiking :hi") == Chat("#hiking", "hi")
+    for reason in (RoomReason.NOT_MEMBER, RoomReason.MODERATED):
+        said = parsed(dialect.error("no", Event.BAD_INPUT, {"room": "#hiking", "reason": reason, "sending": True}, "alice", NOW))
+        assert [(line.command, line.params[1]) for line in said] == [("404", "#hiking")]
+
+
+def test_join_of_several_channels_with_keys_is_one_join_of_them_in_order() -> None:
+    """JOIN #a,#b key1,key2: one !join of both, each with its key, answered in the order
+    given; a channel one is in is not joined again; 0 and bad names are answered."""
+    dialect = registered()
+    assert events(dialect.parse("JOIN #hiking,#Climbing secret,other")) == [Command("join", "#hiking secret #Climbing other")]
+    assert events(dialect.parse("JOIN #hiking,#Climbing ,other")) == [Command("join", "#hiking #Climbing other")]
     dialect.notice("Created #hiking", Event.JOINED, {"room": "#hiking", "names": ["alice"], "owner": "alice"}, "alice", NOW)
     assert events(dialect.parse("JOIN #HIKING,#lake")) == [Command("join", "#lake")]
     assert [numerics(reply(event)) for event in events(dialect.parse("JOIN nochannel"))] == [["403"]]
@@ -397,6 +407,7 @@ def test_topic_query_and_topic_set() -> None:
     dialect = registered()
     assert dialect.parse("TOPIC #hiking") == Command("topic", "#hiking")
     assert dialect.parse("TOPIC #hiking :Saturday, 9:00 at the lake") == Command("topic", "#hiking Saturday, 9:00 at the lake")
+    assert dialect.parse("TOPIC #hiking :") == Command("topic", "#hiking -")  # clears it
     assert numerics(reply(dialect.parse("TOPIC"))) == ["461"]
     assert numerics(reply(dialect.parse("TOPIC nochannel :x"))) == ["403"]
 
@@ -413,21 +424,64 @@ def test_user_mode_query_and_changes() -> None:
 
 
 def test_channel_mode_forms() -> None:
-    """MODE #a asks (answered by 324); +i/-i are !private/!public; b, e and I lists are
-    empty (368, 349, 347); +t is always on (nothing to do); +o is not given (the owner is
-    the only operator: a notice says so); others 472."""
+    """MODE #a asks (!mode #a, answered by 324); changes are chatnet's !mode with the
+    same letters and values (the router knows them); e and I lists are empty (349, 347);
+    a value that is no word (empty, spaces) is 696 at once."""
     dialect = registered()
-    assert dialect.parse("MODE #hiking") == Command("members", "#hiking")
-    assert events(dialect.parse("MODE #hiking +i")) == [Command("private", "#hiking")]
-    assert events(dialect.parse("MODE #hiking -i")) == [Command("public", "#hiking")]
-    assert [numerics(reply(event)) for event in events(dialect.parse("MODE #hiking b"))] == [["368"]]
-    assert [numerics(reply(event)) for event in events(dialect.parse("MODE #hiking +b"))] == [["368"]]
+    assert dialect.parse("MODE #hiking") == Command("mode", "#hiking")
+    assert events(dialect.parse("MODE #hiking +i")) == [Command("mode", "#hiking +i")]
+    assert events(dialect.parse("MODE #hiking +kl-m beer 5")) == [Command("mode", "#hiking +kl-m beer 5")]
+    assert events(dialect.parse("MODE #hiking -l+o bob")) == [Command("mode", "#hiking -l+o bob")]
+    assert events(dialect.parse("MODE #hiking b")) == [Command("mode", "#hiking b")]
+    assert events(dialect.parse("MODE #hiking +b bar!*@*")) == [Command("mode", "#hiking +b bar!*@*")]
     assert [numerics(reply(event)) for event in events(dialect.parse("MODE #hiking e"))] == [["349"]]
     assert [numerics(reply(event)) for event in events(dialect.parse("MODE #hiking I"))] == [["347"]]
-    assert [numerics(reply(event)) for event in events(dialect.parse("MODE #hiking +o bob"))] == [["NOTICE"]]
-    assert events(dialect.parse("MODE #hiking +t")) == []
-    assert [numerics(reply(event)) for event in events(dialect.parse("MODE #hiking +z"))] == [["472"]]
+    for line in ("MODE #hiking +k :", "MODE #hiking +k :two words"):
+        [refused] = events(dialect.parse(line))
+        assert parsed(reply(refused))[0].params[:4] == ("alice", "#hiking", "k", "*")
+        assert parsed(reply(refused))[0].command == "696"
+    assert events(dialect.parse("MODE #hiking +")) == []
     assert numerics(reply(dialect.parse("MODE #b@d"))) == ["403"]
+
+
+def test_room_mode_notices_are_mode_lines_324_and_the_ban_list() -> None:
+    """A change is a MODE line from whoever made it, its letters grouped by sign; the
+    answer to MODE #a is 324 with the values; the ban list 367s and 368; a refused
+    change 472 (unknown) or 696 (a bad value)."""
+    dialect = registered()
+    change = {"room": "#hiking", "by": "bob", "changes": [["+k", "beer"], ["+l", "5"], ["-m", None], ["+o", "alice"]], "private": False}
+    assert parsed(dialect.notice("bob set #hiking", Event.ROOM_MODE, change, "alice", NOW)) == [
+        IrcLine("MODE", ("#hiking", "+kl-m+o", "beer", "5", "alice"), "bob!bob@chatnet")
+    ]
+    dialect.parse("MODE #hiking")
+    answer = dialect.notice("Settings", Event.ROOM_MODE, {"room": "#hiking", "modes": "+kln beer 5", "private": False}, "alice", NOW)
+    assert parsed(answer) == [IrcLine("324", ("alice", "#hiking", "+kln", "beer", "5"), "chatnet")]
+    bans = {"room": "#hiking", "list": "b", "bans": [{"mask": "bar!*@*", "by": "bob", "at": 7}]}
+    assert [line.params for line in parsed(dialect.notice("Bans", Event.ROOM_MODE, bans, "alice", NOW))] == [
+        ("alice", "#hiking", "bar!*@*", "bob", "7"),
+        ("alice", "#hiking", "End of channel ban list"),
+    ]
+    assert numerics(dialect.error("x", Event.BAD_INPUT, {"room": "#hiking", "reason": RoomReason.BAD_MODE, "mode": "z"}, "alice", NOW)) == ["472"]
+    bad = dialect.error("x", Event.BAD_INPUT, {"room": "#hiking", "reason": RoomReason.BAD_MODE, "mode": "l", "value": "abc"}, "alice", NOW)
+    assert parsed(bad)[0].params[:4] == ("alice", "#hiking", "l", "*")
+
+
+@pytest.mark.parametrize(("reason", "numeric"), [(RoomReason.BANNED, "474"), (RoomReason.BAD_KEY, "475"), (RoomReason.FULL, "471"), (RoomReason.NOT_OWNER, "482")])
+def test_join_and_operator_refusals_are_their_numerics(reason: RoomReason, numeric: str) -> None:
+    """+b 474, +k 475, +l 471; what only operators may do 482."""
+    dialect = registered()
+    assert numerics(dialect.error("no", Event.BAD_INPUT, {"room": "#hiking", "reason": reason}, "alice", NOW)) == [numeric]
+
+
+def test_names_show_operators_voices_and_a_secret_channel() -> None:
+    """NAMES: @ for each operator, + for the voiced; a secret channel's symbol is @;
+    a JOIN's topic comes with who set it (333)."""
+    dialect = registered()
+    dialect.parse("NAMES #hiking")
+    lines = parsed(members_notice(dialect, ops=["bob", "carol"], voiced=["alice"], secret=True))
+    assert lines[0].params == ("alice", "@", "#hiking", "+alice @bob")
+    joined = {"room": "#lake", "names": ["alice", "bob"], "owner": "bob", "ops": ["bob"], "topic": "swim", "topic_by": "bob"}
+    assert numerics(dialect.notice("Joined #lake", Event.JOINED, joined, "alice", NOW)) == ["JOIN", "332", "333", "353", "366"]
 
 
 def test_chatnet_commands_pass_through_by_name() -> None:
@@ -663,7 +717,7 @@ def members_notice(dialect: IrcDialect, **changes: Any) -> str:
 
 def test_members_answer_names_who_or_mode_as_asked() -> None:
     """The members of a room are 353/366 for NAMES (those online), 352/315 for WHO (the
-    owner H@), 324 for MODE (+t, +it when private)."""
+    owner H@)."""
     dialect = registered()
     assert dialect.parse("NAMES #hiking") == Command("members", "#hiking")
     assert parsed(members_notice(dialect)) == [
@@ -674,19 +728,15 @@ def test_members_answer_names_who_or_mode_as_asked() -> None:
     lines = parsed(members_notice(dialect))
     assert [line.command for line in lines] == ["352", "352", "315"]
     assert lines[1].params == ("alice", "#hiking", "bob", "chatnet", "chatnet", "bob", "H@", "0 bob")
-    dialect.parse("MODE #hiking")
-    assert parsed(members_notice(dialect)) == [IrcLine("324", ("alice", "#hiking", "+t"), "chatnet")]
-    dialect.parse("MODE #hiking")
-    assert parsed(members_notice(dialect, private=True)) == [IrcLine("324", ("alice", "#hiking", "+it"), "chatnet")]
 
 
 def test_questions_about_two_rooms_get_their_own_answers() -> None:
-    """MODE #a then NAMES #b: the members of #b answer NAMES, whatever came first."""
+    """WHO #a then NAMES #b: the members of #b answer NAMES, whatever came first."""
     dialect = registered()
-    dialect.parse("MODE #lake")
+    dialect.parse("WHO #lake")
     dialect.parse("NAMES #hiking")
     assert numerics(members_notice(dialect)) == ["353", "366"]
-    assert numerics(members_notice(dialect, room="#lake")) == ["324"]
+    assert numerics(members_notice(dialect, room="#lake"))[-1] == "315"
 
 
 def test_names_without_a_channel_ends_at_once() -> None:
@@ -1124,5 +1174,34 @@ async def test_in_process_who_of_a_channel_and_ison_sent_together_get_their_own_
     got = [ircline.parse(line) for line in alice.lines()]
     assert [line.command for line in got if line.command in ("324", "315", "303")] == ["324", "315", "303"]
     assert [line.params for line in got if line.command == "303"] == [("alice", "bob")]
-    assert [line.params[:3] for line in got if line.command == "324"] == [("alice", "#hiking", "+t")]
+    assert [line.params[:3] for line in got if line.command == "324"] == [("alice", "#hiking", "+n")]
     assert [line.params[:3] for line in got if line.command == "352"] == [("alice", "#hiking", "alice")]
+
+
+def test_names_of_several_channels_end_with_one_366() -> None:
+    """NAMES #a,#b: each channel's 353s, then one 366 naming both (TARGMAX NAMES:4); a
+    channel of them nobody may see adds nothing."""
+    dialect = registered()
+    assert events(dialect.parse("NAMES #hiking,#lake")) == [Command("members", "#hiking"), Command("members", "#lake")]
+    assert numerics(members_notice(dialect)) == ["353"]
+    lines = parsed(members_notice(dialect, room="#lake"))
+    assert [line.command for line in lines] == ["353", "366"] and lines[-1].params[1] == "#hiking,#lake"
+    dialect.parse("NAMES #gone,#lake")
+    assert dialect.error("no", Event.BAD_INPUT, {"room": "#gone", "reason": RoomReason.NO_ROOM}, "alice", NOW) == ""
+    assert parsed(dialect.error("no", Event.BAD_INPUT, {"room": "#lake", "reason": RoomReason.NO_ROOM}, "alice", NOW))[0].params[1] == "#gone,#lake"
+
+
+def test_kick_of_several_nicks_and_of_pairs() -> None:
+    """KICK #a x,y kicks both from #a; KICK #a,#b x,y kicks x from #a and y from #b;
+    channels and nicks that do not pair up are 461."""
+    dialect = registered()
+    assert events(dialect.parse("KICK #a bob,carol :bye")) == [Command("kick", "#a bob bye"), Command("kick", "#a carol bye")]
+    assert events(dialect.parse("KICK #a,#b bob,carol")) == [Command("kick", "#a bob"), Command("kick", "#b carol")]
+    assert numerics(reply(dialect.parse("KICK #a,#b bob"))) == ["461"]
+
+
+def test_links_and_the_invite_list_end_at_once() -> None:
+    """LINKS: 365 (one name for every node, no links shown); INVITE alone: 337."""
+    dialect = registered()
+    assert parsed(reply(dialect.parse("LINKS"))) == [IrcLine("365", ("alice", "*", "End of /LINKS list"), "chatnet")]
+    assert numerics(reply(dialect.parse("INVITE"))) == ["337"]

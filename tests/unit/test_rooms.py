@@ -200,7 +200,7 @@ async def test_private_rooms_need_an_invitation_and_the_owner_kicks(router: Rout
     bob.send("!join #secret")
     await bob.expect("Joined #secret (2 members, 2 online).")
     bob.send("!kick #secret alice")
-    await bob.expect("Error: Only the room's owner may do that.")
+    await bob.expect("Error: Only the room's operators may do that.")
     alice.send("!kick #secret bob")
     await alice.expect("Removed bob from #secret.")
     await bob.expect("alice removed you from #secret.")
@@ -268,3 +268,170 @@ async def test_ones_own_room_messages_are_never_news_at_the_next_login(router: R
     again.send("!who")
     await again.expect(lambda line: line.startswith("Online"))
     assert not [line for line in again.lines() if "new message" in line or "my own words" in line]
+
+
+# --- room settings (!mode: IRC's channel modes, for every client) ---------------------------
+
+
+async def joined_room(router: Router, *names: str, room: str = "#hiking") -> list[Client]:
+    """Text clients, the first the room's owner, all in it."""
+    clients = [await text_client(router, name) for name in names]
+    for client in clients:
+        client.send(f"!join {room}")
+        await client.expect(lambda line: line.startswith(("Created", "Joined")) and room in line)
+    return clients
+
+
+async def test_mode_shows_and_changes_a_rooms_settings_and_members_are_told(router: Router) -> None:
+    """!mode #room: the settings (+n for a new room); an operator's change is told to
+    every member in words; the settings are the store's."""
+    alice, bob = await joined_room(router, "alice", "bob")
+    alice.send("!mode #hiking")
+    await alice.expect("Settings of #hiking: +n (operators: alice)")
+    alice.send("!mode #hiking +ml 5")
+    said = "alice set #hiking +ml 5 (moderated: only operators and voiced members write; at most 5 members)"
+    await alice.expect(said)
+    await bob.expect(said)
+    bob.send("!mode #hiking")
+    await bob.expect("Settings of #hiking: +mnl 5 (operators: alice)")
+
+
+async def test_only_operators_change_settings_and_the_owner_makes_more(router: Router) -> None:
+    """A member who is no operator is refused; +o makes one (and !members says so)."""
+    alice, bob = await joined_room(router, "alice", "bob")
+    bob.send("!mode #hiking +t")
+    await bob.expect("Error: Only the room's operators may do that.")
+    alice.send("!mode #hiking +o bob")
+    await bob.expect("alice set #hiking +o bob (bob an operator)")
+    bob.send("!mode #hiking +t")
+    await alice.expect("bob set #hiking +t (only operators set the topic)")
+
+
+async def test_a_bad_mode_is_refused_in_words(router: Router) -> None:
+    """An unknown letter, a limit that is no number, a key with no value."""
+    (alice,) = await joined_room(router, "alice")
+    alice.send("!mode #hiking +x")
+    await alice.expect("Error: Unknown setting 'x'; !help lists them.")
+    alice.send("!mode #hiking +l many")
+    await alice.expect(lambda line: line.startswith("Error: Not a valid +l: a member limit is a number"))
+    alice.send("!mode #hiking +k")
+    await alice.expect(lambda line: line.startswith("Error: Not a valid +k: a key is one word"))
+
+
+async def test_a_key_a_limit_and_a_ban_refuse_joins(router: Router) -> None:
+    """+k: a join needs the key (`!join #room key`); +l: no more than that many members;
+    +b: a matching name is refused, -b lets it in."""
+    alice, bob = await joined_room(router, "alice", "bob")
+    carol = await text_client(router, "carol")
+    alice.send("!mode #hiking +k beer")
+    await alice.expect(lambda line: line.startswith("alice set #hiking +k beer"))
+    carol.send("!join #hiking")
+    await carol.expect("Error: That room has a key: !join #room <key>.")
+    carol.send("!join #hiking wine")
+    await carol.expect("Error: That room has a key: !join #room <key>.")
+    alice.send("!mode #hiking -k+l 2")
+    await alice.expect(lambda line: line.startswith("alice set #hiking -k+l 2"))
+    carol.send("!join #hiking")
+    await carol.expect("Error: That room is full.")
+    alice.send("!mode #hiking -l+b car*")
+    await alice.expect(lambda line: line.startswith("alice set #hiking -l+b car*"))
+    carol.send("!join #hiking")
+    await carol.expect("Error: You are banned from that room.")
+    alice.send("!mode #hiking +b")
+    await alice.expect(lambda line: line.startswith("Bans in #hiking (1): car*!*@* (by alice)"))
+    alice.send("!mode #hiking -b car*")
+    await alice.expect(lambda line: line.startswith("alice set #hiking -b car*"))
+    carol.send("!join #hiking")
+    await carol.expect("Joined #hiking (3 members, 3 online).")
+
+
+async def test_a_moderated_room_takes_lines_from_operators_and_voices_only(router: Router) -> None:
+    """+m: a member without voice is refused; +v lets them write; the owner always writes."""
+    alice, bob = await joined_room(router, "alice", "bob")
+    alice.send("!mode #hiking +m")
+    await bob.expect(lambda line: line.startswith("alice set #hiking +m"))
+    bob.send("#hiking: may I?")
+    await bob.expect("Error: #hiking is moderated: only its operators and voiced members write to it.")
+    alice.send("#hiking: I may")
+    await bob.expect(lambda line: line.endswith("[#hiking][alice] I may"))
+    alice.send("!mode #hiking +v bob")
+    await bob.expect(lambda line: line.startswith("alice set #hiking +v bob"))
+    bob.send("#hiking: now I may")
+    await alice.expect(lambda line: line.endswith("[#hiking][bob] now I may"))
+
+
+async def test_minus_n_lets_non_members_write_to_the_room(router: Router) -> None:
+    """A room takes lines from its members only (+n) until an operator sets -n."""
+    (alice,) = await joined_room(router, "alice")
+    bob = await text_client(router, "bob")
+    bob.send("#hiking: hello from outside")
+    await bob.expect("Error: You are not in #hiking; !join #hiking first.")
+    alice.send("!mode #hiking -n")
+    await alice.expect(lambda line: line.startswith("alice set #hiking -n"))
+    bob.send("#hiking: hello from outside")
+    await alice.expect(lambda line: line.endswith("[#hiking][bob] hello from outside"))
+
+
+async def test_a_secret_room_is_listed_to_its_members_only(router: Router) -> None:
+    """+s: !rooms and !members of others do not show it."""
+    (alice,) = await joined_room(router, "alice")
+    bob = await text_client(router, "bob")
+    alice.send("!mode #hiking +s")
+    await alice.expect(lambda line: line.startswith("alice set #hiking +s"))
+    bob.send("!rooms")
+    listed = await bob.expect(lambda line: line.startswith("Rooms ("))
+    assert "#hiking" not in listed
+    bob.send("!members #hiking")
+    await bob.expect("Error: There is no such room; !join #name creates one.")
+    alice.send("!rooms")
+    assert "#hiking" in await alice.expect(lambda line: line.startswith("Rooms ("))
+
+
+async def test_a_topic_lock_and_clearing_the_topic(router: Router) -> None:
+    """-t (a new room): any member sets the topic; +t: operators only; `!topic #room -` clears it."""
+    alice, bob = await joined_room(router, "alice", "bob")
+    bob.send("!topic #hiking lake at nine")
+    await alice.expect("Topic of #hiking set by bob: lake at nine")
+    alice.send("!mode #hiking +t")
+    await bob.expect(lambda line: line.startswith("alice set #hiking +t"))
+    bob.send("!topic #hiking lake at ten")
+    await bob.expect("Error: Only the room's operators may do that.")
+    alice.send("!topic #hiking -")
+    await bob.expect("Topic of #hiking cleared by alice.")
+    bob.send("!topic #hiking")
+    await bob.expect("#hiking has no topic; !topic #hiking <text> sets one.")
+
+
+async def test_json_members_are_told_the_settings(router: Router) -> None:
+    """The room_mode notice carries the changes and the settings (a client's own view)."""
+    (alice,) = await joined_room(router, "alice")
+    joe = await json_client(router, "joe")
+    joe.send_json({"type": "command", "message": "!join #hiking"})
+    await joe.expect_frame(lambda f: f["metadata"].get("event") == "joined")
+    alice.send("!mode #hiking +l 9")
+    frame = await joe.expect_frame(lambda f: f["metadata"].get("event") == "room_mode")
+    meta = frame["metadata"]
+    assert meta["changes"] == [["+l", "9"]] and meta["by"] == "alice"
+    assert meta["settings"]["limit"] == 9 and meta["settings"]["ops"] == ["alice"] and meta["settings"]["no_external"] is True
+
+
+async def test_settings_told_by_another_node_apply_here(router: Router) -> None:
+    """A room_mode from another node (its settings) is what this node's fan-out checks:
+    +m there, and here the unvoiced are refused."""
+    alice, bob = await joined_room(router, "alice", "bob")
+    settings = {
+        "private": False,
+        "moderated": True,
+        "no_external": True,
+        "secret": False,
+        "topic_lock": False,
+        "key": None,
+        "limit": None,
+        "ops": ["alice"],
+        "voiced": [],
+    }
+    details = {"room": "#hiking", "by": "alice", "changes": [["+m", None]], "private": False, "settings": settings}
+    router.rooms.told_here("#hiking", "", "alice set #hiking +m", "room_mode", details)
+    await bob.expect("alice set #hiking +m")
+    bob.send("#hiking: still?")
+    await bob.expect("Error: #hiking is moderated: only its operators and voiced members write to it.")
