@@ -59,7 +59,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatnet.errors import ChatError
+from chatnet.errors import ClusterUnavailable
 from chatnet.limits import CLUSTER_TTL
 from chatnet.protocol import Kind
 
@@ -88,10 +88,6 @@ READ_BURST: Final = 64
 DIRECT: Final = ""
 
 _DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
-
-
-class ClusterUnavailable(ChatError):
-    """Redis can't be reached now; the cluster link reconnects by itself."""
 
 
 # --- the scripts --------------------------------------------------------------------------

@@ -87,3 +87,8 @@ class ChildFailed(ChatError):
 class StartFailed(ChatError):
     """The network can't start with these settings (a port taken, a TLS file missing);
     the text says what to change."""
+
+
+class ClusterUnavailable(ChatError):
+    """Redis can't be reached now; the cluster link reconnects by itself. (Here rather
+    than in chatnet.cluster, so a single node never loads the Redis client.)"""

@@ -24,7 +24,8 @@ from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from typing import Any, Final, Protocol
 
-from chatnet.cluster import DIRECT, Cluster, ClusterUnavailable
+from chatnet.cluster import DIRECT, Cluster
+from chatnet.errors import ClusterUnavailable
 from chatnet.protocol import Delivery
 
 logger = logging.getLogger("chatnet.nodes")

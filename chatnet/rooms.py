@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
@@ -48,9 +48,11 @@ from chatnet.limits import (
     MAX_ROOMS_PER_USER,
     MAX_TOPIC_CHARS,
 )
-from chatnet.nodes import Nodes
 from chatnet.protocol import BOT_FEATURE, STREAM_FEATURE, Chat, Clock, Delivery, Event, RoomReason, check_name, check_room, new_id, partial_chunk, strip_address
 from chatnet.session import Session
+
+if TYPE_CHECKING:
+    from chatnet.nodes import Nodes
 
 logger = logging.getLogger("chatnet.server")
 

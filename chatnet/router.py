@@ -29,17 +29,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chatnet.api_client import ApiClient
-from chatnet.cluster import ClusterUnavailable
 from chatnet.config import Settings
 from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, MailOptions, MailWriter, Outcome, Priority
 from chatnet.directory import Directory, Group, LocalDirectory
-from chatnet.errors import ChatError, LoginFailed, ProtocolError
+from chatnet.errors import ChatError, ClusterUnavailable, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
 from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS, MAX_WHOWAS
-from chatnet.nodes import Nodes
 from chatnet.protocol import (
     COMMANDS,
     TYPING_FEATURE,
@@ -65,6 +63,9 @@ from chatnet.protocol import (
 )
 from chatnet.rooms import Rooms
 from chatnet.session import CLOSE_LINGER, DRAIN_POLL, Flushes, Session
+
+if TYPE_CHECKING:
+    from chatnet.nodes import Nodes
 
 logger = logging.getLogger("chatnet.server")
 
@@ -112,7 +113,11 @@ class Router:
         self.first_look: FirstLook[Looked] = FirstLook(lambda names: api.pending_many(names, MAIL_PAGE), ([], 0), FIRST_LOOK_BATCH, self.priority, self.spawn)
         self._archive = self.archiver.backlog.append  # the routing path's one step for history
         # The other nodes, when there are (CLUSTER_URL): claims, forwarding, rooms across.
-        self.nodes = Nodes(settings.cluster_url, settings.cluster_ttl, settings.cluster_prefix, self, self.spawn) if settings.cluster_url else None
+        self.nodes: Nodes | None = None
+        if settings.cluster_url:
+            from chatnet.nodes import Nodes  # the Redis client (and what it loads) only where there is a cluster
+
+            self.nodes = Nodes(settings.cluster_url, settings.cluster_ttl, settings.cluster_prefix, self, self.spawn)
         self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive_one, self.identity.is_bot, self.nodes)
         # Sessions whose stored mail is being handed over, each with whether to look
         # once more when done (None: no; False: quietly; True: someone asked).

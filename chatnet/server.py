@@ -20,9 +20,9 @@ import signal
 from typing import Final
 
 from chatnet.api_client import ApiClient
-from chatnet.cluster import ClusterUnavailable
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, IrcDialect, pick_text_or_json
+from chatnet.errors import ClusterUnavailable
 from chatnet.flood import flood_bucket
 from chatnet.router import Router
 from chatnet.session import Session
@@ -63,18 +63,14 @@ class ChatServer:
         await self.router.join_network()  # with CLUSTER_URL: Redis first, or no node
         # Several nodes on one host share the ports; the kernel spreads the connections.
         share = self.settings.cluster_url is not None
-        self._listener = await loop.create_server(
-            self.session, host, self.settings.chat_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share
-        )
+        self._listener = await loop.create_server(self.session, host, self.settings.chat_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share)
         context = server_context(self.settings)
         if context is not None:
             self._tls_listener = await loop.create_server(
                 self.session, host, self.settings.chat_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context
             )
         if self.settings.irc:
-            self._irc_listener = await loop.create_server(
-                self.irc_session, host, self.settings.irc_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share
-            )
+            self._irc_listener = await loop.create_server(self.irc_session, host, self.settings.irc_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share)
             if context is not None:
                 self._irc_tls_listener = await loop.create_server(
                     self.irc_session, host, self.settings.irc_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from chatnet.cluster import DIRECT, OP_TIMEOUT, Cluster, ClusterUnavailable
+from chatnet.cluster import DIRECT, OP_TIMEOUT, Cluster
+from chatnet.errors import ClusterUnavailable
 from chatnet.process import ROOT
 from tests.support import HOST, REDIS_SERVER, TIMEOUT, RedisServer, eventually
 
