@@ -134,6 +134,15 @@ def test_the_default_bot_is_one_definition_among_them(api: TestClient) -> None:
     assert api.get("/accounts/openai").status_code == 404
 
 
+def test_no_person_may_register_a_bots_name(api: TestClient) -> None:
+    """A definition's name is refused to a person's account (in any case) before the bot
+    has logged in once; the bot's own account (kind bot, at its first login) is made."""
+    put(api, {"name": "helper"})
+    for name in ("openai", "HELPER"):
+        refused(api.post("/accounts", json={"name": name, "kind": "person", "password": "long enough pw"}), 409, "is a bot's")
+    assert api.post("/accounts", json={"name": "openai", "kind": "bot"}).status_code == 201
+
+
 def test_the_default_bot_is_made_when_absent_and_never_overwritten(app: FastAPI) -> None:
     """A changed default bot stays as changed across restarts of the API; one deleted comes back, with the defaults."""
     with TestClient(app, headers=AUTH) as api:
