@@ -634,7 +634,7 @@ def no_account(name: str) -> HTTPException:
 async def create_account(body: AccountCreate, accounts: AccountsDep, bots: api_bots.BotsDep) -> AccountPublic:
     """Register a name (as spelled here) for a person (with a password) or a bot (without).
     A bot definition's name is no person's (its account is made at the bot's first login)."""
-    if body.kind != Kind.BOT and await bots.get(body.name) is not None:
+    if Kind(body.kind) is not Kind.BOT and await bots.get(body.name) is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"the name '{body.name}' is a bot's (names are the same in any case)")
     password = None if body.password is None else body.password.get_secret_value()
     account = await accounts.create(body.name, Kind(body.kind), password)
