@@ -854,7 +854,15 @@ async def pending_ids(settings: Settings, user: str) -> list[str]:
         return [message.id for message in messages]
 
 
-async def test_a_pages_ack_reaches_the_chat_server_and_takes_its_mail_off(web: Web, settings: Settings) -> None:
+async def left(server: ChatServer, user: str) -> None:
+    """Until the chat server has let `user` go (a closed tab's connection ends a moment
+    later; a guest's name is free only then)."""
+    async with asyncio.timeout(TIMEOUT):
+        while user in server.router.directory.local:
+            await asyncio.sleep(0.02)
+
+
+async def test_a_pages_ack_reaches_the_chat_server_and_takes_its_mail_off(web: Web, settings: Settings, chat_server: ChatServer) -> None:
     """Mail a page got but didn't ack comes again; the page's forwarded ack takes it off the mailbox."""
     mail = [Message(sender="bob", destination="alice", message=f"note {i}") for i in range(3)]
     async with ApiClient.from_settings(settings) as api:
@@ -866,6 +874,7 @@ async def test_a_pages_ack_reaches_the_chat_server_and_takes_its_mail_off(web: W
     assert welcome["metadata"]["pending"] == 3
     assert [f["id"] for f in await stored_frames(first, 3)] == ids
     await first.ws.close()  # shown, never acknowledged
+    await left(chat_server, "alice")
     second = await open_page(web)
     welcome, _ = await second.login("alice")
     assert welcome["metadata"]["pending"] == 3
@@ -876,6 +885,7 @@ async def test_a_pages_ack_reaches_the_chat_server_and_takes_its_mail_off(web: W
             await asyncio.sleep(0.05)
     assert not [f for f in second.seen if f["type"] == MessageType.ERROR]  # an ack gets no answer
     await second.ws.close()
+    await left(chat_server, "alice")
     third = await open_page(web)
     welcome, _ = await third.login("alice")
     assert welcome["metadata"]["pending"] == 0
