@@ -10,6 +10,7 @@ router asks, and admits.
     guest name nobody registered  -> Admission(kind="guest")        (GUESTS=true)
     an account's name              -> its password (or a session token), or refused
     a bot's name                   -> only with the service token (API_TOKEN)
+    !oper (IRC's OPER)             -> a network operator, with the API token as password
 
 While the API can't be asked (down, or too busy to answer in time), a name that is an
 account is refused ("can't be checked right now"); a name known not to be one may still
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,7 +34,7 @@ from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, ChatError, LoginFailed, StoreUnavailable
 from chatnet.limits import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
-from chatnet.protocol import SERVER_NAME, Kind, Login, LoginReason
+from chatnet.protocol import SERVER_NAME, Kind, Login, LoginReason, OperReason
 
 logger = logging.getLogger("chatnet.server")
 
@@ -80,6 +83,59 @@ class LoginRate:
         return 0.0
 
 
+class Lockout:
+    """Wrong tries of a secret the chat server checks itself (the operator password):
+    `attempts` within `window` seconds for one counter (a name, an address) lock it for
+    `lockout` seconds, the rule the message API applies to accounts' passwords
+    (LOGIN_ATTEMPTS, LOGIN_WINDOW, LOGIN_LOCKOUT). Counted in this process: the API's
+    counters are its accounts', and it has no way to count another secret's failures."""
+
+    def __init__(self, attempts: int, window: float, lockout: float) -> None:
+        self.attempts = attempts
+        self.window = window
+        self.lockout = lockout
+        self._failures: dict[str, deque[float]] = {}  # counter -> when each wrong try came, in the window
+        self._until: dict[str, float] = {}  # counter -> when its lock ends
+
+    def locked(self, counters: list[str]) -> int | None:
+        """Whole seconds until the last lock on these counters ends, or None."""
+        now = time.monotonic()
+        until = max((self._until.get(c, 0.0) for c in counters), default=0.0)
+        return _seconds(until - now) if until > now else None
+
+    def failed(self, counters: list[str]) -> None:
+        """A wrong try: counted for each counter; those that reach `attempts` lock, afresh."""
+        now = time.monotonic()
+        for counter in counters:
+            tries = self._failures.setdefault(counter, deque())
+            tries.append(now)
+            while tries and tries[0] <= now - self.window:
+                tries.popleft()
+            if len(tries) >= self.attempts:
+                self._until[counter] = now + self.lockout
+                del self._failures[counter]
+        if len(self._failures) + len(self._until) > MAX_ADDRESSES:  # forget what no longer counts
+            self._failures = {c: t for c, t in self._failures.items() if t and t[-1] > now - self.window}
+            self._until = {c: u for c, u in self._until.items() if u > now}
+
+    def cleared(self, counter: str) -> None:
+        self._failures.pop(counter, None)
+
+
+def address_counter(address: str) -> str:
+    """An address as the lockout counts it: an IPv6 address by its /64, which one
+    subscriber usually holds whole (as the message API counts logins)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return f"addr:{address.lower()}"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is None:
+            return f"addr:{ipaddress.ip_network((parsed, 64), strict=False)}"
+        parsed = parsed.ipv4_mapped
+    return f"addr:{parsed}"
+
+
 def password_problem(password: str) -> str | None:
     """Why a new password won't do, or None."""
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
@@ -98,6 +154,7 @@ class Identity:
         self.loaded = False  # `known` holds every account (else no guest goes unchecked)
         token = settings.api_token.get_secret_value() if settings.api_token else ""
         self._service_token = token.encode()
+        self.opers = Lockout(settings.login_attempts, settings.login_window, settings.login_lockout)
 
     def is_bot(self, name: str) -> bool:
         """The name is a bot's account (as far as this server knows)."""
@@ -201,6 +258,20 @@ class Identity:
         except StoreUnavailable as exc:
             logger.warning("could not reserve the bot name %s yet: %s", name, exc)
         return Admission(name, BOT)
+
+    def oper(self, key: str, address: str, password: str) -> None:
+        """`!oper <name> <password>`: the API token is the operator password. Wrong ones
+        count against the session's name and its address (`Lockout`); raises
+        LoginFailed with an OperReason."""
+        if not self._service_token:
+            raise LoginFailed("This network has no operators (no API token is set).", OperReason.NO_OPERATORS)
+        counters = [f"name:{key}", address_counter(address)]
+        if (wait := self.opers.locked(counters)) is not None:
+            raise LoginFailed(f"Too many wrong operator passwords; try again in {wait} s.", OperReason.LOCKED, wait)
+        if not hmac.compare_digest(password.encode(errors="replace"), self._service_token):
+            self.opers.failed(counters)
+            raise LoginFailed("Wrong operator password.", OperReason.WRONG_PASSWORD)
+        self.opers.cleared(counters[0])  # the name's count, not the address's (as the API clears a login's)
 
     # --- commands -------------------------------------------------------------------------
 

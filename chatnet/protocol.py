@@ -106,6 +106,9 @@ class Event(StrEnum):
     WHOWAS = "whowas"  # answer to !whowas: user, seen [{name, ident, left}] (newest first; [] = nobody)
     AWAY = "away"  # !away answered (user is you), or the one you wrote to is away: user, away ("" = back)
     TYPING = "typing"  # a peer is working on an answer to you (or in a room): user, active, room (None in a DM)
+    OPER = "oper"  # !oper made you a network operator: user, name (refused: reason, an OperReason; retry_after)
+    WALLOPS = "wallops"  # !wallops from a network operator, for operators and +w: user, message (refused: reason)
+    USER_MODE = "user_mode"  # your user modes (!mode <you>): user, modes ("+ow"), changes (None: asked)
     # rooms
     JOINED = "joined"  # you are in a room now: room, created, members, online, topic
     LEFT = "left"  # you left a room (or were removed: by): room
@@ -141,6 +144,15 @@ class RoomReason(StrEnum):
     BANNED = "banned"  # a ban (+b) matches the user
     MODERATED = "moderated"  # the room is moderated (+m) and the sender has no voice (+v)
     BAD_MODE = "bad_mode"  # a !mode change chatnet does not know, or its value is not valid (details: mode)
+
+
+class OperReason(StrEnum):
+    """Why an operator's request was refused (`!oper`, `!wallops`): its error's `reason`."""
+
+    NO_OPERATORS = "no_operators"  # no API_TOKEN is set: this network has no operators
+    WRONG_PASSWORD = "wrong_password"  # not the API token (counted: LOGIN_ATTEMPTS lock it)
+    LOCKED = "locked"  # too many wrong ones from the name or the address: retry_after
+    NOT_OPERATOR = "not_operator"  # only network operators may do that
 
 
 def is_valid_name(name: str) -> bool:
@@ -477,13 +489,16 @@ COMMANDS: Final[dict[str, str]] = {
     "kick": "#room <name>  remove someone (operators)",
     "private": "#room  only invited people may join (operators)",
     "public": "#room  anyone may join (operators)",
-    "mode": "#room [+-modes [args]]  show or change a room's settings (operators): +k key, +l n, +b mask, +o/+v name, +m +n +s +t +i",
+    "mode": "#room [+-modes [args]]  show or change a room's settings (operators): +k key, +l n, +b mask, +o/+v name, +m +n +s +t +i;"
+    "  !mode <you> [+w|-w|-o]: your modes (+o operator, +w hear !wallops)",
     "away": "[text]  say you are away: whoever writes to you is told; alone: you are back",
     "whois": "<name>  who someone is: online or not, an account or a bot",
     "whowas": "<name>  who was here under that name lately",
     "nick": "<name>  change your name (guests: to a free name that is no account)",
     "register": "<password>  make your name an account (8-128 characters)",
     "password": "<old> <new>  change your password (signs your other sessions out)",
+    "oper": "<name> <password>  become a network operator (the password is the API token)",
+    "wallops": "<text>  a message for every network operator and +w user (operators)",
     "help": "show this help",
 }
 

@@ -37,7 +37,7 @@ from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, Mail
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, ClusterUnavailable, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
-from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS, MAX_WHOWAS
+from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_NAME_CHARS, MAX_QUIT_CHARS, MAX_WHOWAS
 from chatnet.protocol import (
     COMMANDS,
     TYPING_FEATURE,
@@ -51,8 +51,10 @@ from chatnet.protocol import (
     Login,
     LoginReason,
     MessageType,
+    OperReason,
     Quit,
     Typing,
+    check_message,
     check_name,
     help_lines,
     mail_hints,
@@ -92,6 +94,8 @@ _TOLD_USER: Final = frozenset({Event.INVITED, Event.AWAY})
 # Forwards to other nodes whose senders are remembered (to be told if one comes back
 # as mail): the newest this many.
 MAX_FORWARDS_REMEMBERED: Final = 10_000
+# User modes a session may set itself with `!mode <you>` (+o comes from !oper alone).
+USER_MODES: Final = frozenset("ow")
 
 
 class Router:
@@ -135,6 +139,8 @@ class Router:
         self._senders: OrderedDict[str, Session] = OrderedDict()
         # Who left lately (!whowas), by key, the newest last: (name, ident, when).
         self._gone: OrderedDict[str, list[tuple[str, tuple[str, str], str]]] = OrderedDict()
+        # The sessions here that hear !wallops: operators, and whoever set +w.
+        self._wallops: set[Session] = set()
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
@@ -144,9 +150,13 @@ class Router:
             "nick": self._cmd_nick,
             "register": self._cmd_register,
             "password": self._cmd_password,
+            "oper": self._cmd_oper,
+            "wallops": self._cmd_wallops,
             "help": self._cmd_help,
             **self.rooms.commands,
+            "mode": self._cmd_mode,  # a room's settings (the rooms'), or one's own user modes
         }
+        self._room_mode = self.rooms.commands["mode"]
         assert self._commands.keys() == COMMANDS.keys()
 
     # --- lifecycle ---------------------------------------------------------------
@@ -378,6 +388,7 @@ class Router:
         self.connections.discard(session)
         self._diverted.discard(session)
         self._owed.pop(session, None)
+        self._wallops.discard(session)
         self._count_address(session.address, -1)
         if session.unacked or session.sent:
             self._store_unreceived(session)
@@ -528,7 +539,8 @@ class Router:
 
     def user_here(self, key: str, payload: dict[str, Any]) -> None:
         """For a name's sessions here, from another node: a notice, or a close (its
-        password changed), a kick from a room (the rooms' part), or someone typing."""
+        password changed), a kick from a room (the rooms' part), someone typing, or an
+        operator's wallops (for its sessions that hear them)."""
         sessions = self.directory.sessions(key)
         what, text = payload.get("do"), str(payload.get("text", ""))
         if what == "close":
@@ -538,6 +550,8 @@ class Router:
             self.rooms.kicked_here(sessions, str(payload.get("room", "")), text, payload.get("details") or {})
         elif what == "typing" and isinstance(details := payload.get("details"), dict):
             self._tell_typing(sessions, text, details)
+        elif what == "wallops" and isinstance(details := payload.get("details"), dict):
+            self._tell_wallops(sessions, text, {"user": str(details.get("user", "")), "message": str(details.get("message", ""))})
         elif what == "notice" and str(payload.get("event")) in _TOLD_USER:
             for session in sessions:
                 session.notice(text, Event(str(payload["event"])), **(payload.get("details") or {}))
@@ -774,8 +788,10 @@ class Router:
         ident = next((each.ident for each in here if each.ident[0]), ("", ""))
         away = here[0].away if here else ""
         kind = online[known]
-        said = f"{known} is online ({'a bot' if kind == BOT else 'an account' if kind != GUEST else 'a guest'})" + (f", away: {away}" if away else ".")
-        session.notice(said, Event.WHOIS, user=known, online=True, kind=kind, ident=list(ident), away=away)
+        operator = any(each.operator for each in here)  # known of the sessions here only
+        said = f"{known} is online ({'a bot' if kind == BOT else 'an account' if kind != GUEST else 'a guest'}{', a network operator' if operator else ''})"
+        said += f", away: {away}" if away else "."
+        session.notice(said, Event.WHOIS, user=known, online=True, kind=kind, ident=list(ident), away=away, operator=operator)
 
     def _cmd_whowas(self, session: Session, args: str) -> None:
         name = check_name(args.strip(), "name")
@@ -908,6 +924,88 @@ class Router:
 
     def _cmd_help(self, session: Session, args: str) -> None:
         session.notice("\n".join(help_lines()), Event.HELP)
+
+    # --- network operators: the API token as a password, WALLOPS --------------------------
+
+    def _cmd_oper(self, session: Session, args: str) -> None:
+        """`!oper <name> <password>`: a network operator, if the password is the API
+        token. The name is only recorded (the log, WHOIS); the password is never logged."""
+        name, _, password = args.partition(" ")
+        if not name or not password:
+            raise ProtocolError("Write !oper <name> <password>.")
+        name = name[:MAX_NAME_CHARS]
+        try:
+            self.identity.oper(session.key, session.address, password)
+        except LoginFailed as exc:
+            if exc.reason != OperReason.NO_OPERATORS:
+                logger.warning("%s: operator password refused (as %r: %s)", session.who, name, exc.reason)
+            session.error(str(exc), Event.OPER, reason=exc.reason, **({"retry_after": exc.retry_after} if exc.retry_after else {}))
+            return
+        if not session.operator:
+            logger.info("%s is a network operator now (as %r)", session.who, name)
+        session.operator = name
+        self._wallops.add(session)
+        session.notice(f"You are a network operator now (as {name}).", Event.OPER, user=session.name, name=name)
+
+    def _cmd_wallops(self, session: Session, args: str) -> None:
+        """`!wallops <text>`: from an operator to every operator and +w session of the network."""
+        if not session.operator:
+            session.error("Only network operators may send !wallops.", Event.WALLOPS, reason=OperReason.NOT_OPERATOR)
+            return
+        text = check_message(args.strip())
+        said, details = f"Wallops from {session.name}: {text}", {"user": session.name, "message": text}
+        self._tell_wallops(list(self._wallops), said, details)
+        if self.nodes is not None:
+            # nodes.py reaches a name (or a room), not every node: each name online is told
+            # on the nodes that hold it, whose listeners among its sessions show it. O(names
+            # online) for an operator's rare command, never on the chat path.
+            told = {"do": "wallops", "text": said, "details": details}
+            for name, _ in self.nodes.online():
+                self.nodes.tell_user(name.lower(), told)
+
+    def _tell_wallops(self, sessions: list[Session], said: str, details: dict[str, Any]) -> None:
+        for listener in sessions:
+            if listener in self._wallops:
+                listener.notice(said, Event.WALLOPS, **details)
+
+    def _cmd_mode(self, session: Session, args: str) -> None:
+        """`!mode #room …` is the room's (chatnet.rooms); `!mode <you> [+w|-w|-o]` shows
+        or changes one's own user modes."""
+        target, _, changes = args.strip().partition(" ")
+        if not target or target.startswith("#"):
+            self._room_mode(session, args)
+            return
+        if target.lower() != session.key:
+            raise ProtocolError("Only your own user modes can be shown or changed: !mode <your name> [+w|-w|-o].")
+        changes = changes.strip()
+        if not changes:
+            session.notice(f"Your modes: {self._user_modes(session)}", Event.USER_MODE, user=session.name, modes=self._user_modes(session), changes=None)
+            return
+        unknown = set(changes) - USER_MODES - set("+-i")  # +i: IRC's invisible, which everyone is here
+        if unknown:
+            raise ProtocolError(f"Unknown user mode {''.join(sorted(unknown))!r}: +w hears !wallops, -o stops being an operator.")
+        done: list[str] = []
+        adding = True
+        for char in changes:
+            if char in "+-":
+                adding = char == "+"
+            elif char == "w" and adding != session.hears_wallops:
+                session.hears_wallops = adding
+                done.append(("+" if adding else "-") + char)
+            elif char == "o" and not adding and session.operator:  # +o is !oper's alone (RFC 2812: ignored)
+                logger.info("%s is no network operator any more", session.who)
+                session.operator = ""
+                done.append("-o")
+        if session.operator or session.hears_wallops:
+            self._wallops.add(session)
+        else:
+            self._wallops.discard(session)
+        modes = self._user_modes(session)
+        session.notice(f"Your modes: {modes}", Event.USER_MODE, user=session.name, modes=modes, changes=done)
+
+    @staticmethod
+    def _user_modes(session: Session) -> str:
+        return "+" + ("o" if session.operator else "") + ("w" if session.hears_wallops else "")
 
 
 def _as_mail(msg_id: str, sender: str, destination: str, message: str, timestamp: str, kind: str, metadata: dict[str, Any] | None) -> tuple[dict[str, Any], MailOptions]:

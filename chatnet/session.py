@@ -198,7 +198,7 @@ class Session(asyncio.Protocol):
         "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
-        "verified", "_waits", "quit_reason", "away", "echoes_own", "ident",
+        "verified", "_waits", "quit_reason", "away", "echoes_own", "ident", "operator", "hears_wallops",
     )  # fmt: skip
 
     def __init__(
@@ -240,6 +240,8 @@ class Session(asyncio.Protocol):
         self.quit_reason = ""  # what the client said when it left (IRC's QUIT :reason)
         self.away = ""  # !away: whoever writes to it is told this
         self.ident = ("", "")  # the username and real name its client gave (IRC's USER)
+        self.operator = ""  # a network operator (!oper): the name it gave, for the log and WHOIS
+        self.hears_wallops = False  # user mode +w: sent !wallops (operators are, whatever it says)
         # An `ack` reader's live messages not yet acknowledged, oldest first (None for
         # others): what it never had goes to its stored mail if the connection breaks.
         self.unacked: OrderedDict[str, Delivery] | None = None

@@ -49,6 +49,7 @@ from chatnet.protocol import (
     LoginReason,
     Message,
     MessageType,
+    OperReason,
     Pong,
     Quit,
     Reply,
@@ -124,7 +125,24 @@ _MODE_SET_VALUES: Final = frozenset("l")
 _EMPTY_LISTS: Final = {"e": ("349", "End of channel exception list"), "I": ("347", "End of channel invite list")}
 # Room refusals that answer a question (NAMES, WHO, MODE, TOPIC) about that room.
 _ANSWERED_BY_ROOM: Final = ("names", "names-part", "room_who", "mode", "topic")
-_SECRET_COMMANDS: Final = frozenset({"PASS", "AUTHENTICATE", "REGISTER", "PASSWORD"})
+_SECRET_COMMANDS: Final = frozenset({"PASS", "AUTHENTICATE", "REGISTER", "PASSWORD", "OPER"})
+# User mode letters: +i is everyone's (nobody is listed to strangers), +o and +w the router's.
+_USER_MODES: Final = frozenset("iow")
+# What INFO says (371 each, then 374).
+INFO_LINES: Final = (
+    f"{VERSION}: chatnet, a chat network of people and bots",
+    "Text, JSON and IRC clients on one network: the same names, rooms and mail",
+    "Messages to someone offline are stored and handed over at the next login",
+    "Rooms keep their history; accounts are names with a password",
+    "Network operators: OPER with the network's API token",
+)
+# Why an operator's request was refused, and the numeric IRC clients know it by.
+_OPER_NUMERICS: Final = {
+    OperReason.NO_OPERATORS: ("491", "No O-lines for your host"),
+    OperReason.WRONG_PASSWORD: ("464", "Password incorrect"),
+    OperReason.LOCKED: ("464", "Password incorrect"),
+    OperReason.NOT_OPERATOR: ("481", "Permission Denied- You're not an IRC operator"),
+}
 
 
 def source(name: str) -> str:
@@ -547,9 +565,11 @@ class IrcDialect:
             if _ident(target) != _ident(self.nick):
                 return Reply(self._numeric("502", "Can't change mode for other users"))
             if len(msg.params) == 1:
-                return Reply(self._numeric("221", "+i"))
-            unknown = {c for c in msg.params[1] if c not in "+-i"}
-            return Reply(self._numeric("501", "Unknown MODE flag") if unknown else "")
+                return Command("mode", self.nick)  # answered by 221 (USER_MODE)
+            if {c for c in msg.params[1] if c not in "+-"} - _USER_MODES:
+                return Reply(self._numeric("501", "Unknown MODE flag"))
+            changes = msg.params[1].replace("i", "")
+            return Command("mode", f"{self.nick} {changes}") if changes.strip("+-") else Reply("")
         if not is_room(target):
             return Reply(self._numeric("403", target, "No such channel"))
         if len(msg.params) == 1:
@@ -619,6 +639,19 @@ class IrcDialect:
 
     def _help(self, msg: IrcLine) -> Command:
         return Command("help")
+
+    def _info(self, msg: IrcLine) -> Reply:
+        return Reply("".join(self._numeric("371", line) for line in INFO_LINES) + self._numeric("374", "End of /INFO list"))
+
+    def _oper(self, msg: IrcLine) -> ClientEvent | Reply:
+        if len(msg.params) < 2 or not msg.params[0] or not msg.params[1]:
+            return Reply(self._numeric("461", "OPER", "Not enough parameters"))
+        return Command("oper", f"{msg.params[0]} {msg.params[1]}")
+
+    def _wallops(self, msg: IrcLine) -> ClientEvent | Reply:
+        if not msg.params or not msg.params[0].strip():
+            return Reply(self._numeric("461", "WALLOPS", "Not enough parameters"))
+        return Command("wallops", msg.params[0])
 
     # --- what the server says, as IRC lines -------------------------------------------------
 
@@ -691,6 +724,9 @@ class IrcDialect:
 
     def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         room, reason = details.get("room"), details.get("reason")
+        if event in (Event.OPER, Event.WALLOPS) and reason in _OPER_NUMERICS:
+            numeric, said = _OPER_NUMERICS[reason]
+            return self._numeric(numeric, f"{said}: {text}" if reason == OperReason.LOCKED else said)
         if event == Event.RENAMED:
             return self._not_renamed(text, str(details.get("user", "*")), reason)
         if reason == TOO_LONG:
@@ -799,6 +835,8 @@ class IrcDialect:
         ]
         if details.get("away"):
             lines.append(self._numeric("301", name, str(details["away"])))
+        if details.get("operator"):
+            lines.append(self._numeric("313", name, "is an IRC operator"))
         if details.get("kind") in ("person", "bot"):
             lines.append(self._numeric("330", name, name, "is logged in as"))
         lines.append(self._numeric("318", name, "End of /WHOIS list"))
@@ -954,6 +992,31 @@ class IrcDialect:
                 values.append(str(value))
         return render("MODE", room, letters, *values, source=source(by) if by != SERVER else SERVER)
 
+    def _oper_notice(self, text: str, details: dict[str, Any]) -> str:
+        return self._numeric("381", "You are now an IRC operator") + render("MODE", self.nick, "+o", source=source(self.nick), text=True)
+
+    def _wallops_notice(self, text: str, details: dict[str, Any]) -> str:
+        sender = source(str(details.get("user") or SERVER))
+        head = render("WALLOPS", "x", source=sender, text=True)
+        room = ircline.MAX_LINE_BYTES - len(head.encode()) + 1  # what "x" held
+        lines = str(details.get("message", text)).replace("\r", " ").replace("\0", "").split("\n")
+        return "".join(render("WALLOPS", piece if piece.strip() else " ", source=sender, text=True) for line in lines for piece in _cut(line or " ", room))
+
+    def _user_mode(self, text: str, details: dict[str, Any]) -> str:
+        """Asked (MODE <nick>): 221 with +i, everyone's; changed: a MODE line of what changed."""
+        changes = details.get("changes")
+        if changes is None:
+            return self._numeric("221", "+i" + str(details.get("modes") or "+").lstrip("+"))
+        if not changes:
+            return ""  # nothing changed: nothing said, as IRC servers do
+        letters, sign = "", ""
+        for change in changes:
+            if change[0] != sign:
+                sign = change[0]
+                letters += sign
+            letters += change[1:]
+        return render("MODE", self.nick, letters, source=source(self.nick), text=True)
+
     def _quiet(self, text: str, details: dict[str, Any]) -> str:
         return ""
 
@@ -1013,6 +1076,9 @@ _HANDLERS: Final = {
     "VERSION": IrcDialect._version,
     "HELP": IrcDialect._help,
     "LINKS": IrcDialect._links,
+    "INFO": IrcDialect._info,
+    "OPER": IrcDialect._oper,
+    "WALLOPS": IrcDialect._wallops,
 }
 
 _NOTICES: Final = {
@@ -1038,4 +1104,7 @@ _NOTICES: Final = {
     Event.HISTORY: IrcDialect._catchup,
     Event.INVITED: IrcDialect._invited,
     Event.ROOM_MODE: IrcDialect._room_mode,
+    Event.OPER: IrcDialect._oper_notice,
+    Event.WALLOPS: IrcDialect._wallops_notice,
+    Event.USER_MODE: IrcDialect._user_mode,
 }

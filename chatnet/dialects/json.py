@@ -51,7 +51,7 @@ from chatnet.protocol import (
 # What the debug log must not show: secret fields, and the arguments of commands that
 # carry passwords.
 _SECRET_FIELD: Final = re.compile(r'"(password|token|service_token|relay_token)"\s*:\s*"(?:[^"\\]|\\.)*"')
-_SECRET_COMMAND: Final = re.compile(r'"!(register|password) (?:[^"\\]|\\.)*"', re.IGNORECASE)
+_SECRET_COMMAND: Final = re.compile(r'"!(register|password|oper) (?:[^"\\]|\\.)*"', re.IGNORECASE)
 
 PONG: Final = Pong()
 # What a ping says to whoever reads the raw frames.

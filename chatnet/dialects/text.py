@@ -51,7 +51,7 @@ from chatnet.protocol import (
 PROMPT: Final = "Enter username:\n"
 PASSWORD_PROMPT: Final = "Password:\n"
 # Commands whose arguments are passwords: never in a log.
-SECRET_COMMANDS: Final = frozenset({"!register", "!password"})
+SECRET_COMMANDS: Final = frozenset({"!register", "!password", "!oper"})
 
 
 def chat_line(shown: str, sender: str, message: str) -> str:

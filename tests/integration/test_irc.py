@@ -22,10 +22,10 @@ import pytest
 from chatnet.api_client import ApiClient
 from chatnet.dialects import ircline
 from chatnet.dialects.ircline import IrcLine
-from chatnet.process import CHAT_LISTENING, IRC_LISTENING, port_open
+from chatnet.process import API_LISTENING, CHAT_LISTENING, IRC_LISTENING, Child, http_ok, port_open, script
 from chatnet.protocol import MessageType
 from tests.fake_openai import FakeOpenAI
-from tests.support import HOST, TIMEOUT, Network, eventually
+from tests.support import HOST, REDIS_SERVER, TIMEOUT, Network, RedisServer, TextClient, eventually
 
 LIVE = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\]\[(\S+)\] (.*)$")
 ROOM = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\]\[(#\S+)\]\[(\S+)\] (.*)$")
@@ -942,3 +942,124 @@ async def test_operators_topic_lock_and_clearing_the_topic(net: Network) -> None
     await low.expect(from_("top_sub", "KICK", "#tower", "top_low"))
     for client in (top, sub, low):
         await client.quit()
+
+
+# --- network operators: OPER with the API token, WALLOPS, INFO ------------------------------------
+
+
+def debug_server(net: Network, name: str, **env: str) -> tuple[int, int]:
+    """A second chat server over the module's API, logging every line (`--debug`): its
+    chat and IRC ports."""
+    child = Child(
+        name, script("async_server.py", "--debug"), lambda: port_open(HOST, child.port or 0)(),
+        env={**net.env(), "CHAT_PORT": "0", "IRC_PORT": "0", "IRC_TLS_PORT": "0", **env},
+        log_path=net.tmp / "logs" / f"{name}.log", listening=CHAT_LISTENING,
+    )  # fmt: skip
+    net.children[name] = child
+    child.start()
+    assert child.port is not None
+    return child.port, int(re.findall(IRC_LISTENING, net.log(name), re.M)[-1])
+
+
+async def test_oper_wallops_info_and_the_lockout_over_irc(net: Network) -> None:
+    """OPER <name> <API token> is 381 (+o in MODE and WHOIS's 313); WALLOPS reaches the
+    operator and +w users (IRC, and a text user's notice), not a -w one; INFO is 371s and
+    374; a wrong password is 464, and LOGIN_ATTEMPTS of them lock out even the right one;
+    the debug log never shows the password."""
+    name = "server_opers"
+    chat_port, irc_port = debug_server(net, name, LOGIN_ATTEMPTS="3")
+    try:
+        op, hears, deaf = [await Irc.connect(irc_port) for _ in range(3)]
+        for client, nick in ((op, "op_one"), (hears, "op_hears"), (deaf, "op_deaf")):
+            await client.register(nick)
+        text = await TextClient.connect(HOST, chat_port)
+        await text.login("op_text")
+        await hears.send("MODE op_hears +w")
+        await hears.expect(from_("op_hears", "MODE", "op_hears", "+w"))
+        await deaf.send("MODE op_deaf -w")
+        await text.send("!mode op_text +w")
+        await text.expect("Your modes: +w")
+        await op.send("WALLOPS :too early")
+        await op.expect(numeric("481"))
+        await op.send(f"OPER admin {net.token}")
+        await op.expect(numeric("381"))
+        await op.send("MODE op_one")
+        assert (await op.expect(numeric("221"))).params == ("op_one", "+io")
+        await op.send("WALLOPS :hi everyone")
+        for client in (op, hears):
+            await client.expect(from_("op_one", "WALLOPS", "hi everyone"))
+        await text.expect("Wallops from op_one: hi everyone")
+        await deaf.send("WHOIS op_one", "INFO")
+        lines = await deaf.sync()
+        assert "WALLOPS" not in [line.command for line in lines]
+        assert "313" in [line.command for line in lines]
+        info = [line.command for line in lines if line.command in ("371", "374")]
+        assert info[-1] == "374" and set(info[:-1]) == {"371"} and len(info) > 1
+        await deaf.send("OPER admin wrong-guess")
+        assert (await deaf.expect(lambda line: line.command in ("381", "464"))).command == "464"
+        await deaf.send("OPER admin wrong-guess-2", "OPER admin wrong-guess-3", f"OPER admin {net.token}")
+        answers = [line for line in await deaf.sync() if line.command in ("381", "464")]
+        assert [line.command for line in answers] == ["464", "464", "464"] and "try again in" in answers[-1].params[-1]
+        for client in (op, hears, deaf):
+            await client.quit()
+        await text.send("exit")
+    finally:
+        net.stop(name)
+    log = net.log(name)
+    assert "OPER <hidden>" in log and "!mode op_text +w" in log  # the lines were logged ...
+    assert net.token not in log and "wrong-guess" not in log  # ... never the passwords
+    assert "op_one (" in log and "is a network operator now (as 'admin')" in log
+
+
+async def test_oper_on_a_network_without_an_api_token_is_491(net: Network) -> None:
+    """Without API_TOKEN the network has no operators: OPER is 491, whatever the password."""
+    api = Child(
+        "api_open", script("message_api.py"), lambda: http_ok(f"http://{HOST}:{api.port or 0}/health")(),
+        env={**net.env(), "API_TOKEN": "", "API_PORT": "0"}, log_path=net.tmp / "logs" / "api_open.log", listening=API_LISTENING,
+    )  # fmt: skip
+    net.children["api_open"] = api
+    api.start()
+    try:
+        _, irc_port = debug_server(net, "server_open", API_TOKEN="", API_PORT=str(api.port))
+        client = await Irc.connect(irc_port)
+        await client.register("op_none")
+        await client.send("OPER admin anything")
+        assert (await client.expect(lambda line: line.command in ("381", "464", "491"))).command == "491"
+        await client.quit()
+    finally:
+        net.stop("server_open")
+        net.stop("api_open")
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+async def test_wallops_reach_the_listeners_on_the_other_nodes(net: Network, tmp_path: Path) -> None:
+    """Two nodes through Redis: an operator's WALLOPS on one reaches a +w user on the
+    other, and not a user there without +w."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    cluster = {"CLUSTER_URL": redis.url, "CLUSTER_TTL": "3", "CLUSTER_PREFIX": f"w{time.monotonic_ns()}"}
+    try:
+        _, first = debug_server(net, "wallops_a", **cluster)
+        _, second = debug_server(net, "wallops_b", **cluster)
+        op, hears, deaf = await Irc.connect(first), await Irc.connect(second), await Irc.connect(second)
+        for client, nick in ((op, "far_op"), (hears, "far_hears"), (deaf, "far_deaf")):
+            await client.register(nick)
+        await hears.send("MODE far_hears +w")
+        await hears.expect(from_("far_hears", "MODE", "far_hears", "+w"))
+        await op.send(f"OPER admin {net.token}")
+        await op.expect(numeric("381"))
+
+        async def ison() -> list[str]:
+            await op.send("ISON far_hears far_deaf")
+            return (await op.expect(numeric("303"))).params[-1].split()
+
+        await eventually(ison, lambda online: online == ["far_hears", "far_deaf"], "both users of the other node seen from the first")
+        await op.send("WALLOPS :across the network")
+        await hears.expect(from_("far_op", "WALLOPS", "across the network"))
+        assert "WALLOPS" not in [line.command for line in await deaf.sync()]
+        for client in (op, hears, deaf):
+            await client.quit()
+    finally:
+        net.stop("wallops_b")
+        net.stop("wallops_a")
+        redis.kill()

@@ -11,7 +11,9 @@ process tree is left.
 
 chatnet has no server password (`PASS` is an account's password) and no services, so
 tests that need either are skipped as not implemented by the controller, as irctest
-controllers declare unsupported features.
+controllers declare unsupported features. Its network operators' password is the API
+token: API_TOKEN is `operpassword`, what irctest's tests send (`OPER operuser
+operpassword`; the other controllers write it into their servers' configurations).
 
 This file runs in irctest's virtual environment, not chatnet's: it imports irctest and
 nothing from chatnet. It is not a test module; the repository's own pytest run never
@@ -46,6 +48,8 @@ KEEP = os.environ.get("CHATNET_IRCTEST_KEEP", "").lower() in ("1", "true", "yes"
 STOP_PATIENCE = 20.0
 # How long the launcher may take until its chat server listens for IRC.
 READY_TIMEOUT = 60.0
+# What irctest's tests send as OPER's password (irctest's own controllers configure it).
+OPER_PASSWORD = "operpassword"
 
 
 def _setting_names() -> set[str]:
@@ -145,6 +149,8 @@ class ChatnetController(BaseServerController, DirectoryBasedController):
                 "LOGIN_RATE": "0",
                 # No room joined behind the test's back.
                 "DEFAULT_ROOMS": "",
+                # The operators' password (`OPER <name> <API token>`), and the API's admin token.
+                "API_TOKEN": OPER_PASSWORD,
                 "PYTHONUNBUFFERED": "1",
             }
         )

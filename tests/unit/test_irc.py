@@ -28,6 +28,7 @@ from chatnet.protocol import (
     LoginReason,
     Message,
     MessageType,
+    OperReason,
     Pong,
     Quit,
     Reply,
@@ -413,14 +414,61 @@ def test_topic_query_and_topic_set() -> None:
 
 
 def test_user_mode_query_and_changes() -> None:
-    """MODE <own nick> is 221; another's 502; +i is accepted; an unknown flag 501."""
+    """MODE <own nick> asks the router (!mode alice, answered by 221 with +i, everyone's);
+    +w/-w/-o are the router's, +i alone is nothing to change; another's 502; an unknown flag 501."""
     dialect = registered()
-    assert parsed(reply(dialect.parse("MODE alice"))) == [IrcLine("221", ("alice", "+i"), "chatnet")]
-    assert parsed(reply(dialect.parse("MODE ALICE"))) == [IrcLine("221", ("alice", "+i"), "chatnet")]
+    assert dialect.parse("MODE alice") == Command("mode", "alice")
+    assert dialect.parse("MODE ALICE") == Command("mode", "alice")
+    asked = {"user": "alice", "modes": "+ow", "changes": None}
+    assert parsed(dialect.notice("Your modes: +ow", Event.USER_MODE, asked, "alice", NOW)) == [IrcLine("221", ("alice", "+iow"), "chatnet")]
+    assert parsed(dialect.notice("Your modes: +", Event.USER_MODE, {**asked, "modes": "+"}, "alice", NOW)) == [IrcLine("221", ("alice", "+i"), "chatnet")]
+    assert dialect.parse("MODE alice +iw") == Command("mode", "alice +w")
+    assert dialect.parse("MODE alice -o") == Command("mode", "alice -o")
+    changed = {"user": "alice", "modes": "+w", "changes": ["+w", "-o"]}
+    assert parsed(dialect.notice("Your modes: +w", Event.USER_MODE, changed, "alice", NOW)) == [IrcLine("MODE", ("alice", "+w-o"), "alice!alice@chatnet")]
+    assert dialect.notice("Your modes: +w", Event.USER_MODE, {**changed, "changes": []}, "alice", NOW) == ""  # nothing changed
     assert numerics(reply(dialect.parse("MODE bob"))) == ["502"]
     assert reply(dialect.parse("MODE alice +i")) == ""
     assert numerics(reply(dialect.parse("MODE alice +x"))) == ["501"]
     assert numerics(reply(dialect.parse("MODE"))) == ["461"]
+
+
+def test_oper_is_the_routers_oper_and_its_answers_are_381_491_464() -> None:
+    """OPER name password: !oper (461 without both); 381 and MODE +o when it worked, 491
+    without operators, 464 for a wrong password or a lockout (which says how long)."""
+    dialect = registered()
+    assert dialect.parse("OPER operuser operpassword") == Command("oper", "operuser operpassword")
+    assert dialect.parse("OPER operuser :pass word") == Command("oper", "operuser pass word")
+    assert numerics(reply(dialect.parse("OPER operuser"))) == ["461"]
+    lines = parsed(dialect.notice("You are a network operator now.", Event.OPER, {"user": "alice", "name": "operuser"}, "alice", NOW))
+    assert lines == [IrcLine("381", ("alice", "You are now an IRC operator"), "chatnet"), IrcLine("MODE", ("alice", "+o"), "alice!alice@chatnet")]
+    assert numerics(dialect.error("No operators.", Event.OPER, {"reason": OperReason.NO_OPERATORS}, "alice", NOW)) == ["491"]
+    assert numerics(dialect.error("Wrong operator password.", Event.OPER, {"reason": OperReason.WRONG_PASSWORD}, "alice", NOW)) == ["464"]
+    locked_out = {"reason": OperReason.LOCKED, "retry_after": 600}
+    [locked] = parsed(dialect.error("Too many wrong operator passwords; try again in 600 s.", Event.OPER, locked_out, "alice", NOW))
+    assert locked.command == "464" and "600 s" in locked.params[-1]
+
+
+def test_wallops_is_the_routers_and_arrives_as_a_wallops_line_from_the_sender() -> None:
+    """WALLOPS :text is !wallops (461 without text); what the router sends is a WALLOPS
+    line from the operator, one per line of it; a non-operator is 481."""
+    dialect = registered()
+    assert dialect.parse("WALLOPS :hi everyone") == Command("wallops", "hi everyone")
+    assert numerics(reply(dialect.parse("WALLOPS"))) == ["461"]
+    said = {"user": "bob", "message": "hi everyone\nsecond"}
+    assert parsed(dialect.notice("Wallops from bob: hi everyone", Event.WALLOPS, said, "alice", NOW)) == [
+        IrcLine("WALLOPS", ("hi everyone",), "bob!bob@chatnet"), IrcLine("WALLOPS", ("second",), "bob!bob@chatnet")
+    ]
+    long = parsed(dialect.notice("x", Event.WALLOPS, {"user": "bob", "message": "é" * 400}, "alice", NOW))
+    assert len(long) == 2 and "".join(line.params[0] for line in long) == "é" * 400
+    assert numerics(dialect.error("Only network operators may send !wallops.", Event.WALLOPS, {"reason": OperReason.NOT_OPERATOR}, "alice", NOW)) == ["481"]
+
+
+def test_info_is_371_lines_then_374() -> None:
+    """INFO, anyone's: lines about chatnet (371), then 374."""
+    lines = parsed(reply(registered().parse("INFO")))
+    assert [line.command for line in lines] == ["371"] * (len(lines) - 1) + ["374"] and len(lines) > 1
+    assert all(line.params[0] == "alice" for line in lines)
 
 
 def test_channel_mode_forms() -> None:
@@ -553,6 +601,8 @@ def test_whois_of_someone_online_is_311_312_318() -> None:
     lines = parsed(dialect.notice("openai is online (a bot).", Event.WHOIS, bot, "alice", NOW))
     assert [line.command for line in lines] == ["311", "312", "301", "330", "318"]
     assert "bot" in lines[0].params[-1]
+    lines = parsed(dialect.notice("bob is online.", Event.WHOIS, {**bob, "operator": True}, "alice", NOW))
+    assert [line.command for line in lines] == ["311", "312", "313", "318"]
 
 
 def test_whois_of_someone_offline_is_401_then_318() -> None:
@@ -851,7 +901,8 @@ def test_a_rename_is_a_nick_line_and_later_lines_go_to_the_new_nick() -> None:
     dialect = registered(nick="vic")
     said = parsed(dialect.notice("You are vic2 now (were vic).", Event.RENAMED, {"old": "vic", "user": "vic2"}, "vic2", NOW))
     assert said == [IrcLine("NICK", ("vic2",), "vic!vic@chatnet")]
-    assert parsed(reply(dialect.parse("MODE vic2")))[0].params[0] == "vic2"
+    assert dialect.parse("MODE vic2") == Command("mode", "vic2")
+    assert parsed(reply(dialect.parse("VERSION")))[0].params[0] == "vic2"
 
 
 @pytest.mark.parametrize(
@@ -1065,6 +1116,8 @@ def test_stored_mail_without_server_time_has_the_timestamp_lead_the_text() -> No
         "AUTHENTICATE " + b64("\0alice\0hunter2-hunter2"),
         "REGISTER hunter2-hunter2",
         "PASSWORD hunter2-hunter2 new-secret-1",
+        "OPER operuser hunter2-hunter2",
+        "oper operuser :hunter2-hunter2",
     ],
 )
 def test_loggable_hides_passwords_and_sasl_payloads(line: str) -> None:
@@ -1091,7 +1144,7 @@ def everything_rendered() -> list[str]:
     dialect.parse_login("CAP END")
     out.append(dialect.logged_in("alice", True))
     many_joins = "JOIN " + ",".join(f"#r{i}" for i in range(11))
-    for line in ("PRIVMSG a,b,c,d,e :x", many_joins, "MODE alice", "MODE #a b", "MODE #a +o x", "FROB", "PING :p q", "VERSION", "AWAY :x"):
+    for line in ("PRIVMSG a,b,c,d,e :x", many_joins, "MODE alice", "MODE #a b", "MODE #a +o x", "FROB", "PING :p q", "VERSION", "AWAY :x", "INFO", "OPER x"):
         out.extend(event.text for event in events(dialect.parse(line)) if type(event) is Reply)
     for line in ("WHO *", "ISON bob", "USERHOST bob", "LUSERS"):
         dialect.parse(line)
@@ -1105,6 +1158,10 @@ def everything_rendered() -> list[str]:
     out.append(dialect.delivery(delivery("multi\n\nline")))
     out.append(dialect.stored(Message(sender="bob", destination="alice", message="x", timestamp=THEN)))
     out.append(dialect.ping("alice", NOW))
+    out.append(dialect.notice("x", Event.OPER, {"user": "alice", "name": "op"}, "alice", NOW))
+    out.append(dialect.notice("x", Event.WALLOPS, {"user": "bob", "message": ":a colon\n"}, "alice", NOW))
+    out.append(dialect.notice("x", Event.USER_MODE, {"user": "alice", "modes": "+ow", "changes": None}, "alice", NOW))
+    out.append(dialect.notice("x", Event.USER_MODE, {"user": "alice", "modes": "+w", "changes": ["+w"]}, "alice", NOW))
     return out
 
 
@@ -1205,3 +1262,27 @@ def test_links_and_the_invite_list_end_at_once() -> None:
     dialect = registered()
     assert parsed(reply(dialect.parse("LINKS"))) == [IrcLine("365", ("alice", "*", "End of /LINKS list"), "chatnet")]
     assert numerics(reply(dialect.parse("INVITE"))) == ["337"]
+
+
+async def test_in_process_oper_wallops_reach_operators_and_plus_w_only(api: FakeApi) -> None:
+    """What irctest's testWallops does, over the router: OPER with the API token is 381,
+    WALLOPS reaches the operator itself and a +w user, not a -w one; MODE shows +o/+w;
+    WHOIS says 313; INFO is 371s and 374."""
+    async with running_router(api, settings(api_token="operpassword")) as router:
+        nick1, nick2, nick3 = [await irc_client(router, nick) for nick in ("nick1", "nick2", "nick3")]
+        nick2.send("MODE nick2 -w")
+        nick3.send("MODE nick3 +w")
+        await nick3.expect(":nick3!nick3@chatnet MODE nick3 :+w")
+        nick1.send("OPER operuser operpassword")
+        await nick1.expect(lambda line: " 381 nick1 " in line)
+        nick1.send("WALLOPS :hi everyone")
+        assert await nick1.expect(lambda line: " WALLOPS " in line) == ":nick1!nick1@chatnet WALLOPS :hi everyone"
+        assert await nick3.expect(lambda line: " WALLOPS " in line) == ":nick1!nick1@chatnet WALLOPS :hi everyone"
+        nick2.send("MODE nick2", "WHOIS nick1", "INFO")
+        await nick2.expect(lambda line: " 374 " in line)
+        got = [ircline.parse(line) for line in nick2.lines()]
+        assert not [line for line in got if line.command == "WALLOPS"]
+        assert [line.params for line in got if line.command == "221"] == [("nick2", "+i")]
+        assert "313" in [line.command for line in got]
+        nick1.send("MODE nick1")
+        assert ircline.parse(await nick1.expect(lambda line: " 221 " in line)).params == ("nick1", "+io")

@@ -14,6 +14,7 @@ import pytest
 from chatnet import delivery
 from chatnet import router as router_module
 from chatnet import session as session_module
+from chatnet.dialects import JSON, TEXT
 from chatnet.errors import ApiRejected
 from chatnet.protocol import help_lines, short_timestamp
 from chatnet.router import Router
@@ -860,6 +861,9 @@ class RecordingNodes:
     def tell_user(self, key: str, payload: dict[str, Any]) -> None:
         self.told.append((key, payload))
 
+    def online(self) -> list[tuple[str, str]]:
+        return [(name, "guest") for name in self.held]
+
 
 async def test_typing_for_a_name_on_another_node_goes_there_and_is_shown_there(router: Router) -> None:
     """With other nodes, a typing frame for a name held elsewhere is told to that node;
@@ -885,3 +889,141 @@ async def test_typing_for_a_name_on_another_node_goes_there_and_is_shown_there(r
     assert notice["metadata"] == {"event": "typing", **details}
     await turns(5)
     assert plain.take() == []
+
+
+# --- network operators: !oper with the API token, !wallops ----------------------------------------
+
+TOKEN = "the-api-token-1"
+
+
+def noticed(frames: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [f for f in frames if f["metadata"].get("event") == event]
+
+
+@pytest.fixture
+async def oper_router(api: FakeApi) -> AsyncIterator[Router]:
+    async with running_router(api, settings(api_token=TOKEN, login_attempts=3)) as started:
+        yield started
+
+
+async def test_oper_with_the_api_token_makes_an_operator_and_wallops_reach_operators_and_plus_w(oper_router: Router) -> None:
+    """`!oper <name> <API token>`: an operator; its `!wallops` reaches every operator (itself
+    too) and whoever set +w, as a notice with event `wallops`, and nobody else."""
+    alice = await text_client(oper_router, "alice")
+    bob = await text_client(oper_router, "bob")
+    carol = await json_client(oper_router, "carol")
+    dave = await text_client(oper_router, "dave")
+    alice.send(f"!oper admin {TOKEN}")
+    assert await alice.settle() == ["You are a network operator now (as admin)."]
+    carol.send_json({"type": "command", "message": f"!oper root {TOKEN}"})
+    [made] = noticed(carol.frames(await carol.settle()), "oper")
+    assert made["metadata"] == {"event": "oper", "user": "carol", "name": "root"}
+    bob.send("!mode bob +w")
+    assert await bob.settle() == ["Your modes: +w"]
+    alice.send("!wallops the network restarts at noon")
+    said = "Wallops from alice: the network restarts at noon"
+    assert await alice.settle() == [said]
+    assert await bob.settle() == [said]
+    [frame] = noticed(carol.frames(await carol.settle()), "wallops")
+    assert frame["message"] == said and frame["metadata"] == {"event": "wallops", "user": "alice", "message": "the network restarts at noon"}
+    assert await dave.settle() == []
+
+
+async def test_wallops_from_someone_no_operator_is_refused_and_reaches_nobody(oper_router: Router) -> None:
+    """A `!wallops` from a non-operator (even one with +w) is an error, sent to nobody."""
+    alice = await text_client(oper_router, "alice")
+    bob = await text_client(oper_router, "bob")
+    bob.send("!mode bob +w")
+    await bob.settle()
+    alice.send("!mode alice +w", "!wallops hello?")
+    assert await alice.settle() == ["Your modes: +w", "Error: Only network operators may send !wallops."]
+    assert await bob.settle() == []
+
+
+async def test_user_modes_are_shown_changed_and_minus_o_ends_being_an_operator(oper_router: Router) -> None:
+    """`!mode <you>` shows +o/+w; -o ends the operator (then its !wallops is refused); +o
+    is !oper's alone; another's modes or an unknown letter are errors."""
+    alice = await text_client(oper_router, "alice")
+    await text_client(oper_router, "bob")
+    alice.send("!mode alice", f"!oper admin {TOKEN}", "!mode alice", "!mode alice -o+w", "!mode alice +o", "!wallops x")
+    assert await alice.settle() == [
+        "Your modes: +", "You are a network operator now (as admin).", "Your modes: +o", "Your modes: +w", "Your modes: +w",
+        "Error: Only network operators may send !wallops.",
+    ]  # fmt: skip
+    alice.send("!mode bob", "!mode alice +x")
+    lines = await alice.settle()
+    assert len(lines) == 2 and all(line.startswith("Error: ") for line in lines)
+
+
+async def test_whois_says_who_is_an_operator(oper_router: Router) -> None:
+    """!whois of an operator (on this node) says so, in its text and `operator`."""
+    alice = await text_client(oper_router, "alice")
+    bob = await json_client(oper_router, "bob")
+    alice.send(f"!oper admin {TOKEN}")
+    await alice.settle()
+    bob.send_json({"type": "command", "message": "!whois alice"})
+    [frame] = noticed(bob.frames(await bob.settle()), "whois")
+    assert frame["metadata"]["operator"] is True and "a network operator" in frame["message"]
+
+
+async def test_a_wrong_operator_password_is_refused_and_enough_of_them_lock_the_name_and_address(oper_router: Router) -> None:
+    """Wrong passwords count as wrong login passwords do (LOGIN_ATTEMPTS, here 3): past
+    them even the right one is refused for a while, for the name and for its address
+    (another name from there too); another address is not locked."""
+    alice = await text_client(oper_router, "alice")
+    alice.send(*(f"!oper admin guess{i}" for i in range(3)), f"!oper admin {TOKEN}")
+    lines = await alice.settle()
+    assert lines[:3] == ["Error: Wrong operator password."] * 3
+    assert lines[3].startswith("Error: Too many wrong operator passwords; try again in ") and not alice.session.operator
+    same_address = Client(oper_router, peer=(alice.transport.peer[0], 50_001))
+    same_address.send("mallory")
+    await same_address.expect(lambda line: line.startswith("Welcome, mallory!"))
+    same_address.send(f"!oper admin {TOKEN}")
+    assert (await same_address.settle())[0].startswith("Error: Too many wrong operator passwords")
+    elsewhere = Client(oper_router, peer=("192.0.2.7", 50_002))
+    elsewhere.send("zoe")
+    await elsewhere.expect(lambda line: line.startswith("Welcome, zoe!"))
+    elsewhere.send(f"!oper admin {TOKEN}")
+    assert await elsewhere.settle() == ["You are a network operator now (as admin)."]
+
+
+async def test_oper_without_an_api_token_is_refused_and_counts_nothing(router: Router) -> None:
+    """No API_TOKEN: the network has no operators; !oper says so (reason no_operators)."""
+    web = await json_client(router, "web")
+    web.send_json({"type": "command", "message": "!oper admin anything"})
+    [frame] = noticed(web.frames(await web.settle()), "oper")
+    assert frame["type"] == "error" and frame["metadata"] == {"event": "oper", "reason": "no_operators"}
+    assert not web.session.operator
+    web.send_json({"type": "command", "message": "!oper admin"})
+    [frame] = noticed(web.frames(await web.settle()), "bad_input")
+    assert frame["type"] == "error" and "!oper <name> <password>" in frame["message"]
+
+
+def test_the_debug_log_never_shows_an_operator_password() -> None:
+    """`!oper <name> <password>` is logged as `!oper <hidden>` by the text and JSON dialects."""
+    assert TEXT.loggable("!oper admin s3cret-token", False) == "!oper <hidden>"
+    shown = JSON.loggable('{"type":"command","message":"!OPER admin s3cret-token"}', False)
+    assert "s3cret" not in shown and "<hidden>" in shown
+
+
+async def test_wallops_go_to_the_names_on_other_nodes_and_come_from_them_to_listeners_only(oper_router: Router) -> None:
+    """With other nodes, !wallops is told to every name online elsewhere; told one from
+    another node, a name's sessions here show it if they hear wallops (+w, operators)."""
+    alice = await text_client(oper_router, "alice")
+    carol = await text_client(oper_router, "carol")
+    dave = await text_client(oper_router, "dave")
+    nodes = RecordingNodes({"bob": ["node2"]})
+    oper_router.nodes = nodes  # type: ignore[assignment]
+    try:
+        alice.send(f"!oper admin {TOKEN}", "!wallops hello all")
+        await alice.settle()
+        details = {"user": "alice", "message": "hello all"}
+        assert nodes.told == [("bob", {"do": "wallops", "text": "Wallops from alice: hello all", "details": details})]
+        carol.send("!mode carol +w")
+        await carol.settle()
+        for name in ("carol", "dave"):
+            oper_router.user_here(name, {"do": "wallops", "text": "Wallops from bob: hi", "details": {"user": "bob", "message": "hi"}})
+        assert await carol.settle() == ["Wallops from bob: hi"]
+        assert await dave.settle() == []
+    finally:
+        oper_router.nodes = None
