@@ -16,7 +16,10 @@ RFC 1459/2812 as modern.ircdocs.horse describes the client protocol, with IRCv3'
 `server-time`, `message-tags` (`msgid`), `echo-message` and `sasl` (PLAIN). Channels
 are chatnet's rooms, nicks its names; IRC commands become the router's (`JOIN` is
 `!join`, `NAMES` is `!members`, ...), and its answers (notices with an `Event` and
-details) become numerics here.
+details) become numerics: those renderers are `IrcNumerics` (dialects/irc_numerics.py),
+which `IrcDialect` inherits. Here: the registration (NICK/USER/PASS, CAP, SASL), the
+client's commands (the `_HANDLERS` table) and the messages both ways, PRIVMSG in
+(`parse`'s fast path) and out (`delivery`).
 
 Unlike text and JSON, IRC negotiates: a connection has one `IrcDialect` of its own,
 which keeps what the client asked for (its capabilities, its registration) and which
@@ -31,29 +34,25 @@ from collections import deque
 from typing import Any, ClassVar, Final
 
 from chatnet.dialects import ircline
+from chatnet.dialects.irc_numerics import HOST, MAX_TARGETS, SERVER, IrcNumerics, key_of, source, split_to_fit
 from chatnet.dialects.ircline import IrcLine, IrcLineError, escape_tag, render
-from chatnet.limits import MAX_BANS, MAX_JOINS_AT_ONCE, MAX_KEY_CHARS, MAX_MODE_CHANGES, MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
+from chatnet.limits import MAX_JOINS_AT_ONCE, MAX_NAME_CHARS
 from chatnet.protocol import (
     COMMANDS,
     KNOWN_DESTINATIONS,
     SERVER_NAME,
-    TOO_LONG,
-    USER_HOST,
     Authenticate,
     Chat,
     ClientEvent,
     Command,
     Delivery,
-    Event,
     Login,
     LoginReason,
     Message,
     MessageType,
-    OperReason,
     Pong,
     Quit,
     Reply,
-    RoomReason,
     format_datetime,
     is_room,
     is_valid_name,
@@ -63,32 +62,8 @@ from chatnet.protocol import (
     valid_destination,
 )
 
-# The server's name in prefixes, and every user's host: addresses are nobody's business.
-SERVER: Final = "chatnet"
-HOST: Final = USER_HOST
 VERSION: Final = "chatnet-1"
 CAPABILITIES: Final = {"echo-message": "", "message-tags": "", "sasl": "PLAIN", "server-time": ""}
-# PRIVMSG/NOTICE (KICK, NAMES) to more targets than this in one line: the rest are
-# refused (407).
-MAX_TARGETS: Final = 4
-ISUPPORT: Final = (
-    "AWAYLEN=200",
-    "CASEMAPPING=ascii",
-    f"CHANLIMIT=#:{MAX_ROOMS_PER_USER}",
-    "CHANMODES=b,k,l,imnst",
-    f"CHANNELLEN={MAX_NAME_CHARS + 1}",
-    "CHANTYPES=#",
-    f"KEYLEN={MAX_KEY_CHARS}",
-    f"MAXLIST=b:{MAX_BANS}",
-    f"MODES={MAX_MODE_CHANGES}",
-    "NETWORK=chatnet",
-    f"NICKLEN={MAX_NAME_CHARS}",
-    "PREFIX=(ov)@+",
-    f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:10,PART:10,KICK:{MAX_TARGETS},WHOIS:1,NAMES:{MAX_TARGETS}",
-    f"TOPICLEN={MAX_TOPIC_CHARS}",
-)
-# ISUPPORT tokens in one 005 line (at most 13 do: RFC 2812's 15 parameters, less two).
-ISUPPORT_PER_LINE: Final = 12
 # Read once per message: a module constant is a quarter of an enum member's lookup.
 _CHAT: Final = MessageType.CHAT
 _SUBSCRIPTION: Final = MessageType.SUBSCRIPTION
@@ -97,34 +72,18 @@ _FAST_LINE_BYTES: Final = ircline.MAX_LINE_BYTES - 2
 # A message this short fits one line whatever it holds: 4 bytes a character, and room
 # for `:name!name@chatnet PRIVMSG #room :` with the longest names.
 _FAST_TEXT_CHARS: Final = 90
-# Of a 332/322/TOPIC line's 512 bytes, what the topic may take (the rest: numeric,
-# nick, channel).
-_TOPIC_BYTES: Final = 400
 MAX_JOINS: Final = MAX_JOINS_AT_ONCE
 # SASL PLAIN: the payload comes in pieces of 400 base64 characters; more is no password.
 SASL_CHUNK: Final = 400
 MAX_SASL_BYTES: Final = 1200
 # Questions waiting for the router's answer (WHOIS, NAMES, ...): older ones are dropped.
 MAX_ASKED: Final = 64
-# Room reasons from the router, and the numerics IRC clients know them by.
-_ROOM_NUMERICS: Final = {
-    RoomReason.NOT_MEMBER: ("442", "You're not on that channel"),
-    RoomReason.NO_ROOM: ("403", "No such channel"),
-    RoomReason.NOT_OWNER: ("482", "You're not channel operator"),
-    RoomReason.BANNED: ("474", "Cannot join channel (+b)"),
-    RoomReason.BAD_KEY: ("475", "Cannot join channel (+k)"),
-    RoomReason.FULL: ("471", "Cannot join channel (+l)"),
-    RoomReason.PRIVATE: ("473", "Cannot join channel (+i)"),
-    RoomReason.TOO_MANY_ROOMS: ("405", "You have joined too many channels"),
-}
 # MODE letters that take a value: always, and only when set (+k's value is optional
 # when it is unset: clients send it all the same).
 _MODE_VALUES: Final = frozenset("bovk")
 _MODE_SET_VALUES: Final = frozenset("l")
 # Lists a MODE query asks for that chatnet has none of: their end at once.
 _EMPTY_LISTS: Final = {"e": ("349", "End of channel exception list"), "I": ("347", "End of channel invite list")}
-# Room refusals that answer a question (NAMES, WHO, MODE, TOPIC) about that room.
-_ANSWERED_BY_ROOM: Final = ("names", "names-part", "room_who", "mode", "topic")
 _SECRET_COMMANDS: Final = frozenset({"PASS", "AUTHENTICATE", "REGISTER", "PASSWORD", "OPER"})
 # User mode letters: +i is everyone's (nobody is listed to strangers), +o and +w the router's.
 _USER_MODES: Final = frozenset("iow")
@@ -136,25 +95,9 @@ INFO_LINES: Final = (
     "Rooms keep their history; accounts are names with a password",
     "Network operators: OPER with the network's API token",
 )
-# Why an operator's request was refused, and the numeric IRC clients know it by.
-_OPER_NUMERICS: Final = {
-    OperReason.NO_OPERATORS: ("491", "No O-lines for your host"),
-    OperReason.WRONG_PASSWORD: ("464", "Password incorrect"),
-    OperReason.LOCKED: ("464", "Password incorrect"),
-    OperReason.NOT_OPERATOR: ("481", "Permission Denied- You're not an IRC operator"),
-}
 
 
-def source(name: str) -> str:
-    """A user's prefix, the same for everyone who sees it: `alice!alice@chatnet`."""
-    return f"{name}!{name}@{HOST}"
-
-
-def _ident(text: str) -> str:
-    return text.lower()
-
-
-class IrcDialect:
+class IrcDialect(IrcNumerics):
     """One IRC connection's dialect: its registration, its capabilities, its questions."""
 
     asks_password: ClassVar[bool] = False  # PASS or SASL come before the login
@@ -164,10 +107,7 @@ class IrcDialect:
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
     in_order: ClassVar[bool] = True  # each answer before what the client says next (see Dialect.in_order)
 
-    __slots__ = (
-        "name", "nick", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_asked", "_registered", "channels", "_shown",
-        "_names_end",
-    )  # fmt: skip
+    __slots__ = ("name", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_registered")  # and IrcNumerics' own
 
     def __init__(self) -> None:
         # "irc", or with the tags it was asked for ("irc+server-time+message-tags"): a
@@ -436,7 +376,7 @@ class IrcDialect:
                 break
             if not is_room(room):
                 events.append(Reply(self._numeric("403", room, "No such channel")))
-            elif _ident(room) not in self.channels:  # a JOIN of a channel one is in is nothing
+            elif key_of(room) not in self.channels:  # a JOIN of a channel one is in is nothing
                 key = keys[number].split()[0] if number < len(keys) and keys[number].split() else ""
                 joins.append(f"{room} {key}" if key and not key.startswith("#") else room)
         if joins:
@@ -455,7 +395,7 @@ class IrcDialect:
         room = msg.params[0]
         if not is_room(room):
             return Reply(self._numeric("403", room, "No such channel"))
-        self._asked.append((kind, _ident(room)))
+        self._asked.append((kind, key_of(room)))
         return Command(command, room)
 
     def _names(self, msg: IrcLine) -> ClientEvent | Reply | list[ClientEvent | Reply]:
@@ -471,7 +411,7 @@ class IrcDialect:
         events: list[ClientEvent | Reply] = [self._room_question(msg._replace(params=(room,)), "names-part") for room in rooms[:-1]]
         if len(self._names_end) >= MAX_ASKED:  # answers that never came (their deque forgot them too)
             self._names_end.clear()
-        self._names_end[_ident(rooms[-1])] = asked
+        self._names_end[key_of(rooms[-1])] = asked
         events.append(self._room_question(msg._replace(params=(rooms[-1],)), "names"))
         return events
 
@@ -491,7 +431,7 @@ class IrcDialect:
         mask = msg.params[0] if msg.params else "*"
         if is_room(mask):
             return self._room_question(msg._replace(params=(mask,)), "room_who")
-        self._asked.append(("who", _ident(mask)))
+        self._asked.append(("who", key_of(mask)))
         return Command("who")
 
     def _whois(self, msg: IrcLine) -> ClientEvent | Reply:
@@ -529,7 +469,7 @@ class IrcDialect:
         return Command("who")
 
     def _list(self, msg: IrcLine) -> ClientEvent | Reply:
-        self._asked.append(("list", ",".join(_ident(room) for room in msg.params[0].split(",")) if msg.params else ""))
+        self._asked.append(("list", ",".join(key_of(room) for room in msg.params[0].split(",")) if msg.params else ""))
         return Command("rooms")
 
     def _kick(self, msg: IrcLine) -> list[ClientEvent | Reply] | Reply:
@@ -562,7 +502,7 @@ class IrcDialect:
             return Reply(self._numeric("461", "MODE", "Not enough parameters"))
         target = msg.params[0]
         if not target.startswith("#"):
-            if _ident(target) != _ident(self.nick):
+            if key_of(target) != key_of(self.nick):
                 return Reply(self._numeric("502", "Can't change mode for other users"))
             if len(msg.params) == 1:
                 return Command("mode", self.nick)  # answered by 221 (USER_MODE)
@@ -653,16 +593,7 @@ class IrcDialect:
             return Reply(self._numeric("461", "WALLOPS", "Not enough parameters"))
         return Command("wallops", msg.params[0])
 
-    # --- what the server says, as IRC lines -------------------------------------------------
-
-    def _isupport(self) -> str:
-        """005s, each within IRC's 15 parameters (the nick and the text take two)."""
-        return "".join(
-            self._numeric("005", *ISUPPORT[start : start + ISUPPORT_PER_LINE], "are supported by this server") for start in range(0, len(ISUPPORT), ISUPPORT_PER_LINE)
-        )
-
-    def _numeric(self, command: str, *params: str, target: str | None = None) -> str:
-        return render(command, target or self.nick or "*", *params, source=SERVER, text=True)
+    # --- messages out: PRIVMSG and NOTICE (the rest the server says: irc_numerics) ---------
 
     def _tags(self, msg_id: str | None, timestamp: str) -> dict[str, str] | None:
         caps = self.caps
@@ -681,7 +612,7 @@ class IrcDialect:
         room = ircline.MAX_LINE_BYTES - len(head.encode()) + 1  # what "x" held
         out: list[str] = []
         for line in text.split("\n"):
-            for piece in _cut(line.rstrip("\r").replace("\r", " ").replace("\0", "") or " ", room):
+            for piece in split_to_fit(line.rstrip("\r").replace("\r", " ").replace("\0", "") or " ", room):
                 out.append(render(verb, target, piece if piece.strip() else " ", source=sender, tags=tags, text=True))
         return "".join(out)
 
@@ -715,335 +646,6 @@ class IrcDialect:
         sender = message.sender or SERVER_NAME
         verb = "NOTICE" if message.type == MessageType.SUBSCRIPTION or message.metadata.get("notice") else "PRIVMSG"
         return self._message(verb, source(sender), message.destination or self.nick, text, self._tags(message.id, timestamp))
-
-    def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
-        render_event = _NOTICES.get(event)
-        if render_event is not None:
-            return render_event(self, text, details)
-        return self._server_notice(text)
-
-    def error(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
-        room, reason = details.get("room"), details.get("reason")
-        if event in (Event.OPER, Event.WALLOPS) and reason in _OPER_NUMERICS:
-            numeric, said = _OPER_NUMERICS[reason]
-            return self._numeric(numeric, f"{said}: {text}" if reason == OperReason.LOCKED else said)
-        if event == Event.RENAMED:
-            return self._not_renamed(text, str(details.get("user", "*")), reason)
-        if reason == TOO_LONG:
-            return self._numeric("417", f"Input line was too long: {text}")
-        if room is not None and reason in (RoomReason.NO_ROOM, None) and not details.get("sending"):
-            asked = self._take(_ANSWERED_BY_ROOM, _ident(str(room)))  # the question about it is answered so
-            if asked is not None and asked[0] == "names-part":
-                return ""  # a room of several asked at once: the last one's 366 ends them all
-            if asked is not None and asked[0] in ("names", "room_who"):  # an empty list, as for any channel nobody is in
-                if asked[0] == "room_who":
-                    return self._numeric("315", str(room), "End of WHO list")
-                return self._numeric("366", self._names_end.pop(asked[1], str(room)), "End of /NAMES list")
-        if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in, or +m without voice
-            said = "Cannot send to channel (+m)" if reason == RoomReason.MODERATED else "Cannot send to channel (join it first)"
-            return self._numeric("404", str(room), said)
-        if reason == RoomReason.BAD_MODE:
-            mode = str(details.get("mode") or "*")
-            if "value" in details:
-                return self._numeric("696", str(room or "*"), mode, "*", text)
-            return self._numeric("472", mode, "is unknown mode char to me")
-        if room is not None and reason in _ROOM_NUMERICS:
-            numeric, said = _ROOM_NUMERICS[reason]
-            return self._numeric(numeric, str(room), said)
-        if reason == RoomReason.NOT_IN_ROOM and details.get("user"):
-            return self._numeric("441", str(details["user"]), str(room), "They aren't on that channel")
-        if event == Event.NOT_SAVED and details.get("destination"):
-            return self._server_notice(text)
-        return self._server_notice(f"Error: {text}")
-
-    def _not_renamed(self, text: str, new: str, reason: Any) -> str:
-        if reason == LoginReason.NAME_TAKEN:
-            return self._numeric("433", new, "Nickname is already in use")
-        if reason == LoginReason.PASSWORD_REQUIRED:
-            return self._numeric("433", new, "Nickname is registered (an account's)")
-        if reason in (LoginReason.INVALID_NAME, LoginReason.RESERVED):
-            return self._numeric("432", new, f"Erroneous nickname: {text}")
-        if reason is None:  # an account's own name stays
-            return self._numeric("447", f"Cannot change nickname: {text}")
-        return self._server_notice(f"Error: {text}")
-
-    def _server_notice(self, text: str) -> str:
-        return "".join(self._numeric("NOTICE", line) for line in text.split("\n") if line)
-
-    def _take(self, kinds: tuple[str, ...], key: str | None = None) -> tuple[str, str] | None:
-        for asked in self._asked:
-            if asked[0] in kinds and (key is None or asked[1] == key):
-                self._asked.remove(asked)
-                return asked
-        return None
-
-    # Notices, one renderer per event.
-
-    def _welcome(self, text: str, details: dict[str, Any]) -> str:
-        return self._server_notice(text)  # the mail count, after 001-005 (its lines come before any answer)
-
-    def _away_notice(self, text: str, details: dict[str, Any]) -> str:
-        user, away = str(details.get("user", "")), str(details.get("away") or "")
-        if _ident(user) != _ident(self.nick):
-            return self._numeric("301", user, away)
-        if away:
-            return self._numeric("306", "You have been marked as being away")
-        return self._numeric("305", "You are no longer marked as being away")
-
-    def _renamed(self, text: str, details: dict[str, Any]) -> str:
-        old, self.nick = self.nick, str(details["user"])
-        return render("NICK", self.nick, source=source(old))
-
-    def _goodbye(self, text: str, details: dict[str, Any]) -> str:
-        return render("ERROR", f"Closing link: {text}")
-
-    def _saved(self, text: str, details: dict[str, Any]) -> str:
-        """Mail stored: a NOTICE, or for a nick nobody has used yet the 401 clients expect."""
-        if not details.get("unknown"):
-            return self._server_notice(text)
-        name = str(details.get("destination", "*"))
-        return self._numeric("401", name, f"No such nick: nobody has used it yet; your message was saved for {name}")
-
-    def _who_answer(self, text: str, details: dict[str, Any]) -> str:
-        online: list[str] = [*details.get("users", []), *details.get("bots", [])]
-        by_key = {_ident(name): name for name in online}
-        asked = self._take(("who", "ison", "userhost", "lusers"))
-        if asked is None:
-            return self._server_notice(text)
-        kind, key = asked
-        if kind == "ison":
-            return self._numeric("303", " ".join(by_key[_ident(n)] for n in key.split() if _ident(n) in by_key))
-        if kind == "userhost":
-            found = (by_key[_ident(n)] for n in key.split() if _ident(n) in by_key)
-            return self._numeric("302", " ".join(f"{name}=+{name}@{HOST}" for name in found))
-        if kind == "lusers":
-            return self._numeric("251", f"There are {len(online)} users and 0 invisible on 1 servers") + self._numeric(
-                "255", f"I have {len(online)} clients and 0 servers"
-            )
-        matching = [name for name in online if key in ("*", "0") or _ident(name) == key]
-        return "".join(self._numeric("352", "*", name, HOST, SERVER, name, "H", f"0 {name}") for name in matching) + self._numeric("315", key, "End of WHO list")
-
-    def _whois_answer(self, text: str, details: dict[str, Any]) -> str:
-        name = str(details.get("user", "*"))
-        if not details.get("online"):
-            return self._numeric("401", name, "No such nick/channel") + self._numeric("318", name, "End of /WHOIS list")
-        user, realname = (list(details.get("ident") or []) + ["", ""])[:2]
-        bot = details.get("kind") == "bot"
-        lines = [
-            self._numeric("311", name, str(user) or name, HOST, "*", str(realname) or (f"{name} (a bot)" if bot else name)),
-            self._numeric("312", name, SERVER, "chatnet"),
-        ]
-        if details.get("away"):
-            lines.append(self._numeric("301", name, str(details["away"])))
-        if details.get("operator"):
-            lines.append(self._numeric("313", name, "is an IRC operator"))
-        if details.get("kind") in ("person", "bot"):
-            lines.append(self._numeric("330", name, name, "is logged in as"))
-        lines.append(self._numeric("318", name, "End of /WHOIS list"))
-        return "".join(lines)
-
-    def _whowas_answer(self, text: str, details: dict[str, Any]) -> str:
-        name, seen = str(details.get("user", "*")), details.get("seen") or []
-        asked = self._take(("whowas",))
-        count = int(asked[1]) if asked is not None else 0
-        if count > 0:
-            seen = seen[:count]
-        if not seen:
-            return self._numeric("406", name, "There was no such nickname") + self._numeric("369", name, "End of WHOWAS")
-        lines = []
-        for entry in seen:
-            shown = str(entry.get("name") or name)
-            user, realname = (list(entry.get("ident") or []) + ["", ""])[:2]
-            lines.append(self._numeric("314", shown, str(user) or shown, HOST, "*", str(realname) or shown))
-        return "".join(lines) + self._numeric("369", name, "End of WHOWAS")
-
-    def _joined(self, text: str, details: dict[str, Any]) -> str:
-        room = str(details["room"])
-        if _ident(room) in self.channels:
-            return ""  # in it already (told at login, and the client's autojoin asked again)
-        self.channels.add(_ident(room))
-        lines = [render("JOIN", room, source=source(self.nick))]
-        topic = details.get("topic")
-        if topic:
-            lines.append(self._numeric("332", room, _fit(str(topic))))
-            if details.get("topic_by"):
-                lines.append(self._numeric("333", room, str(details["topic_by"]), "0"))
-        names = [str(name) for name in details.get("names", [])] or [self.nick]
-        lines.append(self._names_lines(room, names, details))
-        return "".join(lines)
-
-    def _names_lines(self, room: str, names: list[str], details: dict[str, Any], end: str | None = "") -> str:
-        """353s and 366 (for `end`, the room by default; None: none): operators `@`,
-        voiced `+`; a secret channel's symbol is `@`."""
-        ops = {_ident(str(name)) for name in details.get("ops") or [details.get("owner") or ""]}
-        voiced = {_ident(str(name)) for name in details.get("voiced") or []}
-        shown = [f"@{name}" if _ident(name) in ops else f"+{name}" if _ident(name) in voiced else name for name in names]
-        symbol = "@" if details.get("secret") else "="
-        lines, line = [], []
-        for name in shown:  # 353s of at most ~400 bytes of names
-            line.append(name)
-            if sum(map(len, line)) + len(line) > 400:
-                lines.append(self._numeric("353", symbol, room, " ".join(line)))
-                line = []
-        if line:
-            lines.append(self._numeric("353", symbol, room, " ".join(line)))
-        if end is None:
-            return "".join(lines)
-        return "".join(lines) + self._numeric("366", end or room, "End of /NAMES list")
-
-    def _left(self, text: str, details: dict[str, Any]) -> str:
-        room, by, reason = str(details["room"]), details.get("by"), str(details.get("reason") or "")
-        self.channels.discard(_ident(room))
-        if by:
-            return render("KICK", room, self.nick, reason or str(by), source=source(str(by)), text=True)
-        return render("PART", room, reason, source=source(self.nick), text=True) if reason else render("PART", room, source=source(self.nick))
-
-    def _room_presence(self, text: str, details: dict[str, Any]) -> str:
-        room, user, presence, by = str(details["room"]), str(details["user"]), details.get("presence"), details.get("by")
-        reason = str(details.get("reason") or "")
-        if by:  # the kick's comment, or (RFC 2812) the kicker's nick
-            return render("KICK", room, user, reason or str(by), source=source(str(by)), text=True)
-        # A rename or a quit is told once per room shared with its reader, and shown once.
-        if presence == "renamed":
-            return self._once(("NICK", str(details.get("old")), user), render("NICK", user, source=source(str(details.get("old")))))
-        if presence == "offline":
-            reason = str(details.get("reason") or "")
-            return self._once(("QUIT", user, ""), render("QUIT", f"Quit: {reason}" if reason else "Connection closed", source=source(user), text=True))
-        self._shown = ("", "", "")
-        if presence in ("joined", "online"):
-            return render("JOIN", room, source=source(user))
-        if reason:
-            return render("PART", room, reason, source=source(user), text=True)
-        return render("PART", room, source=source(user))
-
-    def _once(self, change: tuple[str, str, str], line: str) -> str:
-        if change == self._shown:
-            return ""
-        self._shown = change
-        return line
-
-    def _topic_notice(self, text: str, details: dict[str, Any]) -> str:
-        room, topic = str(details["room"]), str(details.get("topic") or "")
-        if details.get("changed"):
-            return render("TOPIC", room, _fit(topic), source=source(str(details.get("by") or SERVER)), text=True)
-        if self._take(("topic",), _ident(room)) is None:
-            return ""  # the one after a join: the JOIN's 332 said it
-        if not topic:
-            return self._numeric("331", room, "No topic is set")
-        by = details.get("by")
-        return self._numeric("332", room, _fit(topic)) + (self._numeric("333", room, str(by), "0") if by else "")
-
-    def _rooms(self, text: str, details: dict[str, Any]) -> str:
-        asked = self._take(("list",))
-        wanted = set(asked[1].split(",")) if asked is not None and asked[1] else None
-        rooms = [r for r in details.get("rooms", []) if wanted is None or _ident(str(r["name"])) in wanted]
-        return (
-            self._numeric("321", "Channel", "Users  Name")
-            + "".join(self._numeric("322", str(r["name"]), str(r["members"]), _fit(str(r.get("topic") or ""))) for r in rooms)
-            + self._numeric("323", "End of /LIST")
-        )
-
-    def _members(self, text: str, details: dict[str, Any]) -> str:
-        room = str(details["room"])
-        asked = self._take(("names", "names-part", "room_who"), _ident(room))
-        kind = asked[0] if asked else "names"
-        members = details.get("members", [])
-        here = [str(m["name"]) for m in members if m.get("online")]
-        if kind == "room_who":
-            ops = {_ident(str(name)) for name in details.get("ops") or [details.get("owner") or ""]}
-            return "".join(self._numeric("352", room, name, HOST, SERVER, name, "H@" if _ident(name) in ops else "H", f"0 {name}") for name in here) + self._numeric(
-                "315", room, "End of WHO list"
-            )
-        if kind == "names-part":
-            return self._names_lines(room, here, details, end=None)
-        return self._names_lines(room, here, details, end=self._names_end.pop(_ident(room), room))
-
-    def _catchup(self, text: str, details: dict[str, Any]) -> str:
-        return render("NOTICE", str(details["room"]), text, source=SERVER)
-
-    def _invited(self, text: str, details: dict[str, Any]) -> str:
-        room, user, by = str(details["room"]), str(details["user"]), str(details.get("by") or "")
-        if _ident(user) == _ident(self.nick) and _ident(by) != _ident(self.nick):
-            return render("INVITE", self.nick, room, source=source(by))
-        return self._numeric("341", user, room)
-
-    def _room_mode(self, text: str, details: dict[str, Any]) -> str:
-        """A change (MODE, from whoever made it), the ban list (367s, 368) or the
-        answer to MODE #room (324)."""
-        room, by = str(details["room"]), str(details.get("by") or SERVER)
-        if details.get("list") == "b":
-            bans = details.get("bans") or []
-            return "".join(self._numeric("367", room, str(ban["mask"]), str(ban["by"]), str(ban["at"])) for ban in bans) + self._numeric(
-                "368", room, "End of channel ban list"
-            )
-        changes = details.get("changes")
-        if changes is None and details.get("by") is None:
-            self._take(("mode",), _ident(room))
-            return self._numeric("324", room, *str(details.get("modes") or "+").split())
-        if changes is None:  # from a node that knew only +i
-            changes = [["+i" if details.get("private") else "-i", None]]
-        letters, values, sign = "", [], ""
-        for change, value in changes:
-            if change[0] != sign:
-                sign = change[0]
-                letters += sign
-            letters += change[1]
-            if value is not None:
-                values.append(str(value))
-        return render("MODE", room, letters, *values, source=source(by) if by != SERVER else SERVER)
-
-    def _oper_notice(self, text: str, details: dict[str, Any]) -> str:
-        return self._numeric("381", "You are now an IRC operator") + render("MODE", self.nick, "+o", source=source(self.nick), text=True)
-
-    def _wallops_notice(self, text: str, details: dict[str, Any]) -> str:
-        sender = source(str(details.get("user") or SERVER))
-        head = render("WALLOPS", "x", source=sender, text=True)
-        room = ircline.MAX_LINE_BYTES - len(head.encode()) + 1  # what "x" held
-        lines = str(details.get("message", text)).replace("\r", " ").replace("\0", "").split("\n")
-        return "".join(render("WALLOPS", piece if piece.strip() else " ", source=sender, text=True) for line in lines for piece in _cut(line or " ", room))
-
-    def _user_mode(self, text: str, details: dict[str, Any]) -> str:
-        """Asked (MODE <nick>): 221 with +i, everyone's; changed: a MODE line of what changed."""
-        changes = details.get("changes")
-        if changes is None:
-            return self._numeric("221", "+i" + str(details.get("modes") or "+").lstrip("+"))
-        if not changes:
-            return ""  # nothing changed: nothing said, as IRC servers do
-        letters, sign = "", ""
-        for change in changes:
-            if change[0] != sign:
-                sign = change[0]
-                letters += sign
-            letters += change[1:]
-        return render("MODE", self.nick, letters, source=source(self.nick), text=True)
-
-    def _quiet(self, text: str, details: dict[str, Any]) -> str:
-        return ""
-
-
-def _fit(text: str) -> str:
-    """A topic, cut to what a numeric line has room for (topics are counted in
-    characters, lines in bytes)."""
-    return _cut(text, _TOPIC_BYTES)[0] if text else text
-
-
-def _cut(text: str, limit: int) -> list[str]:
-    """`text` in pieces of at most `limit` UTF-8 bytes, at spaces where it can."""
-    if len(text) <= limit // 4 or len(text.encode()) <= limit:
-        return [text]
-    pieces: list[str] = []
-    while text:
-        data = text.encode()
-        if len(data) <= limit:
-            pieces.append(text)
-            break
-        cut = data[:limit].decode(errors="ignore")  # never half a character
-        space = cut.rfind(" ")
-        if space > len(cut) // 2:
-            cut = cut[: space + 1]
-        pieces.append(cut)
-        text = text[len(cut) :]
-    return pieces
 
 
 _HANDLERS: Final = {
@@ -1079,32 +681,4 @@ _HANDLERS: Final = {
     "INFO": IrcDialect._info,
     "OPER": IrcDialect._oper,
     "WALLOPS": IrcDialect._wallops,
-}
-
-_NOTICES: Final = {
-    Event.WELCOME: IrcDialect._welcome,
-    Event.GOODBYE: IrcDialect._goodbye,
-    Event.SHUTDOWN: IrcDialect._goodbye,
-    Event.RENAMED: IrcDialect._renamed,
-    Event.AWAY: IrcDialect._away_notice,
-    Event.SAVED: IrcDialect._saved,
-    Event.UNKNOWN_NAME: IrcDialect._quiet,  # the 401 said it
-    Event.WHO: IrcDialect._who_answer,
-    Event.WHOIS: IrcDialect._whois_answer,
-    Event.WHOWAS: IrcDialect._whowas_answer,
-    Event.PRESENCE: IrcDialect._quiet,  # network-wide comings and goings: IRC shows them per channel
-    Event.PING: IrcDialect._quiet,
-    Event.JOINED: IrcDialect._joined,
-    Event.LEFT: IrcDialect._left,
-    Event.ROOM_PRESENCE: IrcDialect._room_presence,
-    Event.TOPIC: IrcDialect._topic_notice,
-    Event.ROOMS: IrcDialect._rooms,
-    Event.MEMBERS: IrcDialect._members,
-    Event.CATCHUP: IrcDialect._catchup,
-    Event.HISTORY: IrcDialect._catchup,
-    Event.INVITED: IrcDialect._invited,
-    Event.ROOM_MODE: IrcDialect._room_mode,
-    Event.OPER: IrcDialect._oper_notice,
-    Event.WALLOPS: IrcDialect._wallops_notice,
-    Event.USER_MODE: IrcDialect._user_mode,
 }
