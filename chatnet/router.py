@@ -19,6 +19,11 @@ Logins are checked by `Identity` (the accounts, through the message API); names 
 case-insensitive (the directory keeps them by key), an account may be logged in from
 several sessions at once, and JSON sessions get copies of what their account sends
 from its others (`metadata.echo`).
+
+Capabilities that are not routing are parts of their own, built here with what each
+needs and never importing the router: the rooms (`chatnet.rooms`), the commands about
+names and accounts (`chatnet.people`) and network operators (`chatnet.operators`); the
+router merges their `commands` into its table.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from chatnet.delivery import FIRST_LOOK_BATCH, Archiver, FirstLook, Looked, Mail
 from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, ClusterUnavailable, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
-from chatnet.limits import MAIL_PAGE, MAX_AWAY_CHARS, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_NAME_CHARS, MAX_QUIT_CHARS, MAX_WHOWAS
+from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS
+from chatnet.operators import Operators
+from chatnet.people import People
 from chatnet.protocol import (
     COMMANDS,
     TYPING_FEATURE,
@@ -51,17 +58,13 @@ from chatnet.protocol import (
     Login,
     LoginReason,
     MessageType,
-    OperReason,
     Quit,
     Typing,
-    check_message,
-    check_name,
     help_lines,
     mail_hints,
     message_dict,
     new_id,
     partial_chunk,
-    short_timestamp,
 )
 from chatnet.rooms import Rooms
 from chatnet.session import CLOSE_LINGER, DRAIN_POLL, Flushes, Session
@@ -87,15 +90,11 @@ class Awaited:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-# A name's last sessions remembered for !whowas.
-MAX_WHOWAS_PER_NAME: Final = 5
 # What another node may say to a name's sessions here.
 _TOLD_USER: Final = frozenset({Event.INVITED, Event.AWAY})
 # Forwards to other nodes whose senders are remembered (to be told if one comes back
 # as mail): the newest this many.
 MAX_FORWARDS_REMEMBERED: Final = 10_000
-# User modes a session may set itself with `!mode <you>` (+o comes from !oper alone).
-USER_MODES: Final = frozenset("ow")
 
 
 class Router:
@@ -137,24 +136,16 @@ class Router:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Forwards to other nodes by id, and who sent them: told if one comes back as mail.
         self._senders: OrderedDict[str, Session] = OrderedDict()
-        # Who left lately (!whowas), by key, the newest last: (name, ident, when).
-        self._gone: OrderedDict[str, list[tuple[str, tuple[str, str], str]]] = OrderedDict()
-        # The sessions here that hear !wallops: operators, and whoever set +w.
-        self._wallops: set[Session] = set()
+        self.people = People(self.identity, self.directory, self.clock, self.priority, self.spawn, self.online, self._announce, self.rooms.renamed, self.nodes)
+        self.operators = Operators(self.identity, self.nodes)
         self._commands: dict[str, Callable[[Session, str], None]] = {
             "check": self._cmd_check,
             "who": self._cmd_who,
-            "away": self._cmd_away,
-            "whois": self._cmd_whois,
-            "whowas": self._cmd_whowas,
-            "nick": self._cmd_nick,
-            "register": self._cmd_register,
-            "password": self._cmd_password,
-            "oper": self._cmd_oper,
-            "wallops": self._cmd_wallops,
             "help": self._cmd_help,
+            **self.people.commands,
+            **self.operators.commands,
             **self.rooms.commands,
-            "mode": self._cmd_mode,  # a room's settings (the rooms'), or one's own user modes
+            "mode": self._cmd_mode,  # a room's settings (the rooms'), or one's own user modes (the operators')
         }
         self._room_mode = self.rooms.commands["mode"]
         assert self._commands.keys() == COMMANDS.keys()
@@ -388,13 +379,13 @@ class Router:
         self.connections.discard(session)
         self._diverted.discard(session)
         self._owed.pop(session, None)
-        self._wallops.discard(session)
+        self.operators.left(session)
         self._count_address(session.address, -1)
         if session.unacked or session.sent:
             self._store_unreceived(session)
         self.rooms.left(session)
         if was_logged_in:
-            self._remember_gone(session)
+            self.people.left(session)
         if was_logged_in and self.directory.remove(session):
             logger.info("%s left", session.name)
             if self.nodes is not None:
@@ -540,7 +531,7 @@ class Router:
     def user_here(self, key: str, payload: dict[str, Any]) -> None:
         """For a name's sessions here, from another node: a notice, or a close (its
         password changed), a kick from a room (the rooms' part), someone typing, or an
-        operator's wallops (for its sessions that hear them)."""
+        operator's wallops (the operators' part, for its sessions that hear them)."""
         sessions = self.directory.sessions(key)
         what, text = payload.get("do"), str(payload.get("text", ""))
         if what == "close":
@@ -551,7 +542,7 @@ class Router:
         elif what == "typing" and isinstance(details := payload.get("details"), dict):
             self._tell_typing(sessions, text, details)
         elif what == "wallops" and isinstance(details := payload.get("details"), dict):
-            self._tell_wallops(sessions, text, {"user": str(details.get("user", "")), "message": str(details.get("message", ""))})
+            self.operators.wallops_here(sessions, text, details)
         elif what == "notice" and str(payload.get("event")) in _TOLD_USER:
             for session in sessions:
                 session.notice(text, Event(str(payload["event"])), **(payload.get("details") or {}))
@@ -770,242 +761,17 @@ class Router:
         online = self._online()
         session.notice(f"Online ({len(members)}): {shown}", Event.WHO, users=online["online"], bots=online["bots"])
 
-    def _remember_gone(self, session: Session) -> None:
-        seen = self._gone.pop(session.key, [])
-        seen.append((session.name, session.ident, self.clock.tick()))
-        self._gone[session.key] = seen[-MAX_WHOWAS_PER_NAME:]
-        if len(self._gone) > MAX_WHOWAS:
-            self._gone.popitem(last=False)
-
-    def _cmd_whois(self, session: Session, args: str) -> None:
-        name = check_name(args.strip(), "name")
-        here = self.directory.sessions(name.lower())
-        online = dict(self.online())
-        known = next((n for n in online if n.lower() == name.lower()), None)
-        if known is None:
-            session.notice(f"{name} is not online.", Event.WHOIS, user=name, online=False)
-            return
-        ident = next((each.ident for each in here if each.ident[0]), ("", ""))
-        away = here[0].away if here else ""
-        kind = online[known]
-        operator = any(each.operator for each in here)  # known of the sessions here only
-        said = f"{known} is online ({'a bot' if kind == BOT else 'an account' if kind != GUEST else 'a guest'}{', a network operator' if operator else ''})"
-        said += f", away: {away}" if away else "."
-        session.notice(said, Event.WHOIS, user=known, online=True, kind=kind, ident=list(ident), away=away, operator=operator)
-
-    def _cmd_whowas(self, session: Session, args: str) -> None:
-        name = check_name(args.strip(), "name")
-        seen = list(reversed(self._gone.get(name.lower(), [])))
-        listed: list[dict[str, Any]] = [{"name": shown, "ident": list(ident), "left": when} for shown, ident, when in seen]
-        said = "; ".join(f"{shown} left at {short_timestamp(when)}" for shown, _, when in seen) or f"Nobody named {name} left here lately."
-        session.notice(said, Event.WHOWAS, user=name, seen=listed)
-
-    def _cmd_away(self, session: Session, args: str) -> None:
-        session.away = text = args.strip()[:MAX_AWAY_CHARS]
-        said = f"You are marked away: {text}" if text else "You are back: no longer marked away."
-        session.notice(said, Event.AWAY, user=session.name, away=text)
-
-    def _cmd_nick(self, session: Session, args: str) -> None:
-        new = check_name(args.strip(), "name")
-        if new == session.name:
-            return
-        if session.kind != GUEST:
-            session.error(f"'{session.name}' is an account: its name stays. Log in under another to be someone else.", Event.RENAMED, user=new)
-            return
-        session.hold_lines()  # what it says next, it says under the new name
-        self.spawn(self._rename(session, new))
-
-    async def _rename(self, session: Session, new: str) -> None:
-        """A guest takes a free name that is no account; its rooms follow it."""
-        try:
-            await self._take_name(session, new)
-        finally:
-            session.lines_go_on()
-
-    async def _take_name(self, session: Session, new: str) -> None:
-        try:
-            with self.priority:
-                admission = await self.identity.check(Login(new), session.address, asks_password=False)
-        except LoginFailed as exc:
-            if session.is_open:
-                session.error(str(exc), Event.RENAMED, user=new, reason=exc.reason)
-            return
-        if not session.is_open:
-            return
-        if admission.kind != GUEST:  # an account's name, for all a guest can tell
-            session.error(f"'{new}' is an account's name.", Event.RENAMED, user=new, reason=LoginReason.PASSWORD_REQUIRED)
-            return
-        if new.lower() != session.key and not self.directory.admits(new.lower(), shared=False):
-            session.error(f"The name '{new}' is already online; choose another.", Event.RENAMED, user=new, reason=LoginReason.NAME_TAKEN)
-            return
-        if self.nodes is not None:
-            try:
-                claimed = await self.nodes.claim(new.lower(), admission.name, GUEST, shared=False)
-            except ClusterUnavailable:
-                claimed = False
-            if not claimed:
-                session.error(f"The name '{new}' is already online, or can't be claimed now; choose another.", Event.RENAMED, user=new, reason=LoginReason.NAME_TAKEN)
-                return
-        old = session.name
-        if self.directory.remove(session):
-            if self.nodes is not None:
-                self.nodes.release(session.key)
-            else:
-                self._announce(session, "offline")
-        session.renamed(admission.name)
-        self.directory.add(session)
-        if self.nodes is None:
-            self._announce(session, "online")
-        logger.info("%s is %s now", old, session.name)
-        session.notice(f"You are {session.name} now (were {old}).", Event.RENAMED, old=old, user=session.name)
-        await self.rooms.renamed(session, old)
-
-    def _cmd_register(self, session: Session, args: str) -> None:
-        if session.kind != GUEST:
-            raise ProtocolError(f"'{session.name}' is an account already; !password changes its password.")
-        if not args:
-            raise ProtocolError("Write !register <password> (8 to 128 characters).")
-        self._answer(session, self._register(session, args))
-
-    def _answer(self, session: Session, work: Coroutine[Any, Any, None]) -> None:
-        """A command's work off the line; for a dialect whose answers come in order,
-        the lines after it wait for it."""
-        if not session.dialect.in_order:
-            self.spawn(work)
-            return
-        session.hold_lines()
-
-        async def answered() -> None:
-            try:
-                await work
-            finally:
-                session.lines_go_on()
-
-        self.spawn(answered())
-
-    async def _register(self, session: Session, password: str) -> None:
-        try:
-            with self.priority:
-                name = await self.identity.register(session.name, password)
-        except ChatError as exc:
-            if session.is_open:
-                session.error(str(exc))
-            return
-        if session.is_open:
-            session.registered()
-            if self.nodes is not None:
-                await self.nodes.reclaim(session.key, session.name, "person")  # one account's name now, for any node
-            session.notice(f"Account '{name}' registered.", Event.REGISTERED, user=name)
-
-    def _cmd_password(self, session: Session, args: str) -> None:
-        old, _, new = args.partition(" ")
-        if session.kind == GUEST:
-            raise ProtocolError("Guests have no password; !register <password> makes your name an account.")
-        if session.kind == BOT or not old or not new.strip():
-            raise ProtocolError("Write !password <old> <new>.")
-        self._answer(session, self._change_password(session, old, new.strip()))
-
-    async def _change_password(self, session: Session, old: str, new: str) -> None:
-        try:
-            with self.priority:
-                await self.identity.change_password(session.name, old, new)
-        except ChatError as exc:
-            if session.is_open:
-                session.error(str(exc))
-            return
-        signed_out = "The password of this account was changed; log in again."
-        for other in self.directory.sessions(session.key):
-            if other is not session:
-                other.close(signed_out)
-        if self.nodes is not None:
-            self.nodes.tell_user(session.key, {"do": "close", "text": signed_out})
-        if session.is_open:
-            session.notice("Password changed; your other sessions were signed out.", Event.PASSWORD_CHANGED)
-
     def _cmd_help(self, session: Session, args: str) -> None:
         session.notice("\n".join(help_lines()), Event.HELP)
 
-    # --- network operators: the API token as a password, WALLOPS --------------------------
-
-    def _cmd_oper(self, session: Session, args: str) -> None:
-        """`!oper <name> <password>`: a network operator, if the password is the API
-        token. The name is only recorded (the log, WHOIS); the password is never logged."""
-        name, _, password = args.partition(" ")
-        if not name or not password:
-            raise ProtocolError("Write !oper <name> <password>.")
-        name = name[:MAX_NAME_CHARS]
-        try:
-            self.identity.oper(session.key, session.address, password)
-        except LoginFailed as exc:
-            if exc.reason != OperReason.NO_OPERATORS:
-                logger.warning("%s: operator password refused (as %r: %s)", session.who, name, exc.reason)
-            session.error(str(exc), Event.OPER, reason=exc.reason, **({"retry_after": exc.retry_after} if exc.retry_after else {}))
-            return
-        if not session.operator:
-            logger.info("%s is a network operator now (as %r)", session.who, name)
-        session.operator = name
-        self._wallops.add(session)
-        session.notice(f"You are a network operator now (as {name}).", Event.OPER, user=session.name, name=name)
-
-    def _cmd_wallops(self, session: Session, args: str) -> None:
-        """`!wallops <text>`: from an operator to every operator and +w session of the network."""
-        if not session.operator:
-            session.error("Only network operators may send !wallops.", Event.WALLOPS, reason=OperReason.NOT_OPERATOR)
-            return
-        text = check_message(args.strip())
-        said, details = f"Wallops from {session.name}: {text}", {"user": session.name, "message": text}
-        self._tell_wallops(list(self._wallops), said, details)
-        if self.nodes is not None:
-            # nodes.py reaches a name (or a room), not every node: each name online is told
-            # on the nodes that hold it, whose listeners among its sessions show it. O(names
-            # online) for an operator's rare command, never on the chat path.
-            told = {"do": "wallops", "text": said, "details": details}
-            for name, _ in self.nodes.online():
-                self.nodes.tell_user(name.lower(), told)
-
-    def _tell_wallops(self, sessions: list[Session], said: str, details: dict[str, Any]) -> None:
-        for listener in sessions:
-            if listener in self._wallops:
-                listener.notice(said, Event.WALLOPS, **details)
-
     def _cmd_mode(self, session: Session, args: str) -> None:
-        """`!mode #room …` is the room's (chatnet.rooms); `!mode <you> [+w|-w|-o]` shows
-        or changes one's own user modes."""
+        """`!mode #room …` is the room's (chatnet.rooms); `!mode <you> [+w|-w|-o]`, one's
+        own user modes (chatnet.operators)."""
         target, _, changes = args.strip().partition(" ")
         if not target or target.startswith("#"):
             self._room_mode(session, args)
-            return
-        if target.lower() != session.key:
-            raise ProtocolError("Only your own user modes can be shown or changed: !mode <your name> [+w|-w|-o].")
-        changes = changes.strip()
-        if not changes:
-            session.notice(f"Your modes: {self._user_modes(session)}", Event.USER_MODE, user=session.name, modes=self._user_modes(session), changes=None)
-            return
-        unknown = set(changes) - USER_MODES - set("+-i")  # +i: IRC's invisible, which everyone is here
-        if unknown:
-            raise ProtocolError(f"Unknown user mode {''.join(sorted(unknown))!r}: +w hears !wallops, -o stops being an operator.")
-        done: list[str] = []
-        adding = True
-        for char in changes:
-            if char in "+-":
-                adding = char == "+"
-            elif char == "w" and adding != session.hears_wallops:
-                session.hears_wallops = adding
-                done.append(("+" if adding else "-") + char)
-            elif char == "o" and not adding and session.operator:  # +o is !oper's alone (RFC 2812: ignored)
-                logger.info("%s is no network operator any more", session.who)
-                session.operator = ""
-                done.append("-o")
-        if session.operator or session.hears_wallops:
-            self._wallops.add(session)
         else:
-            self._wallops.discard(session)
-        modes = self._user_modes(session)
-        session.notice(f"Your modes: {modes}", Event.USER_MODE, user=session.name, modes=modes, changes=done)
-
-    @staticmethod
-    def _user_modes(session: Session) -> str:
-        return "+" + ("o" if session.operator else "") + ("w" if session.hears_wallops else "")
+            self.operators.user_mode(session, target, changes)
 
 
 def _as_mail(msg_id: str, sender: str, destination: str, message: str, timestamp: str, kind: str, metadata: dict[str, Any] | None) -> tuple[dict[str, Any], MailOptions]:

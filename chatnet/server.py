@@ -4,6 +4,8 @@
         │  events                                          ^
         v                                                  │ renders
     Router (who is online, routing, commands, hand-over) ──┘ through the session
+        ├── Rooms, People, Operators (rooms, names and accounts, network operators: their
+        │   commands merged into the router's table; none of them imports the router)
         ├── Directory (who is online here) and, with CLUSTER_URL, Nodes (the others, through Redis)
         └── MailWriter, Archiver (delivery off the routing path, through the message API)
 

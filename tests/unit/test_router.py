@@ -1013,7 +1013,7 @@ async def test_wallops_go_to_the_names_on_other_nodes_and_come_from_them_to_list
     carol = await text_client(oper_router, "carol")
     dave = await text_client(oper_router, "dave")
     nodes = RecordingNodes({"bob": ["node2"]})
-    oper_router.nodes = nodes  # type: ignore[assignment]
+    oper_router.operators.nodes = nodes  # type: ignore[assignment]
     try:
         alice.send(f"!oper admin {TOKEN}", "!wallops hello all")
         await alice.settle()
@@ -1026,4 +1026,4 @@ async def test_wallops_go_to_the_names_on_other_nodes_and_come_from_them_to_list
         assert await carol.settle() == ["Wallops from bob: hi"]
         assert await dave.settle() == []
     finally:
-        oper_router.nodes = None
+        oper_router.operators.nodes = None
