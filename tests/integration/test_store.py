@@ -411,10 +411,15 @@ async def test_room_history_is_stored_once_per_room_and_pages_whole(rooms: RoomS
     assert (await rooms.store.history("alice", "bob"))[0] == []  # no room message in the direct history
 
 
+# A new room's settings (chatnet.rooms_store): +n -t, its creator its one operator.
+NEW_ROOM = {"moderated": False, "no_external": True, "secret": False, "topic_lock": False, "key": None, "limit": None,
+            "bans": [], "ops": ["Alice"], "voiced": []}  # fmt: skip
+
+
 async def test_rooms_members_invitations_and_counts(rooms: RoomStore) -> None:
     """Joins, leaves, invitations and kicks keep the member count; a count left wrong is mended when the room is read."""
     doc, created = await rooms.join("#Secret", "Alice")
-    assert created and room_info(doc) == {"name": "#Secret", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 1}
+    assert created and room_info(doc) == {"name": "#Secret", "owner": "Alice", "topic": None, "topic_by": None, "private": False, "members": 1, **NEW_ROOM}
     await rooms.set_room("#secret", "alice", private=True)
     with pytest.raises(RoomRefused) as refused:
         await rooms.join("#secret", "bob")
