@@ -55,15 +55,16 @@ from chatnet.protocol import (
     Name,
     dumps,
     format_datetime,
-    from_mail_document,
+    from_history_entry,
     history_entry,
     is_room,
     parse_timestamp,
     unencodable,
     unstorable,
+    utcnow,
 )
 from chatnet.rooms_store import RoomRefused, RoomStore
-from chatnet.store import Store, encode_cursor
+from chatnet.store import Store, encode_cursor, unrolled
 
 logger = logging.getLogger("chatnet.api")
 
@@ -85,8 +86,8 @@ ARCHIVE_SLICE: Final = 200
 # follow each other without a slice in between; never deferred longer than the most.
 ARCHIVE_PAUSE_SECONDS: Final = 0.05
 ARCHIVE_MAX_DEFER_SECONDS: Final = 2.0
-# Mail documents served and not yet acknowledged, kept so an ack needn't read them
-# again (the oldest are forgotten first; a forgotten one is simply read).
+# Messages in the mail bundles served and not yet acknowledged, kept so an ack needn't
+# read them again (the oldest are forgotten first; a forgotten one is simply read).
 MAX_SERVED: Final = 20_000
 
 
@@ -343,8 +344,11 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """401 unless the request carries the configured bearer token (when one is set)."""
+async def require_token(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """401 unless the request carries the configured bearer token (when one is set).
+    Async, though it never awaits: FastAPI runs a plain function in a worker thread,
+    and that hop cost every request more than the rest of its dependencies (profiled
+    under the mail workload)."""
     if settings.api_token is None:
         return
     expected = settings.api_token.get_secret_value().encode()
@@ -378,21 +382,28 @@ AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 
 
 class ServedMail:
-    """The mail documents lately served by GET /mail, by id, until acknowledged."""
+    """The mail bundles lately served by GET /mail (and POST /mail/pending), by
+    recipient key, until acknowledged: an ack of what they hold needn't read them again
+    (the store checks that they are unchanged). A recipient's latest read replaces the
+    one before; the oldest recipients are forgotten first, beyond `capacity` messages."""
 
     def __init__(self, capacity: int = MAX_SERVED) -> None:
         self.capacity = capacity
-        self.docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.bundles: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self.held = 0  # messages in them
 
-    def remember(self, docs: list[dict[str, Any]]) -> None:
-        for doc in docs:
-            self.docs[doc["_id"]] = doc
-            self.docs.move_to_end(doc["_id"])
-        while len(self.docs) > self.capacity:
-            self.docs.popitem(last=False)
+    def remember(self, key: str, bundles: list[dict[str, Any]]) -> None:
+        self.take(key)
+        self.bundles[key] = bundles
+        self.held += sum(doc["count"] for doc in bundles)
+        while self.held > self.capacity and self.bundles:
+            self.held -= sum(doc["count"] for doc in self.bundles.popitem(last=False)[1])
 
-    def take(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {i: doc for i in ids if (doc := self.docs.pop(i, None)) is not None}
+    def take(self, key: str) -> dict[str, dict[str, Any]]:
+        """The recipient's bundles, by id, forgotten here (an ack changes them)."""
+        bundles = self.bundles.pop(key, [])
+        self.held -= sum(doc["count"] for doc in bundles)
+        return {doc["_id"]: doc for doc in bundles}
 
 
 class HistoryCopier:
@@ -706,11 +717,11 @@ async def pending_mail(
 ) -> JSONResponse:
     """The user's pending mail, oldest first, and how much is pending in all."""
     with request.app.state.copier.foreground():
-        docs = await store.pending_documents(user, limit)
-        # No need to count when the page holds everything (the mailbox keeps counting cheap).
-        total = len(docs) if len(docs) < limit else await store.pending_count(user)
-    request.app.state.served.remember(docs)
-    return JSONResponse({"user": user, "messages": [from_mail_document(doc) for doc in docs], "total": total})
+        bundles = await store.pending_bundles(user)
+    entries = unrolled(bundles, utcnow())
+    request.app.state.served.remember(user.lower(), bundles)
+    messages = [from_history_entry(e) for e in entries[:limit]]
+    return JSONResponse({"user": user, "messages": messages, "total": len(entries)})
 
 
 async def pending_many(body: PendingIn, store: StoreDep, request: Request) -> JSONResponse:
@@ -721,12 +732,13 @@ async def pending_many(body: PendingIn, store: StoreDep, request: Request) -> JS
     with request.app.state.copier.foreground():
         totals, pages = await store.pending_pages(given, body.limit)
     answer = []
+    now = utcnow()
     for key, total in totals.items():
-        docs = pages.get(key)
-        if docs is not None:
-            request.app.state.served.remember(docs)
-        messages = None if docs is None else [from_mail_document(doc) for doc in docs]
-        if messages is not None:
+        bundles = pages.get(key)
+        messages = None
+        if bundles is not None:
+            request.app.state.served.remember(key, bundles)
+            messages = [from_history_entry(e) for e in unrolled(bundles, now)]
             total = len(messages)  # what has expired since the last sweep is not counted
             if not total:
                 continue
@@ -735,14 +747,14 @@ async def pending_many(body: PendingIn, store: StoreDep, request: Request) -> JS
 
 
 async def ack_mail(user: PathName, body: AckIn, store: StoreDep, request: Request) -> Acknowledged:
-    """Remove the user's mail with these ids from the mailbox; it moves to the history.
+    """Take the user's mail with these ids out of the mail; it moves to the history.
 
-    The answer comes once the mail is out of the mailbox; the copy to the history
-    follows in the background (see `HistoryCopier`)."""
+    The answer comes once the mail is out; the copy to the history follows in the
+    background (see `HistoryCopier`)."""
     with request.app.state.copier.foreground():
-        removed, docs = await store.take_mail(user, body.ids, request.app.state.served.take(body.ids))
-    if docs:
-        request.app.state.copier.submit(docs)
+        removed, entries = await store.take_mail(user, body.ids, request.app.state.served.take(user.lower()))
+    if entries:
+        request.app.state.copier.submit(entries)
     return Acknowledged(acknowledged=removed)
 
 

@@ -3,6 +3,8 @@ default; CHATNET_TEST_MONGO_URL for another one)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -60,15 +62,15 @@ async def test_ack_moves_own_mail_to_history(store: Store) -> None:
 
 
 async def test_take_mail_uses_documents_already_read(store: Store) -> None:
-    """Taking mail removes it in one go whether its documents were read before or not,
-    and hands back each document as it was stored, for the history."""
+    """Taking mail removes it in one go whether its bundles were read before or not,
+    and hands back each message as it was stored, for the history."""
     to_bob = [mail("alice", "bob", f"m{i}", seconds=i, metadata={"n": i}) for i in range(4)]
     await store.store_mail(to_bob, ttl_seconds=600)
-    read = {doc["_id"]: doc for doc in await store.pending_documents("bob", limit=2)}
+    read = {doc["_id"]: doc for doc in await store.pending_bundles("bob")}
     removed, docs = await store.take_mail("bob", [m.id for m in to_bob[:3]], read)
     assert removed == 3
     assert sorted(doc["message"] for doc in docs) == ["m0", "m1", "m2"]
-    assert {doc["_id"]: doc["metadata"] for doc in docs} == {m.id: m.metadata for m in to_bob[:3]}
+    assert {doc["id"]: doc["metadata"] for doc in docs} == {m.id: m.metadata for m in to_bob[:3]}
     assert await store.take_mail("carol", [to_bob[3].id]) == (0, [])
     await store.archive_delivered(docs)
     history, _ = await store.history("alice", "bob")
@@ -132,7 +134,7 @@ async def test_expired_mail_is_never_returned(store: Store) -> None:
     assert [m["message"] for m in await store.pending("carol")] == ["gone"]
     await eventually(lambda: store.pending("carol"), lambda found: found == [], "carol's pending mail")
     await store.sweep_expired()  # both expired ones, unless a TTL monitor was quicker
-    assert await store.mailbox.count_documents({}) == 1
+    assert await store.mail.count_documents({}) == 1
     assert await store.pending_count() == 1
 
 
@@ -172,6 +174,127 @@ async def test_timestamps_keep_milliseconds(store: Store) -> None:
     (stored,) = await store.pending("bob")
     assert stored["timestamp"] == format_datetime(message.timestamp)
     assert stored["timestamp"].endswith(".123Z")
+
+
+# --- mail in bundles: one document per stored batch and recipient -----------------------------
+
+
+async def test_a_batch_is_one_bundle_per_recipient(store: Store) -> None:
+    """One request's mail is one document for each recipient, whatever its size."""
+    await store.store_mail([mail("alice", "bob", f"m{i}", seconds=i) for i in range(300)] + [mail("alice", "Carol", "for carol")])
+    assert await store.mail.count_documents({}) == 2
+    assert await store.pending_count("bob") == 300 and await store.pending_count("carol") == 1
+
+
+async def test_a_bundle_partly_acknowledged_keeps_the_rest_in_order(store: Store) -> None:
+    """Acknowledging some ids of a bundle takes out exactly those; the rest stays
+    pending, in order, with its metadata as stored (booleans too); a repeat takes nothing."""
+    batch = [mail("alice", "bob", f"m{i}", seconds=i, metadata={"n": i, "urgent": i % 2 == 0}) for i in range(5)]
+    await store.store_mail(batch)
+    assert await store.ack("bob", [batch[1].id, batch[3].id]) == 2
+    left = await store.pending("bob")
+    assert left == [batch[i].model_dump(mode="json") for i in (0, 2, 4)]
+    assert left[0]["metadata"]["urgent"] is True
+    assert await store.pending_count("bob") == 3
+    assert await store.ack("bob", [batch[1].id]) == 0
+    assert await store.ack("bob", [m.id for m in batch]) == 3
+    assert await store.pending("bob") == [] and await store.mail.count_documents({}) == 0  # emptied: gone
+
+
+async def test_mail_survives_a_restart_between_store_and_ack(store: Store, store_url: str) -> None:
+    """What a store process confirmed is there for the next one: the same mail, acked by
+    id there; the same batch sent again after the restart (a retry) is not stored twice."""
+    batch = [mail("alice", "bob", f"m{i}", seconds=i) for i in range(4)]
+    await store.store_mail(batch)
+    store.close()
+    again = Store.open(store_url, store.db.name)
+    try:
+        await again.ensure_indexes()
+        assert [m["message"] for m in await again.pending("bob")] == ["m0", "m1", "m2", "m3"]
+        assert await again.store_mail(batch) == [m.id for m in batch]
+        assert await again.pending_count("bob") == 4
+        assert await again.ack("bob", [batch[0].id]) == 1
+        assert [m["message"] for m in await again.pending("bob")] == ["m1", "m2", "m3"]
+    finally:
+        store.client = again.client  # the fixture drops the database through it
+        store.db = again.db
+
+
+async def test_pending_mail_is_in_time_order_across_bundles(store: Store) -> None:
+    """Bundles stored later may hold older messages (a broken session's unreceived live
+    messages): pending mail reads oldest first all the same, and a short page is the oldest."""
+    await store.store_mail([mail("alice", "bob", "b", seconds=2), mail("alice", "bob", "d", seconds=4)])
+    await store.store_mail([mail("carol", "bob", "a", seconds=1), mail("carol", "bob", "c", seconds=3)])
+    assert [m["message"] for m in await store.pending("bob")] == ["a", "b", "c", "d"]
+    assert [m["message"] for m in await store.pending("bob", limit=2)] == ["a", "b"]
+    page, total = await store.pending_page("bob", limit=2)
+    assert [e["message"] for e in page] == ["a", "b"] and total == 4
+    history, _ = await store.history("bob", "carol")
+    assert [m["message"] for m in history] == ["c", "a"]
+
+
+async def test_a_message_in_two_bundles_is_pending_once(store: Store) -> None:
+    """The same id stored in two batches (in other company) is handed over once and
+    acknowledged out of both."""
+    twice = mail("alice", "bob", "twice", seconds=1)
+    await store.store_mail([twice, mail("alice", "bob", "first batch", seconds=2)])
+    await store.store_mail([twice, mail("alice", "bob", "second batch", seconds=3)])
+    assert [m["message"] for m in await store.pending("bob")] == ["twice", "first batch", "second batch"]
+    assert (await store.pending_page("bob"))[1] == 3
+    assert await store.ack("bob", [twice.id]) == 1
+    assert [m["message"] for m in await store.pending("bob")] == ["first batch", "second batch"]
+
+
+async def test_acknowledgements_at_once_never_undo_each_other(store: Store) -> None:
+    """Two acks of different ids of one bundle at the same moment, and one made with a
+    copy of the bundle read before the other changed it: each takes out its own ids."""
+    batch = [mail("alice", "bob", f"m{i}", seconds=i) for i in range(6)]
+    await store.store_mail(batch)
+    stale = {doc["_id"]: doc for doc in await store.pending_bundles("bob")}
+    results = await asyncio.gather(store.take_mail("bob", [batch[0].id]), store.take_mail("bob", [batch[1].id]))
+    assert [removed for removed, _ in results] == [1, 1]
+    removed, taken = await store.take_mail("bob", [batch[2].id], stale)  # read before both of those
+    assert (removed, [e["message"] for e in taken]) == (1, ["m2"])
+    assert [m["message"] for m in await store.pending("bob")] == ["m3", "m4", "m5"]
+    assert await store.take_mail("carol", [batch[3].id], stale) == (0, [])  # someone else's bundles: nothing
+
+
+async def test_keep_latest_and_ttl_hold_across_bundles(store: Store) -> None:
+    """keep_latest trims a sender's older mail in earlier bundles too, leaving the other
+    senders' and other types' mail in them; a bundle's ttl is its own."""
+    readings = [mail("thermo", "bob", f"{20 + i} C", seconds=i, type=MessageType.SUBSCRIPTION) for i in range(5)]
+    chat = mail("thermo", "bob", "a chat from thermo", seconds=0.5)
+    await store.store_mail([readings[0], chat, mail("alice", "bob", "alice's", seconds=0.7), readings[1]], keep_latest=2)
+    await store.store_mail(readings[2:4], keep_latest=2)
+    await store.store_mail(readings[4:], ttl_seconds=3600, keep_latest=2)
+    assert [m["message"] for m in await store.pending("bob")] == ["a chat from thermo", "alice's", "23 C", "24 C"]
+    await store.store_mail([mail("alice", "bob", "short-lived", seconds=9)], ttl_seconds=1)
+    await eventually(lambda: store.pending("bob"), lambda found: len(found) == 4, "the short-lived bundle expired")
+    assert [m["message"] for m in await store.pending("bob")] == ["a chat from thermo", "alice's", "23 C", "24 C"]
+
+
+async def test_mail_of_the_one_document_per_message_layout_moves_into_bundles(store_url: str) -> None:
+    """Pending mail kept one document per message (the mailbox, the layout before) is
+    pending in bundles once the store opens it: in order, with its ttl, acknowledged by
+    id, in the conversation lists; the mailbox is left empty."""
+    name = f"s{uuid.uuid4().hex[:12]}"
+    old = Store.open(store_url, name)
+    try:
+        expires = utcnow() + timedelta(hours=1)
+        docs = [keyed(mail_document(mail("alice", "Bob", f"old{i}", seconds=i), expires if i == 1 else None)) for i in range(3)]
+        await old.mailbox.insert_many([docs[2], docs[0], docs[1]])
+        store = Store.open(store_url, name)
+        await store.ensure_indexes()
+        assert [m["message"] for m in await store.pending("bob")] == ["old0", "old1", "old2"]
+        assert await store.mailbox.count_documents({}) == 0
+        assert [doc.get("expires_at") is not None for doc in await store.pending_bundles("bob")].count(True) == 1
+        assert [(c["users"], json.loads(c["last"])["message"]) for c in await store.direct.find({}).to_list(None)] == [(["alice", "bob"], "old2")]
+        assert await store.ack("bob", [docs[1]["_id"]]) == 1
+        assert [m["message"] for m in await store.pending("bob")] == ["old0", "old2"]
+        store.close()
+    finally:
+        await old.client.drop_database(name)
+        old.close()
 
 
 def old_layout(message: Message, status: str) -> dict[str, object]:
