@@ -20,7 +20,6 @@ no clock.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Final
 
 from chatnet.dialects import ircline
@@ -94,7 +93,7 @@ class IrcNumerics:
     __slots__ = ("nick", "channels", "_asked", "_shown", "_names_end")
     nick: str
     channels: set[str]
-    _asked: deque[tuple[str, str]]
+    _asked: list[tuple[str, str]]
     _shown: tuple[str, str, str]
     _names_end: dict[str, str]
 
