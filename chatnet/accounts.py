@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import math
 import secrets
 from collections.abc import Iterable
@@ -32,7 +31,7 @@ from argon2.exceptions import VerificationError
 from chatnet.accounts_store import AccountStore
 from chatnet.config import Settings
 from chatnet.limits import MAX_PASSWORD_CHARS
-from chatnet.protocol import Kind, LoginReason, utcnow
+from chatnet.protocol import Kind, LoginReason, address_counter, utcnow
 from chatnet.store import Store, epoch_ms
 
 # Passwords: long enough to be worth hashing, short enough that nobody hashes a novel.
@@ -103,20 +102,6 @@ def token_digest(token: str) -> str:
 
 def name_counter(name: str) -> str:
     return f"name:{name_key(name)}"
-
-
-def address_counter(source: str) -> str:
-    """An address's counter: IPv4 as it is (also when mapped into IPv6), IPv6 by its /64,
-    which one subscriber usually holds whole."""
-    try:
-        address = ipaddress.ip_address(source)
-    except ValueError:
-        return f"addr:{source.lower()}"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is None:
-            return f"addr:{ipaddress.ip_network((address, 64), strict=False)}"
-        address = address.ipv4_mapped
-    return f"addr:{address}"
 
 
 @dataclass(frozen=True)

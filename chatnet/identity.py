@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import time
 from collections import deque
@@ -34,7 +33,7 @@ from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, ChatError, LoginFailed, StoreUnavailable
 from chatnet.limits import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
-from chatnet.protocol import SERVER_NAME, Kind, Login, LoginReason, OperReason
+from chatnet.protocol import SERVER_NAME, Kind, Login, LoginReason, OperReason, address_counter
 
 logger = logging.getLogger("chatnet.server")
 
@@ -120,20 +119,6 @@ class Lockout:
 
     def cleared(self, counter: str) -> None:
         self._failures.pop(counter, None)
-
-
-def address_counter(address: str) -> str:
-    """An address as the lockout counts it: an IPv6 address by its /64, which one
-    subscriber usually holds whole (as the message API counts logins)."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return f"addr:{address.lower()}"
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is None:
-            return f"addr:{ipaddress.ip_network((parsed, 64), strict=False)}"
-        parsed = parsed.ipv4_mapped
-    return f"addr:{parsed}"
 
 
 def password_problem(password: str) -> str | None:

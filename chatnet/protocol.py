@@ -16,6 +16,7 @@ Pure: no I/O. The wire formats themselves (text lines, JSON frames) are the dial
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import math
@@ -153,6 +154,21 @@ class OperReason(StrEnum):
     WRONG_PASSWORD = "wrong_password"  # not the API token (counted: LOGIN_ATTEMPTS lock it)
     LOCKED = "locked"  # too many wrong ones from the name or the address: retry_after
     NOT_OPERATOR = "not_operator"  # only network operators may do that
+
+
+def address_counter(source: str) -> str:
+    """An address as the wrong-password lockouts count it (the message API's for logins,
+the chat server's for !oper): IPv4 as it is (also when mapped into IPv6), IPv6 by its /64,
+    which one subscriber usually holds whole."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return f"addr:{source.lower()}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            return f"addr:{ipaddress.ip_network((address, 64), strict=False)}"
+        address = address.ipv4_mapped
+    return f"addr:{address}"
 
 
 def is_valid_name(name: str) -> bool:
