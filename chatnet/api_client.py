@@ -148,6 +148,21 @@ def _read_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
+def _decoded(status: int, text: str, shape: type, what: str) -> Any:
+    """The answer's JSON, when it has `shape`; a 4xx raises ApiRejected (with the answer's
+    `reason` and `retry_after` when it gives them), another body StoreUnavailable."""
+    if status >= 400:
+        reason, retry_after = _reason(text)
+        raise ApiRejected(status, _detail(text), reason, retry_after)
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, shape):
+        raise StoreUnavailable(f"message API answered {status} with a body that is not {what}")
+    return answer
+
+
 class ApiClient:
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -206,15 +221,8 @@ class ApiClient:
     def _answer(status: int, text: str) -> dict[str, Any]:
         """A JSON object answered; a 4xx raises ApiRejected (with the answer's `reason`
         and `retry_after` when it gives them)."""
-        if status >= 400:
-            reason, retry_after = _reason(text)
-            raise ApiRejected(status, _detail(text), reason, retry_after)
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise StoreUnavailable(f"message API answered {status} with a body that is not a JSON object")
+        answer = _decoded(status, text, dict, "a JSON object")
+        assert isinstance(answer, dict)
         return answer
 
     # --- accounts ---------------------------------------------------------------------
@@ -488,14 +496,8 @@ class ApiClient:
     async def _request_list(self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """The API's answer when it is a JSON array; a 4xx raises ApiRejected."""
         status, text = await self._exchange(method, path, body, params)
-        if status >= 400:
-            self._answer(status, text)  # raises
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, list):
-            raise StoreUnavailable(f"message API answered {status} with a body that is not a JSON array")
+        answer = _decoded(status, text, list, "a JSON array")
+        assert isinstance(answer, list)
         return answer
 
     async def bot_definitions(self) -> list[dict[str, Any]]:
