@@ -54,7 +54,6 @@ import asyncio
 import enum
 import logging
 import random
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -62,6 +61,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from chatnet.cli import stop_on_signals
 from chatnet.config import Settings
 from chatnet.dialects.json import client_frame
 from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
@@ -736,9 +736,6 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 
 async def serve(bot: Bot) -> None:
     """Run `bot` until SIGINT or SIGTERM: what a bot's entry script calls."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await bot.run(stop)
     logger.info("%s stopped", bot.name)

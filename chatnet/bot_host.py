@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit
 from chatnet.api_client import ApiClient
 from chatnet.assistant import Assistant, AssistantConfig, Bounds, ChatModel, ModelStats, OpenAIModel
 from chatnet.bot import SHUTDOWN_GRACE
+from chatnet.cli import stop_on_signals
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
 
@@ -306,10 +306,7 @@ async def serve_host(settings: Settings) -> None:
     """openai_bot.py: the host and its HTTP chat, until SIGINT or SIGTERM."""
     from chatnet.bot_http import serve_http  # it builds on this module
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with ApiClient.from_settings(settings) as api:
         host = BotHost(settings, api)
         async with serve_http(host, settings):

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 from typing import Final
 
 from chatnet.api_client import ApiClient
+from chatnet.cli import stop_on_signals
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, IrcDialect, pick_text_or_json
 from chatnet.errors import ClusterUnavailable
@@ -122,10 +122,7 @@ def _port(listener: asyncio.Server | None) -> int:
 
 async def serve(settings: Settings) -> None:
     """Run the chat server until SIGINT/SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     async with ApiClient.from_settings(settings) as api:
         server = ChatServer(settings, api)
         try:

@@ -77,7 +77,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -87,6 +86,7 @@ import aiohttp
 from aiohttp import WSMsgType, hdrs, web
 
 from chatnet.api_client import ApiClient, LoginCheck
+from chatnet.cli import stop_on_signals
 from chatnet.config import Settings
 from chatnet.dialects.json import client_frame, parse_frame, server_frame
 from chatnet.errors import ApiRejected, BadFrame, LoginInterrupted, LoginRefused, ProtocolError, StoreUnavailable
@@ -945,10 +945,7 @@ async def serve(settings: Settings) -> None:
     scheme = "https" if ssl_context is not None else "http"
     logger.info("web page on %s://%s:%d (chat server %s:%d)", scheme, settings.web_host, port,
                 settings.chat_host, settings.chat_port)  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await stop.wait()
     logger.info("shutting down")
     await runner.cleanup()
