@@ -26,10 +26,22 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     store.close()
 
 
+class Base:
+    """What `mail()` counts from: an hour before the test began, one value for all of the
+    test's messages (taken per call, a second ticking over between two batches made
+    `seconds=1` of the later one equal `seconds=2` of the earlier)."""
+
+    at = utcnow().replace(microsecond=0) - timedelta(hours=1)
+
+
+@pytest.fixture(autouse=True)
+def base_time() -> None:
+    Base.at = utcnow().replace(microsecond=0) - timedelta(hours=1)
+
+
 def mail(sender: str, destination: str, text: str, seconds: float = 0, **fields: object) -> Message:
-    """A message `seconds` after a fixed base time, so order is deterministic."""
-    base = utcnow().replace(microsecond=0) - timedelta(hours=1)
-    return Message(sender=sender, destination=destination, message=text, timestamp=base + timedelta(seconds=seconds), **fields)
+    """A message `seconds` after the test's base time, so order is deterministic."""
+    return Message(sender=sender, destination=destination, message=text, timestamp=Base.at + timedelta(seconds=seconds), **fields)
 
 
 async def test_pending_is_oldest_first_and_limited(store: Store) -> None:
