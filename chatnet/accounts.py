@@ -230,6 +230,18 @@ class Accounts:
         issued = await self._issue_token(key) if want_token else None
         return Granted(account.name, account.kind, registered=True, token=issued)
 
+    async def guest_logins(self, names: list[str]) -> list[str]:
+        """The login check of many names without credentials at once (a storm of
+        guests): those no account holds, recorded as used, each as given. An account's
+        name is left out: its login needs the check of `login`, one by one."""
+        keys: dict[str, str] = {}
+        for name in names:
+            keys.setdefault(name_key(name), name)  # the first spelling, as `record_names` keeps
+        held = await self.records.account_keys(list(keys))
+        guests = [name for key, name in keys.items() if key not in held]
+        await self.store.record_names(guests)
+        return guests
+
     async def change_password(self, name: str, old: str, new: str) -> int | Refused | None:
         """Set a new password, given the old one (wrong ones count against the name):
         how many session tokens were revoked, a refusal, or None without such an account."""

@@ -32,6 +32,10 @@ class AccountStore:
     async def find_account(self, key: str) -> Document | None:
         return await self.store.accounts.find_one({"_id": key})
 
+    async def account_keys(self, keys: list[str]) -> set[str]:
+        """Which of these keys an account holds (one query for a batch of logins)."""
+        return {doc["_id"] for doc in await self.store.accounts.find({"_id": {"$in": keys}}, {"_id": 1}).to_list(None)}
+
     async def account_kinds(self) -> dict[str, str]:
         """Every account's key and kind (person or bot)."""
         return {doc["_id"]: doc["kind"] async for doc in self.store.accounts.find({}, {"kind": 1})}

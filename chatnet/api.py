@@ -41,6 +41,7 @@ from chatnet.limits import (
     MAIL_PAGE,
     MAX_ACK_IDS,
     MAX_BATCH,
+    MAX_GUEST_LOGINS,
     MAX_KEEP_LATEST,
     MAX_MAIL_TTL_SECONDS,
     MAX_PASSWORD_CHARS,
@@ -262,6 +263,16 @@ class AccountPublic(BaseModel):
 
 class AccountKinds(BaseModel):
     kinds: dict[str, Literal["person", "bot"]] = Field(description="every account's name (lower case) and kind")
+
+
+class GuestLoginsIn(BaseModel):
+    names: list[Name] = Field(min_length=1, max_length=MAX_GUEST_LOGINS)
+
+
+class GuestLoginsOut(BaseModel):
+    guests: list[str] = Field(
+        description="the names no account holds, as first given, now recorded as used; each name left out is an account's (its own POST /accounts/{name}/login)"
+    )
 
 
 class LoginIn(BaseModel):
@@ -584,6 +595,7 @@ def _routes() -> APIRouter:
     router.post(
         "/accounts/{name}/login", response_model=LoginOut, response_model_exclude_none=True, responses=REFUSALS, tags=["accounts"]
     )(login)
+    router.post("/logins/guests", response_model=GuestLoginsOut, tags=["accounts"])(guest_logins)
     router.put("/accounts/{name}/password", response_model=PasswordChanged, responses=REFUSALS | missing, tags=["accounts"])(change_password)
     router.delete("/accounts/{name}/tokens/{token}", response_model=TokenRevoked, tags=["accounts"])(revoke_token)
     router.post("/mail", status_code=201, response_model=MailStored, tags=["mail"])(store_mail)
@@ -687,6 +699,15 @@ async def login(name: PathName, body: LoginIn, accounts: AccountsDep) -> LoginOu
     return LoginOut.model_validate(
         {"name": granted.name, "kind": granted.kind.value, "registered": granted.registered, "token": granted.token}
     )
+
+
+async def guest_logins(body: GuestLoginsIn, accounts: AccountsDep) -> GuestLoginsOut:
+    """The chat server's question for a storm of logins without a password or token,
+    in one request: which names are guests' (no account holds them; recorded as used,
+    as their own login check would). A name an account holds is left out, and its
+    login goes on with POST /accounts/{name}/login, which knows its password, token
+    and locks."""
+    return GuestLoginsOut(guests=await accounts.guest_logins(body.names))
 
 
 async def change_password(name: PathName, body: PasswordIn, accounts: AccountsDep) -> PasswordChanged | JSONResponse:

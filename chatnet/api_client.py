@@ -245,6 +245,13 @@ class ApiClient:
         kinds: dict[str, str] = (await self._request("GET", "/accounts"))["kinds"]
         return kinds
 
+    async def guest_logins(self, names: Iterable[str]) -> dict[str, bool]:
+        """A window of logins without credentials asked at once: by key (lower case),
+        True for each name no account holds (a guest's, now recorded as used). A name
+        left out is an account's: its login is checked alone (`check_login`)."""
+        answer = await self._request("POST", "/logins/guests", {"names": list(names)})
+        return {name.lower(): True for name in answer["guests"]}
+
     async def account(self, name: str) -> Account | None:
         """The account holding the name (in any case), or None."""
         status, text = await self._exchange("GET", self._account_path(name))

@@ -26,6 +26,7 @@ import hmac
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -129,9 +130,13 @@ def password_problem(password: str) -> str | None:
 
 
 class Identity:
-    def __init__(self, settings: Settings, api: ApiClient) -> None:
+    def __init__(self, settings: Settings, api: ApiClient, look_guest: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.settings = settings
         self.api = api
+        # Asks, with the other logins of the moment, whether a name without credentials
+        # is a guest's (`chatnet.delivery.FirstLook` over `ApiClient.guest_logins`): a
+        # storm of guests costs the API one request per window, not one per login.
+        self.look_guest = look_guest
         self.rate = LoginRate(settings.login_rate, max(1.0, settings.login_rate * 5))
         # Names known to be accounts (key -> kind), loaded at start and learned from the
         # API's answers: what is refused while the API can't be asked.
@@ -167,6 +172,8 @@ class Identity:
         if login.service_token is not None:
             return await self._service(login)
         try:
+            if await self._guest_at_once(login):
+                return self._guest(name)
             answer = await self.api.check_login(
                 name, address, password=login.password, token=login.token, want_token=login.want_token
             )
@@ -187,6 +194,19 @@ class Identity:
             return self._guest(name)
         self.known[key] = answer.kind
         return Admission(answer.name, answer.kind, answer.token)
+
+    async def _guest_at_once(self, login: Login) -> bool:
+        """True when the window's question found the name a guest's. False when the
+        login is not one to ask so (credentials, a name known to be an account's), when
+        the name is an account's, or when the API could not read the window's request:
+        then the login is checked alone, so nobody else's name costs it anything."""
+        if self.look_guest is None or login.password is not None or login.token is not None or login.want_token or login.user.lower() in self.known:
+            return False
+        try:
+            return await self.look_guest(login.user)
+        except ApiRejected as exc:
+            logger.error("message API refused a window of guest logins: %s; checking %s alone", exc, login.user)
+            return False
 
     async def load(self) -> None:
         """Learn which names are accounts, retrying until the API answers."""

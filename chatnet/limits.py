@@ -43,6 +43,9 @@ MAIL_PAGE: Final = 10_000
 # Users in one POST /mail/pending: a login storm's window of names (the chat server asks
 # for FIRST_LOOK_BATCH at once); bounds the `$in` and the answer.
 MAX_PENDING_USERS: Final = 1000
+# Names in one POST /logins/guests: the same window of logins, asked whether they are
+# guests (the chat server sends FIRST_LOOK_BATCH at once).
+MAX_GUEST_LOGINS: Final = 1000
 # Ids in one acknowledgement: a whole page.
 MAX_ACK_IDS: Final = MAIL_PAGE
 # Ids a client puts in one ack frame: a frame is one line to the server, and a hundred of

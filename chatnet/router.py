@@ -107,10 +107,11 @@ class Router:
         self.flushes = Flushes()  # the sessions' output, written once per loop pass
         self.directory: Directory[Session] = directory if directory is not None else LocalDirectory()
         self._local = self.directory.local  # the routing path's one lookup
-        self.identity = Identity(settings, api)
+        self.priority = Priority()
+        self.guest_look: FirstLook[bool] = FirstLook(api.guest_logins, False, FIRST_LOOK_BATCH, self.priority, self.spawn, what="names")
+        self.identity = Identity(settings, api, self.guest_look.look)
         self.connections: set[Session] = set()  # logged in or not
         self._per_address: dict[str, int] = {}  # open connections by peer address
-        self.priority = Priority()
         self.mail = MailWriter(api, self.priority, self._mail_stored)
         self.archiver = Archiver(api, self.priority)
         self.first_look: FirstLook[Looked] = FirstLook(lambda names: api.pending_many(names, MAIL_PAGE), ([], 0), FIRST_LOOK_BATCH, self.priority, self.spawn)

@@ -965,14 +965,20 @@ class Store:
         `last_seen`, which is when a process first saw it used): a storm of returning
         guests makes no writes."""
         now = utcnow()
+        new: dict[str, str] = {}
         for name in names:
             key = name.lower()
-            if key in self._recorded:
-                continue
-            await self.names.update_one({"_id": key}, {"$setOnInsert": {"name": name, "first_seen": now}, "$set": {"last_seen": now}}, upsert=True)
-            if len(self._recorded) >= MAX_RECORDED_NAMES:
-                self._recorded.clear()  # forgotten names are written once more, which is harmless
-            self._recorded.add(key)
+            if key not in self._recorded:
+                new.setdefault(key, name)
+        if not new:
+            return
+        # One request for all of them (a batch of logins): the embedded store takes a
+        # bulk of upserts at a tenth of what as many requests cost.
+        ops = [UpdateOne({"_id": key}, {"$setOnInsert": {"name": name, "first_seen": now}, "$set": {"last_seen": now}}, upsert=True) for key, name in new.items()]
+        await self.names.bulk_write(ops, ordered=False)
+        if len(self._recorded) + len(new) > MAX_RECORDED_NAMES:
+            self._recorded.clear()  # forgotten names are written once more, which is harmless
+        self._recorded.update(new)
 
     async def unknown_names(self, names: Iterable[str]) -> list[str]:
         """The names (as given, each once, in order) nobody has used in any spelling."""

@@ -502,6 +502,13 @@ class FakeApi:
         self._done(call, self._clock)
         return {key: kind for key, (_, kind, _) in self.accounts.items()}
 
+    async def guest_logins(self, names: Iterable[str]) -> dict[str, bool]:
+        """The API's answer for a window of logins without credentials: the guests' keys."""
+        names = list(names)
+        call = await self._request("guest_logins", names=names)
+        self._done(call, self._clock)
+        return {name.lower(): True for name in names if name.lower() not in self.accounts}
+
     async def check_login(self, name: str, source: str, password: str | None = None, token: str | None = None, want_token: bool = False) -> LoginCheck:
         """The API's login rules (without its counters of wrong passwords)."""
         call = await self._request("check_login", name=name, source=source)

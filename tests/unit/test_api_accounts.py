@@ -206,6 +206,22 @@ def test_a_guest_logs_in_under_a_free_name_and_it_is_recorded(api: TestClient) -
     assert stored["unknown"] == ["Dave"]
 
 
+def test_a_window_of_guest_logins_is_one_request(api: TestClient) -> None:
+    """POST /logins/guests: the names no account holds come back as given and are
+    recorded as used (mail to them is not to someone unknown); an account's name and a
+    bot's are left out, their logins checked one by one; bad input is a 422."""
+    ok(create(api, "Alice"), 201)
+    ok(create(api, "OpenAI", None, "bot"), 201)
+    answer = ok(api.post("/logins/guests", json={"names": ["Carol", "alice", "Dave", "OPENAI", "carol"]}))
+    assert answer == {"guests": ["Carol", "Dave"]}  # one per name in any case, as first spelled
+    stored = ok(api.post("/mail", json={"messages": [chat("bob", "CAROL", "hi"), chat("bob", "dave", "hi"), chat("bob", "Erin", "hi")]}), 201)
+    assert stored["unknown"] == ["Erin"]
+    refused(login(api, "alice"), LoginReason.PASSWORD_REQUIRED)  # the account's own check is unchanged
+    for body in ({"names": []}, {"names": ["not a name"]}, {"names": ["x"] * 1001}, {}):
+        assert api.post("/logins/guests", json=body).status_code == 422, body
+    assert api.post("/logins/guests", json={"names": ["zed"]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
 def test_login_with_a_password(api: TestClient) -> None:
     """A registered name needs its password: none is password_required, a wrong one
     wrong_password, the right one lets in under the registered spelling, from any case."""
@@ -657,6 +673,15 @@ async def test_the_client_checks_logins(client: ApiClient) -> None:
         with pytest.raises(ApiRejected) as unauthorized:
             await stranger.check_login("alice", HERE, password=SECRET)
         assert unauthorized.value.status == 401
+
+
+async def test_the_client_asks_for_a_window_of_guests(client: ApiClient) -> None:
+    """guest_logins answers by key, True for each guest; an account's name is not in it."""
+    await client.create_account("Alice", SECRET)
+    assert await client.guest_logins(["Carol", "ALICE", "dave"]) == {"carol": True, "dave": True}
+    with pytest.raises(ApiRejected) as bad:
+        await client.guest_logins(["not a name"])
+    assert bad.value.status == 422
 
 
 async def test_the_client_hears_of_unknown_destinations(client: ApiClient) -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from chatnet.errors import ApiRejected
 from chatnet.flood import FloodBucket
 from chatnet.identity import LoginRate, password_problem
 from chatnet.router import Router
@@ -138,11 +139,43 @@ async def test_a_name_known_as_an_account_is_refused_while_the_api_is_away(route
     client.send("alice")
     assert await client.expect("Password:")
     api.fail("check_login")
+    api.fail("guest_logins")
     client.send("anything at all")
     assert await client.expect("Accounts can't be checked right now; try 'alice' again shortly.")
     other = Client(router)
     other.send("frank")
     assert await other.expect("Welcome, frank! No stored messages.")  # any other name: a guest, as before accounts
+
+
+async def test_a_burst_of_guests_is_one_question_and_an_account_among_them_is_asked_alone(router: Router, api: FakeApi) -> None:
+    """Logins without credentials that arrive together are asked as one window: twenty
+    guests cost one request. An account made after the server loaded the names is in
+    the same window, left out by the answer, and asked for its password as ever."""
+    await until(lambda: router.identity.loaded, "the account names loaded")
+    api.accounts["grace"] = ("Grace", "person", "another horse battery")
+    guests = [Client(router) for _ in range(20)]
+    for number, guest in enumerate(guests):
+        guest.send(f"guest{number}")
+    grace = Client(router)
+    grace.send("grace")
+    for number, guest in enumerate(guests):
+        assert await guest.expect(f"Welcome, guest{number}! No stored messages.")
+    assert await grace.expect("Password:")
+    asked = [call for call in api.calls if call.method == "guest_logins"]
+    assert len(asked) == 1 and set(asked[0].args["names"]) == {*(f"guest{n}" for n in range(20)), "grace"}
+    assert [call.args["name"] for call in api.calls if call.method == "check_login"] == ["grace"]
+
+
+async def test_a_window_the_api_refuses_is_checked_login_by_login(router: Router, api: FakeApi) -> None:
+    """The API refusing a window's request (a 422) costs nobody their login: each is then
+    checked alone."""
+    api.fail("guest_logins", ApiRejected(422, "names: bad (test)"))
+    clients = [Client(router) for _ in range(3)]
+    for number, client in enumerate(clients):
+        client.send(f"pat{number}")
+    for number, client in enumerate(clients):
+        assert await client.expect(f"Welcome, pat{number}! No stored messages.")
+    assert sorted(call.args["name"] for call in api.calls if call.method == "check_login") == ["pat0", "pat1", "pat2"]
 
 
 def test_password_rule() -> None:
@@ -213,6 +246,7 @@ async def test_nobody_goes_unchecked_before_the_account_names_are_known(api: Fak
     account names are loaded, a name that is none may chat as a guest while the API is away."""
     api.fail("account_kinds")
     api.fail("check_login")
+    api.fail("guest_logins")
     async with running_router(api) as router:
         client = Client(router)
         client.send("alice")
