@@ -21,18 +21,18 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
-from chatnet import api_bots, api_rooms
-from chatnet.accounts import TOKEN_MAX_CHARS, Account, Accounts, Refused
+from chatnet import api_accounts, api_bots, api_rooms
+from chatnet.accounts import Accounts
 from chatnet.accounts_store import AccountStore
 from chatnet.api_params import MessageId, PathKey, PathName
 from chatnet.config import Settings, get_settings
@@ -41,17 +41,12 @@ from chatnet.limits import (
     MAIL_PAGE,
     MAX_ACK_IDS,
     MAX_BATCH,
-    MAX_GUEST_LOGINS,
     MAX_KEEP_LATEST,
     MAX_MAIL_TTL_SECONDS,
-    MAX_PASSWORD_CHARS,
     MAX_PENDING_USERS,
-    MIN_PASSWORD_CHARS,
 )
 from chatnet.protocol import (
     Destination,
-    Kind,
-    LoginReason,
     Message,
     Name,
     dumps,
@@ -90,24 +85,6 @@ ARCHIVE_MAX_DEFER_SECONDS: Final = 2.0
 # Messages in the mail bundles served and not yet acknowledged, kept so an ack needn't
 # read them again (the oldest are forgotten first; a forgotten one is simply read).
 MAX_SERVED: Final = 20_000
-
-
-# The address a login comes from, as the chat server saw it (an IPv6 one with its zone fits).
-MAX_SOURCE_CHARS: Final = 64
-
-PathToken = Annotated[str, Path(min_length=1, max_length=TOKEN_MAX_CHARS, description="a session token")]
-
-
-def password_length(value: SecretStr) -> SecretStr:
-    """The length rule for a password being set, saying what it is, never what it was."""
-    if not MIN_PASSWORD_CHARS <= len(value.get_secret_value()) <= MAX_PASSWORD_CHARS:
-        raise ValueError(f"a password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters")
-    return value
-
-
-# A password being set. One offered at a login (or as the old one) has no length rule
-# here: of any length it is checked, and is wrong or right (see chatnet.accounts).
-NewPassword = Annotated[SecretStr, AfterValidator(password_length)]
 
 
 # --- request and response models -------------------------------------------------------
@@ -242,61 +219,8 @@ class StateDeleted(BaseModel):
     deleted: bool
 
 
-class AccountCreate(BaseModel):
-    name: Name
-    password: NewPassword | None = Field(None, description=f"{MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters; none for a bot")
-    kind: Literal["person", "bot"] = "person"
-
-    @model_validator(mode="after")
-    def _password_for_people_only(self) -> AccountCreate:
-        if self.kind == "person" and self.password is None:
-            raise ValueError("a person's account needs a password")
-        if self.kind == "bot" and self.password is not None:
-            raise ValueError("a bot account has no password: a bot logs in with the service token")
-        return self
-
-
-class AccountPublic(BaseModel):
-    name: str = Field(description="as its owner spelled it")
-    kind: Literal["person", "bot"]
-
-
-class AccountKinds(BaseModel):
-    kinds: dict[str, Literal["person", "bot"]] = Field(description="every account's name (lower case) and kind")
-
-
-class GuestLoginsIn(BaseModel):
-    names: list[Name] = Field(min_length=1, max_length=MAX_GUEST_LOGINS)
-
-
-class GuestLoginsOut(BaseModel):
-    guests: list[str] = Field(
-        description="the names no account holds, as first given, now recorded as used; each name left out is an account's (its own POST /accounts/{name}/login)"
-    )
-
-
-class LoginIn(BaseModel):
-    source: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS, description="the address the login comes from")
-    password: SecretStr | None = None
-    token: SecretStr | None = Field(None, description="a session token of this account, instead of the password")
-    want_token: bool = Field(False, description="answer with a new session token")
-
-
-class LoginOut(BaseModel):
-    name: str = Field(description="as registered; a guest's as given")
-    kind: Literal["guest", "person", "bot"]
-    registered: bool
-    token: str | None = Field(None, description="a new session token (only when asked for)")
-
-
 class Problem(BaseModel):
     detail: str
-
-
-class Refusal(BaseModel):
-    detail: str
-    reason: LoginReason | None = Field(None, description="why the login was refused (none: the bearer token was missing or wrong)")
-    retry_after: int | None = Field(None, description="seconds until a locked name or address may try again")
 
 
 # What every route behind the token may answer besides its own.
@@ -304,30 +228,6 @@ COMMON_ANSWERS: Final[dict[int | str, dict[str, Any]]] = {
     400: {"model": Problem, "description": "the body is not JSON"},
     401: {"model": Problem, "description": "missing or wrong bearer token"},
 }
-
-
-REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": Refusal, "description": "refused: password_required, wrong_password or reserved"},
-    429: {"model": Refusal, "description": "locked: too many wrong passwords for the name or from the address"},
-}
-
-
-class PasswordIn(BaseModel):
-    old: SecretStr
-    new: NewPassword
-
-
-class PasswordChanged(BaseModel):
-    changed: bool = True
-    revoked: int = Field(description="session tokens of the account revoked")
-
-
-class AccountDeleted(BaseModel):
-    deleted: bool
-
-
-class TokenRevoked(BaseModel):
-    revoked: bool
 
 
 class DatabaseHealth(BaseModel):
@@ -378,15 +278,6 @@ async def get_store(request: Request) -> Store:
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
-
-
-async def get_accounts(request: Request, _: StoreDep) -> Accounts:
-    """The accounts, over the store (with its indexes made)."""
-    accounts: Accounts = request.app.state.accounts
-    return accounts
-
-
-AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 
 
 # --- the history copy of acknowledged mail ---------------------------------------------------------
@@ -586,18 +477,7 @@ async def health() -> dict[str, str]:
 def _routes() -> APIRouter:
     router = APIRouter()
     router.get("/health/detailed", response_model=DetailedHealth, tags=["health"])(health_detailed)
-    taken: dict[int | str, dict[str, Any]] = {409: {"description": "the name is registered already, in some case"}}
-    missing: dict[int | str, dict[str, Any]] = {404: {"description": "no account holds the name"}}
-    router.post("/accounts", status_code=201, response_model=AccountPublic, responses=taken, tags=["accounts"])(create_account)
-    router.get("/accounts", response_model=AccountKinds, tags=["accounts"])(account_kinds)
-    router.get("/accounts/{name}", response_model=AccountPublic, responses=missing, tags=["accounts"])(get_account)
-    router.delete("/accounts/{name}", response_model=AccountDeleted, tags=["accounts"])(delete_account)
-    router.post(
-        "/accounts/{name}/login", response_model=LoginOut, response_model_exclude_none=True, responses=REFUSALS, tags=["accounts"]
-    )(login)
-    router.post("/logins/guests", response_model=GuestLoginsOut, tags=["accounts"])(guest_logins)
-    router.put("/accounts/{name}/password", response_model=PasswordChanged, responses=REFUSALS | missing, tags=["accounts"])(change_password)
-    router.delete("/accounts/{name}/tokens/{token}", response_model=TokenRevoked, tags=["accounts"])(revoke_token)
+    router.include_router(api_accounts.routes())
     router.post("/mail", status_code=201, response_model=MailStored, tags=["mail"])(store_mail)
     router.post("/mail/pending", response_model=PendingPages, tags=["mail"])(pending_many)
     router.get("/mail/{user}", response_model=MailPage, tags=["mail"])(pending_mail)
@@ -638,91 +518,6 @@ async def health_detailed(request: Request) -> DetailedHealth:
         counts=counts,
         uptime_seconds=round(time.monotonic() - request.app.state.started, 3),
     )
-
-
-def public(account: Account) -> AccountPublic:
-    return AccountPublic.model_validate({"name": account.name, "kind": account.kind.value})
-
-
-def refusal(refused: Refused) -> JSONResponse:
-    body = Refusal(detail=refused.detail, reason=refused.reason, retry_after=refused.retry_after)
-    headers = None if refused.retry_after is None else {"Retry-After": str(refused.retry_after)}
-    return JSONResponse(body.model_dump(mode="json", exclude_none=True), refused.status, headers)
-
-
-def no_account(name: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no account named '{name}'")
-
-
-async def create_account(body: AccountCreate, accounts: AccountsDep, bots: api_bots.BotsDep) -> AccountPublic:
-    """Register a name (as spelled here) for a person (with a password) or a bot (without).
-    A bot definition's name is no person's (its account is made at the bot's first login)."""
-    if Kind(body.kind) is not Kind.BOT and await bots.get(body.name) is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"the name '{body.name}' is a bot's (names are the same in any case)")
-    password = None if body.password is None else body.password.get_secret_value()
-    account = await accounts.create(body.name, Kind(body.kind), password)
-    if account is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"the name '{body.name}' is taken (names are the same in any case)")
-    return public(account)
-
-
-async def account_kinds(store: StoreDep) -> AccountKinds:
-    """Which names are accounts: what a chat server refuses to guests while it can't ask."""
-    return AccountKinds(kinds=await AccountStore(store).account_kinds())
-
-
-async def get_account(name: PathName, accounts: AccountsDep) -> AccountPublic:
-    if (account := await accounts.get(name)) is None:
-        raise no_account(name)
-    return public(account)
-
-
-async def delete_account(name: PathName, accounts: AccountsDep) -> AccountDeleted:
-    """Remove the account and its session tokens; the name stays known as used."""
-    return AccountDeleted(deleted=await accounts.delete(name))
-
-
-async def login(name: PathName, body: LoginIn, accounts: AccountsDep) -> LoginOut | JSONResponse:
-    """The chat server's question at every login: a name nobody registered is a guest's
-    (and is recorded as used); an account needs its password or one of its live
-    session tokens. Wrong passwords are counted per name and per source address; past
-    LOGIN_ATTEMPTS within LOGIN_WINDOW the name or address is locked (429)."""
-    granted = await accounts.login(
-        name,
-        body.source,
-        None if body.password is None else body.password.get_secret_value(),
-        None if body.token is None else body.token.get_secret_value(),
-        body.want_token,
-    )
-    if isinstance(granted, Refused):
-        return refusal(granted)
-    return LoginOut.model_validate(
-        {"name": granted.name, "kind": granted.kind.value, "registered": granted.registered, "token": granted.token}
-    )
-
-
-async def guest_logins(body: GuestLoginsIn, accounts: AccountsDep) -> GuestLoginsOut:
-    """The chat server's question for a storm of logins without a password or token,
-    in one request: which names are guests' (no account holds them; recorded as used,
-    as their own login check would). A name an account holds is left out, and its
-    login goes on with POST /accounts/{name}/login, which knows its password, token
-    and locks."""
-    return GuestLoginsOut(guests=await accounts.guest_logins(body.names))
-
-
-async def change_password(name: PathName, body: PasswordIn, accounts: AccountsDep) -> PasswordChanged | JSONResponse:
-    """Set a new password, given the old one; every session token of the account is revoked."""
-    changed = await accounts.change_password(name, body.old.get_secret_value(), body.new.get_secret_value())
-    if changed is None:
-        raise no_account(name)
-    if isinstance(changed, Refused):
-        return refusal(changed)
-    return PasswordChanged(revoked=changed)
-
-
-async def revoke_token(name: PathName, token: PathToken, accounts: AccountsDep) -> TokenRevoked:
-    """Revoke one session token of the account (the page's "Leave")."""
-    return TokenRevoked(revoked=await accounts.revoke(name, token))
 
 
 async def store_mail(body: MailIn, store: StoreDep) -> MailStored:
