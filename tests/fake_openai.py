@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from chatnet.process import free_port
+from tests.support import free_port
 
 Mode = Literal["ok", "fail", "stall"]
 

@@ -4,6 +4,7 @@ talk to it the way users do (raw TCP text lines, JSON frames)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from chatnet.peer import Peer
 from chatnet.process import (
@@ -30,7 +31,6 @@ from chatnet.process import (
     WEB_LISTENING,
     Child,
     embedded_store_argv,
-    free_port,
     http_ok,
     mongo_reachable,
     port_open,
@@ -56,6 +56,36 @@ async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool
         if loop.time() > deadline:
             raise AssertionError(f"{what} never became what was wanted within {timeout} s; last: {result!r}")
         await asyncio.sleep(0.05)
+
+
+# The ports a test picks before something binds them (a launcher's settings, a fake
+# provider, a Redis to restart): below the kernel's ephemeral range (32768 and up), so
+# no port-0 server or outgoing connection of another process takes one meanwhile, and a
+# range of their own for each pytest-xdist worker, so two workers never pick the same.
+TEST_PORTS: Final = 20_000
+TEST_PORTS_PER_WORKER: Final = 2_000
+_port_picks = itertools.count()
+
+
+def _worker() -> int:
+    """This pytest-xdist worker's number (gw0, gw1, ...); 0 in a run without workers."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+def free_port(host: str = HOST) -> int:
+    """A port nobody is bound to now, from this worker's range, a new one each call
+    (until the range comes round again)."""
+    first = TEST_PORTS + _worker() % 6 * TEST_PORTS_PER_WORKER  # six ranges below 32768
+    for _ in range(TEST_PORTS_PER_WORKER):
+        port = first + next(_port_picks) % TEST_PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # in use (or lingering): the next one
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + TEST_PORTS_PER_WORKER - 1}")
 
 
 @contextmanager
@@ -483,9 +513,7 @@ class RedisServer:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            self.port: int = sock.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -17,8 +17,8 @@ from bench import report, workloads
 from bench.loadgen import Load, RoomShare, Schedule
 from bench.servers import ChatnetNodes, find_redis
 from bench.workloads import Sizes, pair_names
-from chatnet.process import free_port, port_open
-from tests.support import HOST, Network, eventually
+from chatnet.process import port_open
+from tests.support import HOST, Network, eventually, free_port
 
 
 async def _run(network: Network, mode: str, pairs: int, window: int = 8, rate: float = 0.0,
@@ -162,7 +162,10 @@ def test_two_nodes_behind_one_port_lose_nothing(store_url: str, tmp_path: Path) 
     """The bench's two-node target (both nodes on one port, a redis-server of its own):
     a tiny throughput run loses nothing, the nodes' logs place every client, both nodes
     got some, and the DMs of pairs split over the nodes are counted as cross-node."""
-    server = ChatnetNodes(tmp_path / "nodes", mongo_url=store_url, nodes=2)
+    server = ChatnetNodes(
+        tmp_path / "nodes", mongo_url=store_url, nodes=2,
+        chat_port=free_port(), irc_port=free_port(), irc_tls_port=free_port(), api_port=free_port(), redis_port=free_port(),
+    )  # fmt: skip
     sizes = Sizes(workers=1, throughput_clients=(40,), window=1, warmup=0.2, duration=0.5, grace=5.0)
     try:
         server.start()

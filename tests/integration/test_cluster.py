@@ -5,7 +5,6 @@ room messages, a node that dies without a word, and Redis itself going away and 
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 import uuid
@@ -20,19 +19,12 @@ import redis.asyncio as aioredis
 from chatnet.cluster import DIRECT, OP_TIMEOUT, Cluster
 from chatnet.errors import ClusterUnavailable
 from chatnet.process import ROOT
-from tests.support import HOST, REDIS_SERVER, TIMEOUT, RedisServer, eventually
+from tests.support import HOST, REDIS_SERVER, TIMEOUT, RedisServer, eventually, free_port
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 SHORT_TTL = 1.0  # the nodes of the expiry tests: a dead one is gone within this
 MARGIN = 0.5  # what a loaded machine may add to it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ import pytest
 from chatnet.config import Settings
 from chatnet.errors import ChildFailed
 from chatnet.launcher import Listener, child_env, port_problems, redact_url
-from chatnet.process import CHAT_LISTENING, WEB_LISTENING, Child, free_port, on_port, port_open, script
+from chatnet.process import CHAT_LISTENING, WEB_LISTENING, Child, on_port, port_open, script
 from chatnet.tls import client_context
-from tests.support import HOST, ConsoleProcess, TextClient
+from tests.support import HOST, ConsoleProcess, TextClient, free_port
 
 START_TIMEOUT = 90.0  # store, API and server one after another
 
