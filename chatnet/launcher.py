@@ -55,6 +55,7 @@ from chatnet.process import (
     Child,
     Probe,
     embedded_store_argv,
+    free_port,
     http_ok,
     mongo_reachable,
     on_port,
@@ -482,7 +483,7 @@ class Launcher:
                 "or set CLUSTER_URL to a Redis you run."
             )
         self._check_stop()
-        port = _free_port()
+        port = free_port()
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         spec = ChildSpec("redis", "Redis (for the nodes)", "", ready=lambda s, child: port_open("127.0.0.1", port), address=lambda s: f"127.0.0.1:{port}")
         child = self._start(spec, argv)
@@ -685,13 +686,6 @@ class Launcher:
 def _another_node(spec: ChildSpec) -> bool:
     """A chat-server node after the first: it listens where the first does."""
     return spec.name.startswith("server") and spec.name != "server"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _secret(value: SecretStr | None) -> str | None:
