@@ -290,18 +290,20 @@ function markViewed(conv) {
   if (had) renderSidebar();
 }
 
-// Tell the server this person has read `conv` up to its newest message shown.
+// Tell the server this person has read `conv` up to its newest message shown. The
+// newest is taken now, not when the timer fires: a message that comes in the meantime,
+// while another conversation is on screen, is not read.
 function markRead(conv) {
-  const newest = messageKey(conv.newest);
-  if (!newest || (conv.marked && compareKeys(newest, conv.marked) <= 0)) return;
+  const newest = conv.newest;
+  const k = messageKey(newest);
+  if (!k || (conv.marked && compareKeys(k, conv.marked) <= 0)) return;
   if (conv.kind === "room" && conv.member === false) return;
   clearTimeout(conv.readTimer);
-  conv.readTimer = setTimeout(() => sendRead(conv), READ_DELAY_MS);
+  conv.readTimer = setTimeout(() => sendRead(conv, newest), READ_DELAY_MS);
 }
 
-async function sendRead(conv) {
+async function sendRead(conv, newest) {
   conv.readTimer = null;
-  const newest = conv.newest;
   const k = messageKey(newest);
   if (!state.session || !k || (conv.marked && compareKeys(k, conv.marked) <= 0)) return;
   const body = { conversation: conv.name, id: newest.id, timestamp: newest.timestamp };
