@@ -99,25 +99,26 @@ def unused_port() -> Iterator[int]:
 
 @dataclass
 class Network:
-    """chatnet's processes for one test, on loopback ports they pick, over one database.
+    """chatnet's processes for one test, on loopback ports picked for it, over one database.
 
-    Each server binds port 0 at its first start and logs the port it got; that port is
-    kept, so a restart binds it again and clients and peers find the server back. Start
-    a server before what connects to it (api, server, then the rest): a port not learned
-    yet reaches the children as 0, where nothing answers. The bot host's port is the
-    exception, picked here before anything starts: the API, started first, passes the
-    HTTP chat on to it (BOTS_PORT)."""
+    The message API's, the chat server's (text and IRC), the web adapter's and the bot
+    host's ports are picked here, from this worker's range (`free_port`), before
+    anything starts; each server logs the port it bound, and a restart binds the same
+    one, so clients and peers find the server back. (A port the kernel hands out, port
+    0's, could be taken by another process's connection while its server restarts.)
+    Any other port a server gets by binding 0 is learned from its log."""
 
     store_url: str
     tmp: Path
     db: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:12]}")
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    ports: dict[str, int] = field(default_factory=dict)  # name → port learned at its first start
+    ports: dict[str, int] = field(default_factory=dict)  # name → its port (picked here, or learned at its first start)
     children: dict[str, Child] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ports.setdefault("bots", free_port(HOST))
+        for name in ("api", "server", "irc", "web", "bots"):
+            self.ports.setdefault(name, free_port(HOST))
 
     @property
     def api_port(self) -> int:

@@ -83,11 +83,11 @@ async def test_room_run_reaches_every_other_member(network: Network) -> None:
 
 
 def _start_with_irc(network: Network) -> int:
-    """The message API and the chat server, its IRC front on a free port (as the bench
-    gives it one): that port."""
-    irc_port = free_port()
+    """The message API and the chat server, its IRC front on a port of its own (as the
+    bench gives it one): that port."""
+    irc_port = network.port("irc")
     network.start_api()
-    network.start_server(IRC_PORT=str(irc_port), DEFAULT_ROOMS="")
+    network.start_server(DEFAULT_ROOMS="")
     answers, deadline = port_open(HOST, irc_port), time.monotonic() + 5
     while not answers():  # it opens beside the text port
         assert time.monotonic() < deadline, f"nothing answers IRC on IRC_PORT={irc_port}"
