@@ -126,6 +126,9 @@ class Router:
         # Sessions whose stored mail is being handed over, each with whether to look
         # once more when done (None: no; False: quietly; True: someone asked).
         self._handovers: dict[Session, bool | None] = {}
+        # Sessions logged in whose welcome's hand-over has not begun (rooms first): mail
+        # stored for them meanwhile waits for it, so the welcome goes out first.
+        self._arriving: set[Session] = set()
         # Sessions that had something stored because they were not keeping up: their
         # mail is handed over as soon as they read again.
         self._diverted: set[Session] = set()
@@ -325,6 +328,7 @@ class Router:
         if admission.token is not None:
             welcome["token"] = admission.token
         # The lines that came with the login wait for the welcome (see _hand_over).
+        self._arriving.add(session)
         self.spawn(self._arrive(session, welcome))
 
     async def _arrive(self, session: Session, welcome: dict[str, Any]) -> None:
@@ -335,9 +339,11 @@ class Router:
             logger.exception("%s: entering the rooms failed", session.who)
             rooms = None
         try:
+            self._arriving.discard(session)  # from here mail stored for it is this hand-over's
             await self.hand_over_mail(session, announce=True, welcome=welcome)
             self.rooms.catch_up(session, rooms)
         finally:
+            self._arriving.discard(session)
             session.settled()
 
     def act(self, session: Session, event: Command | Quit | Login | Ack | Typing) -> None:
@@ -378,6 +384,7 @@ class Router:
 
     def disconnected(self, session: Session, was_logged_in: bool) -> None:
         self.connections.discard(session)
+        self._arriving.discard(session)
         self._diverted.discard(session)
         self._owed.pop(session, None)
         self.operators.left(session)
@@ -632,6 +639,8 @@ class Router:
         """Mail was stored for `name` while it was not keeping up: hand it over now if
         it reads again (else when it does, through `writable`)."""
         for target in self.directory.sessions(name.lower()):
+            if target in self._arriving:
+                continue  # its welcome's hand-over, still to come, takes it (one started now would go first without a welcome)
             if target.paused:
                 self._diverted.add(target)
             elif target not in self._handovers:

@@ -650,6 +650,31 @@ async def test_live_messages_an_ack_reader_never_acknowledged_go_to_its_mail(rou
     assert alice.take() == []  # the sender was told nothing more: it had been delivered
 
 
+async def test_mail_stored_while_its_reader_logs_in_again_comes_after_the_welcome(router: Router, api: FakeApi) -> None:
+    """A reader that drops with a message unacknowledged and logs straight back in (a
+    page reloaded): when that message is stored between the new login and its welcome
+    (the rooms are looked at first), the welcome still comes, counting it, and then the
+    message. (A hand-over started by the store's answer used to go first, and the
+    welcome never came.)"""
+    joe = await json_client(router, "joe", features=("ack",))
+    alice = await text_client(router, "alice")
+    alice.send("joe: are you there?")
+    sent = await joe.expect_frame(lambda f: f["type"] == "chat")
+    stored, rooms = api.hold("store_mail"), api.hold("room_logins")
+    joe.transport.disconnect()
+    await until(lambda: stored.waiting == 1, "the unacknowledged message on its way to the store")
+    again = Client(router)
+    again.send_json({"type": "login", "user": "joe", "features": ["ack"]})
+    await until(lambda: rooms.waiting == 1, "the new login looking at its rooms")
+    stored.open()
+    await until(lambda: [d["id"] for d in api.stored] == [sent["id"]], "the message stored")
+    await turns(3)
+    rooms.open()
+    welcome = await again.expect_frame(lambda f: f["metadata"].get("event") == "welcome")
+    assert welcome["message"] == "Welcome, joe! 1 stored message."
+    assert (await again.expect_frame(lambda f: f["type"] == "chat"))["id"] == sent["id"]
+
+
 async def test_a_reader_without_ack_whose_tcp_stack_had_everything_leaves_nothing_behind(router: Router, api: FakeApi) -> None:
     """Without the `ack` feature the peer's TCP stack is asked: all it acknowledged counts as received."""
     joe = await json_client(router, "joe")
