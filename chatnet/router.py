@@ -338,12 +338,11 @@ class Router:
         except Exception:  # a fault of ours in the rooms must not keep anyone from logging in
             logger.exception("%s: entering the rooms failed", session.who)
             rooms = None
+        self._arriving.discard(session)  # from here mail stored for it is this hand-over's
         try:
-            self._arriving.discard(session)  # from here mail stored for it is this hand-over's
             await self.hand_over_mail(session, announce=True, welcome=welcome)
             self.rooms.catch_up(session, rooms)
         finally:
-            self._arriving.discard(session)
             session.settled()
 
     def act(self, session: Session, event: Command | Quit | Login | Ack | Typing) -> None:
@@ -643,7 +642,7 @@ class Router:
                 continue  # its welcome's hand-over, still to come, takes it (one started now would go first without a welcome)
             if target.paused:
                 self._diverted.add(target)
-            elif target not in self._handovers:
+            else:  # a hand-over under way looks once more when it is done (hand_over_mail)
                 self.spawn(self.hand_over_mail(target, quiet=True))
 
     # --- stored mail ---------------------------------------------------------------
