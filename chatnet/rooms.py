@@ -331,7 +331,7 @@ class Rooms:
             session.notice(text, Event.CATCHUP, room=name, unread=count, shown=len(messages))
             for message in messages:
                 delivery = _delivery(message)
-                session.deliver_line(session.dialect.replayed(delivery), delivery)  # acknowledged, it moves the marker
+                session.deliver_line(session.dialect.replayed(delivery).encode(), delivery)  # acknowledged, it moves the marker
 
     def local(self, name: str) -> Room | None:
         """The room of that name, when a member is logged in here (the router's typing relay)."""
@@ -450,7 +450,7 @@ class Rooms:
         if room is not None:
             self._fan_out(room, delivery, sender, sender.kind == BOT)
         if sender.echoes_own:
-            sender.deliver_line(sender.dialect.delivery(delivery), delivery)
+            sender.deliver_line(sender.dialect.delivery(delivery).encode(), delivery)
         if self.nodes is not None:
             self.nodes.publish_room(delivery[2].lower(), delivery)  # once: each node fans it out to its own
         if metadata is None or not partial_chunk(metadata):  # a streamed reply is archived whole, from its final frame
@@ -466,7 +466,7 @@ class Rooms:
     def _fan_out(self, room: Room, delivery: Delivery, sender: Session | None, from_bot: bool) -> None:
         message, metadata = delivery[3], delivery[6]
         partial = metadata is not None and partial_chunk(metadata)
-        rendered: dict[str, str] = {}  # by dialect: each message rendered once per wire format
+        rendered: dict[str, bytes] = {}  # by dialect: each message rendered once per wire format
         for member in room.here:
             if member is sender or member.paused:
                 continue  # a member not keeping up reads it at its next login (its marker stays)
@@ -477,7 +477,7 @@ class Rooms:
             dialect = member.dialect.name
             text = rendered.get(dialect)
             if text is None:
-                text = rendered[dialect] = member.dialect.delivery(delivery)
+                text = rendered[dialect] = member.dialect.delivery(delivery).encode()
             member.deliver_line(text, delivery)
 
     def told_here(self, room_key: str, skip: str, text: str, event: str, details: dict[str, Any]) -> None:
@@ -531,13 +531,23 @@ class Rooms:
             session.error(f"There is no room {name}; !join {name} creates it.", Event.BAD_INPUT, room=name, reason=RoomReason.NO_ROOM, sending=True)
 
     def received(self, session: Session, messages: list[Delivery]) -> None:
-        """Room messages the session's reader has: its read markers move past them."""
+        """Live messages the session's reader has, oldest first: its read markers move
+        past the newest of each of its rooms (looked for from the end, until each room
+        it is in has been found)."""
+        rooms = self._in.get(session)
+        if not rooms:
+            return
+        left = len(rooms)
         seen: set[str] = set()
-        for message in reversed(messages):  # the newest of each room is the one that counts
+        for message in reversed(messages):
             room = message[2]
-            if room not in seen and message[1] != session.name:
+            if room[:1] == "#" and room not in seen and message[1] != session.name:
                 seen.add(room)
                 self.markers.note(session.name, message)
+                if room.lower() in rooms:  # (one it has left still gets its marker)
+                    left -= 1
+                    if not left:
+                        return
 
     # --- commands ------------------------------------------------------------------------
 

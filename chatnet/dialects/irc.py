@@ -37,9 +37,11 @@ from chatnet.dialects.irc_numerics import HOST, MAX_TARGETS, SERVER, IrcNumerics
 from chatnet.dialects.ircline import IrcLine, IrcLineError, escape_tag, render
 from chatnet.limits import MAX_JOINS_AT_ONCE, MAX_NAME_CHARS
 from chatnet.protocol import (
+    CHAT_TYPE,
     COMMANDS,
     KNOWN_DESTINATIONS,
     SERVER_NAME,
+    SUBSCRIPTION_TYPE,
     Authenticate,
     Chat,
     ClientEvent,
@@ -63,9 +65,6 @@ from chatnet.protocol import (
 
 VERSION: Final = "chatnet-1"
 CAPABILITIES: Final = {"echo-message": "", "message-tags": "", "sasl": "PLAIN", "server-time": ""}
-# Read once per message: a module constant is a quarter of an enum member's lookup.
-_CHAT: Final = MessageType.CHAT
-_SUBSCRIPTION: Final = MessageType.SUBSCRIPTION
 # A PRIVMSG line this short (in bytes, CR LF apart) is within every limit ircline checks.
 _FAST_LINE_BYTES: Final = ircline.MAX_LINE_BYTES - 2
 # A message this short fits one line whatever it holds: 4 bytes a character, and room
@@ -327,7 +326,6 @@ class IrcDialect(IrcNumerics):
         if len(self._asked) > MAX_ASKED:
             del self._asked[0]
 
-
     def parse(self, line: str) -> ClientEvent | Reply | list[ClientEvent | Reply]:
         if line[:8] == "PRIVMSG ":  # the common case first, kept lean: once per routed message
             target, colon, text = line[8:].partition(" :")
@@ -336,7 +334,7 @@ class IrcDialect(IrcNumerics):
                 and "\r" not in line and "\0" not in line and len(line.encode()) <= _FAST_LINE_BYTES
                 and (target in KNOWN_DESTINATIONS or valid_destination(target))
             ):  # fmt: skip
-                return new_chat((target, text, None, _CHAT))  # to a channel one is not in: the room's -n may let it in
+                return new_chat((target, text, None, CHAT_TYPE))  # to a channel one is not in: the room's -n may let it in
         if not line.strip():
             return Reply("")  # empty lines are ignored (RFC 1459, 2.3.1)
         msg = ircline.parse(line)  # IrcLineError is a ProtocolError: the session says what is wrong
@@ -626,7 +624,7 @@ class IrcDialect(IrcNumerics):
 
     def delivery(self, message: Delivery) -> str:
         msg_id, sender, destination, text, timestamp, kind, metadata, _ = message
-        verb = "NOTICE" if kind == _SUBSCRIPTION else "PRIVMSG"
+        verb = "NOTICE" if kind == SUBSCRIPTION_TYPE else "PRIVMSG"
         if metadata is not None:
             if partial_chunk(metadata):
                 return ""  # IRC readers get a streamed reply whole, from its final frame

@@ -26,6 +26,7 @@ from chatnet.dialects.base import OneLineLogin
 from chatnet.errors import ProtocolError
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.protocol import (
+    CHAT_TYPE,
     KNOWN_DESTINATIONS,
     QUIT_WORDS,
     SERVER_NAME,
@@ -35,7 +36,6 @@ from chatnet.protocol import (
     Event,
     Login,
     Message,
-    MessageType,
     Quit,
     check_destination,
     check_message,
@@ -115,7 +115,7 @@ def parse_line(line: str) -> Chat | Command | Quit:
         message = message.strip()
         if not message or len(message) > MAX_MESSAGE_CHARS:
             check_message(message)  # raises with the reason
-        return new_chat((destination, message, None, MessageType.CHAT))
+        return new_chat((destination, message, None, CHAT_TYPE))
     text = line.strip()
     if not text:
         raise ProtocolError("Empty line: write 'name: message', or !help.")

@@ -134,6 +134,27 @@ async def test_unseen_room_messages_come_at_login_and_the_marker_moves_as_they_a
     assert not [line for line in again.lines() if "new message" in line]
 
 
+async def test_a_member_of_two_rooms_has_each_marker_moved_to_the_newest_it_has(router: Router, api: FakeApi) -> None:
+    """What the reader's TCP stack has is looked through from the newest: each of its
+    rooms' markers lands on that room's newest line, whatever came between (a DM)."""
+    alice, bob = await text_client(router, "alice"), await text_client(router, "bob")
+    alice.send("!join #a", "!join #b")
+    await alice.expect("Created #b; you are its owner.")
+    bob.send("!join #a", "!join #b")
+    await bob.expect(lambda line: line.startswith("Joined #b"))
+    alice.send("#a: a1", "#b: b1", "#a: a2", "bob: just you", "#general: g1")
+    await bob.expect(lambda line: line.endswith("[#general][alice] g1"))
+    await until(lambda: len(api.room_log["#a"]) == 2 and len(api.room_log["#b"]) == 1, "the rooms' history archived")
+    newest = {room: max(api.room_log[room].values(), key=lambda doc: doc["timestamp"] + doc["id"])["message"] for room in ("#a", "#b", "#general")}
+    assert newest == {"#a": "a2", "#b": "b1", "#general": "g1"}
+
+    def marked(room: str) -> str | None:
+        key = api.read_markers.get(("bob", room))
+        return api.room_log[room][key[1]]["message"] if key and key[1] in api.room_log[room] else None
+
+    await until(lambda: all(marked(room) == text for room, text in newest.items()), "bob's markers on the newest of each room")
+
+
 async def test_a_reader_that_never_had_them_sees_them_again(router: Router, api: FakeApi) -> None:
     alice, bob = await text_client(router, "alice"), await text_client(router, "bob")
     bob.transport.acked = sum(map(len, bob.transport.writes))  # bob's kernel takes nothing more
