@@ -3,6 +3,7 @@ What members are sent, line by line, in text and JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -153,6 +154,26 @@ async def test_a_member_of_two_rooms_has_each_marker_moved_to_the_newest_it_has(
         return api.room_log[room][key[1]]["message"] if key and key[1] in api.room_log[room] else None
 
     await until(lambda: all(marked(room) == text for room, text in newest.items()), "bob's markers on the newest of each room")
+
+
+@pytest.mark.parametrize("wide", [True, False])
+async def test_a_wide_flush_waits_a_pass_so_lines_arriving_meanwhile_share_its_send(router: Router, monkeypatch: pytest.MonkeyPatch, wide: bool) -> None:
+    """A room's line to many members waits one more loop pass before it is written:
+    a line that arrives in that pass goes out in the same write to each member. A
+    narrow flush (below WIDE_FLUSH sessions) goes at once."""
+    monkeypatch.setattr(session_module, "WIDE_FLUSH", 3 if wide else 100)
+    alice, bob, carol, dave = [await text_client(router, name) for name in ("alice", "bob", "carol", "dave")]
+    await until(lambda: all(any("Welcome" in line for line in c.lines()) for c in (alice, bob, carol, dave)), "all logged in")
+    writes = {c: len(c.transport.writes) for c in (carol, dave)}
+    alice.send("#general: one")  # to bob, carol and dave: three sessions to flush
+    asyncio.get_running_loop().call_soon(bob.send, "#general: two")  # read in the next pass
+    for c in (carol, dave):
+        await c.expect(lambda line: line.endswith("[#general][bob] two"))
+        lines = [data.decode() for data in c.transport.writes[writes[c]:]]
+        if wide:
+            assert len(lines) == 1 and "[alice] one" in lines[0] and "[bob] two" in lines[0]
+        else:
+            assert len(lines) == 2 and "[alice] one" in lines[0] and "[bob] two" in lines[1]
 
 
 async def test_a_reader_that_never_had_them_sees_them_again(router: Router, api: FakeApi) -> None:
