@@ -157,6 +157,20 @@ async def test_the_archiver_waits_for_mail_requests_to_finish(api: FakeApi) -> N
     assert [[d["message"] for d in batch] for batch in api.archived] == [["history"]]
 
 
+async def test_a_full_batch_goes_without_the_pause_and_a_small_one_waits_for_it(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load history keeps up with the store, not with the pause: full batches go
+    back to back; what is left, less than a batch, gathers for the pause first."""
+    monkeypatch.setattr(delivery, "ARCHIVE_BATCH", 3)
+    archiver = Archiver(api, Priority())  # type: ignore[arg-type]
+    archiver.backlog.extend(entry(f"m{i}") for i in range(7))
+    draining = asyncio.get_running_loop().create_task(archiver.drain(pace=60))
+    await until(lambda: len(api.archived) == 2, "two full batches, without waiting a minute")
+    assert [d["message"] for batch in api.archived for d in batch] == [f"m{i}" for i in range(6)]
+    await turns(20)
+    assert len(api.archived) == 2 and list(archiver.backlog) != []  # the last one gathers
+    draining.cancel()
+
+
 async def test_a_batch_the_api_refuses_does_not_stall_history(api: FakeApi) -> None:
     """A batch refused outright (ApiRejected: retrying can't help) is dropped; later history still goes."""
     archiver = Archiver(api, Priority())  # type: ignore[arg-type]
