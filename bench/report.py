@@ -99,7 +99,7 @@ def _runs(results: dict[str, Any], workload: str) -> Runs:
 
 def _row(workload: str, metric: str, runs: Runs, key: str, unit: str, higher_is_better: bool = True,
          goals: dict[str, tuple[str, bool | None]] | None = None) -> Row:  # fmt: skip
-    values = {server: (run[key] if run else None) for server, run in runs.items()}
+    values = {server: (run.get(key) if run else None) for server, run in runs.items()}
     return Row(workload, metric, values, unit, goals or {}, higher_is_better)
 
 
@@ -147,6 +147,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             _row(name, "server CPU share", runs, "server_cpu_share", "cores"),
             _row(name, "generator CPU share", runs, "generator_cpu_share", "cores"),
             _lost_row(name, runs),
+            _row(name, "history kept (archived of sent)", runs, "history_kept_pct", "%"),
         ]  # fmt: skip
     out.extend(_room_rows(_runs(results, "room")))
     runs = _runs(results, "latency")
@@ -157,6 +158,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             out.append(_row(name, label, runs, key, "ms", higher_is_better=False, goals=goals))
         out.append(_row(name, "delivered msg/s", runs, "delivered_per_s", "msg/s"))
         out.append(_lost_row(name, runs))
+        out.append(_row(name, "history kept (archived of sent)", runs, "history_kept_pct", "%"))
     runs = _runs(results, "idle")
     if first := _first(runs):
         name = f"idle N={first['clients']}"
@@ -223,8 +225,8 @@ def _lost(run: dict[str, Any] | None) -> int | None:
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    if unit == "cores":
-        return f"{value:.2f}"
+    if unit in ("cores", "%"):
+        return f"{value:.2f}" if unit == "cores" else f"{value:.1f}"
     if unit in ("ms", "s", "MB"):
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
     return f"{value:,.0f}"

@@ -5,6 +5,7 @@ Redis of its own joining them), for the node-scaling rows (`--nodes N`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,6 +388,19 @@ class Chatnet(Server):
         """CPU seconds of every process of the network (the store and API should idle
         while chat flows: no database work on the online path)."""
         return {name: cpu_seconds(child.pid) for name, child in self.children.items() if child.pid and child.running}
+
+    def history_count(self) -> int | None:
+        """Direct messages the history view holds (what the archive stored), from the
+        message API's detailed health; None when it can't be asked."""
+        request = urllib.request.Request(f"{self.api_url}/health/detailed", headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                counts = json.load(response)["counts"]
+        except (OSError, ValueError, KeyError):
+            return None
+        if counts.get("messages") is None:
+            return None
+        return int(counts["messages"]) - int(counts.get("pending") or 0)
 
     def version(self) -> str:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)

@@ -21,6 +21,11 @@ from bench.servers import HOST, Chatnet, ChatnetNodes, Server, cpu_seconds
 logger = logging.getLogger("chatnet.bench")
 
 _run_ids = itertools.count(1)
+# After a run, the history's count is read until it stops growing: every this many
+# seconds (the archive sends a batch at least every 0.2 s while it has any), for at most
+# HISTORY_SETTLE.
+HISTORY_SETTLE_POLL = 1.0
+HISTORY_SETTLE = 60.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ def _sleep_until(when: float) -> None:
 def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float = 0.0) -> dict[str, Any]:
     """Log `clients` in, then warm up and measure one window of `mode` traffic."""
     pairs = pair_names(clients, f"r{next(_run_ids)}")
+    history = server.history_count() if isinstance(server, Chatnet) and mode != "idle" else None
     workers = Workers(server, pairs, sizes.workers)
     placement: dict[str, list[str]] | None = None
     try:
@@ -130,11 +136,32 @@ def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float 
     finally:
         workers.close()
     summary = _summarise(server, mode, clients, duration=duration, login_s=login_s, rss_logged_in=rss_logged_in, rate=rate, **window)
+    if isinstance(server, Chatnet) and history is not None:
+        summary.update(_history_kept(server, history, summary["sent"]))
     if isinstance(server, ChatnetNodes) and placement is not None:
         summary.update(_across_nodes(server, pairs, placement, window, summary))
         logger.info("%s %s N=%d: %s", server.name, mode, clients, _brief_nodes(summary))
         summary["in_flight_per_sender"] = sizes.window if mode == "throughput" else None
     return summary
+
+
+def _history_kept(server: Chatnet, before: int, sent: int) -> dict[str, Any]:
+    """How much of what was sent the history view kept: the archive's count once it
+    stopped growing (two readings HISTORY_SETTLE_POLL apart agree, or HISTORY_SETTLE
+    passed). chatnet archives every delivered message; under overload its archive
+    drops the oldest it could not store (README, "Delivery")."""
+    deadline = time.monotonic() + HISTORY_SETTLE
+    last = server.history_count()
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(HISTORY_SETTLE_POLL)
+        now = server.history_count()
+        if now == last:
+            break
+        last = now
+    archived = (last or before) - before
+    kept = 100 * archived / sent if sent else None
+    logger.info("%s: history kept %d of %d messages sent (%s %%)", server.name, archived, sent, f"{kept:.1f}" if kept is not None else "—")
+    return {"history_archived": archived, "history_kept_pct": kept}
 
 
 def _across_nodes(server: ChatnetNodes, pairs: list[tuple[str, str]], placement: dict[str, list[str]],

@@ -185,6 +185,7 @@ def test_two_nodes_behind_one_port_lose_nothing(store_url: str, tmp_path: Path) 
     assert run["redis_cpu_s"] >= 0 and "redis" in run["cpu_by_process_s"]
     assert run["redis_publishes"] > 0 and run["cross_node_msgs_per_publish"] >= 1  # the forwards went through Redis
     assert not run["node_log_problems"], run["node_log_problems"]
+    assert run["history_archived"] == run["sent"] and run["history_kept_pct"] == 100  # a light load: history has it all
 
 
 def test_nodes_table_sets_nodes_beside_one_node() -> None:
