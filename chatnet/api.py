@@ -428,6 +428,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await sweeper
         await copier.drain()
         await proxy.close()
+        try:
+            await store.finish()
+        except PyMongoError as exc:
+            logger.warning("conversation lists not updated at shutdown: %s", exc)
         store.close()
 
 

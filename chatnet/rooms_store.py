@@ -280,7 +280,7 @@ class RoomStore:
                 newest[pair] = entry
         entries = list(newest.values())
         for start in range(0, len(entries), SUMMARY_CHUNK):
-            await self.store.note_direct(entries[start : start + SUMMARY_CHUNK])
+            await self.store.note_direct(entries[start : start + SUMMARY_CHUNK], now=True)
         marks: dict[str, tuple[str, Document]] = {}
         for pair, entry in delivered.items():
             first, _, second = pair.partition("|")

@@ -611,6 +611,25 @@ async def test_conversations_and_their_unread_counts(rooms: RoomStore) -> None:
     assert [c["unread"] for c in await rooms.conversations("alice")] == [1, 1, 1]
 
 
+async def test_conversation_lists_take_one_write_per_pair_and_are_read_up_to_date(store: Store) -> None:
+    """Batch after batch for the same pairs waits to be written as one update per pair
+    (DIRECT_LAG); a conversation list read meanwhile writes them first; without a read
+    they arrive by themselves, and `finish` (shutdown) writes what still waits."""
+
+    async def previews() -> list[tuple[list[str], str]]:
+        return sorted((doc["users"], json.loads(doc["last"])["message"]) for doc in await store.direct.find({}).to_list(None))
+
+    for batch in range(5):
+        await store.archive([mail("alice", "bob", f"ab{batch}", 3700 + batch), mail("carol", "bob", f"cb{batch}", 3700 + batch)])
+    assert await previews() == []  # nothing written yet: they wait for DIRECT_LAG
+    assert [json.loads(doc["last"])["message"] for doc in await store.direct_conversations("bob", 10)] == ["cb4", "ab4"]
+    await store.archive([mail("bob", "alice", "ba", 3710)])
+    await eventually(previews, lambda got: got == [(["alice", "bob"], "ba"), (["bob", "carol"], "cb4")], "the newest written by itself")
+    await store.archive([mail("carol", "alice", "ca", 3711)])
+    await store.finish()
+    assert (["alice", "carol"], "ca") in await previews()
+
+
 async def test_conversations_stored_before_are_summarised_once(store_url: str) -> None:
     """A database with history and mail from before conversation lists gets its
     conversations listed at start-up: what was delivered counts as read, pending mail
