@@ -396,6 +396,7 @@ class Store:
         self._recorded: set[str] = set()  # names recorded as used by this process (see `record_names`)
         self._direct_due: dict[str, dict[str, Any]] = {}  # pair -> its newest entry, not yet in `direct`
         self._direct_writer: asyncio.Task[None] | None = None
+        self._direct_turn = asyncio.Lock()  # one write at a time: a list read waits for one under way
 
     @classmethod
     def open(cls, url: str, db_name: str) -> Store:
@@ -629,6 +630,10 @@ class Store:
         list read and shutdown do first). The message is kept as JSON text: what `$set`
         writes reads back exactly (a boolean in its metadata would come back from the
         embedded store as 1). On a failure they wait for the next write."""
+        async with self._direct_turn:
+            await self._write_direct()
+
+    async def _write_direct(self) -> None:
         newest, self._direct_due = self._direct_due, {}
         wanted = {pair: (seq_of(message_key(e)), {"users": sorted(set(pair.split("|"))), "last": dumps(e)}) for pair, e in newest.items()}
         if not wanted:
