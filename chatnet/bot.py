@@ -293,6 +293,10 @@ class Bot:
         self._greet: set[str] = set()  # rooms (keys) joined on an invitation, hello not said yet
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.connected = asyncio.Event()
+        # Requests wait while `on_connected` runs (a login's own setup, such as loading
+        # what the bot keeps, comes before the first answer); set whenever it is not.
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._queues: dict[str, asyncio.Queue[Message]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._acks: list[str] = []  # ids of messages done with, not acknowledged yet
@@ -429,6 +433,7 @@ class Bot:
         return self.allow is None or user.lower() in self.allow
 
     async def _handle_now(self, message: Message) -> None:
+        await self._settled.wait()
         await self.handle(message)
         self._done(message)
 
@@ -512,6 +517,7 @@ class Bot:
             except asyncio.QueueEmpty:
                 del self._queues[sender]
                 return
+            await self._settled.wait()
             await self.handle(message)  # a cancellation (the bot stopped mid-way) skips the ack
             self._done(message)
 
@@ -627,11 +633,15 @@ class Bot:
         self.learn_welcome(peer.welcome)
         self.connected.set()
         self.log.info("online as %s on %s:%s", self.name, self.settings.chat_host, self.settings.chat_port)
+        self._settled.clear()  # the reader takes frames from now on; their handlers wait
         writer = asyncio.create_task(self._write(peer), name=f"{self.name}-writer")
         reader = asyncio.create_task(self._read(peer), name=f"{self.name}-reader")
         stopper = asyncio.create_task(stop.wait())
         try:
-            await self.on_connected()
+            try:
+                await self.on_connected()
+            finally:
+                self._settled.set()
             await asyncio.wait({writer, reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set() and not writer.done():
                 await self._finish(peer, reader, writer)

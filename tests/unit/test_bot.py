@@ -326,6 +326,56 @@ async def test_stopping_finishes_the_requests_under_way() -> None:
                 await server.stop()
 
 
+class SettlingBot(EchoBot):
+    """An echo bot whose login setup waits until the test lets it finish."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, name="settler")
+        self.gate = asyncio.Event()
+        self.events: list[str] = []
+
+    async def on_connected(self) -> None:
+        await self.gate.wait()
+        self.events.append("settled")
+
+    async def handle(self, message: Message) -> None:
+        self.events.append(f"handled {message.message}")
+        await super().handle(message)
+
+
+async def test_requests_wait_for_the_logins_own_setup() -> None:
+    """A request that arrives while `on_connected` is still running (a thermometer's
+    subscriptions being loaded) is answered after it, not from a half-set-up bot."""
+    with socket.socket() as no_api:  # bound, not listening: the message API is away
+        no_api.bind(("127.0.0.1", 0))
+        settings = Settings(_env_file=None, chat_host="127.0.0.1", chat_port=0, irc=False, api_port=no_api.getsockname()[1])
+        async with ApiClient.from_settings(settings) as api:
+            server = ChatServer(settings, api)
+            server.router.identity.loaded = True  # no accounts (see the test above)
+            await server.start()
+            try:
+                stop = asyncio.Event()
+                bot = SettlingBot(settings.model_copy(update={"chat_port": server.port}))
+                running = asyncio.create_task(bot.run(stop))
+                alice = await Peer.connect("127.0.0.1", server.port, "alice")
+                async with asyncio.timeout(TIMEOUT):
+                    while server.router.directory.sessions("settler") == []:
+                        await asyncio.sleep(0.01)
+                    await alice.send("settler", "echo early")
+                    while not bot._seen:  # the bot has it (being handled or waiting)
+                        await asyncio.sleep(0.01)
+                    bot.gate.set()
+                    while (message := await alice.recv()) is not None and message.type != MessageType.CHAT:
+                        pass
+                assert message is not None and message.message == "early"
+                assert bot.events == ["settled", "handled echo early"]
+                stop.set()
+                await running
+                await alice.close()
+            finally:
+                await server.stop()
+
+
 # --- rooms -------------------------------------------------------------------------------
 
 
