@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import gc
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from chatnet.config import Settings
@@ -94,66 +94,72 @@ def _line(front: str, to: str) -> bytes:
     return f"PRIVMSG {to} :{payload}\r\n".encode() if front == "irc" else f"{to}: {payload}\n".encode()
 
 
-async def measure(pairs: int, rounds: int, passes: int, front: str = "text") -> float:
+def _server(front: str) -> tuple[ChatServer, Callable[[], Session]]:
+    """A chat server over the stand-in API, and how it makes a session of `front`."""
     settings = Settings(_env_file=None, flood_rate=0, login_rate=0, max_connections_per_ip=0)
     server = ChatServer(settings, Api())  # type: ignore[arg-type]
-    new_session = server.irc_session if front == "irc" else server.session
-    sessions: list[tuple[Session, Session, bytes, bytes]] = []
-    for i in range(pairs):
-        a, b = new_session(), new_session()
-        a.connection_made(Transport(2 * i))  # type: ignore[arg-type]
-        b.connection_made(Transport(2 * i + 1))  # type: ignore[arg-type]
-        a.data_received(_login(front, f"a{i}"))
-        b.data_received(_login(front, f"b{i}"))
-        sessions.append((a, b, _line(front, f"b{i}") * 4, _line(front, f"a{i}") * 4))
-    await asyncio.sleep(0.2)  # the logins' checks and welcomes
+    return server, (server.irc_session if front == "irc" else server.session)
+
+
+def _logged_in(new_session: Callable[[], Session], front: str, port: int, name: str) -> Session:
+    session = new_session()
+    session.connection_made(Transport(port))  # type: ignore[arg-type]
+    session.data_received(_login(front, name))
+    return session
+
+
+async def _best(server: ChatServer, rounds: int, passes: int, one_pass: Callable[[], int]) -> float:
+    """The least CPU time (ns) per unit of work in any of `rounds` rounds of `passes`
+    passes; `one_pass` does one pass's work and says how many units it was."""
     gc.freeze()
     backlog = server.router.archiver.backlog
     best = float("inf")
-    for _ in range(rounds):
-        started, lines = time.process_time(), 0
-        for _ in range(passes):
-            for a, b, to_b, to_a in sessions:
-                a.data_received(to_b)
-                b.data_received(to_a)
-                lines += 8
-            await asyncio.sleep(0)  # the flushes
-            backlog.clear()  # the archiver is not running: keep its backlog from filling
-        best = min(best, (time.process_time() - started) / lines)
-    gc.unfreeze()
+    try:
+        for _ in range(rounds):
+            started, units = time.process_time(), 0
+            for _ in range(passes):
+                units += one_pass()
+                await asyncio.sleep(0)  # the flushes
+                backlog.clear()  # the archiver is not running: keep its backlog from filling
+            best = min(best, (time.process_time() - started) / units)
+    finally:
+        gc.unfreeze()
     return best * 1e9
+
+
+async def measure(pairs: int, rounds: int, passes: int, front: str = "text") -> float:
+    """CPU per routed line: pairs sending each other four lines a chunk."""
+    server, new_session = _server(front)
+    sessions = [
+        (_logged_in(new_session, front, 2 * i, f"a{i}"), _logged_in(new_session, front, 2 * i + 1, f"b{i}"),
+         _line(front, f"b{i}") * 4, _line(front, f"a{i}") * 4)
+        for i in range(pairs)
+    ]  # fmt: skip
+    await asyncio.sleep(0.2)  # the logins' checks and welcomes
+
+    def one_pass() -> int:
+        for a, b, to_b, to_a in sessions:
+            a.data_received(to_b)
+            b.data_received(to_a)
+        return 8 * len(sessions)
+
+    return await _best(server, rounds, passes, one_pass)
 
 
 async def measure_room(members: int, rounds: int, passes: int, front: str = "text") -> float:
     """CPU per delivery of a room's line to its members (the fan-out, once per loop pass)."""
-    settings = Settings(_env_file=None, flood_rate=0, login_rate=0, max_connections_per_ip=0)
-    server = ChatServer(settings, Api())  # type: ignore[arg-type]
-    new_session = server.irc_session if front == "irc" else server.session
-    sessions: list[Session] = []
-    for i in range(members):
-        session = new_session()
-        session.connection_made(Transport(i))  # type: ignore[arg-type]
-        session.data_received(_login(front, f"m{i}"))
-        sessions.append(session)
+    server, new_session = _server(front)
+    sessions = [_logged_in(new_session, front, i, f"m{i}") for i in range(members)]
     await asyncio.sleep(0.2)  # the logins' checks and welcomes
-    rooms = server.router.rooms
     for session in sessions:
-        rooms._enter(session, {"name": "#bench", "owner": "m0", "members": members})
-    line = _line(front, "#bench")
-    sender = sessions[0]
-    gc.freeze()
-    backlog = server.router.archiver.backlog
-    best = float("inf")
-    for _ in range(rounds):
-        started, deliveries = time.process_time(), 0
-        for _ in range(passes):
-            sender.data_received(line)
-            deliveries += members - 1
-            await asyncio.sleep(0)  # the flushes
-            backlog.clear()
-        best = min(best, (time.process_time() - started) / deliveries)
-    gc.unfreeze()
-    return best * 1e9
+        server.router.rooms._enter(session, {"name": "#bench", "owner": "m0", "members": members})
+    line, sender = _line(front, "#bench"), sessions[0]
+
+    def one_pass() -> int:
+        sender.data_received(line)
+        return members - 1
+
+    return await _best(server, rounds, passes, one_pass)
 
 
 def main() -> None:
