@@ -403,14 +403,10 @@ class Store:
         return cls(connect(url), db_name)
 
     def close(self) -> None:
-        """Close the client; `finish` first writes what is still waiting."""
+        """Close the client (`write_direct` first writes what is still waiting)."""
         if self._direct_writer is not None:
             self._direct_writer.cancel()
         self.client.close()
-
-    async def finish(self) -> None:
-        """Write what waits for `direct` (at shutdown, before `close`)."""
-        await self.write_direct()
 
     async def ensure_indexes(self) -> None:
         """One index per query (creating an existing index is a no-op), once the

@@ -291,7 +291,7 @@ class Thermometer(Bot):
     @command("status", args=False)
     async def cmd_status(self, req: Request) -> str:
         """Interval, number of subscribers, last reading."""
-        if not (self.loaded and self.rooms_loaded):  # asked before the login's own load came back
+        if not (self.loaded and self.rooms_loaded):  # the login's load failed (the store was away): read them now
             await self.load_subscribers()
         last = f"{fmt(self.last[0])} at {self.last[1]}" if self.last else "none yet"
         mine = "you are subscribed" if req.sender in self.subscribed else "you are not subscribed"

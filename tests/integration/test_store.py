@@ -614,7 +614,7 @@ async def test_conversations_and_their_unread_counts(rooms: RoomStore) -> None:
 async def test_conversation_lists_take_one_write_per_pair_and_are_read_up_to_date(store: Store) -> None:
     """Batch after batch for the same pairs waits to be written as one update per pair
     (DIRECT_LAG); a conversation list read meanwhile writes them first; without a read
-    they arrive by themselves, and `finish` (shutdown) writes what still waits."""
+    they arrive by themselves, and `write_direct` (shutdown) writes what still waits."""
 
     async def previews() -> list[tuple[list[str], str]]:
         return sorted((doc["users"], json.loads(doc["last"])["message"]) for doc in await store.direct.find({}).to_list(None))
@@ -626,7 +626,7 @@ async def test_conversation_lists_take_one_write_per_pair_and_are_read_up_to_dat
     await store.archive([mail("bob", "alice", "ba", 3710)])
     await eventually(previews, lambda got: got == [(["alice", "bob"], "ba"), (["bob", "carol"], "cb4")], "the newest written by itself")
     await store.archive([mail("carol", "alice", "ca", 3711)])
-    await store.finish()
+    await store.write_direct()
     assert (["alice", "carol"], "ca") in await previews()
 
 
