@@ -61,6 +61,7 @@ from chatnet.store import (
     Key,
     Page,
     Store,
+    bucket_entries,
     bucket_id,
     counts_as_unread,
     encode_cursor,
@@ -217,7 +218,7 @@ def room_bucket(room: str, entries: list[dict[str, Any]], now: datetime) -> Docu
         "last": stamp_ms(max(stamps)),
         "count": len(entries),
         "archived_at": now,
-        "messages": entries,
+        "messages": dumps(entries),  # as in a direct bucket (see `chatnet.store.bucket`)
     }
 
 
@@ -268,7 +269,7 @@ class RoomStore:
             return
         delivered: dict[str, dict[str, Any]] = {}
         async for doc in self.store.history_buckets.find({}, {"messages": 1}):
-            for entry in doc["messages"]:
+            for entry in bucket_entries(doc):
                 pair = pair_key(entry["sender"], entry["destination"])
                 if pair not in delivered or message_key(entry) > message_key(delivered[pair]):
                     delivered[pair] = entry

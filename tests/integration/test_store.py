@@ -13,7 +13,7 @@ import pytest
 
 from chatnet.protocol import Message, MessageType, format_datetime, from_history_entry, history_entry, mail_document, parse_timestamp, utcnow
 from chatnet.rooms_store import RoomReason, RoomRefused, RoomStore, room_info
-from chatnet.store import Store, decode_cursor, encode_cursor, epoch_ms, key_of, keyed, message_key, seq_of
+from chatnet.store import Store, bucket, bucket_entries, decode_cursor, encode_cursor, epoch_ms, key_of, keyed, message_key, seq_of
 from tests.support import eventually
 
 
@@ -354,9 +354,26 @@ async def test_one_bucket_per_archived_batch(store: Store) -> None:
     batch = [mail(f"u{i % 5}", f"v{i % 3}", f"m{i}", seconds=i) for i in range(200)]
     assert await store.archive(batch) == 200
     (doc,) = await store.history_buckets.find({}).to_list(None)
-    assert doc["count"] == 200 and [e["id"] for e in doc["messages"]] == [m.id for m in batch]
+    assert isinstance(doc["messages"], str)  # one text, not 200 documents for the store to walk
+    assert doc["count"] == 200 and [e["id"] for e in bucket_entries(doc)] == [m.id for m in batch]
     assert len(doc["pairs"]) == 15 and doc["users"] == sorted({*(f"u{i}" for i in range(5)), *(f"v{i}" for i in range(3))})
     assert (doc["first"], doc["last"]) == (epoch_ms(batch[0].timestamp), epoch_ms(batch[-1].timestamp))
+
+
+async def test_buckets_stored_with_messages_as_documents_still_read_and_clear(store: Store) -> None:
+    """Buckets written before the messages became one text (a list of documents) page
+    and clear as the new ones do, beside them."""
+    old = [mail("alice", "bob", "old", seconds=1), mail("carol", "bob", "not alice's", seconds=2)]
+    doc = bucket([history_entry(m) for m in old], utcnow())
+    doc["messages"] = json.loads(doc["messages"])
+    await store.history_buckets.insert_one(doc)
+    await store.archive([mail("bob", "alice", "new", seconds=3)])
+    assert [m["message"] for m in (await store.history("alice", "bob"))[0]] == ["new", "old"]
+    assert [m["message"] for m in (await store.history("bob", "carol"))[0]] == ["not alice's"]
+    assert await store.clear_history("alice") == 2
+    assert await store.history("alice", "bob") == ([], None)
+    assert [m["message"] for m in (await store.history("bob", "carol"))[0]] == ["not alice's"]
+    assert await store.history_count() == 1
 
 
 async def test_history_pages_across_buckets_shared_with_other_pairs(store: Store) -> None:
