@@ -61,7 +61,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatnet.errors import ClusterUnavailable
 from chatnet.limits import CLUSTER_TTL
-from chatnet.protocol import Kind
+from chatnet.protocol import Kind, dumps
 
 logger = logging.getLogger("chatnet.cluster")
 
@@ -492,7 +492,7 @@ class Cluster:
         return f"{self.prefix}:node:{node}"
 
     def _envelope(self, payload: dict[str, Any]) -> str:
-        return json.dumps({"from": self.node, "payload": payload}, ensure_ascii=False, separators=(",", ":"))
+        return dumps({"from": self.node, "payload": payload})  # once per message across nodes
 
     async def _command(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """One bounded command; Redis away: ClusterUnavailable, and reconnecting."""
