@@ -1,0 +1,60 @@
+"""The benchmark's sequencing, without servers: each workload gets its server freshly
+started, so what one leaves in a process (a connection table grown by the idle run)
+does not weigh on the next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import cli, report, workloads
+from bench.servers import Server
+from bench.workloads import Sizes
+
+
+class Recorded(Server):
+    """A server that only records when it is started and stopped."""
+
+    name = "ngircd"
+    protocol = "irc"
+    port = 0
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+    def version(self) -> str:
+        return "recorded"
+
+
+def test_each_workload_runs_on_a_freshly_started_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    for name in ("idle", "room", "latency"):
+
+        def step(server: Server, sizes: Sizes, name: str = name) -> dict[str, Any]:
+            events.append(name)
+            return {}
+
+        monkeypatch.setattr(workloads, name, step)
+    results = report.new_results({})
+    cli.run_server(Recorded(events), ["latency", "idle", "room"], Sizes(), results, None)
+    assert events == ["start", "idle", "stop", "start", "room", "stop", "start", "latency", "stop"]
+    assert set(results["ngircd"]) == {"idle", "room", "latency"}
+
+
+def test_a_failing_workload_still_stops_its_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+
+    def broken(server: Server, sizes: Sizes) -> dict[str, Any]:
+        raise RuntimeError("the load generator fell over")
+
+    monkeypatch.setattr(workloads, "idle", broken)
+    with pytest.raises(RuntimeError):
+        cli.run_server(Recorded(events), ["idle"], Sizes(), report.new_results({}), None)
+    assert events == ["start", "stop"]
