@@ -675,6 +675,33 @@ async def test_mail_stored_while_its_reader_logs_in_again_comes_after_the_welcom
     assert (await again.expect_frame(lambda f: f["type"] == "chat"))["id"] == sent["id"]
 
 
+async def test_a_login_looks_at_its_mail_and_its_rooms_at_once(router: Router, api: FakeApi) -> None:
+    """One round trip to the API per login, not two: the first look at the mail goes
+    out while the rooms' look is still unanswered, and the welcome waits for both."""
+    rooms = api.hold("room_logins")
+    bob = Client(router)
+    bob.send("bob")
+    await until(lambda: rooms.waiting == 1, "the rooms' look")
+    await until(lambda: any("bob" in c.args["users"] for c in api.requests("pending_many")), "the mail's look, beside it")
+    assert not [line for line in bob.take() if line.startswith("Welcome")]
+    rooms.open()
+    assert await bob.expect("Welcome, bob! No stored messages.")
+
+
+async def test_mail_stored_for_someone_who_logged_in_while_it_was_stored_is_handed_over(router: Router, api: FakeApi) -> None:
+    """A message to someone offline whose store request is still under way when they log
+    in (and look at their mail) reaches them at once, not at their next login."""
+    stored = api.hold("store_mail")
+    alice = await text_client(router, "alice")
+    alice.send("bob: are you there?")
+    await until(lambda: stored.waiting == 1, "the message on its way to the store")
+    bob = await text_client(router, "bob")  # "No stored messages": the store has not answered
+    stored.open()
+    assert await alice.expect("User 'bob' is offline. Message saved.")
+    assert stored_texts([await bob.expect(lambda line: line.startswith("[Stored]"))]) == ["are you there?"]
+    await until(lambda: api.mail["bob"] == [], "the acknowledgement")
+
+
 async def test_a_reader_without_ack_whose_tcp_stack_had_everything_leaves_nothing_behind(router: Router, api: FakeApi) -> None:
     """Without the `ack` feature the peer's TCP stack is asked: all it acknowledged counts as received."""
     joe = await json_client(router, "joe")
