@@ -225,8 +225,10 @@ def _lost(run: dict[str, Any] | None) -> int | None:
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    if unit in ("cores", "%"):
-        return f"{value:.2f}" if unit == "cores" else f"{value:.1f}"
+    if unit == "cores":
+        return f"{value:.2f}"
+    if unit == "%":
+        return f"{value:.1f}"
     if unit in ("ms", "s", "MB"):
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
     return f"{value:,.0f}"
