@@ -21,7 +21,7 @@ from chatnet.cli import LOG_FORMAT, settings_from
 from chatnet.process import die_with_parent
 
 # An idle keep-alive connection is closed after this long. Longer than the idle time of
-# the API's own clients' pools (aiohttp's TCPConnector keeps an idle connection 15 s),
+# the API's own clients' pools (chatnet.http_client reuses an idle connection for 15 s),
 # so they always close first and never reuse a connection the API is just closing.
 API_KEEP_ALIVE_SECONDS: Final = 20
 # A whole request (line, headers and body) must arrive within this long of its first

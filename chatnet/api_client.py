@@ -5,7 +5,8 @@
         messages, total = await api.pending("bob", limit=100)
         await api.ack("bob", [m.id for m in messages])
 
-One aiohttp session per client, reused for every request. The API being unreachable,
+One pool of keep-alive connections per client (`chatnet.http_client`), reused for
+every request. The API being unreachable,
 slow or failing (5xx) raises `StoreUnavailable`; a refused request (4xx: the caller's
 fault) raises `ApiRejected` with the API's reason.
 
@@ -40,12 +41,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import quote
-
-import aiohttp
+from urllib.parse import quote, urlencode
 
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
+from chatnet.http_client import HttpClient
 from chatnet.protocol import Message, MessageLike, dumps, format_datetime, message_json
 
 
@@ -143,9 +143,11 @@ class MailReceipt:
 CHAT_SECONDS: Final = 120.0
 
 
-def _read_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """No bound on the whole (an answer streams as long as the model writes), one on each read."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+_JSON_BODY: Final = {"Content-Type": "application/json"}
+
+
+def _unreachable(exc: OSError) -> StoreUnavailable:
+    return StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip())
 
 
 def _decoded(status: int, text: str, shape: type, what: str) -> Any:
@@ -167,8 +169,8 @@ class ApiClient:
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self.timeout = timeout  # seconds for a whole exchange
+        self._http: HttpClient | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout: float = 5.0) -> ApiClient:
@@ -183,15 +185,15 @@ class ApiClient:
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self.close()
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self.headers, timeout=self.timeout)
-        return self._session
+    def _open(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(self.base_url, self.headers)
+        return self._http
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def _request(
         self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None, encoded: str | None = None
@@ -204,15 +206,16 @@ class ApiClient:
         self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None, encoded: str | None = None
     ) -> tuple[int, str]:
         """The status and text of the API's answer; unreachable or 5xx: StoreUnavailable."""
-        session = self._open()
         data = encoded if body is None else dumps(body)
-        headers = {"Content-Type": "application/json"} if data is not None else None
+        target = f"{path}?{urlencode(params)}" if params else path
         try:
-            async with session.request(method, self.base_url + path, data=data, params=params, headers=headers) as response:
-                text = await response.text()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip()) from None
+            if data is None:
+                status, raw = await self._open().request(method, target, timeout=self.timeout)
+            else:
+                status, raw = await self._open().request(method, target, data.encode(), _JSON_BODY, self.timeout)
+        except OSError as exc:  # TimeoutError and chatnet.http_client.HttpError among them
+            raise _unreachable(exc) from None
+        text = raw.decode(errors="replace")
         if status >= 500:
             raise StoreUnavailable(f"message API answered {status}: {_detail(text)}")
         return status, text
@@ -555,14 +558,12 @@ class ApiClient:
         `{"content", "bot", "user"}`. Refusals raise ApiRejected (404 no such bot, 403
         refused user, 429 rate limited); 502 (the model failed) and 503 (no bot host)
         raise StoreUnavailable."""
-        url = f"{self.base_url}{self._bot_path(name)}/chat/simple"
-        body = dumps({"user": user, "message": message})
+        body = dumps({"user": user, "message": message}).encode()
         try:
-            async with self._open().post(url, data=body, headers={"Content-Type": "application/json"}, timeout=_read_timeout(timeout)) as response:
-                text = await response.text()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip()) from None
+            status, raw = await self._open().request("POST", f"{self._bot_path(name)}/chat/simple", body, _JSON_BODY, timeout)
+        except OSError as exc:
+            raise _unreachable(exc) from None
+        text = raw.decode(errors="replace")
         if status >= 500:
             raise StoreUnavailable(f"message API answered {status}: {_detail(text)}")
         return self._answer(status, text)
@@ -571,17 +572,15 @@ class ApiClient:
         """A chat turn in the user's thread with the bot, streamed: each event's data as
         it comes (`{"content", "done"}`, or `{"error", "done": true}`), up to `[DONE]`.
         `timeout`: the most seconds between two events. Refusals as `bot_chat_simple`."""
-        url = f"{self.base_url}{self._bot_path(name)}/chat"
+        body = dumps({"user": user, "message": message}).encode()
         try:
-            async with self._open().post(
-                url, data=dumps({"user": user, "message": message}), headers={"Content-Type": "application/json"}, timeout=_read_timeout(timeout)
-            ) as response:
-                if response.status >= 400:
-                    text = await response.text()
-                    if response.status >= 500:
-                        raise StoreUnavailable(f"message API answered {response.status}: {_detail(text)}")
-                    self._answer(response.status, text)  # raises
-                async for raw in response.content:
+            async with self._open().stream("POST", f"{self._bot_path(name)}/chat", body, _JSON_BODY, timeout) as (status, lines):
+                if status >= 400:
+                    text = b"".join([line async for line in lines]).decode(errors="replace")
+                    if status >= 500:
+                        raise StoreUnavailable(f"message API answered {status}: {_detail(text)}")
+                    self._answer(status, text)  # raises
+                async for raw in lines:
                     line = raw.decode().strip()
                     if not line.startswith("data:"):
                         continue  # the blank line between events, a comment
@@ -589,5 +588,5 @@ class ApiClient:
                     if data == "[DONE]":
                         return
                     yield json.loads(data)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"message API unreachable: {type(exc).__name__} {exc}".strip()) from None
+        except OSError as exc:
+            raise _unreachable(exc) from None
