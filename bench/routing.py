@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from chatnet.config import Settings
-from chatnet.protocol import Message
 from chatnet.server import ChatServer
 from chatnet.session import Session
 
@@ -69,7 +68,7 @@ class Api:
     async def guest_logins(self, names: Iterable[str]) -> dict[str, bool]:
         return {name.lower(): True for name in names}
 
-    async def pending(self, user: str, limit: int | None = None) -> tuple[list[Message], int]:
+    async def pending(self, user: str, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         return [], 0
 
     async def ack(self, user: str, ids: list[str]) -> int:

@@ -45,20 +45,8 @@ from chatnet.limits import (
     MAX_MAIL_TTL_SECONDS,
     MAX_PENDING_USERS,
 )
-from chatnet.protocol import (
-    Destination,
-    Message,
-    Name,
-    dumps,
-    format_datetime,
-    from_history_entry,
-    history_entry,
-    is_room,
-    parse_timestamp,
-    unencodable,
-    unstorable,
-    utcnow,
-)
+from chatnet.message import Destination, Message, Name
+from chatnet.protocol import dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, unencodable, unstorable, utcnow
 from chatnet.rooms_store import RoomRefused, RoomStore
 from chatnet.store import Store, encode_cursor, unrolled
 

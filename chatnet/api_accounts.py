@@ -16,7 +16,8 @@ from chatnet import api_bots
 from chatnet.accounts import TOKEN_MAX_CHARS, Account, Accounts, Refused
 from chatnet.api_params import PathName
 from chatnet.limits import MAX_GUEST_LOGINS, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
-from chatnet.protocol import Kind, LoginReason, Name
+from chatnet.message import Name
+from chatnet.protocol import Kind, LoginReason
 
 # The address a login comes from, as the chat server saw it (an IPv6 one with its zone fits).
 MAX_SOURCE_CHARS: Final = 64

@@ -46,8 +46,9 @@ from chatnet.api_rooms import in_utc
 from chatnet.bots_store import BotConflict, BotStore, Definition, Written, public
 from chatnet.config import Settings
 from chatnet.limits import MAX_BOT_MODEL_CHARS, MAX_BOT_PROMPT_CHARS, MAX_BOTS, MAX_MESSAGE_CHARS, MAX_ROOMS_PER_USER
+from chatnet.message import Name
 from chatnet.personalities import personalities
-from chatnet.protocol import Name, format_datetime, is_valid_name, unencodable
+from chatnet.protocol import format_datetime, is_valid_name, unencodable
 from chatnet.store import Store
 
 logger = logging.getLogger("chatnet.api.bots")

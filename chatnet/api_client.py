@@ -46,7 +46,7 @@ from urllib.parse import quote, urlencode
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.http_client import HttpClient
-from chatnet.protocol import Message, MessageLike, dumps, format_datetime, message_json
+from chatnet.protocol import MessageJson, MessageLike, dumps, format_datetime, message_json
 
 
 def _detail(body: str) -> str:
@@ -322,23 +322,20 @@ class ApiClient:
         answer = await self._request("POST", "/mail", body)
         return MailReceipt(ids=list(answer["ids"]), unknown=list(answer.get("unknown", [])))
 
-    async def pending(self, user: str, limit: int | None = None) -> tuple[list[Message], int]:
+    async def pending(self, user: str, limit: int | None = None) -> tuple[list[MessageJson], int]:
         """The user's pending mail, oldest first (at most `limit`, up to MAIL_PAGE; None:
         the API's default page), and how much is pending in all."""
         params = {} if limit is None else {"limit": limit}
         page = await self._request("GET", f"/mail/{quote(user, safe='')}", params=params)
-        return [Message.model_validate(m) for m in page["messages"]], page["total"]
+        return page["messages"], page["total"]
 
-    async def pending_many(self, users: Iterable[str], limit: int) -> dict[str, tuple[list[Message] | None, int]]:
+    async def pending_many(self, users: Iterable[str], limit: int) -> dict[str, tuple[list[MessageJson] | None, int]]:
         """Many users' pending mail in one request (a storm of logins): by name lower-cased,
         for those with any, the total and all of it oldest first — or None instead of
         the messages when they did not fit within `limit` in all (then ask `pending`).
         A user not in the answer has nothing pending."""
         answer = await self._request("POST", "/mail/pending", {"users": list(users), "limit": limit})
-        return {
-            entry["user"].lower(): (None if entry["messages"] is None else [Message.model_validate(m) for m in entry["messages"]], entry["total"])
-            for entry in answer["pending"]
-        }
+        return {entry["user"].lower(): (entry["messages"], entry["total"]) for entry in answer["pending"]}
 
     async def ack(self, user: str, ids: list[str]) -> int:
         """Acknowledge mail: it leaves the mailbox for the history; returns how many were pending."""
@@ -354,14 +351,14 @@ class ApiClient:
 
     async def history(
         self, user: str, peer: str, limit: int | None = None, before: str | datetime | None = None
-    ) -> tuple[list[Message], str | None]:
+    ) -> tuple[list[MessageJson], str | None]:
         """Messages between two users, newest first (at most `limit`; None: the API's
         default page), and the `before` of the next page."""
         params: dict[str, Any] = {} if limit is None else {"limit": limit}
         if before is not None:
             params["before"] = format_datetime(before) if isinstance(before, datetime) else before
         page = await self._request("GET", f"/history/{quote(user, safe='')}/{quote(peer, safe='')}", params=params)
-        return [Message.model_validate(m) for m in page["messages"]], page["next_before"]
+        return page["messages"], page["next_before"]
 
     async def history_page(self, user: str, peer: str, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         """A page of the messages between two users: `{"messages": [oldest first],

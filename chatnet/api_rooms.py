@@ -53,7 +53,8 @@ from chatnet.limits import (
     MAX_ROOM_LOGINS,
     MAX_TOPIC_CHARS,
 )
-from chatnet.protocol import Destination, Message, Name, RoomReason, parse_timestamp, unencodable
+from chatnet.message import Destination, Message, Name
+from chatnet.protocol import RoomReason, parse_timestamp, unencodable
 from chatnet.rooms_store import ModeChange, RoomRefused, RoomStore, room_info
 from chatnet.store import decode_cursor, encode_cursor
 

@@ -66,8 +66,9 @@ from chatnet.config import Settings
 from chatnet.dialects.json import client_frame
 from chatnet.errors import ChatError, LoginInterrupted, LoginRefused
 from chatnet.limits import ACK_IDS_PER_FRAME, MAIL_PAGE, MAX_MESSAGE_CHARS
+from chatnet.message import Message
 from chatnet.peer import Peer
-from chatnet.protocol import ACK_FEATURE, BOT_FEATURE, SERVER_NAME, Ack, Chat, Command, Event, Message, MessageType, Typing, is_room, strip_address
+from chatnet.protocol import ACK_FEATURE, BOT_FEATURE, SERVER_NAME, Ack, Chat, Command, Event, MessageType, Typing, is_room, strip_address
 
 logger = logging.getLogger("chatnet.bot")
 

@@ -26,7 +26,7 @@ from typing import Any, Final, Generic, TypeVar
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected, ChatError, StoreUnavailable
 from chatnet.limits import MAX_BATCH, MAX_PENDING_USERS
-from chatnet.protocol import Delivery, Message, dumps, message_dict, new_id
+from chatnet.protocol import Delivery, MessageJson, dumps, message_dict, new_id
 
 logger = logging.getLogger("chatnet.server")
 
@@ -67,7 +67,7 @@ FIRST_LOOK_IN_FLIGHT: Final = 2
 FIRST_LOOK_ATTEMPTS: Final = 2
 
 # What a first look at mail answers: the page (None: it did not fit, ask for it alone) and the total.
-Looked = tuple[list[Message] | None, int]
+Looked = tuple[list[MessageJson] | None, int]
 T = TypeVar("T")
 
 

@@ -22,7 +22,8 @@ from typing import Any, Final
 
 from chatnet.dialects.json import client_frame
 from chatnet.errors import LoginInterrupted, LoginRefused
-from chatnet.protocol import SERVER_NAME, Chat, Command, Event, Login, Message, MessageType, Pong, dumps, parse_message
+from chatnet.message import Message, parse_message
+from chatnet.protocol import SERVER_NAME, Chat, Command, Event, Login, MessageType, Pong, dumps
 
 # Frames from the server can be longer than a client's line limit (stored mail
 # with metadata, a bot's long reply); this only bounds memory.

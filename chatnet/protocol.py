@@ -1,9 +1,11 @@
-"""What every process shares about messages: the model, its vocabulary, its shapes.
+"""What every process shares about messages: their vocabulary and their shapes.
 
-Pure: no I/O. The wire formats themselves (text lines, JSON frames) are the dialects'
-(`chatnet.dialects`); this module owns what they have in common:
+Pure: no I/O, and no pydantic (the chat server imports this; the `Message` model that
+checks a message's fields is `chatnet.message`). The wire formats themselves (text
+lines, JSON frames) are the dialects' (`chatnet.dialects`); this module owns what they
+have in common:
 
-- the `Message` model, names, ids and timestamps;
+- the name rules, ids and timestamps;
 - `MessageType` and `Event` (every `metadata.event` value), one enum each;
 - what a client can say (`Login`, `Chat`, `Command`, `Quit`) and what the server
   delivers (`Delivery`);
@@ -27,11 +29,9 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import StrEnum
 from functools import lru_cache, partial
-from typing import Annotated, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
-
-from chatnet.errors import BadFrame, LineTooLong, ProtocolError
+from chatnet.errors import LineTooLong, ProtocolError
 from chatnet.limits import (
     INT64_MAX,
     INT64_MIN,
@@ -68,11 +68,6 @@ def name_or_room(value: str) -> str:
     if not (is_valid_name(value) or is_room(value)):
         raise ValueError(f"use {NAME_RULE}, or for a room {ROOM_RULE}")
     return value
-
-
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN), AfterValidator(not_dots_alone)]
-# Where a message goes: a person (or bot), or a `#room`.
-Destination = Annotated[str, StringConstraints(max_length=33), AfterValidator(name_or_room)]
 
 
 class MessageType(StrEnum):
@@ -355,40 +350,6 @@ class Clock:
         return self.text
 
 
-# --- the Message model ---------------------------------------------------------------
-
-
-class Message(BaseModel):
-    """One message, as every process sees it. Invalid ones can't be built."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(default_factory=new_id)
-    sender: Name | None = None
-    destination: Destination | None = None
-    message: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)] = ""
-    timestamp: datetime = Field(default_factory=utcnow)
-    type: MessageType = MessageType.CHAT
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _utc(cls, value: Any) -> Any:
-        return parse_timestamp(value) if isinstance(value, (str, datetime)) else value
-
-    @field_serializer("timestamp")
-    def _iso(self, value: datetime) -> str:
-        return format_datetime(value)
-
-
-def parse_message(line: str | bytes) -> Message:
-    """A server frame (JSON mode) as a Message; for clients, bots and the adapter."""
-    try:
-        return Message.model_validate_json(line)
-    except ValueError as exc:
-        raise BadFrame(f"Malformed frame from the server: {exc}") from None
-
-
 # --- what a client can say, what the server delivers ---------------------------------
 
 # Events are NamedTuples: immutable like frozen dataclasses, and several times cheaper
@@ -587,7 +548,15 @@ def mail_hints(metadata: dict[str, Any] | None, max_ttl: int, max_keep: int) -> 
 
 # --- one encoder per shape -----------------------------------------------------------
 
-MessageLike = Message | Mapping[str, Any]
+if TYPE_CHECKING:
+    from chatnet.message import Message
+
+# What the encoders below take: a Message, or a mapping already in the JSON shape (a
+# Message is never a Mapping, which is how they tell; this module never imports it).
+MessageLike: TypeAlias = "Message | Mapping[str, Any]"
+# A message in its JSON shape (`message_dict`'s keys, the timestamp as protocol text):
+# stored mail and history as the API serves them, which is how the chat server takes them.
+MessageJson: TypeAlias = Mapping[str, Any]
 
 
 def message_dict(
@@ -637,13 +606,13 @@ def dumps(value: Any) -> str:
 
 def message_json(message: MessageLike) -> Any:
     """A Message, or a dict already in its JSON shape, as that shape."""
-    return message.model_dump(mode="json") if isinstance(message, Message) else message
+    return message if isinstance(message, Mapping) else message.model_dump(mode="json")
 
 
 def mail_document(message: MessageLike, expires_at: datetime | None = None) -> dict[str, Any]:
     """A message as a pending-mail document: only what mail needs (the embedded store
     reads a page of smaller documents markedly faster), the id as `_id`."""
-    data = message.model_dump() if isinstance(message, Message) else message
+    data = message if isinstance(message, Mapping) else message.model_dump()
     doc = {
         "_id": data["id"],
         "sender": data["sender"],
@@ -678,7 +647,7 @@ def history_entry(message: MessageLike) -> dict[str, Any]:
     the JSON shape, or a mail document."""
     doc: dict[str, Any]
     metadata: dict[str, Any] | None
-    if isinstance(message, Message):
+    if not isinstance(message, Mapping):  # a Message
         doc = {
             "id": message.id,
             "sender": message.sender,

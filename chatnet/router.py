@@ -717,7 +717,7 @@ class Router:
             first = False
             if not messages:
                 break
-            ids = [m.id for m in messages]
+            ids = [m["id"] for m in messages]
             waiting = Awaited() if session.unacked is not None else None  # an `ack` reader
             if waiting is not None:
                 self._awaited[session] = waiting

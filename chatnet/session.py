@@ -61,7 +61,7 @@ from chatnet.protocol import (
     LineBuffer,
     Login,
     LoginReason,
-    Message,
+    MessageJson,
     Pong,
     Quit,
     Reply,
@@ -717,7 +717,7 @@ class Session(asyncio.Protocol):
             return
         self._ping_timer = asyncio.get_running_loop().call_later(delay, self._check_alive)
 
-    def deliver_stored(self, message: Message) -> None:
+    def deliver_stored(self, message: MessageJson) -> None:
         self.write(self.dialect.stored(message))
 
     def notice(self, text: str, event: Event, **details: Any) -> None:

@@ -103,6 +103,7 @@ from chatnet.limits import (
     ROOM_PATTERN,
     ROOM_RULE,
 )
+from chatnet.message import Message
 from chatnet.peer import Peer, encode_frame
 from chatnet.personalities import personalities
 from chatnet.process import ROOT
@@ -117,7 +118,6 @@ from chatnet.protocol import (
     Event,
     Login,
     LoginReason,
-    Message,
     MessageType,
     Pong,
     Quit,

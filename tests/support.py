@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from chatnet.message import Message
 from chatnet.peer import Peer
 from chatnet.process import (
     API_LISTENING,
@@ -36,7 +37,6 @@ from chatnet.process import (
     port_open,
     script,
 )
-from chatnet.protocol import Message
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0

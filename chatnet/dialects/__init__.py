@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from chatnet.dialects.irc import IrcDialect
 from chatnet.dialects.json import JSON
 from chatnet.dialects.text import TEXT
-from chatnet.protocol import Authenticate, ClientEvent, Delivery, Event, Login, Message, Quit, Reply
+from chatnet.protocol import Authenticate, ClientEvent, Delivery, Event, Login, MessageJson, Quit, Reply
 
 
 class Dialect(Protocol):
@@ -116,7 +116,7 @@ class Dialect(Protocol):
         """A room's message from before (catch-up at login, !history)."""
         ...
 
-    def stored(self, message: Message) -> str:
+    def stored(self, message: MessageJson) -> str:
         """A message handed over from the reader's stored mail."""
         ...
 

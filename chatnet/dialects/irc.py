@@ -49,12 +49,11 @@ from chatnet.protocol import (
     Delivery,
     Login,
     LoginReason,
-    Message,
+    MessageJson,
     MessageType,
     Pong,
     Quit,
     Reply,
-    format_datetime,
     is_room,
     is_valid_name,
     new_chat,
@@ -646,12 +645,12 @@ class IrcDialect(IrcNumerics):
         text = f"[{short_timestamp(message[4])}] {message[3]}"
         return self.delivery((*message[:3], text, *message[4:]))
 
-    def stored(self, message: Message) -> str:
-        timestamp = format_datetime(message.timestamp)
-        text = message.message if "server-time" in self.caps else f"[{short_timestamp(timestamp)}] {message.message}"
-        sender = message.sender or SERVER_NAME
-        verb = "NOTICE" if message.type == MessageType.SUBSCRIPTION or message.metadata.get("notice") else "PRIVMSG"
-        return self._message(verb, source(sender), message.destination or self.nick, text, self._tags(message.id, timestamp))
+    def stored(self, message: MessageJson) -> str:
+        timestamp, text = message["timestamp"], message["message"]
+        text = text if "server-time" in self.caps else f"[{short_timestamp(timestamp)}] {text}"
+        sender = message["sender"] or SERVER_NAME
+        notice = message["type"] == MessageType.SUBSCRIPTION or (message.get("metadata") or {}).get("notice")
+        return self._message("NOTICE" if notice else "PRIVMSG", source(sender), message["destination"] or self.nick, text, self._tags(message["id"], timestamp))
 
 
 _HANDLERS: Final = {

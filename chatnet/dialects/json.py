@@ -32,7 +32,7 @@ from chatnet.protocol import (
     Delivery,
     Event,
     Login,
-    Message,
+    MessageJson,
     MessageType,
     Pong,
     Typing,
@@ -40,7 +40,6 @@ from chatnet.protocol import (
     check_message,
     check_name,
     dumps,
-    format_datetime,
     json_line,
     new_id,
     parse_command,
@@ -210,10 +209,9 @@ class JsonDialect(OneLineLogin):
 
     replayed = delivery  # the frames carry their time already
 
-    def stored(self, message: Message) -> str:
-        metadata = {**message.metadata, "stored": True}
-        timestamp = format_datetime(message.timestamp)
-        return json_line(message.id, message.sender, message.destination, message.message, timestamp, message.type, metadata)
+    def stored(self, message: MessageJson) -> str:
+        metadata = {**(message.get("metadata") or {}), "stored": True}
+        return json_line(message["id"], message["sender"], message["destination"], message["message"], message["timestamp"], message["type"], metadata)
 
     def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         return server_frame(MessageType.NOTIFICATION, text, event, details, recipient, timestamp)

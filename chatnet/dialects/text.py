@@ -35,12 +35,11 @@ from chatnet.protocol import (
     Delivery,
     Event,
     Login,
-    Message,
+    MessageJson,
     Quit,
     check_destination,
     check_message,
     check_name,
-    format_datetime,
     new_chat,
     parse_command,
     partial_chunk,
@@ -151,8 +150,8 @@ class TextDialect(OneLineLogin):
 
     replayed = delivery  # the lines carry their time already
 
-    def stored(self, message: Message) -> str:
-        return stored_line(short_timestamp(format_datetime(message.timestamp)), message.sender or SERVER_NAME, message.message)
+    def stored(self, message: MessageJson) -> str:
+        return stored_line(short_timestamp(message["timestamp"]), message["sender"] or SERVER_NAME, message["message"])
 
     def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         return text + "\n"

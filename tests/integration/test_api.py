@@ -15,7 +15,8 @@ import pytest
 
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected, StoreUnavailable
-from chatnet.protocol import Message, utcnow
+from chatnet.message import Message
+from chatnet.protocol import utcnow
 from chatnet.store import decode_cursor
 from tests.support import HOST, Network, eventually, own_store, unused_port
 from tests.unit.fakes import FakeApi
@@ -65,11 +66,11 @@ async def test_mail_round_trip(api: ApiClient) -> None:
     assert await api.store_mail([first, Message.model_validate(second)]) == [first["id"], second["id"]]
     assert await api.store_mail([first]) == [first["id"]]
     messages, total = await api.pending("bob")
-    assert [m.message for m in messages] == ["first", "second"]
+    assert [m["message"] for m in messages] == ["first", "second"]
     assert total == 2
-    assert messages[0] == Message.model_validate(first)
+    assert Message.model_validate(messages[0]) == Message.model_validate(first)
     page, total = await api.pending("bob", limit=1)
-    assert ([m.message for m in page], total) == (["first"], 2)
+    assert ([m["message"] for m in page], total) == (["first"], 2)
     assert await api.ack("bob", [first["id"]]) == 1
     assert await api.ack("bob", [first["id"], second["id"]]) == 1
     assert await api.pending("bob") == ([], 0)
@@ -77,7 +78,7 @@ async def test_mail_round_trip(api: ApiClient) -> None:
 
 async def history_texts(api: ApiClient, user: str, peer: str) -> list[str]:
     messages, _ = await api.history(user, peer)
-    return [m.message for m in messages]
+    return [m["message"] for m in messages]
 
 
 async def test_big_pages_of_mail(api: ApiClient) -> None:
@@ -98,8 +99,8 @@ async def test_big_pages_of_mail(api: ApiClient) -> None:
         totals.append(total)
         if not page:
             break
-        received += [m.id for m in page]
-        assert await api.ack("bob", [m.id for m in page]) == len(page)
+        received += [m["id"] for m in page]
+        assert await api.ack("bob", [m["id"] for m in page]) == len(page)
     assert received == [m.id for m in sent]
     assert totals == [2500, 1300, 100, 0]
     counts: dict[str, int] = {}
@@ -110,7 +111,7 @@ async def test_big_pages_of_mail(api: ApiClient) -> None:
         await asyncio.sleep(0.1)
     assert counts == {"pending": 0, "messages": 2500, "subscriptions": 0}
     newest, _ = await api.history("bob", "s0", limit=2)
-    assert [m.id for m in newest] == [m.id for m in sent if m.sender == "s0"][-1:-3:-1]
+    assert [m["id"] for m in newest] == [m.id for m in sent if m.sender == "s0"][-1:-3:-1]
 
 
 async def test_shutdown_finishes_the_history_copy(api_net: Network) -> None:
@@ -125,13 +126,13 @@ async def test_shutdown_finishes_the_history_copy(api_net: Network) -> None:
         for start in range(0, len(sent), 1000):
             await api.store_mail(sent[start : start + 1000])
         page, _ = await api.pending("bob", limit=len(sent))
-        assert await api.ack("bob", [m.id for m in page]) == len(sent)
+        assert await api.ack("bob", [m["id"] for m in page]) == len(sent)
     api_net.stop("api")
     api_net.start_api()
     async with ApiClient(api_net.api_url, api_net.token, timeout=30) as api:
         assert (await api.health_detailed())["counts"] == {"pending": 0, "messages": len(sent), "subscriptions": 0}
         history, _ = await api.history("bob", "alice", limit=1000)
-        assert [m.id for m in history] == [m.id for m in reversed(sent)][:1000]
+        assert [m["id"] for m in history] == [m.id for m in reversed(sent)][:1000]
 
 
 async def test_keep_latest_and_ttl_through_the_api(api: ApiClient) -> None:
@@ -141,11 +142,11 @@ async def test_keep_latest_and_ttl_through_the_api(api: ApiClient) -> None:
     await api.store_mail([chat("thermo", "carol", "soon gone")], ttl_seconds=1)
     await api.store_mail([chat("thermo", "carol", "lasting")], ttl_seconds=600)
     messages, _ = await api.pending("bob")
-    assert [m.message for m in messages] == ["3 C", "4 C"]
-    assert sorted(m.message for m in (await api.pending("carol"))[0]) == ["lasting", "soon gone"]
+    assert [m["message"] for m in messages] == ["3 C", "4 C"]
+    assert sorted(m["message"] for m in (await api.pending("carol"))[0]) == ["lasting", "soon gone"]
     assert await history_texts(api, "bob", "thermo") == ["4 C", "3 C"]
     messages, total = await eventually(lambda: api.pending("carol"), lambda found: found[1] < 2, "carol's pending mail")
-    assert ([m.message for m in messages], total) == (["lasting"], 1)
+    assert ([m["message"] for m in messages], total) == (["lasting"], 1)
     assert await history_texts(api, "carol", "thermo") == ["lasting"]
 
 
@@ -207,7 +208,7 @@ async def test_database_down_gives_503_and_recovers(network: Network, tmp_path: 
                     break
                 except StoreUnavailable:
                     await asyncio.sleep(0.2)
-            assert [m.message for m in messages] == ["kept"]
+            assert [m["message"] for m in messages] == ["kept"]
             assert (await api.health_detailed())["status"] == "ok"
     finally:
         store.stop()

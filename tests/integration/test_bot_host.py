@@ -13,7 +13,8 @@ import pytest
 
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected
-from chatnet.protocol import Message, MessageType
+from chatnet.message import Message
+from chatnet.protocol import MessageType
 from tests.fake_openai import FakeOpenAI, echo_reply
 from tests.support import JsonClient, Network, TextClient, eventually
 
@@ -172,7 +173,7 @@ async def test_one_thread_over_http_and_chat(host: Network, fake: FakeOpenAI, ap
 
     async def texts() -> list[str]:
         messages, _ = await api.history("alice", "fine")
-        return [m.message for m in messages]
+        return [m["message"] for m in messages]
 
     shown = await eventually(texts, lambda found: "echo: what is my name?" in found, "the HTTP turn in the history")
     assert "what is my name?" in shown

@@ -12,8 +12,9 @@ import pytest
 
 from chatnet.assistant import APOLOGY
 from chatnet.bot import BUSY_IN_ROOM
+from chatnet.message import Message
 from chatnet.peer import Peer
-from chatnet.protocol import Event, Message, MessageType
+from chatnet.protocol import Event, MessageType
 from tests.fake_openai import FakeOpenAI
 from tests.support import HOST, JsonClient, Network, TextClient, eventually
 

@@ -22,8 +22,9 @@ import pytest
 
 from chatnet.api_client import ApiClient
 from chatnet.limits import MAIL_PAGE
+from chatnet.message import Message
 from chatnet.peer import Peer
-from chatnet.protocol import Event, Message, MessageType
+from chatnet.protocol import Event, MessageJson, MessageType
 from tests.support import HOST, TIMEOUT, JsonClient, Network, TextClient, eventually
 
 PENDING = 5000
@@ -160,11 +161,11 @@ async def page_http(chat: Network) -> AsyncIterator[aiohttp.ClientSession]:
 class Mailbox:
     """A user's pending mail as the API lists it (oldest first) and its total; short to show."""
 
-    messages: list[Message]
+    messages: list[MessageJson]
     total: int
 
     def __repr__(self) -> str:
-        texts = [m.message for m in self.messages]
+        texts = [m["message"] for m in self.messages]
         return f"Mailbox(total={self.total}, listed={len(texts)}, first={texts[:1]}, last={texts[-1:]})"
 
 
@@ -187,7 +188,7 @@ async def test_a_page_that_closes_after_acknowledging_2000_gets_exactly_the_othe
     # with itself (acks landing between them make the list longer than the total).
     left = await eventually(lambda: mailbox(chat, "joe"), lambda box: box.total <= PENDING - 2000 and len(box.messages) == box.total, "joe's mailbox", 20)
     assert left.total == PENDING - 2000, f"{left}: {PENDING - 2000 - left.total} not acknowledged were taken off"
-    assert [m.id for m in left.messages] == [m.id for m in stored[2000:]], left
+    assert [m["id"] for m in left.messages] == [m.id for m in stored[2000:]], left
     assert not any(f["type"] == MessageType.ERROR for f in first.seen), [f for f in first.seen if f["type"] == MessageType.ERROR]
 
     second, welcome = await PageSocket.login(page_http, "joe")
@@ -302,7 +303,7 @@ async def test_killing_the_store_while_mail_is_sent_loses_no_confirmed_message(o
     assert answers[-chunk:] == [SAVED] * chunk, f"mail was not saved again after the store came back: {Counter(answers[-chunk:])}"
     saved = {f"m{i}" for i, answer in enumerate(answers) if answer == SAVED}
     box = await eventually(lambda: mailbox(chat, "joe"), lambda box: len(box.messages) == box.total, "joe's mailbox")
-    held = Counter(m.message for m in box.messages)
+    held = Counter(m["message"] for m in box.messages)
     lost = sorted(saved - held.keys(), key=lambda text: int(text[1:]))
     assert not lost, f"{len(lost)} confirmed message(s) lost, e.g. {lost[:10]}; {box}"
     twice = {text: n for text, n in held.items() if n > 1}

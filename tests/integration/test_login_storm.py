@@ -11,7 +11,8 @@ import pytest
 
 from chatnet.api_client import ApiClient
 from chatnet.limits import MAX_BATCH
-from chatnet.protocol import Message, utcnow
+from chatnet.message import Message
+from chatnet.protocol import utcnow
 from tests.support import HOST, Network, TextClient
 
 # CI-sized (issue 10 measures 5,000): enough that one look per login overwhelmed the API.

@@ -18,9 +18,9 @@ import pytest
 
 from chatnet.dialects.text import read_chat_line
 from chatnet.errors import LoginRefused
+from chatnet.message import Message
 from chatnet.peer import Peer
 from chatnet.process import CHAT_LISTENING, port_open
-from chatnet.protocol import Message
 from tests.support import HOST, REDIS_SERVER, JsonClient, Network, RedisServer, TextClient, eventually
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")

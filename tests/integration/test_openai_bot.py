@@ -13,8 +13,9 @@ import pytest
 from chatnet.api_client import ApiClient
 from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT
 from chatnet.launcher import peer_online
+from chatnet.message import Message
 from chatnet.personalities import PERSONALITIES
-from chatnet.protocol import Message, MessageType
+from chatnet.protocol import MessageType
 from tests.fake_openai import FakeOpenAI
 from tests.support import HOST, JsonClient, Network, TextClient
 

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from chatnet.api_client import ApiClient
-from chatnet.protocol import Message, MessageType
+from chatnet.message import Message
+from chatnet.protocol import MessageType
 from chatnet.session import BOGUS_BUDGET
 from tests.support import HOST, Network, TextClient, eventually, own_store
 
@@ -413,7 +414,7 @@ async def test_history_keeps_the_ids_recipients_saw(chat: Network) -> None:
     live = await bob.expect(lambda m: m.type == MessageType.CHAT)
     async with ApiClient(chat.api_url, chat.token) as api:
         messages, _ = await eventually(lambda: api.history("alice", "bob"), lambda found: bool(found[0]), "history of alice and bob")
-    assert [(m.id, m.message) for m in messages] == [(live.id, "remember me")]
+    assert [(m["id"], m["message"]) for m in messages] == [(live.id, "remember me")]
 
 
 async def test_a_peer_that_is_done_sending_still_gets_its_answers(chat: Network) -> None:

@@ -8,7 +8,8 @@ import statistics
 import pytest
 
 from chatnet.api_client import ApiClient
-from chatnet.protocol import Message, MessageType
+from chatnet.message import Message
+from chatnet.protocol import MessageType
 from tests.support import JsonClient, Network, eventually
 
 NAME = "thermo"

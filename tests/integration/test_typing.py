@@ -4,7 +4,7 @@ terminal user beside them. A typing frame is relayed as it comes and never kept.
 from __future__ import annotations
 
 from chatnet.api_client import ApiClient
-from chatnet.protocol import Message
+from chatnet.message import Message
 from tests.support import Network, eventually
 
 

@@ -33,7 +33,8 @@ from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.flood import flood_bucket
 from chatnet.limits import MAX_ROOMS_PER_USER, MAX_UNREAD
-from chatnet.protocol import SERVER_NAME, Message, format_datetime, is_room, parse_timestamp, utcnow
+from chatnet.message import Message
+from chatnet.protocol import SERVER_NAME, MessageJson, format_datetime, is_room, message_json, parse_timestamp, utcnow
 from chatnet.rooms_store import banned, normal_mask
 from chatnet.router import Router
 from chatnet.session import WRITE_HIGH_WATER, Session
@@ -570,14 +571,15 @@ class FakeApi:
         ids = await self.store_mail(messages, ttl_seconds, keep_latest)
         return MailReceipt(ids, [])
 
-    async def pending(self, user: str, limit: int = 100) -> tuple[list[Message], int]:
+    async def pending(self, user: str, limit: int = 100) -> tuple[list[MessageJson], int]:
+        """In the JSON shape, as the API answers (the stand-in keeps Messages)."""
         call = await self._request("pending", user=user, limit=limit)
         box = self.mail.get(user, [])
-        page = list(box[:limit])
+        page = [message_json(m) for m in box[:limit]]
         self._done(call, self._clock)
         return page, len(box)
 
-    async def pending_many(self, users: Iterable[str], limit: int) -> dict[str, tuple[list[Message] | None, int]]:
+    async def pending_many(self, users: Iterable[str], limit: int) -> dict[str, tuple[list[MessageJson] | None, int]]:
         """As the API's POST /mail/pending: one request (recorded as `pending_many`) that
         `fail("pending")` and `hold("pending")` steer too, being a look at pending mail."""
         users = list(users)
@@ -594,13 +596,13 @@ class FakeApi:
                         del self._failures[method]
                 call.outcome, call.finished = type(failure.error).__name__, next(self._clock)
                 raise failure.error
-        answer: dict[str, tuple[list[Message] | None, int]] = {}
+        answer: dict[str, tuple[list[MessageJson] | None, int]] = {}
         budget = limit
         boxes = {user.lower(): box for user in users if (box := self.mail.get(user))}
         for key, box in sorted(boxes.items(), key=lambda item: len(item[1])):
             fits = len(box) <= budget
             budget -= len(box) if fits else 0
-            answer[key] = (list(box) if fits else None, len(box))
+            answer[key] = ([message_json(m) for m in box] if fits else None, len(box))
         self._done(call, self._clock)
         return answer
 

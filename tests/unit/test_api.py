@@ -27,7 +27,8 @@ from chatnet.limits import (
     MAX_MESSAGE_CHARS,
     MAX_NAME_CHARS,
 )
-from chatnet.protocol import Message, utcnow
+from chatnet.message import Message
+from chatnet.protocol import utcnow
 
 TOKEN = "unit-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

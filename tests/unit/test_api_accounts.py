@@ -40,7 +40,8 @@ from chatnet.api import create_app, loggable
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected
-from chatnet.protocol import Kind, LoginReason, Message, utcnow
+from chatnet.message import Message
+from chatnet.protocol import Kind, LoginReason, utcnow
 from chatnet.store import Store, connect
 
 TOKEN = "unit-test-token"

@@ -22,7 +22,8 @@ from chatnet import rooms_store
 from chatnet.api import create_app
 from chatnet.config import Settings
 from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS, MAX_TOPIC_CHARS, MAX_UNREAD
-from chatnet.protocol import Message, format_datetime, utcnow
+from chatnet.message import Message
+from chatnet.protocol import format_datetime, utcnow
 from tests.unit.test_api import AUTH, TOKEN, app, ok  # noqa: F401  (app: the fixture)
 from tests.unit.test_fuzz import FUZZ, json_values
 

@@ -13,8 +13,8 @@ import pytest
 from chatnet.assistant import APOLOGY, APOLOGY_TIMEOUT, Assistant, AssistantConfig, Bounds, Turn, UserState, parse_translate, trim
 from chatnet.config import Settings
 from chatnet.limits import MAX_MESSAGE_CHARS
+from chatnet.message import Message
 from chatnet.personalities import PERSONALITIES
-from chatnet.protocol import Message
 from tests.memory_store import MemoryStore
 
 DAY = 86400.0

@@ -33,8 +33,9 @@ from chatnet.bot import (
 )
 from chatnet.config import Settings
 from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS
+from chatnet.message import Message
 from chatnet.peer import Peer, encode_frame
-from chatnet.protocol import BOT_FEATURE, Event, Message, MessageType, strip_address
+from chatnet.protocol import BOT_FEATURE, Event, MessageType, strip_address
 from chatnet.server import ChatServer
 
 HOST = "127.0.0.1"

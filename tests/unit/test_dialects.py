@@ -13,7 +13,8 @@ from chatnet.dialects.json import client_frame, parse_frame
 from chatnet.dialects.text import PROMPT, ChatLine, chat_line, parse_line, read_chat_line, room_line, stored_line
 from chatnet.errors import BadFrame, ProtocolError
 from chatnet.limits import MAX_MESSAGE_CHARS
-from chatnet.protocol import Chat, Command, Event, Login, Message, MessageType, Quit, Typing, parse_message
+from chatnet.message import Message, parse_message
+from chatnet.protocol import Chat, Command, Event, Login, MessageType, Quit, Typing, message_json
 
 NOW = "2026-11-21T10:00:05.123Z"
 
@@ -159,7 +160,7 @@ def test_text_lines_keep_the_original_phrases() -> None:
     when = datetime(2026, 11, 21, 10, 0, 0, tzinfo=timezone.utc)
     stored = Message(sender="bob", destination="alice", message="hello!!", timestamp=when)
     assert TEXT.delivery(delivery()) == "[2026-11-21T10:00:05Z][alice] hi\n"
-    assert TEXT.stored(stored) == "[Stored] [2026-11-21T10:00:00Z][bob] 'hello!!'\n"
+    assert TEXT.stored(message_json(stored)) == "[Stored] [2026-11-21T10:00:00Z][bob] 'hello!!'\n"
     assert TEXT.notice("Online (1): alice", Event.WHO, {"users": ["alice"]}, "alice", NOW) == "Online (1): alice\n"
     assert TEXT.error("No destination.", Event.BAD_INPUT, {}, "alice", NOW) == "Error: No destination.\n"
     assert TEXT.login_failed("The name 'bob' is already online; choose another.", {"reason": "name_taken"}, NOW) == (
@@ -205,7 +206,7 @@ def test_json_delivery_round_trip() -> None:
 def test_json_stored_mail_is_marked_stored() -> None:
     """Mail handed over from the store keeps its id and time and says it was stored."""
     original = Message(sender="joe", destination="alice", message="later", metadata={"k": 1})
-    frame = parse_message(JSON.stored(original))
+    frame = parse_message(JSON.stored(message_json(original)))
     assert frame.model_copy(update={"metadata": original.metadata}) == original
     assert frame.metadata == {"k": 1, "stored": True}
 

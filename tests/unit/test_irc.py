@@ -18,22 +18,8 @@ from hypothesis import strategies as st
 from chatnet.dialects import ircline
 from chatnet.dialects.irc import IrcDialect
 from chatnet.dialects.ircline import IrcLine
-from chatnet.protocol import (
-    Authenticate,
-    Chat,
-    Command,
-    Delivery,
-    Event,
-    Login,
-    LoginReason,
-    Message,
-    MessageType,
-    OperReason,
-    Pong,
-    Quit,
-    Reply,
-    RoomReason,
-)
+from chatnet.message import Message
+from chatnet.protocol import Authenticate, Chat, Command, Delivery, Event, Login, LoginReason, MessageType, OperReason, Pong, Quit, Reply, RoomReason, message_json
 from chatnet.router import Router
 from tests.unit.fakes import Client, FakeApi, running_router, settings
 
@@ -1073,7 +1059,7 @@ def test_stored_mail_with_server_time_keeps_its_time_in_the_tag() -> None:
     """Mail handed over at registration: a PRIVMSG from the original sender, its time in
     `@time=` and its id in `msgid`."""
     dialect = registered("server-time", "message-tags")
-    mail = Message(id="mail-1", sender="bob", destination="alice", message="hello!!", timestamp=THEN)
+    mail = message_json(Message(id="mail-1", sender="bob", destination="alice", message="hello!!", timestamp=THEN))
     assert parsed(dialect.stored(mail)) == [IrcLine("PRIVMSG", ("alice", "hello!!"), "bob!bob@chatnet", {"time": "2026-11-20T08:30:01.250Z", "msgid": "mail-1"})]
 
 
@@ -1086,7 +1072,7 @@ def test_stored_mail_that_was_a_notice_stays_a_notice(kind: MessageType, metadat
     would have live (clients and bots never answer a NOTICE automatically)."""
     dialect = registered("server-time")
     mail = Message(sender="thermometer1", destination="alice", message="21.5 C", timestamp=THEN, type=kind, metadata=metadata)
-    assert [line.command for line in parsed(dialect.stored(mail))] == ["NOTICE"]
+    assert [line.command for line in parsed(dialect.stored(message_json(mail)))] == ["NOTICE"]
 
 
 def test_a_rooms_message_from_before_keeps_its_time() -> None:
@@ -1100,7 +1086,7 @@ def test_a_rooms_message_from_before_keeps_its_time() -> None:
 def test_stored_mail_without_server_time_has_the_timestamp_lead_the_text() -> None:
     dialect = registered()
     mail = Message(id="mail-1", sender="bob", destination="alice", message="hello!!", timestamp=THEN)
-    assert parsed(dialect.stored(mail)) == [IrcLine("PRIVMSG", ("alice", "[2026-11-20T08:30:01Z] hello!!"), "bob!bob@chatnet")]
+    assert parsed(dialect.stored(message_json(mail))) == [IrcLine("PRIVMSG", ("alice", "[2026-11-20T08:30:01Z] hello!!"), "bob!bob@chatnet")]
 
 
 # --- the debug log -------------------------------------------------------------------------------
@@ -1156,7 +1142,7 @@ def everything_rendered() -> list[str]:
     out.append(dialect.delivery(delivery(":starts with a colon")))
     out.append(dialect.delivery(delivery(" ")))
     out.append(dialect.delivery(delivery("multi\n\nline")))
-    out.append(dialect.stored(Message(sender="bob", destination="alice", message="x", timestamp=THEN)))
+    out.append(dialect.stored(message_json(Message(sender="bob", destination="alice", message="x", timestamp=THEN))))
     out.append(dialect.ping("alice", NOW))
     out.append(dialect.notice("x", Event.OPER, {"user": "alice", "name": "op"}, "alice", NOW))
     out.append(dialect.notice("x", Event.WALLOPS, {"user": "bob", "message": ":a colon\n"}, "alice", NOW))

@@ -9,11 +9,11 @@ from pydantic import ValidationError
 
 from chatnet.errors import LineTooLong
 from chatnet.limits import MAX_MESSAGE_CHARS
+from chatnet.message import Message, parse_message
 from chatnet.protocol import (
     Clock,
     Event,
     LineBuffer,
-    Message,
     format_datetime,
     format_timestamp,
     from_history_entry,
@@ -24,7 +24,6 @@ from chatnet.protocol import (
     mail_hints,
     message_json,
     new_id,
-    parse_message,
     parse_timestamp,
     short_timestamp,
 )

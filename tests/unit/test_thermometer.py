@@ -10,7 +10,8 @@ import pytest
 
 from chatnet.config import Settings
 from chatnet.errors import StoreUnavailable
-from chatnet.protocol import Event, Message, MessageType
+from chatnet.message import Message
+from chatnet.protocol import Event, MessageType
 from chatnet.thermometer import ROOMS_KEY, Sensor, Thermometer
 from tests.memory_store import MemoryStore
 

@@ -26,10 +26,11 @@ from chatnet.api import create_app
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
 from chatnet.limits import MAX_BOT_PROMPT_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE, ROOM_PATTERN, ROOM_RULE
+from chatnet.message import Message
 from chatnet.peer import Peer
 from chatnet.personalities import PERSONALITIES
 from chatnet.process import ROOT
-from chatnet.protocol import Event, LoginReason, Message, MessageType
+from chatnet.protocol import Event, LoginReason, MessageType
 from chatnet.server import ChatServer
 from chatnet.web import (
     ACK_IDS_PER_FRAME,
