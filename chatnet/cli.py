@@ -14,14 +14,19 @@ from collections.abc import Coroutine
 from typing import Any
 
 from chatnet.config import Settings
+from chatnet.errors import BadSetting
 from chatnet.process import die_with_parent
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def settings_from(args: argparse.Namespace, *not_settings: str) -> Settings:
-    """Settings from the environment and `.env`, with every flag that was given on top."""
-    return Settings(**{key: value for key, value in vars(args).items() if value is not None and key not in not_settings})
+    """Settings from the environment and `.env`, with every flag that was given on top. A
+    value that can't be read ends the process with one line naming it, not a traceback."""
+    try:
+        return Settings(**{key: value for key, value in vars(args).items() if value is not None and key not in not_settings})
+    except BadSetting as exc:
+        raise SystemExit(f"Bad setting: {exc}") from None
 
 
 def add_chat_server_flags(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,10 @@
     ├── StoreUnavailable     the message API could not confirm a write or read
     ├── ApiRejected          the message API refused a request (4xx: the caller's fault)
     ├── ChildFailed          a child process exited or was not ready in time
-    └── StartFailed          the network can't start with these settings (a port taken,
-                             a TLS file missing); the text says what to change
+    ├── StartFailed          the network can't start with these settings (a port taken,
+    │                        a TLS file missing); the text says what to change
+    └── BadSetting           a setting's value can't be read (a flag, the environment,
+                             .env); also a ValueError; the text names the variable
 
 Our own bugs are none of these: they propagate to the boundary that logs them.
 """
@@ -87,6 +89,11 @@ class ChildFailed(ChatError):
 class StartFailed(ChatError):
     """The network can't start with these settings (a port taken, a TLS file missing);
     the text says what to change."""
+
+
+class BadSetting(ChatError, ValueError):
+    """A setting's value can't be read as its type: "CHAT_PORT: 'abc' is not an integer".
+    The text never shows a secret's value."""
 
 
 class ClusterUnavailable(ChatError):

@@ -33,15 +33,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Final
 
-from pydantic import SecretStr
-from pydantic_core import to_jsonable_python
-
-from chatnet.config import Settings
+from chatnet.config import Secret, Settings
 from chatnet.errors import ChildFailed, StartFailed
 from chatnet.process import (
     API_LISTENING,
@@ -229,16 +226,17 @@ def optional_children() -> list[ChildSpec]:
 def child_env(settings: Settings) -> dict[str, str]:
     """Every setting as the environment variable a child reads it from."""
     env = {"PYTHONUNBUFFERED": "1"}
-    for name, value in settings.model_dump().items():
+    for item in fields(settings):
+        value = getattr(settings, item.name)
         if value is None:
             continue
-        if isinstance(value, SecretStr):
+        if isinstance(value, Secret):
             value = value.get_secret_value()
-        elif isinstance(value, Path):
-            value = str(value)
-        elif not isinstance(value, str | int | float):
-            value = json.dumps(to_jsonable_python(value))  # how pydantic-settings reads complex values
-        env[name.upper()] = str(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, dict):
+            value = json.dumps(value)  # how Settings reads a dict
+        env[item.name.upper()] = str(value)
     return env
 
 
@@ -352,8 +350,7 @@ class Running:
 
 class Launcher:
     def __init__(self, settings: Settings, skip: set[str], nodes: int = 1) -> None:
-        updates: dict[str, Any] = {"data_dir": settings.data_dir.resolve(), "log_dir": settings.log_dir.resolve()}
-        self.settings = settings.model_copy(update=updates)
+        self.settings = replace(settings, data_dir=settings.data_dir.resolve(), log_dir=settings.log_dir.resolve())
         self.skip = skip
         self.nodes = max(1, nodes)  # chat-server nodes sharing the chat and IRC ports
         self.redis_started = False  # CLUSTER_URL is the Redis we started
@@ -428,7 +425,7 @@ class Launcher:
         if self.settings.api_token is None:
             self.token_file = self.settings.data_dir / TOKEN_FILE
             token, self.token_made = kept_token(self.token_file)
-            self.settings = self.settings.model_copy(update={"api_token": SecretStr(token)})
+            self.settings = replace(self.settings, api_token=Secret(token))
         self._make_tls_files()
 
     def _name_tls_files(self) -> None:
@@ -443,7 +440,7 @@ class Launcher:
             cert, key = s.data_dir / TLS_DIR / CERT_FILE, s.data_dir / TLS_DIR / KEY_FILE
         else:
             cert, key = s.tls_cert.resolve(), s.tls_key.resolve()
-        self.settings = s.model_copy(update={"tls_cert": cert, "tls_key": key})
+        self.settings = replace(s, tls_cert=cert, tls_key=key)
 
     def _make_tls_files(self) -> None:
         """The self-signed pair made (or kept), and whichever pair loaded once here, so
@@ -468,7 +465,7 @@ class Launcher:
         store_path = self.store_path = self.settings.data_dir / "store"
         spec = ChildSpec("store", "embedded store", "", ready=lambda s, child: lambda: port_open("127.0.0.1", child.port or 0)(), address=lambda s: s.mongo_url)
         child = self._start(spec, lambda port: embedded_store_argv(port, store_path), listening=STORE_LISTENING)
-        self.settings = self.settings.model_copy(update={"mongo_url": f"mongodb://127.0.0.1:{child.port}"})
+        self.settings = replace(self.settings, mongo_url=f"mongodb://127.0.0.1:{child.port}")
         logger.info("%s ready at %s (pid %s)", spec.title, spec.address(self.settings), child.pid)
 
     def _start_redis(self) -> None:
@@ -487,7 +484,7 @@ class Launcher:
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         spec = ChildSpec("redis", "Redis (for the nodes)", "", ready=lambda s, child: port_open("127.0.0.1", port), address=lambda s: f"127.0.0.1:{port}")
         child = self._start(spec, argv)
-        self.settings = self.settings.model_copy(update={"cluster_url": f"redis://127.0.0.1:{port}/0"})
+        self.settings = replace(self.settings, cluster_url=f"redis://127.0.0.1:{port}/0")
         self.redis_started = True
         logger.info("%s ready at %s (pid %s)", spec.title, spec.address(self.settings), child.pid)
 
@@ -602,9 +599,9 @@ class Launcher:
 
     def banner(self) -> str:
         s = self.settings
-        defaults = Settings.model_fields
-        port_flag = "" if s.chat_port == defaults["chat_port"].default else f" --port {s.chat_port}"
-        host_flag = "" if s.chat_host == defaults["chat_host"].default else f" --host {s.chat_host}"
+        # A dataclass keeps each default as the class attribute: Settings.chat_port is 5000.
+        port_flag = "" if s.chat_port == Settings.chat_port else f" --port {s.chat_port}"
+        host_flag = "" if s.chat_host == Settings.chat_host else f" --host {s.chat_host}"
         web = web_url(s) if self._started("web") else f"(web adapter {self.skipped.get('web', 'not running')})"
         if self.store_path is not None:
             store = f"embedded, data in {self.store_path} (nothing answered at {redact_url(self.given_mongo_url)})"
@@ -641,7 +638,7 @@ class Launcher:
         s = self.settings
         if not self._started("server") or not tls_enabled(s):
             return []
-        port_flag = "" if s.chat_tls_port == Settings.model_fields["chat_tls_port"].default else f" --port {s.chat_tls_port}"
+        port_flag = "" if s.chat_tls_port == Settings.chat_tls_port else f" --port {s.chat_tls_port}"
         if self.tls_generated:
             # The client trusts DATA_DIR/tls/cert.pem by itself; elsewhere it must be told.
             cafile_flag = "" if s.tls_cert == ROOT / "data" / TLS_DIR / CERT_FILE else f" --cafile {s.tls_cert}"
@@ -688,7 +685,7 @@ def _another_node(spec: ChildSpec) -> bool:
     return spec.name.startswith("server") and spec.name != "server"
 
 
-def _secret(value: SecretStr | None) -> str | None:
+def _secret(value: Secret | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import fields
 from pathlib import Path
 
 import httpx
@@ -196,7 +197,7 @@ def test_children_read_back_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_p
         openai_base_url="http://127.0.0.1:9/v1", bot_personalities={"pirate": "Talk like a pirate."},
     )  # fmt: skip
     for key in list(os.environ):
-        if key.lower() in Settings.model_fields:
+        if key.lower() in {item.name for item in fields(Settings)}:
             monkeypatch.delenv(key)
     for key, value in child_env(settings).items():
         monkeypatch.setenv(key, value)

@@ -8,6 +8,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -308,7 +309,7 @@ async def test_stopping_finishes_the_requests_under_way() -> None:
             server.router.identity.loaded = True
             await server.start()
             try:
-                settings = settings.model_copy(update={"chat_port": server.port})
+                settings = replace(settings, chat_port=server.port)
                 stop = asyncio.Event()
                 bot = HoldingBot(settings, stop)
                 running = asyncio.create_task(bot.run(stop))
@@ -356,7 +357,7 @@ async def test_requests_wait_for_the_logins_own_setup() -> None:
             await server.start()
             try:
                 stop = asyncio.Event()
-                bot = SettlingBot(settings.model_copy(update={"chat_port": server.port}))
+                bot = SettlingBot(replace(settings, chat_port=server.port))
                 running = asyncio.create_task(bot.run(stop))
                 alice = await Peer.connect("127.0.0.1", server.port, "alice")
                 async with asyncio.timeout(TIMEOUT):
@@ -723,7 +724,7 @@ async def network(store_url: str) -> AsyncIterator[Settings]:
             server = ChatServer(settings, api)
             await server.start()
             try:
-                yield settings.model_copy(update={"chat_port": server.port})
+                yield replace(settings, chat_port=server.port)
             finally:
                 await server.stop()
     finally:

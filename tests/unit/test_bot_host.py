@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -192,7 +193,7 @@ async def test_sync_starts_restarts_and_stops_only_what_changed(host: tuple[BotH
 async def test_status_reports_every_bot(host: tuple[BotHost, FakeApi, dict[str, ClosingModel]]) -> None:
     """Each report holds every bot's figures; one with no provider at all says so."""
     bot_host, api, _ = host
-    bot_host.settings = bot_host.settings.model_copy(update={"openai_base_url": None})
+    bot_host.settings = replace(bot_host.settings, openai_base_url=None)
     api.definitions = [definition("a", base_url="http://own/v1"), definition("lonely")]
     await bot_host.sync()
     await bot_host.report()
@@ -213,7 +214,7 @@ async def test_an_api_without_the_bot_routes_runs_the_settings_bot(host: tuple[B
 async def client(host: tuple[BotHost, FakeApi, dict[str, ClosingModel]]) -> AsyncIterator[TestClient[Any, Any]]:
     bot_host, api, _ = host
     api.definitions = [definition("helper"), definition("picky", respond_to=["alice"], rate_limit=1), definition("none", base_url=None)]
-    bot_host.settings = bot_host.settings.model_copy(update={"openai_base_url": None})
+    bot_host.settings = replace(bot_host.settings, openai_base_url=None)
     api.definitions[0]["base_url"] = api.definitions[1]["base_url"] = "http://own/v1"
     await bot_host.sync()
     async with TestClient(TestServer(make_app(bot_host, TOKEN))) as test_client:

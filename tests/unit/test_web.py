@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -182,7 +183,7 @@ async def chat_server(base: Settings) -> AsyncIterator[ChatServer]:
 @pytest.fixture
 async def settings(base: Settings, chat_server: ChatServer) -> Settings:
     """Settings with every real port: what the adapter and JSON peers use."""
-    return base.model_copy(update={"chat_port": chat_server.port})
+    return replace(base, chat_port=chat_server.port)
 
 
 async def serve_web(settings: Settings) -> TestClient[aiohttp.web.Request, aiohttp.web.Application]:
@@ -524,7 +525,7 @@ async def test_the_message_api_away_is_503(settings: Settings) -> None:
     """With the message API out of reach of the adapter, its data routes answer 503 in
     plain words (the socket and chat go on: the chat server reaches its own API)."""
     with held_port() as port:
-        web = await serve_web(settings.model_copy(update={"api_port": port}))
+        web = await serve_web(replace(settings, api_port=port))
         try:
             page = await open_page(web)
             _, session = await page.login("alice")
@@ -553,7 +554,7 @@ async def test_chat_server_unavailable_is_retried_with_backoff(base: Settings) -
     """A login while the chat server is down gets `status` frames (unavailable, growing retry_in);
     once a server listens the page is logged in on the same socket."""
     with held_port() as port:
-        await _unavailable_then_up(base.model_copy(update={"chat_port": port}))
+        await _unavailable_then_up(replace(base, chat_port=port))
 
 
 async def _unavailable_then_up(settings: Settings) -> None:
