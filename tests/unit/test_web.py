@@ -853,7 +853,7 @@ async def stored_frames(page: Page, count: int) -> list[Frame]:
 async def pending_ids(settings: Settings, user: str) -> list[str]:
     async with ApiClient.from_settings(settings) as api:
         messages, _ = await api.pending(user)
-        return [message.id for message in messages]
+        return [message["id"] for message in messages]
 
 
 async def left(server: ChatServer, user: str) -> None:
