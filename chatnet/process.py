@@ -13,8 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +81,11 @@ def port_open(host: str, port: int) -> Probe:
 
 
 def http_ok(url: str) -> Probe:
+    # Imported here, not with the module: urllib.request brings http.client, email and
+    # tempfile, megabytes the chat server (which imports this module) never uses.
+    import urllib.error
+    import urllib.request
+
     def probe() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=1.0) as response:
