@@ -25,7 +25,7 @@ from chatnet.cli import stop_on_signals
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, IrcDialect, pick_text_or_json
 from chatnet.errors import ClusterUnavailable
-from chatnet.flood import flood_bucket
+from chatnet.flood import flood_buckets
 from chatnet.router import Router
 from chatnet.session import Session
 from chatnet.tls import server_context
@@ -43,6 +43,9 @@ class ChatServer:
     def __init__(self, settings: Settings, api: ApiClient) -> None:
         self.settings = settings
         self.router = Router(settings, api)
+        # What every session shares (one tuple, one pair of numbers, not one each).
+        self.liveness = settings.liveness
+        self.flood_bucket = flood_buckets(settings.flood_rate, settings.flood_burst)
         self._listener: asyncio.Server | None = None
         self._tls_listener: asyncio.Server | None = None
         self._irc_listener: asyncio.Server | None = None
@@ -51,13 +54,11 @@ class ChatServer:
     def session(self) -> Session:
         """A new connection's session: text and JSON share the port, the flood bucket
         as the settings say."""
-        settings = self.settings
-        return Session(self.router, TEXT, pick_text_or_json, flood_bucket(settings.flood_rate, settings.flood_burst), settings.liveness)
+        return Session(self.router, TEXT, pick_text_or_json, self.flood_bucket(), self.liveness)
 
     def irc_session(self) -> Session:
         """A new IRC connection's session, with a dialect of its own (IRC negotiates)."""
-        settings = self.settings
-        return Session(self.router, IrcDialect(), None, flood_bucket(settings.flood_rate, settings.flood_burst), settings.liveness)
+        return Session(self.router, IrcDialect(), None, self.flood_bucket(), self.liveness)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -205,13 +205,25 @@ def _tune(sock: Any) -> None:
         pass
 
 
+# `sent_ends` of a session that has tracked nothing yet (most idle ones): shared, never
+# appended to, so ten thousand of them cost no list each. `_track` gives a session its own.
+_NO_ENDS: Final[list[int]] = []
+
+
+def _key(name: str) -> str:
+    """The name in lower case, as the same text when it already is (str.lower() always
+    makes a copy: 57 bytes a session)."""
+    key = name.lower()
+    return name if key == name else key
+
+
 class Session(asyncio.Protocol):
     """One connection. Only moves data; the router decides what it means."""
 
     # No per-instance dict: ten thousand idle sessions should cost little memory.
     __slots__ = (
         "router", "clock", "flushes", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
-        "transport", "peer", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
+        "transport", "port", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
         "verified", "_waits", "quit_reason", "away", "echoes_own", "ident", "operator", "hears_wallops",
@@ -243,8 +255,8 @@ class Session(asyncio.Protocol):
         # The other sessions of the same account, when there are any (the router's).
         self.group: Any = None
         self.transport: asyncio.Transport | None = None
-        self.peer = "?"
         self.address = "?"  # the peer's IP address: per-address limits
+        self.port = 0  # and its port (`peer` joins them only when a log line asks)
         self.buffer = LineBuffer()
         self.flood = flood  # None: not limited (bots, or FLOOD_RATE=0)
         self._held: list[bytes | LineTooLong] | None = None  # lines read but not yet acted on
@@ -265,7 +277,7 @@ class Session(asyncio.Protocol):
         # first (None until the first), and beside them where each ends in `written`:
         # two lists of references, so a delivery allocates nothing here.
         self.sent: list[Delivery] | None = None
-        self.sent_ends: list[int] = []
+        self.sent_ends = _NO_ENDS  # a list of its own from the first line tracked
         self._prune_at = 0  # the offset in `written` past which the next line asks the socket
         self.forgotten = 0  # unreceived messages past the limits above
         self.written = 0  # bytes queued for the peer since the connection opened
@@ -285,12 +297,17 @@ class Session(asyncio.Protocol):
         self._writing_paused = False  # the transport's part of it
         # `--debug`: every line in and out is logged (asked once per connection, not per line).
         self.debug = logger.isEnabledFor(logging.DEBUG)
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # written this loop pass, until the flush
         self._flush_scheduled = False
         # Created only while someone waits for the transport to resume: most sessions
         # never need one, and ten thousand idle sessions should cost little memory.
         self._resumed: asyncio.Future[None] | None = None
         self._login_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def peer(self) -> str:
+        """address:port, for log lines (built when asked: most sessions never are)."""
+        return f"{self.address}:{self.port}" if self.port else self.address
 
     def __repr__(self) -> str:
         return f"<Session {self.name or '-'} {self.peer} {self.dialect.name} {self.state}>"
@@ -330,8 +347,7 @@ class Session(asyncio.Protocol):
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
-            self.address = str(peer[0])
-            self.peer = f"{peer[0]}:{peer[1]}"
+            self.address, self.port = str(peer[0]), peer[1]  # the transport's own objects: no copies
         _tune(transport.get_extra_info("socket"))
         self.router.connected(self)
         self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timeout)
@@ -421,7 +437,7 @@ class Session(asyncio.Protocol):
         for timer in (self._login_timer, self._flood_timer, self._sweep_timer, self._ping_timer):
             if timer is not None:
                 timer.cancel()
-        self._out.clear()
+        self._out = None
         self._wake()
         self.router.disconnected(self, was_logged_in)
 
@@ -495,7 +511,7 @@ class Session(asyncio.Protocol):
         if self._login_timer:
             self._login_timer.cancel()
             self._login_timer = None
-        self.name, self.key, self.kind = name, name.lower(), kind
+        self.name, self.key, self.kind = name, _key(name), kind
         # `ack` is about this connection, not news for whom it writes to: left out of the
         # features sent along with its messages.
         self.features, self.state = tuple(sorted(features - {ACK_FEATURE})), State.ACTIVE
@@ -522,7 +538,7 @@ class Session(asyncio.Protocol):
 
     def renamed(self, name: str) -> None:
         """A guest's new name (`!nick`)."""
-        self.name, self.key = name, name.lower()
+        self.name, self.key = name, _key(name)
 
     def registered(self) -> None:
         """The guest's name became an account (`!register`)."""
@@ -622,7 +638,7 @@ class Session(asyncio.Protocol):
         """Any other reader: keep the line until the peer's TCP stack has it."""
         sent = self.sent
         if sent is None:
-            self.sent = sent = []
+            self.sent, self.sent_ends = (sent := []), []
         if not sent and self._sweep_timer is None:
             self._sweep_timer = asyncio.get_running_loop().call_later(SENT_SWEEP, self._sweep)
         sent.append(message)
@@ -691,8 +707,7 @@ class Session(asyncio.Protocol):
             taken = list(self.unacked.values())
             self.unacked.clear()
             return taken
-        taken, self.sent = self.sent or [], None
-        self.sent_ends.clear()
+        taken, self.sent, self.sent_ends = self.sent or [], None, _NO_ENDS
         return taken
 
     def _check_alive(self) -> None:
@@ -802,7 +817,11 @@ class Session(asyncio.Protocol):
             logger.warning("%s is not reading; disconnecting", self.who)
             self.abort()
             return
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]  # a list only while there is something to flush: idle sessions hold none
+        else:
+            out.append(data)
         self.written += len(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -810,9 +829,10 @@ class Session(asyncio.Protocol):
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            data = b"".join(self._out)  # one piece is passed on as it is
-            self._out.clear()
+        out = self._out
+        if out and self.transport is not None and not self.transport.is_closing():
+            data = b"".join(out)  # one piece is passed on as it is
+            self._out = None
             if self.debug:
                 for line in data.decode(errors="replace").splitlines():
                     logger.debug("%s > %s", self.who, line)

@@ -31,7 +31,7 @@ from chatnet.api_client import Account, LoginCheck, MailReceipt, PasswordChange
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
-from chatnet.flood import flood_bucket
+from chatnet.flood import flood_buckets
 from chatnet.limits import MAX_ROOMS_PER_USER, MAX_UNREAD
 from chatnet.message import Message
 from chatnet.protocol import SERVER_NAME, MessageJson, format_datetime, is_room, message_json, parse_timestamp, utcnow
@@ -205,7 +205,7 @@ class Client:
         peer: tuple[str, int] | None = None,
     ) -> None:
         given = router.settings
-        self.session = Session(router, dialect, pick, flood_bucket(given.flood_rate, given.flood_burst), given.liveness)
+        self.session = Session(router, dialect, pick, flood_buckets(given.flood_rate, given.flood_burst)(), given.liveness)
         self.transport = RecordingTransport(self.session, peer)
         self.session.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed, as uvloop's is
         self._taken = 0  # lines already returned by take() / expect()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chatnet.errors import ApiRejected
-from chatnet.flood import FloodBucket
+from chatnet.flood import FloodBucket, flood_buckets
 from chatnet.identity import LoginRate, password_problem
 from chatnet.router import Router
 from tests.unit.fakes import Client, FakeApi, json_client, running_router, settings, text_client, until
@@ -199,6 +199,18 @@ def test_flood_bucket_grants_a_burst_then_a_rate() -> None:
     assert bucket.take(8) == 5
     assert bucket.take(1) == 0
     assert 0 < bucket.wait() <= 0.1
+
+
+def test_flood_bucket_refills_at_its_rate_and_no_further_than_its_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("chatnet.flood.time.monotonic", lambda: now[0])
+    bucket = FloodBucket(rate=10.0, burst=5)
+    assert bucket.take(5) == 5 and bucket.wait() == pytest.approx(0.1)
+    now[0] += 0.25  # two and a half lines' worth
+    assert bucket.take(5) == 2 and bucket.wait() == pytest.approx(0.05)
+    now[0] += 60.0  # idle for a minute: full, not 600 lines deep
+    assert bucket.take(100) == 5
+    assert flood_buckets(0, 5)() is None
 
 
 async def test_a_flooder_is_held_not_dropped(api: FakeApi) -> None:
