@@ -43,6 +43,7 @@ from chatnet.directory import Directory, Group, LocalDirectory
 from chatnet.errors import ChatError, ClusterUnavailable, LoginFailed, ProtocolError
 from chatnet.identity import BOT, GUEST, Admission, AskPassword, Identity
 from chatnet.limits import MAIL_PAGE, MAX_KEEP_LATEST, MAX_MAIL_TTL_SECONDS, MAX_QUIT_CHARS
+from chatnet.liveness import Pinger
 from chatnet.operators import Operators
 from chatnet.people import People
 from chatnet.protocol import (
@@ -111,6 +112,7 @@ class Router:
         self.guest_look: FirstLook[bool] = FirstLook(api.guest_logins, False, FIRST_LOOK_BATCH, self.priority, self.spawn, what="names")
         self.identity = Identity(settings, api, self.guest_look.look)
         self.connections: set[Session] = set()  # logged in or not
+        self.pinger = Pinger(settings.liveness)  # every pinged session's one timer
         self._per_address: dict[str, int] = {}  # open connections by peer address
         self.mail = MailWriter(api, self.priority, self._mail_stored)
         self.archiver = Archiver(api, self.priority)
@@ -193,6 +195,7 @@ class Router:
                 await self.rooms.markers.flush()
         except TimeoutError:
             logger.warning("shutdown: %d connection(s) still closing, %d message(s) not stored", len(self.connections), len(self.mail.queue))
+        self.pinger.close()
         if self.nodes is not None:
             await self.nodes.stop()  # its names let go at once, not a CLUSTER_TTL later
         for task in self._tasks:

@@ -71,6 +71,7 @@ from chatnet.protocol import (
 
 if TYPE_CHECKING:
     from chatnet.identity import Admission
+    from chatnet.liveness import Pinger
 
 logger = logging.getLogger("chatnet.server")
 
@@ -175,6 +176,7 @@ class Router(Protocol):
 
     clock: Clock
     flushes: Flushes
+    pinger: Pinger
 
     def connected(self, session: Session) -> None: ...
     def login(self, session: Session, login: Login) -> None: ...  # answers through logged_in / refused / ask_password
@@ -225,7 +227,7 @@ class Session(asyncio.Protocol):
         "router", "clock", "flushes", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
         "transport", "port", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
-        "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_ping_timer", "_writing_paused",
+        "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_writing_paused",
         "verified", "_waits", "quit_reason", "away", "echoes_own", "ident", "operator", "hears_wallops",
     )  # fmt: skip
 
@@ -287,7 +289,6 @@ class Session(asyncio.Protocol):
         self.liveness = liveness
         self.heard = False  # something arrived since the last look
         self._pinged = False
-        self._ping_timer: asyncio.TimerHandle | None = None
         self.ended_input = False  # the peer half-closed: it sends nothing more
         self._flood_timer: asyncio.TimerHandle | None = None
         self.bogus = 0
@@ -434,9 +435,11 @@ class Session(asyncio.Protocol):
             self._settle()  # the socket is still open here: asked before it closes
         self.state = State.CLOSED
         self._held = None
-        for timer in (self._login_timer, self._flood_timer, self._sweep_timer, self._ping_timer):
+        for timer in (self._login_timer, self._flood_timer, self._sweep_timer):
             if timer is not None:
                 timer.cancel()
+        if self.liveness is not None:
+            self.router.pinger.forget(self)
         self._out = None
         self._wake()
         self.router.disconnected(self, was_logged_in)
@@ -522,7 +525,7 @@ class Session(asyncio.Protocol):
         if kind == "bot":
             self.flood = None  # service sessions are exempt from flood limits
         if self.liveness is not None and self.dialect.pings:
-            self._ping_timer = asyncio.get_running_loop().call_later(self.liveness[0], self._check_alive)
+            self.router.pinger.watch(self, self.liveness[0])
         self.ident = self.dialect.ident()
         self.shows_ids = self.dialect.shows_ids  # IRC's depend on what it negotiated
         self.echoes_own = self.dialect.echoes_own
@@ -710,27 +713,25 @@ class Session(asyncio.Protocol):
         taken, self.sent, self.sent_ends = self.sent or [], None, _NO_ENDS
         return taken
 
-    def _check_alive(self) -> None:
-        """A ping after `liveness[0]` s of silence; dropped after `liveness[1]` more."""
+    def check_alive(self) -> float | None:
+        """A ping after `liveness[0]` s of silence; dropped after `liveness[1]` more. The
+        router's pinger asks; the answer is when to ask again (None: no more)."""
         assert self.liveness is not None
-        self._ping_timer = None
         if self.state not in OPEN:
-            return
+            return None
         interval, timeout = self.liveness
         if self.heard:
             self.heard = self._pinged = False
-            delay = interval
-        elif not self._pinged:
+            return interval
+        if not self._pinged:
             self._pinged = True
             self.write(self.dialect.ping(self.name, self.clock.tick()))
-            delay = timeout
-        else:
-            logger.info("%s did not answer a ping in %.0f s; disconnecting", self.who, timeout)
-            self.notice("No answer to ping; disconnecting.", Event.GOODBYE)
-            self.flush()
-            self.abort()  # a dead peer takes nothing more: the socket is not waited on
-            return
-        self._ping_timer = asyncio.get_running_loop().call_later(delay, self._check_alive)
+            return timeout
+        logger.info("%s did not answer a ping in %.0f s; disconnecting", self.who, timeout)
+        self.notice("No answer to ping; disconnecting.", Event.GOODBYE)
+        self.flush()
+        self.abort()  # a dead peer takes nothing more: the socket is not waited on
+        return None
 
     def deliver_stored(self, message: MessageJson) -> None:
         self.write(self.dialect.stored(message))

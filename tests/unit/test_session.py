@@ -3,6 +3,7 @@ and its failures, on a recording transport in front of the real router."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 from chatnet import session as session_module
 from chatnet.dialects.text import TextDialect
 from chatnet.limits import MAX_LINE_BYTES
+from chatnet.liveness import Pinger
 from chatnet.protocol import Chat, Command, Login, Quit, short_timestamp
 from chatnet.router import Router
 from chatnet.session import BOGUS_BUDGET, WRITE_HARD_LIMIT, WRITE_HIGH_WATER, WRITE_LOW_WATER
@@ -317,6 +319,43 @@ async def test_a_json_client_that_does_not_answer_a_ping_is_dropped(pinging: Rou
     await joe.wait_closed()
     assert joe.frames()[-1]["message"] == "No answer to ping; disconnecting."
     assert is_open(ann)
+
+
+async def test_pinged_sessions_wait_on_the_routers_one_timer_and_leave_it_as_they_go(pinging: Router) -> None:
+    """Every pinged session is the pinger's (no timer of its own: ten thousand idle IRC
+    clients would hold 5 MB of them); one that closes is forgotten at once."""
+    joe, ann = await json_client(pinging, "joe"), await json_client(pinging, "ann")
+    bob = await text_client(pinging, "bob")
+    assert joe.session in pinging.pinger and ann.session in pinging.pinger
+    assert bob.session not in pinging.pinger  # text mode is never pinged
+    joe.transport.close()
+    await joe.wait_closed()
+    assert joe.session not in pinging.pinger and ann.session in pinging.pinger
+
+
+class Watched:
+    """A session as the pinger sees it: when it was asked, and what it answers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, answers: list[float | None]) -> None:
+        self.loop, self.answers, self.asked = loop, answers, []
+
+    def check_alive(self) -> float | None:
+        self.asked.append(self.loop.time())
+        return self.answers.pop(0)
+
+
+async def test_the_pinger_asks_each_session_when_its_time_is_up_never_before() -> None:
+    loop = asyncio.get_running_loop()
+    pinger = Pinger((0.08, 0.04))  # ticks of 10 ms
+    quick, slow = Watched(loop, [0.04, None]), Watched(loop, [None])
+    start = loop.time()
+    pinger.watch(quick, 0.02)  # type: ignore[arg-type]
+    pinger.watch(slow, 0.1)  # type: ignore[arg-type]
+    await until(lambda: len(quick.asked) == 2 and len(slow.asked) == 1, "both asked")
+    assert quick.asked[0] - start >= 0.02 and quick.asked[1] - quick.asked[0] >= 0.04
+    assert slow.asked[0] - start >= 0.1
+    assert len(pinger) == 0  # both answered None at the last: nothing left to time
+    pinger.close()
 
 
 async def test_text_clients_are_never_pinged(pinging: Router) -> None:
