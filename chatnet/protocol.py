@@ -172,6 +172,13 @@ def address_counter(source: str) -> str:
     return f"addr:{address}"
 
 
+def lowered(text: str) -> str:
+    """`text` in lower case: the same object when it already is. str.lower() always makes
+    a copy, and a name or room kept as a key by every session costs 57 bytes each."""
+    low = text.lower()
+    return text if low == text else low
+
+
 def is_valid_name(name: str) -> bool:
     return NAME_RE.fullmatch(name) is not None and bool(name.strip("."))
 

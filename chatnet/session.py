@@ -66,6 +66,7 @@ from chatnet.protocol import (
     Quit,
     Reply,
     Typing,
+    lowered,
     partial_chunk,
 )  # fmt: skip
 
@@ -210,13 +211,6 @@ def _tune(sock: Any) -> None:
 # `sent_ends` of a session that has tracked nothing yet (most idle ones): shared, never
 # appended to, so ten thousand of them cost no list each. `_track` gives a session its own.
 _NO_ENDS: Final[list[int]] = []
-
-
-def _key(name: str) -> str:
-    """The name in lower case, as the same text when it already is (str.lower() always
-    makes a copy: 57 bytes a session)."""
-    key = name.lower()
-    return name if key == name else key
 
 
 class Session(asyncio.Protocol):
@@ -514,7 +508,7 @@ class Session(asyncio.Protocol):
         if self._login_timer:
             self._login_timer.cancel()
             self._login_timer = None
-        self.name, self.key, self.kind = name, _key(name), kind
+        self.name, self.key, self.kind = name, lowered(name), kind
         # `ack` is about this connection, not news for whom it writes to: left out of the
         # features sent along with its messages.
         self.features, self.state = tuple(sorted(features - {ACK_FEATURE})), State.ACTIVE
@@ -541,7 +535,7 @@ class Session(asyncio.Protocol):
 
     def renamed(self, name: str) -> None:
         """A guest's new name (`!nick`)."""
-        self.name, self.key = name, _key(name)
+        self.name, self.key = name, lowered(name)
 
     def registered(self) -> None:
         """The guest's name became an account (`!register`)."""

@@ -75,6 +75,8 @@ SASL_CHUNK: Final = 400
 MAX_SASL_BYTES: Final = 1200
 # Questions waiting for the router's answer (WHOIS, NAMES, ...): older ones are dropped.
 MAX_ASKED: Final = 64
+# No capabilities (an empty frozenset is 216 bytes a session: Python makes a new one each time).
+_NO_CAPS: Final[frozenset[str]] = frozenset()
 # MODE letters that take a value: always, and only when set (+k's value is optional
 # when it is unset: clients send it all the same).
 _MODE_VALUES: Final = frozenset("bovk")
@@ -114,13 +116,15 @@ class IrcDialect(IrcNumerics):
         self.user = ""
         self.realname = ""
         self.password: str | None = None  # from PASS: an account's password
-        self.caps: frozenset[str] = frozenset()
+        self.caps = _NO_CAPS
         self.negotiating = False  # CAP LS or REQ seen, CAP END not yet
         self.account = ""  # the account SASL logged in, once it has
         self._sasl: list[str] | None = None  # PLAIN payload pieces while AUTHENTICATE goes on
         self._asked: list[tuple[str, str]] = []  # see _ask
         self._registered = False
-        self.channels: set[str] = set()  # the rooms it was told it is in, by key
+        # The rooms it was told it is in, by key: a tuple, as in the router's rooms (a set is
+        # 216 bytes even for one; joins and parts are rare).
+        self.channels: tuple[str, ...] = ()
         self._shown = ("", "", "")  # the last NICK or QUIT shown of someone else
         self._names_end: dict[str, str] = {}  # NAMES #a,#b: the one 366 after #b's names says "#a,#b"
 

@@ -25,7 +25,7 @@ from typing import Any, Final
 from chatnet.dialects import ircline
 from chatnet.dialects.ircline import render
 from chatnet.limits import MAX_BANS, MAX_KEY_CHARS, MAX_MODE_CHANGES, MAX_NAME_CHARS, MAX_ROOMS_PER_USER, MAX_TOPIC_CHARS
-from chatnet.protocol import TOO_LONG, USER_HOST, Event, LoginReason, OperReason, RoomReason
+from chatnet.protocol import TOO_LONG, USER_HOST, Event, LoginReason, OperReason, RoomReason, lowered
 
 # The server's name in prefixes, and every user's host: addresses are nobody's business.
 SERVER: Final = "chatnet"
@@ -83,7 +83,7 @@ def source(name: str) -> str:
 
 def key_of(text: str) -> str:
     """What a nick or a channel is known by, whatever its case."""
-    return text.lower()
+    return lowered(text)
 
 
 class IrcNumerics:
@@ -92,7 +92,7 @@ class IrcNumerics:
     # The connection's state they read and change too: IrcDialect.__init__ sets it.
     __slots__ = ("nick", "channels", "_asked", "_shown", "_names_end")
     nick: str
-    channels: set[str]
+    channels: tuple[str, ...]
     _asked: list[tuple[str, str]]
     _shown: tuple[str, str, str]
     _names_end: dict[str, str]
@@ -251,9 +251,10 @@ class IrcNumerics:
 
     def _joined(self, text: str, details: dict[str, Any]) -> str:
         room = str(details["room"])
-        if key_of(room) in self.channels:
+        key = key_of(room)
+        if key in self.channels:
             return ""  # in it already (told at login, and the client's autojoin asked again)
-        self.channels.add(key_of(room))
+        self.channels = (*self.channels, key)
         lines = [render("JOIN", room, source=source(self.nick))]
         topic = details.get("topic")
         if topic:
@@ -285,7 +286,8 @@ class IrcNumerics:
 
     def _left(self, text: str, details: dict[str, Any]) -> str:
         room, by, reason = str(details["room"]), details.get("by"), str(details.get("reason") or "")
-        self.channels.discard(key_of(room))
+        key = key_of(room)
+        self.channels = tuple(other for other in self.channels if other != key)
         if by:
             return render("KICK", room, self.nick, reason or str(by), source=source(str(by)), text=True)
         return render("PART", room, reason, source=source(self.nick), text=True) if reason else render("PART", room, source=source(self.nick))

@@ -20,6 +20,7 @@ from chatnet.protocol import (
     from_mail_document,
     history_entry,
     json_line,
+    lowered,
     mail_document,
     mail_hints,
     message_json,
@@ -176,3 +177,9 @@ def test_events_are_one_vocabulary() -> None:
     """Every notice name is an Event, and each value is written once."""
     values = [event.value for event in Event]
     assert len(values) == len(set(values)) and "welcome" in values and "login_failed" in values
+
+
+def test_lowered_keeps_the_text_itself_when_it_is_lower_case_already() -> None:
+    name = "".join(["ali", "ce"])  # built at run time: not a constant shared by the compiler
+    assert lowered(name) is name
+    assert lowered("Alice") == "alice" and lowered("#Hiking") == "#hiking"
