@@ -30,9 +30,10 @@ from argon2.exceptions import VerificationError
 
 from chatnet.accounts_store import AccountStore
 from chatnet.config import Settings
+from chatnet.keys import epoch_ms
 from chatnet.limits import MAX_PASSWORD_CHARS
 from chatnet.protocol import Kind, LoginReason, address_counter, utcnow
-from chatnet.store import Store, epoch_ms
+from chatnet.store import Store
 
 # Passwords: long enough to be worth hashing, short enough that nobody hashes a novel.
 # A login offering a longer one (or a longer token than TOKEN_MAX_CHARS) is simply

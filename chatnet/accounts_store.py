@@ -8,8 +8,9 @@ from datetime import datetime
 
 from pymongo.errors import DuplicateKeyError
 
+from chatnet.keys import EPOCH, MILLISECOND, epoch_ms
 from chatnet.protocol import new_id, utcnow
-from chatnet.store import EPOCH, MILLISECOND, Document, Store, epoch_ms
+from chatnet.store import Document, Store
 
 
 class AccountStore:

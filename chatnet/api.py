@@ -36,6 +36,7 @@ from chatnet.accounts import Accounts
 from chatnet.accounts_store import AccountStore
 from chatnet.api_params import MessageId, PathKey, PathName
 from chatnet.config import Settings, get_settings
+from chatnet.keys import encode_cursor
 from chatnet.limits import (
     HISTORY_PAGE,
     MAIL_PAGE,
@@ -48,7 +49,7 @@ from chatnet.limits import (
 from chatnet.message import Destination, Message, Name
 from chatnet.protocol import dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, unencodable, unstorable, utcnow
 from chatnet.rooms_store import RoomRefused, RoomStore
-from chatnet.store import Store, encode_cursor, unrolled
+from chatnet.store import Store, unrolled
 
 logger = logging.getLogger("chatnet.api")
 

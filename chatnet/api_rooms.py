@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from chatnet.api_params import MessageId, PathName, PathRoom, QueryName, RoomName
+from chatnet.keys import decode_cursor, encode_cursor
 from chatnet.limits import (
     HISTORY_PAGE,
     MAX_BANS,
@@ -56,7 +57,6 @@ from chatnet.limits import (
 from chatnet.message import Destination, Message, Name
 from chatnet.protocol import RoomReason, parse_timestamp, unencodable
 from chatnet.rooms_store import ModeChange, RoomRefused, RoomStore, room_info
-from chatnet.store import decode_cursor, encode_cursor
 
 HISTORY_PAGE_DEFAULT: Final = 50
 CATCHUP_DEFAULT: Final = 20

@@ -45,9 +45,10 @@ from chatnet.accounts import Accounts, name_key
 from chatnet.accounts_store import AccountStore
 from chatnet.config import Settings
 from chatnet.errors import ChatError
+from chatnet.keys import epoch_ms, ms_text
 from chatnet.limits import BOT_STATUS_STALE_SECONDS, MAX_BOTS
 from chatnet.protocol import SERVER_NAME, Kind, utcnow
-from chatnet.store import Document, Store, epoch_ms, ms_text
+from chatnet.store import Document, Store
 
 logger = logging.getLogger("chatnet.bots")
 

@@ -53,24 +53,10 @@ from motor.motor_asyncio import AsyncIOMotorCollection
 from pymongo import ASCENDING, DESCENDING
 
 from chatnet.errors import ChatError
+from chatnet.keys import Key, Page, encode_cursor, key_of, message_key, pair_key, seq_of, stamp_ms
 from chatnet.limits import MAX_BANS, MAX_CONVERSATIONS, MAX_ROOMS_PER_USER, MAX_UNREAD
 from chatnet.protocol import SERVER_NAME, USER_HOST, RoomReason, dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, utcnow
-from chatnet.store import (
-    MAX_BUCKET,
-    Document,
-    Key,
-    Page,
-    Store,
-    bucket_entries,
-    bucket_id,
-    counts_as_unread,
-    encode_cursor,
-    key_of,
-    message_key,
-    pair_key,
-    seq_of,
-    stamp_ms,
-)
+from chatnet.store import MAX_BUCKET, Document, Store, bucket_entries, bucket_id, counts_as_unread
 
 logger = logging.getLogger("chatnet.rooms")
 

@@ -67,25 +67,23 @@ bundle's messages share one expiry: they came in one request, with one `ttl_seco
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import heapq
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
+from chatnet.keys import Key, Page, epoch_ms, message_key, ms_text, pair_key, seq_of, stamp_ms
 from chatnet.limits import MAX_UNREAD
 from chatnet.protocol import (
     MessageLike,
     dumps,
-    format_datetime,
     from_history_entry,
     history_entry,
     parse_timestamp,
@@ -117,8 +115,6 @@ MOST_BUCKETS: Final = 64
 # An acknowledgement retakes what a racing one changed first; more rounds than this
 # means the bundles never stay as read (a bug, not contention).
 MAX_REMOVE_ROUNDS: Final = 20
-# A message id, at most (as the Message model has it).
-MAX_ID_CHARS: Final = 64
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
 # Names remembered as recorded (see `Store.record_names`): a set of short keys, a few MB at most.
@@ -148,13 +144,6 @@ def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
 def counts_as_unread(doc: Mapping[str, Any]) -> bool:
     """Chat counts as unread; a service's readings (subscription messages) do not."""
     return bool(doc.get("type", "chat") == "chat")
-
-
-def pair_key(a: str, b: str) -> str:
-    """The same key for both directions of a conversation, whatever the case of the
-    names ('|' is not a name character)."""
-    a, b = a.lower(), b.lower()
-    return f"{a}|{b}" if a <= b else f"{b}|{a}"
 
 
 def keyed(doc: dict[str, Any]) -> dict[str, Any]:
@@ -192,25 +181,6 @@ def bucket_entries(doc: Document) -> list[dict[str, Any]]:
     """A history bucket's entries (JSON text; a list in buckets stored before)."""
     messages = doc["messages"]
     return json.loads(messages) if isinstance(messages, str) else list(messages)
-
-
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MILLISECOND: Final = timedelta(milliseconds=1)
-
-
-def epoch_ms(value: datetime) -> int:
-    """Milliseconds since the epoch (exact, no float), rounded up: stored times have
-    milliseconds, so `epoch_ms(t) < epoch_ms(before)` is exactly "t earlier than before".
-
-    A bucket's span is kept in these: the embedded store compares datetimes (and
-    date-like text) through SQLite's datetime(), to the second, so a page boundary
-    inside a second would lose messages; whole numbers compare exactly everywhere."""
-    return -((EPOCH - value) // MILLISECOND)
-
-
-def ms_text(value: int) -> str:
-    """Milliseconds since the epoch as protocol text."""
-    return format_datetime(EPOCH + value * MILLISECOND)
 
 
 def as_mail(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,107 +248,9 @@ def unrolled(bundles: Iterable[Mapping[str, Any]], now: datetime) -> list[dict[s
     return entries
 
 
-# --- where a message stands in a conversation ----------------------------------------------
-
-# A message's place in a conversation: (timestamp as protocol text, id). Ties within a
-# millisecond fall back to the id, which the chat server makes in sending order, so a
-# conversation reads back in the order it was written, and a page boundary inside a
-# burst of messages sharing one millisecond neither skips nor repeats any of them.
-Key = tuple[str, str]
-# The protocol text of a timestamp is fixed width (`format_datetime`): 24 characters.
-STAMP_CHARS: Final = 24
-SEQ_PREFIX: Final = "t"
-
-
-def message_key(message: Mapping[str, Any]) -> Key:
-    """A message's place (a message in its JSON shape, or a history entry)."""
-    return message["timestamp"], message["id"]
-
-
-def seq_of(key: Key) -> str:
-    """A key as one text that sorts as the key does (the timestamp is fixed width), for
-    a field the store compares: read markers, the newest message of a conversation.
-    It starts with a letter: the embedded store compares text that looks like a date
-    through SQLite's datetime(), to the second."""
-    return f"{SEQ_PREFIX}{key[0]}|{key[1]}"
-
-
-def key_of(seq: str) -> Key:
-    """The key a `seq_of` text holds (ids may hold '|': the timestamp is cut by width)."""
-    return seq[1 : 1 + STAMP_CHARS], seq[2 + STAMP_CHARS :]
-
-
-def encode_cursor(key: Key) -> str:
-    """A page boundary as an opaque cursor (URL-safe text): what a client hands back
-    for the next page, and never reads."""
-    return base64.urlsafe_b64encode(seq_of(key).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> Key:
-    """The key a cursor holds; ValueError for anything `encode_cursor` did not make.
-    The id may be empty: the start of a millisecond (a read marker set at a join)."""
-    try:
-        seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("not a cursor this API gave") from None
-    stamp, message_id = key_of(seq)
-    if not seq.startswith(SEQ_PREFIX) or seq[1 + STAMP_CHARS : 2 + STAMP_CHARS] != "|" or len(message_id) > MAX_ID_CHARS:
-        raise ValueError("not a cursor this API gave")
-    try:
-        if format_datetime(parse_timestamp(stamp)) != stamp:
-            raise ValueError
-    except ValueError:
-        raise ValueError("not a cursor this API gave") from None
-    return stamp, message_id
-
-
-def stamp_ms(stamp: str) -> int:
-    """Protocol text of a timestamp as epoch milliseconds (see `epoch_ms`)."""
-    return epoch_ms(parse_timestamp(stamp))
-
-
-def newest_first(doc: Mapping[str, Any]) -> Key:
-    return doc["timestamp"], doc["id"]
-
-
 # Ties within a millisecond fall back to the id, which the chat server makes in
 # sending order, so a conversation reads back in the order it was written.
 OLDEST_FIRST = [("timestamp", ASCENDING), ("_id", ASCENDING)]
-
-
-class Page:
-    """A page of history being gathered: the newest `limit` distinct messages placed
-    before `before` and after `after` (keys, either bound optional), kept as a min-heap
-    of keys so the page's oldest is at hand."""
-
-    def __init__(self, limit: int, before: Key | None = None, after: Key | None = None) -> None:
-        self.limit = limit
-        self.before = before
-        self.after = after
-        self.messages: dict[str, dict[str, Any]] = {}
-        self.heap: list[Key] = []
-
-    def add(self, messages: Iterable[dict[str, Any]]) -> None:
-        before, after = self.before, self.after
-        for message in messages:
-            key = (message["timestamp"], message["id"])
-            if key[1] in self.messages or (before is not None and key >= before) or (after is not None and key <= after):
-                continue
-            if len(self.heap) < self.limit:
-                heapq.heappush(self.heap, key)
-            elif key > self.heap[0]:
-                del self.messages[heapq.heapreplace(self.heap, key)[1]]
-            else:
-                continue
-            self.messages[key[1]] = message
-
-    def complete_before(self, latest: str) -> bool:
-        """Full, and nothing at or before `latest` could enter it any more."""
-        return len(self.heap) == self.limit and self.heap[0][0] > latest
-
-    def result(self) -> list[dict[str, Any]]:
-        """The page, newest first."""
-        return sorted(self.messages.values(), key=newest_first, reverse=True)
 
 
 class Store:

@@ -15,9 +15,9 @@ import pytest
 
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected, StoreUnavailable
+from chatnet.keys import decode_cursor
 from chatnet.message import Message
 from chatnet.protocol import utcnow
-from chatnet.store import decode_cursor
 from tests.support import HOST, Network, eventually, own_store, unused_port
 from tests.unit.fakes import FakeApi
 

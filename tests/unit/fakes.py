@@ -32,13 +32,13 @@ from chatnet.config import Settings
 from chatnet.dialects import TEXT, Dialect, pick_text_or_json
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.flood import flood_buckets
+from chatnet.keys import Key, decode_cursor, encode_cursor
 from chatnet.limits import MAX_ROOMS_PER_USER, MAX_UNREAD
 from chatnet.message import Message
 from chatnet.protocol import SERVER_NAME, MessageJson, format_datetime, is_room, message_json, parse_timestamp, utcnow
 from chatnet.rooms_store import banned, normal_mask
 from chatnet.router import Router
 from chatnet.session import WRITE_HIGH_WATER, Session
-from chatnet.store import Key, decode_cursor, encode_cursor
 
 DEADLINE = 2.0  # seconds any single wait in these tests may take before it fails
 
