@@ -418,7 +418,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await copier.drain()
         await proxy.close()
         try:
-            await store.write_direct()
+            await store.previews.write_direct()
         except PyMongoError as exc:
             logger.warning("conversation lists not updated at shutdown: %s", exc)
         store.close()

@@ -267,7 +267,7 @@ class RoomStore:
                 newest[pair] = entry
         entries = list(newest.values())
         for start in range(0, len(entries), SUMMARY_CHUNK):
-            await self.store.note_direct(entries[start : start + SUMMARY_CHUNK], now=True)
+            await self.store.previews.note_direct(entries[start : start + SUMMARY_CHUNK], now=True)
         marks: dict[str, tuple[str, Document]] = {}
         for pair, entry in delivered.items():
             first, _, second = pair.partition("|")
@@ -618,7 +618,7 @@ class RoomStore:
         only where the newest message is past the user's marker."""
         key = user.lower()
         items: list[tuple[str, str, str, str | None]] = []  # (last_seq, kind, conversation key, last as JSON)
-        for doc in await self.store.direct_conversations(key, MAX_CONVERSATIONS):
+        for doc in await self.store.previews.direct_conversations(key, MAX_CONVERSATIONS):
             peer = next((u for u in doc["users"] if u != key), key)
             items.append((doc["last_seq"], "dm", peer, doc["last"]))
         memberships = await self.members.find({"user": key, "state": MEMBER}, {"room": 1}).to_list(None)

@@ -66,7 +66,6 @@ bundle's messages share one expiry: they came in one request, with one `ttl_seco
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -77,10 +76,11 @@ from typing import Any, Final
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from chatnet.keys import Key, Page, epoch_ms, message_key, ms_text, pair_key, seq_of, stamp_ms
+from chatnet.keys import Key, Page, epoch_ms, message_key, ms_text, pair_key, stamp_ms
 from chatnet.limits import MAX_UNREAD
+from chatnet.previews_store import PreviewStore
 from chatnet.protocol import (
     MessageLike,
     dumps,
@@ -121,12 +121,6 @@ MIGRATION_BUCKET: Final = 1000
 MAX_RECORDED_NAMES: Final = 100_000
 # The marker in `meta` saying that names were folded to lower case (see `_fold_names`).
 NAMES_FOLDED: Final = "names_folded"
-# Each pair's newest message reaches `direct` (the conversation lists) this long after
-# the first message of the pairs then waiting: one update per pair, not one per batch
-# (the embedded store spent half its CPU on them at 5,000 msg/s). A conversation list
-# read meanwhile writes them first; a crash of this process in that second leaves those
-# pairs' previews at their previous message until the next one.
-DIRECT_LAG: Final = 1.0
 
 
 def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
@@ -276,18 +270,15 @@ class Store:
         self.direct: AsyncIOMotorCollection[Document] = self.db["direct"]
         self.indexes_ready = False
         self._recorded: set[str] = set()  # names recorded as used by this process (see `record_names`)
-        self._direct_due: dict[str, dict[str, Any]] = {}  # pair -> its newest entry, not yet in `direct`
-        self._direct_writer: asyncio.Task[None] | None = None
-        self._direct_turn = asyncio.Lock()  # one write at a time: a list read waits for one under way
+        self.previews = PreviewStore(self.direct, self.forward)  # the conversation previews, in `direct`
 
     @classmethod
     def open(cls, url: str, db_name: str) -> Store:
         return cls(connect(url), db_name)
 
     def close(self) -> None:
-        """Close the client (`write_direct` first writes what is still waiting)."""
-        if self._direct_writer is not None:
-            self._direct_writer.cancel()
+        """Close the client (`previews.write_direct` first writes what is still waiting)."""
+        self.previews.close()
         self.client.close()
 
     async def ensure_indexes(self) -> None:
@@ -346,7 +337,7 @@ class Store:
             by_expiry.setdefault(doc.get("expires_at"), []).append(history_entry(doc))
         for expires_at, entries in by_expiry.items():
             await self._insert(self.mail, bundles_of(entries, expires_at))
-            await self.note_direct(entries, now=True)
+            await self.previews.note_direct(entries, now=True)
         await self.mailbox.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}})
         logger.info("moved %d pending messages into bundles", len(old))
 
@@ -476,80 +467,13 @@ class Store:
                 moved.update([doc["_id"] async for doc in docs if doc.get(field) == wanted[doc["_id"]][0]])
         return moved
 
-    # --- the newest message of each pair of people ----------------------------------------
-
-    async def note_direct(self, entries: Iterable[dict[str, Any]], now: bool = False) -> None:
-        """Keep each pair's newest message (history entries of direct messages) in
-        `direct`, where a user's list of conversations is read from: within DIRECT_LAG,
-        or `now`."""
-        due = self._direct_due
-        for entry in entries:
-            pair = pair_key(entry["sender"], entry["destination"])
-            if pair not in due or message_key(entry) > message_key(due[pair]):
-                due[pair] = entry
-        if now:
-            await self.write_direct()
-        elif due and self._direct_writer is None:
-            self._direct_writer = asyncio.get_running_loop().create_task(self._write_direct_later())
-
-    async def _write_direct_later(self) -> None:
-        try:
-            while self._direct_due:
-                await asyncio.sleep(DIRECT_LAG)
-                try:
-                    await self.write_direct()
-                except PyMongoError as exc:  # kept: the next round (or a read) tries again
-                    logger.warning("conversation lists not updated yet: %s", exc)
-        finally:
-            self._direct_writer = None
-
-    async def write_direct(self) -> None:
-        """Write the pairs' newest messages waiting for `direct` (what a conversation
-        list read and shutdown do first). The message is kept as JSON text: what `$set`
-        writes reads back exactly (a boolean in its metadata would come back from the
-        embedded store as 1). On a failure they wait for the next write."""
-        async with self._direct_turn:
-            await self._write_direct()
-
-    async def _write_direct(self) -> None:
-        newest, self._direct_due = self._direct_due, {}
-        wanted = {pair: (seq_of(message_key(e)), {"users": sorted(set(pair.split("|"))), "last": dumps(e)}) for pair, e in newest.items()}
-        if not wanted:
-            return
-        try:
-            # Most pairs are there already and behind: then one conditional update each,
-            # in one request, does it. Otherwise `forward` reads them and does the rest
-            # (what moved here stays).
-            ops = [UpdateOne({"_id": pair, "last_seq": {"$lt": seq}}, {"$set": {"last_seq": seq, **fields}}) for pair, (seq, fields) in wanted.items()]
-            if (await self.direct.bulk_write(ops, ordered=False)).modified_count < len(ops):
-                await self.forward(self.direct, "last_seq", wanted)
-        except BaseException:
-            for pair, entry in newest.items():  # back, unless a newer one came meanwhile
-                if pair not in self._direct_due or message_key(entry) > message_key(self._direct_due[pair]):
-                    self._direct_due[pair] = entry
-            raise
-
-    async def direct_unread(self, user: str, peer: str, after: Key | None) -> int:
-        """How many messages from `peer` to `user` are placed after `after` (a read
-        marker; None: nothing read), counting no further back than MAX_UNREAD messages
-        of the conversation (chat only: a service's readings are not unread)."""
-        docs, _ = await self.history_page(user, peer, MAX_UNREAD, None, after)
-        return sum(1 for doc in docs if doc["sender"].lower() == peer.lower() != user.lower() and counts_as_unread(doc))
-
-    async def direct_conversations(self, user: str, limit: int) -> list[Document]:
-        """The user's pairs (documents of `direct`), the latest message first."""
-        await self.write_direct()
-        docs = await self.direct.find({"users": user.lower()}).to_list(None)
-        docs.sort(key=lambda doc: doc["last_seq"], reverse=True)
-        return docs[:limit]
-
     async def store_mail(self, messages: Iterable[MessageLike], ttl_seconds: int | None = None, keep_latest: int | None = None) -> list[str]:
         """Put offline mail in the mail collection, one bundle per recipient (one
         insert for the batch); returns the ids (stored now or before)."""
         expires_at = utcnow() + timedelta(seconds=ttl_seconds) if ttl_seconds else None
         entries = [history_entry(m) for m in messages]
         await self._insert(self.mail, bundles_of(entries, expires_at))
-        await self.note_direct(entries)
+        await self.previews.note_direct(entries)
         if keep_latest is not None:
             groups: dict[str, set[tuple[str, str]]] = {}
             for e in entries:
@@ -576,7 +500,7 @@ class Store:
         MAX_BUCKET); returns how many were given."""
         entries = [history_entry(m) for m in messages]
         await self._store_buckets(entries)
-        await self.note_direct(entries)
+        await self.previews.note_direct(entries)
         return len(entries)
 
     async def archive_delivered(self, docs: list[dict[str, Any]]) -> None:
@@ -740,6 +664,13 @@ class Store:
         ]
         return entries[::-1][:limit]
 
+    async def direct_unread(self, user: str, peer: str, after: Key | None) -> int:
+        """How many messages from `peer` to `user` are placed after `after` (a read
+        marker; None: nothing read), counting no further back than MAX_UNREAD messages
+        of the conversation (chat only: a service's readings are not unread)."""
+        docs, _ = await self.history_page(user, peer, MAX_UNREAD, None, after)
+        return sum(1 for doc in docs if doc["sender"].lower() == peer.lower() != user.lower() and counts_as_unread(doc))
+
     async def gather(
         self,
         page: Page,
@@ -813,11 +744,11 @@ class Store:
             await self.history_buckets.delete_many({"_id": {"$in": emptied}})
         # The user's conversations keep no copy of what went: their newest messages are
         # now those still pending, if any (room history is the room's, and stays).
-        await self.write_direct()  # nothing waiting may bring a deleted message back
+        await self.previews.write_direct()  # nothing waiting may bring a deleted message back
         await self.direct.delete_many({"users": key})
         for query in ({"destination_key": key}, {"senders": key}):
             docs = await self._find_bundles(query)
-            await self.note_direct([e for e in unrolled(docs, utcnow()) if involves(e)], now=True)
+            await self.previews.note_direct([e for e in unrolled(docs, utcnow()) if involves(e)], now=True)
         return len(removed)
 
     async def sweep_expired(self) -> int:

@@ -641,11 +641,11 @@ async def test_conversation_lists_take_one_write_per_pair_and_are_read_up_to_dat
     for batch in range(5):
         await store.archive([mail("alice", "bob", f"ab{batch}", 3700 + batch), mail("carol", "bob", f"cb{batch}", 3700 + batch)])
     assert await previews() == []  # nothing written yet: they wait for DIRECT_LAG
-    assert [json.loads(doc["last"])["message"] for doc in await store.direct_conversations("bob", 10)] == ["cb4", "ab4"]
+    assert [json.loads(doc["last"])["message"] for doc in await store.previews.direct_conversations("bob", 10)] == ["cb4", "ab4"]
     await store.archive([mail("bob", "alice", "ba", 3710)])
     await eventually(previews, lambda got: got == [(["alice", "bob"], "ba"), (["bob", "carol"], "cb4")], "the newest written by itself")
     await store.archive([mail("carol", "alice", "ca", 3711)])
-    await store.write_direct()
+    await store.previews.write_direct()
     assert (["alice", "carol"], "ca") in await previews()
 
 
