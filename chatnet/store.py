@@ -1,4 +1,4 @@
-"""The storage layer: with `chatnet.rooms_store`, the only code that talks to MongoDB (through motor).
+"""The storage layer: with the `*_store` modules beside it, the only code that talks to MongoDB (through motor).
 
 Collections (in `Settings.mongo_db`):
 
@@ -28,8 +28,9 @@ Collections (in `Settings.mongo_db`):
     login_locks    counters locked out, and until when.
     direct         the newest message of each pair of people who wrote to each other
                    (keyed by `pair_key`; `users`: both keys; the message as JSON text with
-                   its `seq_of`), kept by `archive` and `store_mail`: where a user's list
-                   of conversations is read from (see `chatnet.rooms_store`).
+                   its `seq_of`), kept by `archive` and `store_mail` through
+                   `chatnet.previews_store`: where a user's list of conversations is
+                   read from (see `chatnet.rooms_store`).
     meta           markers of start-up migrations done.
     messages       the layouts before: per-message history and pending mail. Moved to
                    `history` and `mail` when the store opens it, then dropped.
@@ -52,11 +53,13 @@ was read (its `rev`), so two acknowledgements at once never undo each other. Sta
 are strings and delivery is a timestamp, never a boolean flag: the
 embedded store (nx-27017) reads a boolean written with `$set` back as 1.
 
-Rooms, read markers and conversation lists are `chatnet.rooms_store`'s, over this.
+Rooms, read markers and conversation lists are `chatnet.rooms_store`'s, over this; the
+newest message of each pair is written by `chatnet.previews_store`, which this uses.
 
 History pages by key: (timestamp, id), so a page boundary inside a burst of messages
 sharing one millisecond skips and repeats nothing; `encode_cursor` makes a key an opaque
-cursor for clients, `seq_of` one text the store compares exactly.
+cursor for clients, `seq_of` one text the store compares exactly (both, with the other
+keys and `Page`, in `chatnet.keys`).
 
 Expired mail is never returned: reads leave out what has expired, whether or not the
 TTL index on `expires_at` has removed it yet (MongoDB's TTL monitor runs once a
@@ -250,7 +253,7 @@ OLDEST_FIRST = [("timestamp", ASCENDING), ("_id", ASCENDING)]
 class Store:
     """Offline mail, history, subscriptions, bot state and used names over one MongoDB
     database, and every collection's indexes (accounts: `chatnet.accounts_store`; rooms:
-    `chatnet.rooms_store`)."""
+    `chatnet.rooms_store`; the conversation previews: `chatnet.previews_store`)."""
 
     def __init__(self, client: AsyncIOMotorClient[Document], db_name: str) -> None:
         self.client = client
