@@ -3,7 +3,7 @@
     async with ApiClient.from_settings(settings) as api:
         await api.store_mail([message])
         messages, total = await api.pending("bob", limit=100)
-        await api.ack("bob", [m.id for m in messages])
+        await api.ack("bob", [m["id"] for m in messages])
 
 One pool of keep-alive connections per client (`chatnet.http_client`), reused for
 every request. The API being unreachable,

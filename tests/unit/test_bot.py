@@ -736,7 +736,7 @@ async def network(store_url: str) -> AsyncIterator[Settings]:
 async def pending_ids(settings: Settings, user: str) -> list[str]:
     async with ApiClient.from_settings(settings) as api:
         messages, _ = await api.pending(user)
-        return [message.id for message in messages]
+        return [message["id"] for message in messages]
 
 
 async def until_pending(settings: Settings, user: str, wanted: list[str]) -> None:
