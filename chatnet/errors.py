@@ -16,8 +16,10 @@
     ├── ChildFailed          a child process exited or was not ready in time
     ├── StartFailed          the network can't start with these settings (a port taken,
     │                        a TLS file missing); the text says what to change
-    └── BadSetting           a setting's value can't be read (a flag, the environment,
-                             .env); also a ValueError; the text names the variable
+    ├── BadSetting           a setting's value can't be read (a flag, the environment,
+    │                        .env); also a ValueError; the text names the variable
+    └── ClusterUnavailable   Redis can't be reached now (several nodes); the link
+                             reconnects by itself
 
 Our own bugs are none of these: they propagate to the boundary that logs them.
 """
