@@ -10,7 +10,7 @@ refusal said to the session in plain words. The commands are `RoomCommands`, a m
 `Rooms` (rooms.py): they use its API client, its rooms here and the ways in and out of
 them (`_enter`, `_leave`, `_tell_members`): the mixin declares those, `Rooms.__init__`
 sets them, and this module never imports rooms.py (but for types). What both need
-(`room_settings`, `_roles`, `_delivery`) is here, and rooms.py imports it.
+(`room_settings`, `room_roles`, `stored_delivery`) is here, and rooms.py imports it.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class RoomCommands:
         for each in sessions:
             each.notice(
                 text, Event.JOINED, room=room.name, created=created, members=room.members, online=online, topic=room.topic,
-                owner=room.owner, names=names, topic_by=info.get("topic_by"), **_roles(room.settings),
+                owner=room.owner, names=names, topic_by=info.get("topic_by"), **room_roles(room.settings),
             )  # fmt: skip
             if room.topic:
                 each.notice(f"Topic of {room.name}: {room.topic}", Event.TOPIC, room=room.name, topic=room.topic, by=info.get("topic_by"))
@@ -287,7 +287,7 @@ class RoomCommands:
         if session.is_open:
             session.notice(
                 f"Members of {info['name']} ({len(names)}): {shown}", Event.MEMBERS,
-                room=info["name"], members=listed, owner=info.get("owner") or "", private=bool(info["private"]), **_roles(room_settings(info)),
+                room=info["name"], members=listed, owner=info.get("owner") or "", private=bool(info["private"]), **room_roles(room_settings(info)),
             )  # fmt: skip
 
     def _cmd_topic(self, session: Session, args: str) -> None:
@@ -341,7 +341,7 @@ class RoomCommands:
         text = f"Last {len(messages)} message{'s' if len(messages) != 1 else ''} in {shown}:" if messages else f"No messages in {shown} yet."
         session.notice(text, Event.HISTORY, room=shown, shown=len(messages), next=page.get("next"))
         for message in messages:
-            session.write(session.dialect.replayed(_delivery(message)))  # not news: no read marker moves
+            session.write(session.dialect.replayed(stored_delivery(message)))  # not news: no read marker moves
 
     def _cmd_invite(self, session: Session, args: str) -> None:
         name, user = _room_and_user(args, "!invite #room <name>")
@@ -494,12 +494,12 @@ def _room_and_user(args: str, usage: str) -> tuple[str, str]:
     return check_room(parts[0]), check_name(parts[1], "name")
 
 
-def _roles(settings: dict[str, Any]) -> dict[str, Any]:
+def room_roles(settings: dict[str, Any]) -> dict[str, Any]:
     """What a client shows of a room's members and listing: operators, voices, secrecy."""
     return {"ops": list(settings.get("ops") or []), "voiced": list(settings.get("voiced") or []), "secret": bool(settings.get("secret"))}
 
 
-def _delivery(message: dict[str, Any]) -> Delivery:
+def stored_delivery(message: dict[str, Any]) -> Delivery:
     """A stored room message as the fan-out's tuple (its original time kept)."""
     return (message["id"], message["sender"], message["destination"], message["message"], message["timestamp"],
             message.get("type", "chat"), message.get("metadata") or None, ())  # fmt: skip

@@ -36,7 +36,7 @@ from chatnet.errors import ChatError
 from chatnet.identity import BOT
 from chatnet.limits import MAX_CATCHUP, MAX_MARKERS, MAX_ROOM_LOGINS
 from chatnet.protocol import BOT_FEATURE, STREAM_FEATURE, Chat, Clock, Delivery, Event, RoomReason, check_room, new_id, partial_chunk, strip_address
-from chatnet.room_commands import RoomCommands, _delivery, _roles, room_settings
+from chatnet.room_commands import RoomCommands, room_roles, room_settings, stored_delivery
 from chatnet.session import Session
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class Rooms(RoomCommands):
             text = f"{name}: {count} new message{'s' if count != 1 else ''} since you were last here:"
             session.notice(text, Event.CATCHUP, room=name, unread=count, shown=len(messages))
             for message in messages:
-                delivery = _delivery(message)
+                delivery = stored_delivery(message)
                 session.deliver_line(session.dialect.replayed(delivery).encode(), delivery)  # acknowledged, it moves the marker
 
     def local(self, name: str) -> Room | None:
@@ -229,7 +229,7 @@ class Rooms(RoomCommands):
         text = f"You are in {room.name} ({room.members} member{'s' if room.members != 1 else ''}, {room.online()} online)."
         session.notice(
             text, Event.JOINED, room=room.name, created=False, members=room.members, online=room.online(),
-            topic=room.topic, owner=room.owner, names=self._here(room), **_roles(room.settings),
+            topic=room.topic, owner=room.owner, names=self._here(room), **room_roles(room.settings),
         )  # fmt: skip
 
     @staticmethod
