@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from chatnet import delivery
+from chatnet import handover as handover_module
 from chatnet import router as router_module
 from chatnet import session as session_module
 from chatnet.dialects import JSON, TEXT
@@ -319,6 +320,7 @@ async def test_welcome_when_the_store_is_down_still_logs_in(router: Router, api:
 async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """With pages of 2, five messages come in order and each page is acknowledged after it was written."""
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
+    monkeypatch.setattr(handover_module, "MAIL_PAGE", 2)
     messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
     acks = api.hold("ack")
     joe = Client(router)
@@ -338,6 +340,7 @@ async def test_hand_over_is_paged_oldest_first_and_acknowledged_page_by_page(rou
 async def test_a_close_midway_leaves_the_rest_pending(router: Router, api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session that closes during the hand-over has only what was written acknowledged."""
     monkeypatch.setattr(router_module, "MAIL_PAGE", 2)
+    monkeypatch.setattr(handover_module, "MAIL_PAGE", 2)
     messages = api.put_mail("joe", *(f"m{i}" for i in range(5)))
     pages = api.hold("pending")
     pages.allow(2)  # the login's look (pending_many: 5 don't fit a page of 2) and its first page
