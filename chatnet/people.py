@@ -121,17 +121,10 @@ class People:
         if session.kind != GUEST:
             session.error(f"'{session.name}' is an account: its name stays. Log in under another to be someone else.", Event.RENAMED, user=new)
             return
-        session.hold_lines()  # what it says next, it says under the new name
-        self.spawn(self._rename(session, new))
-
-    async def _rename(self, session: Session, new: str) -> None:
-        """A guest takes a free name that is no account; its rooms follow it."""
-        try:
-            await self._take_name(session, new)
-        finally:
-            session.lines_go_on()
+        self.spawn(session.held_until(self._take_name(session, new)))  # what it says next, it says under the new name
 
     async def _take_name(self, session: Session, new: str) -> None:
+        """A guest takes a free name that is no account; its rooms follow it."""
         try:
             with self.priority:
                 admission = await self.identity.check(Login(new), session.address, asks_password=False)
@@ -181,18 +174,7 @@ class People:
     def _answer(self, session: Session, work: Coroutine[Any, Any, None]) -> None:
         """A command's work off the line; for a dialect whose answers come in order,
         the lines after it wait for it."""
-        if not session.dialect.in_order:
-            self.spawn(work)
-            return
-        session.hold_lines()
-
-        async def answered() -> None:
-            try:
-                await work
-            finally:
-                session.lines_go_on()
-
-        self.spawn(answered())
+        self.spawn(session.held_until(work) if session.dialect.in_order else work)
 
     async def _register(self, session: Session, password: str) -> None:
         try:

@@ -168,18 +168,8 @@ class RoomCommands:
         """A command's API work about `room`, its refusals said to the session in plain
         words (and, for clients that map them, with the room and the reason). With
         `hold`, the session's next lines wait until it is done."""
-        hold = hold or session.dialect.in_order  # answered before the next line is acted on
-        if hold:
-            session.hold_lines()
-
-        async def run() -> None:
-            try:
-                await self._answered(session, work, room)
-            finally:
-                if hold:
-                    session.lines_go_on()
-
-        self.spawn(run())
+        answered = self._answered(session, work, room)
+        self.spawn(session.held_until(answered) if hold or session.dialect.in_order else answered)
 
     async def _answered(self, session: Session, work: Coroutine[Any, Any, None], room: str | None) -> None:
         about: dict[str, Any] = {"room": room} if room is not None else {}
@@ -201,16 +191,11 @@ class RoomCommands:
                 joins_asked[-1] = (joins_asked[-1][0], word)
         if not joins_asked or len(joins_asked) > MAX_JOINS_AT_ONCE:
             raise ProtocolError(f"Write !join #room [key] (or up to {MAX_JOINS_AT_ONCE} rooms: !join #a #b).")
-        session.hold_lines()
-
         async def joins() -> None:  # one after the other: answered in the order asked
-            try:
-                for name, key in joins_asked:
-                    await self._answered(session, self._join(session, name, key), name)
-            finally:
-                session.lines_go_on()
+            for name, key in joins_asked:
+                await self._answered(session, self._join(session, name, key), name)
 
-        self.spawn(joins())
+        self.spawn(session.held_until(joins()))
 
     async def _join(self, session: Session, name: str, key: str | None = None) -> None:
         answer = await self.api.join_room(name, session.name, key)

@@ -387,18 +387,8 @@ class Rooms(RoomCommands):
             if not notice:
                 sender.error(f"You are not in {room.name}; !join {room.name} first.", Event.BAD_INPUT, room=room.name, reason=RoomReason.NOT_MEMBER, sending=True)
             return
-        held = sender.dialect.in_order  # the answer before what the sender says next
-        if held:
-            sender.hold_lines()
-
-        async def look() -> None:
-            try:
-                await self._outside(sender, chat, notice)
-            finally:
-                if held:
-                    sender.lines_go_on()
-
-        self.spawn(look())
+        look = self._outside(sender, chat, notice)
+        self.spawn(sender.held_until(look) if sender.dialect.in_order else look)  # the answer before what it says next
 
     async def _outside(self, session: Session, chat: Chat, notice: bool) -> None:
         name = chat[0]

@@ -40,7 +40,7 @@ import socket
 import struct
 import termios
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -571,6 +571,19 @@ class Session(asyncio.Protocol):
         self._waits += 1
         if self.state is State.ACTIVE:
             self.state = State.WAITING
+
+    def held_until(self, work: Awaitable[None]) -> Coroutine[Any, Any, None]:
+        """`work`, with the lines after this one waiting until it is done (a command whose
+        answer must come before what the client says next): the hold starts now, and ends
+        when the returned coroutine (to be spawned) finishes, whatever happens."""
+        self.hold_lines()
+        return self._then_lines_go_on(work)
+
+    async def _then_lines_go_on(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            self.lines_go_on()
 
     def lines_go_on(self) -> None:
         self._waits -= 1
