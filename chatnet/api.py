@@ -31,7 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
-from chatnet import api_accounts, api_bots, api_rooms
+from chatnet import api_accounts, api_bot_chat, api_bots, api_rooms
 from chatnet.accounts import Accounts
 from chatnet.accounts_store import AccountStore
 from chatnet.api_params import MessageId, PathKey, PathName
@@ -399,7 +399,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rooms = rooms = RoomStore(store)
     app.state.copier = copier = HistoryCopier(store)
     app.state.bots = bots = api_bots.bot_store(store, app.state.accounts, settings)
-    app.state.bot_proxy = proxy = api_bots.HostProxy(settings)
+    app.state.bot_proxy = proxy = api_bot_chat.HostProxy(settings)
     app.state.served = ServedMail()
     app.state.started = time.monotonic()
     try:
@@ -486,6 +486,7 @@ def _routes() -> APIRouter:
     router.delete("/state/{owner}/{key}", response_model=StateDeleted, tags=["state"])(delete_state)
     router.include_router(api_rooms.routes())
     router.include_router(api_bots.routes())
+    router.include_router(api_bot_chat.routes())
     return router
 
 

@@ -1,6 +1,6 @@
 """The message API's bot definitions (tag "bots"), the bot host's feed and status
-reports (tag "bot host"), and HTTP chat with a bot passed on to the bot host;
-`chatnet.api` mounts these behind the same bearer token as the rest.
+reports (tag "bot host"); `chatnet.api` mounts these behind the same bearer token as
+the rest. HTTP chat with a bot, passed on to the bot host, is `chatnet.api_bot_chat`.
 
     PUT    /bots?replace=true          [definition, ...]          [{"name", "id", "created"}]  409 | 422
     GET    /bots                       every definition            [BotPublic]
@@ -8,8 +8,6 @@ reports (tag "bot host"), and HTTP chat with a bot passed on to the bot host;
     PATCH  /bots/{name}                {any input field but name}  BotPublic | 404 | 422
     DELETE /bots/{name}                                            {"deleted": true} | 404
     GET    /bots/{name}/status         the host's last report      BotStatus | 404
-    POST   /bots/{name}/chat           {"user", "message"}         the host's text/event-stream, chunk by chunk
-    POST   /bots/{name}/chat/simple    {"user", "message"}         the host's JSON answer
     GET    /bot-host/definitions       for the bot host            [BotPublic + "api_key"]
     PUT    /bot-host/status            [status, ...]               204
 
@@ -18,26 +16,18 @@ A definition's `api_key` is write-only: no answer carries it but the bot host's 
 see `chatnet.bots_store.KeyBox`), and a 422 never echoes it (no 422 echoes its input,
 see `chatnet.api.invalid_request`). A base_url with credentials in it is refused for
 the same reason: it would be answered.
-
-Chat goes through the API (one front door): the API says 404 for a bot it has no
-definition of, and otherwise hands the request to the bot host (`Settings.bots_url`)
-with the API token as bearer, passing back its status, content type and body, an
-event stream as it comes. No bot host listening: 503.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-import aiohttp
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from chatnet.accounts import Accounts
@@ -45,7 +35,7 @@ from chatnet.api_params import PathName, RoomName
 from chatnet.api_rooms import in_utc
 from chatnet.bots_store import BotConflict, BotStore, Definition, Written, public
 from chatnet.config import Settings
-from chatnet.limits import MAX_BOT_MODEL_CHARS, MAX_BOT_PROMPT_CHARS, MAX_BOTS, MAX_MESSAGE_CHARS, MAX_ROOMS_PER_USER
+from chatnet.limits import MAX_BOT_MODEL_CHARS, MAX_BOT_PROMPT_CHARS, MAX_BOTS, MAX_ROOMS_PER_USER
 from chatnet.message import Name
 from chatnet.personalities import personalities
 from chatnet.protocol import format_datetime, is_valid_name, unencodable
@@ -75,18 +65,6 @@ DEFAULT_MAX_DAYS: Final = 7.0
 DEFAULT_RATE_LIMIT: Final = 20
 DEFAULT_TIMEOUT: Final = 30.0
 
-# The bot host is on loopback or a LAN: connecting takes milliseconds, or it is not running.
-HOST_CONNECT_SECONDS: Final = 3.0
-# Beyond the bot's own timeout per model call (times the SDK's attempts), before a host
-# that says nothing counts as stuck.
-HOST_READ_MARGIN_SECONDS: Final = 10.0
-# A non-streamed answer (chat/simple, a refusal) is one message and a few names.
-MAX_HOST_ANSWER_BYTES: Final = 1 << 20
-# The answer's headers passed back besides Content-Type.
-PASSED_HEADERS: Final = ("Cache-Control", "Retry-After")
-# What ends a stream the host broke off, in the host's format: a clean end for the client.
-BROKEN_STREAM: Final = b'data: {"error": "the bot host stopped answering", "done": true}\n\ndata: [DONE]\n\n'
-NOT_RUNNING: Final = "the bot host is not running"
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -274,18 +252,6 @@ class BotStatus(BaseModel):
     reported_at: str | None = Field(description="when the host last reported; null: never on this bot")
 
 
-class ChatIn(BaseModel):
-    user: Name = Field(description="whose thread with the bot this turn goes into")
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
-
-    @field_validator("message")
-    @classmethod
-    def _utf8(cls, value: str) -> str:
-        if problem := unencodable(value):
-            raise ValueError(problem)
-        return value
-
-
 # --- from the models to the store ---------------------------------------------------------------
 
 
@@ -348,80 +314,12 @@ def conflict(exc: BotConflict) -> JSONResponse:
     return JSONResponse({"detail": exc.detail, "name": exc.name}, status.HTTP_409_CONFLICT)
 
 
+# The answer of a route on one bot that has no definition, for the OpenAPI schema.
+MISSING: Final[dict[int | str, dict[str, Any]]] = {404: {"description": "no bot of that name"}}
+
+
 def no_bot(name: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no bot named '{name}'")
-
-
-# --- the bot host's HTTP chat, passed through ------------------------------------------------------
-
-
-class HostProxy:
-    """HTTP chat passed on to the bot host: one aiohttp session (a pool of connections
-    to the host), made at the first chat."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.base_url = settings.bots_url
-        token = settings.api_token.get_secret_value() if settings.api_token else None
-        self.headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-        # The host's model calls may take their timeout once per attempt.
-        self.attempts = 1 + max(0, settings.bot_retries)
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def chat(self, name: str, route: str, body: ChatIn, model_timeout: float) -> Response:
-        """The host's answer to `POST /bots/{name}{route}`, as a response of ours."""
-        timeout = aiohttp.ClientTimeout(total=None, connect=HOST_CONNECT_SECONDS, sock_read=model_timeout * self.attempts + HOST_READ_MARGIN_SECONDS)
-        url = f"{self.base_url}/bots/{quote(name, safe='')}{route}"
-        try:
-            answer = await self.session().post(url, data=body.model_dump_json(), headers=self.headers, timeout=timeout)
-        except aiohttp.SocketTimeoutError:
-            logger.warning("the bot host did not answer a chat with %s in time", name)
-            raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, "the bot host did not answer in time") from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            logger.warning("chat with %s: the bot host is not reachable at %s (%s)", name, self.base_url, type(exc).__name__)
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NOT_RUNNING) from None
-        content_type = answer.headers.get("Content-Type", "application/octet-stream")
-        headers = {header: answer.headers[header] for header in PASSED_HEADERS if header in answer.headers}
-        if content_type.startswith("text/event-stream"):
-            # Nothing between here and the reader may hold the events back.
-            headers |= {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-            return StreamingResponse(relay(answer, name), answer.status, headers, media_type=content_type)
-        try:
-            content = bytearray()
-            while len(content) <= MAX_HOST_ANSWER_BYTES and (chunk := await answer.content.read(MAX_HOST_ANSWER_BYTES + 1 - len(content))):
-                content += chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            logger.warning("chat with %s: the bot host's answer broke off (%s)", name, type(exc).__name__)
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the bot host stopped answering") from None
-        finally:
-            answer.close()
-        if len(content) > MAX_HOST_ANSWER_BYTES:
-            logger.warning("chat with %s: the bot host's answer is over %d bytes", name, MAX_HOST_ANSWER_BYTES)
-            raise HTTPException(status.HTTP_502_BAD_GATEWAY, "the bot host's answer is too large")
-        return Response(bytes(content), answer.status, headers, media_type=content_type)
-
-
-async def relay(answer: aiohttp.ClientResponse, name: str) -> AsyncIterator[bytes]:
-    """The host's event stream, each chunk passed on as it comes. A reader who goes
-    away cancels this: the connection to the host closes, and the host stops the
-    answer. A host that breaks off gets the stream a clean end."""
-    try:
-        async for chunk in answer.content.iter_any():
-            yield chunk
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        logger.warning("chat with %s: the bot host's stream broke off (%s)", name, type(exc).__name__)
-        yield BROKEN_STREAM
-    finally:
-        answer.close()
 
 
 # --- dependencies ------------------------------------------------------------------------------
@@ -434,33 +332,20 @@ async def get_bots(request: Request) -> BotStore:
     return bots
 
 
-async def get_proxy(request: Request) -> HostProxy:
-    proxy: HostProxy = request.app.state.bot_proxy
-    return proxy
-
-
 BotsDep = Annotated[BotStore, Depends(get_bots)]
-ProxyDep = Annotated[HostProxy, Depends(get_proxy)]
 Definitions = Annotated[list[BotIn], Body(min_length=1, max_length=MAX_BOTS, description="bot definitions, each name once")]
 Reports = Annotated[list[StatusIn], Body(max_length=MAX_REPORTED, description="every bot the host runs")]
 
 
 def routes() -> APIRouter:
     router = APIRouter()
-    missing: dict[int | str, dict[str, Any]] = {404: {"description": "no bot of that name"}}
     refused: dict[int | str, dict[str, Any]] = {409: {"model": BotRefusal, "description": "the name is a person's, a service's or reserved"}}
-    chat_answers: dict[int | str, dict[str, Any]] = missing | {
-        200: {"content": {"text/event-stream": {}}, "description": "the bot host's events, as they come"},
-        503: {"description": NOT_RUNNING},
-    }
     router.put("/bots", response_model=list[BotWritten], responses=refused, tags=["bots"])(put_bots)
     router.get("/bots", response_model=list[BotPublic], tags=["bots"])(list_bots)
-    router.get("/bots/{name}", response_model=BotPublic, responses=missing, tags=["bots"])(get_bot)
-    router.patch("/bots/{name}", response_model=BotPublic, responses=missing, tags=["bots"])(patch_bot)
-    router.delete("/bots/{name}", response_model=BotDeleted, responses=missing, tags=["bots"])(delete_bot)
-    router.get("/bots/{name}/status", response_model=BotStatus, responses=missing, tags=["bots"])(bot_status)
-    router.post("/bots/{name}/chat", response_model=None, responses=chat_answers, tags=["bots"])(chat)
-    router.post("/bots/{name}/chat/simple", response_model=None, responses=missing | {503: chat_answers[503]}, tags=["bots"])(chat_simple)
+    router.get("/bots/{name}", response_model=BotPublic, responses=MISSING, tags=["bots"])(get_bot)
+    router.patch("/bots/{name}", response_model=BotPublic, responses=MISSING, tags=["bots"])(patch_bot)
+    router.delete("/bots/{name}", response_model=BotDeleted, responses=MISSING, tags=["bots"])(delete_bot)
+    router.get("/bots/{name}/status", response_model=BotStatus, responses=MISSING, tags=["bots"])(bot_status)
     router.get("/bot-host/definitions", response_model=list[BotForHost], tags=["bot host"])(host_definitions)
     router.put("/bot-host/status", status_code=204, response_class=Response, tags=["bot host"])(host_status)
     return router
@@ -543,28 +428,6 @@ async def bot_status(name: PathName, bots: BotsDep) -> BotStatus:
     if (doc := await bots.get(name)) is None:
         raise no_bot(name)
     return BotStatus.model_validate(await bots.status_of(doc["name"]))
-
-
-async def chat(name: PathName, body: ChatIn, bots: BotsDep, proxy: ProxyDep) -> Response:
-    """A chat turn in the user's thread with the bot, answered as server-sent events
-    (`data: {"content": "...", "done": false}` per chunk, `data: {"content": "", "done":
-    true}`, then `data: [DONE]`), by the bot host."""
-    bot, timeout = await _bot(name, bots)
-    return await proxy.chat(bot, "/chat", body, timeout)
-
-
-async def chat_simple(name: PathName, body: ChatIn, bots: BotsDep, proxy: ProxyDep) -> Response:
-    """A chat turn answered as one JSON object `{"content", "bot", "user"}`, by the bot host."""
-    bot, timeout = await _bot(name, bots)
-    return await proxy.chat(bot, "/chat/simple", body, timeout)
-
-
-async def _bot(name: str, bots: BotStore) -> tuple[str, float]:
-    """The bot's name as defined and its timeout per model call; 404 without a definition."""
-    if (doc := await bots.get(name)) is None:
-        raise no_bot(name)
-    timeout = float(json.loads(doc["fields"]).get("timeout", DEFAULT_TIMEOUT))
-    return doc["name"], timeout
 
 
 async def host_definitions(bots: BotsDep) -> list[BotForHost]:
