@@ -18,10 +18,11 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, WebSocketRoute, async_playwright, expect
 
 from chatnet.api_client import ApiClient
+from chatnet.limits import ACK_IDS_PER_FRAME
 from chatnet.message import Message
 from chatnet.peer import Peer
 from chatnet.process import ROOT
-from chatnet.web import ACK_IDS_PER_FRAME, SESSION_COOKIE
+from chatnet.web_bridge import SESSION_COOKIE
 from tests.fake_openai import FakeOpenAI, echo_reply
 from tests.support import HOST, JsonClient, Network, eventually
 

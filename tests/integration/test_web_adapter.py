@@ -17,7 +17,8 @@ import pytest
 from chatnet.api_client import ApiClient
 from chatnet.process import WEB_LISTENING, port_open
 from chatnet.tls import client_context, ensure_certificate
-from chatnet.web import SECURITY_HEADERS, SESSION_COOKIE, SIGNED_OUT_CLOSE
+from chatnet.web import SECURITY_HEADERS, SIGNED_OUT_CLOSE
+from chatnet.web_bridge import SESSION_COOKIE
 from tests.support import HOST, TIMEOUT, Network, eventually
 
 PASSWORD = "correct horse battery"

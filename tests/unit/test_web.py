@@ -26,7 +26,7 @@ import chatnet.web
 from chatnet.api import create_app
 from chatnet.api_client import ApiClient
 from chatnet.config import Settings
-from chatnet.limits import MAX_BOT_PROMPT_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE, ROOM_PATTERN, ROOM_RULE
+from chatnet.limits import ACK_IDS_PER_FRAME, MAX_BOT_PROMPT_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, NAME_PATTERN, NAME_RULE, ROOM_PATTERN, ROOM_RULE
 from chatnet.message import Message
 from chatnet.peer import Peer
 from chatnet.personalities import PERSONALITIES
@@ -34,22 +34,18 @@ from chatnet.process import ROOT
 from chatnet.protocol import Event, LoginReason, MessageType
 from chatnet.server import ChatServer
 from chatnet.web import (
-    ACK_IDS_PER_FRAME,
-    ADAPTER_NAME,
     BODY_TIMEOUT_SECONDS,
     CONTENT_SECURITY_POLICY,
-    FIRST_RETRY_SECONDS,
     HISTORY_LIMIT_MAX,
-    MAX_FRAME_BYTES,
     MAX_REQUEST_BYTES,
     MAX_WS_MESSAGE_BYTES,
     SECURITY_HEADERS,
-    SESSION_COOKIE,
     SESSION_HEADER,
     SIGNED_OUT_CLOSE,
     STATIC_DIR,
     build_app,
 )
+from chatnet.web_bridge import ADAPTER_NAME, FIRST_RETRY_SECONDS, MAX_FRAME_BYTES, SESSION_COOKIE
 
 HOST = "127.0.0.1"
 TOKEN = "web-unit-test-token"
