@@ -46,7 +46,6 @@ script or style), `nosniff` and `no-referrer`. A WebSocket upgrade or a POST who
 requests without an `Origin` (programs; browsers always send one) go through. A
 POST's body is at most MAX_REQUEST_BYTES (413 past it) and must arrive within
 BODY_TIMEOUT_SECONDS of its head (408 past it); either refusal closes the connection.
-
 """
 
 from __future__ import annotations
