@@ -13,7 +13,6 @@ event stream as it comes. No bot host listening: 503.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
@@ -26,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from chatnet.api_bots import DEFAULT_TIMEOUT, MISSING, BotsDep, no_bot
 from chatnet.api_params import PathName
-from chatnet.bots_store import BotStore
+from chatnet.bots_store import BotStore, public
 from chatnet.config import Settings
 from chatnet.limits import MAX_MESSAGE_CHARS
 from chatnet.message import Name
@@ -178,5 +177,5 @@ async def _bot(name: str, bots: BotStore) -> tuple[str, float]:
     """The bot's name as defined and its timeout per model call; 404 without a definition."""
     if (doc := await bots.get(name)) is None:
         raise no_bot(name)
-    timeout = float(json.loads(doc["fields"]).get("timeout", DEFAULT_TIMEOUT))
+    timeout = float(public(doc).get("timeout", DEFAULT_TIMEOUT))
     return doc["name"], timeout
