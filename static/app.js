@@ -416,7 +416,14 @@ function timestampTitle(timestamp) {
   return `${timestamp} (${clock(timestamp)})`;
 }
 
+// A message's row; it carries the message's key, so history can be put among the rows shown.
 function messageElement(msg) {
+  const element = messageRow(msg);
+  if (messageKey(msg)) element.dataset.ts = msg.timestamp;
+  return element;
+}
+
+function messageRow(msg) {
   if (msg.type === "subscription" && msg.metadata && "value" in msg.metadata) return readingElement(msg);
   const word = controlWord(msg);
   if (word) return controlElement(msg, word);
@@ -938,18 +945,31 @@ async function loadHistory(conv) {
   }
 }
 
-// Older messages (oldest first) go above what is on screen, without duplicates.
+// A page of history (oldest first) goes in without duplicates, each message in the
+// server's order among the rows on screen: mostly above them all, but mail handed over at
+// login may be on screen before the history around it comes, and older than some of it.
 function insertHistory(conv, messages) {
   conv.pane.querySelector(".load-earlier")?.remove();
-  const fragment = document.createDocumentFragment();
+  const fromBottom = conv.pane.scrollHeight - conv.pane.scrollTop;
+  const top = conv.pane.firstChild;
+  const rows = [...conv.pane.querySelectorAll("[data-ts]")];
   for (const msg of messages) {
     if (!msg.id || conv.ids.has(msg.id)) continue;
     conv.ids.add(msg.id);
     noteNewest(conv, msg);
-    if (!isLocalEcho(conv, msg)) fragment.append(messageElement(msg));
+    if (isLocalEcho(conv, msg)) continue;
+    const element = messageElement(msg);
+    const k = messageKey(msg);
+    if (!k) {
+      conv.pane.insertBefore(element, top); // keyless: where history always went, on top
+      continue;
+    }
+    const later = rows.findIndex((row) => compareKeys(rowKey(row), k) > 0);
+    if (later >= 0) rows[later].before(element);
+    else if (rows.length) rows.at(-1).after(element);
+    else conv.pane.insertBefore(element, top);
+    rows.splice(later >= 0 ? later : rows.length, 0, element);
   }
-  const fromBottom = conv.pane.scrollHeight - conv.pane.scrollTop;
-  conv.pane.prepend(fragment);
   addLoadEarlier(conv);
   conv.pane.scrollTop = conv.pane.scrollHeight - fromBottom;
   if (viewing(conv)) markRead(conv);
@@ -966,6 +986,10 @@ function addLoadEarlier(conv) {
   conv.pane.prepend(button);
 }
 
+function rowKey(row) {
+  return [row.dataset.ts, row.dataset.id];
+}
+
 // A message this page showed when it was sent (the server gives it its id later).
 function isLocalEcho(conv, msg) {
   if (!sameName(msg.sender, state.me)) return false;
@@ -973,6 +997,7 @@ function isLocalEcho(conv, msg) {
     if (row.sentText === msg.message) {
       row.classList.remove("local");
       row.dataset.id = msg.id;
+      row.dataset.ts = msg.timestamp;
       return true;
     }
   }

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, Route, WebSocketRoute, async_playwright, expect
 
 from chatnet.api_client import ApiClient
 from chatnet.limits import ACK_IDS_PER_FRAME
@@ -667,6 +667,28 @@ async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browse
     acks = [frame for frame in wire.to_server if frame.get("type") == "ack"]
     assert all(set(frame) == {"type", "ids"} and 0 < len(frame["ids"]) <= ACK_IDS_PER_FRAME for frame in acks)
     assert set(wire.acked()) == set(wire.received())  # everything it got, and nothing else
+
+
+async def test_history_goes_in_around_mail_already_on_screen(browser: Browser, web: Network) -> None:
+    """Mail handed over at login can be on screen before the pane's history comes; the
+    history newer than it goes below it, in the server's order, not above it."""
+    mail = [Message(sender="bob", destination="alice", message=f"note {i}") for i in range(3)]
+    await store_mail(web, mail)
+    async with ApiClient(web.api_url, web.token) as api:
+        assert await api.ack("alice", [m.id for m in mail[1:]]) == 2  # read on another device
+    context = await browser.new_context()
+    alice = await Person.arrive(context, web)
+
+    async def after_the_mail(route: Route) -> None:
+        await expect(alice.pane("bob").locator(".msg .body")).to_have_text(["note 0"])
+        await route.continue_()
+
+    await context.route(re.compile(r"/api/history\?"), after_the_mail)
+    await alice.log_in("alice")
+    await alice.online_as("alice")
+    await alice.open("bob")
+    await expect(alice.pane("bob").locator(".msg .body")).to_have_text(["note 0", "note 1", "note 2"])
+    await expect(alice.pane("bob").locator(".msg .tag")).to_have_text(["stored"])
 
 
 # --- rooms, and unread counts that come from the server -------------------------------------
