@@ -38,7 +38,8 @@ from typing import Any, Final, Protocol, cast
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from chatnet.bot import Bot, RateLimiter, Request, command, split_text
+from chatnet.bot import Bot, Request, command, split_text
+from chatnet.bot_limits import RateLimiter
 from chatnet.config import Settings
 from chatnet.errors import ApiRejected, StoreUnavailable
 from chatnet.limits import MAX_MESSAGE_CHARS

@@ -51,16 +51,14 @@ the asker's direct messages, so a slow room costs that room only.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from chatnet.bot_limits import Budget, RateLimiter, RoomBudget
 from chatnet.cli import stop_on_signals
 from chatnet.config import Settings
 from chatnet.dialects.json import client_frame
@@ -90,9 +88,7 @@ ACKED_TYPES: Final = frozenset({MessageType.CHAT, MessageType.SUBSCRIPTION})
 ACK_DELAY: Final = 0.05
 # Ids of recent messages remembered to drop repeats: a whole page of stored mail.
 SEEN_LIMIT: Final = MAIL_PAGE
-# The login feature every bot announces, so whoever gets its messages sees
-# `"bot"` in their `metadata.sender_features` (a second sign beside `metadata.bot`).
-ROOM_WINDOW: Final = 60.0
+# What a room hears once a window when its reply budget is spent (chatnet.bot_limits).
 BUSY_IN_ROOM: Final = "busy in this room, try again in a minute"
 # Names of bots learned from presence and welcome notices (bounded: they are few).
 KNOWN_BOTS_LIMIT: Final = 10_000
@@ -177,73 +173,6 @@ def command(usage: str | None = None, *, name: str | None = None, args: bool | N
         return func
 
     return mark
-
-
-# Keys a rate limiter keeps before it forgets the idle ones.
-KEYS_BEFORE_SWEEP: Final = 10_000
-
-
-class RateLimiter:
-    """At most `limit` events per `window` seconds for each key (a sliding window)."""
-
-    def __init__(self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._events: dict[str, deque[float]] = {}
-        self._sweep_at = KEYS_BEFORE_SWEEP  # past this many keys, the idle ones are forgotten
-
-    def allow(self, key: str) -> bool:
-        now = self.clock()
-        if len(self._events) >= self._sweep_at:
-            self.forget_idle(now)
-        events = self._events.setdefault(key, deque())
-        while events and events[0] <= now - self.window:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
-
-    def forget_idle(self, now: float) -> None:
-        """Drop the keys with nothing in the window (every user ever seen must not cost
-        memory for ever); the next sweep waits until the map has doubled."""
-        horizon = now - self.window
-        self._events = {key: events for key, events in self._events.items() if events and events[-1] > horizon}
-        self._sweep_at = max(KEYS_BEFORE_SWEEP, 2 * len(self._events))
-
-
-class Budget(enum.Enum):
-    """What a room's budget says about one more request."""
-
-    REPLY = "reply"  # within the budget: answer it
-    BUSY = "busy"  # past it: say so (once a window)
-    QUIET = "quiet"  # past it, and said so already: nothing
-
-
-class RoomBudget:
-    """At most `limit` replies per room per `window` seconds; past it one "busy" line
-    per window, then silence. Apart from the per-user rate limit: a room with many
-    people is still one room."""
-
-    def __init__(self, limit: int, window: float = ROOM_WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window = window
-        self.clock = clock
-        self._replies = RateLimiter(limit, window, clock)
-        self._warned: dict[str, float] = {}  # room key -> when "busy" was said
-
-    def take(self, room: str) -> Budget:
-        key = room.lower()
-        if self._replies.allow(key):
-            return Budget.REPLY
-        now = self.clock()
-        warned = self._warned.get(key)
-        if warned is not None and now - warned < self.window:
-            return Budget.QUIET
-        if len(self._warned) >= KEYS_BEFORE_SWEEP:
-            self._warned = {room: when for room, when in self._warned.items() if now - when < self.window}
-        self._warned[key] = now
-        return Budget.BUSY
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:

@@ -16,24 +16,10 @@ import uvicorn
 
 from chatnet.api import create_app
 from chatnet.api_client import ApiClient
-from chatnet.bot import (
-    ACK_DELAY,
-    ACK_IDS_PER_FRAME,
-    BACKOFF_CAP,
-    BUSY_IN_ROOM,
-    KEYS_BEFORE_SWEEP,
-    USER_QUEUE_LIMIT,
-    Bot,
-    Budget,
-    RateLimiter,
-    Request,
-    RoomBudget,
-    backoff,
-    command,
-    split_text,
-)
+from chatnet.bot import ACK_DELAY, BACKOFF_CAP, BUSY_IN_ROOM, USER_QUEUE_LIMIT, Bot, Request, backoff, command, split_text
+from chatnet.bot_limits import KEYS_BEFORE_SWEEP, Budget, RateLimiter, RoomBudget
 from chatnet.config import Settings
-from chatnet.limits import MAX_LINE_BYTES, MAX_MESSAGE_CHARS
+from chatnet.limits import ACK_IDS_PER_FRAME, MAX_LINE_BYTES, MAX_MESSAGE_CHARS
 from chatnet.message import Message
 from chatnet.peer import Peer, encode_frame
 from chatnet.protocol import BOT_FEATURE, Event, MessageType, strip_address
