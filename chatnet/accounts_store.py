@@ -10,7 +10,8 @@ from pymongo.errors import DuplicateKeyError
 
 from chatnet.keys import EPOCH, MILLISECOND, epoch_ms
 from chatnet.protocol import new_id, utcnow
-from chatnet.store import Document, Store
+from chatnet.store import Store
+from chatnet.store_documents import Document
 
 
 class AccountStore:

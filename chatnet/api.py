@@ -49,7 +49,8 @@ from chatnet.limits import (
 from chatnet.message import Destination, Message, Name
 from chatnet.protocol import dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, unencodable, unstorable, utcnow
 from chatnet.rooms_store import RoomRefused, RoomStore
-from chatnet.store import Store, unrolled
+from chatnet.store import Store
+from chatnet.store_documents import unrolled
 
 logger = logging.getLogger("chatnet.api")
 

@@ -48,7 +48,8 @@ from chatnet.errors import ChatError
 from chatnet.keys import epoch_ms, ms_text
 from chatnet.limits import BOT_STATUS_STALE_SECONDS, MAX_BOTS
 from chatnet.protocol import SERVER_NAME, Kind, utcnow
-from chatnet.store import Document, Store
+from chatnet.store import Store
+from chatnet.store_documents import Document
 
 logger = logging.getLogger("chatnet.bots")
 

@@ -18,10 +18,10 @@ from pymongo.errors import PyMongoError
 
 from chatnet.keys import message_key, pair_key, seq_of
 from chatnet.protocol import dumps
+from chatnet.store_documents import Document
 
 logger = logging.getLogger("chatnet.store")
 
-Document = dict[str, Any]  # as `chatnet.store` has it
 # `Store.forward`: move a `seq_of` field of documents forward, never back; the ids moved.
 Forward = Callable[[AsyncIOMotorCollection[Document], str, Mapping[str, tuple[str, Document]]], Awaitable[set[str]]]
 

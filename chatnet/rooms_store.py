@@ -56,7 +56,8 @@ from chatnet.errors import ChatError
 from chatnet.keys import Key, Page, encode_cursor, key_of, message_key, pair_key, seq_of, stamp_ms
 from chatnet.limits import MAX_BANS, MAX_CONVERSATIONS, MAX_ROOMS_PER_USER, MAX_UNREAD
 from chatnet.protocol import SERVER_NAME, USER_HOST, RoomReason, dumps, format_datetime, from_history_entry, history_entry, is_room, parse_timestamp, utcnow
-from chatnet.store import MAX_BUCKET, Document, Store, bucket_entries, bucket_id, counts_as_unread
+from chatnet.store import Store
+from chatnet.store_documents import MAX_BUCKET, Document, bucket_entries, bucket_id, counts_as_unread
 
 logger = logging.getLogger("chatnet.rooms")
 
@@ -204,7 +205,7 @@ def room_bucket(room: str, entries: list[dict[str, Any]], now: datetime) -> Docu
         "last": stamp_ms(max(stamps)),
         "count": len(entries),
         "archived_at": now,
-        "messages": dumps(entries),  # as in a direct bucket (see `chatnet.store.bucket`)
+        "messages": dumps(entries),  # as in a direct bucket (see `chatnet.store_documents.bucket`)
     }
 
 

@@ -1,11 +1,11 @@
-"""The storage layer: with the `*_store` modules beside it, the only code that talks to MongoDB (through motor).
+"""The storage layer: with the `*_store` modules and `store_migrations` beside it, the only code that talks to MongoDB (through motor).
 
 Collections (in `Settings.mongo_db`):
 
     mail           offline mail not yet handed over, and nothing else: it stays small,
                    so fetching and counting a user's mail costs the same however long
                    the history grows. One document per stored batch and recipient
-                   (see `mail_bundle`): the messages in it, in sending order, as
+                   (see `store_documents.mail_bundle`): the messages in it, in sending order, as
                    history entries. The embedded store's cost is per document (a
                    batch of 1000 one-message documents took it ~0.2 s; one bundle, a
                    few ms). An acknowledgement takes the ids it names out of their
@@ -13,7 +13,7 @@ Collections (in `Settings.mongo_db`):
     history        delivered messages (archived live chat and acknowledged mail) in
                    buckets: one document per archived batch, holding the messages as
                    one JSON text (as a mail bundle does) with what finds them (see
-                   `bucket`). One insert stores a whole batch: the embedded store's
+                   `store_documents.bucket`). One insert stores a whole batch: the embedded store's
                    cost is per document, and per value nested in it.
     subscriptions  one document per (service, user).
     state          one JSON value per (owner, key), for bots.
@@ -33,7 +33,8 @@ Collections (in `Settings.mongo_db`):
                    read from (see `chatnet.rooms_store`).
     meta           markers of start-up migrations done.
     messages       the layouts before: per-message history and pending mail. Moved to
-                   `history` and `mail` when the store opens it, then dropped.
+                   `history` and `mail` when the store opens it, then dropped
+                   (`chatnet.store_migrations`, as every move of an older layout).
     mailbox        the layout before: one document per pending message (its `_id` the
                    message id). Moved into bundles in `mail` when the store opens it.
 
@@ -41,8 +42,8 @@ Names are case-insensitive: what finds a person is the name lower-cased, and wha
 shown keeps its spelling. A mail bundle carries `destination_key` and `senders` (keys)
 beside the messages' `destination` and `sender`; a bucket's `pairs` and `users` are
 lower-cased (the messages in it keep their spelling); subscriptions, state and
-accounts are keyed by the names lower-cased. Data stored before this is moved over once, at start-up
-(`_fold_names`).
+accounts are keyed by the names lower-cased. Data stored before this is moved over
+once, at start-up (`chatnet.store_migrations`).
 
 A mail bundle's `_id` is made from its recipient and the ids it holds, and a bucket's
 from the ids it holds, so a retried batch is not stored twice; a message caught in two
@@ -69,35 +70,25 @@ bundle's messages share one expiry: they came in one request, with one `ttl_seco
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chatnet.keys import Key, Page, epoch_ms, message_key, ms_text, pair_key, stamp_ms
 from chatnet.limits import MAX_UNREAD
 from chatnet.previews_store import PreviewStore
-from chatnet.protocol import (
-    MessageLike,
-    dumps,
-    from_history_entry,
-    history_entry,
-    parse_timestamp,
-    utcnow,
-)
+from chatnet.protocol import MessageLike, dumps, from_history_entry, history_entry, utcnow
+from chatnet.store_documents import MAX_BUCKET, Document, bucket, bucket_entries, bundles_of, counts_as_unread, opened, unrolled
+from chatnet.store_migrations import migrate
 
 logger = logging.getLogger("chatnet.store")
 
-Document = dict[str, Any]
-
-PENDING: Final = "pending"
 DUPLICATE_KEY: Final = 11000
 
 # Short, so a route answers 503 quickly while the database is away; the heartbeat
@@ -105,9 +96,6 @@ DUPLICATE_KEY: Final = 11000
 SERVER_SELECTION_MS: Final = 2000
 HEARTBEAT_MS: Final = 1000
 
-# The most messages in one bucket (an API batch holds at most 1000): a bucket is read
-# whole, so a bigger one would make a short page of history cost more.
-MAX_BUCKET: Final = 1000
 # Buckets fetched in the first round trip while a page of history is gathered, and at
 # most in any later one (which asks for as many as the pair's share of the buckets read
 # so far says are missing). Rounds with a limit rather than one open cursor: the
@@ -118,12 +106,8 @@ MOST_BUCKETS: Final = 64
 # An acknowledgement retakes what a racing one changed first; more rounds than this
 # means the bundles never stay as read (a bug, not contention).
 MAX_REMOVE_ROUNDS: Final = 20
-# Old per-message history moves into buckets this big at start-up.
-MIGRATION_BUCKET: Final = 1000
 # Names remembered as recorded (see `Store.record_names`): a set of short keys, a few MB at most.
 MAX_RECORDED_NAMES: Final = 100_000
-# The marker in `meta` saying that names were folded to lower case (see `_fold_names`).
-NAMES_FOLDED: Final = "names_folded"
 
 
 def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
@@ -136,118 +120,6 @@ def connect(url: str, **options: Any) -> AsyncIOMotorClient[Document]:
         heartbeatFrequencyMS=HEARTBEAT_MS,
         **options,
     )
-
-
-def counts_as_unread(doc: Mapping[str, Any]) -> bool:
-    """Chat counts as unread; a service's readings (subscription messages) do not."""
-    return bool(doc.get("type", "chat") == "chat")
-
-
-def keyed(doc: dict[str, Any]) -> dict[str, Any]:
-    """A mail document with the keys that find it: its names lower-cased."""
-    doc["destination_key"] = doc["destination"].lower()
-    doc["sender_key"] = doc["sender"].lower()
-    return doc
-
-
-def bucket_id(ids: Iterable[str]) -> str:
-    """The same id for the same messages: a retried batch finds its bucket stored."""
-    return hashlib.blake2b("\n".join(ids).encode(), digest_size=16).hexdigest()
-
-
-def bucket(entries: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """One history document for a batch of entries: their time span, the conversations
-    (`pairs`) and people (`users`) in it, for the indexes that find it. The entries are
-    one JSON text, as in a mail bundle (see `mail_bundle`): a bucket of 1,000 entries as
-    documents cost the embedded store ~20 ms of CPU to insert, enough to hold up live
-    routing on a small machine. `bucket_entries` reads them."""
-    stamps = [e["timestamp"] for e in entries]
-    return {
-        "_id": bucket_id(e["id"] for e in entries),
-        "first": epoch_ms(parse_timestamp(min(stamps))),
-        "last": epoch_ms(parse_timestamp(max(stamps))),
-        "count": len(entries),
-        "pairs": sorted({pair_key(e["sender"], e["destination"]) for e in entries}),
-        "users": sorted({e["sender"].lower() for e in entries} | {e["destination"].lower() for e in entries}),
-        "archived_at": now,
-        "messages": dumps(entries),
-    }
-
-
-def bucket_entries(doc: Document) -> list[dict[str, Any]]:
-    """A history bucket's entries (JSON text; a list in buckets stored before)."""
-    messages = doc["messages"]
-    return json.loads(messages) if isinstance(messages, str) else list(messages)
-
-
-def as_mail(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A pending document of the old layout (in `messages`) as a mail document."""
-    mail = {key: value for key, value in doc.items() if key not in ("status", "pair", "metadata")}
-    if doc.get("metadata"):
-        mail["metadata"] = doc["metadata"]
-    return keyed(mail)
-
-
-def live(docs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """The documents that have not expired (some may have since the last sweep)."""
-    return [doc for doc in docs if doc.get("expires_at") is None or doc["expires_at"] > now]
-
-
-def mail_bundle(key: str, entries: list[dict[str, Any]], expires_at: datetime | None) -> dict[str, Any]:
-    """One mail document for a batch of one recipient's messages (history entries, in
-    sending order): the recipient's key and the senders' (what finds it), how many,
-    and `rev`, which every change moves on (see `Store._remove`).
-
-    The messages are kept as one JSON text: the embedded store copies, encodes and
-    walks every nested value of a document on each write and read (a 500-message
-    bundle of documents took it ~16 ms to insert), and what `$set` writes reads back
-    exactly (a boolean in metadata would come back as 1). `opened` decodes it."""
-    doc: dict[str, Any] = {
-        "_id": bucket_id([key, *(e["id"] for e in entries)]),
-        "destination_key": key,
-        "senders": sorted({e["sender"].lower() for e in entries}),
-        "count": len(entries),
-        "rev": 0,
-        "messages": dumps(entries),
-    }
-    if expires_at is not None:
-        doc["expires_at"] = expires_at
-    return doc
-
-
-def opened(doc: Document) -> Document:
-    """A mail bundle as read, its messages decoded (in place)."""
-    doc["messages"] = json.loads(doc["messages"])
-    return doc
-
-
-def bundles_of(entries: Iterable[dict[str, Any]], expires_at: datetime | None) -> list[dict[str, Any]]:
-    """Bundles for messages in sending order: one per recipient (and MAX_BUCKET)."""
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        by_key.setdefault(entry["destination"].lower(), []).append(entry)
-    return [mail_bundle(key, mine[i : i + MAX_BUCKET], expires_at) for key, mine in by_key.items() for i in range(0, len(mine), MAX_BUCKET)]
-
-
-def unrolled(bundles: Iterable[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """The live messages of these bundles, each id once, oldest first (by key: bundles
-    may overlap in time, e.g. live messages a broken session never had, stored later)."""
-    seen: set[str] = set()
-    entries: list[dict[str, Any]] = []
-    for doc in bundles:
-        if doc.get("expires_at") is not None and doc["expires_at"] <= now:
-            continue
-        for entry in doc["messages"]:
-            if entry["id"] not in seen:
-                seen.add(entry["id"])
-                entries.append(entry)
-    entries.sort(key=message_key)  # bundles come in sending order: nearly sorted, so cheap
-    return entries
-
-
-# Ties within a millisecond fall back to the id, which the chat server makes in
-# sending order, so a conversation reads back in the order it was written.
-OLDEST_FIRST = [("timestamp", ASCENDING), ("_id", ASCENDING)]
 
 
 class Store:
@@ -286,13 +158,10 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         """One index per query (creating an existing index is a no-op), once the
-        pending mail and history of the old layouts have moved and names are folded."""
+        older layouts have moved into today's (`chatnet.store_migrations`)."""
         if self.indexes_ready:
             return
-        await self._move_old_pending_mail()
-        await self._move_old_history()
-        await self._fold_names()
-        await self._bundle_old_mail()
+        await migrate(self)
         # A recipient's bundles are read whole and ordered here (they are few: a bundle
         # holds up to MAX_BUCKET messages). `senders` is indexed behind another field
         # for the embedded store's sake (see `users` below).
@@ -316,101 +185,6 @@ class Store:
         await self.login_locks.create_index("expires_at", name="ttl", expireAfterSeconds=0)
         await self.direct.create_index([("users", ASCENDING), ("last_seq", DESCENDING)], name="users_last")
         self.indexes_ready = True
-
-    async def _move_old_pending_mail(self) -> None:
-        """Mail stored pending in `messages` (the old layout) moves to the mailbox, and
-        the indexes only that layout needed go. Nothing to do on a new database."""
-        old = await self.messages.find({"status": PENDING}).to_list(None)
-        if old:
-            await self._insert(self.mailbox, [as_mail(doc) for doc in old])
-            await self.messages.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}, "status": PENDING})
-            logger.info("moved %d pending messages to the mailbox", len(old))
-
-    async def _bundle_old_mail(self) -> None:
-        """Mail stored one message per document (the mailbox, the layout before) moves
-        into bundles, a recipient's oldest first, and reaches the conversation lists;
-        then the old documents go. A move cut short and run again stores nothing twice
-        (a bundle's id comes from its messages). Nothing to do on a new database."""
-        old = await self.mailbox.find({}).to_list(None)
-        if not old:
-            return
-        old.sort(key=lambda doc: (doc["timestamp"], doc["_id"]))
-        by_expiry: dict[datetime | None, list[dict[str, Any]]] = {}
-        for doc in old:
-            by_expiry.setdefault(doc.get("expires_at"), []).append(history_entry(doc))
-        for expires_at, entries in by_expiry.items():
-            await self._insert(self.mail, bundles_of(entries, expires_at))
-            await self.previews.note_direct(entries, now=True)
-        await self.mailbox.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}})
-        logger.info("moved %d pending messages into bundles", len(old))
-
-    async def _move_old_history(self) -> None:
-        """History stored one message per document in `messages` (the old layout) moves
-        into buckets, oldest first, a bucket at a time (a bucket's id comes from its
-        messages, so a move cut short and run again stores nothing twice); then the
-        emptied collection and its indexes go. Nothing to do on a new database."""
-        moved = 0
-        while old := await self.messages.find({}).sort(OLDEST_FIRST).limit(MIGRATION_BUCKET).to_list(None):
-            await self._insert(self.history_buckets, [bucket([history_entry(doc) for doc in old], utcnow())])
-            await self.messages.delete_many({"_id": {"$in": [doc["_id"] for doc in old]}})
-            moved += len(old)
-        if moved:
-            logger.info("moved %d messages of history into buckets", moved)
-        if "messages" in await self.db.list_collection_names():
-            try:
-                await self.messages.drop()
-            except OperationFailure as exc:
-                logger.warning("could not drop the emptied collection messages: %s", exc)
-
-    async def _fold_names(self) -> None:
-        """Data stored while names were case-sensitive is keyed by its names lower-cased,
-        once (a marker in `meta` says it was done; every step can run again, so a fold
-        cut short is simply redone): mail gains its keys, buckets their lower-cased
-        pairs and users, subscriptions and state their lower-cased ids (where two
-        spellings meet, one subscription is kept, and the state written last). The
-        names seen in mail and history count as used. Nothing to do on a new database
-        but writing the marker."""
-        if await self.meta.find_one({"_id": NAMES_FOLDED}) is not None:
-            return
-        used: set[str] = set()
-        mail = await self.mailbox.find({}, {"destination": 1, "sender": 1}).to_list(None)
-        for destination, sender in {(doc["destination"], doc["sender"]) for doc in mail}:
-            keys = {"destination_key": destination.lower(), "sender_key": sender.lower()}
-            await self.mailbox.update_many({"destination": destination, "sender": sender}, {"$set": keys})
-            used.add(keys["sender_key"])
-        await self._drop_old_mail_indexes()
-        buckets = await self.history_buckets.find({}, {"pairs": 1, "users": 1}).to_list(None)
-        for doc in buckets:
-            pairs = sorted({pair_key(*pair.split("|")) for pair in doc["pairs"]})
-            users = sorted({user.lower() for user in doc["users"]})
-            used.update(users)
-            if pairs != doc["pairs"] or users != doc["users"]:
-                await self.history_buckets.update_one({"_id": doc["_id"]}, {"$set": {"pairs": pairs, "users": users}})
-        for sub in await self.subscriptions.find({}).to_list(None):
-            folded = {"_id": sub["_id"].lower(), "service": sub["service"].lower(), "user": sub["user"]}
-            if folded["_id"] != sub["_id"] or folded["service"] != sub["service"]:
-                # Out first: the unique (service, user) index would find it in the way.
-                await self.subscriptions.delete_one({"_id": sub["_id"]})
-                await self._insert(self.subscriptions, [folded])
-        for doc in await self.state.find({}).sort("updated_at", ASCENDING).to_list(None):
-            if doc["_id"] != doc["_id"].lower():
-                folded = {**doc, "_id": doc["_id"].lower(), "owner": doc["owner"].lower(), "key": doc["key"].lower()}
-                await self.state.replace_one({"_id": folded["_id"]}, folded, upsert=True)  # oldest first: the last wins
-                await self.state.delete_one({"_id": doc["_id"]})
-        now = utcnow()
-        await self._insert(self.names, [{"_id": name, "name": name, "first_seen": now} for name in sorted(used)])
-        await self.meta.update_one({"_id": NAMES_FOLDED}, {"$set": {"at": now}}, upsert=True)
-        if mail or buckets:
-            logger.info("names folded to lower case: %d pending messages, %d history buckets", len(mail), len(buckets))
-
-    async def _drop_old_mail_indexes(self) -> None:
-        """The mailbox's indexes on names as spelled go (their successors are on the
-        keys). Found by their fields: the embedded store names indexes itself."""
-        old = [["destination", "timestamp"], ["destination", "sender", "type", "timestamp"]]
-        async for index in self.mailbox.list_indexes():
-            if list(index["key"]) in old:
-                with suppress(OperationFailure):  # dropped meanwhile by another API process
-                    await self.mailbox.drop_index(index["name"])
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")

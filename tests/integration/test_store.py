@@ -15,7 +15,8 @@ from chatnet.keys import decode_cursor, encode_cursor, epoch_ms, key_of, message
 from chatnet.message import Message
 from chatnet.protocol import MessageType, format_datetime, from_history_entry, history_entry, mail_document, parse_timestamp, utcnow
 from chatnet.rooms_store import RoomReason, RoomRefused, RoomStore, room_info
-from chatnet.store import Store, bucket, bucket_entries, keyed
+from chatnet.store import Store
+from chatnet.store_documents import bucket, bucket_entries, keyed
 from tests.support import eventually
 
 
