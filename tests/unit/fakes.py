@@ -77,7 +77,7 @@ class FakeSocket:
         self.transport = transport
 
     def fileno(self) -> int:
-        return -1  # SIOCOUTQ can't be asked: the send queue counts as empty
+        return -1  # no SIOCOUTQ on it: RecordingSession answers that from the transport
 
     def getsockopt(self, level: int, option: int, size: int = 0) -> bytes:
         assert (level, option) == (socket.IPPROTO_TCP, socket.TCP_INFO)
@@ -85,6 +85,18 @@ class FakeSocket:
         if acked is None:
             acked = sum(map(len, self.transport.writes))
         return bytes(120) + struct.pack("Q", acked) + bytes(max(0, size - 128))
+
+
+class RecordingSession(Session):
+    """A session whose socket's send queue (SIOCOUTQ, which a fake socket can't be asked)
+    is what Linux would report of the transport's fake kernel: the bytes it took (all
+    written, less the buffer) that the peer's TCP stack has not acknowledged."""
+
+    def unacknowledged_bytes(self) -> int:
+        transport = self.transport
+        if not isinstance(transport, RecordingTransport) or transport.acked is None:
+            return 0
+        return max(0, sum(map(len, transport.writes)) - transport.buffer_size - transport.acked)
 
 
 class RecordingTransport:
@@ -205,7 +217,7 @@ class Client:
         peer: tuple[str, int] | None = None,
     ) -> None:
         given = router.settings
-        self.session = Session(router, dialect, pick, flood_buckets(given.flood_rate, given.flood_burst)(), given.liveness)
+        self.session = RecordingSession(router, dialect, pick, flood_buckets(given.flood_rate, given.flood_burst)(), given.liveness)
         self.transport = RecordingTransport(self.session, peer)
         self.session.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed, as uvloop's is
         self._taken = 0  # lines already returned by take() / expect()
