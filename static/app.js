@@ -946,12 +946,12 @@ async function loadHistory(conv) {
 }
 
 // A page of history (oldest first) goes in without duplicates, each message in the
-// server's order among the rows on screen: mostly above them all, but mail handed over at
-// login may be on screen before the history around it comes, and older than some of it.
+// server's order among the messages on screen: mostly above everything, but mail handed
+// over at login may be on screen before the history around it comes, and older than some
+// of it. A message goes right after the last one before it, or on top if none is.
 function insertHistory(conv, messages) {
   conv.pane.querySelector(".load-earlier")?.remove();
   const fromBottom = conv.pane.scrollHeight - conv.pane.scrollTop;
-  const top = conv.pane.firstChild;
   const rows = [...conv.pane.querySelectorAll("[data-ts]")];
   for (const msg of messages) {
     if (!msg.id || conv.ids.has(msg.id)) continue;
@@ -960,15 +960,11 @@ function insertHistory(conv, messages) {
     if (isLocalEcho(conv, msg)) continue;
     const element = messageElement(msg);
     const k = messageKey(msg);
-    if (!k) {
-      conv.pane.insertBefore(element, top); // keyless: where history always went, on top
-      continue;
-    }
-    const later = rows.findIndex((row) => compareKeys(rowKey(row), k) > 0);
-    if (later >= 0) rows[later].before(element);
-    else if (rows.length) rows.at(-1).after(element);
-    else conv.pane.insertBefore(element, top);
-    rows.splice(later >= 0 ? later : rows.length, 0, element);
+    const later = k ? rows.findIndex((row) => compareKeys(rowKey(row), k) > 0) : 0;
+    const at = later < 0 ? rows.length : later;
+    if (at === 0) conv.pane.prepend(element);
+    else rows[at - 1].after(element);
+    if (k) rows.splice(at, 0, element);
   }
   addLoadEarlier(conv);
   conv.pane.scrollTop = conv.pane.scrollHeight - fromBottom;
