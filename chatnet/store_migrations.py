@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("chatnet.store")
 
+# The status of mail not yet handed over, in the `messages` layout.
 PENDING: Final = "pending"
 # Old per-message history moves into buckets this big at start-up.
 MIGRATION_BUCKET: Final = 1000
