@@ -199,13 +199,20 @@ def _tune(sock: Any) -> None:
     if sock is None:
         return
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
-    except (OSError, AttributeError):  # not TCP, or a platform without these options
+        # uvloop's socket builds a socket object for every call: one, borrowed, for all five.
+        own = socket.socket(fileno=sock.fileno())
+    except (OSError, ValueError, AttributeError):  # not a socket we can borrow
+        return
+    try:
+        own.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        own.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        own.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        own.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    except OSError:  # not TCP, or a platform without these options
         pass
+    finally:
+        own.detach()  # the transport's descriptor stays open: it is the transport's
 
 
 # `sent_ends` of a session that has tracked nothing yet (most idle ones): shared, never
