@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
@@ -96,7 +97,9 @@ class Router(MailHandOver):
         self.priority = Priority()
         self.guest_look: FirstLook[bool] = FirstLook(api.guest_logins, False, FIRST_LOOK_BATCH, self.priority, self.spawn, what="names")
         self.identity = Identity(settings, api, self.guest_look.look)
-        self.connections: set[Session] = set()  # logged in or not
+        # Logged in or not. A dict used as a set: 10,000 entries are 0.3 MB as a dict, 1 MB
+        # as a set (a set's table grows fourfold).
+        self.connections: dict[Session, None] = {}
         self.pinger = Pinger(settings.liveness)  # every pinged session's one timer
         self._per_address: dict[str, int] = {}  # open connections by peer address
         self.mail = MailWriter(api, self.priority, self._mail_stored)
@@ -202,7 +205,7 @@ class Router(MailHandOver):
     # --- what sessions tell us -----------------------------------------------------
 
     def connected(self, session: Session) -> None:
-        self.connections.add(session)
+        self.connections[session] = None
         count = self._count_address(session.address, +1)
         limit = self.settings.max_connections_per_ip
         if limit and count > limit:
@@ -222,7 +225,7 @@ class Router(MailHandOver):
                 return
             assert login.address is not None
             self._count_address(session.address, -1)  # the browser's, not the relay's
-            session.address = login.address[:MAX_ADDRESS_CHARS]
+            session.address = sys.intern(login.address[:MAX_ADDRESS_CHARS])
             self._count_address(session.address, +1)
         self._screened(session, login, self._check_login)
 
@@ -382,7 +385,7 @@ class Router(MailHandOver):
             self.spawn(self.hand_over_mail(session, quiet=True))
 
     def disconnected(self, session: Session, was_logged_in: bool) -> None:
-        self.connections.discard(session)
+        self.connections.pop(session, None)
         self._arriving.pop(session, None)
         self._diverted.discard(session)
         self._owed.pop(session, None)

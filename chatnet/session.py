@@ -38,6 +38,7 @@ import fcntl
 import logging
 import socket
 import struct
+import sys
 import termios
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -229,7 +230,7 @@ class Session(asyncio.Protocol):
         "transport", "loop", "port", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_writing_paused",
-        "verified", "_waits", "quit_reason", "away", "echoes_own", "ident", "operator", "hears_wallops",
+        "verified", "_waits", "quit_reason", "away", "echoes_own", "operator", "hears_wallops",
     )  # fmt: skip
 
     def __init__(
@@ -270,7 +271,6 @@ class Session(asyncio.Protocol):
         self._waits = 0  # commands the next lines wait for (hold_lines)
         self.quit_reason = ""  # what the client said when it left (IRC's QUIT :reason)
         self.away = ""  # !away: whoever writes to it is told this
-        self.ident = ("", "")  # the username and real name its client gave (IRC's USER)
         self.operator = ""  # a network operator (!oper): the name it gave, for the log and WHOIS
         self.hears_wallops = False  # user mode +w: sent !wallops (operators are, whatever it says)
         # An `ack` reader's live messages not yet acknowledged, oldest first (None for
@@ -335,6 +335,12 @@ class Session(asyncio.Protocol):
         return f"{self.name} ({self.peer})" if self.name else self.peer
 
     @property
+    def ident(self) -> tuple[str, str]:
+        """The username and real name its client gave (IRC's USER), asked when needed: the
+        dialect holds them already."""
+        return self.dialect.ident()
+
+    @property
     def wants_presence(self) -> bool:
         return self.dialect.wants_presence
 
@@ -352,7 +358,8 @@ class Session(asyncio.Protocol):
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
-            self.address, self.port = str(peer[0]), peer[1]  # the transport's own objects: no copies
+            # One string per address however many connect from it (58 bytes a connection).
+            self.address, self.port = sys.intern(str(peer[0])), peer[1]
         _tune(transport.get_extra_info("socket"))
         self.router.connected(self)
         self._login_timer = self.loop.call_later(LOGIN_TIMEOUT, self._login_timeout)
@@ -530,7 +537,6 @@ class Session(asyncio.Protocol):
             self.flood = None  # service sessions are exempt from flood limits
         if self.liveness is not None and self.dialect.pings:
             self.router.pinger.watch(self, self.liveness[0])
-        self.ident = self.dialect.ident()
         self.shows_ids = self.dialect.shows_ids  # IRC's depend on what it negotiated
         self.echoes_own = self.dialect.echoes_own
         self.write(self.dialect.logged_in(name, kind != "guest"))

@@ -120,13 +120,13 @@ class IrcDialect(IrcNumerics):
         self.negotiating = False  # CAP LS or REQ seen, CAP END not yet
         self.account = ""  # the account SASL logged in, once it has
         self._sasl: list[str] | None = None  # PLAIN payload pieces while AUTHENTICATE goes on
-        self._asked: list[tuple[str, str]] = []  # see _ask
+        self._asked: tuple[tuple[str, str], ...] = ()  # see _ask
         self._registered = False
         # The rooms it was told it is in, by key: a tuple, as in the router's rooms (a set is
         # 216 bytes even for one; joins and parts are rare).
         self.channels: tuple[str, ...] = ()
         self._shown = ("", "", "")  # the last NICK or QUIT shown of someone else
-        self._names_end: dict[str, str] = {}  # NAMES #a,#b: the one 366 after #b's names says "#a,#b"
+        self._names_end: dict[str, str] | None = None  # NAMES #a,#b: the one 366 after #b's names says "#a,#b"
 
     # --- what the session and router ask of every dialect ---------------------------------
 
@@ -287,6 +287,12 @@ class IrcDialect(IrcNumerics):
         """The registration burst, before anything else the router says."""
         renamed = render("NICK", name, source=source(self.nick)) if self.nick and self.nick != name else ""
         self.nick, self._registered = name, True
+        # Most clients give their nick as username and real name too: one string for all
+        # three (110 bytes a connection).
+        if self.user == name:
+            self.user = name
+        if self.realname == self.user:
+            self.realname = self.user
         return renamed + "".join(
             (
                 self._numeric("001", f"Welcome to the chatnet IRC network, {source(name)}"),
@@ -322,12 +328,11 @@ class IrcDialect(IrcNumerics):
     # --- lines after the login --------------------------------------------------------------
 
     def _ask(self, asked: tuple[str, str]) -> None:
-        """Remember a question whose answer renders by it (the newest MAX_ASKED). A list,
-        not a deque(maxlen): a connection keeps it for life, and an empty deque is 760
-        bytes, ten thousand connections 7 MB."""
-        self._asked.append(asked)
-        if len(self._asked) > MAX_ASKED:
-            del self._asked[0]
+        """Remember a question whose answer renders by it (the newest MAX_ASKED). A tuple,
+        not a list or a deque(maxlen): a connection keeps it for life, mostly empty, and
+        the empty tuple is shared where an empty list is 56 bytes a connection and an
+        empty deque 760."""
+        self._asked = (*self._asked[1 - MAX_ASKED :], asked)
 
     def parse(self, line: str) -> ClientEvent | Reply | list[ClientEvent | Reply]:
         if line[:8] == "PRIVMSG ":  # the common case first, kept lean: once per routed message
@@ -418,8 +423,8 @@ class IrcDialect(IrcNumerics):
             return self._room_question(msg._replace(params=(rooms[0],)), "names")
         # Each room's 353s, then one 366 for them all (modern.ircdocs.horse).
         events: list[ClientEvent | Reply] = [self._room_question(msg._replace(params=(room,)), "names-part") for room in rooms[:-1]]
-        if len(self._names_end) >= MAX_ASKED:  # answers that never came (_ask forgot them too)
-            self._names_end.clear()
+        if self._names_end is None or len(self._names_end) >= MAX_ASKED:  # answers that never came (_ask forgot them too)
+            self._names_end = {}
         self._names_end[key_of(rooms[-1])] = asked
         events.append(self._room_question(msg._replace(params=(rooms[-1],)), "names"))
         return events

@@ -93,9 +93,9 @@ class IrcNumerics:
     __slots__ = ("nick", "channels", "_asked", "_shown", "_names_end")
     nick: str
     channels: tuple[str, ...]
-    _asked: list[tuple[str, str]]
+    _asked: tuple[tuple[str, str], ...]
     _shown: tuple[str, str, str]
-    _names_end: dict[str, str]
+    _names_end: dict[str, str] | None
 
     # --- what the server says, as IRC lines -------------------------------------------------
 
@@ -130,7 +130,7 @@ class IrcNumerics:
             if asked is not None and asked[0] in ("names", "room_who"):  # an empty list, as for any channel nobody is in
                 if asked[0] == "room_who":
                     return self._numeric("315", str(room), "End of WHO list")
-                return self._numeric("366", self._names_end.pop(asked[1], str(room)), "End of /NAMES list")
+                return self._numeric("366", self._names_ended(asked[1], str(room)), "End of /NAMES list")
         if room is not None and details.get("sending"):  # a PRIVMSG to a channel one is not in, or +m without voice
             said = "Cannot send to channel (+m)" if reason == RoomReason.MODERATED else "Cannot send to channel (join it first)"
             return self._numeric("404", str(room), said)
@@ -163,11 +163,21 @@ class IrcNumerics:
         return "".join(self._numeric("NOTICE", line) for line in text.split("\n") if line)
 
     def _take(self, kinds: tuple[str, ...], key: str | None = None) -> tuple[str, str] | None:
-        for asked in self._asked:
+        for index, asked in enumerate(self._asked):
             if asked[0] in kinds and (key is None or asked[1] == key):
-                self._asked.remove(asked)
+                self._asked = self._asked[:index] + self._asked[index + 1 :]
                 return asked
         return None
+
+    def _names_ended(self, key: str, default: str) -> str:
+        """What the one 366 after a NAMES of several channels names, by the last of them."""
+        ends = self._names_end
+        if not ends:
+            return default
+        end = ends.pop(key, default)
+        if not ends:
+            self._names_end = None  # mostly never asked: no dict kept for it
+        return end
 
     # Notices, one renderer per event.
 
@@ -350,7 +360,7 @@ class IrcNumerics:
             )
         if kind == "names-part":
             return self._names_lines(room, here, details, end=None)
-        return self._names_lines(room, here, details, end=self._names_end.pop(key_of(room), room))
+        return self._names_lines(room, here, details, end=self._names_ended(key_of(room), room))
 
     def _catchup(self, text: str, details: dict[str, Any]) -> str:
         return render("NOTICE", str(details["room"]), text, source=SERVER)
