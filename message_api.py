@@ -17,7 +17,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from chatnet.api import create_app
-from chatnet.cli import LOG_FORMAT, settings_from
+from chatnet.cli import LOG_FORMAT, collect_rarely, settings_from
 from chatnet.process import die_with_parent
 
 # An idle keep-alive connection is closed after this long. Longer than the idle time of
@@ -97,8 +97,10 @@ def main() -> None:
     settings = settings_from(args, "log_level")
     die_with_parent()
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    app = create_app(settings)
+    collect_rarely()  # FastAPI's, pydantic's and motor's objects: never walked again
     uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None, access_log=False,
+        app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False,
         http=DeadlineH11Protocol, timeout_keep_alive=API_KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=API_MAX_HEAD_BYTES,
     )  # fmt: skip
 

@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from chatnet.cli import GC_THRESHOLD
 from chatnet.config import Settings
-from chatnet.server import GC_THRESHOLD, ChatServer
+from chatnet.server import ChatServer
 from chatnet.session import Session
 
 
@@ -112,7 +113,7 @@ async def _best(server: ChatServer, rounds: int, passes: int, one_pass: Callable
     passes; `one_pass` does one pass's work and says how many units it was."""
     gc.freeze()
     threshold = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD)  # as `chatnet.server.serve` runs it
+    gc.set_threshold(GC_THRESHOLD)  # as the chat server runs (`chatnet.cli.collect_rarely`)
     backlog = server.router.archiver.backlog
     best = float("inf")
     try:

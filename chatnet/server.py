@@ -16,12 +16,11 @@ SIGINT/SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from typing import Final
 
 from chatnet.api_client import ApiClient
-from chatnet.cli import stop_on_signals
+from chatnet.cli import collect_rarely, stop_on_signals
 from chatnet.config import Settings
 from chatnet.dialects import TEXT, IrcDialect, pick_text_or_json
 from chatnet.errors import ClusterUnavailable
@@ -35,13 +34,6 @@ logger = logging.getLogger("chatnet.server")
 # A burst of connects waits in the kernel instead of failing.
 LISTEN_BACKLOG: Final = 4096
 SHUTDOWN_GRACE: Final = 5.0
-# New container objects between the garbage collector's passes (Python's default: 700).
-# The routing path makes no reference cycles (through a throughput run at N = 1,000 the
-# collector found none in 800 passes), but it keeps thousands of lines in flight for a
-# few milliseconds, until the readers' TCP stacks acknowledge them; at 700 every pass
-# walked them all again, 9 % of the server's CPU there. At 50,000 they are gone first:
-# two passes in that run, and none in the latency run.
-GC_THRESHOLD: Final = 50_000
 
 
 class ChatServer:
@@ -138,10 +130,9 @@ async def serve(settings: Settings) -> None:
         except ClusterUnavailable as exc:
             logger.error("cannot join the network: %s (CLUSTER_URL=%s)", exc, settings.cluster_url)
             raise SystemExit(1) from None
-        # Everything made so far lives as long as the process: keep it out of the
-        # garbage collector's full passes, which would otherwise pause routing.
-        gc.freeze()
-        gc.set_threshold(GC_THRESHOLD)
+        # Everything made so far lives as long as the process: kept out of the
+        # garbage collector's passes, which would otherwise pause routing.
+        collect_rarely()
         await stop.wait()
         logger.info("shutting down")
         await server.stop()
