@@ -259,6 +259,7 @@ class Session(asyncio.Protocol):
         # The other sessions of the same account, when there are any (the router's).
         self.group: Any = None
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop  # the one it was connected on (connection_made)
         self.address = "?"  # the peer's IP address: per-address limits
         self.port = 0  # and its port (`peer` joins them only when a log line asks)
         self.buffer = LineBuffer()
