@@ -43,18 +43,26 @@ def test_each_workload_runs_on_a_freshly_started_server(monkeypatch: pytest.Monk
 
         monkeypatch.setattr(workloads, name, step)
     results = report.new_results({})
-    cli.run_server(Recorded(events), ["latency", "idle", "room"], Sizes(), results, None)
+    cli.run_server(Recorded(events), ["latency", "idle", "room"], Sizes(), results, None, {})
     assert events == ["start", "idle", "stop", "start", "room", "stop", "start", "latency", "stop"]
     assert set(results["ngircd"]) == {"idle", "room", "latency"}
 
 
-def test_a_failing_workload_still_stops_its_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_workload_stops_its_server_and_the_next_still_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
 
     def broken(server: Server, sizes: Sizes) -> dict[str, Any]:
+        events.append("storm")
         raise RuntimeError("the load generator fell over")
 
-    monkeypatch.setattr(workloads, "idle", broken)
-    with pytest.raises(RuntimeError):
-        cli.run_server(Recorded(events), ["idle"], Sizes(), report.new_results({}), None)
-    assert events == ["start", "stop"]
+    def room(server: Server, sizes: Sizes) -> dict[str, Any]:
+        events.append("room")
+        return {"delivered": 1}
+
+    monkeypatch.setattr(workloads, "storm", broken)
+    monkeypatch.setattr(workloads, "room", room)
+    results, failed = report.new_results({}), {}
+    cli.run_server(Recorded(events), ["storm", "room"], Sizes(), results, None, failed)
+    assert events == ["start", "storm", "stop", "start", "room", "stop"]
+    assert failed == {"ngircd storm": "RuntimeError: the load generator fell over"}
+    assert results["ngircd"] == {"room": {"delivered": 1}}
