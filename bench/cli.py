@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -174,8 +171,8 @@ def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str,
                 mine[name] = step(server, sizes)
         return
     steps: dict[str, Callable[[], Any]] = {
-        "throughput": lambda: _profiled(server, profiles.get("throughput"), lambda: workloads.throughput(server, sizes)),
-        "room": lambda: _profiled(server, profiles.get("room"), lambda: workloads.room(server, sizes)),
+        "throughput": lambda: workloads.throughput(server, sizes, _fresh(profiles.get("throughput"))),
+        "room": lambda: workloads.room(server, sizes, _fresh(profiles.get("room"))),
         "latency": lambda: workloads.latency(server, sizes),
         "idle": lambda: workloads.idle(server, sizes),
         "storm": lambda: workloads.storm(server, sizes),
@@ -215,20 +212,8 @@ def _profile_paths(profile: Path | None, only: list[str]) -> dict[str, Path]:
     return {name: profile.with_name(f"{profile.name}.{name}") for name in chosen}
 
 
-def _profiled(server: Server, profile: Path | None, run: Callable[[], Any]) -> Any:
-    """Run `run` under py-spy attached to the chatnet server, when asked."""
-    if profile is None or not isinstance(server, Chatnet):
-        return run()
-    profile.parent.mkdir(parents=True, exist_ok=True)
-    argv = [_py_spy(), "record", "--pid", str(server.pid), "--output", str(profile), "--format", "raw", "--nonblocking"]
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        return run()
-    finally:
-        spy.send_signal(2)  # SIGINT: py-spy writes what it has and exits
-        spy.wait(30)
-
-
-def _py_spy() -> str:
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
+def _fresh(profile: Path | None) -> Path | None:
+    """A profile file emptied for this run (its windows are appended to it)."""
+    if profile is not None:
+        profile.unlink(missing_ok=True)
+    return profile

@@ -13,9 +13,11 @@ import statistics
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from bench.loadgen import RoomShare, Schedule, worker_main
+from bench.profiling import ATTACH_LEAD, spying
 from bench.servers import HOST, Chatnet, ChatnetNodes, Server, cpu_seconds
 
 logger = logging.getLogger("chatnet.bench")
@@ -117,8 +119,9 @@ def _sleep_until(when: float) -> None:
         time.sleep(delay)
 
 
-def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float = 0.0) -> dict[str, Any]:
-    """Log `clients` in, then warm up and measure one window of `mode` traffic."""
+def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float = 0.0, profile: Path | None = None) -> dict[str, Any]:
+    """Log `clients` in, then warm up and measure one window of `mode` traffic (py-spy
+    on the server during it, with `profile`)."""
     pairs = pair_names(clients, f"r{next(_run_ids)}")
     history = server.history_count() if isinstance(server, Chatnet) and mode != "idle" else None
     workers = Workers(server, pairs, sizes.workers)
@@ -132,7 +135,7 @@ def run_load(server: Server, mode: str, clients: int, sizes: Sizes, rate: float 
         window_start = start + (sizes.warmup if mode != "idle" else 0.0)
         per_worker_rate = rate / len(workers.procs)
         schedule = Schedule(start, window_start, window_start + duration, sizes.grace, mode, sizes.window, per_worker_rate)
-        window = _measure(server, workers, [schedule] * len(workers.pipes), sizes)
+        window = _measure(server, workers, [schedule] * len(workers.pipes), sizes, profile)
     finally:
         workers.close()
     summary = _summarise(server, mode, clients, duration=duration, login_s=login_s, rss_logged_in=rss_logged_in, rate=rate, **window)
@@ -248,14 +251,17 @@ def _log_in(server: Server, workers: Workers, sizes: Sizes) -> tuple[float, floa
     return login_s, server.rss()
 
 
-def _measure(server: Server, workers: Workers, schedules: list[Schedule], sizes: Sizes) -> dict[str, Any]:
-    """Send each worker its schedule; read the CPU times at the window's edges; collect."""
+def _measure(server: Server, workers: Workers, schedules: list[Schedule], sizes: Sizes, profile: Path | None = None) -> dict[str, Any]:
+    """Send each worker its schedule; read the CPU times at the window's edges (py-spy
+    on the server in between, with `profile`); collect."""
     for pipe, schedule in zip(workers.pipes, schedules, strict=True):
         pipe.send(("go", schedule))
-    _sleep_until(schedules[0].window_start)
-    cpu0, gen0, all0, count0 = server.cpu(), workers.cpu(), _cpu_all(server), server.counters()
-    _sleep_until(schedules[0].window_end)
-    cpu1, gen1, all1, count1 = server.cpu(), workers.cpu(), _cpu_all(server), server.counters()
+    _sleep_until(schedules[0].window_start - ATTACH_LEAD)
+    with spying(server, profile):
+        _sleep_until(schedules[0].window_start)
+        cpu0, gen0, all0, count0 = server.cpu(), workers.cpu(), _cpu_all(server), server.counters()
+        _sleep_until(schedules[0].window_end)
+        cpu1, gen1, all1, count1 = server.cpu(), workers.cpu(), _cpu_all(server), server.counters()
     rss = server.rss()
     results = []
     for pipe, proc in zip(workers.pipes, workers.procs, strict=True):
@@ -318,8 +324,8 @@ def _brief(s: dict[str, Any]) -> str:
             f"p99 {p99 if p99 is not None else float('nan'):.3f} ms, rss {s['rss_mb']:.1f} MB, login {s['login_all_s']:.2f} s")  # fmt: skip
 
 
-def throughput(server: Server, sizes: Sizes) -> list[dict[str, Any]]:
-    return [run_load(server, "throughput", n, sizes) for n in sizes.throughput_clients]
+def throughput(server: Server, sizes: Sizes, profile: Path | None = None) -> list[dict[str, Any]]:
+    return [run_load(server, "throughput", n, sizes, profile=profile) for n in sizes.throughput_clients]
 
 
 def latency(server: Server, sizes: Sizes) -> dict[str, Any]:
@@ -332,7 +338,7 @@ def paced(server: Server, sizes: Sizes) -> dict[str, Any]:
     return run_load(server, "latency", sizes.nodes_clients, sizes, rate=sizes.nodes_rate)
 
 
-def room(server: Server, sizes: Sizes) -> dict[str, Any]:
+def room(server: Server, sizes: Sizes, profile: Path | None = None) -> dict[str, Any]:
     """One room of `room_members`; `room_senders` of them offer `room_rate` msg/s in all,
     evenly spaced; every other member must get every message."""
     tag = f"r{next(_run_ids)}"
@@ -358,7 +364,7 @@ def room(server: Server, sizes: Sizes) -> dict[str, Any]:
         total = sum(sends)
         schedules = [dataclasses.replace(plain, rate=n / span, sends=n, expect=total * len(share.members) - n)
                      for share, n in zip(shares, sends, strict=True)]  # fmt: skip
-        window = _measure(server, workers, schedules, sizes)
+        window = _measure(server, workers, schedules, sizes, profile)
     finally:
         workers.close()
     summary = _summarise(server, "room", len(members), duration=sizes.duration, login_s=login_s, rss_logged_in=rss_logged_in,

@@ -4,6 +4,7 @@ does not weigh on the next."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ def test_each_workload_runs_on_a_freshly_started_server(monkeypatch: pytest.Monk
     events: list[str] = []
     for name in ("idle", "room", "latency"):
 
-        def step(server: Server, sizes: Sizes, name: str = name) -> dict[str, Any]:
+        def step(server: Server, sizes: Sizes, profile: Path | None = None, name: str = name) -> dict[str, Any]:
             events.append(name)
             return {}
 
@@ -55,7 +56,7 @@ def test_a_failing_workload_stops_its_server_and_the_next_still_runs(monkeypatch
         events.append("storm")
         raise RuntimeError("the load generator fell over")
 
-    def room(server: Server, sizes: Sizes) -> dict[str, Any]:
+    def room(server: Server, sizes: Sizes, profile: Path | None = None) -> dict[str, Any]:
         events.append("room")
         return {"delivered": 1}
 
