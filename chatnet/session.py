@@ -73,7 +73,7 @@ from chatnet.protocol import (
 
 if TYPE_CHECKING:
     from chatnet.identity import Admission
-    from chatnet.liveness import Pinger
+    from chatnet.liveness import PingBucket, Pinger
 
 logger = logging.getLogger("chatnet.server")
 
@@ -229,7 +229,7 @@ class Session(asyncio.Protocol):
         "router", "clock", "flushes", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
         "transport", "loop", "port", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
-        "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "_writing_paused",
+        "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "ping_bucket", "_writing_paused",
         "verified", "_waits", "quit_reason", "away", "echoes_own", "operator", "hears_wallops",
     )  # fmt: skip
 
@@ -291,6 +291,7 @@ class Session(asyncio.Protocol):
         self.liveness = liveness
         self.heard = False  # something arrived since the last look
         self._pinged = False
+        self.ping_bucket: PingBucket | None = None  # the router's pinger's, while it watches this one
         self.ended_input = False  # the peer half-closed: it sends nothing more
         self._flood_timer: asyncio.TimerHandle | None = None
         self.bogus = 0

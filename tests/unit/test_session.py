@@ -12,7 +12,7 @@ import pytest
 from chatnet import session as session_module
 from chatnet.dialects.text import TextDialect
 from chatnet.limits import MAX_LINE_BYTES
-from chatnet.liveness import Pinger
+from chatnet.liveness import PingBucket, Pinger
 from chatnet.protocol import Chat, Command, Login, Quit, short_timestamp
 from chatnet.router import Router
 from chatnet.session import BOGUS_BUDGET, WRITE_HARD_LIMIT, WRITE_HIGH_WATER, WRITE_LOW_WATER
@@ -338,6 +338,7 @@ class Watched:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, answers: list[float | None]) -> None:
         self.loop, self.answers, self.asked = loop, answers, []
+        self.ping_bucket: PingBucket | None = None  # the pinger's
 
     def check_alive(self) -> float | None:
         self.asked.append(self.loop.time())
@@ -355,6 +356,23 @@ async def test_the_pinger_asks_each_session_when_its_time_is_up_never_before() -
     assert quick.asked[0] - start >= 0.02 and quick.asked[1] - quick.asked[0] >= 0.04
     assert slow.asked[0] - start >= 0.1
     assert len(pinger) == 0  # both answered None at the last: nothing left to time
+    pinger.close()
+
+
+async def test_a_forgotten_session_is_not_asked_nor_kept_by_the_pinger() -> None:
+    """A closed session leaves its bucket's list lazily: never asked, and gone from the
+    list once most of the list is such, so the pinger does not keep it alive."""
+    loop = asyncio.get_running_loop()
+    pinger = Pinger((0.08, 0.04))
+    gone, kept = [Watched(loop, [None]) for _ in range(3)], Watched(loop, [None])
+    for watched in [*gone, kept]:
+        pinger.watch(watched, 0.02)  # type: ignore[arg-type]
+    for watched in gone:
+        pinger.forget(watched)  # type: ignore[arg-type]
+    assert kept.ping_bucket is not None and kept.ping_bucket.sessions == [kept]
+    assert len(pinger) == 1
+    await until(lambda: kept.asked, "the one still watched asked")
+    assert not any(watched.asked for watched in gone)
     pinger.close()
 
 
