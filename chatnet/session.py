@@ -1,6 +1,6 @@
 """One connection: bytes in and out, and nothing about what they mean.
 
-A `Session` is an asyncio Protocol. It splits what arrives into lines (`LineBuffer`),
+A `Session` is an asyncio Protocol and a `LineBuffer`: it splits what arrives into lines,
 has its **dialect** parse each one, and hands the event to the router; what the router
 wants said goes through `deliver` / `deliver_stored` / `notice` / `error`, which the
 dialect renders. The session itself never formats a protocol line.
@@ -221,13 +221,13 @@ def _tune(sock: Any) -> None:
 _NO_ENDS: Final[list[int]] = []
 
 
-class Session(asyncio.Protocol):
+class Session(asyncio.Protocol, LineBuffer):
     """One connection. Only moves data; the router decides what it means."""
 
     # No per-instance dict: ten thousand idle sessions should cost little memory.
     __slots__ = (
         "router", "clock", "flushes", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
-        "transport", "loop", "port", "address", "buffer", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
+        "transport", "loop", "port", "address", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
         "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "ping_bucket", "_writing_paused",
         "verified", "_waits", "quit_reason", "away", "echoes_own", "operator", "hears_wallops",
@@ -262,7 +262,7 @@ class Session(asyncio.Protocol):
         self.loop: asyncio.AbstractEventLoop  # the one it was connected on (connection_made)
         self.address = "?"  # the peer's IP address: per-address limits
         self.port = 0  # and its port (`peer` joins them only when a log line asks)
-        self.buffer = LineBuffer()
+        LineBuffer.__init__(self)  # its lines (a base, not an object of its own)
         self.flood = flood  # None: not limited (bots, or FLOOD_RATE=0)
         self._held: list[bytes | LineTooLong] | None = None  # lines read but not yet acted on
         self._pending_name = ""  # text mode: the name whose password is asked
@@ -370,7 +370,7 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.clock.tick()  # one clock reading for every line of this chunk
         self.heard = True
-        items = self.buffer.feed(data)
+        items = self.feed(data)
         if self._held is not None:
             self._held.extend(items)  # read before the transport paused: after those held
         else:
@@ -704,6 +704,8 @@ class Session(asyncio.Protocol):
             self._prune()
             if self.sent:
                 self._sweep_timer = self.loop.call_later(SENT_SWEEP, self._sweep)
+            elif self.sent is not None:  # all received: an idle connection keeps no lists (112 bytes)
+                self.sent, self.sent_ends = None, _NO_ENDS
             self._resume_if_caught_up()
 
     def _settle(self) -> None:

@@ -32,6 +32,11 @@ from chatnet.protocol import (
 # --- LineBuffer ------------------------------------------------------------------------
 
 
+def limited(limit: int) -> LineBuffer:
+    """A LineBuffer with its own line limit (a session's is MAX_LINE_BYTES)."""
+    return type("Limited", (LineBuffer,), {"__slots__": (), "limit": limit})()
+
+
 def test_lines_split_on_newline_and_strip_cr() -> None:
     """Complete lines come out without their line ending; the rest waits."""
     buffer = LineBuffer()
@@ -54,7 +59,7 @@ def test_one_byte_at_a_time_gives_the_same_lines() -> None:
 @pytest.mark.parametrize("chunk", [1, 7, 100, 10_000])
 def test_overlong_line_is_reported_once_and_never_buffered(chunk: int) -> None:
     """A line over the limit becomes one LineTooLong; the buffer stays bounded; the next line is fine."""
-    buffer = LineBuffer(limit=64)
+    buffer = limited(64)
     data = b"x" * 5000 + b"\nbob: after\n"
     out: list[bytes | LineTooLong] = []
     for i in range(0, len(data), chunk):
@@ -67,7 +72,7 @@ def test_overlong_line_is_reported_once_and_never_buffered(chunk: int) -> None:
 
 def test_line_exactly_at_the_limit_is_accepted() -> None:
     """The limit is inclusive."""
-    assert LineBuffer(limit=8).feed(b"12345678\n") == [b"12345678"]
+    assert limited(8).feed(b"12345678\n") == [b"12345678"]
 
 
 # --- Message model and formatting ---------------------------------------------------------
