@@ -96,6 +96,18 @@ INFO_LINES: Final = (
 )
 
 
+class Registration:
+    """What an IRC connection says before it is registered: PASS, CAP negotiation, SASL.
+    Dropped once it is registered: three slots fewer for each connection that stays."""
+
+    __slots__ = ("password", "negotiating", "sasl")
+
+    def __init__(self) -> None:
+        self.password: str | None = None  # from PASS: an account's password
+        self.negotiating = False  # CAP LS or REQ seen, CAP END not yet
+        self.sasl: list[str] | None = None  # PLAIN payload pieces while AUTHENTICATE goes on
+
+
 class IrcDialect(IrcNumerics):
     """One IRC connection's dialect: its registration, its capabilities, its questions."""
 
@@ -106,7 +118,7 @@ class IrcDialect(IrcNumerics):
     rejoins: ClassVar[bool] = True  # told of each room it is in at login: a client opens a window per channel
     in_order: ClassVar[bool] = True  # each answer before what the client says next (see Dialect.in_order)
 
-    __slots__ = ("name", "user", "realname", "password", "caps", "negotiating", "account", "_sasl", "_registered")  # and IrcNumerics' own
+    __slots__ = ("name", "user", "realname", "caps", "account", "_registering")  # and IrcNumerics' own
 
     def __init__(self) -> None:
         # "irc", or with the tags it was asked for ("irc+server-time+message-tags"): a
@@ -115,13 +127,10 @@ class IrcDialect(IrcNumerics):
         self.nick = ""  # as registered, then the chatnet name
         self.user = ""
         self.realname = ""
-        self.password: str | None = None  # from PASS: an account's password
         self.caps = _NO_CAPS
-        self.negotiating = False  # CAP LS or REQ seen, CAP END not yet
         self.account = ""  # the account SASL logged in, once it has
-        self._sasl: list[str] | None = None  # PLAIN payload pieces while AUTHENTICATE goes on
+        self._registering: Registration | None = Registration()  # None once registered
         self._asked: tuple[tuple[str, str], ...] = ()  # see _ask
-        self._registered = False
         # The rooms it was told it is in, by key: a tuple, as in the router's rooms (a set is
         # 216 bytes even for one; joins and parts are rare).
         self.channels: tuple[str, ...] = ()
@@ -194,7 +203,7 @@ class IrcDialect(IrcNumerics):
         if command == "PASS":
             if not params:
                 return Reply(self._numeric("461", "PASS", "Not enough parameters"))
-            self.password = params[0]
+            self._before.password = params[0]
             return Reply("")
         if command == "AUTHENTICATE":
             return self._authenticate(params)
@@ -207,38 +216,46 @@ class IrcDialect(IrcNumerics):
         return Reply(self._numeric("451", "You have not registered"))
 
     def _maybe_login(self) -> Login | Reply:
-        if not self.nick or not self.user or self.negotiating or self._sasl is not None:
+        registering = self._before
+        if not self.nick or not self.user or registering.negotiating or registering.sasl is not None:
             return Reply("")
         if self.account:
             return Login(self.account)  # SASL checked the password already (the router knows)
-        return Login(self.nick, password=self.password)
+        return Login(self.nick, password=registering.password)
+
+    @property
+    def _before(self) -> Registration:
+        """The registration under way: the lines before the login are read only until it ends."""
+        assert self._registering is not None, "registered already"
+        return self._registering
 
     def _cap(self, params: tuple[str, ...]) -> Reply | None:
         sub = params[0].upper() if params else ""
         target = self.nick or "*"
         if sub == "LS":
-            if not self._registered:
-                self.negotiating = True
+            if self._registering is not None:
+                self._registering.negotiating = True
             modern = len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302
             offered = " ".join(f"{cap}={value}" if value and modern else cap for cap, value in sorted(CAPABILITIES.items()))
             return Reply(render("CAP", target, "LS", offered, source=SERVER))
         if sub == "LIST":
             return Reply(render("CAP", target, "LIST", " ".join(sorted(self.caps)), source=SERVER))
         if sub == "REQ":
-            if not self._registered:
-                self.negotiating = True
+            if self._registering is not None:
+                self._registering.negotiating = True
             asked = (params[1] if len(params) > 1 else "").split()
             wanted, dropped = set(self.caps), set[str]()
             for cap in asked:
                 name = cap.lstrip("-")
-                if name not in CAPABILITIES or (self._registered and name == "sasl" and cap.startswith("-")):
+                if name not in CAPABILITIES or (self._registering is None and name == "sasl" and cap.startswith("-")):
                     return Reply(render("CAP", target, "NAK", " ".join(asked), source=SERVER))
                 (dropped if cap.startswith("-") else wanted).add(name)
             self.caps = frozenset(wanted - dropped)
             self._rename()
             return Reply(render("CAP", target, "ACK", " ".join(asked), source=SERVER))
         if sub == "END":
-            self.negotiating = False
+            if self._registering is not None:
+                self._registering.negotiating = False
             return None
         return Reply(self._numeric("410", sub or "*", "Invalid CAP command"))
 
@@ -253,20 +270,20 @@ class IrcDialect(IrcNumerics):
             return Reply(self._numeric("904", "SASL authentication failed: CAP REQ sasl first"))
         if self.account:
             return Reply(self._numeric("907", "You have already authenticated using SASL"))
-        word = params[0]
+        word, registering = params[0], self._before
         if word == "*":
-            self._sasl = None
+            registering.sasl = None
             return Reply(self._numeric("906", "SASL authentication aborted"))
-        if self._sasl is None:
+        if registering.sasl is None:
             if word.upper() != "PLAIN":
                 return Reply(self._numeric("908", "PLAIN", "are available SASL mechanisms") + self._numeric("904", "SASL authentication failed"))
-            self._sasl = []
+            registering.sasl = []
             return Reply("AUTHENTICATE +\r\n")
         if word != "+":
-            self._sasl.append(word)
-        if len(word) == SASL_CHUNK and sum(map(len, self._sasl)) < MAX_SASL_BYTES:
+            registering.sasl.append(word)
+        if len(word) == SASL_CHUNK and sum(map(len, registering.sasl)) < MAX_SASL_BYTES:
             return Reply("")  # more follows
-        pieces, self._sasl = self._sasl, None
+        pieces, registering.sasl = registering.sasl, None
         try:
             authzid, authcid, password = base64.b64decode("".join(pieces), validate=True).decode().split("\0")
         except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -274,19 +291,19 @@ class IrcDialect(IrcNumerics):
         user = authcid or authzid
         if not is_valid_name(user) or (authzid and authzid.lower() != user.lower()):
             return Reply(self._numeric("904", "SASL authentication failed: no such account"))
-        self._sasl = []  # a check is under way: registration waits for its answer
+        registering.sasl = []  # a check is under way: registration waits for its answer
         return Authenticate(user, password)
 
     def authenticated(self, name: str) -> str:
         """SASL: the router found the credentials good."""
-        self._sasl = None
+        self._before.sasl = None
         self.account = name
         return self._numeric("900", source(self.nick or name), name, f"You are now logged in as {name}") + self._numeric("903", "SASL authentication successful")
 
     def logged_in(self, name: str, account: bool) -> str:
         """The registration burst, before anything else the router says."""
         renamed = render("NICK", name, source=source(self.nick)) if self.nick and self.nick != name else ""
-        self.nick, self._registered = name, True
+        self.nick, self._registering = name, None
         # Most clients give their nick as username and real name too: one string for all
         # three (110 bytes a connection).
         if self.user == name:
@@ -306,9 +323,9 @@ class IrcDialect(IrcNumerics):
         )
 
     def login_failed(self, text: str, details: dict[str, Any], timestamp: str) -> str:
-        reason = details.get("reason")
-        if self._sasl is not None:  # the SASL check said no; registration goes on
-            self._sasl = None
+        reason, registering = details.get("reason"), self._registering
+        if registering is not None and registering.sasl is not None:  # the SASL check said no; registration goes on
+            registering.sasl = None
             return self._numeric("904", f"SASL authentication failed: {text}")
         nick, self.nick = self.nick or "*", ""
         if reason == LoginReason.NAME_TAKEN:
@@ -316,7 +333,8 @@ class IrcDialect(IrcNumerics):
         if reason == LoginReason.PASSWORD_REQUIRED:
             return self._numeric("433", nick, "Nickname is registered: connect with its password (PASS or SASL)", target="*")
         if reason in (LoginReason.WRONG_PASSWORD, LoginReason.LOCKED):
-            self.password = None
+            if registering is not None:
+                registering.password = None
             return self._numeric("464", f"Password incorrect: {text}", target="*")
         if details.get("line"):  # a line that was no IRC at all: the registration goes on
             self.nick = "" if nick == "*" else nick
