@@ -37,6 +37,8 @@ class PingBucket:
 
 class Pinger:
     def __init__(self, liveness: tuple[float, float] | None) -> None:
+        # (seconds of silence before a ping, seconds to answer it), for dialects that ping.
+        self.liveness = liveness
         shortest = min(liveness) if liveness is not None else 4.0
         self.tick = max(shortest / 4, MIN_TICK)
         self._due: dict[int, PingBucket] = {}  # by number (time // tick)

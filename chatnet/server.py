@@ -42,8 +42,6 @@ class ChatServer:
     def __init__(self, settings: Settings, api: ApiClient) -> None:
         self.settings = settings
         self.router = Router(settings, api)
-        # What every session shares (one tuple, one pair of numbers, not one each).
-        self.liveness = settings.liveness
         self.flood_bucket = flood_buckets(settings.flood_rate, settings.flood_burst)
         self._listener: asyncio.Server | None = None
         self._tls_listener: asyncio.Server | None = None
@@ -53,11 +51,11 @@ class ChatServer:
     def session(self) -> Session:
         """A new connection's session: text and JSON share the port, the flood bucket
         as the settings say."""
-        return Session(self.router, TEXT, pick_text_or_json, self.flood_bucket(), self.liveness)
+        return Session(self.router, TEXT, pick_text_or_json, self.flood_bucket())
 
     def irc_session(self) -> Session:
         """A new IRC connection's session, with a dialect of its own (IRC negotiates)."""
-        return Session(self.router, IrcDialect(), None, self.flood_bucket(), self.liveness)
+        return Session(self.router, IrcDialect(), None, self.flood_bucket())
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -226,10 +226,10 @@ class Session(asyncio.Protocol, LineBuffer):
 
     # No per-instance dict: ten thousand idle sessions should cost little memory.
     __slots__ = (
-        "router", "clock", "flushes", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
+        "router", "dialect", "pick", "shows_ids", "state", "name", "key", "features", "kind", "group",
         "transport", "loop", "port", "address", "bogus", "paused", "debug", "flood", "_held", "_pending_name",
         "unacked", "forgotten", "sent", "sent_ends", "_prune_at", "written", "flushed", "ended_input", "_out", "_flush_scheduled", "_resumed",
-        "_login_timer", "_flood_timer", "_sweep_timer", "liveness", "heard", "_pinged", "ping_bucket", "_writing_paused",
+        "_login_timer", "_flood_timer", "_sweep_timer", "heard", "_pinged", "ping_bucket", "_writing_paused",
         "verified", "_waits", "quit_reason", "away", "echoes_own", "operator", "hears_wallops",
     )  # fmt: skip
 
@@ -239,11 +239,10 @@ class Session(asyncio.Protocol, LineBuffer):
         dialect: Dialect,
         pick: Callable[[str], Dialect] | None = None,
         flood: FloodBucket | None = None,
-        liveness: tuple[float, float] | None = None,
     ) -> None:
+        # What every session shares (the clock, the flushes, the ping times) is asked of
+        # the router, not kept in a slot each: 8 bytes a connection apiece.
         self.router = router
-        self.clock = router.clock
-        self.flushes = router.flushes
         self.dialect = dialect
         # On a port shared by several dialects, each login line picks the one it is in.
         self.pick = pick
@@ -287,8 +286,6 @@ class Session(asyncio.Protocol, LineBuffer):
         self.written = 0  # bytes queued for the peer since the connection opened
         self.flushed = 0  # of those, bytes handed to the transport
         self._sweep_timer: asyncio.TimerHandle | None = None
-        # (seconds of silence before a ping, seconds to answer it) for dialects that ping.
-        self.liveness = liveness
         self.heard = False  # something arrived since the last look
         self._pinged = False
         self.ping_bucket: PingBucket | None = None  # the router's pinger's, while it watches this one
@@ -368,7 +365,7 @@ class Session(asyncio.Protocol, LineBuffer):
         self.write(self.dialect.greeting())
 
     def data_received(self, data: bytes) -> None:
-        self.clock.tick()  # one clock reading for every line of this chunk
+        self.router.clock.tick()  # one clock reading for every line of this chunk
         self.heard = True
         items = self.feed(data)
         if self._held is not None:
@@ -451,7 +448,7 @@ class Session(asyncio.Protocol, LineBuffer):
         for timer in (self._login_timer, self._flood_timer, self._sweep_timer):
             if timer is not None:
                 timer.cancel()
-        if self.liveness is not None:
+        if self.ping_bucket is not None:
             self.router.pinger.forget(self)
         self._out = None
         self._wake()
@@ -537,8 +534,9 @@ class Session(asyncio.Protocol, LineBuffer):
             self.unacked = OrderedDict()
         if kind == "bot":
             self.flood = None  # service sessions are exempt from flood limits
-        if self.liveness is not None and self.dialect.pings:
-            self.router.pinger.watch(self, self.liveness[0])
+        liveness = self.router.pinger.liveness
+        if liveness is not None and self.dialect.pings:
+            self.router.pinger.watch(self, liveness[0])
         self.shows_ids = self.dialect.shows_ids  # IRC's depend on what it negotiated
         self.echoes_own = self.dialect.echoes_own
         self.write(self.dialect.logged_in(name, kind != "guest"))
@@ -744,16 +742,17 @@ class Session(asyncio.Protocol, LineBuffer):
     def check_alive(self) -> float | None:
         """A ping after `liveness[0]` s of silence; dropped after `liveness[1]` more. The
         router's pinger asks; the answer is when to ask again (None: no more)."""
-        assert self.liveness is not None
+        liveness = self.router.pinger.liveness
+        assert liveness is not None
         if self.state not in OPEN:
             return None
-        interval, timeout = self.liveness
+        interval, timeout = liveness
         if self.heard:
             self.heard = self._pinged = False
             return interval
         if not self._pinged:
             self._pinged = True
-            self.write(self.dialect.ping(self.name, self.clock.tick()))
+            self.write(self.dialect.ping(self.name, self.router.clock.tick()))
             return timeout
         logger.info("%s did not answer a ping in %.0f s; disconnecting", self.who, timeout)
         self.notice("No answer to ping; disconnecting.", Event.GOODBYE)
@@ -765,10 +764,10 @@ class Session(asyncio.Protocol, LineBuffer):
         self.write(self.dialect.stored(message))
 
     def notice(self, text: str, event: Event, **details: Any) -> None:
-        self.write(self.dialect.notice(text, event, details, self.name, self.clock.tick()))
+        self.write(self.dialect.notice(text, event, details, self.name, self.router.clock.tick()))
 
     def error(self, text: str, event: Event = Event.BAD_INPUT, **details: Any) -> None:
-        self.write(self.dialect.error(text, event, details, self.name, self.clock.tick()))
+        self.write(self.dialect.error(text, event, details, self.name, self.router.clock.tick()))
 
     def reject(self, exc: ChatError) -> None:
         """A bad line: tell the peer, keep the session — unless it only sends garbage."""
@@ -776,10 +775,10 @@ class Session(asyncio.Protocol, LineBuffer):
             details: dict[str, Any] = {"reason": exc.reason}
             if exc.retry_after is not None:
                 details["retry_after"] = exc.retry_after
-            self.write(self.dialect.login_failed(str(exc), details, self.clock.tick()))
+            self.write(self.dialect.login_failed(str(exc), details, self.router.clock.tick()))
         elif self.state in (State.LOGIN, State.PASSWORD):
             self.state = State.LOGIN
-            self.write(self.dialect.login_failed(str(exc), {"reason": LoginReason.INVALID_NAME, "line": True}, self.clock.tick()))
+            self.write(self.dialect.login_failed(str(exc), {"reason": LoginReason.INVALID_NAME, "line": True}, self.router.clock.tick()))
         elif isinstance(exc, LineTooLong):
             self.error(str(exc), reason=TOO_LONG)
         else:
@@ -853,7 +852,7 @@ class Session(asyncio.Protocol, LineBuffer):
         self.written += len(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.flushes.add(self)
+            self.router.flushes.add(self)
 
     def flush(self) -> None:
         self._flush_scheduled = False

@@ -217,7 +217,7 @@ class Client:
         peer: tuple[str, int] | None = None,
     ) -> None:
         given = router.settings
-        self.session = RecordingSession(router, dialect, pick, flood_buckets(given.flood_rate, given.flood_burst)(), given.liveness)
+        self.session = RecordingSession(router, dialect, pick, flood_buckets(given.flood_rate, given.flood_burst)())
         self.transport = RecordingTransport(self.session, peer)
         self.session.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed, as uvloop's is
         self._taken = 0  # lines already returned by take() / expect()
