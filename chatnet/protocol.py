@@ -695,8 +695,8 @@ class LineBuffer:
     line comes out once as a `LineTooLong` instance in its place, and its bytes are
     dropped as they arrive, so a peer can't make us buffer more than `limit`.
 
-    A base of `chatnet.session.Session`: each connection splits its own stream with one
-    slot of its own, where an object of its own for it cost 56 bytes a connection.
+    It is a base of `chatnet.session.Session`, so splitting a connection's stream costs
+    the session one slot, not an object of its own (56 bytes a connection).
     """
 
     __slots__ = ("_rest",)
