@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from chatnet.dialects import Dialect
 from chatnet.errors import BadEncoding, ChatError, LineTooLong, LoginFailed, ProtocolError
 from chatnet.flood import FloodBucket
+from chatnet.lines import LineBuffer
 from chatnet.protocol import (
     ACK_FEATURE,
     TOO_LONG,
@@ -59,7 +60,6 @@ from chatnet.protocol import (
     Command,
     Delivery,
     Event,
-    LineBuffer,
     Login,
     LoginReason,
     MessageJson,
@@ -448,8 +448,7 @@ class Session(asyncio.Protocol, LineBuffer):
         for timer in (self._login_timer, self._flood_timer, self._sweep_timer):
             if timer is not None:
                 timer.cancel()
-        if self.ping_bucket is not None:
-            self.router.pinger.forget(self)
+        self.router.pinger.forget(self)
         self._out = None
         self._wake()
         self.router.disconnected(self, was_logged_in)
