@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 run_server(server, only, sizes, results, _front_profile(args.profile, server, fronts), failed)
             except Exception as exc:
                 logger.exception("%s failed", server.name)
-                failed[server.name] = f"{type(exc).__name__}: {exc}"
+                failed[server.name] = _failure(exc)
     if failed:
         results["failed"] = failed
     print()
@@ -187,7 +187,7 @@ def run_server(server: Server, only: list[str], sizes: Sizes, results: dict[str,
                     mine[name] = steps[name]()
             except Exception as exc:
                 logger.exception("%s %s failed", server.name, name)
-                failed[f"{server.name} {name}"] = f"{type(exc).__name__}: {exc}"
+                failed[f"{server.name} {name}"] = _failure(exc)
 
 
 @contextmanager
@@ -210,6 +210,11 @@ def _profile_paths(profile: Path | None, only: list[str]) -> dict[str, Path]:
     if len(chosen) == 1:
         return {chosen[0]: profile}
     return {name: profile.with_name(f"{profile.name}.{name}") for name in chosen}
+
+
+def _failure(exc: Exception) -> str:
+    """What the JSON's `failed` says of a server or workload that failed."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _fresh(profile: Path | None) -> Path | None:
