@@ -437,17 +437,28 @@ function messageRow(msg) {
   who.className = "sender";
   who.textContent = msg.sender ?? "";
   meta.append(who, timeElement(msg.timestamp));
-  if (msg.metadata?.stored) {
-    const tag = document.createElement("span");
-    tag.className = "tag";
-    tag.textContent = "stored";
-    meta.append(tag);
-  }
+  if (msg.metadata?.stored) meta.append(tagElement("stored"));
   const body = document.createElement("div");
   body.className = "body";
   setBody(body, msg);
   row.append(meta, body);
   return row;
+}
+
+// A small label beside a name: "bot", "stored".
+function tagElement(text) {
+  const tag = document.createElement("span");
+  tag.className = "tag";
+  tag.textContent = text;
+  return tag;
+}
+
+// Mail handed over again whose row is on screen already (from history, say, which won the
+// race with the handover after a reload): it says it waited for the reader, as it would have.
+function markRepeat(conv, msg) {
+  if (!msg.metadata?.stored) return;
+  const meta = conv.pane.querySelector(`.msg[data-id="${CSS.escape(msg.id)}"] .meta`);
+  if (meta && !meta.querySelector(".tag")) meta.append(tagElement("stored"));
 }
 
 // A line from the server or the page itself (not a message) in `conv`'s pane (or the open one).
@@ -469,7 +480,10 @@ function showMessage(msg) {
   const peer = toRoom || mine ? msg.destination : msg.sender;
   if (!peer) return null;
   const conv = conversation(peer, toRoom ? msg.destination : mine ? null : msg.sender);
-  if (msg.id && conv.ids.has(msg.id)) return conv; // a repeat (mail handed over again): shown already
+  if (msg.id && conv.ids.has(msg.id)) {
+    markRepeat(conv, msg); // a repeat (mail handed over again): shown already
+    return conv;
+  }
   if (!mine) stopTyping(conv, msg.sender); // its answer is here (or coming in): no longer "working"
   const stream = msg.metadata?.stream;
   if (stream?.id && showStreamPart(conv, msg, stream)) {
@@ -810,10 +824,7 @@ function personItem(k) {
   button.append(dot, label);
   if (isBot(name)) {
     item.classList.add("bot");
-    const tag = document.createElement("span");
-    tag.className = "tag";
-    tag.textContent = "bot";
-    button.append(tag);
+    button.append(tagElement("bot"));
   }
   if (conv) addBadge(button, unreadOf(conv));
   button.addEventListener("click", () => openConversation(name));
@@ -882,10 +893,7 @@ function renderMembers() {
       label.textContent = member.name;
       button.append(dot, label);
       if (isBot(member.name)) {
-        const tag = document.createElement("span");
-        tag.className = "tag";
-        tag.textContent = "bot";
-        button.append(tag);
+        button.append(tagElement("bot"));
       }
       if (!sameName(member.name, state.me)) button.addEventListener("click", () => openConversation(member.name));
       item.append(button);

@@ -595,16 +595,28 @@ async def test_the_page_acknowledges_the_stored_mail_it_shows(browser: Browser, 
 
 class Wire:
     """A tab's WebSocket with the test in the middle: it records every frame both ways,
-    may hold back the page's acks (as if the page closed before sending them) and may
-    hand the page each stored-mail frame twice (a repeat, as after a reconnect)."""
+    may hold back the page's acks (as if the page closed before sending them), may
+    hand the page each stored-mail frame twice (a repeat, as after a reconnect) and may
+    hold stored-mail frames back until `release_stored` (as a slow handover)."""
 
     def __init__(self) -> None:
         self.to_server: list[dict[str, Any]] = []
         self.to_page: list[dict[str, Any]] = []
         self.hold_acks = False
         self.repeat_stored = False
+        self.hold_stored = False
+        self.held: list[str | bytes] = []
+        self._page_side: WebSocketRoute | None = None
+
+    def release_stored(self) -> None:
+        assert self._page_side is not None and self.held, "no stored mail was held back"
+        self.hold_stored = False
+        for message in self.held:
+            self._page_side.send(message)
+        self.held.clear()
 
     def route(self, page_side: WebSocketRoute) -> None:
+        self._page_side = page_side
         server = page_side.connect_to_server()
 
         def from_page(message: str | bytes) -> None:
@@ -616,6 +628,9 @@ class Wire:
         def from_server(message: str | bytes) -> None:
             frame = json.loads(message)
             self.to_page.append(frame)
+            if self.hold_stored and frame.get("metadata", {}).get("stored"):
+                self.held.append(message)
+                return
             page_side.send(message)
             if self.repeat_stored and frame.get("metadata", {}).get("stored"):
                 page_side.send(message)
@@ -667,6 +682,29 @@ async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browse
     acks = [frame for frame in wire.to_server if frame.get("type") == "ack"]
     assert all(set(frame) == {"type", "ids"} and 0 < len(frame["ids"]) <= ACK_IDS_PER_FRAME for frame in acks)
     assert set(wire.acked()) == set(wire.received())  # everything it got, and nothing else
+
+
+async def test_mail_shown_from_history_first_still_says_it_was_stored(browser: Browser, web: Network) -> None:
+    """After a reload the pane's history can come before the mail handed over again: the
+    handover then tags the rows already shown "stored" instead of showing them twice."""
+    mail = [Message(sender="bob", destination="alice", message=f"note {i}") for i in range(2)]
+    await store_mail(web, mail)
+    wire = Wire()
+    wire.hold_stored = True
+    context = await browser.new_context()
+    await context.route_web_socket(re.compile(r"/ws$"), wire.route)
+    alice = await Person.arrive(context, web)
+    await alice.log_in("alice")
+    await alice.online_as("alice")
+    await alice.open("bob")
+    bodies, tags = alice.pane("bob").locator(".msg .body"), alice.pane("bob").locator(".msg .tag")
+    await expect(bodies).to_have_text(["note 0", "note 1"])  # the history's rows
+    await expect(tags).to_have_count(0)
+    await eventually(lambda: asyncio.sleep(0, len(wire.held)), lambda held: held == 2, "both handed over, held back")
+    wire.release_stored()
+    await expect(tags).to_have_text(["stored"] * 2)
+    await expect(bodies).to_have_text(["note 0", "note 1"])  # each once still
+    await eventually(lambda: pending_count(web, "alice"), lambda left: left == 0, "alice's pending mail, acked")
 
 
 async def test_history_goes_in_around_mail_already_on_screen(browser: Browser, web: Network) -> None:
