@@ -6,10 +6,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run client test unit lint bench fuzz install clean
+.PHONY: run client test unit lint bench fuzz install native clean
 
 # The launcher prints where to connect (browser, terminal client, API docs).
-run: $(STAMP)
+run: native
 	$(PY) launcher.py $(ARGS)
 
 # The terminal client; it exits 0 when the person leaves (/quit, Ctrl-D, Ctrl-C), so make stays quiet.
@@ -23,7 +23,7 @@ client: $(STAMP)
 # is passed through unchanged.
 TEST_WORKERS ?= 2
 
-test: $(STAMP)
+test: native
 	@$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "make test: no tests were collected; that is a failure." >&2; exit 1; fi; \
 	exit $$code
@@ -33,18 +33,24 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-unit: $(STAMP)
+unit: native
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: native
 	$(PY) -m bench $(ARGS)
 
 # A long fuzz against the real processes, then schemathesis against the API's OpenAPI;
 # fails on any traceback, API 5xx or restart. Shorter: make fuzz ARGS="--lines 5000".
-fuzz: $(STAMP)
+fuzz: native
 	$(PY) -m bench.fuzz --api $(ARGS)
 
-install: $(STAMP)
+install: native
+
+# The chat server's hot path compiled by mypyc into build/native (chatnet/native.py): a
+# no-op when that build matches the sources; where this machine can't compile, it says so
+# and the same modules run as Python.
+native: $(STAMP)
+	@$(PY) -m chatnet.native_build
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,4 +59,4 @@ $(STAMP): requirements.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build

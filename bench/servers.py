@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from chatnet import native
 from chatnet.process import CHAT_LISTENING, IRC_LISTENING, Child, Probe, embedded_store_argv, free_port, http_ok, on_port, port_open, script
 
 logger = logging.getLogger("chatnet.bench")
@@ -404,7 +405,9 @@ class Chatnet(Server):
 
     def version(self) -> str:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-        return f"chatnet {head.stdout.strip() or 'unknown'}"
+        # The server runs from this tree and interpreter, so it runs the build this process does.
+        build = "compiled" if native.active else "Python"
+        return f"chatnet {head.stdout.strip() or 'unknown'} {build}"
 
 
 # --- chatnet as several nodes --------------------------------------------------------

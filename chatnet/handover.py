@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from chatnet.api_client import ApiClient
 from chatnet.delivery import FirstLook, Looked, Priority
@@ -57,13 +57,16 @@ class MailHandOver:
     _diverted: set[Session]
     _awaited: dict[Session, Awaited]
 
-    if TYPE_CHECKING:
+    # Router's methods, declared here so this mixin type-checks: plain methods, not stubs under
+    # `if TYPE_CHECKING`, because a class body mypyc compiles holds no statements.
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        raise NotImplementedError
 
-        def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+    def _finish_if_done(self, session: Session) -> None:
+        raise NotImplementedError
 
-        def _finish_if_done(self, session: Session) -> None: ...
-
-        def _online(self) -> dict[str, list[str]]: ...
+    def _online(self) -> dict[str, list[str]]:
+        raise NotImplementedError
 
     # --- stored mail ---------------------------------------------------------------
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from chatnet.errors import LineTooLong
 from chatnet.limits import MAX_LINE_BYTES
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # as Session, its subclass, is
 class LineBuffer:
     """Splits a byte stream into lines, bounded by `limit` bytes per line.
 

@@ -149,18 +149,23 @@ class RoomCommands:
     spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
     _rooms: dict[str, Room]
 
-    if TYPE_CHECKING:
+    # Rooms's methods, declared here so this mixin type-checks: plain methods, not stubs under
+    # `if TYPE_CHECKING`, because a class body mypyc compiles holds no statements.
+    def _enter(self, session: Session, info: dict[str, Any]) -> Room:
+        raise NotImplementedError
 
-        def _enter(self, session: Session, info: dict[str, Any]) -> Room: ...
+    def _leave(self, session: Session, key: str) -> None:
+        raise NotImplementedError
 
-        def _leave(self, session: Session, key: str) -> None: ...
+    def _online(self, key: str) -> bool:
+        raise NotImplementedError
 
-        def _online(self, key: str) -> bool: ...
+    def _tell_members(self, room: Room, about: Session, presence: str, **details: Any) -> None:
+        raise NotImplementedError
 
-        def _tell_members(self, room: Room, about: Session, presence: str, **details: Any) -> None: ...
-
-        @staticmethod
-        def _here(room: Room) -> list[str]: ...
+    @staticmethod
+    def _here(room: Room) -> list[str]:
+        raise NotImplementedError
 
     # --- commands ------------------------------------------------------------------------
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from collections.abc import Callable
+from typing import Final, cast
 
+from chatnet import native
 from chatnet.api_client import ApiClient
 from chatnet.cli import collect_rarely, stop_on_signals
 from chatnet.config import Settings
@@ -34,6 +36,13 @@ logger = logging.getLogger("chatnet.server")
 # A burst of connects waits in the kernel instead of failing.
 LISTEN_BACKLOG: Final = 4096
 SHUTDOWN_GRACE: Final = 5.0
+
+
+def protocol_factory(make: Callable[[], Session]) -> Callable[[], asyncio.BaseProtocol]:
+    """`make` as the loop's listeners take it. A Session has asyncio.Protocol's methods but
+    not its base class, which a class compiled by mypyc (chatnet/native.py) cannot have;
+    asyncio and uvloop only ever call the methods."""
+    return cast(Callable[[], asyncio.BaseProtocol], make)
 
 
 class ChatServer:
@@ -63,19 +72,21 @@ class ChatServer:
         await self.router.join_network()  # with CLUSTER_URL: Redis first, or no node
         # Several nodes on one host share the ports; the kernel spreads the connections.
         share = self.settings.cluster_url is not None
-        self._listener = await loop.create_server(self.session, host, self.settings.chat_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share)
+        session, irc_session = protocol_factory(self.session), protocol_factory(self.irc_session)
+        self._listener = await loop.create_server(session, host, self.settings.chat_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share)
         context = server_context(self.settings)
         if context is not None:
             self._tls_listener = await loop.create_server(
-                self.session, host, self.settings.chat_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context
+                session, host, self.settings.chat_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context
             )
         if self.settings.irc:
-            self._irc_listener = await loop.create_server(self.irc_session, host, self.settings.irc_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share)
+            self._irc_listener = await loop.create_server(irc_session, host, self.settings.irc_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share)
             if context is not None:
                 self._irc_tls_listener = await loop.create_server(
-                    self.irc_session, host, self.settings.irc_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context
+                    irc_session, host, self.settings.irc_tls_port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=share, ssl=context
                 )
         self.router.start()
+        logger.info("routing with the %s", "compiled hot path (build/native)" if native.active else "Python modules (no compiled build)")
         # The IRC ports first: whoever waits for the chat port's line knows them all then.
         if self._irc_listener is not None:
             logger.info("listening for IRC on %s:%d", host, self.irc_port)
