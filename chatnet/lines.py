@@ -10,7 +10,7 @@ from chatnet.errors import LineTooLong
 from chatnet.limits import MAX_LINE_BYTES
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # as Session, its subclass, is
+@mypyc_attr(allow_interpreted_subclasses=True)  # Session, its subclass, allows them: so must its base
 class LineBuffer:
     """Splits a byte stream into lines, bounded by `limit` bytes per line.
 

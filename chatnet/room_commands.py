@@ -149,7 +149,7 @@ class RoomCommands:
     spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
     _rooms: dict[str, Room]
 
-    # Rooms's methods, declared here so this mixin type-checks: plain methods, not stubs under
+    # Rooms' methods, declared here so this mixin type-checks: plain methods, not stubs under
     # `if TYPE_CHECKING`, because a class body mypyc compiles holds no statements.
     def _enter(self, session: Session, info: dict[str, Any]) -> Room:
         raise NotImplementedError
