@@ -646,19 +646,25 @@ class Wire:
         return [f["id"] for f in self.to_page if f.get("type") in ("chat", "subscription")]
 
 
-async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browser: Browser, web: Network) -> None:
-    """The page acks all it showed (live too, repeats again); what it never acked comes again, shown once."""
+async def alice_reads_two_notes(browser: Browser, web: Network, wire: Wire) -> tuple[Person, list[str]]:
+    """Two notes from bob stored for alice; alice logs in through `wire` and opens bob's
+    pane. Returns her and the notes' ids."""
     mail = [Message(sender="bob", destination="alice", message=f"note {i}") for i in range(2)]
-    ids = [m.id for m in mail]
     await store_mail(web, mail)
-    wire = Wire()
-    wire.hold_acks = wire.repeat_stored = True
     context = await browser.new_context()
     await context.route_web_socket(re.compile(r"/ws$"), wire.route)
     alice = await Person.arrive(context, web)
     await alice.log_in("alice")
     await alice.online_as("alice")
     await alice.open("bob")
+    return alice, [m.id for m in mail]
+
+
+async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browser: Browser, web: Network) -> None:
+    """The page acks all it showed (live too, repeats again); what it never acked comes again, shown once."""
+    wire = Wire()
+    wire.hold_acks = wire.repeat_stored = True
+    alice, ids = await alice_reads_two_notes(browser, web, wire)
     await expect(alice.pane("bob").locator(".msg .body")).to_have_text(["note 0", "note 1"])  # each once
     await eventually(lambda: asyncio.sleep(0, wire.acked()), lambda acked: sorted(acked) == sorted(ids * 2), "acks of both, shown and repeated")
     assert await pending_count(web, "alice") == 2  # held back: nothing was taken off
@@ -685,18 +691,11 @@ async def test_unacknowledged_mail_comes_again_and_a_repeat_is_shown_once(browse
 
 
 async def test_mail_shown_from_history_first_still_says_it_was_stored(browser: Browser, web: Network) -> None:
-    """After a reload the pane's history can come before the mail handed over again: the
-    handover then tags the rows already shown "stored" instead of showing them twice."""
-    mail = [Message(sender="bob", destination="alice", message=f"note {i}") for i in range(2)]
-    await store_mail(web, mail)
+    """The pane's history can come before the handover of the same mail (after a reload,
+    say): the handover then tags the rows already shown "stored", and shows none twice."""
     wire = Wire()
     wire.hold_stored = True
-    context = await browser.new_context()
-    await context.route_web_socket(re.compile(r"/ws$"), wire.route)
-    alice = await Person.arrive(context, web)
-    await alice.log_in("alice")
-    await alice.online_as("alice")
-    await alice.open("bob")
+    alice, _ = await alice_reads_two_notes(browser, web, wire)
     bodies, tags = alice.pane("bob").locator(".msg .body"), alice.pane("bob").locator(".msg .tag")
     await expect(bodies).to_have_text(["note 0", "note 1"])  # the history's rows
     await expect(tags).to_have_count(0)
