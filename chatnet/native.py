@@ -2,8 +2,8 @@
 
 The modules every routed line goes through (`MODULES`) are plain, type-checked Python;
 mypyc turns the same source into extension modules that run it with ≈ 10–25 % less CPU
-per delivered line (bench/README.md, "The hot path compiled with mypyc"). `make install` builds them
-(`python -m chatnet.native_build`) into `build/native/`, away from the sources, and
+per delivered line (bench/README.md, "The hot path compiled with mypyc"). `make install`
+builds them (`python -m chatnet.native_build`) into `build/native/`, away from the sources, and
 `use_if_fresh` (run as the package is imported) puts that build in front of the sources
 only when it was compiled from exactly the sources in the tree: an edited module, another
 checkout's build or a failed build all leave the pure-Python modules running, so what

@@ -14,6 +14,12 @@ import sys
 from chatnet.native import BUILD, MANIFEST, MODULES, PACKAGE, built_from, sources
 
 
+def not_built(reason: str) -> int:
+    """Say why there is no build; 0, because the Python modules run then."""
+    print(f"chatnet: no compiled hot path ({reason}); the Python modules run", file=sys.stderr)
+    return 0
+
+
 def build() -> int:
     """Compile MODULES into BUILD; 0 also when this machine can't (the sources run then)."""
     made_from = sources()
@@ -24,8 +30,7 @@ def build() -> int:
         from mypyc.build import mypycify
         from setuptools import setup
     except ImportError as exc:
-        print(f"chatnet: no compiled hot path ({exc}); the Python modules run")
-        return 0
+        return not_built(str(exc))
     shutil.rmtree(BUILD, ignore_errors=True)  # nothing of an older build is left to shadow a source
     root = PACKAGE.parent
     work = root / "build" / "mypyc"
@@ -45,9 +50,8 @@ def build() -> int:
             script_args=["--quiet", "build_ext", "--build-lib", str(BUILD), "--build-temp", str(work / "temp")],
             ext_modules=extensions,
         )
-    except (Exception, SystemExit) as exc:  # no compiler, no Python headers: the sources run
-        print(f"chatnet: no compiled hot path ({type(exc).__name__}: {exc}); the Python modules run", file=sys.stderr)
-        return 0
+    except (Exception, SystemExit) as exc:  # no compiler, no Python headers; mypyc's errors are printed above
+        return not_built(f"{type(exc).__name__}: {exc}")
     MANIFEST.write_text(json.dumps(made_from, indent=1))
     print(f"chatnet: compiled hot path in {BUILD.relative_to(root)}")
     return 0
