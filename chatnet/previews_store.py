@@ -27,10 +27,12 @@ Forward = Callable[[AsyncIOMotorCollection[Document], str, Mapping[str, tuple[st
 
 # Each pair's newest message reaches `direct` (the conversation lists) this long after
 # the first message of the pairs then waiting: one update per pair, not one per batch
-# (the embedded store spent half its CPU on them at 5,000 msg/s). A conversation list
-# read meanwhile writes them first; a crash of this process in that second leaves those
-# pairs' previews at their previous message until the next one.
-DIRECT_LAG: Final = 1.0
+# (the embedded store spent half its CPU on them at 5,000 msg/s with one update per
+# pair a second; at five seconds the store's CPU for that load halved again). A
+# conversation list read meanwhile writes them first, so a read is never behind; a
+# crash of this process within those seconds leaves those pairs' previews at their
+# previous message until the next one (their history is whole).
+DIRECT_LAG: Final = 5.0
 
 
 class PreviewStore:

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from chatnet import previews_store
 from chatnet.keys import decode_cursor, encode_cursor, epoch_ms, key_of, message_key, seq_of
 from chatnet.message import Message
 from chatnet.protocol import MessageType, format_datetime, from_history_entry, history_entry, mail_document, parse_timestamp, utcnow
@@ -631,10 +632,12 @@ async def test_conversations_and_their_unread_counts(rooms: RoomStore) -> None:
     assert [c["unread"] for c in await rooms.conversations("alice")] == [1, 1, 1]
 
 
-async def test_conversation_lists_take_one_write_per_pair_and_are_read_up_to_date(store: Store) -> None:
+async def test_conversation_lists_take_one_write_per_pair_and_are_read_up_to_date(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batch after batch for the same pairs waits to be written as one update per pair
-    (DIRECT_LAG); a conversation list read meanwhile writes them first; without a read
-    they arrive by themselves, and `write_direct` (shutdown) writes what still waits."""
+    (DIRECT_LAG, shortened here); a conversation list read meanwhile writes them first;
+    without a read they arrive by themselves, and `write_direct` (shutdown) writes what
+    still waits."""
+    monkeypatch.setattr(previews_store, "DIRECT_LAG", 1.0)
 
     async def previews() -> list[tuple[list[str], str]]:
         return sorted((doc["users"], json.loads(doc["last"])["message"]) for doc in await store.direct.find({}).to_list(None))
