@@ -18,7 +18,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from chatnet.api import create_app
 from chatnet.cli import LOG_FORMAT, collect_rarely, settings_from
-from chatnet.process import die_with_parent
+from chatnet.process import die_with_parent, yield_cpu
 
 # An idle keep-alive connection is closed after this long. Longer than the idle time of
 # the API's own clients' pools (chatnet.http_client reuses an idle connection for 15 s),
@@ -96,6 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = settings_from(args, "log_level")
     die_with_parent()
+    yield_cpu(settings.background_cpu)  # before uvicorn's and motor's threads, which inherit it
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     app = create_app(settings)
     collect_rarely()  # FastAPI's, pydantic's and motor's objects: never walked again

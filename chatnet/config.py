@@ -120,6 +120,12 @@ class Settings:
 
     mongo_url: str = "mongodb://localhost:27017"
     mongo_db: str = "chatnet"
+    # The message API and the embedded store run in the kernel's idle scheduling class
+    # (Linux's SCHED_IDLE): on a machine they share with the chat server they get the CPU
+    # time live chat leaves, so a history batch never makes a routed line wait.
+    # "normal": as any process (for a machine where other work keeps every core busy,
+    # which would leave idle-class work waiting).
+    background_cpu: Literal["idle", "normal"] = "idle"
 
     data_dir: Path = Path("data")
     log_dir: Path = Path("logs")

@@ -5,6 +5,7 @@ embedded store starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -390,3 +391,29 @@ async def test_bot_host_starts_without_openai_settings(start_launcher, launcher_
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{bots_url}/health")).status_code == 200
     assert await launcher.interrupt() == 0
+
+
+def thread_policies(pid: int) -> set[int]:
+    """The scheduling policy of each thread of the process."""
+    policies = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            policies.add(os.sched_getscheduler(int(tid)))
+    return policies
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's idle scheduling class")
+async def test_store_and_api_leave_the_cpu_to_live_chat(start_launcher, launcher_env: dict[str, str]) -> None:
+    """Every thread of the embedded store and of the message API runs in the idle
+    scheduling class, chatted through or not; the chat server runs as any process."""
+    launcher = await start_launcher()
+    await launcher.banner()
+    pids = launcher.pids()
+    alice, bob = await login(int(launcher_env["CHAT_PORT"]), "alice"), await login(int(launcher_env["CHAT_PORT"]), "bob")
+    await alice.send("carol: kept for you")  # the store's and the API's threads at work
+    await alice.expect("User 'carol' is offline. Message saved.")
+    await alice.close()
+    await bob.close()
+    assert thread_policies(pids["store"]) == {os.SCHED_IDLE}
+    assert thread_policies(pids["api"]) == {os.SCHED_IDLE}
+    assert thread_policies(pids["server"]) == {os.SCHED_OTHER}

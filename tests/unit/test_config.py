@@ -17,6 +17,7 @@ from chatnet.cli import settings_from
 from chatnet.config import Secret, Settings
 from chatnet.errors import BadSetting
 from chatnet.launcher import child_env
+from chatnet.process import ROOT
 
 NAMES = {item.name for item in fields(Settings)}
 OPTIONAL = ["api_token", "openai_api_key", "openai_base_url", "tls_cert", "tls_key", "cluster_url"]
@@ -234,3 +235,16 @@ def test_importing_the_settings_loads_no_pydantic() -> None:
     code = "import chatnet.config, sys; print(sorted(m for m in sys.modules if 'pydantic' in m or 'dotenv' in m))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's idle scheduling class")
+@pytest.mark.parametrize(("mode", "policy"), [("idle", "SCHED_IDLE"), ("normal", "SCHED_OTHER")])
+def test_background_cpu_sets_the_class_a_thread_started_later_inherits(mode: str, policy: str) -> None:
+    code = (
+        "import os, threading; from chatnet.process import yield_cpu; yield_cpu(os.environ['BACKGROUND_CPU']); "
+        "seen = []; t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0))); t.start(); t.join(); "
+        "print(seen[0] == os.sched_getscheduler(0) == getattr(os, os.environ['POLICY']))"
+    )
+    env = {**os.environ, "BACKGROUND_CPU": mode, "POLICY": policy}
+    ran = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "True"
