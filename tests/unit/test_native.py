@@ -31,7 +31,7 @@ def test_ci_runs_the_compiled_build() -> None:
 
 
 def test_an_edited_source_leaves_the_python_modules_running(monkeypatch: pytest.MonkeyPatch) -> None:
-    made = {name: "0" * 64 for name in native.MODULES} | {"python": native.sources()["python"]}
+    made = native.sources() | {"session": "# an older session.py\n"}
     monkeypatch.setattr(native, "built_from", lambda: made)
     monkeypatch.setattr(native, "active", False)
     path: list[str] = []
