@@ -592,8 +592,8 @@ class Router(MailHandOver):
         newest is refused rather than the oldest dropped: an entry dropped 50,000 lines
         later is freed cold, cache misses on every routed line all through an overload
         (perf, throughput at N = 1,000: freeing and untracking tuples and the deque's
-        append 17 % of the chat server's samples, 9 % this way; 5–20 % more messages
-        per CPU-second at N = 100 and 1,000)."""
+        append 17 % of the chat server's samples, 9 % this way; 6–14 % more messages
+        per CPU-second at N = 100 and 1,000, in pairs)."""
         if len(self._backlog) < self._backlog_limit:
             self._backlog.append(delivery)
         else:

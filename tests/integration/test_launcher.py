@@ -409,11 +409,10 @@ async def test_store_and_api_leave_the_cpu_to_live_chat(start_launcher, launcher
     launcher = await start_launcher()
     await launcher.banner()
     pids = launcher.pids()
-    alice, bob = await login(int(launcher_env["CHAT_PORT"]), "alice"), await login(int(launcher_env["CHAT_PORT"]), "bob")
+    alice = await login(int(launcher_env["CHAT_PORT"]), "alice")
     await alice.send("carol: kept for you")  # the store's and the API's threads at work
     await alice.expect("User 'carol' is offline. Message saved.")
     await alice.close()
-    await bob.close()
     assert thread_policies(pids["store"]) == {os.SCHED_IDLE}
     assert thread_policies(pids["api"]) == {os.SCHED_IDLE}
     assert thread_policies(pids["server"]) == {os.SCHED_OTHER}
