@@ -304,7 +304,9 @@ class Session(LineBuffer):
         self._writing_paused = False  # the transport's part of it
         # `--debug`: every line in and out is logged (asked once per connection, not per line).
         self.debug = logger.isEnabledFor(logging.DEBUG)
-        self._out: list[bytes] | None = None  # written this loop pass, until the flush
+        # Written this loop pass, until the flush: one piece as it is (a room's line, one
+        # to each member a pass), a list from the second piece on.
+        self._out: bytes | list[bytes] | None = None
         self._flush_scheduled = False
         # Created only while someone waits for the transport to resume: most sessions
         # never need one, and ten thousand idle sessions should cost little memory.
@@ -851,7 +853,9 @@ class Session(LineBuffer):
             return
         out = self._out
         if out is None:
-            self._out = [data]  # a list only while there is something to flush: idle sessions hold none
+            self._out = data  # no list made and freed per member per line (bench.routing --room 1000: 265–274 → 247–249 ns a delivery)
+        elif isinstance(out, bytes):
+            self._out = [out, data]
         else:
             out.append(data)
         self.written += len(data)
@@ -863,7 +867,7 @@ class Session(LineBuffer):
         self._flush_scheduled = False
         out = self._out
         if out and self.transport is not None and not self.transport.is_closing():
-            data = b"".join(out)  # one piece is passed on as it is
+            data = out if isinstance(out, bytes) else b"".join(out)
             self._out = None
             if self.debug:
                 for line in data.decode(errors="replace").splitlines():
