@@ -795,7 +795,7 @@ class Cluster:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with suppress(*_DOWN):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2
         with suppress(*_DOWN):
             await self._redis.connection_pool.disconnect()
         with suppress(*_DOWN):
