@@ -201,7 +201,7 @@ class Archiver:
     retry: str = ""  # an encoded batch the API didn't take yet
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # one drain at a time
     # True while run() waits for work. The routing path appends to `backlog` itself
-    # (one C call) and calls wake() only when this is set.
+    # (Router._archive) and calls wake() only when this is set.
     asleep: bool = False
 
     def wake(self) -> None:

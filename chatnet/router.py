@@ -114,7 +114,7 @@ class Router(MailHandOver):
             from chatnet.nodes import Nodes  # the Redis client (and what it loads) only where there is a cluster
 
             self.nodes = Nodes(settings.cluster_url, settings.cluster_ttl, settings.cluster_prefix, self, self.spawn)
-        self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive_one, self.identity.is_bot, self.nodes)
+        self.rooms = Rooms(settings, api, self.directory, self.clock, self.priority, self.spawn, self._archive, self.identity.is_bot, self.nodes)
         # Sessions whose stored mail is being handed over, each with whether to look
         # once more when done (None: no; False: quietly; True: someone asked).
         self._handovers: dict[Session, bool | None] = {}
@@ -490,7 +490,7 @@ class Router(MailHandOver):
             forwarded = (msg_id or new_id(), sender.name, destination, message, now, kind, metadata, sender.features)
             self.nodes.forward(nodes, forwarded)
             if not partial:
-                self._archive_one(forwarded)
+                self._archive(forwarded)
             self._senders[forwarded[0]] = sender  # to tell it "saved" if it comes back as mail
             if len(self._senders) > MAX_FORWARDS_REMEMBERED:
                 self._senders.popitem(last=False)
@@ -502,8 +502,6 @@ class Router(MailHandOver):
                 sender.notice(f"{target.name} is away: {target.away}", Event.AWAY, user=target.name, away=target.away)
             if not partial:
                 self._archive(delivery)
-                if self.archiver.asleep:
-                    self.archiver.wake()
             return
         if partial:
             return  # chunks of a streamed reply are for live readers only; the final frame follows
@@ -588,7 +586,8 @@ class Router(MailHandOver):
             session.close("Your name was taken on another server of the network while this one was cut off; log in again.")
 
     def _archive(self, delivery: Delivery) -> None:
-        """Into the history's backlog; while it is full, not archived (counted). The
+        """Into the history's backlog, waking the archiver if it sleeps; while the backlog
+        is full, not archived (counted). The
         newest is refused rather than the oldest dropped: an entry dropped 50,000 lines
         later is freed cold, cache misses on every routed line all through an overload
         (perf, throughput at N = 1,000: freeing and untracking tuples and the deque's
@@ -598,9 +597,6 @@ class Router(MailHandOver):
             self._backlog.append(delivery)
         else:
             self.archiver.skipped += 1
-
-    def _archive_one(self, delivery: Delivery) -> None:
-        self._archive(delivery)
         if self.archiver.asleep:
             self.archiver.wake()
 
