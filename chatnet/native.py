@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Final
 
 # Ordered as the line goes: bytes to lines, the session, the router and what it calls.
-MODULES: Final = ("lines", "session", "protocol", "router", "handover", "directory", "rooms", "room_commands", "flood")
+MODULES: Final = (
+    "lines", "session", "protocol", "router", "handover", "directory", "rooms", "room_commands", "flood",
+    "dialects/base", "dialects/text",  # text mode's parse and render, once per line each
+)  # fmt: skip
 PACKAGE: Final = Path(__file__).resolve().parent
 BUILD: Final = PACKAGE.parent / "build" / "native"
 # The sources the build in BUILD was compiled from, word for word (module -> its text),
@@ -64,3 +67,10 @@ def use_if_fresh(package_path: list[str]) -> bool:
     package_path.insert(0, str(BUILD / "chatnet"))
     active = True
     return True
+
+
+def use_in(subpackage_path: list[str], name: str) -> None:
+    """The same for a sub-package (`dialects`), whose path is its own: the decision is
+    the package's, made when chatnet was imported."""
+    if active:
+        subpackage_path.insert(0, str(BUILD / "chatnet" / name))

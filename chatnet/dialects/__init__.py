@@ -13,9 +13,17 @@ Text and JSON share one port: the prompt is text, and the first line picks the d
 (`pick_text_or_json`).
 """
 
+# ruff: noqa: E402 - the dialects are imported after the build is put on the path
+
 from __future__ import annotations
 
 from typing import Any, Protocol
+
+from chatnet import native
+
+# Before the dialects are imported: text and base are compiled with the hot path when
+# the build is fresh (chatnet/native.py), and found through this package's own path.
+native.use_in(__path__, "dialects")
 
 from chatnet.dialects.irc import IrcDialect
 from chatnet.dialects.json import JSON

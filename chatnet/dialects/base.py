@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from mypy_extensions import mypyc_attr
 
+
+# Compiled with the text dialect (chatnet/native.py); the JSON dialect, interpreted, derives from it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class OneLineLogin:
     rejoins: ClassVar[bool] = False
     in_order: ClassVar[bool] = False

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import chatnet.dialects.text
 import chatnet.router
 import chatnet.session
 from chatnet import native
@@ -16,7 +17,7 @@ from chatnet import native
 def test_the_build_runs_exactly_when_it_matches_the_sources() -> None:
     fresh = native.built_from() == native.sources()
     assert native.active == fresh
-    for module in (chatnet.session, chatnet.router):
+    for module in (chatnet.session, chatnet.router, chatnet.dialects.text):  # a sub-package's too
         assert module.__file__ is not None
         in_build = Path(module.__file__).is_relative_to(native.BUILD)
         assert in_build == fresh, f"{module.__name__} loaded from {module.__file__}"
@@ -55,3 +56,13 @@ def test_a_matching_build_goes_first_unless_switched_off(monkeypatch: pytest.Mon
     path = ["chatnet"]
     assert native.use_if_fresh(path)
     assert path == [str(native.BUILD / "chatnet"), "chatnet"] and native.active
+
+
+def test_a_sub_package_follows_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "active", False)
+    path = ["chatnet/dialects"]
+    native.use_in(path, "dialects")
+    assert path == ["chatnet/dialects"]
+    monkeypatch.setattr(native, "active", True)
+    native.use_in(path, "dialects")
+    assert path == [str(native.BUILD / "chatnet" / "dialects"), "chatnet/dialects"]

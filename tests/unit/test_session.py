@@ -38,7 +38,7 @@ class ExplodingDialect(TextDialect):
     def parse(self, line: str) -> Chat | Command | Quit | Login:  # type: ignore[override]
         if line == "boom":
             raise RuntimeError("a bug while reading a line")
-        return TextDialect.parse(line)
+        return super().parse(line)
 
 
 def is_open(client: Client) -> bool:
