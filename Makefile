@@ -1,12 +1,12 @@
 # chatnet: `make run` starts the whole network, `make test` runs the suite.
-# Both create .venv and install requirements.txt first; nothing else is needed.
+# Both create .venv and install requirements.txt (at constraints.txt's versions) first; nothing else is needed.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run client test unit lint bench fuzz install native clean
+.PHONY: run client test unit lint bench fuzz install native constraints clean
 
 # The launcher prints where to connect (browser, terminal client, API docs).
 run: native
@@ -52,11 +52,19 @@ install: native
 native: $(STAMP)
 	@$(PY) -m chatnet.native_build
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
+
+# The newest releases requirements.txt allows, written to constraints.txt: then make test,
+# and commit both together when it passes.
+constraints:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade -r requirements.txt
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude py-spy; } > constraints.new && mv constraints.new constraints.txt
+	touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build
