@@ -33,7 +33,7 @@ import binascii
 from typing import Any, ClassVar, Final
 
 from chatnet.dialects import ircline
-from chatnet.dialects.irc_numerics import HOST, MAX_TARGETS, SERVER, IrcNumerics, key_of, source, split_to_fit
+from chatnet.dialects.irc_numerics import HOST, MAX_TARGETS, NOTHING_SHOWN, SERVER, IrcNumerics, key_of, source, split_to_fit
 from chatnet.dialects.ircline import IrcLine, IrcLineError, escape_tag, render
 from chatnet.limits import MAX_JOINS_AT_ONCE, MAX_NAME_CHARS
 from chatnet.protocol import (
@@ -134,7 +134,7 @@ class IrcDialect(IrcNumerics):
         # The rooms it was told it is in, by key: a tuple, as in the router's rooms (a set is
         # 216 bytes even for one; joins and parts are rare).
         self.channels: tuple[str, ...] = ()
-        self._shown = ("", "", "")  # the last NICK or QUIT shown of someone else
+        self._shown = NOTHING_SHOWN  # the last NICK or QUIT shown of someone else
         self._names_end: dict[str, str] | None = None  # NAMES #a,#b: the one 366 after #b's names says "#a,#b"
 
     # --- what the session and router ask of every dialect ---------------------------------

@@ -74,6 +74,9 @@ _OPER_NUMERICS: Final = {
     OperReason.LOCKED: ("464", "Password incorrect"),
     OperReason.NOT_OPERATOR: ("481", "Permission Denied- You're not an IRC operator"),
 }
+# What `_shown` holds before anyone's NICK or QUIT was shown: one tuple for every connection
+# (a literal in compiled code is built again at each assignment).
+NOTHING_SHOWN: Final[tuple[str, ...]] = ("", "", "")
 
 
 def source(name: str) -> str:
@@ -94,7 +97,7 @@ class IrcNumerics:
     nick: str
     channels: tuple[str, ...]
     _asked: tuple[tuple[str, str], ...]
-    _shown: tuple[str, str, str]
+    _shown: tuple[str, ...]  # not tuple[str, str, str]: compiled, that would sit inline (16 bytes more a connection)
     _names_end: dict[str, str] | None
 
     # --- what the server says, as IRC lines -------------------------------------------------
@@ -313,14 +316,14 @@ class IrcNumerics:
         if presence == "offline":
             reason = str(details.get("reason") or "")
             return self._once(("QUIT", user, ""), render("QUIT", f"Quit: {reason}" if reason else "Connection closed", source=source(user), text=True))
-        self._shown = ("", "", "")
+        self._shown = NOTHING_SHOWN
         if presence in ("joined", "online"):
             return render("JOIN", room, source=source(user))
         if reason:
             return render("PART", room, reason, source=source(user), text=True)
         return render("PART", room, source=source(user))
 
-    def _once(self, change: tuple[str, str, str], line: str) -> str:
+    def _once(self, change: tuple[str, ...], line: str) -> str:
         if change == self._shown:
             return ""
         self._shown = change
