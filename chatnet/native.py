@@ -30,6 +30,9 @@ from typing import Final
 MODULES: Final = (
     "lines", "session", "protocol", "router", "handover", "directory", "rooms", "room_commands", "flood",
     "dialects/base", "dialects/text",  # text mode's parse and render, once per line each
+    # IRC's: its lines, and its dialect with the numerics it derives from (a compiled
+    # class's base must be compiled too).
+    "dialects/ircline", "dialects/irc_numerics", "dialects/irc",
 )  # fmt: skip
 PACKAGE: Final = Path(__file__).resolve().parent
 BUILD: Final = PACKAGE.parent / "build" / "native"
