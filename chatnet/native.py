@@ -16,6 +16,11 @@ stubs); no class of theirs derived from an interpreted one (Session is not an
 asyncio.Protocol subclass: see server.protocol_factory); an argument of the declared
 type, checked at run time (a test's stand-in must be a subclass, not a look-alike); and a
 `Final` constant is compiled in, so the few the unit tests shorten are plain names.
+What costs memory compiled that does not in Python: a fixed-length tuple attribute is
+stored inline, and a tuple literal is built again wherever it is evaluated, so what every
+connection holds is a shared `Final` constant (irc_numerics.NOTHING_SHOWN); and attributes
+are laid out in the order first met, so a class with many instances declares its `bool`s
+together (Session).
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ class RoomStore:
         changes nothing."""
         doc = await self.rooms.find_one({"_id": room.lower()})
         # Counted as ids found, not with count_documents: the embedded store answers that with
-        # an aggregation over every membership, ≈ 20 ms a join once a room has 1,000 members.
+        # an aggregation over every membership it holds (≈ 20 ms a join at 1,000 of them).
         rooms_in = await self.members.find({"user": user.lower(), "state": MEMBER}, {"_id": 1}).limit(MAX_ROOMS_PER_USER).to_list(None)
         if len(rooms_in) >= MAX_ROOMS_PER_USER and (
             doc is None or await self.members.find_one({"_id": member_id(room, user), "state": MEMBER}, {"_id": 1}) is None
