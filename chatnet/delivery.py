@@ -26,7 +26,7 @@ from typing import Any, Final, Generic, TypeVar
 from chatnet.api_client import ApiClient
 from chatnet.errors import ApiRejected, ChatError, StoreUnavailable
 from chatnet.limits import MAX_BATCH, MAX_PENDING_USERS
-from chatnet.protocol import Delivery, MessageJson, dumps, message_dict, new_id
+from chatnet.protocol import Delivery, MessageJson, message_text, new_id
 
 logger = logging.getLogger("chatnet.server")
 
@@ -41,8 +41,11 @@ MAIL_RETRY_DELAYS: Final = (0.2, 0.5, 1.0)
 # batch gathers for ARCHIVE_PAUSE, is encoded ARCHIVE_SLICE documents at a time with
 # routing in between, and goes out as one request of up to ARCHIVE_BATCH. When a full
 # batch is waiting it goes at once: the pause must not cap history at 5,000 a second.
+# A slice of 100 held the loop 0.45–0.8 ms in the latency run, and the ten of a batch
+# came back to back: p99 1.5–1.8 ms, 0.74–0.89 with the archive off. Twenty, written
+# as text (`message_text`), hold it ≈ 50 µs: p99 0.83–1.10 ms.
 ARCHIVE_BATCH: Final = MAX_BATCH
-ARCHIVE_SLICE: Final = 100
+ARCHIVE_SLICE: Final = 20
 ARCHIVE_PAUSE: Final = 0.2
 # A batch the API didn't take is tried again after this long.
 ARCHIVE_RETRY_PAUSE: Final = 1.0
@@ -180,10 +183,11 @@ class MailWriter:
         self.report(batch, False, frozenset())
 
 
-def archive_document(entry: Delivery) -> dict[str, Any]:
-    """A delivered message as the API archives it (the id the recipient saw, if any)."""
+def archive_text(entry: Delivery) -> str:
+    """A delivered message as the API archives it (the id the recipient saw, if any),
+    as JSON text."""
     msg_id, sender, destination, message, timestamp, kind, metadata, _ = entry
-    return message_dict(msg_id or new_id(), sender, destination, message, timestamp, kind, metadata)
+    return message_text(msg_id or new_id(), sender, destination, message, timestamp, kind, metadata)
 
 
 @dataclass
@@ -255,8 +259,7 @@ class Archiver:
         taken = 0
         while self.backlog and taken < ARCHIVE_BATCH:
             count = min(ARCHIVE_SLICE, len(self.backlog), ARCHIVE_BATCH - taken)
-            docs = [archive_document(self.backlog.popleft()) for _ in range(count)]
-            slices.append(dumps(docs)[1:-1])
+            slices.append(",".join([archive_text(self.backlog.popleft()) for _ in range(count)]))
             taken += count
             if yield_between:
                 await asyncio.sleep(0)  # let routing run between slices

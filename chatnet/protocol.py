@@ -10,9 +10,10 @@ have in common:
 - what a client can say (`Login`, `Chat`, `Command`, `Quit`) and what the server
   delivers (`Delivery`);
 - one encoder per shape a message takes between the socket and the store:
-  `message_dict` (the JSON shape the API and clients see), `json_line` (that shape as a
-  JSON-mode line), `mail_document` / `from_mail_document` (pending mail in MongoDB) and
-  `history_entry` / `from_history_entry` (a message inside a history bucket).
+  `message_dict` (the JSON shape the API and clients see), `message_text` (that shape
+  as JSON text, built directly), `json_line` (that text as a JSON-mode line),
+  `mail_document` / `from_mail_document` (pending mail in MongoDB) and `history_entry`
+  / `from_history_entry` (a message inside a history bucket).
 
 Where bytes from a socket become lines is `chatnet.lines`.
 """
@@ -26,7 +27,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from enum import StrEnum
 from functools import lru_cache, partial
@@ -588,6 +589,25 @@ def message_dict(
     }
 
 
+def message_text(
+    id: str,
+    sender: str | None,
+    destination: str | None,
+    message: str,
+    timestamp: str,
+    type: str = MessageType.CHAT,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """`dumps(message_dict(...))`, the same text, written out directly: no dict made and
+    walked (1.6 µs a message against 3.5, uncompiled). The history archive encodes every
+    delivered message in the chat server's loop, and a JSON reader gets each this way."""
+    return (
+        f'{{"id":{_quoted(id)},"sender":{_quoted_or_null(sender)},"destination":{_quoted_or_null(destination)},'
+        f'"message":{_quoted(message)},"timestamp":{_quoted(timestamp)},"type":{_quoted(type)},'
+        f'"metadata":{dumps(metadata) if metadata else "{}"}}}'
+    )
+
+
 def json_line(
     id: str,
     sender: str | None,
@@ -598,12 +618,18 @@ def json_line(
     metadata: dict[str, Any] | None = None,
 ) -> str:
     """`message_dict` as one JSON-mode line (with its newline)."""
-    return dumps(message_dict(id, sender, destination, message, timestamp, type, metadata)) + "\n"
+    return message_text(id, sender, destination, message, timestamp, type, metadata) + "\n"
 
 
 # json.dumps with options builds an encoder per call: 4.1 µs for a message's shape,
 # against 2.4 through one made once (a JSON reader's every line, a preview per pair).
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# The escaper that encoder uses for every string (C; ensure_ascii off), quotes included.
+_quoted: Final[Callable[[str], str]] = json.encoder.encode_basestring
+
+
+def _quoted_or_null(value: str | None) -> str:
+    return "null" if value is None else _quoted(value)
 
 
 def dumps(value: Any) -> str:

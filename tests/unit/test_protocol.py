@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from chatnet.limits import MAX_MESSAGE_CHARS
@@ -12,6 +14,7 @@ from chatnet.message import Message, parse_message
 from chatnet.protocol import (
     Clock,
     Event,
+    dumps,
     format_datetime,
     format_timestamp,
     from_history_entry,
@@ -21,7 +24,9 @@ from chatnet.protocol import (
     lowered,
     mail_document,
     mail_hints,
+    message_dict,
     message_json,
+    message_text,
     new_id,
     parse_timestamp,
     short_timestamp,
@@ -71,6 +76,32 @@ def test_json_line_matches_the_model() -> None:
     line = json_line("abc", "alice", "bob", "hi", "2026-11-21T10:00:00.000Z", "chat", None)
     message = parse_message(line)
     assert (message.id, message.sender, message.destination, message.message, message.metadata) == ("abc", "alice", "bob", "hi", {})
+
+
+# Any code point, lone surrogates and controls included: the two must escape alike.
+_any_text = st.text(st.characters(blacklist_categories=()), max_size=40)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_any_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    id=_any_text,
+    sender=st.none() | _any_text,
+    destination=st.none() | _any_text,
+    message=_any_text,
+    timestamp=_any_text,
+    kind=_any_text,
+    metadata=st.none() | st.dictionaries(_any_text, _json_values, max_size=3),
+)
+def test_message_text_is_the_dict_encoded(
+    id: str, sender: str | None, destination: str | None, message: str, timestamp: str, kind: str, metadata: dict[str, object] | None
+) -> None:
+    """The message shape written out directly is, character for character, the dict encoded."""
+    fields = (id, sender, destination, message, timestamp, kind, metadata)
+    assert message_text(*fields) == dumps(message_dict(*fields))
 
 
 def test_ids_are_unique() -> None:
