@@ -193,7 +193,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store
     app.state.accounts = Accounts.from_settings(store, settings)
     app.state.rooms = rooms = RoomStore(store)
-    app.state.copier = copier = api_mail.HistoryCopier(store)
     app.state.bots = bots = api_bots.bot_store(store, app.state.accounts, settings)
     app.state.bot_proxy = proxy = api_bot_chat.HostProxy(settings)
     app.state.served = api_mail.ServedMail()
@@ -211,7 +210,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with suppress(asyncio.CancelledError):
             await sweeper
-        await copier.drain()
         await proxy.close()
         try:
             await store.previews.write_direct()

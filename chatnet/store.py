@@ -354,8 +354,8 @@ class Store:
         return int(result[0]["n"]) if result else 0
 
     async def take_mail(self, user: str, ids: list[str], known: Mapping[str, Document] | None = None) -> tuple[int, list[dict[str, Any]]]:
-        """Take the user's mail with these ids out of its bundles: how many went, and
-        the messages as they were (history entries), for `archive_delivered`. Bundles
+        """Take the user's mail with these ids out of its bundles, into the history: how
+        many went, and the messages as they were (history entries). Bundles
         the caller read lately (`known`, by bundle id, as `pending_bundles` gave them)
         are not read again when they hold every id; otherwise the user's bundles are
         read, in one find. A known bundle that changed since is read again anyway."""
@@ -364,23 +364,32 @@ class Store:
         mine = [doc for doc in (known or {}).values() if doc["destination_key"] == key]
         held = {e["id"] for doc in mine for e in doc["messages"]}
         bundles = mine if wanted <= held else await self._bundles(key)
-        taken = await self._remove(key, bundles, wanted)
+        taken = await self._remove(key, bundles, wanted, delivered=True)
         return len(taken), taken
 
-    async def _remove(self, key: str, bundles: list[Document], wanted: set[str]) -> list[dict[str, Any]]:
+    async def _remove(self, key: str, bundles: list[Document], wanted: set[str], delivered: bool = False) -> list[dict[str, Any]]:
         """Take the messages with these ids out of these bundles of the recipient (as
         read): one bulk write, each bundle rewritten (or, emptied, deleted) only if it
         is still as read (`rev`); those that changed meanwhile are read again and done
         again. The messages taken (by id, once each; one that a racing removal took
-        first may be counted by both)."""
+        first may be counted by both).
+
+        `delivered` (an ack, not a trim): each is copied into the history before its
+        bundle changes, so a reader of the history (or of an unread count) finds it in
+        one place or the other, and for a moment in both (history reads go by id),
+        never in neither; a copy made twice by racing removals shows once too. A copy
+        that fails leaves the mail pending."""
         taken: dict[str, dict[str, Any]] = {}
         for _ in range(MAX_REMOVE_ROUNDS):
             ops: list[UpdateOne | DeleteOne] = []
             touched: list[str] = []
+            copies: list[dict[str, Any]] = []
             for doc in bundles:
                 hit = [e for e in doc["messages"] if e["id"] in wanted]
                 if not hit:
                     continue
+                if delivered:
+                    copies += [e for e in hit if e["id"] not in taken]
                 rest = [e for e in doc["messages"] if e["id"] not in wanted]
                 same = {"_id": doc["_id"], "destination_key": key, "rev": doc["rev"]}
                 if rest:
@@ -393,6 +402,8 @@ class Store:
                 taken.update((e["id"], e) for e in hit)
             if not ops:
                 return list(taken.values())
+            if copies:
+                await self.archive_delivered(copies)
             result = await self.mail.bulk_write(ops, ordered=False)
             if result.deleted_count + result.modified_count == len(ops):
                 return list(taken.values())
@@ -401,9 +412,8 @@ class Store:
         raise RuntimeError(f"mail of {key}: bundles kept changing while acknowledged ids were taken out")
 
     async def ack(self, user: str, ids: list[str]) -> int:
-        """Acknowledge mail and copy it to the history before returning; how many."""
-        removed, entries = await self.take_mail(user, ids)
-        await self.archive_delivered(entries)
+        """Acknowledge mail: out of the mailbox, into the history; how many."""
+        removed, _ = await self.take_mail(user, ids)
         return removed
 
     # --- history ---------------------------------------------------------------------------

@@ -114,9 +114,9 @@ async def test_big_pages_of_mail(api: ApiClient) -> None:
     assert [m["id"] for m in newest] == [m.id for m in sent if m.sender == "s0"][-1:-3:-1]
 
 
-async def test_shutdown_finishes_the_history_copy(api_net: Network) -> None:
-    """Mail acknowledged just before the API stops still reaches the history: the API
-    finishes copying it before it exits."""
+async def test_mail_acknowledged_before_a_restart_is_in_the_history(api_net: Network) -> None:
+    """Mail acknowledged just before the API stops is in the history after it starts
+    again: an ack is answered once its mail is there."""
     base = utcnow() - timedelta(minutes=1)
     sent = [
         Message(sender="alice", destination="bob", message=f"n{i}", timestamp=base + timedelta(milliseconds=i))

@@ -79,7 +79,7 @@ async def test_ack_moves_own_mail_to_history(store: Store) -> None:
 
 async def test_take_mail_uses_documents_already_read(store: Store) -> None:
     """Taking mail removes it in one go whether its bundles were read before or not,
-    and hands back each message as it was stored, for the history."""
+    puts it in the history, and hands back each message as it was stored."""
     to_bob = [mail("alice", "bob", f"m{i}", seconds=i, metadata={"n": i}) for i in range(4)]
     await store.store_mail(to_bob, ttl_seconds=600)
     read = {doc["_id"]: doc for doc in await store.pending_bundles("bob")}
@@ -88,7 +88,6 @@ async def test_take_mail_uses_documents_already_read(store: Store) -> None:
     assert sorted(doc["message"] for doc in docs) == ["m0", "m1", "m2"]
     assert {doc["id"]: doc["metadata"] for doc in docs} == {m.id: m.metadata for m in to_bob[:3]}
     assert await store.take_mail("carol", [to_bob[3].id]) == (0, [])
-    await store.archive_delivered(docs)
     history, _ = await store.history("alice", "bob")
     assert [m["message"] for m in history] == ["m3", "m2", "m1", "m0"]
     assert history[-1] == to_bob[0].model_dump(mode="json")
@@ -259,6 +258,31 @@ async def test_a_message_in_two_bundles_is_pending_once(store: Store) -> None:
     assert (await store.pending_page("bob"))[1] == 3
     assert await store.ack("bob", [twice.id]) == 1
     assert [m["message"] for m in await store.pending("bob")] == ["first batch", "second batch"]
+
+
+async def test_mail_being_acknowledged_is_never_missing_from_the_history(store: Store) -> None:
+    """While an ack moves mail out of the mailbox into the history, a reader of the
+    history finds every message each time it looks (a page read then would be missing
+    them, and an unread count would say 0)."""
+    batch = [mail("alice", "bob", f"m{i}", seconds=i) for i in range(30)]
+    await store.store_mail(batch)
+
+    async def acknowledge_one_by_one() -> int:
+        return sum([(await store.take_mail("bob", [m.id]))[0] for m in batch])
+
+    async def read_until(done: asyncio.Future[int]) -> list[int]:
+        seen = []
+        while not done.done():
+            history, _ = await store.history("bob", "alice", limit=100)
+            seen.append(len(history))
+        return seen
+
+    taking = asyncio.ensure_future(acknowledge_one_by_one())
+    readers = await asyncio.gather(*(read_until(taking) for _ in range(3)))
+    assert await taking == 30
+    seen = [count for reader in readers for count in reader]
+    history, _ = await store.history("bob", "alice", limit=100)
+    assert len(seen) > 3 and set(seen) == {30} and len(history) == 30
 
 
 async def test_acknowledgements_at_once_never_undo_each_other(store: Store) -> None:
