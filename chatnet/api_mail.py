@@ -8,7 +8,6 @@ them again. `chatnet.api` builds the app around these routes and holds that help
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from typing import Annotated, Any, Final
 
@@ -21,8 +20,6 @@ from chatnet.limits import MAIL_PAGE, MAX_ACK_IDS, MAX_BATCH, MAX_KEEP_LATEST, M
 from chatnet.message import Message, Name
 from chatnet.protocol import from_history_entry, unencodable, unstorable, utcnow
 from chatnet.store_documents import unrolled
-
-logger = logging.getLogger("chatnet.api")
 
 # A page of mail when the caller doesn't say (the bound is MAIL_PAGE).
 MAIL_PAGE_DEFAULT: Final = 100
