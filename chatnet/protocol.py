@@ -11,7 +11,7 @@ have in common:
   delivers (`Delivery`);
 - one encoder per shape a message takes between the socket and the store:
   `message_dict` (the JSON shape the API and clients see), `message_text` (that shape
-  as JSON text, built directly), `json_line` (that text as a JSON-mode line),
+  as JSON text, built directly: the history archive's, and a JSON-mode line's),
   `mail_document` / `from_mail_document` (pending mail in MongoDB) and `history_entry`
   / `from_history_entry` (a message inside a history bucket).
 
@@ -600,25 +600,13 @@ def message_text(
 ) -> str:
     """`dumps(message_dict(...))`, the same text, written out directly: no dict made and
     walked (1.6 µs a message against 3.5, uncompiled). The history archive encodes every
-    delivered message in the chat server's loop, and a JSON reader gets each this way."""
+    delivered message in the chat server's loop, and a JSON reader gets each this way
+    (with a newline: a JSON-mode line)."""
     return (
         f'{{"id":{_quoted(id)},"sender":{_quoted_or_null(sender)},"destination":{_quoted_or_null(destination)},'
         f'"message":{_quoted(message)},"timestamp":{_quoted(timestamp)},"type":{_quoted(type)},'
         f'"metadata":{dumps(metadata) if metadata else "{}"}}}'
     )
-
-
-def json_line(
-    id: str,
-    sender: str | None,
-    destination: str | None,
-    message: str,
-    timestamp: str,
-    type: str = MessageType.CHAT,
-    metadata: dict[str, Any] | None = None,
-) -> str:
-    """`message_dict` as one JSON-mode line (with its newline)."""
-    return message_text(id, sender, destination, message, timestamp, type, metadata) + "\n"
 
 
 # json.dumps with options builds an encoder per call: 4.1 µs for a message's shape,

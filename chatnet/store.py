@@ -281,7 +281,7 @@ class Store:
         return len(entries)
 
     async def archive_delivered(self, docs: list[dict[str, Any]]) -> None:
-        """Copy acknowledged mail (mail documents as read) into the history."""
+        """Copy acknowledged mail (entries as its bundles hold them) into the history."""
         await self._store_buckets([history_entry(doc) for doc in docs])
 
     async def _store_buckets(self, entries: list[dict[str, Any]]) -> None:

@@ -40,7 +40,7 @@ from chatnet.protocol import (
     check_message,
     check_name,
     dumps,
-    json_line,
+    message_text,
     new_id,
     parse_command,
     quote,
@@ -178,7 +178,7 @@ def client_frame(event: Chat | Command | Login | Ack | Pong | Typing) -> dict[st
 def server_frame(kind: MessageType, text: str, event: Event, details: dict[str, Any], recipient: str | None, timestamp: str, sender: str = SERVER_NAME) -> str:
     """A frame the server (or the adapter, as `sender`) says itself: `metadata.event`
     says what it is."""
-    return json_line(new_id(), sender, recipient or None, text, timestamp, kind, {"event": event, **details})
+    return message_text(new_id(), sender, recipient or None, text, timestamp, kind, {"event": event, **details}) + "\n"
 
 
 class JsonDialect(OneLineLogin):
@@ -205,13 +205,13 @@ class JsonDialect(OneLineLogin):
         id, sender, destination, text, timestamp, kind, metadata, sender_features = message
         if sender_features:
             metadata = {**(metadata or {}), "sender_features": sender_features}
-        return json_line(id or new_id(), sender, destination, text, timestamp, kind, metadata)
+        return message_text(id or new_id(), sender, destination, text, timestamp, kind, metadata) + "\n"
 
     replayed = delivery  # the frames carry their time already
 
     def stored(self, message: MessageJson) -> str:
         metadata = {**(message.get("metadata") or {}), "stored": True}
-        return json_line(message["id"], message["sender"], message["destination"], message["message"], message["timestamp"], message["type"], metadata)
+        return message_text(message["id"], message["sender"], message["destination"], message["message"], message["timestamp"], message["type"], metadata) + "\n"
 
     def notice(self, text: str, event: Event, details: dict[str, Any], recipient: str, timestamp: str) -> str:
         return server_frame(MessageType.NOTIFICATION, text, event, details, recipient, timestamp)

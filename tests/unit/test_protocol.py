@@ -20,7 +20,6 @@ from chatnet.protocol import (
     from_history_entry,
     from_mail_document,
     history_entry,
-    json_line,
     lowered,
     mail_document,
     mail_hints,
@@ -39,7 +38,7 @@ def test_message_round_trips_through_json() -> None:
     """A Message's JSON shape, written as a line, parses back to the same Message."""
     message = Message(sender="alice", destination="bob", message="h\u00e9 \U0001f600 \"q\"", metadata={"a": [1, 2]})
     shape = message_json(message)
-    assert parse_message(json_line(**shape)) == message
+    assert parse_message(message_text(**shape)) == message
 
 
 def test_message_rejects_bad_names_and_long_text() -> None:
@@ -71,9 +70,9 @@ def test_timestamp_formats() -> None:
     assert short_timestamp("2026-11-21T10:00:05.007Z") == "2026-11-21T10:00:05Z"
 
 
-def test_json_line_matches_the_model() -> None:
+def test_message_text_matches_the_model() -> None:
     """The hot-path formatter produces what the model would parse back."""
-    line = json_line("abc", "alice", "bob", "hi", "2026-11-21T10:00:00.000Z", "chat", None)
+    line = message_text("abc", "alice", "bob", "hi", "2026-11-21T10:00:00.000Z", "chat", None)
     message = parse_message(line)
     assert (message.id, message.sender, message.destination, message.message, message.metadata) == ("abc", "alice", "bob", "hi", {})
 
